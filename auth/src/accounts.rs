@@ -1,0 +1,328 @@
+//! What auth does, independent of how it is called: register, log in, refresh, log out,
+//! verify. The gRPC edge (`grpc.rs`) only translates to and from these.
+
+use crate::{
+    domain::{Email, Invalid, Login, Password, Session, User, Username},
+    keys::SigningKey,
+    password,
+    revocations::RevocationFeed,
+    store::{NewAccount, NewSession, Revocation, StoreError, Taken, UserStore},
+    throttle::LoginThrottle,
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use chrono::{DateTime, SubsecRound, Utc};
+use platform::token::{AUDIENCE, Claims, ISSUER, TokenError, TokenVerifier};
+use ring::{digest, rand::SecureRandom};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use uuid::Uuid;
+
+/// Why an account operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A field from the client is not valid.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The username or email is in use.
+    #[error("{} is already taken", match .0 { Taken::Username => "username", Taken::Email => "email" })]
+    Taken(Taken),
+    /// Unknown login or wrong password: deliberately the same answer.
+    #[error("wrong username or password")]
+    BadCredentials,
+    /// Too many failed logins; try again after the duration.
+    #[error("too many failed logins, try again later")]
+    Throttled(Duration),
+    /// The access token was refused.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The refresh token is unknown, reused, or its session has ended.
+    #[error("the session has ended; log in again")]
+    SessionEnded,
+    /// No such user.
+    #[error("no such user")]
+    NotFound,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where a login or refresh came from.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    /// The client's address, as the broker saw it.
+    pub ip: String,
+    /// The client's User-Agent.
+    pub user_agent: String,
+}
+
+/// Lifetimes and throttling limits.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Lifetime of an access token.
+    pub access_ttl: Duration,
+    /// Lifetime of a session without refresh.
+    pub session_ttl: Duration,
+    /// Failed logins allowed per account within `failure_window`.
+    pub max_failures_per_account: u32,
+    /// Failed logins allowed per client address within `failure_window`.
+    pub max_failures_per_ip: u32,
+    /// The throttling window.
+    pub failure_window: Duration,
+}
+
+/// The result of a login or refresh.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The signed JWT.
+    pub access_token: String,
+    /// Its expiry.
+    pub access_expires_at: DateTime<Utc>,
+    /// Opaque; trade it for the next access token.
+    pub refresh_token: String,
+    /// Who logged in.
+    pub user: User,
+    /// The session.
+    pub session: Session,
+    /// The session's CSRF token.
+    pub csrf_token: String,
+}
+
+/// Accounts, sessions and tokens.
+pub struct Accounts {
+    store: Arc<dyn UserStore>,
+    keys: SigningKey,
+    verifier: TokenVerifier,
+    revocations: Arc<RevocationFeed>,
+    per_account: LoginThrottle,
+    per_ip: LoginThrottle,
+    decoy_hash: String,
+    policy: Policy,
+}
+
+/// Now, at the microsecond precision both databases keep.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn chrono_duration(duration: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+fn hash_refresh(token: &str) -> String {
+    URL_SAFE_NO_PAD.encode(digest::digest(&digest::SHA256, token.as_bytes()))
+}
+
+fn new_refresh_token(session: Uuid) -> String {
+    let mut secret = [0_u8; 32];
+    ring::rand::SystemRandom::new().fill(&mut secret).expect("the system random generator is available");
+    format!("{}.{}", session.simple(), URL_SAFE_NO_PAD.encode(secret))
+}
+
+impl Accounts {
+    /// Accounts over a store, signing with `keys`.
+    pub async fn new(
+        store: Arc<dyn UserStore>,
+        keys: SigningKey,
+        revocations: Arc<RevocationFeed>,
+        policy: Policy,
+    ) -> Self {
+        let verifier = TokenVerifier::new(100_000);
+        verifier
+            .set_keys([(keys.kid(), keys.public_x())])
+            .expect("our own public key is well-formed");
+        Self {
+            per_account: LoginThrottle::new(policy.max_failures_per_account, policy.failure_window),
+            per_ip: LoginThrottle::new(policy.max_failures_per_ip, policy.failure_window),
+            decoy_hash: password::decoy().await,
+            store,
+            keys,
+            verifier,
+            revocations,
+            policy,
+        }
+    }
+
+    /// The signing key (for publishing its public half).
+    pub fn keys(&self) -> &SigningKey {
+        &self.keys
+    }
+
+    /// The revocation feed.
+    pub fn revocations(&self) -> &Arc<RevocationFeed> {
+        &self.revocations
+    }
+
+    /// The store (for readiness checks).
+    pub fn store(&self) -> &Arc<dyn UserStore> {
+        &self.store
+    }
+
+    /// Creates an account.
+    pub async fn register(&self, username: &str, email: &str, password: &str) -> Result<User, AuthError> {
+        let account = NewAccount {
+            id: Uuid::now_v7(),
+            username: Username::parse(username)?,
+            email: Email::parse(email)?,
+            password_hash: password::hash(Password::parse(password)?).await,
+            created_at: now(),
+        };
+        match self.store.insert_account(&account).await {
+            Ok(user) => {
+                metrics::counter!("auth_registrations_total").increment(1);
+                tracing::info!(user_id = %user.id, username = %user.username, "account registered");
+                Ok(user)
+            }
+            Err(StoreError::Taken(field)) => Err(AuthError::Taken(field)),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Checks credentials and opens a session.
+    pub async fn login(&self, login: &str, password: &str, client: Client) -> Result<Issued, AuthError> {
+        let parsed = Login::parse(login);
+        let account_key = match &parsed {
+            Some(login) => login.throttle_key(),
+            None => format!("login:{}", login.chars().take(64).collect::<String>().to_lowercase()),
+        };
+        let ip_key = format!("ip:{}", client.ip);
+        let started = Instant::now();
+        let retry_after = [self.per_account.check(&account_key, started), self.per_ip.check(&ip_key, started)]
+            .into_iter()
+            .filter_map(Result::err)
+            .max();
+        if let Some(retry_after) = retry_after {
+            metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
+            return Err(AuthError::Throttled(retry_after));
+        }
+        let account = match &parsed {
+            Some(Login::Username(name)) => self.store.account_by_username(name).await?,
+            Some(Login::Email(email)) => self.store.account_by_email(email).await?,
+            None => None,
+        };
+        let bounded = password.chars().take(*Password::LEN.end()).collect::<String>();
+        let hash = account.as_ref().map_or_else(|| self.decoy_hash.clone(), |a| a.password_hash.clone());
+        let matches = password::verify(bounded, hash).await;
+        let Some(account) = account.filter(|_| matches) else {
+            self.per_account.fail(&account_key, Instant::now());
+            self.per_ip.fail(&ip_key, Instant::now());
+            metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
+            tracing::info!(client_ip = %client.ip, "login failed");
+            return Err(AuthError::BadCredentials);
+        };
+        self.per_account.clear(&account_key);
+        let created_at = now();
+        let session = Session {
+            id: Uuid::now_v7(),
+            user_id: account.user.id,
+            created_at,
+            expires_at: created_at + chrono_duration(self.policy.session_ttl),
+            revoked_at: None,
+        };
+        let refresh_token = new_refresh_token(session.id);
+        self.store
+            .insert_session(&NewSession {
+                session: session.clone(),
+                refresh_hash: hash_refresh(&refresh_token),
+                client_ip: client.ip.chars().take(64).collect(),
+                user_agent: client.user_agent.chars().take(256).collect(),
+            })
+            .await?;
+        metrics::counter!("auth_logins_total", "outcome" => "succeeded").increment(1);
+        tracing::info!(user_id = %account.user.id, session_id = %session.id, "logged in");
+        Ok(self.issue(account.user, session, refresh_token))
+    }
+
+    /// Trades a refresh token for fresh tokens; the old refresh token stops working.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Issued, AuthError> {
+        let session_id = refresh_token
+            .split_once('.')
+            .and_then(|(id, _)| Uuid::try_parse(id).ok())
+            .ok_or(AuthError::SessionEnded)?;
+        let (mut session, stored_hash) = self.store.session(session_id).await?.ok_or(AuthError::SessionEnded)?;
+        let presented = hash_refresh(refresh_token);
+        if presented != stored_hash || !session.is_active(now()) || self.revocations.is_revoked(session.id) {
+            return Err(AuthError::SessionEnded);
+        }
+        let next = new_refresh_token(session.id);
+        session.expires_at = now() + chrono_duration(self.policy.session_ttl);
+        if !self.store.rotate_refresh(session.id, &presented, &hash_refresh(&next), session.expires_at).await? {
+            return Err(AuthError::SessionEnded);
+        }
+        let user = self.store.user(session.user_id).await?.ok_or(AuthError::SessionEnded)?;
+        Ok(self.issue(user, session, next))
+    }
+
+    fn issue(&self, user: User, session: Session, refresh_token: String) -> Issued {
+        let issued_at = now();
+        let access_expires_at = issued_at + chrono_duration(self.policy.access_ttl);
+        let claims = Claims {
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            sub: user.id,
+            sid: session.id,
+            name: user.username.clone(),
+            email: user.email.clone(),
+            iat: issued_at.timestamp(),
+            exp: access_expires_at.timestamp(),
+            csrf: self.keys.csrf_token(session.id),
+        };
+        Issued {
+            access_token: self.keys.sign(&claims),
+            access_expires_at,
+            refresh_token,
+            csrf_token: claims.csrf,
+            user,
+            session,
+        }
+    }
+
+    /// Verifies an access token: signature, expiry, revocation. Memory only.
+    pub fn verify(&self, access_token: &str) -> Result<Arc<Claims>, AuthError> {
+        let claims = self.verifier.verify(access_token, Utc::now().timestamp())?;
+        if self.revocations.is_revoked(claims.sid) {
+            return Err(TokenError::Revoked.into());
+        }
+        Ok(claims)
+    }
+
+    /// Ends the session of `access_token`, at once, for every token of it.
+    pub async fn logout(&self, access_token: &str) -> Result<Arc<Claims>, AuthError> {
+        let claims = self.verify(access_token)?;
+        let revoked_at = Utc::now();
+        let entry = Revocation {
+            session_id: claims.sid,
+            revoked_at_ms: revoked_at.timestamp_millis(),
+            // Every token of the session expires within one access lifetime from now.
+            forget_after: (revoked_at + chrono_duration(self.policy.access_ttl)).timestamp() + 1,
+        };
+        self.store.revoke_session(claims.sid, entry).await?;
+        self.revocations.record(&entry);
+        metrics::counter!("auth_logouts_total").increment(1);
+        tracing::info!(user_id = %claims.sub, session_id = %claims.sid, "logged out");
+        Ok(claims)
+    }
+
+    /// A user by id.
+    pub async fn user(&self, id: Uuid) -> Result<User, AuthError> {
+        self.store.user(id).await?.ok_or(AuthError::NotFound)
+    }
+
+    /// One page of users in username order, and the token of the next page if any.
+    pub async fn list_users(&self, page_size: u32, page_token: &str) -> Result<(Vec<User>, String), AuthError> {
+        let size = match page_size {
+            0 => 50,
+            n => n.min(100),
+        };
+        let after = if page_token.is_empty() { String::new() } else { Username::parse(page_token)?.as_str().to_owned() };
+        let mut users = self.store.users_after(&after, size + 1).await?;
+        let next = if users.len() > size as usize {
+            users.truncate(size as usize);
+            users.last().map(|user| user.username.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((users, next))
+    }
+}

@@ -1,0 +1,250 @@
+//! The tonic implementation of `microchat.auth.v1.Auth`: translates requests into
+//! [`Accounts`] calls and [`AuthError`]s into gRPC statuses. No rules live here.
+
+use crate::{
+    accounts::{AuthError, Client, Issued},
+    domain::{Session, User},
+    store::{StoreError, Taken},
+    Accounts,
+};
+use chrono::{DateTime, Utc};
+use platform::shutdown::Shutdown;
+use proto::auth::v1::{self as pb, auth_server};
+use std::{pin::Pin, sync::Arc};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+/// The gRPC face of auth.
+#[derive(Clone)]
+pub struct AuthApi {
+    accounts: Arc<Accounts>,
+    shutdown: Shutdown,
+}
+
+impl AuthApi {
+    /// Serves `accounts`; revocation streams end when `shutdown` is cancelled.
+    pub fn new(accounts: Arc<Accounts>, shutdown: Shutdown) -> Self {
+        Self { accounts, shutdown }
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+}
+
+fn epoch_timestamp(seconds: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds, nanos: 0 }
+}
+
+fn user_message(user: User) -> pb::User {
+    pb::User {
+        id: user.id.to_string(),
+        username: user.username,
+        email: user.email,
+        created_at: Some(timestamp(user.created_at)),
+    }
+}
+
+fn session_message(session: &Session) -> pb::Session {
+    pb::Session {
+        id: session.id.to_string(),
+        user_id: session.user_id.to_string(),
+        created_at: Some(timestamp(session.created_at)),
+        expires_at: Some(timestamp(session.expires_at)),
+    }
+}
+
+fn issued_message(issued: Issued) -> pb::LoginResponse {
+    pb::LoginResponse {
+        access_token: issued.access_token,
+        access_token_expires_at: Some(timestamp(issued.access_expires_at)),
+        refresh_token: issued.refresh_token,
+        session: Some(session_message(&issued.session)),
+        user: Some(user_message(issued.user)),
+        csrf_token: issued.csrf_token,
+    }
+}
+
+impl From<AuthError> for Status {
+    fn from(error: AuthError) -> Self {
+        match &error {
+            AuthError::Invalid(_) => Status::invalid_argument(error.to_string()),
+            AuthError::Taken(Taken::Username) => Status::already_exists("username is already taken"),
+            AuthError::Taken(Taken::Email) => Status::already_exists("email is already registered"),
+            AuthError::BadCredentials | AuthError::Token(_) | AuthError::SessionEnded => {
+                Status::unauthenticated(error.to_string())
+            }
+            AuthError::Throttled(retry_after) => {
+                let mut status = Status::resource_exhausted(error.to_string());
+                let seconds = retry_after.as_secs().max(1).to_string();
+                status.metadata_mut().insert(
+                    "retry-after",
+                    seconds.parse().expect("a decimal number is valid metadata"),
+                );
+                status
+            }
+            AuthError::NotFound => Status::not_found(error.to_string()),
+            AuthError::Store(StoreError::Unavailable(_)) => {
+                tracing::error!(%error, "database unavailable");
+                Status::unavailable("the account database is unavailable")
+            }
+            AuthError::Store(_) => {
+                tracing::error!(%error, "database failure");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+fn client_of<T>(request: &Request<T>, info: Option<&pb::ClientInfo>) -> Client {
+    let ip = info
+        .map(|info| info.ip.clone())
+        .filter(|ip| !ip.is_empty())
+        .or_else(|| request.remote_addr().map(|addr| addr.ip().to_string()))
+        .unwrap_or_default();
+    Client { ip, user_agent: info.map(|info| info.user_agent.clone()).unwrap_or_default() }
+}
+
+fn parse_uuid(field: &'static str, text: &str) -> Result<Uuid, Status> {
+    Uuid::try_parse(text).map_err(|_| Status::invalid_argument(format!("{field}: must be a UUID")))
+}
+
+type RevocationStream = Pin<Box<dyn Stream<Item = Result<pb::RevocationBatch, Status>> + Send>>;
+
+fn batch(snapshot: bool, entries: impl IntoIterator<Item = (Uuid, i64)>) -> pb::RevocationBatch {
+    pb::RevocationBatch {
+        snapshot,
+        sessions: entries
+            .into_iter()
+            .map(|(id, forget_after)| pb::RevokedSession {
+                session_id: id.to_string(),
+                forget_after: Some(epoch_timestamp(forget_after)),
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl auth_server::Auth for AuthApi {
+    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let body = request.into_inner();
+        let user = self.accounts.register(&body.username, &body.email, &body.password).await?;
+        Ok(Response::new(pb::RegisterResponse { user: Some(user_message(user)) }))
+    }
+
+    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let client = client_of(&request, request.get_ref().client.as_ref());
+        let body = request.into_inner();
+        let issued = self.accounts.login(&body.login, &body.password, client).await?;
+        Ok(Response::new(issued_message(issued)))
+    }
+
+    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+        let issued = self.accounts.refresh(&request.into_inner().refresh_token).await?;
+        Ok(Response::new(issued_message(issued)))
+    }
+
+    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
+        let claims = self.accounts.logout(&request.into_inner().access_token).await?;
+        let session = pb::Session {
+            id: claims.sid.to_string(),
+            user_id: claims.sub.to_string(),
+            created_at: None,
+            expires_at: None,
+        };
+        Ok(Response::new(pb::LogoutResponse { session: Some(session) }))
+    }
+
+    async fn verify_token(
+        &self,
+        request: Request<pb::VerifyTokenRequest>,
+    ) -> Result<Response<pb::VerifyTokenResponse>, Status> {
+        let claims = self.accounts.verify(&request.into_inner().access_token)?;
+        Ok(Response::new(pb::VerifyTokenResponse {
+            user: Some(pb::User {
+                id: claims.sub.to_string(),
+                username: claims.name.clone(),
+                email: claims.email.clone(),
+                created_at: None,
+            }),
+            session: Some(pb::Session {
+                id: claims.sid.to_string(),
+                user_id: claims.sub.to_string(),
+                created_at: None,
+                expires_at: None,
+            }),
+            access_token_expires_at: Some(epoch_timestamp(claims.exp)),
+        }))
+    }
+
+    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+        let id = parse_uuid("id", &request.into_inner().id)?;
+        Ok(Response::new(user_message(self.accounts.user(id).await?)))
+    }
+
+    async fn list_users(
+        &self,
+        request: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        let body = request.into_inner();
+        let (users, next_page_token) = self.accounts.list_users(body.page_size, &body.page_token).await?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.into_iter().map(user_message).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_public_keys(
+        &self,
+        _request: Request<pb::GetPublicKeysRequest>,
+    ) -> Result<Response<pb::GetPublicKeysResponse>, Status> {
+        let keys = self.accounts.keys();
+        Ok(Response::new(pb::GetPublicKeysResponse {
+            keys: vec![pb::PublicKey {
+                kid: keys.kid().to_owned(),
+                alg: "EdDSA".to_owned(),
+                x: keys.public_x().to_owned(),
+            }],
+        }))
+    }
+
+    type WatchRevocationsStream = RevocationStream;
+
+    async fn watch_revocations(
+        &self,
+        _request: Request<pb::WatchRevocationsRequest>,
+    ) -> Result<Response<Self::WatchRevocationsStream>, Status> {
+        let feed = Arc::clone(self.accounts.revocations());
+        let shutdown = self.shutdown.clone();
+        let (sender, receiver) = mpsc::channel(16);
+        // Owned by the stream: it ends when the watcher goes away or on shutdown.
+        tokio::spawn(async move {
+            let (snapshot, mut updates) = feed.watch();
+            if sender.send(Ok(batch(true, snapshot))).await.is_err() {
+                return;
+            }
+            loop {
+                let update = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    update = updates.recv() => update,
+                };
+                let message = match update {
+                    Ok(entry) => batch(false, [entry]),
+                    // Fell behind: start over from a fresh snapshot rather than miss one.
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let (snapshot, fresh) = feed.watch();
+                        updates = fresh;
+                        batch(true, snapshot)
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                };
+                if sender.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}

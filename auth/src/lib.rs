@@ -1,0 +1,95 @@
+//! The auth service: accounts (argon2id passwords), sessions, and EdDSA access tokens
+//! with immediate revocation. Serves gRPC (`microchat.auth.v1.Auth`) plus gRPC health.
+//!
+//! [`Auth::build`] opens the store, loads the key and binds the port; [`Auth::run`] serves
+//! until shutdown. Splitting the two lets callers learn the bound address (port 0 in tests)
+//! before anything is served.
+
+mod accounts;
+mod config;
+pub mod domain;
+mod grpc;
+pub mod keys;
+pub mod password;
+mod revocations;
+pub mod store;
+mod throttle;
+
+pub use accounts::{Accounts, AuthError, Client, Issued, Policy};
+pub use config::Config;
+
+use anyhow::Context;
+use keys::SigningKey;
+use platform::shutdown::Shutdown;
+use proto::auth::v1::auth_server::AuthServer;
+use revocations::RevocationFeed;
+use std::{net::SocketAddr, path::Path, sync::Arc};
+use tokio::net::TcpListener;
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
+
+/// Largest gRPC message auth accepts: requests are a few hundred bytes.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// A built auth service, bound to its port, not yet serving.
+pub struct Auth {
+    listener: TcpListener,
+    accounts: Arc<Accounts>,
+}
+
+impl Auth {
+    /// Opens the database (applying migrations), loads the signing key, binds the port.
+    pub async fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Self> {
+        let store = store::connect(&config.database_url(data_dir)).await.context("opening the auth database")?;
+        let keys = match &config.signing_key {
+            Some(pem) => SigningKey::from_pem(pem)?,
+            None => SigningKey::load_or_create(&data_dir.join("auth-signing-key.pem"))?,
+        };
+        let feed = Arc::new(RevocationFeed::load(store.as_ref()).await?);
+        let policy = Policy {
+            access_ttl: config.access_token_ttl,
+            session_ttl: config.session_ttl,
+            max_failures_per_account: config.max_failures_per_account,
+            max_failures_per_ip: config.max_failures_per_ip,
+            failure_window: config.failure_window,
+        };
+        let accounts = Arc::new(Accounts::new(store, keys, feed, policy).await);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding auth to {}", config.listen))?;
+        Ok(Self { listener, accounts })
+    }
+
+    /// The address the gRPC server is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains in-flight calls.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let follower = tokio::spawn(Arc::clone(self.accounts.revocations()).follow(
+            Arc::clone(self.accounts.store()),
+            shutdown.clone(),
+        ));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<AuthServer<grpc::AuthApi>>().await;
+        let api = AuthServer::new(grpc::AuthApi::new(self.accounts, shutdown.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let incoming = TcpListenerStream::new(self.listener).map(|stream| {
+            let stream = stream?;
+            stream.set_nodelay(true)?;
+            Ok::<_, std::io::Error>(stream)
+        });
+        tracing::info!(%addr, "auth serving gRPC");
+        tonic::transport::Server::builder()
+            .layer(platform::trace::TraceLayer)
+            .add_service(health_service)
+            .add_service(api)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .await
+            .context("auth gRPC server")?;
+        follower.await.context("revocation follower")?;
+        tracing::info!("auth stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,31 @@
+//! `auth` on its own (dev stack, cluster): `cargo run -p auth`, settings from `AUTH_*`.
+
+use clap::Parser;
+
+/// The microchat auth service.
+#[derive(Debug, Parser)]
+#[command(version, about, after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json.")]
+struct Cli {
+    /// Directory for embedded state (SQLite file, generated signing key).
+    #[arg(long, env = "MICROCHAT_DATA_DIR", default_value = platform::settings::DEFAULT_DATA_DIR)]
+    data_dir: std::path::PathBuf,
+    /// Print a fresh signing key (for AUTH_SIGNING_KEY) and exit.
+    #[arg(long)]
+    new_signing_key: bool,
+    #[command(flatten)]
+    auth: auth::Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut cli = Cli::parse();
+    if cli.new_signing_key {
+        print!("{}", auth::keys::SigningKey::generate_pem());
+        return Ok(());
+    }
+    platform::telemetry::init_tracing();
+    // Alone, auth also honours the conventional DATABASE_URL.
+    cli.auth.database_url = cli.auth.database_url.or_else(|| std::env::var("DATABASE_URL").ok());
+    let shutdown = platform::shutdown::on_signal();
+    auth::Auth::build(&cli.auth, &cli.data_dir).await?.run(shutdown).await
+}

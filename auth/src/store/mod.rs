@@ -1,0 +1,136 @@
+//! The user store port: what auth needs from its database, whatever the database is.
+//! One SQL implementation serves PostgreSQL (dev stack, cluster) and SQLite (embedded);
+//! the URL scheme picks which.
+
+mod sql;
+
+use crate::domain::{Account, Email, Session, User, Username};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub use sql::{PostgresUserStore, SqliteUserStore};
+
+/// Which unique field a new account collided on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The username is in use.
+    Username,
+    /// The email address is in use.
+    Email,
+}
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique field is already in use.
+    #[error("{0:?} is already taken")]
+    Taken(Taken),
+    /// The database could not be reached or answered in time.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Any other database failure: a bug or a broken schema.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                Self::Unavailable(error)
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+/// A new account to insert.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// UUIDv7.
+    pub id: Uuid,
+    /// Validated username.
+    pub username: Username,
+    /// Validated email.
+    pub email: Email,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A new session to insert.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// The session.
+    pub session: Session,
+    /// SHA-256 of the refresh token, base64url.
+    pub refresh_hash: String,
+    /// Client address as the broker saw it.
+    pub client_ip: String,
+    /// Client's User-Agent, truncated.
+    pub user_agent: String,
+}
+
+/// One entry of the revocation feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    /// The revoked session.
+    pub session_id: Uuid,
+    /// When, in epoch milliseconds.
+    pub revoked_at_ms: i64,
+    /// Epoch second after which every token of the session has expired.
+    pub forget_after: i64,
+}
+
+/// Accounts, sessions and the revocation feed.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Cheap round trip, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Inserts an account; `Taken` when the username or email is in use.
+    async fn insert_account(&self, account: &NewAccount) -> Result<User, StoreError>;
+    /// The account a username names.
+    async fn account_by_username(&self, username: &Username) -> Result<Option<Account>, StoreError>;
+    /// The account an email names.
+    async fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError>;
+    /// A user by id.
+    async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+    /// Up to `limit` users with usernames after `after`, in username order.
+    async fn users_after(&self, after: &str, limit: u32) -> Result<Vec<User>, StoreError>;
+    /// Inserts a session.
+    async fn insert_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// A session with its refresh hash.
+    async fn session(&self, id: Uuid) -> Result<Option<(Session, String)>, StoreError>;
+    /// Replaces the refresh hash if it still is `old` (rotation); false if it was not.
+    async fn rotate_refresh(
+        &self,
+        id: Uuid,
+        old: &str,
+        new: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Revokes an active session and appends it to the feed, atomically; false when it
+    /// was already revoked or does not exist.
+    async fn revoke_session(&self, id: Uuid, revocation: Revocation) -> Result<bool, StoreError>;
+    /// Feed entries revoked at or after `since_ms`.
+    async fn revocations_since(&self, since_ms: i64) -> Result<Vec<Revocation>, StoreError>;
+    /// Drops feed entries whose tokens have all expired by `now` (epoch seconds).
+    async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError>;
+}
+
+/// Opens the store a database URL names and applies its migrations.
+pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn UserStore>> {
+    use platform::sql::{Backend, backend};
+    let store: Arc<dyn UserStore> = match backend(url) {
+        Some(Backend::Postgres) => Arc::new(PostgresUserStore::new(platform::sql::connect_postgres(url, 16).await?)),
+        Some(Backend::Sqlite) => Arc::new(SqliteUserStore::new(platform::sql::connect_sqlite(url).await?)),
+        None => anyhow::bail!("unsupported database URL (use postgres:// or sqlite://)"),
+    };
+    store.migrate().await?;
+    Ok(store)
+}

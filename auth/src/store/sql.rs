@@ -1,0 +1,275 @@
+//! The SQL adapter of [`UserStore`]. PostgreSQL and SQLite take the same statements
+//! (`$n` placeholders work in both); only the migrations differ. The implementation is
+//! written once and instantiated for each backend by `sql_user_store!`, which keeps each
+//! instance fully concrete (no generic sqlx bounds) while never duplicating a query.
+
+use super::{NewAccount, NewSession, Revocation, StoreError, Taken, UserStore};
+use crate::domain::{Account, Email, Session, User, Username};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    username: String,
+    email: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self { id: row.id, username: row.username, email: row.email, created_at: row.created_at }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: String,
+}
+
+impl From<AccountRow> for Account {
+    fn from(row: AccountRow) -> Self {
+        Self { user: row.user.into(), password_hash: row.password_hash }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: Uuid,
+    user_id: Uuid,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    refresh_hash: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct RevocationRow {
+    session_id: Uuid,
+    revoked_at_ms: i64,
+    forget_after: i64,
+}
+
+const ACCOUNT_COLUMNS: &str = "id, username, email, password_hash, created_at";
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
+    StoreError::Database(sqlx::Error::Migrate(Box::new(error)))
+}
+
+macro_rules! sql_user_store {
+    ($(#[$doc:meta])* $name:ident, $db:ty, $migrations:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            pool: sqlx::Pool<$db>,
+        }
+
+        impl $name {
+            /// A store on an open pool (migrations are applied by [`UserStore::migrate`]).
+            pub fn new(pool: sqlx::Pool<$db>) -> Self {
+                Self { pool }
+            }
+        }
+
+        #[async_trait]
+        impl UserStore for $name {
+            async fn migrate(&self) -> Result<(), StoreError> {
+                sqlx::migrate!($migrations).run(&self.pool).await.map_err(migrate_error)
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn insert_account(&self, account: &NewAccount) -> Result<User, StoreError> {
+                let inserted = sqlx::query(
+                    "INSERT INTO users (id, username, email, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(account.id)
+                .bind(account.username.as_str())
+                .bind(account.email.as_str())
+                .bind(&account.password_hash)
+                .bind(account.created_at)
+                .execute(&self.pool)
+                .await;
+                match inserted {
+                    Ok(_) => Ok(User {
+                        id: account.id,
+                        username: account.username.as_str().to_owned(),
+                        email: account.email.as_str().to_owned(),
+                        created_at: account.created_at,
+                    }),
+                    Err(error) if is_unique_violation(&error) => {
+                        let (same_name,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE username = $1")
+                            .bind(account.username.as_str())
+                            .fetch_one(&self.pool)
+                            .await?;
+                        Err(StoreError::Taken(if same_name > 0 { Taken::Username } else { Taken::Email }))
+                    }
+                    Err(error) => Err(error.into()),
+                }
+            }
+
+            async fn account_by_username(&self, username: &Username) -> Result<Option<Account>, StoreError> {
+                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = $1");
+                let row: Option<AccountRow> =
+                    sqlx::query_as(&sql).bind(username.as_str()).fetch_optional(&self.pool).await?;
+                Ok(row.map(Account::from))
+            }
+
+            async fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError> {
+                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE email = $1");
+                let row: Option<AccountRow> =
+                    sqlx::query_as(&sql).bind(email.as_str()).fetch_optional(&self.pool).await?;
+                Ok(row.map(Account::from))
+            }
+
+            async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+                let row: Option<UserRow> =
+                    sqlx::query_as("SELECT id, username, email, created_at FROM users WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(row.map(User::from))
+            }
+
+            async fn users_after(&self, after: &str, limit: u32) -> Result<Vec<User>, StoreError> {
+                let rows: Vec<UserRow> = sqlx::query_as(
+                    "SELECT id, username, email, created_at FROM users WHERE username > $1 ORDER BY username LIMIT $2",
+                )
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(User::from).collect())
+            }
+
+            async fn insert_session(&self, new: &NewSession) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, refresh_hash, created_at, expires_at, revoked_at, client_ip, user_agent) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(new.session.id)
+                .bind(new.session.user_id)
+                .bind(&new.refresh_hash)
+                .bind(new.session.created_at)
+                .bind(new.session.expires_at)
+                .bind(new.session.revoked_at)
+                .bind(&new.client_ip)
+                .bind(&new.user_agent)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn session(&self, id: Uuid) -> Result<Option<(Session, String)>, StoreError> {
+                let row: Option<SessionRow> = sqlx::query_as(
+                    "SELECT id, user_id, created_at, expires_at, revoked_at, refresh_hash FROM sessions WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|row| {
+                    let session = Session {
+                        id: row.id,
+                        user_id: row.user_id,
+                        created_at: row.created_at,
+                        expires_at: row.expires_at,
+                        revoked_at: row.revoked_at,
+                    };
+                    (session, row.refresh_hash)
+                }))
+            }
+
+            async fn rotate_refresh(
+                &self,
+                id: Uuid,
+                old: &str,
+                new: &str,
+                expires_at: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "UPDATE sessions SET refresh_hash = $3, expires_at = $4 \
+                     WHERE id = $1 AND refresh_hash = $2 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .bind(old)
+                .bind(new)
+                .bind(expires_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn revoke_session(&self, id: Uuid, revocation: Revocation) -> Result<bool, StoreError> {
+                let revoked_at = DateTime::<Utc>::from_timestamp_millis(revocation.revoked_at_ms)
+                    .expect("revocation times come from the clock, well inside chrono's range");
+                let mut tx = self.pool.begin().await?;
+                let updated = sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(id)
+                    .bind(revoked_at)
+                    .execute(&mut *tx)
+                    .await?;
+                if updated.rows_affected() == 0 {
+                    return Ok(false);
+                }
+                sqlx::query("INSERT INTO revocations (session_id, revoked_at_ms, forget_after) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(revocation.revoked_at_ms)
+                    .bind(revocation.forget_after)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn revocations_since(&self, since_ms: i64) -> Result<Vec<Revocation>, StoreError> {
+                let rows: Vec<RevocationRow> = sqlx::query_as(
+                    "SELECT session_id, revoked_at_ms, forget_after FROM revocations \
+                     WHERE revoked_at_ms >= $1 ORDER BY revoked_at_ms",
+                )
+                .bind(since_ms)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| Revocation {
+                        session_id: row.session_id,
+                        revoked_at_ms: row.revoked_at_ms,
+                        forget_after: row.forget_after,
+                    })
+                    .collect())
+            }
+
+            async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError> {
+                let done = sqlx::query("DELETE FROM revocations WHERE forget_after <= $1")
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+sql_user_store!(
+    /// The user store on PostgreSQL.
+    PostgresUserStore,
+    sqlx::Postgres,
+    "./migrations/postgres"
+);
+
+sql_user_store!(
+    /// The user store on SQLite (the embedded run).
+    SqliteUserStore,
+    sqlx::Sqlite,
+    "./migrations/sqlite"
+);

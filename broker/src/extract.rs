@@ -1,0 +1,136 @@
+//! Extractors: JSON bodies whose rejections are API errors, and the authenticated caller.
+//!
+//! A caller authenticates with `Authorization: Bearer <token>` (API clients) or with the
+//! HttpOnly session cookie (browsers). Cookie-authenticated writes must also send the
+//! session's CSRF token in `X-CSRF-Token` — a page on another site can make the browser
+//! send the cookie, but cannot read the token.
+
+use crate::{AppState, error::ApiError};
+use axum::{
+    extract::{FromRequest, FromRequestParts},
+    http::{HeaderMap, Method, header, request::Parts},
+};
+use platform::token::Claims;
+use std::sync::Arc;
+
+/// Name of the cookie holding the access token.
+pub const SESSION_COOKIE: &str = "microchat_session";
+/// Name of the cookie holding the refresh token (sent to `/api/auth` only).
+pub const REFRESH_COOKIE: &str = "microchat_refresh";
+/// Header carrying the CSRF token on cookie-authenticated writes.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// A JSON body; malformed, oversized or mistyped bodies become JSON 4xx errors.
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// A query string; unparsable ones become JSON 400 errors.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// How the caller presented its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// `Authorization: Bearer`.
+    Bearer,
+    /// The session cookie.
+    Cookie,
+}
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// What the verified token says.
+    pub claims: Arc<Claims>,
+    /// The token itself (to log out with).
+    pub token: String,
+    /// How it was presented.
+    pub credential: Credential,
+}
+
+/// The value of cookie `name` in the request, if any.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Compares in time independent of where the inputs differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (token, credential) = match bearer(&parts.headers) {
+            Some(token) => (token, Credential::Bearer),
+            None => match cookie(&parts.headers, SESSION_COOKIE) {
+                Some(token) => (token, Credential::Cookie),
+                None => return Err(ApiError::unauthorized("log in first: no bearer token or session cookie")),
+            },
+        };
+        let claims = state.sessions.authenticate(token).await?;
+        let writes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if credential == Credential::Cookie && writes {
+            let sent = parts.headers.get(CSRF_HEADER).and_then(|value| value.to_str().ok());
+            if !sent.is_some_and(|sent| same_secret(sent, &claims.csrf)) {
+                return Err(ApiError::forbidden(
+                    "csrf",
+                    "cookie-authenticated writes need the session's X-CSRF-Token header",
+                ));
+            }
+        }
+        Ok(Self { claims, token: token.to_owned(), credential })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; microchat_session=tok; b=2"));
+        assert_eq!(cookie(&headers, SESSION_COOKIE), Some("tok"));
+        assert_eq!(cookie(&headers, "missing"), None);
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&headers), None);
+    }
+
+    #[test]
+    fn secrets_compare_exactly() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "abcd"));
+    }
+}

@@ -1,0 +1,19 @@
+//! `broker` on its own (dev stack, cluster): `cargo run -p broker`, settings from `BROKER_*`.
+
+use clap::Parser;
+
+/// The microchat broker: the public HTTP entry.
+#[derive(Debug, Parser)]
+#[command(version, about, after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json.")]
+struct Cli {
+    #[command(flatten)]
+    broker: broker::Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    platform::telemetry::init_tracing();
+    let shutdown = platform::shutdown::on_signal();
+    broker::Broker::build(cli.broker).await?.run(shutdown).await
+}

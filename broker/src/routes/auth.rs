@@ -1,0 +1,308 @@
+//! `/api/auth/*` and `/api/users`: accounts and sessions, served by the auth service.
+
+use crate::{
+    AppState,
+    error::{ApiError, ErrorBody},
+    extract::{ApiJson, ApiQuery, AuthUser, Credential, REFRESH_COOKIE, SESSION_COOKIE, cookie},
+    middleware::ClientAddr,
+};
+use axum::{
+    Extension,
+    body::Bytes,
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use cookie::{Cookie, SameSite};
+use proto::auth::v1 as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+/// `POST /api/auth/register`
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegisterBody {
+    /// 3–32 of a-z, 0-9, `_`, `.`, `-` (case is folded).
+    username: String,
+    /// An email address.
+    email: String,
+    /// 8–128 characters.
+    password: String,
+}
+
+/// `POST /api/auth/login`: `login` may also be sent as `username` or `email`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LoginBody {
+    /// A username or an email address.
+    #[serde(alias = "username", alias = "email")]
+    login: String,
+    /// The password.
+    password: String,
+}
+
+/// `POST /api/auth/refresh`: the refresh token, unless the refresh cookie carries it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+pub struct RefreshBody {
+    /// As returned by login or the previous refresh.
+    refresh_token: Option<String>,
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    id: String,
+    username: String,
+    email: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<DateTime<Utc>>,
+}
+
+/// Another user, as everyone may see them.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublicUserView {
+    id: String,
+    username: String,
+}
+
+/// Answer of register.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegisteredView {
+    user: UserView,
+}
+
+/// A session as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<DateTime<Utc>>,
+}
+
+/// Answer of login and refresh.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LoginView {
+    /// The access token, for `Authorization: Bearer` (also set as an HttpOnly cookie).
+    token: String,
+    token_expires_at: Option<DateTime<Utc>>,
+    /// Trade it at `/api/auth/refresh` for the next token (also set as a cookie).
+    refresh_token: String,
+    /// Send it as `X-CSRF-Token` on cookie-authenticated writes.
+    csrf_token: String,
+    user: UserView,
+    session: SessionView,
+}
+
+/// Answer of `GET /api/auth/me`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MeView {
+    user: UserView,
+    session: SessionView,
+    /// For cookie-authenticated callers: send it as `X-CSRF-Token` on writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csrf_token: Option<String>,
+}
+
+/// Query of `GET /api/users`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UsersQuery {
+    /// Page size, 1–100 (default 50).
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// Answer of `GET /api/users`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsersView {
+    users: Vec<PublicUserView>,
+    /// Absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
+}
+
+fn time(at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    at.and_then(|at| DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or(0)))
+}
+
+fn user_view(user: pb::User) -> UserView {
+    UserView { created_at: time(user.created_at.as_ref()), id: user.id, username: user.username, email: user.email }
+}
+
+fn from_auth(status: tonic::Status) -> ApiError {
+    ApiError::from_grpc("auth", &status)
+}
+
+fn client_info(client: ClientAddr, headers: &HeaderMap) -> pb::ClientInfo {
+    let user_agent = headers.get(header::USER_AGENT).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    pb::ClientInfo { ip: client.0.to_string(), user_agent: user_agent.chars().take(256).collect() }
+}
+
+fn set_cookie(response: &mut Response, cookie: Cookie<'_>) {
+    let value = HeaderValue::from_str(&cookie.to_string()).expect("cookie names and token values are header-safe");
+    response.headers_mut().append(header::SET_COOKIE, value);
+}
+
+fn session_cookies(state: &AppState, view: &LoginView, session_expires_at: Option<DateTime<Utc>>) -> [Cookie<'static>; 2] {
+    let now = Utc::now();
+    let seconds_until = |at: Option<DateTime<Utc>>| at.map_or(0, |at| (at - now).num_seconds().max(0));
+    let access = Cookie::build((SESSION_COOKIE, view.token.clone()))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.config.cookie_secure)
+        .path("/")
+        .max_age(cookie::time::Duration::seconds(seconds_until(view.token_expires_at)))
+        .build();
+    let refresh = Cookie::build((REFRESH_COOKIE, view.refresh_token.clone()))
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(state.config.cookie_secure)
+        .path("/api/auth")
+        .max_age(cookie::time::Duration::seconds(seconds_until(session_expires_at)))
+        .build();
+    [access, refresh]
+}
+
+fn logged_in(state: &AppState, answer: pb::LoginResponse) -> Result<Response, ApiError> {
+    let (user, session) = answer.user.zip(answer.session).ok_or_else(|| {
+        ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "the auth service answered without a session")
+    })?;
+    let session_expires_at = time(session.expires_at.as_ref());
+    let view = LoginView {
+        token: answer.access_token,
+        token_expires_at: time(answer.access_token_expires_at.as_ref()),
+        refresh_token: answer.refresh_token,
+        csrf_token: answer.csrf_token,
+        user: user_view(user),
+        session: SessionView { id: session.id, expires_at: session_expires_at },
+    };
+    let cookies = session_cookies(state, &view, session_expires_at);
+    let mut response = ApiJson(view).into_response();
+    for cookie in cookies {
+        set_cookie(&mut response, cookie);
+    }
+    Ok(response)
+}
+
+/// Browsers send `Origin` on cross-origin writes: refuse ones from pages we do not serve.
+fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()) {
+        Some(origin) if !state.config.allowed_origins.iter().any(|allowed| allowed == origin) => {
+            Err(ApiError::forbidden("origin", "requests from this origin are not allowed"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Create an account.
+#[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterBody,
+    responses((status = 201, body = RegisteredView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<RegisterBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_origin(&state, &headers)?;
+    let request = pb::RegisterRequest { username: body.username, email: body.email, password: body.password };
+    let answer = state.auth.clone().register(request).await.map_err(from_auth)?.into_inner();
+    let user = answer.user.ok_or_else(|| ApiError::unavailable("auth"))?;
+    Ok((StatusCode::CREATED, ApiJson(RegisteredView { user: user_view(user) })))
+}
+
+/// Log in with a username or email and a password.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginBody,
+    responses((status = 200, body = LoginView), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn login(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientAddr>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    check_origin(&state, &headers)?;
+    let request = pb::LoginRequest {
+        login: body.login,
+        password: body.password,
+        client: Some(client_info(client, &headers)),
+    };
+    let answer = state.auth.clone().login(request).await.map_err(from_auth)?.into_inner();
+    logged_in(&state, answer)
+}
+
+/// Trade a refresh token (body or cookie) for a new access token.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshBody,
+    responses((status = 200, body = LoginView), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    check_origin(&state, &headers)?;
+    let body: RefreshBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RefreshBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("invalid_body", error.to_string()))?
+    };
+    let token = body
+        .refresh_token
+        .or_else(|| cookie(&headers, REFRESH_COOKIE).map(str::to_owned))
+        .ok_or_else(|| ApiError::unauthorized("no refresh token"))?;
+    let request = pb::RefreshRequest { refresh_token: token, client: Some(client_info(client, &headers)) };
+    let answer = state.auth.clone().refresh(request).await.map_err(from_auth)?.into_inner();
+    logged_in(&state, answer)
+}
+
+/// End the caller's session everywhere, at once.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 503, body = ErrorBody)))]
+pub async fn logout(State(state): State<AppState>, caller: AuthUser) -> Result<Response, ApiError> {
+    let request = pb::LogoutRequest { access_token: caller.token };
+    state.auth.clone().logout(request).await.map_err(from_auth)?;
+    state.sessions.record_revoked(caller.claims.sid, caller.claims.exp + 1);
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    for (name, path) in [(SESSION_COOKIE, "/"), (REFRESH_COOKIE, "/api/auth")] {
+        let mut gone = Cookie::build((name, "")).path(path).http_only(true).same_site(SameSite::Strict).build();
+        gone.make_removal();
+        set_cookie(&mut response, gone);
+    }
+    Ok(response)
+}
+
+/// The caller.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth",
+    responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
+pub async fn me(caller: AuthUser) -> ApiJson<MeView> {
+    let claims = &caller.claims;
+    ApiJson(MeView {
+        user: UserView {
+            id: claims.sub.to_string(),
+            username: claims.name.clone(),
+            email: claims.email.clone(),
+            created_at: None,
+        },
+        session: SessionView { id: claims.sid.to_string(), expires_at: DateTime::from_timestamp(claims.exp, 0) },
+        csrf_token: (caller.credential == Credential::Cookie).then(|| claims.csrf.clone()),
+    })
+}
+
+/// Users in username order, a page at a time.
+#[utoipa::path(get, path = "/api/users", tag = "users", params(UsersQuery),
+    responses((status = 200, body = UsersView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn users(
+    State(state): State<AppState>,
+    _caller: AuthUser,
+    ApiQuery(query): ApiQuery<UsersQuery>,
+) -> Result<ApiJson<UsersView>, ApiError> {
+    let page_size = query.limit.unwrap_or(50);
+    if !(1..=100).contains(&page_size) {
+        return Err(ApiError::bad_request("invalid_argument", "limit: must be 1 to 100"));
+    }
+    let request = pb::ListUsersRequest { page_size, page_token: query.cursor.unwrap_or_default() };
+    let answer = state.auth.clone().list_users(request).await.map_err(from_auth)?.into_inner();
+    Ok(ApiJson(UsersView {
+        users: answer.users.into_iter().map(|user| PublicUserView { id: user.id, username: user.username }).collect(),
+        next_cursor: Some(answer.next_page_token).filter(|token| !token.is_empty()),
+    }))
+}

@@ -1,0 +1,64 @@
+//! The broker's routes and the layers around them.
+
+pub mod auth;
+pub mod ops;
+
+use crate::{AppState, middleware, rate_limit::Limiters};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, HeaderValue, Method, header},
+    middleware::{from_fn, from_fn_with_state},
+    response::IntoResponse,
+    routing::{get, post},
+};
+use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer};
+
+/// The whole HTTP application.
+pub fn router(state: AppState, limiters: &Limiters) -> Router {
+    let config = &state.config;
+    let (strict, api) = (config.rate_limit_auth, config.rate_limit_api);
+    let routes = Router::new()
+        .route("/api/auth/register", limiters.limit(strict, post(auth::register)))
+        .route("/api/auth/login", limiters.limit(strict, post(auth::login)))
+        .route("/api/auth/refresh", limiters.limit(strict, post(auth::refresh)))
+        .route("/api/auth/logout", limiters.limit(api, post(auth::logout)))
+        .route("/api/auth/me", limiters.limit(api, get(auth::me)))
+        .route("/api/users", limiters.limit(api, get(auth::users)))
+        .route("/api/openapi.json", get(ops::openapi))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route_layer(from_fn(middleware::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed);
+    routes
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(from_fn_with_state(config.request_timeout, middleware::deadline))
+        .layer(cors(&config.allowed_origins))
+        .layer(CatchPanicLayer::custom(|_| {
+            crate::error::ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            )
+            .into_response()
+        }))
+        .layer(from_fn_with_state(config.trust_forwarded_for, middleware::trace))
+        .with_state(state)
+}
+
+fn cors(origins: &[String]) -> CorsLayer {
+    let origins: Vec<HeaderValue> = origins.iter().filter_map(|origin| origin.parse().ok()).collect();
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            HeaderName::from_static(crate::extract::CSRF_HEADER),
+            HeaderName::from_static(platform::trace::TRACEPARENT),
+        ])
+        .expose_headers([header::RETRY_AFTER, middleware::TRACE_ID_HEADER.clone()])
+}

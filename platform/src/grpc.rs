@@ -1,0 +1,48 @@
+//! gRPC client helpers: every channel connects lazily (a service may start before the
+//! ones it calls), and every call has a deadline and carries the current trace id.
+
+use crate::trace::TraceInterceptor;
+use std::time::Duration;
+use tonic::{
+    Code, Status,
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
+
+/// A channel whose calls carry the current trace id.
+pub type TracedChannel = InterceptedService<Channel, TraceInterceptor>;
+
+/// Deadlines for the calls of one client.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadlines {
+    /// How long establishing the connection may take.
+    pub connect: Duration,
+    /// How long one call may take, end to end.
+    pub request: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Self { connect: Duration::from_secs(1), request: Duration::from_secs(5) }
+    }
+}
+
+/// A lazily-connecting channel to `url` with the given deadlines.
+pub fn channel(url: &str, deadlines: Deadlines) -> Result<TracedChannel, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(deadlines.connect)
+        .timeout(deadlines.request)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .connect_lazy();
+    Ok(InterceptedService::new(channel, TraceInterceptor))
+}
+
+/// True when the status means "the service could not be reached in time", as opposed to
+/// an answer from it: the caller should say the service is unavailable.
+pub fn is_unavailable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled)
+        // A transport failure before any answer surfaces as Unknown with a source error.
+        || (status.code() == Code::Unknown && std::error::Error::source(status).is_some())
+}

@@ -1,0 +1,17 @@
+//! What every microchat service shares, and nothing service-specific: typed settings
+//! helpers, telemetry, trace ids that cross gRPC, gRPC client helpers, token
+//! verification and the revoked-session list, SQL connection set-up, and shutdown.
+//!
+//! Services never link each other's crates; they share `proto` and this crate.
+
+pub mod grpc;
+pub mod revocation;
+pub mod settings;
+pub mod shutdown;
+pub mod sql;
+pub mod telemetry;
+pub mod token;
+pub mod trace;
+
+#[cfg(feature = "testing")]
+pub mod testing;

@@ -1,0 +1,70 @@
+//! Connection set-up for the two SQL backends every store supports: PostgreSQL for the
+//! dev stack and the cluster, SQLite for the embedded run. The URL scheme picks one.
+
+use sqlx::{
+    PgPool, SqlitePool,
+    postgres::PgPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+use std::{str::FromStr, time::Duration};
+
+/// Which backend a database URL names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `postgres://` or `postgresql://`
+    Postgres,
+    /// `sqlite://` or `sqlite:`
+    Sqlite,
+}
+
+/// The backend of `url`, or `None` for an unsupported scheme.
+pub fn backend(url: &str) -> Option<Backend> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(Backend::Postgres)
+    } else if url.starts_with("sqlite:") {
+        Some(Backend::Sqlite)
+    } else {
+        None
+    }
+}
+
+/// A PostgreSQL pool that fails fast when the server is away instead of hanging.
+pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(url)
+        .await
+}
+
+/// A SQLite pool in WAL mode, creating the file (and its directory) when missing.
+pub async fn connect_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
+    let options = SqliteConnectOptions::from_str(url)?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5))
+        .foreign_keys(true);
+    if let Some(dir) = options.get_filename().parent().filter(|dir| !dir.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+    }
+    SqlitePoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_scheme_picks_the_backend() {
+        assert_eq!(backend("postgres://u@h/db"), Some(Backend::Postgres));
+        assert_eq!(backend("postgresql://u@h/db"), Some(Backend::Postgres));
+        assert_eq!(backend("sqlite://./data/auth.db"), Some(Backend::Sqlite));
+        assert_eq!(backend("sqlite::memory:"), Some(Backend::Sqlite));
+        assert_eq!(backend("mysql://h/db"), None);
+    }
+}

@@ -1,0 +1,145 @@
+//! Access tokens: EdDSA-signed JWTs issued by auth and verified by anyone holding its
+//! public keys. Verification pins the algorithm, issuer and audience, and caches each
+//! verified token until it expires, so a hot path pays for one signature check per token
+//! rather than per request. Revocation is checked separately (see [`crate::revocation`]),
+//! which is what keeps it immediate despite the cache.
+
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+};
+use uuid::Uuid;
+
+/// The `iss` of every access token.
+pub const ISSUER: &str = "microchat-auth";
+/// The `aud` of every access token.
+pub const AUDIENCE: &str = "microchat";
+/// The only accepted signature algorithm.
+pub const ALGORITHM: Algorithm = Algorithm::EdDSA;
+/// Longest accepted token, in bytes: real ones are about 500.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// What an access token says about its bearer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer, always [`ISSUER`].
+    pub iss: String,
+    /// Audience, always [`AUDIENCE`].
+    pub aud: String,
+    /// The user id.
+    pub sub: Uuid,
+    /// The session id; revoking it invalidates the token.
+    pub sid: Uuid,
+    /// The username.
+    pub name: String,
+    /// The user's email address.
+    pub email: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Expires at, seconds since the epoch.
+    pub exp: i64,
+    /// The session's CSRF token, echoed by cookie-authenticated writes.
+    pub csrf: String,
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a JWT at all, or too long.
+    #[error("the token is malformed")]
+    Malformed,
+    /// Signed with a key id this verifier does not know (yet).
+    #[error("the token was signed with an unknown key")]
+    UnknownKey,
+    /// Bad signature, wrong algorithm, issuer or audience.
+    #[error("the token is invalid")]
+    Invalid,
+    /// Past its expiry.
+    #[error("the token has expired")]
+    Expired,
+    /// Its session was revoked (logout, account deletion).
+    #[error("the session has ended")]
+    Revoked,
+}
+
+/// Verifies access tokens against auth's public keys, with a bounded cache.
+pub struct TokenVerifier {
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    validation: Validation,
+    cache: quick_cache::sync::Cache<String, Arc<Claims>>,
+}
+
+impl TokenVerifier {
+    /// A verifier with no keys yet, caching up to `cache_capacity` verified tokens.
+    pub fn new(cache_capacity: usize) -> Self {
+        let mut validation = Validation::new(ALGORITHM);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 0;
+        Self {
+            keys: RwLock::default(),
+            validation,
+            cache: quick_cache::sync::Cache::new(cache_capacity.max(1)),
+        }
+    }
+
+    /// Replaces the known keys with `(kid, base64url Ed25519 public key)` pairs.
+    pub fn set_keys<'a>(&self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), TokenError> {
+        let mut decoded = HashMap::new();
+        for (kid, x) in keys {
+            let raw = URL_SAFE_NO_PAD.decode(x).map_err(|_| TokenError::Malformed)?;
+            if raw.len() != 32 {
+                return Err(TokenError::Malformed);
+            }
+            decoded.insert(kid.to_owned(), DecodingKey::from_ed_der(&raw));
+        }
+        *self.keys.write().expect("no code panics while holding the key lock") = decoded;
+        Ok(())
+    }
+
+    /// True once at least one key is known.
+    pub fn has_keys(&self) -> bool {
+        !self.keys.read().expect("no code panics while holding the key lock").is_empty()
+    }
+
+    /// Checks signature, algorithm, issuer, audience and expiry; `now` in epoch seconds.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Arc<Claims>, TokenError> {
+        if let Some(claims) = self.cache.get(token) {
+            return if claims.exp > now { Ok(claims) } else { Err(TokenError::Expired) };
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != ALGORITHM {
+            return Err(TokenError::Invalid);
+        }
+        let kid = header.kid.ok_or(TokenError::Invalid)?;
+        let claims = {
+            let keys = self.keys.read().expect("no code panics while holding the key lock");
+            let key = keys.get(&kid).ok_or(TokenError::UnknownKey)?;
+            jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+                .map_err(|error| match error.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                    _ => TokenError::Invalid,
+                })?
+                .claims
+        };
+        if claims.exp <= now {
+            return Err(TokenError::Expired);
+        }
+        let claims = Arc::new(claims);
+        self.cache.insert(token.to_owned(), Arc::clone(&claims));
+        Ok(claims)
+    }
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier").field("cached", &self.cache.len()).finish_non_exhaustive()
+    }
+}

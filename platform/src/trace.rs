@@ -1,0 +1,195 @@
+//! Trace ids that follow one request across services.
+//!
+//! The broker accepts a W3C `traceparent` header or creates one, and runs the request
+//! inside [`scope`]. gRPC clients built with [`TraceInterceptor`] copy the current id into
+//! the call's metadata, and gRPC servers wrapped in [`TraceLayer`] read it back, so every
+//! log line of every service carries the same `trace_id` field.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    str::FromStr,
+    task::{Context, Poll},
+};
+use tracing::Instrument;
+
+/// Name of the W3C trace-context header, in HTTP and in gRPC metadata.
+pub const TRACEPARENT: &str = "traceparent";
+
+tokio::task_local! {
+    static CURRENT: TraceId;
+}
+
+/// A 128-bit W3C trace id; never zero.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TraceId(u128);
+
+impl TraceId {
+    /// A fresh random trace id.
+    pub fn random() -> Self {
+        // A v4 UUID has 122 random bits and is never all zeros.
+        Self(uuid::Uuid::new_v4().as_u128())
+    }
+
+    /// The trace id of the task, if it runs inside [`scope`].
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(|id| *id).ok()
+    }
+
+    /// Reads the trace id out of a `traceparent` value (`00-<trace id>-<parent id>-<flags>`).
+    pub fn from_traceparent(value: &str) -> Option<Self> {
+        let mut parts = value.trim().split('-');
+        let (version, trace, parent, flags) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        let well_formed = version.len() == 2
+            && version != "ff"
+            && parent.len() == 16
+            && flags.len() == 2
+            && [version, parent, flags]
+                .iter()
+                .all(|part| part.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !well_formed {
+            return None;
+        }
+        trace.parse().ok()
+    }
+
+    /// A `traceparent` value for an outgoing call made on behalf of this trace.
+    pub fn to_traceparent(self) -> String {
+        let span_id = uuid::Uuid::new_v4().as_u64_pair().0 | 1;
+        format!("00-{self}-{span_id:016x}-01")
+    }
+}
+
+impl FromStr for TraceId {
+    type Err = ();
+
+    /// Parses 32 lowercase or uppercase hex digits, rejecting the all-zero id.
+    fn from_str(text: &str) -> Result<Self, ()> {
+        if text.len() != 32 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(());
+        }
+        match u128::from_str_radix(text, 16) {
+            Ok(0) | Err(_) => Err(()),
+            Ok(id) => Ok(Self(id)),
+        }
+    }
+}
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceId({self})")
+    }
+}
+
+/// Runs `future` with `id` as the current trace id.
+pub async fn scope<F: Future>(id: TraceId, future: F) -> F::Output {
+    CURRENT.scope(id, future).await
+}
+
+/// Adds the current trace id to every outgoing gRPC request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceInterceptor;
+
+impl tonic::service::Interceptor for TraceInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(id) = TraceId::current() {
+            let value = id
+                .to_traceparent()
+                .parse()
+                .expect("a formatted traceparent is valid ASCII metadata");
+            request.metadata_mut().insert(TRACEPARENT, value);
+        }
+        Ok(request)
+    }
+}
+
+/// Tower layer for gRPC servers: each call runs in a span carrying the caller's trace id
+/// (or a new one) and with that id as the current trace id.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TraceLayer;
+
+impl<S> tower::Layer<S> for TraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService { inner }
+    }
+}
+
+/// The service made by [`TraceLayer`].
+#[derive(Clone, Debug)]
+pub struct TraceService<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for TraceService<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let id = request
+            .headers()
+            .get(TRACEPARENT)
+            .and_then(|value| value.to_str().ok())
+            .and_then(TraceId::from_traceparent)
+            .unwrap_or_else(TraceId::random);
+        let span = tracing::info_span!("grpc", method = %request.uri().path(), trace_id = %id);
+        let future = self.inner.call(request);
+        Box::pin(scope(id, future).instrument(span))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips() {
+        let id = TraceId::random();
+        assert_eq!(TraceId::from_traceparent(&id.to_traceparent()), Some(id));
+    }
+
+    #[test]
+    fn w3c_example_is_read() {
+        let id = TraceId::from_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        assert_eq!(id.map(|id| id.to_string()).as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    }
+
+    #[test]
+    fn malformed_traceparents_are_refused() {
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+            "00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert_eq!(TraceId::from_traceparent(bad), None, "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn scope_sets_the_current_id() {
+        let id = TraceId::random();
+        assert_eq!(TraceId::current(), None);
+        assert_eq!(scope(id, async { TraceId::current() }).await, Some(id));
+    }
+}

@@ -1,0 +1,17 @@
+//! Compiles every `.proto` under `proto/` with the pure-Rust `protox`, so a fresh machine
+//! needs nothing beyond cargo (no `protoc`), and hands the descriptors to tonic's generator.
+
+use prost::Message;
+use std::{env, fs, path::PathBuf};
+
+const PROTOS: &[&str] = &["proto/microchat/auth/v1/auth.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(PROTOS, ["proto"])?;
+    // Kept for gRPC server reflection (grpcurl lists and calls the services with it).
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out_dir.join("microchat_descriptor.bin"), descriptors.encode_to_vec())?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

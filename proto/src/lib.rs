@@ -1,0 +1,16 @@
+//! The wire contracts between microchat services: gRPC services and their messages.
+//!
+//! Services never link each other's crates; this crate is the only thing they share
+//! about each other.
+
+/// The auth service: accounts, sessions and tokens.
+pub mod auth {
+    /// Version 1 of the auth API.
+    pub mod v1 {
+        tonic::include_proto!("microchat.auth.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every proto, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/microchat_descriptor.bin"));

@@ -1,0 +1,86 @@
+//! The embedded all-in-one: every microchat service in one process, each on its own port,
+//! talking real gRPC over loopback, with embedded backends (SQLite files in the data
+//! directory). `cargo run` at the repository root starts it; tests start it on port 0.
+
+use anyhow::Context;
+use platform::shutdown::Shutdown;
+use std::{net::SocketAddr, path::PathBuf};
+use tokio::task::JoinSet;
+
+/// Settings of every service, as flags and environment variables.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "microchat",
+    version,
+    about = "microchat, all in one process: every service on its own port, real gRPC over loopback, zero setup.",
+    after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."
+)]
+pub struct Config {
+    /// Directory for embedded state: SQLite files, the generated signing key.
+    #[arg(long, env = "MICROCHAT_DATA_DIR", default_value = platform::settings::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub auth: auth::Config,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub broker: broker::Config,
+}
+
+/// The running services and their addresses.
+pub struct Running {
+    /// The broker's HTTP address: the one public entry.
+    pub broker: SocketAddr,
+    /// The auth service's gRPC address.
+    pub auth: SocketAddr,
+    services: JoinSet<anyhow::Result<()>>,
+    shutdown: Shutdown,
+}
+
+/// Starts every service. The broker is pointed at the auth started here, whatever
+/// `BROKER_AUTH_URL` says, so ports may be 0.
+pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let auth = auth::Auth::build(&config.auth, &config.data_dir).await.context("starting auth")?;
+    let auth_addr = auth.local_addr();
+    config.broker.auth_url = format!("http://{auth_addr}");
+    let broker = broker::Broker::build(config.broker).await.context("starting the broker")?;
+    let broker_addr = broker.local_addr();
+    let mut services = JoinSet::new();
+    services.spawn(auth.run(shutdown.clone()));
+    services.spawn(broker.run(shutdown.clone()));
+    Ok(Running { broker: broker_addr, auth: auth_addr, services, shutdown })
+}
+
+impl Running {
+    /// Waits until every service has stopped. If one fails, the others are shut down too.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut outcome = Ok(());
+        while let Some(joined) = self.services.join_next().await {
+            let result = joined.context("a service panicked").and_then(|result| result);
+            if let Err(error) = result {
+                tracing::error!(error = format!("{error:#}"), "a service failed; stopping the others");
+                self.shutdown.cancel();
+                if outcome.is_ok() {
+                    outcome = Err(error);
+                }
+            }
+        }
+        outcome
+    }
+
+    /// Asks every service to stop and waits for them.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_has_a_unique_flag_and_variable() {
+        <Config as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -1,0 +1,19 @@
+//! `cargo run`: microchat, all in one process.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = microchat::Config::parse();
+    platform::telemetry::init_tracing();
+    let shutdown = platform::shutdown::on_signal();
+    let running = microchat::start(config, shutdown).await?;
+    let api = format!("http://{}", running.broker);
+    println!();
+    println!("  microchat is running (all services in one process; Ctrl-C stops it)");
+    println!("    API        {api}/api   (OpenAPI: {api}/api/openapi.json)");
+    println!("    health     {api}/healthz  {api}/readyz  {api}/metrics");
+    println!("    auth gRPC  {}", running.auth);
+    println!();
+    running.wait().await
+}
