@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "microchat",
+    args_override_self = true,
     version,
     about = "microchat, all in one process: every service on its own port, real gRPC over loopback, zero setup.",
     after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."

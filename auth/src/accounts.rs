@@ -182,36 +182,29 @@ impl Accounts {
     /// Checks credentials and opens a session.
     pub async fn login(&self, login: &str, password: &str, client: Client) -> Result<Issued, AuthError> {
         let parsed = Login::parse(login);
-        let account_key = match &parsed {
-            Some(login) => login.throttle_key(),
-            None => format!("login:{}", login.chars().take(64).collect::<String>().to_lowercase()),
-        };
-        let ip_key = format!("ip:{}", client.ip);
-        let started = Instant::now();
-        let retry_after = [self.per_account.check(&account_key, started), self.per_ip.check(&ip_key, started)]
-            .into_iter()
-            .filter_map(Result::err)
-            .max();
-        if let Some(retry_after) = retry_after {
-            metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
-            return Err(AuthError::Throttled(retry_after));
-        }
         let account = match &parsed {
             Some(Login::Username(name)) => self.store.account_by_username(name).await?,
             Some(Login::Email(email)) => self.store.account_by_email(email).await?,
             None => None,
         };
+        // One count per account, whether the login named it by username or by email.
+        let account_key = match (&account, &parsed) {
+            (Some(account), _) => format!("account:{}", account.user.id),
+            (None, Some(login)) => login.throttle_key(),
+            (None, None) => format!("login:{}", login.chars().take(64).collect::<String>().to_lowercase()),
+        };
+        let ip_key = format!("ip:{}", client.ip);
+        self.charge_attempt(&account_key, &ip_key)?;
         let bounded = password.chars().take(*Password::LEN.end()).collect::<String>();
         let hash = account.as_ref().map_or_else(|| self.decoy_hash.clone(), |a| a.password_hash.clone());
         let matches = password::verify(bounded, hash).await;
         let Some(account) = account.filter(|_| matches) else {
-            self.per_account.fail(&account_key, Instant::now());
-            self.per_ip.fail(&ip_key, Instant::now());
             metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
             tracing::info!(client_ip = %client.ip, "login failed");
             return Err(AuthError::BadCredentials);
         };
         self.per_account.clear(&account_key);
+        self.per_ip.forgive(&ip_key);
         let created_at = now();
         let session = Session {
             id: Uuid::now_v7(),
@@ -232,6 +225,24 @@ impl Accounts {
         metrics::counter!("auth_logins_total", "outcome" => "succeeded").increment(1);
         tracing::info!(user_id = %account.user.id, session_id = %session.id, "logged in");
         Ok(self.issue(account.user, session, refresh_token))
+    }
+
+    /// Counts a login attempt against the account and the client address before the
+    /// password is checked (both or neither), so parallel guesses cannot exceed the limits.
+    fn charge_attempt(&self, account_key: &str, ip_key: &str) -> Result<(), AuthError> {
+        let now = Instant::now();
+        let charged = [(&self.per_account, account_key), (&self.per_ip, ip_key)]
+            .map(|(throttle, key)| (throttle, key, throttle.attempt(key, now)));
+        let Some(retry_after) = charged.iter().filter_map(|(_, _, charged)| charged.err()).max() else {
+            return Ok(());
+        };
+        for (throttle, key, charged) in charged {
+            if charged.is_ok() {
+                throttle.forgive(key);
+            }
+        }
+        metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
+        Err(AuthError::Throttled(retry_after))
     }
 
     /// Trades a refresh token for fresh tokens; the old refresh token stops working.

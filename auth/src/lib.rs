@@ -39,6 +39,7 @@ pub struct Auth {
 impl Auth {
     /// Opens the database (applying migrations), loads the signing key, binds the port.
     pub async fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Self> {
+        platform::telemetry::prometheus();
         let store = store::connect(&config.database_url(data_dir)).await.context("opening the auth database")?;
         let keys = match &config.signing_key {
             Some(pem) => SigningKey::from_pem(pem)?,

@@ -32,19 +32,11 @@ impl LoginThrottle {
         Self { max_failures: max_failures.max(1), window, failures: Mutex::default() }
     }
 
-    /// `Err(retry_after)` when `key` has used up its failures.
-    pub fn check(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let failures = self.failures.lock().expect("no code panics while holding the throttle lock");
-        match failures.get(key) {
-            Some(entry) if entry.count >= self.max_failures && now < entry.since + self.window => {
-                Err(entry.since + self.window - now)
-            }
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts one failure for `key`.
-    pub fn fail(&self, key: &str, now: Instant) {
+    /// Counts an attempt for `key` as a failure up front, so concurrent attempts cannot all
+    /// slip under the limit; `Err(retry_after)` (counting nothing) when `key` has used up
+    /// its failures. An attempt that did not fail is given back with [`Self::forgive`] or
+    /// [`Self::clear`].
+    pub fn attempt(&self, key: &str, now: Instant) -> Result<(), Duration> {
         let mut failures = self.failures.lock().expect("no code panics while holding the throttle lock");
         if failures.len() >= MAX_KEYS {
             let window = self.window;
@@ -54,7 +46,22 @@ impl LoginThrottle {
         if now >= entry.since + self.window {
             *entry = Failures { count: 0, since: now };
         }
-        entry.count = entry.count.saturating_add(1);
+        if entry.count >= self.max_failures {
+            return Err(entry.since + self.window - now);
+        }
+        entry.count += 1;
+        Ok(())
+    }
+
+    /// Gives back one attempt of `key` that did not fail.
+    pub fn forgive(&self, key: &str) {
+        let mut failures = self.failures.lock().expect("no code panics while holding the throttle lock");
+        if let Some(entry) = failures.get_mut(key) {
+            entry.count = entry.count.saturating_sub(1);
+            if entry.count == 0 {
+                failures.remove(key);
+            }
+        }
     }
 
     /// Forgets `key`'s failures (after a successful login).
@@ -72,22 +79,31 @@ mod tests {
         let throttle = LoginThrottle::new(3, Duration::from_secs(60));
         let start = Instant::now();
         for _ in 0..3 {
-            assert!(throttle.check("user:ada", start).is_ok());
-            throttle.fail("user:ada", start);
+            assert!(throttle.attempt("user:ada", start).is_ok());
         }
-        let retry = throttle.check("user:ada", start + Duration::from_secs(10)).unwrap_err();
+        let retry = throttle.attempt("user:ada", start + Duration::from_secs(10)).unwrap_err();
         assert_eq!(retry, Duration::from_secs(50));
-        assert!(throttle.check("user:bob", start).is_ok(), "other keys are not affected");
-        assert!(throttle.check("user:ada", start + Duration::from_secs(61)).is_ok());
+        assert!(throttle.attempt("user:bob", start).is_ok(), "other keys are not affected");
+        assert!(throttle.attempt("user:ada", start + Duration::from_secs(61)).is_ok());
     }
 
     #[test]
     fn success_clears_the_count() {
         let throttle = LoginThrottle::new(2, Duration::from_secs(60));
         let now = Instant::now();
-        throttle.fail("user:ada", now);
+        throttle.attempt("user:ada", now).unwrap();
         throttle.clear("user:ada");
-        throttle.fail("user:ada", now);
-        assert!(throttle.check("user:ada", now).is_ok());
+        throttle.attempt("user:ada", now).unwrap();
+        assert!(throttle.attempt("user:ada", now).is_ok());
+    }
+
+    #[test]
+    fn forgiven_attempts_do_not_count() {
+        let throttle = LoginThrottle::new(1, Duration::from_secs(60));
+        let now = Instant::now();
+        throttle.attempt("ip:192.0.2.1", now).unwrap();
+        throttle.forgive("ip:192.0.2.1");
+        assert!(throttle.attempt("ip:192.0.2.1", now).is_ok());
+        assert!(throttle.attempt("ip:192.0.2.1", now).is_err());
     }
 }

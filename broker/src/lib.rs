@@ -44,6 +44,8 @@ pub struct Broker {
 impl Broker {
     /// Prepares the gRPC clients (they connect lazily) and binds the HTTP port.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Install the recorder before the first request records anything.
+        platform::telemetry::prometheus();
         let deadlines = platform::grpc::Deadlines { connect: Duration::from_secs(1), request: config.grpc_timeout };
         let channel = platform::grpc::channel(&config.auth_url, deadlines)
             .with_context(|| format!("invalid auth URL {:?}", config.auth_url))?;
