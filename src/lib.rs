@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 )]
 pub struct Config {
     /// Directory for embedded state: SQLite files, the generated signing key.
-    #[arg(long, env = "MICROCHAT_DATA_DIR", default_value = platform::settings::DEFAULT_DATA_DIR)]
+    #[arg(long, value_name = "DIR", env = "MICROCHAT_DATA_DIR", default_value = platform::settings::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -41,15 +41,24 @@ pub struct Running {
 /// Starts every service. The broker is pointed at the auth started here, whatever
 /// `BROKER_AUTH_URL` says, so ports may be 0.
 pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
-    let auth = auth::Auth::build(&config.auth, &config.data_dir).await.context("starting auth")?;
+    let auth = auth::Auth::build(&config.auth, &config.data_dir)
+        .await
+        .context("starting auth")?;
     let auth_addr = auth.local_addr();
     config.broker.auth_url = format!("http://{auth_addr}");
-    let broker = broker::Broker::build(config.broker).await.context("starting the broker")?;
+    let broker = broker::Broker::build(config.broker)
+        .await
+        .context("starting the broker")?;
     let broker_addr = broker.local_addr();
     let mut services = JoinSet::new();
     services.spawn(auth.run(shutdown.clone()));
     services.spawn(broker.run(shutdown.clone()));
-    Ok(Running { broker: broker_addr, auth: auth_addr, services, shutdown })
+    Ok(Running {
+        broker: broker_addr,
+        auth: auth_addr,
+        services,
+        shutdown,
+    })
 }
 
 impl Running {
@@ -57,9 +66,14 @@ impl Running {
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let mut outcome = Ok(());
         while let Some(joined) = self.services.join_next().await {
-            let result = joined.context("a service panicked").and_then(|result| result);
+            let result = joined
+                .context("a service panicked")
+                .and_then(|result| result);
             if let Err(error) = result {
-                tracing::error!(error = format!("{error:#}"), "a service failed; stopping the others");
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "a service failed; stopping the others"
+                );
                 self.shutdown.cancel();
                 if outcome.is_ok() {
                     outcome = Err(error);

@@ -7,15 +7,25 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 async fn bearer_flow(db: Db) {
-    let Some(app) = TestApp::start_on(db, &[]).await else { return };
+    let Some(app) = TestApp::start_on(db, &[]).await else {
+        return;
+    };
     let client = app.client();
     let registered = app.register(&client, "Ada", "correct horse battery").await;
     assert_eq!(registered.status(), StatusCode::CREATED);
     let user: Value = registered.json().await.unwrap();
-    assert_eq!(user["user"]["username"], "ada", "usernames are folded to lowercase");
+    assert_eq!(
+        user["user"]["username"], "ada",
+        "usernames are folded to lowercase"
+    );
     assert_eq!(user["user"]["email"], "ada@example.com");
 
-    let login: Value = app.login(&client, "ada@example.com", "correct horse battery").await.json().await.unwrap();
+    let login: Value = app
+        .login(&client, "ada@example.com", "correct horse battery")
+        .await
+        .json()
+        .await
+        .unwrap();
     let token = login["token"].as_str().unwrap();
     let me = app.me(&client, Some(token)).await;
     assert_eq!(me.status(), StatusCode::OK);
@@ -23,7 +33,12 @@ async fn bearer_flow(db: Db) {
     assert_eq!(me["user"]["id"], user["user"]["id"]);
     assert_eq!(me["user"]["username"], "ada");
 
-    let logout = client.post(app.url("/api/auth/logout")).bearer_auth(token).send().await.unwrap();
+    let logout = client
+        .post(app.url("/api/auth/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     expect_error(app.me(&client, Some(token)).await, StatusCode::UNAUTHORIZED).await;
     app.stop().await;
@@ -47,17 +62,42 @@ async fn browser_session_works_by_cookie_and_writes_need_the_csrf_token() {
     let csrf = login["csrf_token"].as_str().unwrap();
 
     let me = app.me(&browser, None).await;
-    assert_eq!(me.status(), StatusCode::OK, "the HttpOnly cookie authenticates");
+    assert_eq!(
+        me.status(),
+        StatusCode::OK,
+        "the HttpOnly cookie authenticates"
+    );
     let me: Value = me.json().await.unwrap();
-    assert_eq!(me["csrf_token"], csrf, "cookie callers learn their CSRF token from /me");
+    assert_eq!(
+        me["csrf_token"], csrf,
+        "cookie callers learn their CSRF token from /me"
+    );
 
-    let forged = browser.post(app.url("/api/auth/logout")).send().await.unwrap();
+    let forged = browser
+        .post(app.url("/api/auth/logout"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(expect_error(forged, StatusCode::FORBIDDEN).await, "csrf");
-    let wrong = browser.post(app.url("/api/auth/logout")).header("x-csrf-token", "guess").send().await.unwrap();
+    let wrong = browser
+        .post(app.url("/api/auth/logout"))
+        .header("x-csrf-token", "guess")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(expect_error(wrong, StatusCode::FORBIDDEN).await, "csrf");
-    assert_eq!(app.me(&browser, None).await.status(), StatusCode::OK, "refused writes changed nothing");
+    assert_eq!(
+        app.me(&browser, None).await.status(),
+        StatusCode::OK,
+        "refused writes changed nothing"
+    );
 
-    let logout = browser.post(app.url("/api/auth/logout")).header("x-csrf-token", csrf).send().await.unwrap();
+    let logout = browser
+        .post(app.url("/api/auth/logout"))
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     expect_error(app.me(&browser, None).await, StatusCode::UNAUTHORIZED).await;
     app.stop().await;
@@ -70,7 +110,12 @@ async fn revoked_token_is_rejected_immediately_even_by_cookie() {
     let login = app.signed_up(&client, "linus").await;
     let token = login["token"].as_str().unwrap();
     assert_eq!(app.me(&client, Some(token)).await.status(), StatusCode::OK);
-    let logout = client.post(app.url("/api/auth/logout")).bearer_auth(token).send().await.unwrap();
+    let logout = client
+        .post(app.url("/api/auth/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     // No pause: the very next request must be refused, by header and by cookie.
     expect_error(app.me(&client, Some(token)).await, StatusCode::UNAUTHORIZED).await;
@@ -81,7 +126,12 @@ async fn revoked_token_is_rejected_immediately_even_by_cookie() {
         .await
         .unwrap();
     expect_error(by_cookie, StatusCode::UNAUTHORIZED).await;
-    let again = client.post(app.url("/api/auth/logout")).bearer_auth(token).send().await.unwrap();
+    let again = client
+        .post(app.url("/api/auth/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     expect_error(again, StatusCode::UNAUTHORIZED).await;
     app.stop().await;
 }
@@ -101,14 +151,29 @@ async fn refresh_rotates_the_refresh_token() {
     let refreshed = refresh(first).await.unwrap();
     assert_eq!(refreshed.status(), StatusCode::OK);
     let refreshed: Value = refreshed.json().await.unwrap();
-    assert_eq!(refreshed["session"]["id"], login["session"]["id"], "same session");
-    assert_eq!(app.me(&client, refreshed["token"].as_str()).await.status(), StatusCode::OK);
+    assert_eq!(
+        refreshed["session"]["id"], login["session"]["id"],
+        "same session"
+    );
+    assert_eq!(
+        app.me(&client, refreshed["token"].as_str()).await.status(),
+        StatusCode::OK
+    );
     expect_error(refresh(first).await.unwrap(), StatusCode::UNAUTHORIZED).await;
 
     let browser = app.browser();
-    app.login(&browser, "barbara", "correct horse battery").await;
-    let by_cookie = browser.post(app.url("/api/auth/refresh")).send().await.unwrap();
-    assert_eq!(by_cookie.status(), StatusCode::OK, "the refresh cookie is enough");
+    app.login(&browser, "barbara", "correct horse battery")
+        .await;
+    let by_cookie = browser
+        .post(app.url("/api/auth/refresh"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        by_cookie.status(),
+        StatusCode::OK,
+        "the refresh cookie is enough"
+    );
     app.stop().await;
 }
 
@@ -116,9 +181,17 @@ async fn refresh_rotates_the_refresh_token() {
 async fn duplicate_username_or_email_is_a_conflict() {
     let app = TestApp::start(&[]).await;
     let client = app.client();
-    assert_eq!(app.register(&client, "margaret", "correct horse battery").await.status(), StatusCode::CREATED);
+    assert_eq!(
+        app.register(&client, "margaret", "correct horse battery")
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
     let same_name = app.register(&client, "MARGARET", "another password").await;
-    assert_eq!(expect_error(same_name, StatusCode::CONFLICT).await, "conflict");
+    assert_eq!(
+        expect_error(same_name, StatusCode::CONFLICT).await,
+        "conflict"
+    );
     let same_email = client
         .post(app.url("/api/auth/register"))
         .json(&serde_json::json!({ "username": "maggie", "email": "Margaret@Example.com", "password": "correct horse" }))
@@ -150,7 +223,10 @@ async fn repeated_failed_logins_are_throttled_per_account() {
     let client = app.client();
     app.register(&client, "hedy", "correct horse battery").await;
     for _ in 0..3 {
-        assert_eq!(app.login(&client, "hedy", "wrong password").await.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.login(&client, "hedy", "wrong password").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
     let locked = app.login(&client, "hedy", "correct horse battery").await;
     assert!(locked.headers().contains_key("retry-after"));
@@ -174,9 +250,20 @@ async fn users_are_listed_a_page_at_a_time_without_emails() {
         if let Some(cursor) = &cursor {
             url.push_str(&format!("&cursor={cursor}"));
         }
-        let page: Value = client.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+        let page: Value = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         for user in page["users"].as_array().unwrap() {
-            assert!(user.get("email").is_none(), "other users' emails are private");
+            assert!(
+                user.get("email").is_none(),
+                "other users' emails are private"
+            );
             seen.push(user["username"].as_str().unwrap().to_owned());
         }
         match page["next_cursor"].as_str() {
@@ -185,8 +272,17 @@ async fn users_are_listed_a_page_at_a_time_without_emails() {
         }
     }
     assert_eq!(seen, ["user_a", "user_b", "user_c", "user_d"]);
-    expect_error(client.get(app.url("/api/users")).send().await.unwrap(), StatusCode::UNAUTHORIZED).await;
-    let bad_limit = client.get(app.url("/api/users?limit=1000")).bearer_auth(token).send().await.unwrap();
+    expect_error(
+        client.get(app.url("/api/users")).send().await.unwrap(),
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let bad_limit = client
+        .get(app.url("/api/users?limit=1000"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     expect_error(bad_limit, StatusCode::BAD_REQUEST).await;
     app.stop().await;
 }

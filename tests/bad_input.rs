@@ -10,7 +10,12 @@ use platform::token::{AUDIENCE, Claims, ISSUER};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn post_raw(app: &TestApp, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
     app.client()
         .post(app.url(path))
         .header("content-type", content_type)
@@ -31,18 +36,64 @@ async fn malformed_bodies_get_json_4xx_errors() {
     let register = "/api/auth/register";
     let json_type = "application/json";
     let cases: Vec<(&str, reqwest::Response, StatusCode)> = vec![
-        ("malformed JSON", post_raw(&app, register, json_type, "{\"username\": ").await, StatusCode::BAD_REQUEST),
-        ("not an object", post_raw(&app, register, json_type, "[1,2,3]").await, StatusCode::UNPROCESSABLE_ENTITY),
-        ("wrong content type", post_raw(&app, register, "text/plain", "{}").await, StatusCode::UNSUPPORTED_MEDIA_TYPE),
-        ("no content type", app.client().post(app.url(register)).body("{}").send().await.unwrap(), StatusCode::UNSUPPORTED_MEDIA_TYPE),
-        ("2 MB body", post_raw(&app, register, json_type, vec![b' '; 2 * 1024 * 1024]).await, StatusCode::PAYLOAD_TOO_LARGE),
-        ("missing fields", post_raw(&app, register, json_type, r#"{"username":"ada"}"#).await, StatusCode::UNPROCESSABLE_ENTITY),
-        ("wrong types", post_raw(&app, register, json_type, r#"{"username":1,"email":[],"password":null}"#).await, StatusCode::UNPROCESSABLE_ENTITY),
-        ("invalid UTF-8", post_raw(&app, register, json_type, vec![b'"', 0xff, 0xfe, b'"']).await, StatusCode::BAD_REQUEST),
+        (
+            "malformed JSON",
+            post_raw(&app, register, json_type, "{\"username\": ").await,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "not an object",
+            post_raw(&app, register, json_type, "[1,2,3]").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "wrong content type",
+            post_raw(&app, register, "text/plain", "{}").await,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "no content type",
+            app.client()
+                .post(app.url(register))
+                .body("{}")
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "2 MB body",
+            post_raw(&app, register, json_type, vec![b' '; 2 * 1024 * 1024]).await,
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            "missing fields",
+            post_raw(&app, register, json_type, r#"{"username":"ada"}"#).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "wrong types",
+            post_raw(
+                &app,
+                register,
+                json_type,
+                r#"{"username":1,"email":[],"password":null}"#,
+            )
+            .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "invalid UTF-8",
+            post_raw(&app, register, json_type, vec![b'"', 0xff, 0xfe, b'"']).await,
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (case, response, status) in cases {
         assert_eq!(response.status(), status, "{case}");
-        let body: Value = response.json().await.unwrap_or_else(|_| panic!("{case}: the error body is JSON"));
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|_| panic!("{case}: the error body is JSON"));
         assert!(body["error"]["code"].is_string(), "{case}: {body}");
     }
     still_serving(&app).await;
@@ -58,12 +109,12 @@ async fn invalid_usernames_emails_and_passwords_are_refused() {
         "ab",
         "has space",
         "semi;colon",
-        "\u{0430}dmin",   // Cyrillic a
-        "\u{212A}elvin",  // Kelvin sign, lowercases to k
-        "ad\u{200B}min",  // zero-width space
-        "admin\u{202E}",  // right-to-left override
-        "\u{FF41}dmin",   // full-width a
-        "a\u{0000}dmin",  // NUL
+        "\u{0430}dmin",  // Cyrillic a
+        "\u{212A}elvin", // Kelvin sign, lowercases to k
+        "ad\u{200B}min", // zero-width space
+        "admin\u{202E}", // right-to-left override
+        "\u{FF41}dmin",  // full-width a
+        "a\u{0000}dmin", // NUL
         "👩‍💻coder",
     ];
     for username in usernames {
@@ -77,7 +128,11 @@ async fn invalid_usernames_emails_and_passwords_are_refused() {
         let code = expect_error(response, StatusCode::BAD_REQUEST).await;
         assert_eq!(code, "invalid_argument", "{username:?}");
     }
-    for (email, password) in [("not-an-email", "correct horse"), ("x@example.com", "short"), ("x@example.com", huge.as_str())] {
+    for (email, password) in [
+        ("not-an-email", "correct horse"),
+        ("x@example.com", "short"),
+        ("x@example.com", huge.as_str()),
+    ] {
         let response = app
             .client()
             .post(app.url("/api/auth/register"))
@@ -113,7 +168,10 @@ async fn forged_expired_and_wrong_algorithm_tokens_are_refused() {
     let client = app.client();
     let login = app.signed_up(&client, "victim").await;
     let token = login["token"].as_str().unwrap();
-    let (sub, sid) = (login["user"]["id"].as_str().unwrap(), login["session"]["id"].as_str().unwrap());
+    let (sub, sid) = (
+        login["user"]["id"].as_str().unwrap(),
+        login["session"]["id"].as_str().unwrap(),
+    );
     let parts: Vec<&str> = token.split('.').collect();
     let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
     let kid = header["kid"].as_str().unwrap();
@@ -123,20 +181,33 @@ async fn forged_expired_and_wrong_algorithm_tokens_are_refused() {
     let real_key = auth::keys::SigningKey::from_pem(&real_key).unwrap();
     let expired = real_key.sign(&claims(sub, sid, now - 60));
 
-    let mut payload: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let mut payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     payload["name"] = json!("admin");
-    let tampered = format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(payload.to_string()), parts[2]);
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(payload.to_string()),
+        parts[2]
+    );
 
-    let none_header = URL_SAFE_NO_PAD.encode(json!({ "alg": "none", "typ": "JWT", "kid": kid }).to_string());
+    let none_header =
+        URL_SAFE_NO_PAD.encode(json!({ "alg": "none", "typ": "JWT", "kid": kid }).to_string());
     let alg_none = format!("{none_header}.{}.", parts[1]);
 
     // Algorithm confusion: HMAC keyed with the (public) verification key.
     let public_x = real_key.public_x().to_owned();
     let mut hs_header = Header::new(jsonwebtoken::Algorithm::HS256);
     hs_header.kid = Some(kid.to_owned());
-    let hs256 = jsonwebtoken::encode(&hs_header, &claims(sub, sid, now + 600), &EncodingKey::from_secret(public_x.as_bytes())).unwrap();
+    let hs256 = jsonwebtoken::encode(
+        &hs_header,
+        &claims(sub, sid, now + 600),
+        &EncodingKey::from_secret(public_x.as_bytes()),
+    )
+    .unwrap();
 
-    let other_key = auth::keys::SigningKey::from_pem(&auth::keys::SigningKey::generate_pem()).unwrap();
+    let other_key =
+        auth::keys::SigningKey::from_pem(&auth::keys::SigningKey::generate_pem()).unwrap();
     let other_signed = other_key.sign(&claims(sub, sid, now + 600));
     let other_with_our_kid = {
         let signed: Vec<String> = other_signed.split('.').map(str::to_owned).collect();
@@ -160,7 +231,11 @@ async fn forged_expired_and_wrong_algorithm_tokens_are_refused() {
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unauthenticated", "{case}");
     }
-    assert_eq!(app.me(&client, Some(token)).await.status(), StatusCode::OK, "the real token still works");
+    assert_eq!(
+        app.me(&client, Some(token)).await.status(),
+        StatusCode::OK,
+        "the real token still works"
+    );
     app.stop().await;
 }
 
@@ -168,10 +243,19 @@ async fn forged_expired_and_wrong_algorithm_tokens_are_refused() {
 async fn unknown_routes_and_methods_answer_json() {
     let app = TestApp::start(&[]).await;
     let client = app.client();
-    expect_error(client.get(app.url("/api/nope")).send().await.unwrap(), StatusCode::NOT_FOUND).await;
+    expect_error(
+        client.get(app.url("/api/nope")).send().await.unwrap(),
+        StatusCode::NOT_FOUND,
+    )
+    .await;
     let wrong_method = client.get(app.url("/api/auth/login")).send().await.unwrap();
     expect_error(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
-    let bad_query = client.get(app.url("/api/users?limit=many")).bearer_auth("x").send().await.unwrap();
+    let bad_query = client
+        .get(app.url("/api/users?limit=many"))
+        .bearer_auth("x")
+        .send()
+        .await
+        .unwrap();
     assert!(bad_query.status().is_client_error());
     app.stop().await;
 }
@@ -180,24 +264,57 @@ async fn unknown_routes_and_methods_answer_json() {
 async fn ops_endpoints_answer() {
     let app = TestApp::start(&[]).await;
     let client = app.client();
-    let health: Value = client.get(app.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    let health: Value = client
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health["status"], "ok");
     let ready = client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
     app.signed_up(&client, "metered").await;
-    let metrics = client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("http_requests_total"), "{metrics}");
     assert!(metrics.contains(r#"route="/api/auth/login""#));
-    let openapi: Value = client.get(app.url("/api/openapi.json")).send().await.unwrap().json().await.unwrap();
-    for path in ["/api/auth/register", "/api/auth/login", "/api/auth/logout", "/api/auth/me"] {
+    let openapi: Value = client
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/auth/logout",
+        "/api/auth/me",
+    ] {
         assert!(openapi["paths"][path].is_object(), "{path} documented");
     }
     let traced = client
         .get(app.url("/healthz"))
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(traced.headers()["x-trace-id"], "4bf92f3577b34da6a3ce929d0e0e4736", "the caller's trace id is kept");
+    assert_eq!(
+        traced.headers()["x-trace-id"],
+        "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the caller's trace id is kept"
+    );
     app.stop().await;
 }

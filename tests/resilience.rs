@@ -35,23 +35,48 @@ async fn auth_down_means_503_for_login_and_back_without_restarting_the_broker() 
     let client = Client::new();
     let registered = client
         .post(format!("{base}/api/auth/register"))
-        .json(&json!({ "username": "ada", "email": "ada@example.com", "password": "correct horse" }))
+        .json(
+            &json!({ "username": "ada", "email": "ada@example.com", "password": "correct horse" }),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(registered.status(), StatusCode::CREATED);
-    let session: Value = login(&client, &base, "correct horse").await.json().await.unwrap();
+    let session: Value = login(&client, &base, "correct horse")
+        .await
+        .json()
+        .await
+        .unwrap();
     let token = session["token"].as_str().unwrap();
 
     auth_stop.cancel();
     auth_task.await.unwrap().unwrap();
 
     let refused = login(&client, &base, "correct horse").await;
-    assert_eq!(expect_error(refused, StatusCode::SERVICE_UNAVAILABLE).await, "service_unavailable");
-    let body: Value = login(&client, &base, "correct horse").await.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("auth"), "the message names the service: {body}");
-    let me = client.get(format!("{base}/api/auth/me")).bearer_auth(token).send().await.unwrap();
-    assert_eq!(me.status(), StatusCode::OK, "a logged-in user keeps working while auth is down");
+    assert_eq!(
+        expect_error(refused, StatusCode::SERVICE_UNAVAILABLE).await,
+        "service_unavailable"
+    );
+    let body: Value = login(&client, &base, "correct horse")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("auth"),
+        "the message names the service: {body}"
+    );
+    let me = client
+        .get(format!("{base}/api/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        me.status(),
+        StatusCode::OK,
+        "a logged-in user keeps working while auth is down"
+    );
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 
@@ -65,13 +90,26 @@ async fn auth_down_means_503_for_login_and_back_without_restarting_the_broker() 
         if response.status() == StatusCode::OK {
             break response.json().await.unwrap();
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "login works again once auth is back");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "login works again once auth is back"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let token = session["token"].as_str().unwrap();
-    let logout = client.post(format!("{base}/api/auth/logout")).bearer_auth(token).send().await.unwrap();
+    let logout = client
+        .post(format!("{base}/api/auth/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
-    let me = client.get(format!("{base}/api/auth/me")).bearer_auth(token).send().await.unwrap();
+    let me = client
+        .get(format!("{base}/api/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
 
     broker_stop.cancel();

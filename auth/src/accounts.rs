@@ -116,7 +116,9 @@ fn hash_refresh(token: &str) -> String {
 
 fn new_refresh_token(session: Uuid) -> String {
     let mut secret = [0_u8; 32];
-    ring::rand::SystemRandom::new().fill(&mut secret).expect("the system random generator is available");
+    ring::rand::SystemRandom::new()
+        .fill(&mut secret)
+        .expect("the system random generator is available");
     format!("{}.{}", session.simple(), URL_SAFE_NO_PAD.encode(secret))
 }
 
@@ -160,7 +162,12 @@ impl Accounts {
     }
 
     /// Creates an account.
-    pub async fn register(&self, username: &str, email: &str, password: &str) -> Result<User, AuthError> {
+    pub async fn register(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+    ) -> Result<User, AuthError> {
         let account = NewAccount {
             id: Uuid::now_v7(),
             username: Username::parse(username)?,
@@ -180,7 +187,12 @@ impl Accounts {
     }
 
     /// Checks credentials and opens a session.
-    pub async fn login(&self, login: &str, password: &str, client: Client) -> Result<Issued, AuthError> {
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &str,
+        client: Client,
+    ) -> Result<Issued, AuthError> {
         let parsed = Login::parse(login);
         let account = match &parsed {
             Some(Login::Username(name)) => self.store.account_by_username(name).await?,
@@ -191,12 +203,20 @@ impl Accounts {
         let account_key = match (&account, &parsed) {
             (Some(account), _) => format!("account:{}", account.user.id),
             (None, Some(login)) => login.throttle_key(),
-            (None, None) => format!("login:{}", login.chars().take(64).collect::<String>().to_lowercase()),
+            (None, None) => format!(
+                "login:{}",
+                login.chars().take(64).collect::<String>().to_lowercase()
+            ),
         };
         let ip_key = format!("ip:{}", client.ip);
         self.charge_attempt(&account_key, &ip_key)?;
-        let bounded = password.chars().take(*Password::LEN.end()).collect::<String>();
-        let hash = account.as_ref().map_or_else(|| self.decoy_hash.clone(), |a| a.password_hash.clone());
+        let bounded = password
+            .chars()
+            .take(*Password::LEN.end())
+            .collect::<String>();
+        let hash = account
+            .as_ref()
+            .map_or_else(|| self.decoy_hash.clone(), |a| a.password_hash.clone());
         let matches = password::verify(bounded, hash).await;
         let Some(account) = account.filter(|_| matches) else {
             metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
@@ -233,7 +253,11 @@ impl Accounts {
         let now = Instant::now();
         let charged = [(&self.per_account, account_key), (&self.per_ip, ip_key)]
             .map(|(throttle, key)| (throttle, key, throttle.attempt(key, now)));
-        let Some(retry_after) = charged.iter().filter_map(|(_, _, charged)| charged.err()).max() else {
+        let Some(retry_after) = charged
+            .iter()
+            .filter_map(|(_, _, charged)| charged.err())
+            .max()
+        else {
             return Ok(());
         };
         for (throttle, key, charged) in charged {
@@ -251,17 +275,37 @@ impl Accounts {
             .split_once('.')
             .and_then(|(id, _)| Uuid::try_parse(id).ok())
             .ok_or(AuthError::SessionEnded)?;
-        let (mut session, stored_hash) = self.store.session(session_id).await?.ok_or(AuthError::SessionEnded)?;
+        let (mut session, stored_hash) = self
+            .store
+            .session(session_id)
+            .await?
+            .ok_or(AuthError::SessionEnded)?;
         let presented = hash_refresh(refresh_token);
-        if presented != stored_hash || !session.is_active(now()) || self.revocations.is_revoked(session.id) {
+        if presented != stored_hash
+            || !session.is_active(now())
+            || self.revocations.is_revoked(session.id)
+        {
             return Err(AuthError::SessionEnded);
         }
         let next = new_refresh_token(session.id);
         session.expires_at = now() + chrono_duration(self.policy.session_ttl);
-        if !self.store.rotate_refresh(session.id, &presented, &hash_refresh(&next), session.expires_at).await? {
+        if !self
+            .store
+            .rotate_refresh(
+                session.id,
+                &presented,
+                &hash_refresh(&next),
+                session.expires_at,
+            )
+            .await?
+        {
             return Err(AuthError::SessionEnded);
         }
-        let user = self.store.user(session.user_id).await?.ok_or(AuthError::SessionEnded)?;
+        let user = self
+            .store
+            .user(session.user_id)
+            .await?
+            .ok_or(AuthError::SessionEnded)?;
         Ok(self.issue(user, session, next))
     }
 
@@ -321,16 +365,27 @@ impl Accounts {
     }
 
     /// One page of users in username order, and the token of the next page if any.
-    pub async fn list_users(&self, page_size: u32, page_token: &str) -> Result<(Vec<User>, String), AuthError> {
+    pub async fn list_users(
+        &self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<User>, String), AuthError> {
         let size = match page_size {
             0 => 50,
             n => n.min(100),
         };
-        let after = if page_token.is_empty() { String::new() } else { Username::parse(page_token)?.as_str().to_owned() };
+        let after = if page_token.is_empty() {
+            String::new()
+        } else {
+            Username::parse(page_token)?.as_str().to_owned()
+        };
         let mut users = self.store.users_after(&after, size + 1).await?;
         let next = if users.len() > size as usize {
             users.truncate(size as usize);
-            users.last().map(|user| user.username.clone()).unwrap_or_default()
+            users
+                .last()
+                .map(|user| user.username.clone())
+                .unwrap_or_default()
         } else {
             String::new()
         };

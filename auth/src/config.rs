@@ -8,34 +8,65 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 #[group(id = "auth")]
 pub struct Config {
     /// Address of auth's gRPC server.
-    #[arg(long = "auth-listen", id = "auth-listen", env = "AUTH_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long = "auth-listen",
+        id = "auth-listen",
+        value_name = "ADDR",
+        env = "AUTH_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen: SocketAddr,
     /// Database URL, postgres:// or sqlite:// [default: sqlite://<data dir>/auth.db].
-    #[arg(long = "auth-database-url", id = "auth-database-url", env = "AUTH_DATABASE_URL")]
+    #[arg(
+        long = "auth-database-url",
+        id = "auth-database-url",
+        value_name = "URL",
+        env = "AUTH_DATABASE_URL"
+    )]
     pub database_url: Option<String>,
     /// Token signing key (Ed25519 PKCS#8 PEM) [default: <data dir>/auth-signing-key.pem, created on first start].
-    #[arg(long = "auth-signing-key", id = "auth-signing-key", env = "AUTH_SIGNING_KEY", hide_env_values = true)]
+    #[arg(
+        long = "auth-signing-key",
+        id = "auth-signing-key",
+        value_name = "PEM",
+        env = "AUTH_SIGNING_KEY",
+        hide_env_values = true
+    )]
     pub signing_key: Option<String>,
     /// Lifetime of an access token.
-    #[arg(long = "auth-access-token-ttl", id = "auth-access-token-ttl", env = "AUTH_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long = "auth-access-token-ttl", id = "auth-access-token-ttl", value_name = "DURATION", env = "AUTH_ACCESS_TOKEN_TTL", default_value = "15m", value_parser = parse_duration)]
     pub access_token_ttl: Duration,
     /// Lifetime of a session that is not refreshed.
-    #[arg(long = "auth-session-ttl", id = "auth-session-ttl", env = "AUTH_SESSION_TTL", default_value = "30days", value_parser = parse_duration)]
+    #[arg(long = "auth-session-ttl", id = "auth-session-ttl", value_name = "DURATION", env = "AUTH_SESSION_TTL", default_value = "30days", value_parser = parse_duration)]
     pub session_ttl: Duration,
     /// Failed logins allowed per account within the failure window.
-    #[arg(long = "auth-max-failures-per-account", id = "auth-max-failures-per-account", env = "AUTH_MAX_FAILURES_PER_ACCOUNT", default_value_t = 5)]
+    #[arg(
+        long = "auth-max-failures-per-account",
+        id = "auth-max-failures-per-account",
+        value_name = "N",
+        env = "AUTH_MAX_FAILURES_PER_ACCOUNT",
+        default_value_t = 5
+    )]
     pub max_failures_per_account: u32,
     /// Failed logins allowed per client address within the failure window.
-    #[arg(long = "auth-max-failures-per-ip", id = "auth-max-failures-per-ip", env = "AUTH_MAX_FAILURES_PER_IP", default_value_t = 50)]
+    #[arg(
+        long = "auth-max-failures-per-ip",
+        id = "auth-max-failures-per-ip",
+        value_name = "N",
+        env = "AUTH_MAX_FAILURES_PER_IP",
+        default_value_t = 50
+    )]
     pub max_failures_per_ip: u32,
     /// The failed-login window.
-    #[arg(long = "auth-failure-window", id = "auth-failure-window", env = "AUTH_FAILURE_WINDOW", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long = "auth-failure-window", id = "auth-failure-window", value_name = "DURATION", env = "AUTH_FAILURE_WINDOW", default_value = "15m", value_parser = parse_duration)]
     pub failure_window: Duration,
 }
 
 impl Config {
     /// The database URL, defaulting to a SQLite file in `data_dir`.
     pub fn database_url(&self, data_dir: &Path) -> String {
-        self.database_url.clone().unwrap_or_else(|| platform::settings::sqlite_url(data_dir, "auth.db"))
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| platform::settings::sqlite_url(data_dir, "auth.db"))
     }
 }

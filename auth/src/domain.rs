@@ -28,7 +28,10 @@ impl Username {
     /// (Cyrillic `а`, the Kelvin sign, full-width forms, zero-width joiners) never pass.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         const REASON: &str = "must be 3 to 32 characters of a-z, 0-9, '_', '.' and '-'";
-        let invalid = Invalid { field: "username", reason: REASON };
+        let invalid = Invalid {
+            field: "username",
+            reason: REASON,
+        };
         let trimmed = raw.trim();
         if !Self::LEN.contains(&trimmed.len()) || !trimmed.is_ascii() {
             return Err(invalid);
@@ -57,9 +60,14 @@ impl Email {
 
     /// Checks the syntax (RFC 5322 addr-spec, no display name) and the length.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let invalid = Invalid { field: "email", reason: "must be an email address such as ada@example.com" };
+        let invalid = Invalid {
+            field: "email",
+            reason: "must be an email address such as ada@example.com",
+        };
         let trimmed = raw.trim();
-        if trimmed.len() > Self::MAX_LEN || trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if trimmed.len() > Self::MAX_LEN
+            || trimmed.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(invalid);
         }
         if !email_address::EmailAddress::is_valid(trimmed) || trimmed.starts_with('"') {
@@ -86,7 +94,10 @@ impl Password {
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         // Bytes first, so a megabyte of input is refused without counting characters.
         if raw.len() > Self::LEN.end() * 4 || !Self::LEN.contains(&raw.chars().count()) {
-            return Err(Invalid { field: "password", reason: "must be 8 to 128 characters" });
+            return Err(Invalid {
+                field: "password",
+                reason: "must be 8 to 128 characters",
+            });
         }
         Ok(Self(raw.to_owned()))
     }
@@ -182,7 +193,10 @@ mod tests {
 
     #[test]
     fn usernames_are_folded_to_lowercase() {
-        assert_eq!(Username::parse("  Ada.Lovelace_1 ").map(|u| u.0), Ok("ada.lovelace_1".to_owned()));
+        assert_eq!(
+            Username::parse("  Ada.Lovelace_1 ").map(|u| u.0),
+            Ok("ada.lovelace_1".to_owned())
+        );
     }
 
     #[test]
@@ -193,7 +207,18 @@ mod tests {
         let rtl = "admin\u{202E}";
         let fullwidth = "\u{FF41}dmin";
         let too_long = "a".repeat(10_000);
-        for bad in ["ab", "with space", "semi;colon", "", kelvin, cyrillic_a, zero_width, rtl, fullwidth, &too_long] {
+        for bad in [
+            "ab",
+            "with space",
+            "semi;colon",
+            "",
+            kelvin,
+            cyrillic_a,
+            zero_width,
+            rtl,
+            fullwidth,
+            &too_long,
+        ] {
             assert!(Username::parse(bad).is_err(), "{bad:?} must be refused");
         }
         assert!(Username::parse(&"a".repeat(32)).is_ok());
@@ -202,8 +227,18 @@ mod tests {
 
     #[test]
     fn emails_are_checked_and_lowercased() {
-        assert_eq!(Email::parse(" Ada@Example.COM ").map(|e| e.0), Ok("ada@example.com".to_owned()));
-        for bad in ["ada", "ada@", "@example.com", "a b@example.com", "ada@exa mple.com", "\"q\"@example.com"] {
+        assert_eq!(
+            Email::parse(" Ada@Example.COM ").map(|e| e.0),
+            Ok("ada@example.com".to_owned())
+        );
+        for bad in [
+            "ada",
+            "ada@",
+            "@example.com",
+            "a b@example.com",
+            "ada@exa mple.com",
+            "\"q\"@example.com",
+        ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} must be refused");
         }
         let long = format!("{}@example.com", "a".repeat(250));
@@ -216,13 +251,19 @@ mod tests {
         assert!(Password::parse("long enough").is_ok());
         assert!(Password::parse(&"é".repeat(128)).is_ok());
         assert!(Password::parse(&"é".repeat(129)).is_err());
-        assert_eq!(format!("{:?}", Password::parse("secret123").ok()), "Some(Password(***))");
+        assert_eq!(
+            format!("{:?}", Password::parse("secret123").ok()),
+            "Some(Password(***))"
+        );
     }
 
     #[test]
     fn logins_name_a_username_or_an_email() {
         assert!(matches!(Login::parse("Ada"), Some(Login::Username(_))));
-        assert!(matches!(Login::parse("ada@example.com"), Some(Login::Email(_))));
+        assert!(matches!(
+            Login::parse("ada@example.com"),
+            Some(Login::Email(_))
+        ));
         assert_eq!(Login::parse("x"), None);
     }
 }

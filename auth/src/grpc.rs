@@ -2,10 +2,10 @@
 //! [`Accounts`] calls and [`AuthError`]s into gRPC statuses. No rules live here.
 
 use crate::{
+    Accounts,
     accounts::{AuthError, Client, Issued},
     domain::{Session, User},
     store::{StoreError, Taken},
-    Accounts,
 };
 use chrono::{DateTime, Utc};
 use platform::shutdown::Shutdown;
@@ -31,7 +31,10 @@ impl AuthApi {
 }
 
 fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
 }
 
 fn epoch_timestamp(seconds: i64) -> prost_types::Timestamp {
@@ -71,7 +74,9 @@ impl From<AuthError> for Status {
     fn from(error: AuthError) -> Self {
         match &error {
             AuthError::Invalid(_) => Status::invalid_argument(error.to_string()),
-            AuthError::Taken(Taken::Username) => Status::already_exists("username is already taken"),
+            AuthError::Taken(Taken::Username) => {
+                Status::already_exists("username is already taken")
+            }
             AuthError::Taken(Taken::Email) => Status::already_exists("email is already registered"),
             AuthError::BadCredentials | AuthError::Token(_) | AuthError::SessionEnded => {
                 Status::unauthenticated(error.to_string())
@@ -104,7 +109,10 @@ fn client_of<T>(request: &Request<T>, info: Option<&pb::ClientInfo>) -> Client {
         .filter(|ip| !ip.is_empty())
         .or_else(|| request.remote_addr().map(|addr| addr.ip().to_string()))
         .unwrap_or_default();
-    Client { ip, user_agent: info.map(|info| info.user_agent.clone()).unwrap_or_default() }
+    Client {
+        ip,
+        user_agent: info.map(|info| info.user_agent.clone()).unwrap_or_default(),
+    }
 }
 
 fn parse_uuid(field: &'static str, text: &str) -> Result<Uuid, Status> {
@@ -128,33 +136,61 @@ fn batch(snapshot: bool, entries: impl IntoIterator<Item = (Uuid, i64)>) -> pb::
 
 #[tonic::async_trait]
 impl auth_server::Auth for AuthApi {
-    async fn register(&self, request: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        request: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let body = request.into_inner();
-        let user = self.accounts.register(&body.username, &body.email, &body.password).await?;
-        Ok(Response::new(pb::RegisterResponse { user: Some(user_message(user)) }))
+        let user = self
+            .accounts
+            .register(&body.username, &body.email, &body.password)
+            .await?;
+        Ok(Response::new(pb::RegisterResponse {
+            user: Some(user_message(user)),
+        }))
     }
 
-    async fn login(&self, request: Request<pb::LoginRequest>) -> Result<Response<pb::LoginResponse>, Status> {
+    async fn login(
+        &self,
+        request: Request<pb::LoginRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
         let client = client_of(&request, request.get_ref().client.as_ref());
         let body = request.into_inner();
-        let issued = self.accounts.login(&body.login, &body.password, client).await?;
+        let issued = self
+            .accounts
+            .login(&body.login, &body.password, client)
+            .await?;
         Ok(Response::new(issued_message(issued)))
     }
 
-    async fn refresh(&self, request: Request<pb::RefreshRequest>) -> Result<Response<pb::LoginResponse>, Status> {
-        let issued = self.accounts.refresh(&request.into_inner().refresh_token).await?;
+    async fn refresh(
+        &self,
+        request: Request<pb::RefreshRequest>,
+    ) -> Result<Response<pb::LoginResponse>, Status> {
+        let issued = self
+            .accounts
+            .refresh(&request.into_inner().refresh_token)
+            .await?;
         Ok(Response::new(issued_message(issued)))
     }
 
-    async fn logout(&self, request: Request<pb::LogoutRequest>) -> Result<Response<pb::LogoutResponse>, Status> {
-        let claims = self.accounts.logout(&request.into_inner().access_token).await?;
+    async fn logout(
+        &self,
+        request: Request<pb::LogoutRequest>,
+    ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let claims = self
+            .accounts
+            .logout(&request.into_inner().access_token)
+            .await?;
         let session = pb::Session {
             id: claims.sid.to_string(),
             user_id: claims.sub.to_string(),
             created_at: None,
             expires_at: None,
         };
-        Ok(Response::new(pb::LogoutResponse { session: Some(session) }))
+        Ok(Response::new(pb::LogoutResponse {
+            session: Some(session),
+        }))
     }
 
     async fn verify_token(
@@ -179,7 +215,10 @@ impl auth_server::Auth for AuthApi {
         }))
     }
 
-    async fn get_user(&self, request: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
         let id = parse_uuid("id", &request.into_inner().id)?;
         Ok(Response::new(user_message(self.accounts.user(id).await?)))
     }
@@ -189,7 +228,10 @@ impl auth_server::Auth for AuthApi {
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let body = request.into_inner();
-        let (users, next_page_token) = self.accounts.list_users(body.page_size, &body.page_token).await?;
+        let (users, next_page_token) = self
+            .accounts
+            .list_users(body.page_size, &body.page_token)
+            .await?;
         Ok(Response::new(pb::ListUsersResponse {
             users: users.into_iter().map(user_message).collect(),
             next_page_token,

@@ -57,7 +57,10 @@ impl SigningKey {
         let pair = Ed25519KeyPair::from_pkcs8(der).map_err(|_| KeyError::Format)?;
         let public = pair.public_key().as_ref();
         let fingerprint = digest::digest(&digest::SHA256, public);
-        let csrf_seed = digest::digest(&digest::SHA256, &[b"microchat csrf v1".as_slice(), der].concat());
+        let csrf_seed = digest::digest(
+            &digest::SHA256,
+            &[b"microchat csrf v1".as_slice(), der].concat(),
+        );
         Ok(Self {
             kid: URL_SAFE_NO_PAD.encode(&fingerprint.as_ref()[..9]),
             encoding: EncodingKey::from_ed_der(der),
@@ -68,7 +71,10 @@ impl SigningKey {
 
     /// Loads the key file at `path`, creating it (mode 0600) with a fresh key if missing.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
-        let file_error = |source| KeyError::File { path: path.display().to_string(), source };
+        let file_error = |source| KeyError::File {
+            path: path.display().to_string(),
+            source,
+        };
         match std::fs::read_to_string(path) {
             Ok(text) => Self::from_pem(&text),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -119,7 +125,9 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -150,7 +158,10 @@ mod tests {
         let token = key.sign(&claims(2_000_000_000));
         assert_eq!(verifier.verify(&token, 1_000_000_000).unwrap().name, "ada");
         // The cached answer still honours expiry.
-        assert_eq!(verifier.verify(&token, 2_000_000_001), Err(TokenError::Expired));
+        assert_eq!(
+            verifier.verify(&token, 2_000_000_001),
+            Err(TokenError::Expired)
+        );
     }
 
     #[test]
@@ -159,7 +170,10 @@ mod tests {
         let other = SigningKey::from_pem(&SigningKey::generate_pem()).unwrap();
         let verifier = TokenVerifier::new(16);
         verifier.set_keys([(key.kid(), other.public_x())]).unwrap();
-        assert_eq!(verifier.verify(&key.sign(&claims(2_000_000_000)), 0), Err(TokenError::Invalid));
+        assert_eq!(
+            verifier.verify(&key.sign(&claims(2_000_000_000)), 0),
+            Err(TokenError::Invalid)
+        );
     }
 
     #[test]
@@ -180,13 +194,19 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
         }
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn garbage_is_not_a_key() {
-        assert!(matches!(SigningKey::from_pem("not a key"), Err(KeyError::Format)));
+        assert!(matches!(
+            SigningKey::from_pem("not a key"),
+            Err(KeyError::Format)
+        ));
     }
 }

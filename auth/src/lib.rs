@@ -40,7 +40,9 @@ impl Auth {
     /// Opens the database (applying migrations), loads the signing key, binds the port.
     pub async fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Self> {
         platform::telemetry::prometheus();
-        let store = store::connect(&config.database_url(data_dir)).await.context("opening the auth database")?;
+        let store = store::connect(&config.database_url(data_dir))
+            .await
+            .context("opening the auth database")?;
         let keys = match &config.signing_key {
             Some(pem) => SigningKey::from_pem(pem)?,
             None => SigningKey::load_or_create(&data_dir.join("auth-signing-key.pem"))?,
@@ -62,16 +64,18 @@ impl Auth {
 
     /// The address the gRPC server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        let follower = tokio::spawn(Arc::clone(self.accounts.revocations()).follow(
-            Arc::clone(self.accounts.store()),
-            shutdown.clone(),
-        ));
+        let follower = tokio::spawn(
+            Arc::clone(self.accounts.revocations())
+                .follow(Arc::clone(self.accounts.store()), shutdown.clone()),
+        );
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AuthServer<grpc::AuthApi>>().await;
         let api = AuthServer::new(grpc::AuthApi::new(self.accounts, shutdown.clone()))

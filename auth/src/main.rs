@@ -4,7 +4,11 @@ use clap::Parser;
 
 /// The microchat auth service.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json.")]
+#[command(
+    version,
+    about,
+    after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."
+)]
 struct Cli {
     /// Directory for embedded state (SQLite file, generated signing key).
     #[arg(long, env = "MICROCHAT_DATA_DIR", default_value = platform::settings::DEFAULT_DATA_DIR)]
@@ -25,7 +29,13 @@ async fn main() -> anyhow::Result<()> {
     }
     platform::telemetry::init_tracing();
     // Alone, auth also honours the conventional DATABASE_URL.
-    cli.auth.database_url = cli.auth.database_url.or_else(|| std::env::var("DATABASE_URL").ok());
+    cli.auth.database_url = cli
+        .auth
+        .database_url
+        .or_else(|| std::env::var("DATABASE_URL").ok());
     let shutdown = platform::shutdown::on_signal();
-    auth::Auth::build(&cli.auth, &cli.data_dir).await?.run(shutdown).await
+    auth::Auth::build(&cli.auth, &cli.data_dir)
+        .await?
+        .run(shutdown)
+        .await
 }

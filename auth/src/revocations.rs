@@ -15,18 +15,24 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 const LOOK_BACK_MS: i64 = 5_000;
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
+/// A revoked session, with the epoch second after which every token of it has expired.
+type Revoked = (Uuid, i64);
+
 /// Revoked sessions, and a channel announcing each new one.
 #[derive(Debug)]
 pub struct RevocationFeed {
     list: RevocationList,
-    announce: broadcast::Sender<(Uuid, i64)>,
+    announce: broadcast::Sender<Revoked>,
 }
 
 impl RevocationFeed {
     /// Loads every revocation whose tokens may still be alive.
     pub async fn load(store: &dyn UserStore) -> Result<Self, StoreError> {
         let (announce, _) = broadcast::channel(4096);
-        let feed = Self { list: RevocationList::default(), announce };
+        let feed = Self {
+            list: RevocationList::default(),
+            announce,
+        };
         let now = chrono::Utc::now().timestamp();
         feed.list.replace(
             store
@@ -54,7 +60,7 @@ impl RevocationFeed {
     }
 
     /// Subscribes to new revocations, then takes a snapshot, so nothing falls in between.
-    pub fn watch(&self) -> (Vec<(Uuid, i64)>, broadcast::Receiver<(Uuid, i64)>) {
+    pub fn watch(&self) -> (Vec<Revoked>, broadcast::Receiver<Revoked>) {
         let receiver = self.announce.subscribe();
         (self.list.entries(), receiver)
     }

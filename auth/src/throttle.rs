@@ -29,7 +29,11 @@ pub struct LoginThrottle {
 impl LoginThrottle {
     /// Allows `max_failures` failures per key within `window`.
     pub fn new(max_failures: u32, window: Duration) -> Self {
-        Self { max_failures: max_failures.max(1), window, failures: Mutex::default() }
+        Self {
+            max_failures: max_failures.max(1),
+            window,
+            failures: Mutex::default(),
+        }
     }
 
     /// Counts an attempt for `key` as a failure up front, so concurrent attempts cannot all
@@ -37,14 +41,23 @@ impl LoginThrottle {
     /// its failures. An attempt that did not fail is given back with [`Self::forgive`] or
     /// [`Self::clear`].
     pub fn attempt(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let mut failures = self.failures.lock().expect("no code panics while holding the throttle lock");
+        let mut failures = self
+            .failures
+            .lock()
+            .expect("no code panics while holding the throttle lock");
         if failures.len() >= MAX_KEYS {
             let window = self.window;
             failures.retain(|_, entry| now < entry.since + window);
         }
-        let entry = failures.entry(key.to_owned()).or_insert(Failures { count: 0, since: now });
+        let entry = failures.entry(key.to_owned()).or_insert(Failures {
+            count: 0,
+            since: now,
+        });
         if now >= entry.since + self.window {
-            *entry = Failures { count: 0, since: now };
+            *entry = Failures {
+                count: 0,
+                since: now,
+            };
         }
         if entry.count >= self.max_failures {
             return Err(entry.since + self.window - now);
@@ -55,7 +68,10 @@ impl LoginThrottle {
 
     /// Gives back one attempt of `key` that did not fail.
     pub fn forgive(&self, key: &str) {
-        let mut failures = self.failures.lock().expect("no code panics while holding the throttle lock");
+        let mut failures = self
+            .failures
+            .lock()
+            .expect("no code panics while holding the throttle lock");
         if let Some(entry) = failures.get_mut(key) {
             entry.count = entry.count.saturating_sub(1);
             if entry.count == 0 {
@@ -66,7 +82,10 @@ impl LoginThrottle {
 
     /// Forgets `key`'s failures (after a successful login).
     pub fn clear(&self, key: &str) {
-        self.failures.lock().expect("no code panics while holding the throttle lock").remove(key);
+        self.failures
+            .lock()
+            .expect("no code panics while holding the throttle lock")
+            .remove(key);
     }
 }
 
@@ -81,10 +100,19 @@ mod tests {
         for _ in 0..3 {
             assert!(throttle.attempt("user:ada", start).is_ok());
         }
-        let retry = throttle.attempt("user:ada", start + Duration::from_secs(10)).unwrap_err();
+        let retry = throttle
+            .attempt("user:ada", start + Duration::from_secs(10))
+            .unwrap_err();
         assert_eq!(retry, Duration::from_secs(50));
-        assert!(throttle.attempt("user:bob", start).is_ok(), "other keys are not affected");
-        assert!(throttle.attempt("user:ada", start + Duration::from_secs(61)).is_ok());
+        assert!(
+            throttle.attempt("user:bob", start).is_ok(),
+            "other keys are not affected"
+        );
+        assert!(
+            throttle
+                .attempt("user:ada", start + Duration::from_secs(61))
+                .is_ok()
+        );
     }
 
     #[test]

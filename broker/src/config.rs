@@ -9,38 +9,74 @@ use std::{net::SocketAddr, time::Duration};
 #[group(id = "broker")]
 pub struct Config {
     /// Address of the public HTTP server (REST, WebSocket, ops).
-    #[arg(long = "broker-listen", id = "broker-listen", env = "BROKER_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long = "broker-listen",
+        id = "broker-listen",
+        value_name = "ADDR",
+        env = "BROKER_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     pub listen: SocketAddr,
     /// gRPC URL of the auth service.
-    #[arg(long = "broker-auth-url", id = "broker-auth-url", env = "BROKER_AUTH_URL", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long = "broker-auth-url",
+        id = "broker-auth-url",
+        value_name = "URL",
+        env = "BROKER_AUTH_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
     pub auth_url: String,
     /// Origins allowed to call the API from a browser (CORS) and to send cookie-authenticated writes, comma-separated.
     #[arg(
-        long = "broker-allowed-origins", id = "broker-allowed-origins",
+        long = "broker-allowed-origins",
+        id = "broker-allowed-origins",
+        value_name = "ORIGINS",
         env = "BROKER_ALLOWED_ORIGINS",
         value_delimiter = ',',
         default_value = "http://localhost:8081,http://127.0.0.1:8081"
     )]
     pub allowed_origins: Vec<String>,
     /// Mark session cookies Secure (serve over HTTPS).
-    #[arg(long = "broker-cookie-secure", id = "broker-cookie-secure", env = "BROKER_COOKIE_SECURE", default_value_t = false)]
+    #[arg(
+        long = "broker-cookie-secure",
+        id = "broker-cookie-secure",
+        env = "BROKER_COOKIE_SECURE",
+        default_value_t = false
+    )]
     pub cookie_secure: bool,
     /// Trust the first address of X-Forwarded-For as the client (behind a proxy you run).
-    #[arg(long = "broker-trust-forwarded-for", id = "broker-trust-forwarded-for", env = "BROKER_TRUST_FORWARDED_FOR", default_value_t = false)]
+    #[arg(
+        long = "broker-trust-forwarded-for",
+        id = "broker-trust-forwarded-for",
+        env = "BROKER_TRUST_FORWARDED_FOR",
+        default_value_t = false
+    )]
     pub trust_forwarded_for: bool,
     /// Longest a request may take before it is answered 503.
-    #[arg(long = "broker-request-timeout", id = "broker-request-timeout", env = "BROKER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long = "broker-request-timeout", id = "broker-request-timeout", value_name = "DURATION", env = "BROKER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
     /// Deadline of each gRPC call to a service.
-    #[arg(long = "broker-grpc-timeout", id = "broker-grpc-timeout", env = "BROKER_GRPC_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long = "broker-grpc-timeout", id = "broker-grpc-timeout", value_name = "DURATION", env = "BROKER_GRPC_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub grpc_timeout: Duration,
     /// Largest request body, in bytes.
-    #[arg(long = "broker-max-body-bytes", id = "broker-max-body-bytes", env = "BROKER_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    #[arg(long = "broker-max-body-bytes", id = "broker-max-body-bytes", value_name = "BYTES", env = "BROKER_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
     /// Rate limit per client and route for login, register and refresh: N/period (e.g. 10/min) or off.
-    #[arg(long = "broker-rate-limit-auth", id = "broker-rate-limit-auth", env = "BROKER_RATE_LIMIT_AUTH", default_value = "10/min")]
+    #[arg(
+        long = "broker-rate-limit-auth",
+        id = "broker-rate-limit-auth",
+        value_name = "RATE",
+        env = "BROKER_RATE_LIMIT_AUTH",
+        default_value = "10/min"
+    )]
     pub rate_limit_auth: RateSpec,
     /// Rate limit per client and route for every other API route: N/period or off.
-    #[arg(long = "broker-rate-limit-api", id = "broker-rate-limit-api", env = "BROKER_RATE_LIMIT_API", default_value = "50/s")]
+    #[arg(
+        long = "broker-rate-limit-api",
+        id = "broker-rate-limit-api",
+        value_name = "RATE",
+        env = "BROKER_RATE_LIMIT_API",
+        default_value = "50/s"
+    )]
     pub rate_limit_api: RateSpec,
 }

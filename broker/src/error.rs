@@ -42,8 +42,17 @@ pub struct ErrorDetail {
 
 impl ApiError {
     /// An error with the given status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     /// 400 with a specific code.
@@ -70,7 +79,11 @@ impl ApiError {
     pub fn too_many_requests(retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after.max(1)),
-            ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests, slow down")
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests, slow down",
+            )
         }
     }
 
@@ -95,7 +108,9 @@ impl ApiError {
             Code::Unauthenticated => Self::unauthorized(message),
             Code::PermissionDenied => Self::forbidden("forbidden", message),
             Code::NotFound => Self::not_found(message),
-            Code::FailedPrecondition => Self::new(StatusCode::CONFLICT, "failed_precondition", message),
+            Code::FailedPrecondition => {
+                Self::new(StatusCode::CONFLICT, "failed_precondition", message)
+            }
             Code::ResourceExhausted => {
                 let retry_after = status
                     .metadata()
@@ -103,11 +118,18 @@ impl ApiError {
                     .and_then(|value| value.to_str().ok())
                     .and_then(|value| value.parse().ok())
                     .unwrap_or(60);
-                Self { message: message.into(), ..Self::too_many_requests(retry_after) }
+                Self {
+                    message: message.into(),
+                    ..Self::too_many_requests(retry_after)
+                }
             }
             _ => {
                 tracing::error!(service, code = ?status.code(), message = status.message(), "service failed");
-                Self::new(StatusCode::BAD_GATEWAY, "upstream_error", format!("the {service} service failed"))
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_error",
+                    format!("the {service} service failed"),
+                )
             }
         }
     }
@@ -134,10 +156,17 @@ impl From<axum::extract::rejection::QueryRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message.into_owned() } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.into_owned(),
+            },
+        };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -149,16 +178,27 @@ mod tests {
 
     #[test]
     fn unreachable_services_are_503_not_500() {
-        for status in [tonic::Status::unavailable("down"), tonic::Status::deadline_exceeded("slow")] {
-            assert_eq!(ApiError::from_grpc("auth", &status).status, StatusCode::SERVICE_UNAVAILABLE);
+        for status in [
+            tonic::Status::unavailable("down"),
+            tonic::Status::deadline_exceeded("slow"),
+        ] {
+            assert_eq!(
+                ApiError::from_grpc("auth", &status).status,
+                StatusCode::SERVICE_UNAVAILABLE
+            );
         }
     }
 
     #[test]
     fn throttling_carries_retry_after() {
         let mut status = tonic::Status::resource_exhausted("slow down");
-        status.metadata_mut().insert("retry-after", "42".parse().unwrap());
+        status
+            .metadata_mut()
+            .insert("retry-after", "42".parse().unwrap());
         let error = ApiError::from_grpc("auth", &status);
-        assert_eq!((error.status, error.retry_after), (StatusCode::TOO_MANY_REQUESTS, Some(42)));
+        assert_eq!(
+            (error.status, error.retry_after),
+            (StatusCode::TOO_MANY_REQUESTS, Some(42))
+        );
     }
 }

@@ -76,7 +76,11 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares in time independent of where the inputs differ.
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0_u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0_u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -87,13 +91,20 @@ impl FromRequestParts<AppState> for AuthUser {
             Some(token) => (token, Credential::Bearer),
             None => match cookie(&parts.headers, SESSION_COOKIE) {
                 Some(token) => (token, Credential::Cookie),
-                None => return Err(ApiError::unauthorized("log in first: no bearer token or session cookie")),
+                None => {
+                    return Err(ApiError::unauthorized(
+                        "log in first: no bearer token or session cookie",
+                    ));
+                }
             },
         };
         let claims = state.sessions.authenticate(token).await?;
         let writes = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if credential == Credential::Cookie && writes {
-            let sent = parts.headers.get(CSRF_HEADER).and_then(|value| value.to_str().ok());
+            let sent = parts
+                .headers
+                .get(CSRF_HEADER)
+                .and_then(|value| value.to_str().ok());
             if !sent.is_some_and(|sent| same_secret(sent, &claims.csrf)) {
                 return Err(ApiError::forbidden(
                     "csrf",
@@ -101,7 +112,11 @@ impl FromRequestParts<AppState> for AuthUser {
                 ));
             }
         }
-        Ok(Self { claims, token: token.to_owned(), credential })
+        Ok(Self {
+            claims,
+            token: token.to_owned(),
+            credential,
+        })
     }
 }
 
@@ -113,7 +128,10 @@ mod tests {
     #[test]
     fn cookies_are_found_by_name() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::COOKIE, HeaderValue::from_static("a=1; microchat_session=tok; b=2"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; microchat_session=tok; b=2"),
+        );
         assert_eq!(cookie(&headers, SESSION_COOKIE), Some("tok"));
         assert_eq!(cookie(&headers, "missing"), None);
     }
@@ -121,7 +139,10 @@ mod tests {
     #[test]
     fn bearer_scheme_is_case_insensitive() {
         let mut headers = HeaderMap::new();
-        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer abc"),
+        );
         assert_eq!(bearer(&headers), Some("abc"));
         headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert_eq!(bearer(&headers), None);

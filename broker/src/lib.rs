@@ -46,10 +46,14 @@ impl Broker {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // Install the recorder before the first request records anything.
         platform::telemetry::prometheus();
-        let deadlines = platform::grpc::Deadlines { connect: Duration::from_secs(1), request: config.grpc_timeout };
+        let deadlines = platform::grpc::Deadlines {
+            connect: Duration::from_secs(1),
+            request: config.grpc_timeout,
+        };
         let channel = platform::grpc::channel(&config.auth_url, deadlines)
             .with_context(|| format!("invalid auth URL {:?}", config.auth_url))?;
-        let auth = AuthClient::new(channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let auth =
+            AuthClient::new(channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the broker to {}", config.listen))?;
@@ -64,7 +68,9 @@ impl Broker {
 
     /// The address the HTTP server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
@@ -72,13 +78,17 @@ impl Broker {
         let addr = self.local_addr();
         let limiters = rate_limit::Limiters::default();
         let app = routes::router(self.state.clone(), &limiters);
-        let revocations = tokio::spawn(Arc::clone(&self.state.sessions).follow_revocations(shutdown.clone()));
+        let revocations =
+            tokio::spawn(Arc::clone(&self.state.sessions).follow_revocations(shutdown.clone()));
         let housekeeping = tokio::spawn(forget_idle_clients(limiters, shutdown.clone()));
         tracing::info!(%addr, "broker serving HTTP");
-        axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .await
-            .context("broker HTTP server")?;
+        axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+        .await
+        .context("broker HTTP server")?;
         shutdown.cancel();
         revocations.await.context("revocation follower")?;
         housekeeping.await.context("rate-limit housekeeping")?;

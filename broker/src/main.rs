@@ -4,7 +4,11 @@ use clap::Parser;
 
 /// The microchat broker: the public HTTP entry.
 #[derive(Debug, Parser)]
-#[command(version, about, after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json.")]
+#[command(
+    version,
+    about,
+    after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."
+)]
 struct Cli {
     #[command(flatten)]
     broker: broker::Config,

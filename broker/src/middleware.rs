@@ -26,14 +26,21 @@ fn client_addr(request: &Request, trust_forwarded_for: bool) -> ClientAddr {
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.split(',').next())
         .and_then(|first| first.trim().parse().ok());
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
     ClientAddr(forwarded.or(peer).unwrap_or(IpAddr::from([0, 0, 0, 0])))
 }
 
 /// Outermost layer: gives the request a trace id (the caller's `traceparent`, or a new
 /// one), runs it in a span and trace scope, notes the client address, and names the trace
 /// id in the response.
-pub async fn trace(State(trust_forwarded_for): State<bool>, mut request: Request, next: Next) -> Response {
+pub async fn trace(
+    State(trust_forwarded_for): State<bool>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let id = request
         .headers()
         .get(TRACEPARENT)
@@ -50,7 +57,9 @@ pub async fn trace(State(trust_forwarded_for): State<bool>, mut request: Request
         client = %client.0,
     );
     let started = Instant::now();
-    let mut response = platform::trace::scope(id, next.run(request)).instrument(span.clone()).await;
+    let mut response = platform::trace::scope(id, next.run(request))
+        .instrument(span.clone())
+        .await;
     let status = response.status();
     span.in_scope(|| {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -60,8 +69,11 @@ pub async fn trace(State(trust_forwarded_for): State<bool>, mut request: Request
             tracing::debug!(status = status.as_u16(), elapsed_ms, "request done");
         }
     });
-    let value = HeaderValue::from_str(&id.to_string()).expect("a hex trace id is a valid header value");
-    response.headers_mut().insert(TRACE_ID_HEADER.clone(), value);
+    let value =
+        HeaderValue::from_str(&id.to_string()).expect("a hex trace id is a valid header value");
+    response
+        .headers_mut()
+        .insert(TRACE_ID_HEADER.clone(), value);
     response
 }
 
@@ -77,7 +89,8 @@ pub async fn metrics(request: Request, next: Next) -> Response {
     let status = response.status().as_u16().to_string();
     let labels = [("route", route), ("method", method), ("status", status)];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 

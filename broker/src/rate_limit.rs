@@ -76,16 +76,30 @@ pub struct Limiters(Arc<Mutex<Vec<Arc<Limiter>>>>);
 
 impl Limiters {
     /// Wraps `route` in a limiter of its own, unless `spec` is off.
-    pub fn limit<S: Clone + Send + Sync + 'static>(&self, spec: RateSpec, route: MethodRouter<S>) -> MethodRouter<S> {
-        let Some(quota) = spec.quota() else { return route };
+    pub fn limit<S: Clone + Send + Sync + 'static>(
+        &self,
+        spec: RateSpec,
+        route: MethodRouter<S>,
+    ) -> MethodRouter<S> {
+        let Some(quota) = spec.quota() else {
+            return route;
+        };
         let limiter = Arc::new(Limiter::keyed(quota));
-        self.0.lock().expect("no code panics while holding the limiter list").push(Arc::clone(&limiter));
+        self.0
+            .lock()
+            .expect("no code panics while holding the limiter list")
+            .push(Arc::clone(&limiter));
         route.route_layer(middleware::from_fn_with_state(limiter, enforce))
     }
 
     /// Drops state of clients that are back to a full bucket; call now and then.
     pub fn forget_idle_clients(&self) {
-        for limiter in self.0.lock().expect("no code panics while holding the limiter list").iter() {
+        for limiter in self
+            .0
+            .lock()
+            .expect("no code panics while holding the limiter list")
+            .iter()
+        {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
@@ -93,7 +107,10 @@ impl Limiters {
 }
 
 async fn enforce(State(limiter): State<Arc<Limiter>>, request: Request, next: Next) -> Response {
-    let client = request.extensions().get::<ClientAddr>().map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.0);
+    let client = request
+        .extensions()
+        .get::<ClientAddr>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.0);
     match limiter.check_key(&client) {
         Ok(()) => next.run(request).await,
         Err(not_until) => {
@@ -110,12 +127,18 @@ mod tests {
 
     #[test]
     fn specs_read_like_people_write_them() {
-        let ten_a_minute = RateSpec::Limit { requests: NonZeroU32::new(10).unwrap(), per: Duration::from_secs(60) };
+        let ten_a_minute = RateSpec::Limit {
+            requests: NonZeroU32::new(10).unwrap(),
+            per: Duration::from_secs(60),
+        };
         assert_eq!("10/min".parse(), Ok(ten_a_minute));
         assert_eq!("10/1m".parse(), Ok(ten_a_minute));
         assert_eq!(
             "3/10s".parse(),
-            Ok(RateSpec::Limit { requests: NonZeroU32::new(3).unwrap(), per: Duration::from_secs(10) })
+            Ok(RateSpec::Limit {
+                requests: NonZeroU32::new(3).unwrap(),
+                per: Duration::from_secs(10)
+            })
         );
         assert_eq!("off".parse(), Ok(RateSpec::Off));
         for bad in ["", "10", "0/s", "x/s", "10/never", "10/0s"] {
@@ -132,6 +155,9 @@ mod tests {
             assert!(limiter.check_key(&client).is_ok());
         }
         assert!(limiter.check_key(&client).is_err());
-        assert!(limiter.check_key(&IpAddr::from([127, 0, 0, 2])).is_ok(), "other clients are not affected");
+        assert!(
+            limiter.check_key(&IpAddr::from([127, 0, 0, 2])).is_ok(),
+            "other clients are not affected"
+        );
     }
 }

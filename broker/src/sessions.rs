@@ -19,7 +19,9 @@ use platform::{
     shutdown::Shutdown,
     token::{Claims, TokenError, TokenVerifier},
 };
-use proto::auth::v1::{GetPublicKeysRequest, VerifyTokenRequest, WatchRevocationsRequest, auth_client::AuthClient};
+use proto::auth::v1::{
+    GetPublicKeysRequest, VerifyTokenRequest, WatchRevocationsRequest, auth_client::AuthClient,
+};
 use std::{
     sync::{
         Arc,
@@ -107,7 +109,9 @@ impl Sessions {
     }
 
     async fn ask_auth(&self, token: &str, claims: &Claims) -> Result<(), ApiError> {
-        let mut request = tonic::Request::new(VerifyTokenRequest { access_token: token.to_owned() });
+        let mut request = tonic::Request::new(VerifyTokenRequest {
+            access_token: token.to_owned(),
+        });
         request.set_timeout(FALLBACK_DEADLINE);
         match self.auth.clone().verify_token(request).await {
             Ok(_) => Ok(()),
@@ -136,8 +140,17 @@ impl Sessions {
     }
 
     async fn load_keys(&self) -> Result<(), tonic::Status> {
-        let keys = self.auth.clone().get_public_keys(GetPublicKeysRequest {}).await?.into_inner().keys;
-        let pairs = keys.iter().filter(|key| key.alg == "EdDSA").map(|key| (key.kid.as_str(), key.x.as_str()));
+        let keys = self
+            .auth
+            .clone()
+            .get_public_keys(GetPublicKeysRequest {})
+            .await?
+            .into_inner()
+            .keys;
+        let pairs = keys
+            .iter()
+            .filter(|key| key.alg == "EdDSA")
+            .map(|key| (key.kid.as_str(), key.x.as_str()));
         self.verifier
             .set_keys(pairs)
             .map_err(|_| tonic::Status::internal("auth published a malformed public key"))
@@ -178,12 +191,23 @@ impl Sessions {
         let mut request = tonic::Request::new(WatchRevocationsRequest {});
         // A stream lives as long as auth does, not one request deadline.
         request.set_timeout(Duration::from_secs(365 * 24 * 3600));
-        let mut stream = self.auth.clone().watch_revocations(request).await?.into_inner();
+        let mut stream = self
+            .auth
+            .clone()
+            .watch_revocations(request)
+            .await?
+            .into_inner();
         let mut pruned_at = now();
         while let Some(batch) = stream.message().await? {
             let entries = batch.sessions.iter().filter_map(|entry| {
                 let id = Uuid::try_parse(&entry.session_id).ok()?;
-                Some((id, entry.forget_after.as_ref().map_or(i64::MAX, |at| at.seconds)))
+                Some((
+                    id,
+                    entry
+                        .forget_after
+                        .as_ref()
+                        .map_or(i64::MAX, |at| at.seconds),
+                ))
             });
             if batch.snapshot {
                 let entries: Vec<_> = entries.collect();
@@ -205,7 +229,9 @@ impl Sessions {
                 self.revoked.prune(pruned_at);
             }
         }
-        Err(tonic::Status::unavailable("auth closed the revocation stream"))
+        Err(tonic::Status::unavailable(
+            "auth closed the revocation stream",
+        ))
     }
 }
 

@@ -23,7 +23,10 @@ pub struct Deadlines {
 
 impl Default for Deadlines {
     fn default() -> Self {
-        Self { connect: Duration::from_secs(1), request: Duration::from_secs(5) }
+        Self {
+            connect: Duration::from_secs(1),
+            request: Duration::from_secs(5),
+        }
     }
 }
 

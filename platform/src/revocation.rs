@@ -16,7 +16,10 @@ pub struct RevocationList {
 impl RevocationList {
     /// True when the session has been revoked.
     pub fn is_revoked(&self, session: Uuid) -> bool {
-        self.sessions.read().expect("no code panics while holding the revocation lock").contains_key(&session)
+        self.sessions
+            .read()
+            .expect("no code panics while holding the revocation lock")
+            .contains_key(&session)
     }
 
     /// Records one revocation.
@@ -30,7 +33,10 @@ impl RevocationList {
     /// Replaces everything known with a snapshot.
     pub fn replace(&self, snapshot: impl IntoIterator<Item = (Uuid, i64)>) {
         let fresh: HashMap<Uuid, i64> = snapshot.into_iter().collect();
-        *self.sessions.write().expect("no code panics while holding the revocation lock") = fresh;
+        *self
+            .sessions
+            .write()
+            .expect("no code panics while holding the revocation lock") = fresh;
     }
 
     /// Forgets sessions whose tokens have all expired by `now` (epoch seconds).
@@ -43,13 +49,19 @@ impl RevocationList {
 
     /// Every entry, for a snapshot.
     pub fn entries(&self) -> Vec<(Uuid, i64)> {
-        let sessions = self.sessions.read().expect("no code panics while holding the revocation lock");
+        let sessions = self
+            .sessions
+            .read()
+            .expect("no code panics while holding the revocation lock");
         sessions.iter().map(|(id, until)| (*id, *until)).collect()
     }
 
     /// How many sessions are listed.
     pub fn len(&self) -> usize {
-        self.sessions.read().expect("no code panics while holding the revocation lock").len()
+        self.sessions
+            .read()
+            .expect("no code panics while holding the revocation lock")
+            .len()
     }
 
     /// True when no session is listed.

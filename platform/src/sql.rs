@@ -45,7 +45,11 @@ pub async fn connect_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
         .synchronous(SqliteSynchronous::Normal)
         .busy_timeout(Duration::from_secs(5))
         .foreign_keys(true);
-    if let Some(dir) = options.get_filename().parent().filter(|dir| !dir.as_os_str().is_empty()) {
+    if let Some(dir) = options
+        .get_filename()
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
     }
     SqlitePoolOptions::new()

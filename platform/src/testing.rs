@@ -31,7 +31,9 @@ impl TestPostgres {
         let mut admin = match PgConnection::connect(&admin_url).await {
             Ok(connection) => connection,
             Err(error) if !in_ci() => {
-                eprintln!("SKIPPED: PostgreSQL at {admin_url} is not reachable ({error}); CI=true makes this fail");
+                eprintln!(
+                    "SKIPPED: PostgreSQL at {admin_url} is not reachable ({error}); CI=true makes this fail"
+                );
                 return None;
             }
             Err(error) => panic!("PostgreSQL at {admin_url} must be reachable in CI: {error}"),
@@ -45,7 +47,11 @@ impl TestPostgres {
             .rsplit_once('/')
             .expect("a PostgreSQL URL has a path naming the database");
         let url = format!("{base}/{name}");
-        Some(Self { url, name, admin_url })
+        Some(Self {
+            url,
+            name,
+            admin_url,
+        })
     }
 }
 
@@ -54,9 +60,13 @@ impl Drop for TestPostgres {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         // Drop may run inside a runtime that is shutting down: use a thread of our own.
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             runtime.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url).await.map_err(std::io::Error::other)?;
+                let mut admin = PgConnection::connect(&admin_url)
+                    .await
+                    .map_err(std::io::Error::other)?;
                 admin
                     .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
                     .await

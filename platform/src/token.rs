@@ -88,28 +88,44 @@ impl TokenVerifier {
     }
 
     /// Replaces the known keys with `(kid, base64url Ed25519 public key)` pairs.
-    pub fn set_keys<'a>(&self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<(), TokenError> {
+    pub fn set_keys<'a>(
+        &self,
+        keys: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<(), TokenError> {
         let mut decoded = HashMap::new();
         for (kid, x) in keys {
-            let raw = URL_SAFE_NO_PAD.decode(x).map_err(|_| TokenError::Malformed)?;
+            let raw = URL_SAFE_NO_PAD
+                .decode(x)
+                .map_err(|_| TokenError::Malformed)?;
             if raw.len() != 32 {
                 return Err(TokenError::Malformed);
             }
             decoded.insert(kid.to_owned(), DecodingKey::from_ed_der(&raw));
         }
-        *self.keys.write().expect("no code panics while holding the key lock") = decoded;
+        *self
+            .keys
+            .write()
+            .expect("no code panics while holding the key lock") = decoded;
         Ok(())
     }
 
     /// True once at least one key is known.
     pub fn has_keys(&self) -> bool {
-        !self.keys.read().expect("no code panics while holding the key lock").is_empty()
+        !self
+            .keys
+            .read()
+            .expect("no code panics while holding the key lock")
+            .is_empty()
     }
 
     /// Checks signature, algorithm, issuer, audience and expiry; `now` in epoch seconds.
     pub fn verify(&self, token: &str, now: i64) -> Result<Arc<Claims>, TokenError> {
         if let Some(claims) = self.cache.get(token) {
-            return if claims.exp > now { Ok(claims) } else { Err(TokenError::Expired) };
+            return if claims.exp > now {
+                Ok(claims)
+            } else {
+                Err(TokenError::Expired)
+            };
         }
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
@@ -120,7 +136,10 @@ impl TokenVerifier {
         }
         let kid = header.kid.ok_or(TokenError::Invalid)?;
         let claims = {
-            let keys = self.keys.read().expect("no code panics while holding the key lock");
+            let keys = self
+                .keys
+                .read()
+                .expect("no code panics while holding the key lock");
             let key = keys.get(&kid).ok_or(TokenError::UnknownKey)?;
             jsonwebtoken::decode::<Claims>(token, key, &self.validation)
                 .map_err(|error| match error.kind() {
@@ -140,6 +159,8 @@ impl TokenVerifier {
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier").field("cached", &self.cache.len()).finish_non_exhaustive()
+        f.debug_struct("TokenVerifier")
+            .field("cached", &self.cache.len())
+            .finish_non_exhaustive()
     }
 }

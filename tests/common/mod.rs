@@ -25,13 +25,18 @@ pub struct TestApp {
 
 /// A fresh data directory under the system temp dir.
 pub fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("microchat-test-{}", uuid::Uuid::new_v4().simple()));
+    let dir =
+        std::env::temp_dir().join(format!("microchat-test-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("the temp dir is writable");
     dir
 }
 
 /// Settings for a test run: every port 0, no rate limits unless given.
-pub fn config(data_dir: &std::path::Path, database_url: Option<&str>, extra: &[&str]) -> microchat::Config {
+pub fn config(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+    extra: &[&str],
+) -> microchat::Config {
     let mut args = vec![
         "microchat".to_owned(),
         format!("--data-dir={}", data_dir.display()),
@@ -50,7 +55,9 @@ pub fn config(data_dir: &std::path::Path, database_url: Option<&str>, extra: &[&
 impl TestApp {
     /// Starts the all-in-one on SQLite. `extra` are more command-line settings.
     pub async fn start(extra: &[&str]) -> Self {
-        Self::start_on(Db::Sqlite, extra).await.expect("SQLite is always available")
+        Self::start_on(Db::Sqlite, extra)
+            .await
+            .expect("SQLite is always available")
     }
 
     /// Starts the all-in-one on the given database; `None` when PostgreSQL is not
@@ -61,10 +68,21 @@ impl TestApp {
             Db::Postgres => Some(TestPostgres::create().await?),
         };
         let data_dir = temp_dir();
-        let config = config(&data_dir, postgres.as_ref().map(|pg| pg.url.as_str()), extra);
-        let running = microchat::start(config, Shutdown::new()).await.expect("the all-in-one starts");
+        let config = config(
+            &data_dir,
+            postgres.as_ref().map(|pg| pg.url.as_str()),
+            extra,
+        );
+        let running = microchat::start(config, Shutdown::new())
+            .await
+            .expect("the all-in-one starts");
         let base = format!("http://{}", running.broker);
-        let app = Self { base, data_dir, running: Some(running), _postgres: postgres };
+        let app = Self {
+            base,
+            data_dir,
+            running: Some(running),
+            _postgres: postgres,
+        };
         app.wait_ready().await;
         Some(app)
     }
@@ -93,7 +111,10 @@ impl TestApp {
 
     /// A client that keeps cookies, like a browser.
     pub fn browser(&self) -> Client {
-        Client::builder().cookie_store(true).build().expect("a reqwest client builds")
+        Client::builder()
+            .cookie_store(true)
+            .build()
+            .expect("a reqwest client builds")
     }
 
     pub async fn register(&self, client: &Client, username: &str, password: &str) -> Response {
@@ -116,8 +137,14 @@ impl TestApp {
 
     /// Registers and logs in a user; returns the login answer.
     pub async fn signed_up(&self, client: &Client, username: &str) -> Value {
-        let registered = self.register(client, username, "correct horse battery").await;
-        assert_eq!(registered.status(), StatusCode::CREATED, "register {username}");
+        let registered = self
+            .register(client, username, "correct horse battery")
+            .await;
+        assert_eq!(
+            registered.status(),
+            StatusCode::CREATED,
+            "register {username}"
+        );
         let logged_in = self.login(client, username, "correct horse battery").await;
         assert_eq!(logged_in.status(), StatusCode::OK, "login {username}");
         logged_in.json().await.expect("login answers JSON")
@@ -148,7 +175,15 @@ impl Drop for TestApp {
 pub async fn expect_error(response: Response, status: StatusCode) -> String {
     assert_eq!(response.status(), status, "status");
     let body: Value = response.json().await.expect("errors are JSON");
-    let code = body["error"]["code"].as_str().expect("error.code is a string").to_owned();
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "error.message in {body}");
+    let code = body["error"]["code"]
+        .as_str()
+        .expect("error.code is a string")
+        .to_owned();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "error.message in {body}"
+    );
     code
 }

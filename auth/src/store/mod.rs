@@ -38,9 +38,10 @@ pub enum StoreError {
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         match error {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                Self::Unavailable(error)
-            }
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => Self::Unavailable(error),
             other => Self::Database(other),
         }
     }
@@ -95,7 +96,8 @@ pub trait UserStore: Send + Sync + 'static {
     /// Inserts an account; `Taken` when the username or email is in use.
     async fn insert_account(&self, account: &NewAccount) -> Result<User, StoreError>;
     /// The account a username names.
-    async fn account_by_username(&self, username: &Username) -> Result<Option<Account>, StoreError>;
+    async fn account_by_username(&self, username: &Username)
+    -> Result<Option<Account>, StoreError>;
     /// The account an email names.
     async fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError>;
     /// A user by id.
@@ -127,8 +129,12 @@ pub trait UserStore: Send + Sync + 'static {
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn UserStore>> {
     use platform::sql::{Backend, backend};
     let store: Arc<dyn UserStore> = match backend(url) {
-        Some(Backend::Postgres) => Arc::new(PostgresUserStore::new(platform::sql::connect_postgres(url, 16).await?)),
-        Some(Backend::Sqlite) => Arc::new(SqliteUserStore::new(platform::sql::connect_sqlite(url).await?)),
+        Some(Backend::Postgres) => Arc::new(PostgresUserStore::new(
+            platform::sql::connect_postgres(url, 16).await?,
+        )),
+        Some(Backend::Sqlite) => Arc::new(SqliteUserStore::new(
+            platform::sql::connect_sqlite(url).await?,
+        )),
         None => anyhow::bail!("unsupported database URL (use postgres:// or sqlite://)"),
     };
     store.migrate().await?;

@@ -19,7 +19,12 @@ struct UserRow {
 
 impl From<UserRow> for User {
     fn from(row: UserRow) -> Self {
-        Self { id: row.id, username: row.username, email: row.email, created_at: row.created_at }
+        Self {
+            id: row.id,
+            username: row.username,
+            email: row.email,
+            created_at: row.created_at,
+        }
     }
 }
 
@@ -32,7 +37,10 @@ struct AccountRow {
 
 impl From<AccountRow> for Account {
     fn from(row: AccountRow) -> Self {
-        Self { user: row.user.into(), password_hash: row.password_hash }
+        Self {
+            user: row.user.into(),
+            password_hash: row.password_hash,
+        }
     }
 }
 

@@ -125,7 +125,12 @@ fn time(at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
 }
 
 fn user_view(user: pb::User) -> UserView {
-    UserView { created_at: time(user.created_at.as_ref()), id: user.id, username: user.username, email: user.email }
+    UserView {
+        created_at: time(user.created_at.as_ref()),
+        id: user.id,
+        username: user.username,
+        email: user.email,
+    }
 }
 
 fn from_auth(status: tonic::Status) -> ApiError {
@@ -133,38 +138,58 @@ fn from_auth(status: tonic::Status) -> ApiError {
 }
 
 fn client_info(client: ClientAddr, headers: &HeaderMap) -> pb::ClientInfo {
-    let user_agent = headers.get(header::USER_AGENT).and_then(|value| value.to_str().ok()).unwrap_or_default();
-    pb::ClientInfo { ip: client.0.to_string(), user_agent: user_agent.chars().take(256).collect() }
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    pb::ClientInfo {
+        ip: client.0.to_string(),
+        user_agent: user_agent.chars().take(256).collect(),
+    }
 }
 
 fn set_cookie(response: &mut Response, cookie: Cookie<'_>) {
-    let value = HeaderValue::from_str(&cookie.to_string()).expect("cookie names and token values are header-safe");
+    let value = HeaderValue::from_str(&cookie.to_string())
+        .expect("cookie names and token values are header-safe");
     response.headers_mut().append(header::SET_COOKIE, value);
 }
 
-fn session_cookies(state: &AppState, view: &LoginView, session_expires_at: Option<DateTime<Utc>>) -> [Cookie<'static>; 2] {
+fn session_cookies(
+    state: &AppState,
+    view: &LoginView,
+    session_expires_at: Option<DateTime<Utc>>,
+) -> [Cookie<'static>; 2] {
     let now = Utc::now();
-    let seconds_until = |at: Option<DateTime<Utc>>| at.map_or(0, |at| (at - now).num_seconds().max(0));
+    let seconds_until =
+        |at: Option<DateTime<Utc>>| at.map_or(0, |at| (at - now).num_seconds().max(0));
     let access = Cookie::build((SESSION_COOKIE, view.token.clone()))
         .http_only(true)
         .same_site(SameSite::Strict)
         .secure(state.config.cookie_secure)
         .path("/")
-        .max_age(cookie::time::Duration::seconds(seconds_until(view.token_expires_at)))
+        .max_age(cookie::time::Duration::seconds(seconds_until(
+            view.token_expires_at,
+        )))
         .build();
     let refresh = Cookie::build((REFRESH_COOKIE, view.refresh_token.clone()))
         .http_only(true)
         .same_site(SameSite::Strict)
         .secure(state.config.cookie_secure)
         .path("/api/auth")
-        .max_age(cookie::time::Duration::seconds(seconds_until(session_expires_at)))
+        .max_age(cookie::time::Duration::seconds(seconds_until(
+            session_expires_at,
+        )))
         .build();
     [access, refresh]
 }
 
 fn logged_in(state: &AppState, answer: pb::LoginResponse) -> Result<Response, ApiError> {
     let (user, session) = answer.user.zip(answer.session).ok_or_else(|| {
-        ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "the auth service answered without a session")
+        ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream_error",
+            "the auth service answered without a session",
+        )
     })?;
     let session_expires_at = time(session.expires_at.as_ref());
     let view = LoginView {
@@ -173,7 +198,10 @@ fn logged_in(state: &AppState, answer: pb::LoginResponse) -> Result<Response, Ap
         refresh_token: answer.refresh_token,
         csrf_token: answer.csrf_token,
         user: user_view(user),
-        session: SessionView { id: session.id, expires_at: session_expires_at },
+        session: SessionView {
+            id: session.id,
+            expires_at: session_expires_at,
+        },
     };
     let cookies = session_cookies(state, &view, session_expires_at);
     let mut response = ApiJson(view).into_response();
@@ -185,9 +213,21 @@ fn logged_in(state: &AppState, answer: pb::LoginResponse) -> Result<Response, Ap
 
 /// Browsers send `Origin` on cross-origin writes: refuse ones from pages we do not serve.
 fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers.get(header::ORIGIN).and_then(|value| value.to_str().ok()) {
-        Some(origin) if !state.config.allowed_origins.iter().any(|allowed| allowed == origin) => {
-            Err(ApiError::forbidden("origin", "requests from this origin are not allowed"))
+    match headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(origin)
+            if !state
+                .config
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed == origin) =>
+        {
+            Err(ApiError::forbidden(
+                "origin",
+                "requests from this origin are not allowed",
+            ))
         }
         _ => Ok(()),
     }
@@ -203,10 +243,25 @@ pub async fn register(
     ApiJson(body): ApiJson<RegisterBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_origin(&state, &headers)?;
-    let request = pb::RegisterRequest { username: body.username, email: body.email, password: body.password };
-    let answer = state.auth.clone().register(request).await.map_err(from_auth)?.into_inner();
+    let request = pb::RegisterRequest {
+        username: body.username,
+        email: body.email,
+        password: body.password,
+    };
+    let answer = state
+        .auth
+        .clone()
+        .register(request)
+        .await
+        .map_err(from_auth)?
+        .into_inner();
     let user = answer.user.ok_or_else(|| ApiError::unavailable("auth"))?;
-    Ok((StatusCode::CREATED, ApiJson(RegisteredView { user: user_view(user) })))
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(RegisteredView {
+            user: user_view(user),
+        }),
+    ))
 }
 
 /// Log in with a username or email and a password.
@@ -225,7 +280,13 @@ pub async fn login(
         password: body.password,
         client: Some(client_info(client, &headers)),
     };
-    let answer = state.auth.clone().login(request).await.map_err(from_auth)?.into_inner();
+    let answer = state
+        .auth
+        .clone()
+        .login(request)
+        .await
+        .map_err(from_auth)?
+        .into_inner();
     logged_in(&state, answer)
 }
 
@@ -242,14 +303,24 @@ pub async fn refresh(
     let body: RefreshBody = if body.iter().all(u8::is_ascii_whitespace) {
         RefreshBody::default()
     } else {
-        serde_json::from_slice(&body).map_err(|error| ApiError::bad_request("invalid_body", error.to_string()))?
+        serde_json::from_slice(&body)
+            .map_err(|error| ApiError::bad_request("invalid_body", error.to_string()))?
     };
     let token = body
         .refresh_token
         .or_else(|| cookie(&headers, REFRESH_COOKIE).map(str::to_owned))
         .ok_or_else(|| ApiError::unauthorized("no refresh token"))?;
-    let request = pb::RefreshRequest { refresh_token: token, client: Some(client_info(client, &headers)) };
-    let answer = state.auth.clone().refresh(request).await.map_err(from_auth)?.into_inner();
+    let request = pb::RefreshRequest {
+        refresh_token: token,
+        client: Some(client_info(client, &headers)),
+    };
+    let answer = state
+        .auth
+        .clone()
+        .refresh(request)
+        .await
+        .map_err(from_auth)?
+        .into_inner();
     logged_in(&state, answer)
 }
 
@@ -258,12 +329,25 @@ pub async fn refresh(
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn logout(State(state): State<AppState>, caller: AuthUser) -> Result<Response, ApiError> {
-    let request = pb::LogoutRequest { access_token: caller.token };
-    state.auth.clone().logout(request).await.map_err(from_auth)?;
-    state.sessions.record_revoked(caller.claims.sid, caller.claims.exp + 1);
+    let request = pb::LogoutRequest {
+        access_token: caller.token,
+    };
+    state
+        .auth
+        .clone()
+        .logout(request)
+        .await
+        .map_err(from_auth)?;
+    state
+        .sessions
+        .record_revoked(caller.claims.sid, caller.claims.exp + 1);
     let mut response = StatusCode::NO_CONTENT.into_response();
     for (name, path) in [(SESSION_COOKIE, "/"), (REFRESH_COOKIE, "/api/auth")] {
-        let mut gone = Cookie::build((name, "")).path(path).http_only(true).same_site(SameSite::Strict).build();
+        let mut gone = Cookie::build((name, ""))
+            .path(path)
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .build();
         gone.make_removal();
         set_cookie(&mut response, gone);
     }
@@ -282,7 +366,10 @@ pub async fn me(caller: AuthUser) -> ApiJson<MeView> {
             email: claims.email.clone(),
             created_at: None,
         },
-        session: SessionView { id: claims.sid.to_string(), expires_at: DateTime::from_timestamp(claims.exp, 0) },
+        session: SessionView {
+            id: claims.sid.to_string(),
+            expires_at: DateTime::from_timestamp(claims.exp, 0),
+        },
         csrf_token: (caller.credential == Credential::Cookie).then(|| claims.csrf.clone()),
     })
 }
@@ -297,12 +384,31 @@ pub async fn users(
 ) -> Result<ApiJson<UsersView>, ApiError> {
     let page_size = query.limit.unwrap_or(50);
     if !(1..=100).contains(&page_size) {
-        return Err(ApiError::bad_request("invalid_argument", "limit: must be 1 to 100"));
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "limit: must be 1 to 100",
+        ));
     }
-    let request = pb::ListUsersRequest { page_size, page_token: query.cursor.unwrap_or_default() };
-    let answer = state.auth.clone().list_users(request).await.map_err(from_auth)?.into_inner();
+    let request = pb::ListUsersRequest {
+        page_size,
+        page_token: query.cursor.unwrap_or_default(),
+    };
+    let answer = state
+        .auth
+        .clone()
+        .list_users(request)
+        .await
+        .map_err(from_auth)?
+        .into_inner();
     Ok(ApiJson(UsersView {
-        users: answer.users.into_iter().map(|user| PublicUserView { id: user.id, username: user.username }).collect(),
+        users: answer
+            .users
+            .into_iter()
+            .map(|user| PublicUserView {
+                id: user.id,
+                username: user.username,
+            })
+            .collect(),
         next_cursor: Some(answer.next_page_token).filter(|token| !token.is_empty()),
     }))
 }

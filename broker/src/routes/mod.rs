@@ -19,9 +19,15 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
     let config = &state.config;
     let (strict, api) = (config.rate_limit_auth, config.rate_limit_api);
     let routes = Router::new()
-        .route("/api/auth/register", limiters.limit(strict, post(auth::register)))
+        .route(
+            "/api/auth/register",
+            limiters.limit(strict, post(auth::register)),
+        )
         .route("/api/auth/login", limiters.limit(strict, post(auth::login)))
-        .route("/api/auth/refresh", limiters.limit(strict, post(auth::refresh)))
+        .route(
+            "/api/auth/refresh",
+            limiters.limit(strict, post(auth::refresh)),
+        )
         .route("/api/auth/logout", limiters.limit(api, post(auth::logout)))
         .route("/api/auth/me", limiters.limit(api, get(auth::me)))
         .route("/api/users", limiters.limit(api, get(auth::users)))
@@ -34,7 +40,10 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
         .method_not_allowed_fallback(ops::method_not_allowed);
     routes
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
-        .layer(from_fn_with_state(config.request_timeout, middleware::deadline))
+        .layer(from_fn_with_state(
+            config.request_timeout,
+            middleware::deadline,
+        ))
         .layer(cors(&config.allowed_origins))
         .layer(CatchPanicLayer::custom(|_| {
             crate::error::ApiError::new(
@@ -44,16 +53,28 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             )
             .into_response()
         }))
-        .layer(from_fn_with_state(config.trust_forwarded_for, middleware::trace))
+        .layer(from_fn_with_state(
+            config.trust_forwarded_for,
+            middleware::trace,
+        ))
         .with_state(state)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {
-    let origins: Vec<HeaderValue> = origins.iter().filter_map(|origin| origin.parse().ok()).collect();
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| origin.parse().ok())
+        .collect();
     CorsLayer::new()
         .allow_origin(origins)
         .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::CONTENT_TYPE,
             header::AUTHORIZATION,

@@ -18,16 +18,26 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// Readiness: the services the broker needs answer their gRPC health checks.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let mut request = tonic::Request::new(HealthCheckRequest { service: String::new() });
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
     request.set_timeout(Duration::from_secs(1));
     let auth = match state.health.clone().check(request).await {
         Ok(answer) if answer.get_ref().status == ServingStatus::Serving as i32 => "ok",
         Ok(_) => "not serving",
         Err(_) => "unreachable",
     };
-    let keys = if state.sessions.has_keys() { "ok" } else { "not loaded" };
+    let keys = if state.sessions.has_keys() {
+        "ok"
+    } else {
+        "not loaded"
+    };
     let ready = auth == "ok";
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
         "checks": { "auth": auth, "token_keys": keys, "revocation_stream": state.sessions.is_following_revocations() },
@@ -53,5 +63,9 @@ pub async fn not_found() -> ApiError {
 
 /// JSON 405 for known routes called with the wrong method.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not take that method")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not take that method",
+    )
 }

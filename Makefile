@@ -1,0 +1,27 @@
+# microchat — developer commands. `make test` is what CI runs (through .ci/run).
+
+CARGO ?= cargo
+
+.PHONY: run test lint fmt check-services bench-auth help
+
+help: ## List the targets
+	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+run: ## Run every service in one process (same as `cargo run`)
+	$(CARGO) run
+
+test: check-services ## The whole test suite: unit, store suites on SQLite and PostgreSQL, black-box
+	$(CARGO) test --workspace --all-targets --locked
+
+lint: ## Formatting and clippy, warnings are errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+check-services: ## PostgreSQL and RabbitMQ must answer (in CI a missing one fails the run)
+	@scripts/check-services.sh
+
+bench-auth: ## Benchmark GET /api/auth/me through the broker against direct VerifyToken gRPC
+	scripts/bench-auth.sh
