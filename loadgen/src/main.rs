@@ -1,0 +1,35 @@
+//! `loadgen`: sends load to a microchat running on this machine and prints what it measured.
+//!
+//! A benchmark tool, not a test: it passes or fails nothing, it prints figures. Each
+//! scenario is a subcommand; every one runs its clients for a warm-up (not recorded)
+//! and then for the measured duration. Load only ever goes to loopback addresses.
+
+mod auth;
+mod http;
+mod phase;
+mod report;
+mod target;
+
+use clap::{Parser, Subcommand};
+
+/// Load generator for microchat: runs a scenario against loopback and prints latency figures.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// What to measure.
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// The broker's token check (GET /api/auth/me) against auth's VerifyToken over gRPC directly.
+    Auth(auth::Args),
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().scenario {
+        Scenario::Auth(args) => auth::run(args).await,
+    }
+}
