@@ -4,7 +4,10 @@
 use prost::Message;
 use std::{env, fs, path::PathBuf};
 
-const PROTOS: &[&str] = &["proto/microchat/auth/v1/auth.proto"];
+const PROTOS: &[&str] = &[
+    "proto/microchat/auth/v1/auth.proto",
+    "proto/microchat/chat/v1/chat.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");

@@ -25,6 +25,9 @@ pub struct Config {
     pub auth: auth::Config,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub chat: chat::Config,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub broker: broker::Config,
 }
 
@@ -34,28 +37,37 @@ pub struct Running {
     pub broker: SocketAddr,
     /// The auth service's gRPC address.
     pub auth: SocketAddr,
+    /// The chat service's gRPC address.
+    pub chat: SocketAddr,
     services: JoinSet<anyhow::Result<()>>,
     shutdown: Shutdown,
 }
 
-/// Starts every service. The broker is pointed at the auth started here, whatever
-/// `BROKER_AUTH_URL` says, so ports may be 0.
+/// Starts every service. The broker is pointed at the services started here, whatever
+/// `BROKER_*_URL` say, so ports may be 0.
 pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
     let auth = auth::Auth::build(&config.auth, &config.data_dir)
         .await
         .context("starting auth")?;
     let auth_addr = auth.local_addr();
+    let chat = chat::ChatService::build(&config.chat, &config.data_dir)
+        .await
+        .context("starting chat")?;
+    let chat_addr = chat.local_addr();
     config.broker.auth_url = format!("http://{auth_addr}");
+    config.broker.chat_url = format!("http://{chat_addr}");
     let broker = broker::Broker::build(config.broker)
         .await
         .context("starting the broker")?;
     let broker_addr = broker.local_addr();
     let mut services = JoinSet::new();
     services.spawn(auth.run(shutdown.clone()));
+    services.spawn(chat.run(shutdown.clone()));
     services.spawn(broker.run(shutdown.clone()));
     Ok(Running {
         broker: broker_addr,
         auth: auth_addr,
+        chat: chat_addr,
         services,
         shutdown,
     })

@@ -13,7 +13,11 @@ async fn main() -> anyhow::Result<()> {
     println!("  microchat is running (all services in one process; Ctrl-C stops it)");
     println!("    API        {api}/api   (OpenAPI: {api}/api/openapi.json)");
     println!("    health     {api}/healthz  {api}/readyz  {api}/metrics");
-    println!("    auth gRPC  {}", running.auth);
+    println!("    WebSocket  ws://{}/ws", running.broker);
+    println!(
+        "    gRPC       auth {}  chat {}",
+        running.auth, running.chat
+    );
     println!();
     running.wait().await
 }

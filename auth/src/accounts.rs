@@ -345,18 +345,58 @@ impl Accounts {
     /// Ends the session of `access_token`, at once, for every token of it.
     pub async fn logout(&self, access_token: &str) -> Result<Arc<Claims>, AuthError> {
         let claims = self.verify(access_token)?;
+        self.end_session(claims.sid).await?;
+        metrics::counter!("auth_logouts_total").increment(1);
+        tracing::info!(user_id = %claims.sub, session_id = %claims.sid, "logged out");
+        Ok(claims)
+    }
+
+    /// Revokes one session in the store and in the feed.
+    async fn end_session(&self, session: Uuid) -> Result<(), AuthError> {
         let revoked_at = Utc::now();
         let entry = Revocation {
-            session_id: claims.sid,
+            session_id: session,
             revoked_at_ms: revoked_at.timestamp_millis(),
             // Every token of the session expires within one access lifetime from now.
             forget_after: (revoked_at + chrono_duration(self.policy.access_ttl)).timestamp() + 1,
         };
-        self.store.revoke_session(claims.sid, entry).await?;
+        self.store.revoke_session(session, entry).await?;
         self.revocations.record(&entry);
-        metrics::counter!("auth_logouts_total").increment(1);
-        tracing::info!(user_id = %claims.sub, session_id = %claims.sid, "logged out");
-        Ok(claims)
+        Ok(())
+    }
+
+    /// Starts deleting an account: no more logins, and every session ends now.
+    pub async fn begin_deletion(&self, user: Uuid) -> Result<(), AuthError> {
+        let sessions = self
+            .store
+            .begin_deletion(user, now())
+            .await?
+            .ok_or(AuthError::NotFound)?;
+        for session in sessions {
+            self.end_session(session).await?;
+        }
+        tracing::info!(user_id = %user, "account deletion begun");
+        Ok(())
+    }
+
+    /// Finishes deleting an account; false when it was already gone.
+    pub async fn complete_deletion(&self, user: Uuid) -> Result<bool, AuthError> {
+        let deleted = self.store.delete_account(user).await?;
+        if deleted {
+            metrics::counter!("auth_accounts_deleted_total").increment(1);
+            tracing::info!(user_id = %user, "account deleted");
+        }
+        Ok(deleted)
+    }
+
+    /// Accounts whose deletion began before `begun_before` and never finished.
+    pub async fn pending_deletions(
+        &self,
+        begun_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, AuthError> {
+        let limit = if limit == 0 { 100 } else { limit.min(100) };
+        Ok(self.store.pending_deletions(begun_before, limit).await?)
     }
 
     /// A user by id.

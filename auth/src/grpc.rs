@@ -238,6 +238,49 @@ impl auth_server::Auth for AuthApi {
         }))
     }
 
+    async fn begin_account_deletion(
+        &self,
+        request: Request<pb::AccountDeletionRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let id = parse_uuid("user_id", &request.into_inner().user_id)?;
+        let user = self.accounts.user(id).await;
+        self.accounts.begin_deletion(id).await?;
+        // Already marked earlier: the account is hidden, answer with the id alone.
+        let user = user.map(user_message).unwrap_or_else(|_| pb::User {
+            id: id.to_string(),
+            ..Default::default()
+        });
+        Ok(Response::new(user))
+    }
+
+    async fn complete_account_deletion(
+        &self,
+        request: Request<pb::AccountDeletionRequest>,
+    ) -> Result<Response<pb::CompleteAccountDeletionResponse>, Status> {
+        let id = parse_uuid("user_id", &request.into_inner().user_id)?;
+        let deleted = self.accounts.complete_deletion(id).await?;
+        Ok(Response::new(pb::CompleteAccountDeletionResponse {
+            deleted,
+        }))
+    }
+
+    async fn list_pending_deletions(
+        &self,
+        request: Request<pb::ListPendingDeletionsRequest>,
+    ) -> Result<Response<pb::ListPendingDeletionsResponse>, Status> {
+        let body = request.into_inner();
+        let before = body
+            .begun_before
+            .and_then(|at| {
+                DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or(0))
+            })
+            .ok_or_else(|| Status::invalid_argument("begun_before: required"))?;
+        let ids = self.accounts.pending_deletions(before, body.limit).await?;
+        Ok(Response::new(pb::ListPendingDeletionsResponse {
+            user_ids: ids.iter().map(Uuid::to_string).collect(),
+        }))
+    }
+
     async fn get_public_keys(
         &self,
         _request: Request<pb::GetPublicKeysRequest>,

@@ -26,6 +26,23 @@ pub struct Config {
         default_value = "http://127.0.0.1:50051"
     )]
     pub auth_url: String,
+    /// gRPC URL of the chat service.
+    #[arg(
+        long = "broker-chat-url",
+        id = "broker-chat-url",
+        value_name = "URL",
+        env = "BROKER_CHAT_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub chat_url: String,
+    /// This instance's name among brokers (for presence bookkeeping) [default: random per start].
+    #[arg(
+        long = "broker-id",
+        id = "broker-id",
+        value_name = "NAME",
+        env = "BROKER_ID"
+    )]
+    pub broker_id: Option<String>,
     /// Origins allowed to call the API from a browser (CORS) and to send cookie-authenticated writes, comma-separated.
     #[arg(
         long = "broker-allowed-origins",
@@ -79,4 +96,25 @@ pub struct Config {
         default_value = "50/s"
     )]
     pub rate_limit_api: RateSpec,
+    /// Largest WebSocket message a client may send, in bytes.
+    #[arg(long = "broker-ws-max-message-bytes", id = "broker-ws-max-message-bytes", value_name = "BYTES", env = "BROKER_WS_MAX_MESSAGE_BYTES", default_value_t = 32 * 1024)]
+    pub ws_max_message_bytes: usize,
+    /// Frames per second one socket may send (also the burst).
+    #[arg(
+        long = "broker-ws-frames-per-second",
+        id = "broker-ws-frames-per-second",
+        value_name = "N",
+        env = "BROKER_WS_FRAMES_PER_SECOND",
+        default_value = "20"
+    )]
+    pub ws_frames_per_second: std::num::NonZeroU32,
+    /// Close a socket that sent nothing (not even a pong) for this long.
+    #[arg(long = "broker-ws-idle-timeout", id = "broker-ws-idle-timeout", value_name = "DURATION", env = "BROKER_WS_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub ws_idle_timeout: Duration,
+    /// Ping each socket this often.
+    #[arg(long = "broker-ws-ping-interval", id = "broker-ws-ping-interval", value_name = "DURATION", env = "BROKER_WS_PING_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub ws_ping_interval: Duration,
+    /// How often to finish account deletions that a failure interrupted.
+    #[arg(long = "broker-deletion-sweep", id = "broker-deletion-sweep", value_name = "DURATION", env = "BROKER_DELETION_SWEEP", default_value = "30s", value_parser = parse_duration)]
+    pub deletion_sweep: Duration,
 }

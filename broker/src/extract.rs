@@ -36,6 +36,34 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
+/// A path parameter; unparsable ones (e.g. not a UUID) become JSON 400 errors.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// Browsers send `Origin` on cross-origin writes and WebSocket upgrades: refuse those
+/// from pages we do not serve (no `Origin`: not a browser, nothing to forge).
+pub fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers
+        .get(header::ORIGIN)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(origin)
+            if !state
+                .config
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed == origin) =>
+        {
+            Err(ApiError::forbidden(
+                "origin",
+                "requests from this origin are not allowed",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// How the caller presented its token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Credential {

@@ -5,8 +5,10 @@
 //! [`Broker::build`] binds the port; [`Broker::run`] serves until shutdown.
 
 mod config;
+mod deletion;
 pub mod error;
 mod extract;
+pub mod live;
 mod middleware;
 mod openapi;
 pub mod rate_limit;
@@ -16,8 +18,9 @@ pub mod sessions;
 pub use config::Config;
 
 use anyhow::Context;
+use live::{hub::Hub, socket::SocketLimits};
 use platform::{grpc::TracedChannel, shutdown::Shutdown};
-use proto::auth::v1::auth_client::AuthClient;
+use proto::{auth::v1::auth_client::AuthClient, chat::v1::chat_client::ChatClient};
 use sessions::Sessions;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
@@ -31,8 +34,15 @@ const MAX_GRPC_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 pub struct AppState {
     config: Arc<Config>,
     auth: AuthClient<TracedChannel>,
+    chat: ChatClient<TracedChannel>,
     health: HealthClient<TracedChannel>,
+    chat_health: HealthClient<TracedChannel>,
     sessions: Arc<Sessions>,
+    hub: Arc<Hub>,
+    broker_id: Arc<str>,
+    socket_limits: SocketLimits,
+    /// Cancelled at shutdown: sockets close with "going away".
+    shutdown: Shutdown,
 }
 
 /// A built broker, bound to its port, not yet serving.
@@ -50,17 +60,35 @@ impl Broker {
             connect: Duration::from_secs(1),
             request: config.grpc_timeout,
         };
-        let channel = platform::grpc::channel(&config.auth_url, deadlines)
+        let auth_channel = platform::grpc::channel(&config.auth_url, deadlines)
             .with_context(|| format!("invalid auth URL {:?}", config.auth_url))?;
+        let chat_channel = platform::grpc::channel(&config.chat_url, deadlines)
+            .with_context(|| format!("invalid chat URL {:?}", config.chat_url))?;
         let auth =
-            AuthClient::new(channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+            AuthClient::new(auth_channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let chat =
+            ChatClient::new(chat_channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the broker to {}", config.listen))?;
+        let broker_id = config
+            .broker_id
+            .clone()
+            .unwrap_or_else(|| format!("broker-{}", uuid::Uuid::new_v4().simple()));
         let state = AppState {
             sessions: Arc::new(Sessions::new(auth.clone())),
-            health: HealthClient::new(channel),
+            health: HealthClient::new(auth_channel),
+            chat_health: HealthClient::new(chat_channel),
             auth,
+            chat,
+            hub: Arc::new(Hub::default()),
+            broker_id: broker_id.into(),
+            socket_limits: SocketLimits {
+                frames_per_second: config.ws_frames_per_second,
+                idle_timeout: config.ws_idle_timeout,
+                ping_interval: config.ws_ping_interval,
+            },
+            shutdown: Shutdown::new(),
             config: Arc::new(config),
         };
         Ok(Self { listener, state })
@@ -76,12 +104,34 @@ impl Broker {
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let addr = self.local_addr();
+        let state = self.state;
         let limiters = rate_limit::Limiters::default();
-        let app = routes::router(self.state.clone(), &limiters);
-        let revocations =
-            tokio::spawn(Arc::clone(&self.state.sessions).follow_revocations(shutdown.clone()));
-        let housekeeping = tokio::spawn(forget_idle_clients(limiters, shutdown.clone()));
-        tracing::info!(%addr, "broker serving HTTP");
+        let app = routes::router(state.clone(), &limiters);
+        let tasks = [
+            tokio::spawn(Arc::clone(&state.sessions).follow_revocations(shutdown.clone())),
+            tokio::spawn(close_ended_sessions(state.clone(), shutdown.clone())),
+            tokio::spawn(live::feed::follow(
+                state.chat.clone(),
+                Arc::clone(&state.hub),
+                state.broker_id.to_string(),
+                shutdown.clone(),
+            )),
+            tokio::spawn(deletion::sweep(
+                state.clone(),
+                state.config.deletion_sweep,
+                shutdown.clone(),
+            )),
+            tokio::spawn(forget_idle_clients(limiters, shutdown.clone())),
+        ];
+        tracing::info!(%addr, broker_id = %state.broker_id, "broker serving HTTP and WebSocket");
+        // Sockets are long-lived: tell them to close as soon as shutdown starts, so the
+        // graceful drain below does not wait on them.
+        let sockets = state.shutdown.clone();
+        let drain = shutdown.clone();
+        tokio::spawn(async move {
+            drain.cancelled().await;
+            sockets.cancel();
+        });
         axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -90,10 +140,36 @@ impl Broker {
         .await
         .context("broker HTTP server")?;
         shutdown.cancel();
-        revocations.await.context("revocation follower")?;
-        housekeeping.await.context("rate-limit housekeeping")?;
+        for task in tasks {
+            task.await.context("a broker background task panicked")?;
+        }
         tracing::info!("broker stopped");
         Ok(())
+    }
+}
+
+/// Closes the sockets of every session that ends, wherever it was ended.
+async fn close_ended_sessions(state: AppState, shutdown: Shutdown) {
+    let mut ended = state.sessions.ended_sessions();
+    loop {
+        let session = tokio::select! {
+            () = shutdown.cancelled() => return,
+            session = ended.recv() => session,
+        };
+        match session {
+            Ok(session) => {
+                let closed = state.hub.close_session(session);
+                if closed > 0 {
+                    tracing::info!(%session, closed, "closed the sockets of an ended session");
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                state
+                    .hub
+                    .close_sessions_where(|session| state.sessions.is_revoked(session));
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

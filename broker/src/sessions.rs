@@ -79,6 +79,11 @@ impl Sessions {
         self.ended.subscribe()
     }
 
+    /// True when the session is known to have ended.
+    pub fn is_revoked(&self, session: Uuid) -> bool {
+        self.revoked.is_revoked(session)
+    }
+
     /// Records a session this broker has just ended (its own logout).
     pub fn record_revoked(&self, session: Uuid, forget_after: i64) {
         self.revoked.revoke(session, forget_after);

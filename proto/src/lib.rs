@@ -11,6 +11,14 @@ pub mod auth {
     }
 }
 
+/// The chat service: conversations, messages, presence, live events.
+pub mod chat {
+    /// Version 1 of the chat API.
+    pub mod v1 {
+        tonic::include_proto!("microchat.chat.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/microchat_descriptor.bin"));

@@ -20,7 +20,8 @@ pub struct TestApp {
     pub base: String,
     pub data_dir: PathBuf,
     running: Option<microchat::Running>,
-    _postgres: Option<TestPostgres>,
+    /// One database per service, as in the dev stack: each owns its schema and migrations.
+    _postgres: Vec<TestPostgres>,
 }
 
 /// A fresh data directory under the system temp dir.
@@ -31,22 +32,30 @@ pub fn temp_dir() -> PathBuf {
     dir
 }
 
+/// Database URLs of auth and chat, when not the embedded SQLite files.
+pub struct Databases<'a> {
+    pub auth: &'a str,
+    pub chat: &'a str,
+}
+
 /// Settings for a test run: every port 0, no rate limits unless given.
 pub fn config(
     data_dir: &std::path::Path,
-    database_url: Option<&str>,
+    databases: Option<Databases<'_>>,
     extra: &[&str],
 ) -> microchat::Config {
     let mut args = vec![
         "microchat".to_owned(),
         format!("--data-dir={}", data_dir.display()),
         "--auth-listen=127.0.0.1:0".to_owned(),
+        "--chat-listen=127.0.0.1:0".to_owned(),
         "--broker-listen=127.0.0.1:0".to_owned(),
         "--broker-rate-limit-auth=off".to_owned(),
         "--broker-rate-limit-api=off".to_owned(),
     ];
-    if let Some(url) = database_url {
-        args.push(format!("--auth-database-url={url}"));
+    if let Some(databases) = databases {
+        args.push(format!("--auth-database-url={}", databases.auth));
+        args.push(format!("--chat-database-url={}", databases.chat));
     }
     args.extend(extra.iter().map(|arg| (*arg).to_owned()));
     microchat::Config::parse_from(args)
@@ -64,15 +73,15 @@ impl TestApp {
     /// reachable outside CI (the test is then skipped, as it says).
     pub async fn start_on(db: Db, extra: &[&str]) -> Option<Self> {
         let postgres = match db {
-            Db::Sqlite => None,
-            Db::Postgres => Some(TestPostgres::create().await?),
+            Db::Sqlite => Vec::new(),
+            Db::Postgres => vec![TestPostgres::create().await?, TestPostgres::create().await?],
         };
         let data_dir = temp_dir();
-        let config = config(
-            &data_dir,
-            postgres.as_ref().map(|pg| pg.url.as_str()),
-            extra,
-        );
+        let databases = (postgres.len() == 2).then(|| Databases {
+            auth: &postgres[0].url,
+            chat: &postgres[1].url,
+        });
+        let config = config(&data_dir, databases, extra);
         let running = microchat::start(config, Shutdown::new())
             .await
             .expect("the all-in-one starts");

@@ -121,6 +121,21 @@ pub trait UserStore: Send + Sync + 'static {
     async fn revoke_session(&self, id: Uuid, revocation: Revocation) -> Result<bool, StoreError>;
     /// Feed entries revoked at or after `since_ms`.
     async fn revocations_since(&self, since_ms: i64) -> Result<Vec<Revocation>, StoreError>;
+    /// Marks an account as being deleted (login refused from now on) and returns its
+    /// active sessions; `None` when there is no such account. Idempotent.
+    async fn begin_deletion(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Vec<Uuid>>, StoreError>;
+    /// Removes an account and its sessions; false when it was already gone.
+    async fn delete_account(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Accounts whose deletion began before `begun_before`, at most `limit`.
+    async fn pending_deletions(
+        &self,
+        begun_before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Uuid>, StoreError>;
     /// Drops feed entries whose tokens have all expired by `now` (epoch seconds).
     async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError>;
 }

@@ -127,14 +127,14 @@ macro_rules! sql_user_store {
             }
 
             async fn account_by_username(&self, username: &Username) -> Result<Option<Account>, StoreError> {
-                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = $1");
+                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE username = $1 AND deleting_since IS NULL");
                 let row: Option<AccountRow> =
                     sqlx::query_as(&sql).bind(username.as_str()).fetch_optional(&self.pool).await?;
                 Ok(row.map(Account::from))
             }
 
             async fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError> {
-                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE email = $1");
+                let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM users WHERE email = $1 AND deleting_since IS NULL");
                 let row: Option<AccountRow> =
                     sqlx::query_as(&sql).bind(email.as_str()).fetch_optional(&self.pool).await?;
                 Ok(row.map(Account::from))
@@ -142,7 +142,7 @@ macro_rules! sql_user_store {
 
             async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
                 let row: Option<UserRow> =
-                    sqlx::query_as("SELECT id, username, email, created_at FROM users WHERE id = $1")
+                    sqlx::query_as("SELECT id, username, email, created_at FROM users WHERE id = $1 AND deleting_since IS NULL")
                         .bind(id)
                         .fetch_optional(&self.pool)
                         .await?;
@@ -151,7 +151,8 @@ macro_rules! sql_user_store {
 
             async fn users_after(&self, after: &str, limit: u32) -> Result<Vec<User>, StoreError> {
                 let rows: Vec<UserRow> = sqlx::query_as(
-                    "SELECT id, username, email, created_at FROM users WHERE username > $1 ORDER BY username LIMIT $2",
+                    "SELECT id, username, email, created_at FROM users \
+                     WHERE username > $1 AND deleting_since IS NULL ORDER BY username LIMIT $2",
                 )
                 .bind(after)
                 .bind(i64::from(limit))
@@ -254,6 +255,43 @@ macro_rules! sql_user_store {
                         revoked_at_ms: row.revoked_at_ms,
                         forget_after: row.forget_after,
                     })
+                    .collect())
+            }
+
+            async fn begin_deletion(&self, id: Uuid, at: DateTime<Utc>) -> Result<Option<Vec<Uuid>>, StoreError> {
+                let marked = sqlx::query("UPDATE users SET deleting_since = COALESCE(deleting_since, $2) WHERE id = $1")
+                    .bind(id)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                if marked.rows_affected() == 0 {
+                    return Ok(None);
+                }
+                let sessions: Vec<(Uuid,)> =
+                    sqlx::query_as("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL")
+                        .bind(id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(Some(sessions.into_iter().map(|(session,)| session).collect()))
+            }
+
+            async fn delete_account(&self, id: Uuid) -> Result<bool, StoreError> {
+                let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
+                Ok(deleted.rows_affected() == 1)
+            }
+
+            async fn pending_deletions(&self, begun_before: DateTime<Utc>, limit: u32) -> Result<Vec<Uuid>, StoreError> {
+                // Compared here, not in SQL: SQLite keeps timestamps as text.
+                let rows: Vec<(Uuid, DateTime<Utc>)> = sqlx::query_as(
+                    "SELECT id, deleting_since FROM users WHERE deleting_since IS NOT NULL ORDER BY id LIMIT 10000",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .filter(|(_, since)| *since < begun_before)
+                    .map(|(id, _)| id)
+                    .take(limit as usize)
                     .collect())
             }
 

@@ -3,7 +3,11 @@
 use crate::{
     AppState,
     error::{ApiError, ErrorBody},
-    extract::{ApiJson, ApiQuery, AuthUser, Credential, REFRESH_COOKIE, SESSION_COOKIE, cookie},
+    extract::{
+        ApiJson, ApiQuery, AuthUser, Credential, REFRESH_COOKIE, SESSION_COOKIE, check_origin,
+        cookie,
+    },
+    live::frames::time,
     middleware::ClientAddr,
 };
 use axum::{
@@ -62,6 +66,12 @@ pub struct UserView {
 pub struct PublicUserView {
     id: String,
     username: String,
+    /// Whether they have a socket open (absent when chat cannot say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    online: Option<bool>,
+    /// Online since, or last seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<DateTime<Utc>>,
 }
 
 /// Answer of register.
@@ -105,6 +115,8 @@ pub struct MeView {
 /// Query of `GET /api/users`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct UsersQuery {
+    /// `true`: only the users online now (all of them, no paging).
+    online: Option<bool>,
     /// Page size, 1–100 (default 50).
     limit: Option<u32>,
     /// `next_cursor` of the previous page.
@@ -118,10 +130,6 @@ pub struct UsersView {
     /// Absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
-}
-
-fn time(at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    at.and_then(|at| DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or(0)))
 }
 
 fn user_view(user: pb::User) -> UserView {
@@ -209,28 +217,6 @@ fn logged_in(state: &AppState, answer: pb::LoginResponse) -> Result<Response, Ap
         set_cookie(&mut response, cookie);
     }
     Ok(response)
-}
-
-/// Browsers send `Origin` on cross-origin writes: refuse ones from pages we do not serve.
-fn check_origin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
-    match headers
-        .get(header::ORIGIN)
-        .and_then(|value| value.to_str().ok())
-    {
-        Some(origin)
-            if !state
-                .config
-                .allowed_origins
-                .iter()
-                .any(|allowed| allowed == origin) =>
-        {
-            Err(ApiError::forbidden(
-                "origin",
-                "requests from this origin are not allowed",
-            ))
-        }
-        _ => Ok(()),
-    }
 }
 
 /// Create an account.
@@ -374,7 +360,7 @@ pub async fn me(caller: AuthUser) -> ApiJson<MeView> {
     })
 }
 
-/// Users in username order, a page at a time.
+/// Users in username order, a page at a time, with presence; or everyone online.
 #[utoipa::path(get, path = "/api/users", tag = "users", params(UsersQuery),
     responses((status = 200, body = UsersView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn users(
@@ -382,6 +368,22 @@ pub async fn users(
     _caller: AuthUser,
     ApiQuery(query): ApiQuery<UsersQuery>,
 ) -> Result<ApiJson<UsersView>, ApiError> {
+    if query.online == Some(true) {
+        let online = crate::routes::chat::online_users(&state).await?;
+        let users = online
+            .into_iter()
+            .map(|presence| PublicUserView {
+                id: presence.user_id,
+                username: presence.username,
+                online: Some(presence.online),
+                since: presence.since,
+            })
+            .collect();
+        return Ok(ApiJson(UsersView {
+            users,
+            next_cursor: None,
+        }));
+    }
     let page_size = query.limit.unwrap_or(50);
     if !(1..=100).contains(&page_size) {
         return Err(ApiError::bad_request(
@@ -400,15 +402,26 @@ pub async fn users(
         .await
         .map_err(from_auth)?
         .into_inner();
-    Ok(ApiJson(UsersView {
-        users: answer
-            .users
-            .into_iter()
-            .map(|user| PublicUserView {
+    let ids = answer.users.iter().map(|user| user.id.clone()).collect();
+    // Presence is a nicety here: without chat, the list still answers.
+    let presence = crate::routes::chat::presence_of(&state, ids).await.ok();
+    let users = answer
+        .users
+        .into_iter()
+        .map(|user| {
+            let seen = presence
+                .as_ref()
+                .map(|all| all.iter().find(|p| p.user_id == user.id));
+            PublicUserView {
+                online: seen.map(|p| p.is_some_and(|p| p.online)),
+                since: seen.flatten().and_then(|p| time(p.since.as_ref())),
                 id: user.id,
                 username: user.username,
-            })
-            .collect(),
+            }
+        })
+        .collect();
+    Ok(ApiJson(UsersView {
+        users,
         next_cursor: Some(answer.next_page_token).filter(|token| !token.is_empty()),
     }))
 }

@@ -1,6 +1,10 @@
 //! The broker's routes and the layers around them.
 
+pub mod account;
 pub mod auth;
+pub mod chat;
+pub mod compat;
+pub mod live;
 pub mod ops;
 
 use crate::{AppState, middleware, rate_limit::Limiters};
@@ -10,7 +14,7 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, header},
     middleware::{from_fn, from_fn_with_state},
     response::IntoResponse,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer};
 
@@ -31,6 +35,51 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
         .route("/api/auth/logout", limiters.limit(api, post(auth::logout)))
         .route("/api/auth/me", limiters.limit(api, get(auth::me)))
         .route("/api/users", limiters.limit(api, get(auth::users)))
+        .route(
+            "/api/users/me",
+            limiters.limit(strict, delete(account::delete_me)),
+        )
+        .route(
+            "/api/rooms",
+            limiters.limit(api, get(chat::rooms).post(chat::create_room)),
+        )
+        .route(
+            "/api/rooms/{id}/join",
+            limiters.limit(api, post(chat::join_room)),
+        )
+        .route(
+            "/api/rooms/{id}/leave",
+            limiters.limit(api, post(chat::leave_room)),
+        )
+        .route(
+            "/api/conversations",
+            limiters.limit(api, get(chat::conversations).post(chat::open_direct)),
+        )
+        .route(
+            "/api/conversations/{id}/messages",
+            limiters.limit(api, get(chat::history).post(chat::send)),
+        )
+        .route(
+            "/api/conversations/{id}/read",
+            limiters.limit(api, post(chat::mark_read)),
+        )
+        .route(
+            "/apiv2/usersession/",
+            limiters.limit(api, get(compat::list)),
+        )
+        .route(
+            "/apiv2/usersession/{id}",
+            limiters.limit(api, get(compat::show)),
+        )
+        .route(
+            "/apiv2/usersession/{id}/message",
+            limiters.limit(api, post(compat::send)),
+        )
+        .route("/ws", limiters.limit(api, get(live::json_socket)))
+        .route(
+            "/ws/rooms/{id}/text",
+            limiters.limit(api, get(live::text_socket)),
+        )
         .route("/api/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

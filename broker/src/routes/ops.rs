@@ -18,21 +18,16 @@ pub async fn healthz() -> Json<serde_json::Value> {
 
 /// Readiness: the services the broker needs answer their gRPC health checks.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: String::new(),
-    });
-    request.set_timeout(Duration::from_secs(1));
-    let auth = match state.health.clone().check(request).await {
-        Ok(answer) if answer.get_ref().status == ServingStatus::Serving as i32 => "ok",
-        Ok(_) => "not serving",
-        Err(_) => "unreachable",
-    };
+    let (auth, chat) = tokio::join!(
+        serving(state.health.clone()),
+        serving(state.chat_health.clone())
+    );
     let keys = if state.sessions.has_keys() {
         "ok"
     } else {
         "not loaded"
     };
-    let ready = auth == "ok";
+    let ready = auth == "ok" && chat == "ok";
     let status = if ready {
         StatusCode::OK
     } else {
@@ -40,9 +35,29 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     };
     let body = json!({
         "status": if ready { "ready" } else { "not ready" },
-        "checks": { "auth": auth, "token_keys": keys, "revocation_stream": state.sessions.is_following_revocations() },
+        "checks": {
+            "auth": auth,
+            "chat": chat,
+            "token_keys": keys,
+            "revocation_stream": state.sessions.is_following_revocations(),
+            "sockets": state.hub.len(),
+        },
     });
     (status, Json(body)).into_response()
+}
+
+async fn serving(
+    mut health: tonic_health::pb::health_client::HealthClient<platform::grpc::TracedChannel>,
+) -> &'static str {
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    request.set_timeout(Duration::from_secs(1));
+    match health.check(request).await {
+        Ok(answer) if answer.get_ref().status == ServingStatus::Serving as i32 => "ok",
+        Ok(_) => "not serving",
+        Err(_) => "unreachable",
+    }
 }
 
 /// Prometheus text exposition of every metric of this process.

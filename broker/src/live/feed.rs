@@ -1,0 +1,183 @@
+//! The live feed: one `Subscribe` stream from chat per broker instance (never one per
+//! socket), each event serialized once and queued to the local sockets that follow its
+//! conversation. Reconnects with backoff; after a gap, sockets are told to resync.
+
+use super::{
+    frames::{Outbound, PresenceView, text_line},
+    hub::{Frames, Hub},
+};
+use backon::{BackoffBuilder, ExponentialBuilder};
+use platform::{grpc::TracedChannel, shutdown::Shutdown};
+use proto::chat::v1::{SubscribeRequest, chat_client::ChatClient, live_event::Event};
+use std::{sync::Arc, time::Duration};
+use uuid::Uuid;
+
+fn ids(texts: &[String]) -> Vec<Uuid> {
+    texts
+        .iter()
+        .filter_map(|text| Uuid::try_parse(text).ok())
+        .collect()
+}
+
+fn id(text: &str) -> Option<Uuid> {
+    Uuid::try_parse(text).ok()
+}
+
+/// Queues one live event to the sockets that should see it.
+pub fn dispatch(hub: &Hub, event: Event) {
+    match event {
+        Event::Message(message) => {
+            let Some(conversation) = id(&message.conversation_id) else {
+                return;
+            };
+            let json = || {
+                Outbound::Message {
+                    message: (&message).into(),
+                }
+                .to_json()
+            };
+            let text = || text_line(&message);
+            hub.deliver(&[conversation], None, &mut Frames::new(&json, Some(&text)));
+        }
+        Event::Read(read) => {
+            let Some(conversation) = id(&read.conversation_id) else {
+                return;
+            };
+            let json = || {
+                Outbound::Read {
+                    conversation_id: &read.conversation_id,
+                    user_id: &read.user_id,
+                    up_to: &read.up_to,
+                }
+                .to_json()
+            };
+            hub.deliver(&[conversation], None, &mut Frames::new(&json, None));
+        }
+        Event::Typing(typing) => {
+            let Some(conversation) = id(&typing.conversation_id) else {
+                return;
+            };
+            let json = || {
+                Outbound::Typing {
+                    conversation_id: &typing.conversation_id,
+                    user_id: &typing.user_id,
+                    username: &typing.username,
+                }
+                .to_json()
+            };
+            hub.deliver(
+                &[conversation],
+                id(&typing.user_id),
+                &mut Frames::new(&json, None),
+            );
+        }
+        Event::Presence(change) => {
+            let Some(presence) = change.presence else {
+                return;
+            };
+            let json = || Outbound::Presence(PresenceView::from(&presence)).to_json();
+            hub.deliver(
+                &ids(&change.conversation_ids),
+                None,
+                &mut Frames::new(&json, None),
+            );
+        }
+        Event::Membership(membership) => {
+            let (Some(conversation), Some(user)) =
+                (id(&membership.conversation_id), id(&membership.user_id))
+            else {
+                return;
+            };
+            hub.set_membership(user, conversation, membership.joined);
+            let json = || {
+                Outbound::Membership {
+                    conversation_id: &membership.conversation_id,
+                    user_id: &membership.user_id,
+                    joined: membership.joined,
+                }
+                .to_json()
+            };
+            hub.deliver(&[conversation], None, &mut Frames::new(&json, None));
+        }
+        Event::ConversationDeleted(deleted) => {
+            let Some(conversation) = id(&deleted.conversation_id) else {
+                return;
+            };
+            let json = || {
+                Outbound::ConversationDeleted {
+                    conversation_id: &deleted.conversation_id,
+                }
+                .to_json()
+            };
+            hub.deliver(&[conversation], None, &mut Frames::new(&json, None));
+            hub.forget_conversation(conversation);
+        }
+        Event::Resync(_) => resync(hub),
+    }
+}
+
+fn resync(hub: &Hub) {
+    let json = || Outbound::Resync.to_json();
+    hub.broadcast(&mut Frames::new(&json, None));
+}
+
+/// Follows chat's live stream until shutdown.
+pub async fn follow(
+    mut chat: ChatClient<TracedChannel>,
+    hub: Arc<Hub>,
+    broker_id: String,
+    shutdown: Shutdown,
+) {
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let mut delays = backoff.build();
+    let mut connected_before = false;
+    loop {
+        let mut request = tonic::Request::new(SubscribeRequest {
+            broker_id: broker_id.clone(),
+        });
+        request.set_timeout(Duration::from_secs(365 * 24 * 3600));
+        let stream = tokio::select! {
+            () = shutdown.cancelled() => return,
+            stream = chat.subscribe(request) => stream,
+        };
+        match stream {
+            Ok(stream) => {
+                let mut stream = stream.into_inner();
+                delays = backoff.build();
+                tracing::info!("following chat's live events");
+                if connected_before {
+                    resync(&hub);
+                }
+                connected_before = true;
+                loop {
+                    let next = tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        next = stream.message() => next,
+                    };
+                    match next {
+                        Ok(Some(event)) => {
+                            if let Some(event) = event.event {
+                                dispatch(&hub, event);
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::warn!(%status, "chat's live stream broke");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(status) => tracing::debug!(%status, "cannot subscribe to chat's live events yet"),
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! WebSocket frames: JSON in (`send`, `typing`, `read`, `ping`) and out (`message`,
+//! `presence`, `typing`, `read`, `membership`, `conversation_deleted`, `resync`, `ack`,
+//! `pong`, `error`), and the plain-text room protocol (`SEND <message>` in,
+//! `FROM <user_id> <message>` out).
+
+use chrono::{DateTime, Utc};
+use proto::chat::v1 as pb;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A frame from a JSON socket.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Inbound {
+    /// Send a message; `client_id` comes back in the `ack`.
+    Send {
+        /// Where.
+        conversation_id: Uuid,
+        /// What.
+        body: String,
+        /// The client's own id for the message, echoed in the ack (≤ 64 bytes).
+        #[serde(default)]
+        client_id: Option<String>,
+    },
+    /// The user is typing.
+    Typing {
+        /// Where.
+        conversation_id: Uuid,
+    },
+    /// Read receipt.
+    Read {
+        /// Where.
+        conversation_id: Uuid,
+        /// The newest message read.
+        up_to: Uuid,
+    },
+    /// Keep-alive; answered with `pong`.
+    Ping {
+        /// Echoed back.
+        #[serde(default)]
+        id: Option<u64>,
+    },
+}
+
+/// A message as frames and the REST API show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct MessageView {
+    /// UUIDv7, time-ordered: also the history cursor.
+    pub id: String,
+    /// Where it was sent.
+    pub conversation_id: String,
+    /// Who sent it.
+    pub sender_id: String,
+    /// Their username.
+    pub sender_name: String,
+    /// The text.
+    pub body: String,
+    /// When it was stored.
+    pub created_at: Option<DateTime<Utc>>,
+}
+
+/// Reads a protobuf timestamp.
+pub fn time(at: Option<&prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    at.and_then(|at| DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).unwrap_or(0)))
+}
+
+impl From<&pb::Message> for MessageView {
+    fn from(message: &pb::Message) -> Self {
+        Self {
+            id: message.id.clone(),
+            conversation_id: message.conversation_id.clone(),
+            sender_id: message.sender_id.clone(),
+            sender_name: message.sender_name.clone(),
+            body: message.body.clone(),
+            created_at: time(message.created_at.as_ref()),
+        }
+    }
+}
+
+/// A user's presence as frames and the REST API show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PresenceView {
+    /// Who.
+    pub user_id: String,
+    /// Their username.
+    pub username: String,
+    /// At least one socket open.
+    pub online: bool,
+    /// Open sockets.
+    pub connections: u32,
+    /// Online since, or last seen.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl From<&pb::Presence> for PresenceView {
+    fn from(presence: &pb::Presence) -> Self {
+        Self {
+            user_id: presence.user_id.clone(),
+            username: presence.username.clone(),
+            online: presence.online,
+            connections: presence.connections,
+            since: time(presence.since.as_ref()),
+        }
+    }
+}
+
+/// A frame to a JSON socket.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Outbound<'a> {
+    /// A new message in one of the user's conversations.
+    Message {
+        /// The message.
+        message: MessageView,
+    },
+    /// Someone's presence changed.
+    Presence(PresenceView),
+    /// Someone is typing.
+    Typing {
+        /// Where.
+        conversation_id: &'a str,
+        /// Who.
+        user_id: &'a str,
+        /// Their username.
+        username: &'a str,
+    },
+    /// Someone read up to a message.
+    Read {
+        /// Where.
+        conversation_id: &'a str,
+        /// Who.
+        user_id: &'a str,
+        /// The newest message they have read.
+        up_to: &'a str,
+    },
+    /// Someone joined or left a conversation.
+    Membership {
+        /// Where.
+        conversation_id: &'a str,
+        /// Who.
+        user_id: &'a str,
+        /// Joined (or left).
+        joined: bool,
+    },
+    /// A conversation was deleted (its member deleted their account).
+    ConversationDeleted {
+        /// Which.
+        conversation_id: &'a str,
+    },
+    /// Live events may have been missed: refetch history since the last message seen.
+    Resync,
+    /// A `send` was stored.
+    Ack {
+        /// The client's id of the send, if it gave one.
+        client_id: Option<&'a str>,
+        /// The stored message.
+        message: MessageView,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The ping's id.
+        id: Option<u64>,
+    },
+    /// A frame was refused.
+    Error {
+        /// Machine-readable code.
+        code: &'a str,
+        /// What went wrong.
+        message: &'a str,
+        /// The client id of the refused send, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<&'a str>,
+    },
+}
+
+impl Outbound<'_> {
+    /// The frame as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("frames serialize: plain strings, numbers and bools")
+    }
+}
+
+/// A line from a text-protocol socket.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TextCommand<'a> {
+    /// `SEND <message>`
+    Send(&'a str),
+}
+
+/// Reads a text-protocol line; `Err` says what a valid line looks like.
+pub fn parse_text(line: &str) -> Result<TextCommand<'_>, &'static str> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    match line.split_once(' ') {
+        Some((command, message))
+            if command.eq_ignore_ascii_case("SEND") && !message.trim().is_empty() =>
+        {
+            Ok(TextCommand::Send(message))
+        }
+        _ => Err("expected: SEND <message>"),
+    }
+}
+
+/// The text-protocol line for a message.
+pub fn text_line(message: &pb::Message) -> String {
+    format!("FROM {} {}", message.sender_id, message.body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inbound_frames_parse_by_type() {
+        let id = Uuid::now_v7();
+        let send: Inbound = serde_json::from_str(&format!(
+            r#"{{"type":"send","conversation_id":"{id}","body":"hi"}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            send,
+            Inbound::Send {
+                conversation_id: id,
+                body: "hi".into(),
+                client_id: None
+            }
+        );
+        assert!(serde_json::from_str::<Inbound>(r#"{"type":"dance"}"#).is_err());
+        assert!(
+            serde_json::from_str::<Inbound>(r#"{"type":"typing","conversation_id":"nope"}"#)
+                .is_err()
+        );
+        assert!(serde_json::from_str::<Inbound>(r#"{"type":"ping","extra":1}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<Inbound>(r#"{"type":"ping"}"#).unwrap(),
+            Inbound::Ping { id: None }
+        );
+    }
+
+    #[test]
+    fn outbound_frames_are_tagged() {
+        let frame = Outbound::Typing {
+            conversation_id: "c",
+            user_id: "u",
+            username: "ada",
+        }
+        .to_json();
+        assert_eq!(
+            frame,
+            r#"{"type":"typing","conversation_id":"c","user_id":"u","username":"ada"}"#
+        );
+        assert_eq!(Outbound::Resync.to_json(), r#"{"type":"resync"}"#);
+    }
+
+    #[test]
+    fn text_protocol_lines() {
+        assert_eq!(
+            parse_text("SEND hello world"),
+            Ok(TextCommand::Send("hello world"))
+        );
+        assert_eq!(parse_text("send hi\r\n"), Ok(TextCommand::Send("hi")));
+        for bad in ["SEND", "SEND ", "SEND    ", "FROM x y", "", "hello"] {
+            assert!(parse_text(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Live delivery to sockets: the in-memory [`hub::Hub`], the per-broker [`feed`] from
+//! chat, the wire [`frames`], and the per-[`socket`] loop.
+
+pub mod feed;
+pub mod frames;
+pub mod hub;
+pub mod socket;

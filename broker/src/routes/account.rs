@@ -1,0 +1,56 @@
+//! `DELETE /api/users/me`: the caller deletes their account (see [`crate::deletion`]).
+
+use crate::{
+    AppState,
+    deletion::{self, Outcome},
+    error::{ApiError, ErrorBody},
+    extract::{AuthUser, REFRESH_COOKIE, SESSION_COOKIE},
+};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use cookie::{Cookie, SameSite};
+use serde_json::json;
+
+/// Adds Set-Cookie headers that remove the session cookies.
+pub fn clear_session_cookies(response: &mut Response) {
+    for (name, path) in [(SESSION_COOKIE, "/"), (REFRESH_COOKIE, "/api/auth")] {
+        let mut gone = Cookie::build((name, ""))
+            .path(path)
+            .http_only(true)
+            .same_site(SameSite::Strict)
+            .build();
+        gone.make_removal();
+        let value =
+            HeaderValue::from_str(&gone.to_string()).expect("a removal cookie is header-safe");
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+/// Delete the caller's account: their private conversations, then the account itself.
+#[utoipa::path(delete, path = "/api/users/me", tag = "users",
+    responses((status = 204, description = "deleted"),
+        (status = 202, description = "the account is unusable now; the rest finishes shortly"),
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn delete_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<Response, ApiError> {
+    let outcome = deletion::delete_account(&state, user.claims.sub).await?;
+    state
+        .sessions
+        .record_revoked(user.claims.sid, user.claims.exp + 1);
+    let mut response = match outcome {
+        Outcome::Done => StatusCode::NO_CONTENT.into_response(),
+        Outcome::Pending => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "status": "pending", "message": "your account can no longer be used; its deletion will finish shortly" })),
+        )
+            .into_response(),
+    };
+    clear_session_cookies(&mut response);
+    Ok(response)
+}

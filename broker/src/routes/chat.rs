@@ -1,0 +1,434 @@
+//! `/api/rooms`, `/api/conversations` and presence in `/api/users`: conversations and
+//! messages, served by the chat service. The caller is always the authenticated user;
+//! chat checks their membership for every conversation id.
+
+use crate::{
+    AppState,
+    error::{ApiError, ErrorBody},
+    extract::{ApiJson, ApiPath, ApiQuery, AuthUser},
+    live::frames::{MessageView, PresenceView, time},
+};
+use axum::{
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use chrono::{DateTime, Utc};
+use proto::{auth::v1 as auth_pb, chat::v1 as pb};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+pub(crate) fn from_chat(status: tonic::Status) -> ApiError {
+    ApiError::from_grpc("chat", &status)
+}
+
+/// The caller as chat knows them.
+pub(crate) fn caller(user: &AuthUser) -> pb::Caller {
+    pb::Caller {
+        user_id: user.claims.sub.to_string(),
+        username: user.claims.name.clone(),
+    }
+}
+
+/// A member of a conversation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberView {
+    user_id: String,
+    username: String,
+    /// The newest message they have read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_read_id: Option<String>,
+}
+
+/// A room or a direct conversation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationView {
+    id: String,
+    /// `room` or `direct`.
+    kind: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    topic: String,
+    created_at: Option<DateTime<Utc>>,
+    member_count: u32,
+    /// Whether the caller is a member.
+    joined: bool,
+    /// Direct conversations: both members.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    members: Vec<MemberView>,
+}
+
+impl From<pb::Conversation> for ConversationView {
+    fn from(conversation: pb::Conversation) -> Self {
+        let kind = match pb::ConversationKind::try_from(conversation.kind) {
+            Ok(pb::ConversationKind::Direct) => "direct",
+            _ => "room",
+        };
+        Self {
+            kind,
+            created_at: time(conversation.created_at.as_ref()),
+            member_count: conversation.member_count,
+            joined: conversation.joined,
+            members: conversation
+                .members
+                .into_iter()
+                .map(|member| MemberView {
+                    user_id: member.user_id,
+                    username: member.username,
+                    last_read_id: Some(member.last_read_id).filter(|id| !id.is_empty()),
+                })
+                .collect(),
+            id: conversation.id,
+            name: conversation.name,
+            topic: conversation.topic,
+        }
+    }
+}
+
+/// A list of conversations.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConversationsView {
+    conversations: Vec<ConversationView>,
+}
+
+/// A list of rooms.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoomsView {
+    rooms: Vec<ConversationView>,
+}
+
+/// `POST /api/rooms`
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewRoomBody {
+    /// 2–32 of a-z, 0-9, `_`, `-` (an optional leading `#` is dropped).
+    name: String,
+    /// At most 200 characters.
+    #[serde(default)]
+    topic: String,
+}
+
+/// `POST /api/conversations`
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewDirectBody {
+    /// The other user.
+    user_id: Uuid,
+}
+
+/// `POST /api/conversations/{id}/messages`
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct NewMessageBody {
+    /// 1–4,000 characters.
+    body: String,
+}
+
+/// `POST /api/conversations/{id}/read`
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReadBody {
+    /// The newest message read.
+    up_to: Uuid,
+}
+
+/// A read receipt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadView {
+    conversation_id: String,
+    user_id: String,
+    /// The caller's read marker after the call (it never moves back).
+    up_to: String,
+}
+
+/// Query of `GET /api/conversations/{id}/messages`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct HistoryQuery {
+    /// Newest messages older than this id (newest first). Default: the newest.
+    before: Option<Uuid>,
+    /// Oldest messages newer than this id (oldest first): catching up after a gap.
+    after: Option<Uuid>,
+    /// 1–100, default 50.
+    limit: Option<u32>,
+}
+
+/// A page of history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MessagesView {
+    messages: Vec<MessageView>,
+    /// More messages lie beyond the last one (pass its id as the next cursor).
+    has_more: bool,
+}
+
+/// Public rooms, with whether the caller is in each.
+#[utoipa::path(get, path = "/api/rooms", tag = "chat",
+    responses((status = 200, body = RoomsView), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn rooms(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<ApiJson<RoomsView>, ApiError> {
+    let request = pb::ListRoomsRequest {
+        caller: Some(caller(&user)),
+    };
+    let answer = state
+        .chat
+        .clone()
+        .list_rooms(request)
+        .await
+        .map_err(from_chat)?
+        .into_inner();
+    Ok(ApiJson(RoomsView {
+        rooms: answer
+            .rooms
+            .into_iter()
+            .map(ConversationView::from)
+            .collect(),
+    }))
+}
+
+/// Create a public room; the caller joins it.
+#[utoipa::path(post, path = "/api/rooms", tag = "chat", request_body = NewRoomBody,
+    responses((status = 201, body = ConversationView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create_room(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<NewRoomBody>,
+) -> Result<Response, ApiError> {
+    let request = pb::CreateRoomRequest {
+        caller: Some(caller(&user)),
+        name: body.name,
+        topic: body.topic,
+    };
+    let room = state
+        .chat
+        .clone()
+        .create_room(request)
+        .await
+        .map_err(from_chat)?
+        .into_inner();
+    Ok((StatusCode::CREATED, ApiJson(ConversationView::from(room))).into_response())
+}
+
+/// Join a public room.
+#[utoipa::path(post, path = "/api/rooms/{id}/join", tag = "chat", params(("id" = Uuid, Path, description = "room id")),
+    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody)))]
+pub async fn join_room(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<ApiJson<ConversationView>, ApiError> {
+    let request = pb::RoomRequest {
+        caller: Some(caller(&user)),
+        conversation_id: id.to_string(),
+    };
+    let room = state
+        .chat
+        .clone()
+        .join_room(request)
+        .await
+        .map_err(from_chat)?
+        .into_inner();
+    Ok(ApiJson(room.into()))
+}
+
+/// Leave a public room.
+#[utoipa::path(post, path = "/api/rooms/{id}/leave", tag = "chat", params(("id" = Uuid, Path, description = "room id")),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn leave_room(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let request = pb::RoomRequest {
+        caller: Some(caller(&user)),
+        conversation_id: id.to_string(),
+    };
+    state
+        .chat
+        .clone()
+        .leave_room(request)
+        .await
+        .map_err(from_chat)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's conversations: joined rooms and direct conversations.
+#[utoipa::path(get, path = "/api/conversations", tag = "chat",
+    responses((status = 200, body = ConversationsView), (status = 401, body = ErrorBody)))]
+pub async fn conversations(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> Result<ApiJson<ConversationsView>, ApiError> {
+    let request = pb::ListConversationsRequest {
+        caller: Some(caller(&user)),
+    };
+    let answer = state
+        .chat
+        .clone()
+        .list_conversations(request)
+        .await
+        .map_err(from_chat)?
+        .into_inner();
+    Ok(ApiJson(ConversationsView {
+        conversations: answer.conversations.into_iter().map(Into::into).collect(),
+    }))
+}
+
+/// Open the 1:1 conversation with another user (the same one every time).
+#[utoipa::path(post, path = "/api/conversations", tag = "chat", request_body = NewDirectBody,
+    responses((status = 200, body = ConversationView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn open_direct(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<NewDirectBody>,
+) -> Result<ApiJson<ConversationView>, ApiError> {
+    let request = auth_pb::GetUserRequest {
+        id: body.user_id.to_string(),
+    };
+    let peer = state
+        .auth
+        .clone()
+        .get_user(request)
+        .await
+        .map_err(|status| match status.code() {
+            tonic::Code::NotFound => ApiError::not_found("no such user"),
+            _ => ApiError::from_grpc("auth", &status),
+        })?;
+    let peer = peer.into_inner();
+    let request = pb::OpenDirectRequest {
+        caller: Some(caller(&user)),
+        peer: Some(pb::Caller {
+            user_id: peer.id,
+            username: peer.username,
+        }),
+    };
+    let conversation = state
+        .chat
+        .clone()
+        .open_direct(request)
+        .await
+        .map_err(from_chat)?
+        .into_inner();
+    Ok(ApiJson(conversation.into()))
+}
+
+/// A page of a conversation's history (members only).
+#[utoipa::path(get, path = "/api/conversations/{id}/messages", tag = "chat",
+    params(("id" = Uuid, Path, description = "conversation id"), HistoryQuery),
+    responses((status = 200, body = MessagesView), (status = 403, body = ErrorBody)))]
+pub async fn history(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<ApiJson<MessagesView>, ApiError> {
+    let text = |id: Option<Uuid>| id.map(|id| id.to_string()).unwrap_or_default();
+    let request = pb::ListMessagesRequest {
+        caller: Some(caller(&user)),
+        conversation_id: id.to_string(),
+        before: text(query.before),
+        after: text(query.after),
+        limit: query.limit.unwrap_or(50),
+    };
+    if query.limit.is_some_and(|limit| !(1..=100).contains(&limit)) {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "limit: must be 1 to 100",
+        ));
+    }
+    let answer = state
+        .chat
+        .clone()
+        .list_messages(request)
+        .await
+        .map_err(from_chat)?
+        .into_inner();
+    Ok(ApiJson(MessagesView {
+        messages: answer.messages.iter().map(MessageView::from).collect(),
+        has_more: answer.has_more,
+    }))
+}
+
+/// Send a message (members only); it is delivered live to every member's sockets.
+#[utoipa::path(post, path = "/api/conversations/{id}/messages", tag = "chat", request_body = NewMessageBody,
+    params(("id" = Uuid, Path, description = "conversation id")),
+    responses((status = 201, body = MessageView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn send(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<NewMessageBody>,
+) -> Result<Response, ApiError> {
+    let request = pb::SendMessageRequest {
+        caller: Some(caller(&user)),
+        conversation_id: id.to_string(),
+        body: body.body,
+    };
+    let message = state
+        .chat
+        .clone()
+        .send_message(request)
+        .await
+        .map_err(from_chat)?
+        .into_inner();
+    Ok((StatusCode::CREATED, ApiJson(MessageView::from(&message))).into_response())
+}
+
+/// Mark a conversation read up to a message (members only).
+#[utoipa::path(post, path = "/api/conversations/{id}/read", tag = "chat", request_body = ReadBody,
+    params(("id" = Uuid, Path, description = "conversation id")),
+    responses((status = 200, body = ReadView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn mark_read(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<ReadBody>,
+) -> Result<ApiJson<ReadView>, ApiError> {
+    let request = pb::MarkReadRequest {
+        caller: Some(caller(&user)),
+        conversation_id: id.to_string(),
+        up_to: body.up_to.to_string(),
+    };
+    let receipt = state
+        .chat
+        .clone()
+        .mark_read(request)
+        .await
+        .map_err(from_chat)?
+        .into_inner();
+    Ok(ApiJson(ReadView {
+        conversation_id: receipt.conversation_id,
+        user_id: receipt.user_id,
+        up_to: receipt.up_to,
+    }))
+}
+
+/// Everyone online now.
+pub async fn online_users(state: &AppState) -> Result<Vec<PresenceView>, ApiError> {
+    let answer = state
+        .chat
+        .clone()
+        .list_presence(pb::ListPresenceRequest {
+            user_ids: Vec::new(),
+        })
+        .await
+        .map_err(from_chat)?;
+    Ok(answer
+        .into_inner()
+        .users
+        .iter()
+        .map(PresenceView::from)
+        .collect())
+}
+
+/// Presence of the given users, by user id (users never seen online are absent).
+pub async fn presence_of(
+    state: &AppState,
+    users: Vec<String>,
+) -> Result<Vec<pb::Presence>, ApiError> {
+    let answer = state
+        .chat
+        .clone()
+        .list_presence(pb::ListPresenceRequest { user_ids: users })
+        .await
+        .map_err(from_chat)?;
+    Ok(answer.into_inner().users)
+}

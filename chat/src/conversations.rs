@@ -1,0 +1,415 @@
+//! What chat does, independent of how it is called: rooms, direct conversations,
+//! messages, read receipts, typing and presence, each checked against the caller's
+//! membership. The gRPC edge (`grpc.rs`) only translates.
+
+use crate::{
+    domain::{
+        Conversation, ConversationView, Invalid, Kind, Member, Message, MessageBody, Presence,
+        RoomName, Topic, UserRef, direct_key,
+    },
+    live::LiveHub,
+    store::{ChatStore, Connection, Page, StoreError},
+};
+use chrono::{DateTime, SubsecRound, Utc};
+use proto::chat::v1::{self as pb, live_event::Event};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Why a chat operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// A field from the client is not valid.
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The caller is not a member (or the conversation does not exist: same answer, so
+    /// guessing ids reveals nothing).
+    #[error("not a member of this conversation")]
+    NotMember,
+    /// No such room (rooms are public, so saying so reveals nothing).
+    #[error("no such room")]
+    NoSuchRoom,
+    /// The message named is not in this conversation.
+    #[error("no such message in this conversation")]
+    NoSuchMessage,
+    /// A room with that name exists.
+    #[error("a room with that name already exists")]
+    NameTaken,
+    /// A direct conversation with oneself.
+    #[error("a direct conversation needs another user")]
+    WithSelf,
+    /// The database failed.
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ChatError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::NameTaken => Self::NameTaken,
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// History page size bounds.
+pub const MAX_PAGE: u32 = 100;
+
+/// Now, at the microsecond precision both databases keep.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A page request from a client.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryQuery {
+    /// Newest messages older than this.
+    pub before: Option<Uuid>,
+    /// Oldest messages newer than this.
+    pub after: Option<Uuid>,
+    /// Page size, 1..=100 (0 means 50).
+    pub limit: u32,
+}
+
+/// Conversations and everything in them.
+pub struct Chat {
+    store: Arc<dyn ChatStore>,
+    live: LiveHub,
+}
+
+fn presence_event(presence: &Presence, conversation_ids: Vec<Uuid>) -> Event {
+    Event::Presence(pb::PresenceChanged {
+        presence: Some(crate::grpc::presence_message(presence)),
+        conversation_ids: conversation_ids.iter().map(Uuid::to_string).collect(),
+    })
+}
+
+impl Chat {
+    /// Chat over a store, publishing to `live`.
+    pub fn new(store: Arc<dyn ChatStore>, live: LiveHub) -> Self {
+        Self { store, live }
+    }
+
+    /// The store (for readiness checks).
+    pub fn store(&self) -> &Arc<dyn ChatStore> {
+        &self.store
+    }
+
+    /// The live hub (for subscriptions).
+    pub fn live(&self) -> &LiveHub {
+        &self.live
+    }
+
+    fn membership_event(&self, conversation: Uuid, user: Uuid, joined: bool) {
+        self.live.publish(Event::Membership(pb::MembershipChanged {
+            conversation_id: conversation.to_string(),
+            user_id: user.to_string(),
+            joined,
+        }));
+    }
+
+    async fn require_member(&self, conversation: Uuid, user: Uuid) -> Result<(), ChatError> {
+        if self.store.is_member(conversation, user).await? {
+            Ok(())
+        } else {
+            Err(ChatError::NotMember)
+        }
+    }
+
+    async fn room(&self, id: Uuid) -> Result<Conversation, ChatError> {
+        match self.store.conversation(id).await? {
+            Some(conversation) if conversation.kind == Kind::Room => Ok(conversation),
+            _ => Err(ChatError::NoSuchRoom),
+        }
+    }
+
+    /// Creates a public room; the caller is its first member.
+    pub async fn create_room(
+        &self,
+        caller: &UserRef,
+        name: &str,
+        topic: &str,
+    ) -> Result<ConversationView, ChatError> {
+        let conversation = Conversation {
+            id: Uuid::now_v7(),
+            kind: Kind::Room,
+            name: RoomName::parse(name)?.as_str().to_owned(),
+            topic: Topic::parse(topic)?.as_str().to_owned(),
+            created_at: now(),
+        };
+        self.store.create_room(&conversation, caller).await?;
+        self.membership_event(conversation.id, caller.id, true);
+        tracing::info!(conversation_id = %conversation.id, name = %conversation.name, "room created");
+        Ok(ConversationView {
+            conversation,
+            member_count: 1,
+            joined: true,
+        })
+    }
+
+    /// Every public room, as the caller sees it.
+    pub async fn rooms(&self, caller: &UserRef) -> Result<Vec<ConversationView>, ChatError> {
+        Ok(self.store.rooms(caller.id).await?)
+    }
+
+    /// Joins a public room (joining twice is fine).
+    pub async fn join_room(
+        &self,
+        caller: &UserRef,
+        id: Uuid,
+    ) -> Result<ConversationView, ChatError> {
+        let conversation = self.room(id).await?;
+        if self.store.join(id, caller, now()).await? {
+            self.membership_event(id, caller.id, true);
+        }
+        let member_count = self.store.members(id).await?.len() as u32;
+        Ok(ConversationView {
+            conversation,
+            member_count,
+            joined: true,
+        })
+    }
+
+    /// Leaves a public room (leaving twice is fine).
+    pub async fn leave_room(&self, caller: &UserRef, id: Uuid) -> Result<(), ChatError> {
+        self.room(id).await?;
+        if self.store.leave(id, caller.id).await? {
+            self.membership_event(id, caller.id, false);
+        }
+        Ok(())
+    }
+
+    /// The direct conversation of the caller and `peer`, created on first use.
+    pub async fn open_direct(
+        &self,
+        caller: &UserRef,
+        peer: &UserRef,
+    ) -> Result<(Conversation, Vec<Member>), ChatError> {
+        if caller.id == peer.id {
+            return Err(ChatError::WithSelf);
+        }
+        let key = direct_key(caller.id, peer.id);
+        let conversation = match self.store.direct_by_key(&key).await? {
+            Some(existing) => existing,
+            None => {
+                let fresh = Conversation {
+                    id: Uuid::now_v7(),
+                    kind: Kind::Direct,
+                    name: String::new(),
+                    topic: String::new(),
+                    created_at: now(),
+                };
+                let stored = self
+                    .store
+                    .create_direct(&fresh, &key, [caller, peer])
+                    .await?;
+                if stored.id == fresh.id {
+                    self.membership_event(fresh.id, caller.id, true);
+                    self.membership_event(fresh.id, peer.id, true);
+                }
+                stored
+            }
+        };
+        let members = self.store.members(conversation.id).await?;
+        Ok((conversation, members))
+    }
+
+    /// The caller's conversations.
+    pub async fn conversations(
+        &self,
+        caller: &UserRef,
+    ) -> Result<Vec<(ConversationView, Vec<Member>)>, ChatError> {
+        let views = self.store.conversations_of(caller.id).await?;
+        let mut listed = Vec::with_capacity(views.len());
+        for view in views {
+            let members = match view.conversation.kind {
+                Kind::Direct => self.store.members(view.conversation.id).await?,
+                Kind::Room => Vec::new(),
+            };
+            listed.push((view, members));
+        }
+        Ok(listed)
+    }
+
+    /// Stores and publishes a message from a member.
+    pub async fn send(
+        &self,
+        caller: &UserRef,
+        conversation: Uuid,
+        body: &str,
+    ) -> Result<Message, ChatError> {
+        let message = Message {
+            id: Uuid::now_v7(),
+            conversation_id: conversation,
+            sender: caller.clone(),
+            body: MessageBody::parse(body)?.as_str().to_owned(),
+            created_at: now(),
+        };
+        if !self.store.insert_message(&message).await? {
+            return Err(ChatError::NotMember);
+        }
+        metrics::counter!("chat_messages_total").increment(1);
+        self.live
+            .publish(Event::Message(crate::grpc::message_message(&message)));
+        Ok(message)
+    }
+
+    /// A page of history, for members only. Also returns whether more lie beyond.
+    pub async fn history(
+        &self,
+        caller: &UserRef,
+        conversation: Uuid,
+        query: HistoryQuery,
+    ) -> Result<(Vec<Message>, bool), ChatError> {
+        let limit = match query.limit {
+            0 => 50,
+            n if n <= MAX_PAGE => n,
+            _ => {
+                return Err(Invalid {
+                    field: "limit",
+                    reason: "must be 1 to 100",
+                }
+                .into());
+            }
+        };
+        let page = match (query.before, query.after) {
+            (before, None) => Page::Before(before),
+            (None, Some(after)) => Page::After(after),
+            (Some(_), Some(_)) => {
+                return Err(Invalid {
+                    field: "after",
+                    reason: "give before or after, not both",
+                }
+                .into());
+            }
+        };
+        self.require_member(conversation, caller.id).await?;
+        let mut messages = self.store.messages(conversation, page, limit + 1).await?;
+        let more = messages.len() > limit as usize;
+        messages.truncate(limit as usize);
+        Ok((messages, more))
+    }
+
+    /// Moves the caller's read marker forward and tells the other members.
+    pub async fn mark_read(
+        &self,
+        caller: &UserRef,
+        conversation: Uuid,
+        up_to: Uuid,
+    ) -> Result<Option<Uuid>, ChatError> {
+        self.require_member(conversation, caller.id).await?;
+        if !self.store.has_message(conversation, up_to).await? {
+            return Err(ChatError::NoSuchMessage);
+        }
+        let marker = self.store.mark_read(conversation, caller.id, up_to).await?;
+        if let Some(marker) = marker {
+            self.live.publish(Event::Read(pb::ReadReceipt {
+                conversation_id: conversation.to_string(),
+                user_id: caller.id.to_string(),
+                up_to: marker.to_string(),
+            }));
+        }
+        Ok(marker)
+    }
+
+    /// Tells the other members that the caller is typing.
+    pub async fn typing(&self, caller: &UserRef, conversation: Uuid) -> Result<(), ChatError> {
+        self.require_member(conversation, caller.id).await?;
+        self.live.publish(Event::Typing(pb::Typing {
+            conversation_id: conversation.to_string(),
+            user_id: caller.id.to_string(),
+            username: caller.username.clone(),
+        }));
+        Ok(())
+    }
+
+    /// Records an open socket; announces the user coming online.
+    pub async fn open_connection(
+        &self,
+        caller: &UserRef,
+        id: Uuid,
+        broker_id: &str,
+    ) -> Result<Presence, ChatError> {
+        let connection = Connection {
+            id,
+            user: caller.clone(),
+            broker_id: broker_id.to_owned(),
+            opened_at: now(),
+        };
+        let presence = self.store.open_connection(&connection).await?;
+        if presence.connections == 1 {
+            let conversations = self.store.membership_ids(caller.id).await?;
+            self.live.publish(presence_event(&presence, conversations));
+        }
+        Ok(presence)
+    }
+
+    /// Forgets a closed socket; announces the user going offline with their last one.
+    pub async fn close_connection(&self, id: Uuid) -> Result<Option<Presence>, ChatError> {
+        let presence = self.store.close_connection(id, now()).await?;
+        if let Some(presence) = presence
+            .as_ref()
+            .filter(|presence| presence.connections == 0)
+        {
+            self.announce_offline(presence).await?;
+        }
+        Ok(presence)
+    }
+
+    async fn announce_offline(&self, presence: &Presence) -> Result<(), ChatError> {
+        let conversations = self.store.membership_ids(presence.user.id).await?;
+        self.live.publish(presence_event(presence, conversations));
+        Ok(())
+    }
+
+    /// Forgets every socket of a broker that went away.
+    pub async fn forget_broker(&self, broker_id: &str) -> Result<(), ChatError> {
+        for presence in self.store.reset_broker(broker_id, &[], now()).await? {
+            if presence.connections == 0 {
+                self.announce_offline(&presence).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Presence of the given users (everyone online when empty).
+    pub async fn presence(&self, users: &[Uuid]) -> Result<Vec<Presence>, ChatError> {
+        if users.len() > 1000 {
+            return Err(Invalid {
+                field: "user_ids",
+                reason: "at most 1000 at a time",
+            }
+            .into());
+        }
+        Ok(self.store.presence(users).await?)
+    }
+
+    /// Conversation ids of a user.
+    pub async fn memberships(&self, user: Uuid) -> Result<Vec<Uuid>, ChatError> {
+        Ok(self.store.membership_ids(user).await?)
+    }
+
+    /// Removes a user's private conversations, memberships and presence (idempotent).
+    pub async fn delete_user_data(&self, user: Uuid) -> Result<u32, ChatError> {
+        let mut gone = Vec::new();
+        let mut left = Vec::new();
+        for id in self.store.membership_ids(user).await? {
+            match self.store.conversation(id).await? {
+                Some(conversation) if conversation.kind == Kind::Direct => gone.push(id),
+                Some(_) => left.push(id),
+                None => {}
+            }
+        }
+        let deleted = self.store.delete_user_data(user).await?;
+        for id in gone {
+            self.live
+                .publish(Event::ConversationDeleted(pb::ConversationDeleted {
+                    conversation_id: id.to_string(),
+                }));
+        }
+        for id in left {
+            self.membership_event(id, user, false);
+        }
+        tracing::info!(user_id = %user, conversations_deleted = deleted, "user data deleted");
+        Ok(deleted)
+    }
+}

@@ -1,0 +1,257 @@
+//! Chat types and the rules for valid values. Constructors validate, so an invalid room
+//! name or message body cannot exist past the gRPC edge. No I/O here.
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// Why a value from a client was refused; `field` names what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct Invalid {
+    /// The offending field, as the API names it.
+    pub field: &'static str,
+    /// What a valid value looks like.
+    pub reason: &'static str,
+}
+
+/// A room name: 2–32 of `a-z 0-9 _ -`, stored lowercase (an optional leading `#` is dropped).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomName(String);
+
+impl RoomName {
+    /// Checks length and alphabet after trimming, folding case and dropping a leading `#`.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let invalid = Invalid {
+            field: "name",
+            reason: "must be 2 to 32 characters of a-z, 0-9, '_' and '-'",
+        };
+        let trimmed = raw.trim();
+        let trimmed = trimmed.strip_prefix('#').unwrap_or(trimmed);
+        if !(2..=32).contains(&trimmed.len()) || !trimmed.is_ascii() {
+            return Err(invalid);
+        }
+        let name = trimmed.to_ascii_lowercase();
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        {
+            return Err(invalid);
+        }
+        Ok(Self(name))
+    }
+
+    /// The name as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A room topic: at most 200 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Topic(String);
+
+impl Topic {
+    /// Trims and checks length and characters.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let topic = raw.trim();
+        if topic.len() > 800 || topic.chars().count() > 200 || topic.chars().any(char::is_control) {
+            return Err(Invalid {
+                field: "topic",
+                reason: "must be at most 200 characters, on one line",
+            });
+        }
+        Ok(Self(topic.to_owned()))
+    }
+
+    /// The topic as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A message body: 1–4,000 characters, not only white space, no control characters other
+/// than newlines and tabs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageBody(String);
+
+impl MessageBody {
+    /// Longest body, in characters.
+    pub const MAX_CHARS: usize = 4_000;
+
+    /// Checks length and characters; keeps the text as sent (no trimming inside).
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let invalid = Invalid {
+            field: "body",
+            reason: "must be 1 to 4000 characters of text",
+        };
+        if raw.len() > Self::MAX_CHARS * 4 || raw.trim().is_empty() {
+            return Err(invalid);
+        }
+        let mut count = 0;
+        for c in raw.chars() {
+            count += 1;
+            if count > Self::MAX_CHARS || (c.is_control() && c != '\n' && c != '\t') {
+                return Err(invalid);
+            }
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The body as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A user as chat knows them: id and username, both given by the broker from the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRef {
+    /// The user id.
+    pub id: Uuid,
+    /// The username (immutable in microchat, so chat may keep a copy).
+    pub username: String,
+}
+
+/// A public room or a 1:1 conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Public, anyone may join.
+    Room,
+    /// Exactly two members, created by either.
+    Direct,
+}
+
+impl Kind {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Room => "room",
+            Self::Direct => "direct",
+        }
+    }
+
+    /// Reads the stored form.
+    pub fn from_stored(text: &str) -> Option<Self> {
+        match text {
+            "room" => Some(Self::Room),
+            "direct" => Some(Self::Direct),
+            _ => None,
+        }
+    }
+}
+
+/// A conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conversation {
+    /// UUIDv7.
+    pub id: Uuid,
+    /// Room or direct.
+    pub kind: Kind,
+    /// Room name; empty for direct conversations.
+    pub name: String,
+    /// Room topic; empty for direct conversations.
+    pub topic: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A conversation as one user sees it in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConversationView {
+    /// The conversation.
+    pub conversation: Conversation,
+    /// How many members it has.
+    pub member_count: u32,
+    /// Whether the viewer is a member.
+    pub joined: bool,
+}
+
+/// A member of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Who.
+    pub user: UserRef,
+    /// The last message they have read.
+    pub last_read_id: Option<Uuid>,
+}
+
+/// A message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// UUIDv7: time-ordered, so it is also the pagination cursor.
+    pub id: Uuid,
+    /// Where it was sent.
+    pub conversation_id: Uuid,
+    /// Who sent it.
+    pub sender: UserRef,
+    /// What it says.
+    pub body: String,
+    /// When it was stored.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A user's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// Who.
+    pub user: UserRef,
+    /// Open sockets over every broker; 0 means offline.
+    pub connections: u32,
+    /// Online since (online), or last seen (offline).
+    pub since: DateTime<Utc>,
+}
+
+/// The key that makes a direct conversation unique: both ids, smaller first.
+pub fn direct_key(a: Uuid, b: Uuid) -> String {
+    let (low, high) = if a < b { (a, b) } else { (b, a) };
+    format!("{}:{}", low.simple(), high.simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_names_are_folded_and_checked() {
+        assert_eq!(
+            RoomName::parse(" #General ").map(|n| n.0),
+            Ok("general".to_owned())
+        );
+        for bad in ["a", "#", "with space", "caf\u{e9}", &"x".repeat(33)] {
+            assert!(RoomName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bodies_are_bounded_and_printable() {
+        assert!(MessageBody::parse("hello\nworld\t!").is_ok());
+        assert!(MessageBody::parse(&"é".repeat(4_000)).is_ok());
+        for bad in [
+            "",
+            "   \n",
+            "bell\u{7}",
+            &"x".repeat(4_001),
+            &"x".repeat(1_000_000),
+        ] {
+            assert!(
+                MessageBody::parse(bad).is_err(),
+                "{:?}",
+                &bad[..bad.len().min(20)]
+            );
+        }
+    }
+
+    #[test]
+    fn topics_are_one_short_line() {
+        assert!(Topic::parse("Everything about Rust").is_ok());
+        assert!(Topic::parse("two\nlines").is_err());
+        assert!(Topic::parse(&"t".repeat(201)).is_err());
+    }
+
+    #[test]
+    fn direct_keys_ignore_order() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_eq!(direct_key(a, b), direct_key(b, a));
+        assert_ne!(direct_key(a, b), direct_key(a, a));
+    }
+}

@@ -1,0 +1,474 @@
+//! The tonic implementation of `microchat.chat.v1.Chat`: translates requests into
+//! [`Chat`] calls and [`ChatError`]s into gRPC statuses. No rules live here.
+
+use crate::{
+    conversations::{Chat, ChatError, HistoryQuery},
+    domain::{Conversation, ConversationView, Kind, Member, Message, Presence, UserRef},
+    store::StoreError,
+};
+use chrono::{DateTime, Utc};
+use platform::shutdown::Shutdown;
+use proto::chat::v1::{self as pb, chat_server, live_event::Event};
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+/// How long a broker's sockets count as open after its live stream ends, so a quick
+/// reconnect does not flap everyone's presence.
+const BROKER_GRACE: Duration = Duration::from_secs(15);
+
+/// The gRPC face of chat.
+#[derive(Clone)]
+pub struct ChatApi {
+    chat: Arc<Chat>,
+    shutdown: Shutdown,
+    /// Open live streams per broker id.
+    subscribers: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+impl ChatApi {
+    /// Serves `chat`; live streams end when `shutdown` is cancelled.
+    pub fn new(chat: Arc<Chat>, shutdown: Shutdown) -> Self {
+        Self {
+            chat,
+            shutdown,
+            subscribers: Arc::default(),
+        }
+    }
+}
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// A message on the wire.
+pub fn message_message(message: &Message) -> pb::Message {
+    pb::Message {
+        id: message.id.to_string(),
+        conversation_id: message.conversation_id.to_string(),
+        sender_id: message.sender.id.to_string(),
+        sender_name: message.sender.username.clone(),
+        body: message.body.clone(),
+        created_at: Some(timestamp(message.created_at)),
+    }
+}
+
+/// A presence on the wire.
+pub fn presence_message(presence: &Presence) -> pb::Presence {
+    pb::Presence {
+        user_id: presence.user.id.to_string(),
+        username: presence.user.username.clone(),
+        online: presence.connections > 0,
+        connections: presence.connections,
+        since: Some(timestamp(presence.since)),
+    }
+}
+
+fn member_message(member: &Member) -> pb::Member {
+    pb::Member {
+        user_id: member.user.id.to_string(),
+        username: member.user.username.clone(),
+        last_read_id: member
+            .last_read_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+fn conversation_message(
+    conversation: &Conversation,
+    member_count: u32,
+    joined: bool,
+    members: &[Member],
+) -> pb::Conversation {
+    pb::Conversation {
+        id: conversation.id.to_string(),
+        kind: match conversation.kind {
+            Kind::Room => pb::ConversationKind::Room,
+            Kind::Direct => pb::ConversationKind::Direct,
+        } as i32,
+        name: conversation.name.clone(),
+        topic: conversation.topic.clone(),
+        created_at: Some(timestamp(conversation.created_at)),
+        member_count,
+        joined,
+        members: members.iter().map(member_message).collect(),
+    }
+}
+
+fn view_message(view: &ConversationView, members: &[Member]) -> pb::Conversation {
+    conversation_message(&view.conversation, view.member_count, view.joined, members)
+}
+
+impl From<ChatError> for Status {
+    fn from(error: ChatError) -> Self {
+        match &error {
+            ChatError::Invalid(_) | ChatError::WithSelf => {
+                Status::invalid_argument(error.to_string())
+            }
+            ChatError::NotMember => Status::permission_denied(error.to_string()),
+            ChatError::NoSuchRoom | ChatError::NoSuchMessage => {
+                Status::not_found(error.to_string())
+            }
+            ChatError::NameTaken => Status::already_exists(error.to_string()),
+            ChatError::Store(StoreError::Unavailable(_)) => {
+                tracing::error!(%error, "database unavailable");
+                Status::unavailable("the chat database is unavailable")
+            }
+            ChatError::Store(_) => {
+                tracing::error!(%error, "database failure");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+fn uuid(field: &str, text: &str) -> Result<Uuid, Status> {
+    Uuid::try_parse(text).map_err(|_| Status::invalid_argument(format!("{field}: must be a UUID")))
+}
+
+fn optional_uuid(field: &str, text: &str) -> Result<Option<Uuid>, Status> {
+    if text.is_empty() {
+        Ok(None)
+    } else {
+        uuid(field, text).map(Some)
+    }
+}
+
+fn user(field: &str, caller: Option<pb::Caller>) -> Result<UserRef, Status> {
+    let caller = caller.ok_or_else(|| Status::invalid_argument(format!("{field}: required")))?;
+    if caller.username.is_empty() || caller.username.len() > 64 {
+        return Err(Status::invalid_argument(format!(
+            "{field}.username: required, at most 64 bytes"
+        )));
+    }
+    Ok(UserRef {
+        id: uuid(&format!("{field}.user_id"), &caller.user_id)?,
+        username: caller.username,
+    })
+}
+
+type LiveStream = Pin<Box<dyn Stream<Item = Result<pb::LiveEvent, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl chat_server::Chat for ChatApi {
+    async fn create_room(
+        &self,
+        request: Request<pb::CreateRoomRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let view = self
+            .chat
+            .create_room(&caller, &body.name, &body.topic)
+            .await?;
+        Ok(Response::new(view_message(&view, &[])))
+    }
+
+    async fn list_rooms(
+        &self,
+        request: Request<pb::ListRoomsRequest>,
+    ) -> Result<Response<pb::ListRoomsResponse>, Status> {
+        let caller = user("caller", request.into_inner().caller)?;
+        let rooms = self.chat.rooms(&caller).await?;
+        Ok(Response::new(pb::ListRoomsResponse {
+            rooms: rooms.iter().map(|view| view_message(view, &[])).collect(),
+        }))
+    }
+
+    async fn join_room(
+        &self,
+        request: Request<pb::RoomRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let view = self
+            .chat
+            .join_room(&caller, uuid("conversation_id", &body.conversation_id)?)
+            .await?;
+        Ok(Response::new(view_message(&view, &[])))
+    }
+
+    async fn leave_room(
+        &self,
+        request: Request<pb::RoomRequest>,
+    ) -> Result<Response<pb::LeaveRoomResponse>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        self.chat
+            .leave_room(&caller, uuid("conversation_id", &body.conversation_id)?)
+            .await?;
+        Ok(Response::new(pb::LeaveRoomResponse {}))
+    }
+
+    async fn open_direct(
+        &self,
+        request: Request<pb::OpenDirectRequest>,
+    ) -> Result<Response<pb::Conversation>, Status> {
+        let body = request.into_inner();
+        let (caller, peer) = (user("caller", body.caller)?, user("peer", body.peer)?);
+        let (conversation, members) = self.chat.open_direct(&caller, &peer).await?;
+        Ok(Response::new(conversation_message(
+            &conversation,
+            members.len() as u32,
+            true,
+            &members,
+        )))
+    }
+
+    async fn list_conversations(
+        &self,
+        request: Request<pb::ListConversationsRequest>,
+    ) -> Result<Response<pb::ListConversationsResponse>, Status> {
+        let caller = user("caller", request.into_inner().caller)?;
+        let listed = self.chat.conversations(&caller).await?;
+        let conversations = listed
+            .iter()
+            .map(|(view, members)| view_message(view, members))
+            .collect();
+        Ok(Response::new(pb::ListConversationsResponse {
+            conversations,
+        }))
+    }
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<pb::Message>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let message = self
+            .chat
+            .send(
+                &caller,
+                uuid("conversation_id", &body.conversation_id)?,
+                &body.body,
+            )
+            .await?;
+        Ok(Response::new(message_message(&message)))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let query = HistoryQuery {
+            before: optional_uuid("before", &body.before)?,
+            after: optional_uuid("after", &body.after)?,
+            limit: body.limit,
+        };
+        let (messages, has_more) = self
+            .chat
+            .history(
+                &caller,
+                uuid("conversation_id", &body.conversation_id)?,
+                query,
+            )
+            .await?;
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: messages.iter().map(message_message).collect(),
+            has_more,
+        }))
+    }
+
+    async fn mark_read(
+        &self,
+        request: Request<pb::MarkReadRequest>,
+    ) -> Result<Response<pb::ReadReceipt>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let conversation = uuid("conversation_id", &body.conversation_id)?;
+        let marker = self
+            .chat
+            .mark_read(&caller, conversation, uuid("up_to", &body.up_to)?)
+            .await?;
+        Ok(Response::new(pb::ReadReceipt {
+            conversation_id: conversation.to_string(),
+            user_id: caller.id.to_string(),
+            up_to: marker.map(|id| id.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn set_typing(
+        &self,
+        request: Request<pb::SetTypingRequest>,
+    ) -> Result<Response<pb::SetTypingResponse>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        self.chat
+            .typing(&caller, uuid("conversation_id", &body.conversation_id)?)
+            .await?;
+        Ok(Response::new(pb::SetTypingResponse {}))
+    }
+
+    async fn open_connection(
+        &self,
+        request: Request<pb::OpenConnectionRequest>,
+    ) -> Result<Response<pb::PresenceResponse>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        if body.broker_id.is_empty() || body.broker_id.len() > 128 {
+            return Err(Status::invalid_argument(
+                "broker_id: required, at most 128 bytes",
+            ));
+        }
+        let presence = self
+            .chat
+            .open_connection(
+                &caller,
+                uuid("connection_id", &body.connection_id)?,
+                &body.broker_id,
+            )
+            .await?;
+        Ok(Response::new(pb::PresenceResponse {
+            presence: Some(presence_message(&presence)),
+        }))
+    }
+
+    async fn close_connection(
+        &self,
+        request: Request<pb::CloseConnectionRequest>,
+    ) -> Result<Response<pb::PresenceResponse>, Status> {
+        let id = uuid("connection_id", &request.into_inner().connection_id)?;
+        let presence = self.chat.close_connection(id).await?;
+        Ok(Response::new(pb::PresenceResponse {
+            presence: presence.as_ref().map(presence_message),
+        }))
+    }
+
+    async fn list_presence(
+        &self,
+        request: Request<pb::ListPresenceRequest>,
+    ) -> Result<Response<pb::ListPresenceResponse>, Status> {
+        let ids = request
+            .into_inner()
+            .user_ids
+            .iter()
+            .map(|id| uuid("user_ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let users = self.chat.presence(&ids).await?;
+        Ok(Response::new(pb::ListPresenceResponse {
+            users: users.iter().map(presence_message).collect(),
+        }))
+    }
+
+    async fn list_memberships(
+        &self,
+        request: Request<pb::ListMembershipsRequest>,
+    ) -> Result<Response<pb::ListMembershipsResponse>, Status> {
+        let ids = self
+            .chat
+            .memberships(uuid("user_id", &request.into_inner().user_id)?)
+            .await?;
+        Ok(Response::new(pb::ListMembershipsResponse {
+            conversation_ids: ids.iter().map(Uuid::to_string).collect(),
+        }))
+    }
+
+    async fn delete_user_data(
+        &self,
+        request: Request<pb::DeleteUserDataRequest>,
+    ) -> Result<Response<pb::DeleteUserDataResponse>, Status> {
+        let deleted = self
+            .chat
+            .delete_user_data(uuid("user_id", &request.into_inner().user_id)?)
+            .await?;
+        Ok(Response::new(pb::DeleteUserDataResponse {
+            conversations_deleted: deleted,
+        }))
+    }
+
+    type SubscribeStream = LiveStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let broker_id = request.into_inner().broker_id;
+        if broker_id.is_empty() || broker_id.len() > 128 {
+            return Err(Status::invalid_argument(
+                "broker_id: required, at most 128 bytes",
+            ));
+        }
+        let mut events = self.chat.live().subscribe();
+        let (sender, receiver) = mpsc::channel(1024);
+        *self
+            .subscribers
+            .lock()
+            .expect("no code panics while holding the subscriber map")
+            .entry(broker_id.clone())
+            .or_default() += 1;
+        let (api, shutdown) = (self.clone(), self.shutdown.clone());
+        tracing::info!(%broker_id, "broker subscribed to live events");
+        // Owned by the stream: ends when the broker goes away or on shutdown.
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    event = events.recv() => event,
+                };
+                let event = match event {
+                    Ok(event) => (*event).clone(),
+                    Err(broadcast::error::RecvError::Lagged(skipped)) => {
+                        tracing::warn!(%broker_id, skipped, "broker fell behind the live stream");
+                        pb::LiveEvent {
+                            event: Some(Event::Resync(true)),
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                };
+                if sender.send(Ok(event)).await.is_err() {
+                    break;
+                }
+            }
+            api.unsubscribed(broker_id, shutdown).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+}
+
+impl ChatApi {
+    /// After a broker's last stream ends and it does not come back within the grace
+    /// period, its sockets are gone: forget them (and tell everyone who went offline).
+    async fn unsubscribed(&self, broker_id: String, shutdown: Shutdown) {
+        {
+            let mut subscribers = self
+                .subscribers
+                .lock()
+                .expect("no code panics while holding the subscriber map");
+            if let Some(count) = subscribers.get_mut(&broker_id) {
+                *count -= 1;
+                if *count == 0 {
+                    subscribers.remove(&broker_id);
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(BROKER_GRACE) => {}
+        }
+        let back = self
+            .subscribers
+            .lock()
+            .expect("no code panics while holding the subscriber map")
+            .contains_key(&broker_id);
+        if !back {
+            tracing::info!(%broker_id, "broker gone; forgetting its sockets");
+            if let Err(error) = self.chat.forget_broker(&broker_id).await {
+                tracing::warn!(%error, %broker_id, "cannot forget a gone broker's sockets");
+            }
+        }
+    }
+}

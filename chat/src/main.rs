@@ -1,0 +1,34 @@
+//! `chat` on its own (dev stack, cluster): `cargo run -p chat`, settings from `CHAT_*`.
+
+use clap::Parser;
+
+/// The microchat chat service.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."
+)]
+struct Cli {
+    /// Directory for embedded state (the SQLite file).
+    #[arg(long, value_name = "DIR", env = "MICROCHAT_DATA_DIR", default_value = platform::settings::DEFAULT_DATA_DIR)]
+    data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    chat: chat::Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut cli = Cli::parse();
+    platform::telemetry::init_tracing();
+    // Alone, chat also honours the conventional DATABASE_URL.
+    cli.chat.database_url = cli
+        .chat
+        .database_url
+        .or_else(|| std::env::var("DATABASE_URL").ok());
+    let shutdown = platform::shutdown::on_signal();
+    chat::ChatService::build(&cli.chat, &cli.data_dir)
+        .await?
+        .run(shutdown)
+        .await
+}

@@ -1,0 +1,162 @@
+//! The chat store port: conversations, memberships, messages, read receipts and presence.
+//! One SQL implementation serves PostgreSQL and SQLite; the URL scheme picks which.
+
+mod sql;
+
+use crate::domain::{Conversation, ConversationView, Member, Message, Presence, UserRef};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub use sql::{PostgresChatStore, SqliteChatStore};
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A room with that name exists.
+    #[error("the name is already taken")]
+    NameTaken,
+    /// The database could not be reached or answered in time.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// Any other database failure: a bug or a broken schema.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => Self::Unavailable(error),
+            other => Self::Database(other),
+        }
+    }
+}
+
+/// Which page of history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The newest messages older than the cursor (or the newest of all), newest first.
+    Before(Option<Uuid>),
+    /// The oldest messages newer than the cursor, oldest first.
+    After(Uuid),
+}
+
+/// One open socket's share of a user's presence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// Unique per socket.
+    pub id: Uuid,
+    /// Whose socket.
+    pub user: UserRef,
+    /// The broker instance holding it.
+    pub broker_id: String,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+}
+
+/// Conversations, memberships, messages, read receipts and presence.
+#[async_trait]
+pub trait ChatStore: Send + Sync + 'static {
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<(), StoreError>;
+    /// Cheap round trip, for readiness.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates a room with its creator as the first member; `NameTaken` if the name is used.
+    async fn create_room(&self, room: &Conversation, creator: &UserRef) -> Result<(), StoreError>;
+    /// Every room, with member counts and whether `viewer` is a member, by name.
+    async fn rooms(&self, viewer: Uuid) -> Result<Vec<ConversationView>, StoreError>;
+    /// A conversation by id.
+    async fn conversation(&self, id: Uuid) -> Result<Option<Conversation>, StoreError>;
+    /// The direct conversation with this key (see [`crate::domain::direct_key`]).
+    async fn direct_by_key(&self, key: &str) -> Result<Option<Conversation>, StoreError>;
+    /// Creates a direct conversation of two users. If one with the same key appeared
+    /// meanwhile, returns that one instead (so opening twice never makes two).
+    async fn create_direct(
+        &self,
+        conversation: &Conversation,
+        key: &str,
+        members: [&UserRef; 2],
+    ) -> Result<Conversation, StoreError>;
+    /// Every conversation `user` is a member of, with member counts, newest first.
+    async fn conversations_of(&self, user: Uuid) -> Result<Vec<ConversationView>, StoreError>;
+    /// Ids of every conversation `user` is a member of.
+    async fn membership_ids(&self, user: Uuid) -> Result<Vec<Uuid>, StoreError>;
+    /// The members of a conversation.
+    async fn members(&self, conversation: Uuid) -> Result<Vec<Member>, StoreError>;
+    /// True when `user` is a member of `conversation`.
+    async fn is_member(&self, conversation: Uuid, user: Uuid) -> Result<bool, StoreError>;
+    /// Adds a member; false if they already were one.
+    async fn join(
+        &self,
+        conversation: Uuid,
+        user: &UserRef,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Removes a member; false if they were not one.
+    async fn leave(&self, conversation: Uuid, user: Uuid) -> Result<bool, StoreError>;
+
+    /// Stores a message if its sender is a member of its conversation (checked in the
+    /// same statement); false when not.
+    async fn insert_message(&self, message: &Message) -> Result<bool, StoreError>;
+    /// A page of history of one conversation (at most `limit` messages).
+    async fn messages(
+        &self,
+        conversation: Uuid,
+        page: Page,
+        limit: u32,
+    ) -> Result<Vec<Message>, StoreError>;
+    /// True when message `id` belongs to `conversation`.
+    async fn has_message(&self, conversation: Uuid, id: Uuid) -> Result<bool, StoreError>;
+    /// Moves `user`'s read marker forward to `up_to` (never back); returns the marker after.
+    async fn mark_read(
+        &self,
+        conversation: Uuid,
+        user: Uuid,
+        up_to: Uuid,
+    ) -> Result<Option<Uuid>, StoreError>;
+
+    /// Records an open socket; returns the user's presence after it.
+    async fn open_connection(&self, connection: &Connection) -> Result<Presence, StoreError>;
+    /// Forgets a closed socket; returns its user's presence after it, if it was known.
+    async fn close_connection(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Option<Presence>, StoreError>;
+    /// Forgets every socket of a broker instance except `keep` (after the broker
+    /// reconnected, or went away); returns the presence of each user whose count changed.
+    async fn reset_broker(
+        &self,
+        broker_id: &str,
+        keep: &[Uuid],
+        at: DateTime<Utc>,
+    ) -> Result<Vec<Presence>, StoreError>;
+    /// Presence of the given users (all online users when `users` is empty).
+    async fn presence(&self, users: &[Uuid]) -> Result<Vec<Presence>, StoreError>;
+
+    /// Deletes a user's direct conversations (with their messages), memberships and
+    /// presence, in one transaction; returns how many conversations went. Idempotent.
+    async fn delete_user_data(&self, user: Uuid) -> Result<u32, StoreError>;
+}
+
+/// Opens the store a database URL names and applies its migrations.
+pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn ChatStore>> {
+    use platform::sql::{Backend, backend};
+    let store: Arc<dyn ChatStore> = match backend(url) {
+        Some(Backend::Postgres) => Arc::new(PostgresChatStore::new(
+            platform::sql::connect_postgres(url, 16).await?,
+        )),
+        Some(Backend::Sqlite) => Arc::new(SqliteChatStore::new(
+            platform::sql::connect_sqlite(url).await?,
+        )),
+        None => anyhow::bail!("unsupported database URL (use postgres:// or sqlite://)"),
+    };
+    store.migrate().await?;
+    Ok(store)
+}

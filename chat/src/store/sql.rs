@@ -1,0 +1,691 @@
+//! The SQL adapter of [`ChatStore`]. PostgreSQL and SQLite take the same statements
+//! (`$n` placeholders work in both, and may repeat); only the migrations differ. The
+//! implementation is written once and instantiated for each backend by `sql_chat_store!`,
+//! which keeps each instance fully concrete (no generic sqlx bounds).
+//!
+//! Message ids are UUIDv7 and compare in time order in both databases (PostgreSQL compares
+//! UUIDs byte-wise, SQLite compares BLOBs byte-wise), so `id` is the history cursor.
+//! Timestamps in SQLite are RFC 3339 TEXT in UTC, which also sorts in time order.
+
+use super::{ChatStore, Connection, Page, StoreError};
+use crate::domain::{Conversation, ConversationView, Kind, Member, Message, Presence, UserRef};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use uuid::Uuid;
+
+#[derive(sqlx::FromRow)]
+struct ConversationRow {
+    id: Uuid,
+    kind: String,
+    name: Option<String>,
+    topic: String,
+    created_at: DateTime<Utc>,
+}
+
+impl TryFrom<ConversationRow> for Conversation {
+    type Error = sqlx::Error;
+
+    fn try_from(row: ConversationRow) -> Result<Self, Self::Error> {
+        let kind = Kind::from_stored(&row.kind).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown conversation kind {:?}", row.kind).into())
+        })?;
+        Ok(Self {
+            id: row.id,
+            kind,
+            name: row.name.unwrap_or_default(),
+            topic: row.topic,
+            created_at: row.created_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ConversationViewRow {
+    #[sqlx(flatten)]
+    conversation: ConversationRow,
+    member_count: i64,
+    joined: bool,
+}
+
+impl TryFrom<ConversationViewRow> for ConversationView {
+    type Error = sqlx::Error;
+
+    fn try_from(row: ConversationViewRow) -> Result<Self, Self::Error> {
+        Ok(Self {
+            conversation: row.conversation.try_into()?,
+            member_count: count(row.member_count),
+            joined: row.joined,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MemberRow {
+    user_id: Uuid,
+    username: String,
+    last_read_id: Option<Uuid>,
+}
+
+impl From<MemberRow> for Member {
+    fn from(row: MemberRow) -> Self {
+        Self {
+            user: UserRef {
+                id: row.user_id,
+                username: row.username,
+            },
+            last_read_id: row.last_read_id,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    id: Uuid,
+    conversation_id: Uuid,
+    sender_id: Uuid,
+    sender_name: String,
+    body: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<MessageRow> for Message {
+    fn from(row: MessageRow) -> Self {
+        Self {
+            id: row.id,
+            conversation_id: row.conversation_id,
+            sender: UserRef {
+                id: row.sender_id,
+                username: row.sender_name,
+            },
+            body: row.body,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct PresenceRow {
+    user_id: Uuid,
+    username: String,
+    connections: i64,
+    since: DateTime<Utc>,
+}
+
+impl From<PresenceRow> for Presence {
+    fn from(row: PresenceRow) -> Self {
+        Self {
+            user: UserRef {
+                id: row.user_id,
+                username: row.username,
+            },
+            connections: count(row.connections),
+            since: row.since,
+        }
+    }
+}
+
+/// A conversation's columns, for tables aliased `c`.
+const CONVERSATION_COLUMNS: &str = "c.id, c.kind, c.name, c.topic, c.created_at";
+
+/// The member count of conversation `c`.
+const MEMBER_COUNT: &str =
+    "(SELECT COUNT(*) FROM memberships m WHERE m.conversation_id = c.id) AS member_count";
+
+/// A page of history going back from a cursor: `$1` conversation, `$2` cursor, `$3` limit.
+const NEWEST_BEFORE: &str = "SELECT id, conversation_id, sender_id, sender_name, body, created_at \
+     FROM messages WHERE conversation_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
+
+/// A page of history going forward from a cursor, with the same parameters.
+const OLDEST_AFTER: &str = "SELECT id, conversation_id, sender_id, sender_name, body, created_at \
+     FROM messages WHERE conversation_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+/// The most ids bound in one statement: well under both backends' parameter limits.
+const IDS_PER_STATEMENT: usize = 500;
+
+/// Presence of the users `$1..$n`: online ones from their sockets, offline ones from when
+/// their last socket closed; users never seen are left out.
+fn presence_sql(users: usize) -> String {
+    let ids = placeholders(users);
+    format!(
+        "SELECT user_id, MIN(username) AS username, COUNT(*) AS connections, \
+         MIN(opened_at) AS since \
+         FROM connections WHERE user_id IN ({ids}) GROUP BY user_id \
+         UNION ALL \
+         SELECT user_id, username, CAST(0 AS BIGINT) AS connections, at AS since FROM last_seen \
+         WHERE user_id IN ({ids}) \
+         AND NOT EXISTS (SELECT 1 FROM connections WHERE connections.user_id = last_seen.user_id) \
+         ORDER BY username"
+    )
+}
+
+/// `$1, $2, ..., $n`.
+fn placeholders(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A database count as the domain keeps it.
+fn count(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
+    StoreError::Database(sqlx::Error::Migrate(Box::new(error)))
+}
+
+macro_rules! sql_chat_store {
+    ($(#[$doc:meta])* $name:ident, $db:ty, $migrations:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            pool: sqlx::Pool<$db>,
+        }
+
+        impl $name {
+            /// A store on an open pool (migrations are applied by [`ChatStore::migrate`]).
+            pub fn new(pool: sqlx::Pool<$db>) -> Self {
+                Self { pool }
+            }
+
+            /// Adds a member unless they already are one; true when added.
+            async fn add_member<'e>(
+                executor: impl sqlx::Executor<'e, Database = $db>,
+                conversation: Uuid,
+                user: &UserRef,
+                at: DateTime<Utc>,
+            ) -> Result<bool, sqlx::Error> {
+                let done = sqlx::query(
+                    "INSERT INTO memberships (conversation_id, user_id, username, joined_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (conversation_id, user_id) DO NOTHING",
+                )
+                .bind(conversation)
+                .bind(user.id)
+                .bind(&user.username)
+                .bind(at)
+                .execute(executor)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            /// Inserts a direct conversation and both memberships, all or nothing.
+            async fn insert_direct(
+                &self,
+                conversation: &Conversation,
+                key: &str,
+                members: [&UserRef; 2],
+            ) -> Result<(), sqlx::Error> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO conversations (id, kind, name, topic, direct_key, created_at) \
+                     VALUES ($1, $2, NULL, $3, $4, $5)",
+                )
+                .bind(conversation.id)
+                .bind(Kind::Direct.as_str())
+                .bind(&conversation.topic)
+                .bind(key)
+                .bind(conversation.created_at)
+                .execute(&mut *tx)
+                .await?;
+                for member in members {
+                    Self::add_member(&mut *tx, conversation.id, member, conversation.created_at)
+                        .await?;
+                }
+                tx.commit().await
+            }
+
+            /// Remembers when `user` was last seen.
+            async fn record_last_seen<'e>(
+                executor: impl sqlx::Executor<'e, Database = $db>,
+                user_id: Uuid,
+                username: &str,
+                at: DateTime<Utc>,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query(
+                    "INSERT INTO last_seen (user_id, username, at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (user_id) \
+                     DO UPDATE SET username = excluded.username, at = excluded.at",
+                )
+                .bind(user_id)
+                .bind(username)
+                .bind(at)
+                .execute(executor)
+                .await?;
+                Ok(())
+            }
+
+            /// Presence of each of `users` that was ever seen.
+            async fn presence_of(
+                connection: &mut <$db as sqlx::Database>::Connection,
+                users: &[Uuid],
+            ) -> Result<Vec<Presence>, sqlx::Error> {
+                let mut presence = Vec::with_capacity(users.len());
+                for chunk in users.chunks(IDS_PER_STATEMENT) {
+                    let sql = presence_sql(chunk.len());
+                    let mut query = sqlx::query_as::<_, PresenceRow>(&sql);
+                    for user in chunk {
+                        query = query.bind(*user);
+                    }
+                    let rows = query.fetch_all(&mut *connection).await?;
+                    presence.extend(rows.into_iter().map(Presence::from));
+                }
+                Ok(presence)
+            }
+
+            /// Presence of `user`, who has just been written about in this transaction.
+            async fn presence_of_one(
+                connection: &mut <$db as sqlx::Database>::Connection,
+                user: Uuid,
+            ) -> Result<Presence, sqlx::Error> {
+                Self::presence_of(connection, &[user])
+                    .await?
+                    .pop()
+                    .ok_or(sqlx::Error::RowNotFound)
+            }
+        }
+
+        #[async_trait]
+        impl ChatStore for $name {
+            async fn migrate(&self) -> Result<(), StoreError> {
+                sqlx::migrate!($migrations)
+                    .run(&self.pool)
+                    .await
+                    .map_err(migrate_error)
+            }
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn create_room(
+                &self,
+                room: &Conversation,
+                creator: &UserRef,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let inserted = sqlx::query(
+                    "INSERT INTO conversations (id, kind, name, topic, direct_key, created_at) \
+                     VALUES ($1, $2, $3, $4, NULL, $5)",
+                )
+                .bind(room.id)
+                .bind(Kind::Room.as_str())
+                .bind(&room.name)
+                .bind(&room.topic)
+                .bind(room.created_at)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Ok(_) => {}
+                    Err(error) if is_unique_violation(&error) => return Err(StoreError::NameTaken),
+                    Err(error) => return Err(error.into()),
+                }
+                Self::add_member(&mut *tx, room.id, creator, room.created_at).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn rooms(&self, viewer: Uuid) -> Result<Vec<ConversationView>, StoreError> {
+                let sql = format!(
+                    "SELECT {CONVERSATION_COLUMNS}, {MEMBER_COUNT}, \
+                     EXISTS (SELECT 1 FROM memberships m \
+                             WHERE m.conversation_id = c.id AND m.user_id = $1) AS joined \
+                     FROM conversations c WHERE c.kind = 'room' ORDER BY c.name"
+                );
+                let rows: Vec<ConversationViewRow> = sqlx::query_as(&sql)
+                    .bind(viewer)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(ConversationView::try_from)
+                    .collect::<Result<_, _>>()?)
+            }
+
+            async fn conversation(&self, id: Uuid) -> Result<Option<Conversation>, StoreError> {
+                let sql =
+                    format!("SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.id = $1");
+                let row: Option<ConversationRow> = sqlx::query_as(&sql)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(Conversation::try_from).transpose()?)
+            }
+
+            async fn direct_by_key(&self, key: &str) -> Result<Option<Conversation>, StoreError> {
+                let sql = format!(
+                    "SELECT {CONVERSATION_COLUMNS} FROM conversations c WHERE c.direct_key = $1"
+                );
+                let row: Option<ConversationRow> = sqlx::query_as(&sql)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(Conversation::try_from).transpose()?)
+            }
+
+            async fn create_direct(
+                &self,
+                conversation: &Conversation,
+                key: &str,
+                members: [&UserRef; 2],
+            ) -> Result<Conversation, StoreError> {
+                match self.insert_direct(conversation, key, members).await {
+                    Ok(()) => Ok(Conversation {
+                        kind: Kind::Direct,
+                        name: String::new(),
+                        ..conversation.clone()
+                    }),
+                    // The other side opened it first: theirs is the conversation. (Gone again
+                    // already only if one of the two was deleted meanwhile.)
+                    Err(error) if is_unique_violation(&error) => self
+                        .direct_by_key(key)
+                        .await?
+                        .ok_or(StoreError::Database(sqlx::Error::RowNotFound)),
+                    Err(error) => Err(error.into()),
+                }
+            }
+
+            async fn conversations_of(
+                &self,
+                user: Uuid,
+            ) -> Result<Vec<ConversationView>, StoreError> {
+                // Latest activity first: the newest message, or the creation of a quiet one.
+                let sql = format!(
+                    "SELECT {CONVERSATION_COLUMNS}, {MEMBER_COUNT}, TRUE AS joined \
+                     FROM memberships mine JOIN conversations c ON c.id = mine.conversation_id \
+                     WHERE mine.user_id = $1 \
+                     ORDER BY COALESCE((SELECT newest.created_at FROM messages newest \
+                                        WHERE newest.conversation_id = c.id \
+                                        ORDER BY newest.id DESC LIMIT 1), \
+                                       c.created_at) DESC, c.id DESC"
+                );
+                let rows: Vec<ConversationViewRow> = sqlx::query_as(&sql)
+                    .bind(user)
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(ConversationView::try_from)
+                    .collect::<Result<_, _>>()?)
+            }
+
+            async fn membership_ids(&self, user: Uuid) -> Result<Vec<Uuid>, StoreError> {
+                let ids = sqlx::query_scalar(
+                    "SELECT conversation_id FROM memberships WHERE user_id = $1",
+                )
+                .bind(user)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(ids)
+            }
+
+            async fn members(&self, conversation: Uuid) -> Result<Vec<Member>, StoreError> {
+                let rows: Vec<MemberRow> = sqlx::query_as(
+                    "SELECT user_id, username, last_read_id FROM memberships \
+                     WHERE conversation_id = $1 ORDER BY joined_at, user_id",
+                )
+                .bind(conversation)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Member::from).collect())
+            }
+
+            async fn is_member(&self, conversation: Uuid, user: Uuid) -> Result<bool, StoreError> {
+                let member = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM memberships \
+                     WHERE conversation_id = $1 AND user_id = $2)",
+                )
+                .bind(conversation)
+                .bind(user)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(member)
+            }
+
+            async fn join(
+                &self,
+                conversation: Uuid,
+                user: &UserRef,
+                at: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                Ok(Self::add_member(&self.pool, conversation, user, at).await?)
+            }
+
+            async fn leave(&self, conversation: Uuid, user: Uuid) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "DELETE FROM memberships WHERE conversation_id = $1 AND user_id = $2",
+                )
+                .bind(conversation)
+                .bind(user)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_message(&self, message: &Message) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "INSERT INTO messages \
+                     (id, conversation_id, sender_id, sender_name, body, created_at) \
+                     SELECT $1, $2, $3, $4, $5, $6 \
+                     WHERE EXISTS (SELECT 1 FROM memberships \
+                                   WHERE conversation_id = $2 AND user_id = $3)",
+                )
+                .bind(message.id)
+                .bind(message.conversation_id)
+                .bind(message.sender.id)
+                .bind(&message.sender.username)
+                .bind(&message.body)
+                .bind(message.created_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn messages(
+                &self,
+                conversation: Uuid,
+                page: Page,
+                limit: u32,
+            ) -> Result<Vec<Message>, StoreError> {
+                // No cursor means the newest of all: older than the largest possible id.
+                let (sql, cursor) = match page {
+                    Page::Before(cursor) => (NEWEST_BEFORE, cursor.unwrap_or(Uuid::max())),
+                    Page::After(cursor) => (OLDEST_AFTER, cursor),
+                };
+                let rows: Vec<MessageRow> = sqlx::query_as(sql)
+                    .bind(conversation)
+                    .bind(cursor)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Message::from).collect())
+            }
+
+            async fn has_message(&self, conversation: Uuid, id: Uuid) -> Result<bool, StoreError> {
+                let found = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND conversation_id = $2)",
+                )
+                .bind(id)
+                .bind(conversation)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(found)
+            }
+
+            async fn mark_read(
+                &self,
+                conversation: Uuid,
+                user: Uuid,
+                up_to: Uuid,
+            ) -> Result<Option<Uuid>, StoreError> {
+                sqlx::query(
+                    "UPDATE memberships SET last_read_id = $3 \
+                     WHERE conversation_id = $1 AND user_id = $2 \
+                     AND (last_read_id IS NULL OR last_read_id < $3)",
+                )
+                .bind(conversation)
+                .bind(user)
+                .bind(up_to)
+                .execute(&self.pool)
+                .await?;
+                let marker: Option<Option<Uuid>> = sqlx::query_scalar(
+                    "SELECT last_read_id FROM memberships \
+                     WHERE conversation_id = $1 AND user_id = $2",
+                )
+                .bind(conversation)
+                .bind(user)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(marker.flatten())
+            }
+
+            async fn open_connection(
+                &self,
+                connection: &Connection,
+            ) -> Result<Presence, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO connections (id, user_id, username, broker_id, opened_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(connection.id)
+                .bind(connection.user.id)
+                .bind(&connection.user.username)
+                .bind(&connection.broker_id)
+                .bind(connection.opened_at)
+                .execute(&mut *tx)
+                .await?;
+                let presence = Self::presence_of_one(&mut *tx, connection.user.id).await?;
+                tx.commit().await?;
+                Ok(presence)
+            }
+
+            async fn close_connection(
+                &self,
+                id: Uuid,
+                at: DateTime<Utc>,
+            ) -> Result<Option<Presence>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let closed: Option<(Uuid, String)> = sqlx::query_as(
+                    "DELETE FROM connections WHERE id = $1 RETURNING user_id, username",
+                )
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((user, username)) = closed else {
+                    return Ok(None);
+                };
+                Self::record_last_seen(&mut *tx, user, &username, at).await?;
+                let presence = Self::presence_of_one(&mut *tx, user).await?;
+                tx.commit().await?;
+                Ok(Some(presence))
+            }
+
+            async fn reset_broker(
+                &self,
+                broker_id: &str,
+                keep: &[Uuid],
+                at: DateTime<Utc>,
+            ) -> Result<Vec<Presence>, StoreError> {
+                let known: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
+                    "SELECT id, user_id, username FROM connections WHERE broker_id = $1",
+                )
+                .bind(broker_id)
+                .fetch_all(&self.pool)
+                .await?;
+                let keep: HashSet<Uuid> = keep.iter().copied().collect();
+                let (mut stale, mut users) = (Vec::new(), BTreeMap::new());
+                for (id, user, username) in known.into_iter().filter(|(id, ..)| !keep.contains(id))
+                {
+                    stale.push(id);
+                    users.insert(user, username);
+                }
+                if stale.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.pool.begin().await?;
+                for chunk in stale.chunks(IDS_PER_STATEMENT) {
+                    let sql = format!(
+                        "DELETE FROM connections WHERE id IN ({})",
+                        placeholders(chunk.len())
+                    );
+                    let mut query = sqlx::query(&sql);
+                    for id in chunk {
+                        query = query.bind(*id);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                for (user, username) in &users {
+                    Self::record_last_seen(&mut *tx, *user, username, at).await?;
+                }
+                let users: Vec<Uuid> = users.into_keys().collect();
+                let presence = Self::presence_of(&mut *tx, &users).await?;
+                tx.commit().await?;
+                Ok(presence)
+            }
+
+            async fn presence(&self, users: &[Uuid]) -> Result<Vec<Presence>, StoreError> {
+                let mut connection = self.pool.acquire().await?;
+                if users.is_empty() {
+                    let rows: Vec<PresenceRow> = sqlx::query_as(
+                        "SELECT user_id, MIN(username) AS username, COUNT(*) AS connections, \
+                         MIN(opened_at) AS since \
+                         FROM connections GROUP BY user_id ORDER BY username",
+                    )
+                    .fetch_all(&mut *connection)
+                    .await?;
+                    return Ok(rows.into_iter().map(Presence::from).collect());
+                }
+                let users: Vec<Uuid> = users
+                    .iter()
+                    .copied()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect();
+                Ok(Self::presence_of(&mut connection, &users).await?)
+            }
+
+            async fn delete_user_data(&self, user: Uuid) -> Result<u32, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                // Deleting a direct conversation cascades to its messages and memberships.
+                let directs = sqlx::query(
+                    "DELETE FROM conversations WHERE kind = 'direct' \
+                     AND id IN (SELECT conversation_id FROM memberships WHERE user_id = $1)",
+                )
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
+                // What they said in rooms stays: it is part of the room's history.
+                for sql in [
+                    "DELETE FROM memberships WHERE user_id = $1",
+                    "DELETE FROM connections WHERE user_id = $1",
+                    "DELETE FROM last_seen WHERE user_id = $1",
+                ] {
+                    sqlx::query(sql).bind(user).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(u32::try_from(directs.rows_affected()).unwrap_or(u32::MAX))
+            }
+        }
+    };
+}
+
+sql_chat_store!(
+    /// The chat store on PostgreSQL.
+    PostgresChatStore,
+    sqlx::Postgres,
+    "./migrations/postgres"
+);
+
+sql_chat_store!(
+    /// The chat store on SQLite (the embedded run).
+    SqliteChatStore,
+    sqlx::Sqlite,
+    "./migrations/sqlite"
+);

@@ -1,0 +1,886 @@
+//! The chat store contract, written once and checked against both backends: SQLite (the
+//! embedded run) and PostgreSQL (dev stack, cluster). Each behaviour below is one
+//! function over `&dyn ChatStore`; `on_both_backends!` gives it a `#[tokio::test]` per
+//! backend (`sqlite::<behaviour>` and `postgres::<behaviour>`), each on a database of its own.
+//! Without a reachable PostgreSQL the `postgres::` tests say they are skipped (outside CI).
+
+use chat::{
+    domain::{
+        Conversation, ConversationView, Kind, Message, Presence, RoomName, UserRef, direct_key,
+    },
+    store::{self, ChatStore, Connection, Page, StoreError},
+};
+use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
+use platform::testing::TestPostgres;
+use std::{path::PathBuf, sync::Arc};
+use uuid::Uuid;
+
+/// A migrated store on a database that lives as long as this does.
+struct TestStore {
+    store: Arc<dyn ChatStore>,
+    _database: Database,
+}
+
+/// What keeps a test database alive, and removes it when dropped.
+enum Database {
+    Sqlite { _dir: TempDir },
+    Postgres { _database: TestPostgres },
+}
+
+/// A directory of its own for one test, removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TestStore {
+    /// A store on a fresh SQLite file.
+    async fn sqlite() -> Self {
+        let dir = TempDir(
+            std::env::temp_dir().join(format!("microchat-chat-store-{}", Uuid::new_v4().simple())),
+        );
+        let url = format!("sqlite://{}", dir.0.join("chat.db").display());
+        Self::open(&url, Database::Sqlite { _dir: dir }).await
+    }
+
+    /// A store on a fresh PostgreSQL database; `None` when no server answers (outside CI).
+    async fn postgres() -> Option<Self> {
+        let database = TestPostgres::create().await?;
+        let url = database.url.clone();
+        Some(
+            Self::open(
+                &url,
+                Database::Postgres {
+                    _database: database,
+                },
+            )
+            .await,
+        )
+    }
+
+    async fn open(url: &str, database: Database) -> Self {
+        let store = store::connect(url)
+            .await
+            .expect("a fresh test database opens and migrates");
+        Self {
+            store,
+            _database: database,
+        }
+    }
+}
+
+/// One `#[tokio::test]` per behaviour and backend.
+macro_rules! on_both_backends {
+    ($($behaviour:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let store = super::TestStore::sqlite().await;
+                    super::$behaviour(store.store.as_ref()).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $behaviour() {
+                    let Some(store) = super::TestStore::postgres().await else {
+                        eprintln!(
+                            "skipped postgres::{}: PostgreSQL is not reachable",
+                            stringify!($behaviour)
+                        );
+                        return;
+                    };
+                    super::$behaviour(store.store.as_ref()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    room_is_created_with_its_creator_as_member,
+    room_name_taken_is_refused,
+    rooms_are_listed_by_name_with_counts_and_joined_flags,
+    joining_and_leaving_twice_change_nothing_the_second_time,
+    opening_a_direct_twice_gives_one_conversation,
+    opening_a_direct_from_both_sides_at_once_gives_one_conversation,
+    conversations_of_a_user_are_listed_latest_activity_first,
+    non_member_cannot_post,
+    message_ids_made_in_sequence_sort_in_time_order,
+    history_pages_back_return_every_message_once_despite_new_ones,
+    history_pages_forward_return_every_message_once_including_new_ones,
+    message_is_found_only_in_its_own_conversation,
+    read_marker_never_moves_back,
+    presence_counts_sockets_over_two_brokers,
+    closing_the_last_socket_gives_last_seen,
+    resetting_a_broker_keeps_only_the_listed_sockets,
+    presence_of_unknown_users_is_omitted,
+    deleting_user_data_removes_directs_and_presence_but_keeps_rooms,
+    deleting_user_data_twice_deletes_nothing_the_second_time,
+    timestamps_round_trip_to_the_microsecond,
+    migrating_again_keeps_the_data,
+);
+
+// ---------------------------------------------------------------------------------------
+// Test data
+
+/// Now, at the precision both databases keep.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn user(username: &str) -> UserRef {
+    UserRef {
+        id: Uuid::now_v7(),
+        username: username.to_owned(),
+    }
+}
+
+fn room(name: &str) -> Conversation {
+    Conversation {
+        id: Uuid::now_v7(),
+        kind: Kind::Room,
+        name: RoomName::parse(name)
+            .expect("test room names are valid")
+            .as_str()
+            .to_owned(),
+        topic: format!("all about {name}"),
+        created_at: now(),
+    }
+}
+
+fn direct() -> Conversation {
+    Conversation {
+        id: Uuid::now_v7(),
+        kind: Kind::Direct,
+        name: String::new(),
+        topic: String::new(),
+        created_at: now(),
+    }
+}
+
+async fn create_room(store: &dyn ChatStore, name: &str, creator: &UserRef) -> Conversation {
+    let room = room(name);
+    store
+        .create_room(&room, creator)
+        .await
+        .expect("a new room is created");
+    room
+}
+
+async fn open_direct(store: &dyn ChatStore, a: &UserRef, b: &UserRef) -> Conversation {
+    store
+        .create_direct(&direct(), &direct_key(a.id, b.id), [a, b])
+        .await
+        .expect("a direct conversation opens")
+}
+
+fn message(conversation: &Conversation, sender: &UserRef, body: &str) -> Message {
+    Message {
+        id: Uuid::now_v7(),
+        conversation_id: conversation.id,
+        sender: sender.clone(),
+        body: body.to_owned(),
+        created_at: now(),
+    }
+}
+
+/// Posts as a member; the message is stored.
+async fn post(
+    store: &dyn ChatStore,
+    conversation: &Conversation,
+    sender: &UserRef,
+    body: &str,
+) -> Message {
+    let message = message(conversation, sender, body);
+    assert!(
+        store.insert_message(&message).await.unwrap(),
+        "a member may post"
+    );
+    message
+}
+
+async fn post_many(
+    store: &dyn ChatStore,
+    conversation: &Conversation,
+    sender: &UserRef,
+    count: usize,
+) -> Vec<Message> {
+    let mut messages = Vec::with_capacity(count);
+    for n in 0..count {
+        messages.push(post(store, conversation, sender, &format!("message {n}")).await);
+    }
+    messages
+}
+
+fn ids(messages: &[Message]) -> Vec<Uuid> {
+    messages.iter().map(|message| message.id).collect()
+}
+
+fn names(views: &[ConversationView]) -> Vec<&str> {
+    views
+        .iter()
+        .map(|view| view.conversation.name.as_str())
+        .collect()
+}
+
+fn connection(user: &UserRef, broker_id: &str, opened_at: DateTime<Utc>) -> Connection {
+    Connection {
+        id: Uuid::now_v7(),
+        user: user.clone(),
+        broker_id: broker_id.to_owned(),
+        opened_at,
+    }
+}
+
+async fn open(store: &dyn ChatStore, connection: &Connection) -> Presence {
+    store
+        .open_connection(connection)
+        .await
+        .expect("a socket is recorded")
+}
+
+fn presence(user: &UserRef, connections: u32, since: DateTime<Utc>) -> Presence {
+    Presence {
+        user: user.clone(),
+        connections,
+        since,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rooms
+
+async fn room_is_created_with_its_creator_as_member(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "#General", &ada).await;
+    assert_eq!(general.name, "general");
+
+    assert_eq!(
+        store.conversation(general.id).await.unwrap(),
+        Some(general.clone())
+    );
+    assert_eq!(store.conversation(Uuid::now_v7()).await.unwrap(), None);
+    assert!(store.is_member(general.id, ada.id).await.unwrap());
+    let members = store.members(general.id).await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(members[0].user, ada);
+    assert_eq!(members[0].last_read_id, None);
+}
+
+async fn room_name_taken_is_refused(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let first = create_room(store, "general", &ada).await;
+
+    let second = store.create_room(&room("GENERAL"), &grace).await;
+    assert!(
+        matches!(second, Err(StoreError::NameTaken)),
+        "got {second:?}"
+    );
+    // Nothing of the refused room was kept, not even its creator's membership.
+    let rooms = store.rooms(grace.id).await.unwrap();
+    assert_eq!(rooms.len(), 1);
+    assert_eq!(rooms[0].conversation, first);
+    assert_eq!(rooms[0].member_count, 1);
+    assert!(!rooms[0].joined);
+    assert!(store.membership_ids(grace.id).await.unwrap().is_empty());
+}
+
+async fn rooms_are_listed_by_name_with_counts_and_joined_flags(store: &dyn ChatStore) {
+    let (ada, grace, linus) = (user("ada"), user("grace"), user("linus"));
+    let zig = create_room(store, "zig", &ada).await;
+    let rust = create_room(store, "rust", &grace).await;
+    create_room(store, "general", &linus).await;
+    assert!(store.join(rust.id, &ada, now()).await.unwrap());
+    assert!(store.join(rust.id, &linus, now()).await.unwrap());
+    assert!(store.join(zig.id, &grace, now()).await.unwrap());
+    // Direct conversations are not rooms.
+    open_direct(store, &ada, &grace).await;
+
+    let rooms = store.rooms(ada.id).await.unwrap();
+    assert_eq!(names(&rooms), ["general", "rust", "zig"]);
+    let seen: Vec<(u32, bool)> = rooms
+        .iter()
+        .map(|view| (view.member_count, view.joined))
+        .collect();
+    assert_eq!(seen, [(1, false), (3, true), (2, true)]);
+
+    let stranger = store.rooms(Uuid::now_v7()).await.unwrap();
+    assert_eq!(names(&stranger), ["general", "rust", "zig"]);
+    assert!(stranger.iter().all(|view| !view.joined));
+}
+
+async fn joining_and_leaving_twice_change_nothing_the_second_time(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let general = create_room(store, "general", &ada).await;
+
+    assert!(store.join(general.id, &grace, now()).await.unwrap());
+    assert!(!store.join(general.id, &grace, now()).await.unwrap());
+    assert!(store.is_member(general.id, grace.id).await.unwrap());
+    assert_eq!(store.members(general.id).await.unwrap().len(), 2);
+    assert_eq!(
+        store.membership_ids(grace.id).await.unwrap(),
+        vec![general.id]
+    );
+
+    assert!(store.leave(general.id, grace.id).await.unwrap());
+    assert!(!store.leave(general.id, grace.id).await.unwrap());
+    assert!(!store.is_member(general.id, grace.id).await.unwrap());
+    assert_eq!(store.members(general.id).await.unwrap().len(), 1);
+    assert!(store.membership_ids(grace.id).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Direct conversations
+
+async fn opening_a_direct_twice_gives_one_conversation(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let first = open_direct(store, &ada, &grace).await;
+    assert_eq!(first.kind, Kind::Direct);
+    let again = open_direct(store, &grace, &ada).await;
+    assert_eq!(again, first);
+
+    assert_eq!(
+        store
+            .direct_by_key(&direct_key(ada.id, grace.id))
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store.conversation(first.id).await.unwrap(),
+        Some(first.clone())
+    );
+    let mut members: Vec<UserRef> = store
+        .members(first.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|member| member.user)
+        .collect();
+    members.sort_by(|a, b| a.username.cmp(&b.username));
+    assert_eq!(members, [ada.clone(), grace.clone()]);
+    for user in [&ada, &grace] {
+        let listed = store.conversations_of(user.id).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].conversation, first);
+        assert_eq!((listed[0].member_count, listed[0].joined), (2, true));
+    }
+}
+
+async fn opening_a_direct_from_both_sides_at_once_gives_one_conversation(store: &dyn ChatStore) {
+    for round in 0..5 {
+        let (ada, grace) = (user(&format!("ada{round}")), user(&format!("grace{round}")));
+        let key = direct_key(ada.id, grace.id);
+        let (mine, theirs) = (direct(), direct());
+        let (from_ada, from_grace) = tokio::join!(
+            store.create_direct(&mine, &key, [&ada, &grace]),
+            store.create_direct(&theirs, &key, [&grace, &ada]),
+        );
+        let (from_ada, from_grace) = (from_ada.unwrap(), from_grace.unwrap());
+        assert_eq!(from_ada, from_grace);
+        assert!([mine.id, theirs.id].contains(&from_ada.id));
+        assert_eq!(store.conversations_of(ada.id).await.unwrap().len(), 1);
+        assert_eq!(store.conversations_of(grace.id).await.unwrap().len(), 1);
+        assert_eq!(store.members(from_ada.id).await.unwrap().len(), 2);
+    }
+}
+
+async fn conversations_of_a_user_are_listed_latest_activity_first(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let an_hour_ago = now() - Duration::hours(1);
+    let mut created = Vec::new();
+    for (minutes, name) in [(0, "first"), (2, "third")] {
+        let room = Conversation {
+            created_at: an_hour_ago + Duration::minutes(minutes),
+            ..room(name)
+        };
+        store.create_room(&room, &ada).await.unwrap();
+        created.push(room);
+    }
+    let chat = store
+        .create_direct(
+            &Conversation {
+                created_at: an_hour_ago + Duration::minutes(1),
+                ..direct()
+            },
+            &direct_key(ada.id, grace.id),
+            [&ada, &grace],
+        )
+        .await
+        .unwrap();
+    // Somebody else's room is not ada's.
+    create_room(store, "other", &grace).await;
+
+    let listed = store.conversations_of(ada.id).await.unwrap();
+    assert_eq!(names(&listed), ["third", "", "first"]);
+    assert_eq!(listed[1].conversation, chat);
+    assert!(listed.iter().all(|view| view.joined));
+
+    // A new message makes its conversation the latest.
+    post(store, &created[0], &ada, "back to the start").await;
+    let listed = store.conversations_of(ada.id).await.unwrap();
+    assert_eq!(names(&listed), ["first", "third", ""]);
+    let counts: Vec<u32> = listed.iter().map(|view| view.member_count).collect();
+    assert_eq!(counts, [1, 1, 2]);
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages
+
+async fn non_member_cannot_post(store: &dyn ChatStore) {
+    let (ada, mallory) = (user("ada"), user("mallory"));
+    let general = create_room(store, "general", &ada).await;
+
+    let intruding = message(&general, &mallory, "let me in");
+    assert!(!store.insert_message(&intruding).await.unwrap());
+    assert!(!store.has_message(general.id, intruding.id).await.unwrap());
+    assert!(
+        store
+            .messages(general.id, Page::Before(None), 50)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Nor may a former member, nor anyone in a conversation that does not exist.
+    assert!(store.join(general.id, &mallory, now()).await.unwrap());
+    assert!(store.leave(general.id, mallory.id).await.unwrap());
+    assert!(
+        !store
+            .insert_message(&message(&general, &mallory, "again"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_message(&message(&direct(), &ada, "anyone?"))
+            .await
+            .unwrap()
+    );
+
+    let posted = post(store, &general, &ada, "hello").await;
+    assert_eq!(
+        store
+            .messages(general.id, Page::Before(None), 50)
+            .await
+            .unwrap(),
+        vec![posted]
+    );
+}
+
+async fn message_ids_made_in_sequence_sort_in_time_order(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    // Made in order, stored in reverse, so that only the ids can give the order back.
+    let made: Vec<Message> = (0..100)
+        .map(|n| message(&general, &ada, &format!("message {n}")))
+        .collect();
+    for message in made.iter().rev() {
+        assert!(store.insert_message(message).await.unwrap());
+    }
+
+    let oldest_first = store
+        .messages(general.id, Page::After(Uuid::nil()), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(oldest_first, made);
+    let newest_first = store
+        .messages(general.id, Page::Before(None), 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&newest_first),
+        ids(&made).into_iter().rev().collect::<Vec<_>>()
+    );
+}
+
+async fn history_pages_back_return_every_message_once_despite_new_ones(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let general = create_room(store, "general", &ada).await;
+    let other = create_room(store, "other", &ada).await;
+    let history = post_many(store, &general, &ada, 10).await;
+    post_many(store, &other, &ada, 3).await;
+    store.join(general.id, &grace, now()).await.unwrap();
+
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .messages(general.id, Page::Before(cursor), 3)
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        // Newer messages arrive while the client reads back: they are not in older pages.
+        post(store, &general, &grace, "meanwhile").await;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.id);
+        seen.extend(page);
+    }
+    let mut expected = history;
+    expected.reverse();
+    assert_eq!(seen, expected);
+}
+
+async fn history_pages_forward_return_every_message_once_including_new_ones(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &grace, now()).await.unwrap();
+    let mut expected = post_many(store, &general, &ada, 7).await;
+
+    let mut seen: Vec<Message> = Vec::new();
+    let mut cursor = Uuid::nil();
+    for fetch in 0.. {
+        let page = store
+            .messages(general.id, Page::After(cursor), 3)
+            .await
+            .unwrap();
+        // Messages arriving while the client catches up come in later pages.
+        if fetch < 4 {
+            expected.push(post(store, &general, &grace, &format!("meanwhile {fetch}")).await);
+        }
+        let Some(last) = page.last() else { break };
+        cursor = last.id;
+        seen.extend(page);
+    }
+    assert_eq!(seen.len(), 11);
+    assert_eq!(seen, expected);
+}
+
+async fn message_is_found_only_in_its_own_conversation(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    let other = create_room(store, "other", &ada).await;
+    let posted = post(store, &general, &ada, "hello").await;
+
+    assert!(store.has_message(general.id, posted.id).await.unwrap());
+    assert!(!store.has_message(other.id, posted.id).await.unwrap());
+    assert!(!store.has_message(general.id, Uuid::now_v7()).await.unwrap());
+}
+
+async fn read_marker_never_moves_back(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &grace, now()).await.unwrap();
+    let posted = post_many(store, &general, &ada, 3).await;
+    let (first, second, third) = (posted[0].id, posted[1].id, posted[2].id);
+
+    let marker = |up_to| store.mark_read(general.id, grace.id, up_to);
+    assert_eq!(marker(second).await.unwrap(), Some(second));
+    assert_eq!(marker(first).await.unwrap(), Some(second));
+    assert_eq!(marker(second).await.unwrap(), Some(second));
+    assert_eq!(marker(third).await.unwrap(), Some(third));
+
+    let grace_read = store
+        .members(general.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|member| member.user == grace)
+        .map(|member| member.last_read_id);
+    assert_eq!(grace_read, Some(Some(third)));
+    // Only grace's marker moved.
+    assert!(
+        store
+            .members(general.id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|member| member.user == ada && member.last_read_id.is_none())
+    );
+    // A non-member has no marker to move.
+    assert_eq!(
+        store
+            .mark_read(general.id, Uuid::now_v7(), third)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Presence
+
+async fn presence_counts_sockets_over_two_brokers(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let start = now() - Duration::minutes(10);
+    let laptop = connection(&ada, "broker-a", start);
+    let phone = connection(&ada, "broker-b", start + Duration::minutes(1));
+
+    assert_eq!(open(store, &laptop).await, presence(&ada, 1, start));
+    assert_eq!(open(store, &phone).await, presence(&ada, 2, start));
+    let grace_at = start + Duration::minutes(2);
+    open(store, &connection(&grace, "broker-a", grace_at)).await;
+
+    assert_eq!(
+        store.presence(&[ada.id]).await.unwrap(),
+        vec![presence(&ada, 2, start)]
+    );
+    assert_eq!(
+        store.presence(&[]).await.unwrap(),
+        vec![presence(&ada, 2, start), presence(&grace, 1, grace_at)]
+    );
+
+    // Online since the oldest socket still open.
+    let closed = store
+        .close_connection(laptop.id, start + Duration::minutes(3))
+        .await
+        .unwrap();
+    assert_eq!(closed, Some(presence(&ada, 1, phone.opened_at)));
+    assert_eq!(
+        store.presence(&[ada.id, grace.id]).await.unwrap(),
+        vec![
+            presence(&ada, 1, phone.opened_at),
+            presence(&grace, 1, grace_at)
+        ]
+    );
+}
+
+async fn closing_the_last_socket_gives_last_seen(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let start = now() - Duration::minutes(10);
+    let (laptop, phone) = (
+        connection(&ada, "broker-a", start),
+        connection(&ada, "broker-b", start),
+    );
+    open(store, &laptop).await;
+    open(store, &phone).await;
+
+    let first_close = start + Duration::minutes(1);
+    let last_close = start + Duration::minutes(2);
+    assert_eq!(
+        store.close_connection(phone.id, first_close).await.unwrap(),
+        Some(presence(&ada, 1, start))
+    );
+    assert_eq!(
+        store.close_connection(laptop.id, last_close).await.unwrap(),
+        Some(presence(&ada, 0, last_close))
+    );
+    assert_eq!(
+        store.presence(&[ada.id]).await.unwrap(),
+        vec![presence(&ada, 0, last_close)]
+    );
+    // Offline users are not in the online list, and a socket closes once.
+    assert!(store.presence(&[]).await.unwrap().is_empty());
+    assert_eq!(
+        store.close_connection(laptop.id, now()).await.unwrap(),
+        None
+    );
+
+    // Back online: since the new socket, not since the last visit.
+    let back = connection(&ada, "broker-a", now());
+    assert_eq!(open(store, &back).await, presence(&ada, 1, back.opened_at));
+}
+
+async fn resetting_a_broker_keeps_only_the_listed_sockets(store: &dyn ChatStore) {
+    let (ada, grace, linus) = (user("ada"), user("grace"), user("linus"));
+    let start = now() - Duration::minutes(10);
+    let ada_lost = connection(&ada, "broker-a", start);
+    let ada_kept = connection(&ada, "broker-a", start + Duration::minutes(1));
+    let ada_elsewhere = connection(&ada, "broker-b", start + Duration::minutes(2));
+    let grace_lost = connection(&grace, "broker-a", start);
+    let linus_kept = connection(&linus, "broker-a", start);
+    for socket in [
+        &ada_lost,
+        &ada_kept,
+        &ada_elsewhere,
+        &grace_lost,
+        &linus_kept,
+    ] {
+        open(store, socket).await;
+    }
+
+    let at = now();
+    let mut changed = store
+        .reset_broker("broker-a", &[ada_kept.id, linus_kept.id], at)
+        .await
+        .unwrap();
+    changed.sort_by(|a, b| a.user.username.cmp(&b.user.username));
+    assert_eq!(
+        changed,
+        vec![
+            presence(&ada, 2, ada_kept.opened_at),
+            presence(&grace, 0, at)
+        ]
+    );
+    assert_eq!(
+        store.presence(&[]).await.unwrap(),
+        vec![
+            presence(&ada, 2, ada_kept.opened_at),
+            presence(&linus, 1, start)
+        ]
+    );
+
+    // Nothing left to forget: nobody changed.
+    assert!(
+        store
+            .reset_broker("broker-a", &[ada_kept.id, linus_kept.id], now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A broker gone for good keeps nothing; other brokers' sockets stay.
+    let gone = store.reset_broker("broker-a", &[], now()).await.unwrap();
+    assert_eq!(gone.len(), 2);
+    assert_eq!(
+        store.presence(&[]).await.unwrap(),
+        vec![presence(&ada, 1, ada_elsewhere.opened_at)]
+    );
+}
+
+async fn presence_of_unknown_users_is_omitted(store: &dyn ChatStore) {
+    let ada = user("ada");
+    open(store, &connection(&ada, "broker-a", now())).await;
+    let unknown = Uuid::now_v7();
+    let listed = store.presence(&[unknown, ada.id, ada.id]).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].user, ada);
+    assert!(store.presence(&[unknown]).await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// Deleting an account
+
+async fn deleting_user_data_removes_directs_and_presence_but_keeps_rooms(store: &dyn ChatStore) {
+    let (ada, grace, linus) = (user("ada"), user("grace"), user("linus"));
+    let general = create_room(store, "general", &grace).await;
+    store.join(general.id, &ada, now()).await.unwrap();
+    let said_in_room = post(store, &general, &ada, "hello room").await;
+    let with_grace = open_direct(store, &ada, &grace).await;
+    let private = post_many(store, &with_grace, &grace, 3).await;
+    let with_linus = open_direct(store, &linus, &ada).await;
+    post(store, &with_linus, &ada, "hi linus").await;
+    let untouched = open_direct(store, &grace, &linus).await;
+    let between_others = post(store, &untouched, &linus, "hi grace").await;
+    let socket = connection(&ada, "broker-a", now());
+    open(store, &socket).await;
+    store.close_connection(socket.id, now()).await.unwrap();
+    open(store, &connection(&ada, "broker-b", now())).await;
+    open(store, &connection(&grace, "broker-a", now())).await;
+
+    assert_eq!(store.delete_user_data(ada.id).await.unwrap(), 2);
+
+    // Ada's direct conversations went, with every message and membership in them.
+    for gone in [&with_grace, &with_linus] {
+        assert_eq!(store.conversation(gone.id).await.unwrap(), None);
+        assert!(store.members(gone.id).await.unwrap().is_empty());
+        assert!(
+            store
+                .messages(gone.id, Page::Before(None), 50)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+    assert!(
+        !store
+            .has_message(with_grace.id, private[0].id)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .direct_by_key(&direct_key(ada.id, grace.id))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.membership_ids(ada.id).await.unwrap().is_empty());
+    assert!(store.conversations_of(ada.id).await.unwrap().is_empty());
+    assert!(store.presence(&[ada.id]).await.unwrap().is_empty());
+
+    // The room stays, without ada as a member but with what ada said in it.
+    assert!(!store.is_member(general.id, ada.id).await.unwrap());
+    assert_eq!(store.members(general.id).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .messages(general.id, Page::Before(None), 50)
+            .await
+            .unwrap(),
+        vec![said_in_room]
+    );
+    // Other users' conversations and presence are untouched.
+    let mut graces: Vec<Uuid> = store.membership_ids(grace.id).await.unwrap();
+    graces.sort();
+    let mut expected = vec![general.id, untouched.id];
+    expected.sort();
+    assert_eq!(graces, expected);
+    assert_eq!(
+        store
+            .messages(untouched.id, Page::Before(None), 50)
+            .await
+            .unwrap(),
+        vec![between_others]
+    );
+    assert_eq!(store.presence(&[]).await.unwrap().len(), 1);
+}
+
+async fn deleting_user_data_twice_deletes_nothing_the_second_time(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let with_grace = open_direct(store, &ada, &grace).await;
+    post(store, &with_grace, &ada, "bye").await;
+    open(store, &connection(&ada, "broker-a", now())).await;
+
+    assert_eq!(store.delete_user_data(ada.id).await.unwrap(), 1);
+    assert_eq!(store.delete_user_data(ada.id).await.unwrap(), 0);
+    assert_eq!(store.delete_user_data(Uuid::now_v7()).await.unwrap(), 0);
+    // The pair may talk again later (were the account recreated): a new conversation.
+    let again = open_direct(store, &grace, &ada).await;
+    assert_ne!(again.id, with_grace.id);
+}
+
+// ---------------------------------------------------------------------------------------
+// Storage
+
+async fn timestamps_round_trip_to_the_microsecond(store: &dyn ChatStore) {
+    let at =
+        Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 58).unwrap() + Duration::microseconds(123_456);
+    let ada = user("ada");
+    let leap = Conversation {
+        created_at: at,
+        ..room("leap")
+    };
+    store.create_room(&leap, &ada).await.unwrap();
+    assert_eq!(
+        store.conversation(leap.id).await.unwrap(),
+        Some(leap.clone())
+    );
+
+    let posted = Message {
+        created_at: at + Duration::microseconds(1),
+        ..message(&leap, &ada, "on the day")
+    };
+    assert!(store.insert_message(&posted).await.unwrap());
+    assert_eq!(
+        store
+            .messages(leap.id, Page::Before(None), 1)
+            .await
+            .unwrap(),
+        vec![posted]
+    );
+
+    let socket = connection(&ada, "broker-a", at + Duration::microseconds(2));
+    assert_eq!(open(store, &socket).await.since, socket.opened_at);
+    let left = at + Duration::microseconds(3);
+    assert_eq!(
+        store.close_connection(socket.id, left).await.unwrap(),
+        Some(presence(&ada, 0, left))
+    );
+}
+
+async fn migrating_again_keeps_the_data(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    store
+        .migrate()
+        .await
+        .expect("migrations already applied are skipped");
+    store.ping().await.expect("the database answers");
+    assert_eq!(store.conversation(general.id).await.unwrap(), Some(general));
+}
