@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt check-services bench-auth help
+.PHONY: run test lint fmt check-services bench-auth bench-ws bench-ws-idle help
 
 help: ## List the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -24,4 +24,10 @@ check-services: ## PostgreSQL and RabbitMQ must answer (in CI a missing one fail
 	@scripts/check-services.sh
 
 bench-auth: ## Benchmark GET /api/auth/me through the broker against direct VerifyToken gRPC
-	scripts/bench-auth.sh
+	scripts/bench.sh auth --clients 64 --duration 10s
+
+bench-ws: ## Benchmark WebSocket fan-out: server on one core, 10,000 sockets in rooms of 10
+	PIN=1 scripts/bench.sh ws --sockets 10000 --room-size 10 --rate 1 --duration 20s
+
+bench-ws-idle: ## Hold 19,000 idle sockets on one broker and report its memory per socket
+	PIN=1 scripts/bench.sh ws --idle --sockets 19000 --source 127.0.0.1,127.0.0.2

@@ -70,6 +70,8 @@ pub struct Policy {
     pub max_failures_per_ip: u32,
     /// The throttling window.
     pub failure_window: Duration,
+    /// The argon2id cost of new password hashes.
+    pub password_cost: password::Cost,
 }
 
 /// The result of a login or refresh.
@@ -137,7 +139,7 @@ impl Accounts {
         Self {
             per_account: LoginThrottle::new(policy.max_failures_per_account, policy.failure_window),
             per_ip: LoginThrottle::new(policy.max_failures_per_ip, policy.failure_window),
-            decoy_hash: password::decoy().await,
+            decoy_hash: password::decoy(&policy.password_cost).await,
             store,
             keys,
             verifier,
@@ -172,7 +174,8 @@ impl Accounts {
             id: Uuid::now_v7(),
             username: Username::parse(username)?,
             email: Email::parse(email)?,
-            password_hash: password::hash(Password::parse(password)?).await,
+            password_hash: password::hash(Password::parse(password)?, &self.policy.password_cost)
+                .await,
             created_at: now(),
         };
         match self.store.insert_account(&account).await {

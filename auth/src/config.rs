@@ -60,6 +60,12 @@ pub struct Config {
     /// The failed-login window.
     #[arg(long = "auth-failure-window", id = "auth-failure-window", value_name = "DURATION", env = "AUTH_FAILURE_WINDOW", default_value = "15m", value_parser = parse_duration)]
     pub failure_window: Duration,
+    /// argon2id memory cost of new password hashes, in KiB (OWASP: 19456).
+    #[arg(long = "auth-argon2-memory-kib", id = "auth-argon2-memory-kib", value_name = "KIB", env = "AUTH_ARGON2_MEMORY_KIB", default_value_t = crate::password::DEFAULT_MEMORY_KIB)]
+    pub argon2_memory_kib: u32,
+    /// argon2id passes of new password hashes (OWASP: 2).
+    #[arg(long = "auth-argon2-iterations", id = "auth-argon2-iterations", value_name = "N", env = "AUTH_ARGON2_ITERATIONS", default_value_t = crate::password::DEFAULT_ITERATIONS)]
+    pub argon2_iterations: u32,
 }
 
 impl Config {

@@ -54,6 +54,12 @@ impl Auth {
             max_failures_per_account: config.max_failures_per_account,
             max_failures_per_ip: config.max_failures_per_ip,
             failure_window: config.failure_window,
+            password_cost: password::Cost::new(config.argon2_memory_kib, config.argon2_iterations)
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "invalid argon2 cost ({error}): memory at least 8 KiB, at least 1 pass"
+                    )
+                })?,
         };
         let accounts = Arc::new(Accounts::new(store, keys, feed, policy).await);
         let listener = TcpListener::bind(config.listen)

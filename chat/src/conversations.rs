@@ -9,6 +9,7 @@ use crate::{
     },
     live::LiveHub,
     store::{ChatStore, Connection, Page, StoreError},
+    writer::MessageWriter,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use proto::chat::v1::{self as pb, live_event::Event};
@@ -73,6 +74,7 @@ pub struct HistoryQuery {
 /// Conversations and everything in them.
 pub struct Chat {
     store: Arc<dyn ChatStore>,
+    writer: MessageWriter,
     live: LiveHub,
 }
 
@@ -86,7 +88,11 @@ fn presence_event(presence: &Presence, conversation_ids: Vec<Uuid>) -> Event {
 impl Chat {
     /// Chat over a store, publishing to `live`.
     pub fn new(store: Arc<dyn ChatStore>, live: LiveHub) -> Self {
-        Self { store, live }
+        Self {
+            writer: MessageWriter::start(Arc::clone(&store)),
+            store,
+            live,
+        }
     }
 
     /// The store (for readiness checks).
@@ -244,7 +250,7 @@ impl Chat {
             body: MessageBody::parse(body)?.as_str().to_owned(),
             created_at: now(),
         };
-        if !self.store.insert_message(&message).await? {
+        if !self.writer.insert(message.clone()).await? {
             return Err(ChatError::NotMember);
         }
         metrics::counter!("chat_messages_total").increment(1);

@@ -12,6 +12,7 @@ pub mod domain;
 mod grpc;
 pub mod live;
 pub mod store;
+mod writer;
 
 pub use config::Config;
 pub use conversations::{Chat, ChatError, HistoryQuery};

@@ -112,6 +112,7 @@ on_both_backends!(
     opening_a_direct_from_both_sides_at_once_gives_one_conversation,
     conversations_of_a_user_are_listed_latest_activity_first,
     non_member_cannot_post,
+    a_batch_stores_members_messages_and_refuses_the_rest_alone,
     message_ids_made_in_sequence_sort_in_time_order,
     history_pages_back_return_every_message_once_despite_new_ones,
     history_pages_forward_return_every_message_once_including_new_ones,
@@ -433,6 +434,24 @@ async fn conversations_of_a_user_are_listed_latest_activity_first(store: &dyn Ch
 
 // ---------------------------------------------------------------------------------------
 // Messages
+
+async fn a_batch_stores_members_messages_and_refuses_the_rest_alone(store: &dyn ChatStore) {
+    let (ada, mallory) = (user("ada"), user("mallory"));
+    let general = create_room(store, "general", &ada).await;
+    let batch = [
+        message(&general, &ada, "one"),
+        message(&general, &mallory, "not a member"),
+        message(&general, &ada, "two"),
+    ];
+    let stored = store.insert_messages(&batch).await.unwrap();
+    assert_eq!(stored, [true, false, true]);
+    let history = store
+        .messages(general.id, Page::Before(None), 50)
+        .await
+        .unwrap();
+    let bodies: Vec<&str> = history.iter().rev().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["one", "two"]);
+}
 
 async fn non_member_cannot_post(store: &dyn ChatStore) {
     let (ada, mallory) = (user("ada"), user("mallory"));

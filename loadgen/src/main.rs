@@ -9,6 +9,7 @@ mod http;
 mod phase;
 mod report;
 mod target;
+mod ws;
 
 use clap::{Parser, Subcommand};
 
@@ -25,11 +26,15 @@ struct Cli {
 enum Scenario {
     /// The broker's token check (GET /api/auth/me) against auth's VerifyToken over gRPC directly.
     Auth(auth::Args),
+    /// Live fan-out through the broker's WebSocket: deliveries/s and send→deliver latency,
+    /// or (with --idle) the server's memory per open socket.
+    Ws(ws::Args),
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::Auth(args) => auth::run(args).await,
+        Scenario::Ws(args) => ws::run(args).await,
     }
 }

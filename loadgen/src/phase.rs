@@ -131,7 +131,7 @@ async fn drive<P: Probe>(mut probe: P, schedule: Schedule) -> Tally {
 }
 
 /// Parses a measured duration: more than zero, at most `MAX_DURATION`.
-fn parse_duration(text: &str) -> Result<Duration> {
+pub fn parse_duration(text: &str) -> Result<Duration> {
     let duration = humantime::parse_duration(text)?;
     ensure!(!duration.is_zero(), "the duration must be more than zero");
     ensure!(
@@ -143,7 +143,7 @@ fn parse_duration(text: &str) -> Result<Duration> {
 }
 
 /// Parses a warm-up: at most `MAX_WARMUP`.
-fn parse_warmup(text: &str) -> Result<Duration> {
+pub fn parse_warmup(text: &str) -> Result<Duration> {
     let warmup = humantime::parse_duration(text)?;
     ensure!(
         warmup <= MAX_WARMUP,

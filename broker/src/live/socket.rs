@@ -9,6 +9,7 @@ use super::{
 };
 use crate::{AppState, error::ApiError, extract::AuthUser};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use proto::chat::v1::{self as pb, chat_client::ChatClient};
 use std::{num::NonZeroU32, time::Duration};
@@ -17,8 +18,12 @@ use uuid::Uuid;
 
 /// Refused frames in a row after which a flooding socket is closed.
 const MAX_REFUSED_IN_A_ROW: u32 = 100;
+/// Most queued frames written behind one flush.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
 /// Longest `client_id` echoed back.
 const MAX_CLIENT_ID: usize = 64;
+/// Longest wait for the client's answering close frame after ours.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Limits of every socket, from the broker's settings.
 #[derive(Debug, Clone, Copy)]
@@ -53,7 +58,14 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &'static str) {
         code,
         reason: Utf8Bytes::from_static(reason),
     };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    // Dropping the connection while the client's frames sit unread makes the kernel
+    // reset it, and a reset discards what we sent last (the close code, a `rate_limited`
+    // notice). So finish the closing handshake: drain until the client's close, briefly.
+    let drain = async { while let Some(Ok(_)) = socket.recv().await {} };
+    let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
 }
 
 fn close_reason(code: u16) -> &'static str {
@@ -178,7 +190,7 @@ impl SocketLoop<'_> {
                 }
                 () = shutdown.cancelled() => Flow::Close(close::GOING_AWAY, close_reason(close::GOING_AWAY)),
                 frame = registration.frames.recv() => match frame {
-                    Some(frame) => self.write(frame).await,
+                    Some(frame) => self.write_queued(frame, &mut registration.frames).await,
                     None => Flow::Close(close::GOING_AWAY, "closed"),
                 },
                 incoming = self.socket.recv() => match incoming {
@@ -223,6 +235,28 @@ impl SocketLoop<'_> {
 
     async fn send(&mut self, message: Message) -> Flow {
         match self.socket.send(message).await {
+            Ok(()) => Flow::Continue,
+            Err(_) => Flow::Close(close::GOING_AWAY, "write failed"),
+        }
+    }
+
+    /// Writes a queued frame and whatever else is already queued behind it, with one flush:
+    /// under load a socket pays one system call per burst rather than per frame.
+    async fn write_queued(
+        &mut self,
+        first: Utf8Bytes,
+        queue: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>,
+    ) -> Flow {
+        if self.socket.feed(Message::Text(first)).await.is_err() {
+            return Flow::Close(close::GOING_AWAY, "write failed");
+        }
+        for _ in 0..MAX_FRAMES_PER_FLUSH {
+            let Ok(next) = queue.try_recv() else { break };
+            if self.socket.feed(Message::Text(next)).await.is_err() {
+                return Flow::Close(close::GOING_AWAY, "write failed");
+            }
+        }
+        match self.socket.flush().await {
             Ok(()) => Flow::Continue,
             Err(_) => Flow::Close(close::GOING_AWAY, "write failed"),
         }

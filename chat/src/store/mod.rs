@@ -104,6 +104,15 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Stores a message if its sender is a member of its conversation (checked in the
     /// same statement); false when not.
     async fn insert_message(&self, message: &Message) -> Result<bool, StoreError>;
+    /// Stores several messages in one transaction, each only if its sender is a member;
+    /// one flag per message. Adapters override this; the default stores them one by one.
+    async fn insert_messages(&self, messages: &[Message]) -> Result<Vec<bool>, StoreError> {
+        let mut stored = Vec::with_capacity(messages.len());
+        for message in messages {
+            stored.push(self.insert_message(message).await?);
+        }
+        Ok(stored)
+    }
     /// A page of history of one conversation (at most `limit` messages).
     async fn messages(
         &self,

@@ -141,6 +141,10 @@ const OLDEST_AFTER: &str = "SELECT id, conversation_id, sender_id, sender_name, 
      FROM messages WHERE conversation_id = $1 AND id > $2 ORDER BY id LIMIT $3";
 
 /// The most ids bound in one statement: well under both backends' parameter limits.
+const INSERT_MESSAGE: &str = "INSERT INTO messages \
+     (id, conversation_id, sender_id, sender_name, body, created_at) \
+     SELECT $1, $2, $3, $4, $5, $6 \
+     WHERE EXISTS (SELECT 1 FROM memberships WHERE conversation_id = $2 AND user_id = $3)";
 const IDS_PER_STATEMENT: usize = 500;
 
 /// Presence of the users `$1..$n`: online ones from their sockets, offline ones from when
@@ -192,6 +196,20 @@ macro_rules! sql_chat_store {
             /// A store on an open pool (migrations are applied by [`ChatStore::migrate`]).
             pub fn new(pool: sqlx::Pool<$db>) -> Self {
                 Self { pool }
+            }
+
+            /// Inserts `message` if its sender is a member of its conversation (one statement,
+            /// so membership cannot change in between).
+            fn insert_message_query(
+                message: &Message,
+            ) -> sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments<'_>> {
+                sqlx::query(INSERT_MESSAGE)
+                    .bind(message.id)
+                    .bind(message.conversation_id)
+                    .bind(message.sender.id)
+                    .bind(&message.sender.username)
+                    .bind(&message.body)
+                    .bind(message.created_at)
             }
 
             /// Adds a member unless they already are one; true when added.
@@ -469,22 +487,19 @@ macro_rules! sql_chat_store {
             }
 
             async fn insert_message(&self, message: &Message) -> Result<bool, StoreError> {
-                let done = sqlx::query(
-                    "INSERT INTO messages \
-                     (id, conversation_id, sender_id, sender_name, body, created_at) \
-                     SELECT $1, $2, $3, $4, $5, $6 \
-                     WHERE EXISTS (SELECT 1 FROM memberships \
-                                   WHERE conversation_id = $2 AND user_id = $3)",
-                )
-                .bind(message.id)
-                .bind(message.conversation_id)
-                .bind(message.sender.id)
-                .bind(&message.sender.username)
-                .bind(&message.body)
-                .bind(message.created_at)
-                .execute(&self.pool)
-                .await?;
+                let done = Self::insert_message_query(message).execute(&self.pool).await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn insert_messages(&self, messages: &[Message]) -> Result<Vec<bool>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut stored = Vec::with_capacity(messages.len());
+                for message in messages {
+                    let done = Self::insert_message_query(message).execute(&mut *tx).await?;
+                    stored.push(done.rows_affected() == 1);
+                }
+                tx.commit().await?;
+                Ok(stored)
             }
 
             async fn messages(

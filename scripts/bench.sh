@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs one loadgen scenario against a fresh all-in-one microchat on loopback.
+#
+#   scripts/bench.sh auth [loadgen args]   broker GET /api/auth/me vs direct VerifyToken gRPC
+#   scripts/bench.sh ws   [loadgen args]   WebSocket fan-out (add --idle for memory per socket)
+#
+# Builds release binaries, starts `microchat` with a throwaway data directory, rate limits
+# off and a cheap password hash (the benchmark registers thousands of users; production
+# keeps the OWASP cost), waits for /readyz, runs loadgen, then stops the server.
+#
+# Environment:
+#   PIN=1              server on CPU 0, loadgen on CPU 1 (taskset), as in a fair side-by-side run
+#   DB=postgres        auth and chat on fresh databases of the local PostgreSQL (default: SQLite)
+#   BROKER_PORT=18080 AUTH_PORT=15051 CHAT_PORT=15052
+#   CARGO_TARGET_DIR   where cargo builds (default: target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scenario="${1:?usage: scripts/bench.sh auth|ws [loadgen args]}"
+shift
+target_dir="${CARGO_TARGET_DIR:-target}"
+broker_addr="127.0.0.1:${BROKER_PORT:-18080}"
+auth_addr="127.0.0.1:${AUTH_PORT:-15051}"
+chat_addr="127.0.0.1:${CHAT_PORT:-15052}"
+
+cargo build --release -p microchat -p loadgen
+
+server_pin=() loadgen_pin=()
+if [[ "${PIN:-0}" == 1 ]]; then server_pin=(taskset -c 0) loadgen_pin=(taskset -c 1); fi
+
+data_dir="$(mktemp -d)"
+server_pid="" databases=()
+stop_server() {
+  if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  for db in "${databases[@]}"; do psql -q "postgres://postgres@127.0.0.1:5432/test" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; done
+  rm -rf "$data_dir"
+}
+trap stop_server EXIT
+
+if [[ "${DB:-sqlite}" == postgres ]]; then
+  for service in auth chat; do
+    db="bench_${service}_$$"; databases+=("$db")
+    psql -q "postgres://postgres@127.0.0.1:5432/test" -c "CREATE DATABASE $db"
+    export "${service^^}_DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db"
+  done
+fi
+
+ulimit -n "$(ulimit -Hn)"
+BROKER_LISTEN="$broker_addr" AUTH_LISTEN="$auth_addr" CHAT_LISTEN="$chat_addr" \
+MICROCHAT_DATA_DIR="$data_dir" BROKER_RATE_LIMIT_API=off BROKER_RATE_LIMIT_AUTH=off \
+BROKER_WS_FRAMES_PER_SECOND=1000 AUTH_ARGON2_MEMORY_KIB=64 AUTH_ARGON2_ITERATIONS=1 \
+AUTH_ACCESS_TOKEN_TTL=2h RUST_LOG="${RUST_LOG:-warn}" \
+  "${server_pin[@]}" "$target_dir/release/microchat" &
+server_pid=$!
+
+deadline=$((SECONDS + 60))
+until curl -fsS -o /dev/null --max-time 2 "http://$broker_addr/readyz" 2>/dev/null; do
+  kill -0 "$server_pid" 2>/dev/null || { echo "microchat exited before it was ready" >&2; exit 1; }
+  ((SECONDS < deadline)) || { echo "microchat was not ready after 60s" >&2; exit 1; }
+  sleep 0.2
+done
+
+case "$scenario" in
+  auth) extra=(--auth-grpc "http://$auth_addr") ;;
+  ws) extra=(--server-pid "$server_pid") ;;
+  *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+esac
+"${loadgen_pin[@]}" "$target_dir/release/loadgen" "$scenario" --broker "http://$broker_addr" "${extra[@]}" "$@"
