@@ -196,3 +196,299 @@ pub async fn expect_error(response: Response, status: StatusCode) -> String {
     );
     code
 }
+
+/// A signed-up, logged-in user talking to a broker by bearer token.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub base: String,
+    pub client: Client,
+    pub token: String,
+    pub id: String,
+    pub username: String,
+}
+
+impl User {
+    /// Registers `username` at the broker at `base` and logs in.
+    pub async fn sign_up(base: &str, username: &str) -> Self {
+        let registered = Client::new()
+            .post(format!("{base}/api/auth/register"))
+            .json(&json!({ "username": username, "email": format!("{username}@example.com"), "password": "correct horse battery" }))
+            .send()
+            .await
+            .expect("the broker answers");
+        assert_eq!(
+            registered.status(),
+            StatusCode::CREATED,
+            "register {username}"
+        );
+        Self::sign_in(base, username).await
+    }
+
+    /// Logs `username` in at the broker at `base`: a new session.
+    pub async fn sign_in(base: &str, username: &str) -> Self {
+        let client = Client::new();
+        let logged_in = client
+            .post(format!("{base}/api/auth/login"))
+            .json(&json!({ "login": username, "password": "correct horse battery" }))
+            .send()
+            .await
+            .expect("the broker answers");
+        assert_eq!(logged_in.status(), StatusCode::OK, "login {username}");
+        let login: Value = logged_in.json().await.expect("login answers JSON");
+        Self {
+            base: base.to_owned(),
+            client,
+            token: login["token"].as_str().expect("a token").to_owned(),
+            id: login["user"]["id"].as_str().expect("a user id").to_owned(),
+            username: login["user"]["username"]
+                .as_str()
+                .expect("a username")
+                .to_owned(),
+        }
+    }
+
+    /// `GET path` as this user.
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the broker answers")
+    }
+
+    /// `POST path` with a JSON body as this user.
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("the broker answers")
+    }
+
+    /// `DELETE path` as this user.
+    pub async fn delete(&self, path: &str) -> Response {
+        self.client
+            .delete(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("the broker answers")
+    }
+
+    /// `GET path`, expecting 200 and JSON.
+    pub async fn get_ok(&self, path: &str) -> Value {
+        let response = self.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        response.json().await.expect("JSON")
+    }
+
+    /// `POST path`, expecting `status` and JSON.
+    pub async fn post_expecting(&self, path: &str, body: &Value, status: StatusCode) -> Value {
+        let response = self.post(path, body).await;
+        assert_eq!(response.status(), status, "POST {path} {body}");
+        response.json().await.expect("JSON")
+    }
+
+    /// Opens (or finds) the direct conversation with `other`; returns its id.
+    pub async fn open_direct(&self, other: &User) -> String {
+        let conversation = self
+            .post_expecting(
+                "/api/conversations",
+                &json!({ "user_id": other.id }),
+                StatusCode::OK,
+            )
+            .await;
+        conversation["id"].as_str().expect("an id").to_owned()
+    }
+
+    /// Sends a message; returns it.
+    pub async fn send(&self, conversation: &str, body: &str) -> Value {
+        self.post_expecting(
+            &format!("/api/conversations/{conversation}/messages"),
+            &json!({ "body": body }),
+            StatusCode::CREATED,
+        )
+        .await
+    }
+
+    /// Ids of the caller's conversations.
+    pub async fn conversation_ids(&self) -> Vec<String> {
+        let listed = self.get_ok("/api/conversations").await;
+        listed["conversations"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|c| c["id"].as_str().expect("an id").to_owned())
+            .collect()
+    }
+}
+
+impl TestApp {
+    /// Signs up `username` and returns them as a [`User`].
+    pub async fn user(&self, username: &str) -> User {
+        User::sign_up(&self.base, username).await
+    }
+
+    /// The database URLs of auth and chat, for looking behind the API.
+    pub fn database_urls(&self) -> DatabaseUrls {
+        match self._postgres.as_slice() {
+            [auth, chat] => DatabaseUrls {
+                auth: auth.url.clone(),
+                chat: chat.url.clone(),
+            },
+            _ => embedded_database_urls(&self.data_dir),
+        }
+    }
+}
+
+/// Polls `check` until it holds; panics with `what` after ten seconds.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A user's JSON WebSocket (`/ws`).
+pub type UserSocket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl User {
+    /// Opens the JSON WebSocket with the bearer token.
+    pub async fn open_socket(&self) -> UserSocket {
+        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::header};
+        let url = format!("{}/ws", self.base.replacen("http://", "ws://", 1));
+        let mut request = url.into_client_request().expect("a WebSocket URL");
+        request.headers_mut().insert(
+            header::AUTHORIZATION,
+            format!("Bearer {}", self.token)
+                .parse()
+                .expect("a token is header-safe"),
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("the socket opens");
+        socket
+    }
+
+    /// Usernames of everyone online now.
+    pub async fn online_usernames(&self) -> Vec<String> {
+        let online = self.get_ok("/api/users?online=true").await;
+        online["users"]
+            .as_array()
+            .expect("a list of users")
+            .iter()
+            .map(|user| user["username"].as_str().expect("a username").to_owned())
+            .collect()
+    }
+}
+
+/// Where auth and chat keep their data.
+#[derive(Debug, Clone)]
+pub struct DatabaseUrls {
+    pub auth: String,
+    pub chat: String,
+}
+
+/// The SQLite URLs auth and chat use in `data_dir`.
+pub fn embedded_database_urls(data_dir: &std::path::Path) -> DatabaseUrls {
+    let config = config(data_dir, None, &[]);
+    DatabaseUrls {
+        auth: config.auth.database_url(data_dir),
+        chat: config.chat.database_url(data_dir),
+    }
+}
+
+/// Auth, chat and broker started one by one, so chat can be stopped and started again.
+pub struct Services {
+    pub dir: PathBuf,
+    pub config: microchat::Config,
+    /// The broker's HTTP address.
+    pub base: String,
+    auth: (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>),
+    chat: Option<(Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    broker: (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>),
+}
+
+impl Services {
+    /// Starts auth, chat and a broker pointed at them, each with its own shutdown.
+    pub async fn start(extra: &[&str]) -> Self {
+        let dir = temp_dir();
+        let mut config = config(&dir, None, extra);
+        let auth = auth::Auth::build(&config.auth, &dir)
+            .await
+            .expect("auth starts");
+        config.broker.auth_url = format!("http://{}", auth.local_addr());
+        let auth_stop = Shutdown::new();
+        let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
+        let chat = chat::ChatService::build(&config.chat, &dir)
+            .await
+            .expect("chat starts");
+        config.chat.listen = chat.local_addr();
+        config.broker.chat_url = format!("http://{}", chat.local_addr());
+        let chat_stop = Shutdown::new();
+        let chat_task = tokio::spawn(chat.run(chat_stop.clone()));
+        let broker = broker::Broker::build(config.broker.clone())
+            .await
+            .expect("the broker starts");
+        let base = format!("http://{}", broker.local_addr());
+        let broker_stop = Shutdown::new();
+        let broker_task = tokio::spawn(broker.run(broker_stop.clone()));
+        Self {
+            dir,
+            config,
+            base,
+            auth: (auth_stop, auth_task),
+            chat: Some((chat_stop, chat_task)),
+            broker: (broker_stop, broker_task),
+        }
+    }
+
+    /// Stops chat and waits for it.
+    pub async fn stop_chat(&mut self) {
+        let (stop, task) = self.chat.take().expect("chat is running");
+        stop.cancel();
+        task.await
+            .expect("chat does not panic")
+            .expect("chat stops cleanly");
+    }
+
+    /// Starts chat again on the same address and data directory.
+    pub async fn start_chat(&mut self) {
+        let chat = chat::ChatService::build(&self.config.chat, &self.dir)
+            .await
+            .expect("chat starts again on its address");
+        let stop = Shutdown::new();
+        let task = tokio::spawn(chat.run(stop.clone()));
+        self.chat = Some((stop, task));
+    }
+
+    /// Stops everything and removes the data directory.
+    pub async fn stop(mut self) {
+        self.broker.0.cancel();
+        (&mut self.broker.1)
+            .await
+            .expect("the broker does not panic")
+            .expect("the broker stops cleanly");
+        if self.chat.is_some() {
+            self.stop_chat().await;
+        }
+        self.auth.0.cancel();
+        (&mut self.auth.1)
+            .await
+            .expect("auth does not panic")
+            .expect("auth stops cleanly");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
