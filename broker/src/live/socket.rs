@@ -194,7 +194,13 @@ impl SocketLoop<'_> {
                     None => Flow::Close(close::GOING_AWAY, "closed"),
                 },
                 incoming = self.socket.recv() => match incoming {
-                    None | Some(Ok(Message::Close(_))) => return,
+                    None => return,
+                    Some(Ok(Message::Close(_))) => {
+                        // The library queued the answering close frame: send it, or the
+                        // client sees an abnormal closure (1006) instead of a clean one.
+                        let _ = tokio::time::timeout(CLOSE_GRACE, self.socket.flush()).await;
+                        return;
+                    }
                     Some(Err(error)) => {
                         tracing::debug!(%error, "socket read failed");
                         Flow::Close(close::TOO_BIG, "frame refused")
