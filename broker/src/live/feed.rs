@@ -149,6 +149,7 @@ pub async fn follow(
                 let mut stream = stream.into_inner();
                 delays = backoff.build();
                 tracing::info!("following chat's live events");
+                hub.set_fed(true);
                 if connected_before {
                     resync(&hub);
                 }
@@ -174,6 +175,7 @@ pub async fn follow(
             }
             Err(status) => tracing::debug!(%status, "cannot subscribe to chat's live events yet"),
         }
+        hub.set_fed(false);
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
         tokio::select! {
             () = shutdown.cancelled() => return,

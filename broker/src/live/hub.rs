@@ -156,6 +156,7 @@ impl<'a> Frames<'a> {
 pub struct Hub {
     registry: RwLock<Registry>,
     next_id: AtomicU64,
+    fed: std::sync::atomic::AtomicBool,
 }
 
 impl Hub {
@@ -212,6 +213,16 @@ impl Hub {
         unlink(&mut registry.by_user, entry.user, id);
         unlink(&mut registry.by_session, entry.session, id);
         metrics::gauge!("broker_sockets").decrement(1.0);
+    }
+
+    /// Records whether chat's live stream currently feeds this hub.
+    pub fn set_fed(&self, fed: bool) {
+        self.fed.store(fed, Ordering::Relaxed);
+    }
+
+    /// True while chat's live stream feeds this hub (sockets would miss events otherwise).
+    pub fn is_fed(&self) -> bool {
+        self.fed.load(Ordering::Relaxed)
     }
 
     /// How many sockets are open.

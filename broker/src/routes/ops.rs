@@ -27,7 +27,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         "not loaded"
     };
-    let ready = auth == "ok" && chat == "ok";
+    let live = if state.hub.is_fed() {
+        "ok"
+    } else {
+        "not connected"
+    };
+    let ready = auth == "ok" && chat == "ok" && live == "ok";
     let status = if ready {
         StatusCode::OK
     } else {
@@ -38,6 +43,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         "checks": {
             "auth": auth,
             "chat": chat,
+            "live_events": live,
             "token_keys": keys,
             "revocation_stream": state.sessions.is_following_revocations(),
             "sockets": state.hub.len(),
