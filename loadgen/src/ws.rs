@@ -418,16 +418,28 @@ async fn history_count(broker: &LoopbackUrl, token: &str, room: &str) -> Result<
             format!("&before={before}")
         };
         let path = format!("/api/conversations/{room}/messages?limit=100{cursor}");
-        let (status, page) = request(
-            &mut connection,
-            broker,
-            Method::GET,
-            &path,
-            Some(token),
-            None,
-        )
-        .await?;
-        ensure!(status == StatusCode::OK, "history: {status} {page}");
+        // Right after a saturating run the server may still be draining its backlog:
+        // give it up to a minute before calling history incomplete.
+        let patience = Instant::now() + Duration::from_secs(60);
+        let page = loop {
+            let (status, page) = request(
+                &mut connection,
+                broker,
+                Method::GET,
+                &path,
+                Some(token),
+                None,
+            )
+            .await?;
+            if status == StatusCode::OK {
+                break page;
+            }
+            ensure!(
+                status == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < patience,
+                "history: {status} {page}"
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
         let messages = page["messages"].as_array().context("no messages")?;
         count += messages.len() as u64;
         match messages.last().and_then(|last| last["id"].as_str()) {
@@ -519,10 +531,12 @@ pub async fn run(args: Args) -> Result<()> {
         }
         let stored = history_count(&args.broker, &member.token, &member.room).await?;
         let acked_here = acked_per_room.get(&member.room).copied().unwrap_or(0);
-        if stored != acked_here {
+        // Every acknowledged message must be in history; more is fine (a message can be
+        // stored and its ack still in flight when the run ends).
+        if stored < acked_here {
             persisted_ok = false;
             eprintln!(
-                "room {}: {acked_here} acknowledged but {stored} in history",
+                "room {}: {acked_here} acknowledged but only {stored} in history",
                 member.room
             );
         }
