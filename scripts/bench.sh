@@ -11,6 +11,8 @@
 # Environment:
 #   PIN=1              server on CPU 0, loadgen on CPU 1 (taskset), as in a fair side-by-side run
 #   DB=postgres        auth and chat on fresh databases of the local PostgreSQL (default: SQLite)
+#   SPLIT=1            auth, chat and broker as separate processes (memory figures are then the
+#                      broker's alone; with PIN=1 the broker gets CPU 0 and the others share CPU 1)
 #   BROKER_PORT=18080 AUTH_PORT=15051 CHAT_PORT=15052
 #   CARGO_TARGET_DIR   where cargo builds (default: target)
 set -euo pipefail
@@ -23,15 +25,17 @@ broker_addr="127.0.0.1:${BROKER_PORT:-18080}"
 auth_addr="127.0.0.1:${AUTH_PORT:-15051}"
 chat_addr="127.0.0.1:${CHAT_PORT:-15052}"
 
-cargo build --release -p microchat -p loadgen
+cargo build --release -p microchat -p loadgen -p auth -p chat -p broker
 
 server_pin=() loadgen_pin=()
 if [[ "${PIN:-0}" == 1 ]]; then server_pin=(taskset -c 0) loadgen_pin=(taskset -c 1); fi
 
 data_dir="$(mktemp -d)"
-server_pid="" databases=()
+server_pid="" databases=() helpers=()
 stop_server() {
-  if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  for pid in "$server_pid" "${helpers[@]}"; do
+    if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  done
   for db in "${databases[@]}"; do psql -q "postgres://postgres@127.0.0.1:5432/test" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; done
   rm -rf "$data_dir"
 }
@@ -46,13 +50,22 @@ if [[ "${DB:-sqlite}" == postgres ]]; then
 fi
 
 ulimit -n "$(ulimit -Hn)"
-BROKER_LISTEN="$broker_addr" AUTH_LISTEN="$auth_addr" CHAT_LISTEN="$chat_addr" \
-MICROCHAT_DATA_DIR="$data_dir" BROKER_RATE_LIMIT_API=off BROKER_RATE_LIMIT_AUTH=off \
-BROKER_WS_FRAMES_PER_SECOND=1000 AUTH_ARGON2_MEMORY_KIB=64 AUTH_ARGON2_ITERATIONS=1 \
-AUTH_ACCESS_TOKEN_TTL=2h RUST_LOG="${RUST_LOG:-warn}" \
+export BROKER_LISTEN="$broker_addr" AUTH_LISTEN="$auth_addr" CHAT_LISTEN="$chat_addr" \
+  BROKER_AUTH_URL="http://$auth_addr" BROKER_CHAT_URL="http://$chat_addr" \
+  MICROCHAT_DATA_DIR="$data_dir" BROKER_RATE_LIMIT_API=off BROKER_RATE_LIMIT_AUTH=off \
+  BROKER_WS_FRAMES_PER_SECOND=1000 AUTH_ARGON2_MEMORY_KIB=64 AUTH_ARGON2_ITERATIONS=1 \
+  AUTH_ACCESS_TOKEN_TTL=2h RUST_LOG="${RUST_LOG:-warn}"
+helpers=()
+if [[ "${SPLIT:-0}" == 1 ]]; then
+  others_pin=(); [[ "${PIN:-0}" == 1 ]] && others_pin=(taskset -c 1)
+  for service in auth chat; do
+    "${others_pin[@]}" "$target_dir/release/$service" & helpers+=($!)
+  done
+  "${server_pin[@]}" "$target_dir/release/broker" &
+else
   "${server_pin[@]}" "$target_dir/release/microchat" &
+fi
 server_pid=$!
-
 deadline=$((SECONDS + 60))
 until curl -fsS -o /dev/null --max-time 2 "http://$broker_addr/readyz" 2>/dev/null; do
   kill -0 "$server_pid" 2>/dev/null || { echo "microchat exited before it was ready" >&2; exit 1; }

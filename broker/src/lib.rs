@@ -29,9 +29,21 @@ use tonic_health::pb::health_client::HealthClient;
 /// Largest gRPC answer the broker accepts from a service.
 const MAX_GRPC_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach: one shared allocation, so a clone (per request, per
+/// socket) is a reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The inside of [`AppState`].
+pub struct Shared {
     config: Arc<Config>,
     auth: AuthClient<TracedChannel>,
     chat: ChatClient<TracedChannel>,
@@ -75,7 +87,7 @@ impl Broker {
             .broker_id
             .clone()
             .unwrap_or_else(|| format!("broker-{}", uuid::Uuid::new_v4().simple()));
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             sessions: Arc::new(Sessions::new(auth.clone())),
             health: HealthClient::new(auth_channel),
             chat_health: HealthClient::new(chat_channel),
@@ -90,7 +102,7 @@ impl Broker {
             },
             shutdown: Shutdown::new(),
             config: Arc::new(config),
-        };
+        }));
         Ok(Self { listener, state })
     }
 

@@ -66,6 +66,10 @@ pub struct Args {
     /// Hold the sockets without sending; report memory per socket.
     #[arg(long)]
     idle: bool,
+    /// With --idle: how long to hold the sockets before reading the server's memory (its
+    /// allocator returns freed memory to the system lazily).
+    #[arg(long, default_value = "15s", value_parser = crate::phase::parse_warmup)]
+    settle: Duration,
     /// The server process, for its memory figures (RSS from /proc).
     #[arg(long)]
     server_pid: Option<u32>,
@@ -597,7 +601,7 @@ async fn idle(
     rss_before: u64,
 ) -> Result<()> {
     let pid = args.server_pid.expect("checked by the caller");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(args.settle).await;
     let rss_after = rss_kib(pid)?;
     let per_socket = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / sockets.len() as f64;
     // Delivery check: the first member of the first room sends; every member receives.

@@ -82,13 +82,14 @@ pub async fn serve(mut socket: WebSocket, state: AppState, spec: SocketSpec) {
     let connection_id = Uuid::now_v7();
     let user = caller_message(&spec.caller);
     let mut chat = state.chat.clone();
-    let opened = chat
-        .open_connection(pb::OpenConnectionRequest {
-            caller: Some(user.clone()),
-            connection_id: connection_id.to_string(),
-            broker_id: state.broker_id.to_string(),
-        })
-        .await;
+    // gRPC futures are boxed throughout: an idle socket's task should not reserve room
+    // for calls it is not making (the task is most of a socket's memory).
+    let opened = Box::pin(chat.open_connection(pb::OpenConnectionRequest {
+        caller: Some(user.clone()),
+        connection_id: connection_id.to_string(),
+        broker_id: state.broker_id.to_string(),
+    }))
+    .await;
     if let Err(status) = opened {
         tracing::warn!(%status, "cannot open a socket: chat unavailable");
         close_with(
@@ -101,19 +102,14 @@ pub async fn serve(mut socket: WebSocket, state: AppState, spec: SocketSpec) {
     }
     let conversations = match (spec.protocol, spec.room) {
         (Protocol::Text, Some(room)) => Ok(vec![room]),
-        _ => chat
-            .list_memberships(pb::ListMembershipsRequest {
-                user_id: user.user_id.clone(),
-            })
-            .await
-            .map(|answer| {
-                answer
-                    .into_inner()
-                    .conversation_ids
-                    .iter()
-                    .filter_map(|id| Uuid::try_parse(id).ok())
-                    .collect()
-            }),
+        _ => Box::pin(state.chat.clone().list_memberships(pb::ListMembershipsRequest {
+            user_id: user.user_id.clone(),
+        }))
+        .await
+        .map(|answer| {
+            let ids = answer.into_inner().conversation_ids;
+            ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect()
+        }),
     };
     match conversations {
         Ok(conversations) => {
@@ -151,6 +147,7 @@ pub async fn serve(mut socket: WebSocket, state: AppState, spec: SocketSpec) {
     let request = pb::CloseConnectionRequest {
         connection_id: connection_id.to_string(),
     };
+    let mut chat = state.chat.clone();
     tokio::spawn(async move {
         if let Err(status) = chat.close_connection(request).await {
             tracing::warn!(%status, "cannot record a closed socket");
@@ -209,7 +206,7 @@ impl SocketLoop<'_> {
                         last_heard = Instant::now();
                         if limiter.check().is_ok() {
                             refused_in_a_row = 0;
-                            self.handle(message).await
+                            Box::pin(self.handle(message)).await
                         } else {
                             refused_in_a_row += 1;
                             let quiet = last_refusal_notice.is_none_or(|at| at.elapsed() >= Duration::from_secs(1));

@@ -30,9 +30,11 @@ fn upgrade(
     let upgrade = upgrade?
         .max_message_size(limit)
         .max_frame_size(limit)
-        // Small buffers: an idle socket should cost little memory. Writes gather up to
-        // 8 KiB before a system call (the socket loop flushes after each burst).
-        .read_buffer_size(4 * 1024)
+        // Small buffers: an idle socket should cost little memory. tungstenite zero-fills
+        // its whole read buffer before each read, so all of it is resident; chat frames are
+        // small and the buffer grows on demand for larger ones. Writes gather up to 8 KiB
+        // before a system call (the socket loop flushes after each burst).
+        .read_buffer_size(512)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(256 * 1024);
     Ok(upgrade.on_upgrade(move |ws| socket::serve(ws, state, spec)))
