@@ -102,13 +102,20 @@ pub async fn serve(mut socket: WebSocket, state: AppState, spec: SocketSpec) {
     }
     let conversations = match (spec.protocol, spec.room) {
         (Protocol::Text, Some(room)) => Ok(vec![room]),
-        _ => Box::pin(state.chat.clone().list_memberships(pb::ListMembershipsRequest {
-            user_id: user.user_id.clone(),
-        }))
+        _ => Box::pin(
+            state
+                .chat
+                .clone()
+                .list_memberships(pb::ListMembershipsRequest {
+                    user_id: user.user_id.clone(),
+                }),
+        )
         .await
         .map(|answer| {
             let ids = answer.into_inner().conversation_ids;
-            ids.iter().filter_map(|id| Uuid::try_parse(id).ok()).collect()
+            ids.iter()
+                .filter_map(|id| Uuid::try_parse(id).ok())
+                .collect()
         }),
     };
     match conversations {
