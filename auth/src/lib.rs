@@ -25,7 +25,6 @@ use proto::auth::v1::auth_server::AuthServer;
 use revocations::RevocationFeed;
 use std::{net::SocketAddr, path::Path, sync::Arc};
 use tokio::net::TcpListener;
-use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 
 /// Largest gRPC message auth accepts: requests are a few hundred bytes.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -86,17 +85,14 @@ impl Auth {
         health.set_serving::<AuthServer<grpc::AuthApi>>().await;
         let api = AuthServer::new(grpc::AuthApi::new(self.accounts, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let incoming = TcpListenerStream::new(self.listener).map(|stream| {
-            let stream = stream?;
-            stream.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(stream)
-        });
         tracing::info!(%addr, "auth serving gRPC");
-        tonic::transport::Server::builder()
-            .layer(platform::trace::TraceLayer)
+        platform::grpc::server()
             .add_service(health_service)
             .add_service(api)
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .serve_with_incoming_shutdown(
+                platform::grpc::incoming(self.listener),
+                shutdown.cancelled_owned(),
+            )
             .await
             .context("auth gRPC server")?;
         follower.await.context("revocation follower")?;

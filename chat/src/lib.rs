@@ -22,7 +22,6 @@ use platform::shutdown::Shutdown;
 use proto::chat::v1::chat_server::ChatServer;
 use std::{net::SocketAddr, path::Path, sync::Arc};
 use tokio::net::TcpListener;
-use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 
 /// Largest gRPC message chat accepts: a 4,000-character message is at most 16 KiB.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -61,17 +60,14 @@ impl ChatService {
         health.set_serving::<ChatServer<grpc::ChatApi>>().await;
         let api = ChatServer::new(grpc::ChatApi::new(self.chat, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let incoming = TcpListenerStream::new(self.listener).map(|stream| {
-            let stream = stream?;
-            stream.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(stream)
-        });
         tracing::info!(%addr, "chat serving gRPC");
-        tonic::transport::Server::builder()
-            .layer(platform::trace::TraceLayer)
+        platform::grpc::server()
             .add_service(health_service)
             .add_service(api)
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+            .serve_with_incoming_shutdown(
+                platform::grpc::incoming(self.listener),
+                shutdown.cancelled_owned(),
+            )
             .await
             .context("chat gRPC server")?;
         tracing::info!("chat stopped");

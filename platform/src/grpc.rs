@@ -1,13 +1,16 @@
 //! gRPC client helpers: every channel connects lazily (a service may start before the
 //! ones it calls), and every call has a deadline and carries the current trace id.
 
-use crate::trace::TraceInterceptor;
+use crate::trace::{TraceInterceptor, TraceLayer};
 use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_stream::{Stream, StreamExt, wrappers::TcpListenerStream};
 use tonic::{
     Code, Status,
     service::interceptor::InterceptedService,
     transport::{Channel, Endpoint},
 };
+use tower::layer::util::{Identity, Stack};
 
 /// A channel whose calls carry the current trace id.
 pub type TracedChannel = InterceptedService<Channel, TraceInterceptor>;
@@ -40,6 +43,21 @@ pub fn channel(url: &str, deadlines: Deadlines) -> Result<TracedChannel, tonic::
         .keep_alive_timeout(Duration::from_secs(5))
         .connect_lazy();
     Ok(InterceptedService::new(channel, TraceInterceptor))
+}
+
+/// A tonic server whose calls run in a span carrying the caller's trace id.
+pub fn server() -> tonic::transport::Server<Stack<TraceLayer, Identity>> {
+    tonic::transport::Server::builder().layer(TraceLayer)
+}
+
+/// The connections accepted on `listener`, with Nagle's algorithm off (gRPC messages are
+/// small and latency matters more than packet count).
+pub fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
+    TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
 }
 
 /// True when the status means "the service could not be reached in time", as opposed to

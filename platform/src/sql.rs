@@ -28,6 +28,41 @@ pub fn backend(url: &str) -> Option<Backend> {
     }
 }
 
+/// An open pool of either backend.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    /// PostgreSQL.
+    Postgres(PgPool),
+    /// SQLite.
+    Sqlite(SqlitePool),
+}
+
+/// Opens the pool a database URL names (`postgres://` or `sqlite://`).
+pub async fn connect(url: &str) -> anyhow::Result<Pool> {
+    Ok(match backend(url) {
+        Some(Backend::Postgres) => Pool::Postgres(connect_postgres(url, 16).await?),
+        Some(Backend::Sqlite) => Pool::Sqlite(connect_sqlite(url).await?),
+        None => anyhow::bail!("unsupported database URL (use postgres:// or sqlite://)"),
+    })
+}
+
+/// True when the error means "the database could not be reached or answered in time",
+/// as opposed to an answer from it.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_)
+    )
+}
+
+/// True when the error is a unique-constraint violation.
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
 /// A PostgreSQL pool that fails fast when the server is away instead of hanging.
 pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()

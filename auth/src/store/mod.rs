@@ -37,12 +37,10 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => Self::Unavailable(error),
-            other => Self::Database(other),
+        if platform::sql::is_unavailable(&error) {
+            Self::Unavailable(error)
+        } else {
+            Self::Database(error)
         }
     }
 }
@@ -142,15 +140,9 @@ pub trait UserStore: Send + Sync + 'static {
 
 /// Opens the store a database URL names and applies its migrations.
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn UserStore>> {
-    use platform::sql::{Backend, backend};
-    let store: Arc<dyn UserStore> = match backend(url) {
-        Some(Backend::Postgres) => Arc::new(PostgresUserStore::new(
-            platform::sql::connect_postgres(url, 16).await?,
-        )),
-        Some(Backend::Sqlite) => Arc::new(SqliteUserStore::new(
-            platform::sql::connect_sqlite(url).await?,
-        )),
-        None => anyhow::bail!("unsupported database URL (use postgres:// or sqlite://)"),
+    let store: Arc<dyn UserStore> = match platform::sql::connect(url).await? {
+        platform::sql::Pool::Postgres(pool) => Arc::new(PostgresUserStore::new(pool)),
+        platform::sql::Pool::Sqlite(pool) => Arc::new(SqliteUserStore::new(pool)),
     };
     store.migrate().await?;
     Ok(store)

@@ -63,14 +63,6 @@ struct RevocationRow {
 
 const ACCOUNT_COLUMNS: &str = "id, username, email, password_hash, created_at";
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
-    StoreError::Database(sqlx::Error::Migrate(Box::new(error)))
-}
-
 macro_rules! sql_user_store {
     ($(#[$doc:meta])* $name:ident, $db:ty, $migrations:literal) => {
         $(#[$doc])*
@@ -89,7 +81,7 @@ macro_rules! sql_user_store {
         #[async_trait]
         impl UserStore for $name {
             async fn migrate(&self) -> Result<(), StoreError> {
-                sqlx::migrate!($migrations).run(&self.pool).await.map_err(migrate_error)
+                sqlx::migrate!($migrations).run(&self.pool).await.map_err(|error| StoreError::Database(error.into()))
             }
 
             async fn ping(&self) -> Result<(), StoreError> {
@@ -115,7 +107,7 @@ macro_rules! sql_user_store {
                         email: account.email.as_str().to_owned(),
                         created_at: account.created_at,
                     }),
-                    Err(error) if is_unique_violation(&error) => {
+                    Err(error) if platform::sql::is_unique_violation(&error) => {
                         let (same_name,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE username = $1")
                             .bind(account.username.as_str())
                             .fetch_one(&self.pool)

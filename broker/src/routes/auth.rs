@@ -328,15 +328,7 @@ pub async fn logout(State(state): State<AppState>, caller: AuthUser) -> Result<R
         .sessions
         .record_revoked(caller.claims.sid, caller.claims.exp + 1);
     let mut response = StatusCode::NO_CONTENT.into_response();
-    for (name, path) in [(SESSION_COOKIE, "/"), (REFRESH_COOKIE, "/api/auth")] {
-        let mut gone = Cookie::build((name, ""))
-            .path(path)
-            .http_only(true)
-            .same_site(SameSite::Strict)
-            .build();
-        gone.make_removal();
-        set_cookie(&mut response, gone);
-    }
+    crate::routes::account::clear_session_cookies(&mut response);
     Ok(response)
 }
 

@@ -357,19 +357,29 @@ pub async fn send(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewMessageBody>,
 ) -> Result<Response, ApiError> {
+    let message = send_message(&state, &user, id, body.body).await?;
+    Ok((StatusCode::CREATED, ApiJson(message)).into_response())
+}
+
+/// Sends `body` to conversation `id` as `user` (chat checks the membership).
+pub(crate) async fn send_message(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+    body: String,
+) -> Result<MessageView, ApiError> {
     let request = pb::SendMessageRequest {
-        caller: Some(caller(&user)),
+        caller: Some(caller(user)),
         conversation_id: id.to_string(),
-        body: body.body,
+        body,
     };
     let message = state
         .chat
         .clone()
         .send_message(request)
         .await
-        .map_err(from_chat)?
-        .into_inner();
-    Ok((StatusCode::CREATED, ApiJson(MessageView::from(&message))).into_response())
+        .map_err(from_chat)?;
+    Ok(MessageView::from(&message.into_inner()))
 }
 
 /// Mark a conversation read up to a message (members only).

@@ -7,7 +7,7 @@ use crate::{
     error::ApiError,
     extract::{ApiJson, ApiPath, AuthUser},
     live::frames::{MessageView, time},
-    routes::chat::{caller, from_chat, presence_of},
+    routes::chat::{caller, from_chat, presence_of, send_message},
 };
 use axum::{
     extract::State,
@@ -139,21 +139,10 @@ pub async fn send(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewMessage>,
 ) -> Result<Response, ApiError> {
-    let request = pb::SendMessageRequest {
-        caller: Some(caller(&user)),
-        conversation_id: id.to_string(),
-        body: body.message,
-    };
-    let message = state
-        .chat
-        .clone()
-        .send_message(request)
-        .await
-        .map_err(from_chat)?
-        .into_inner();
+    let message = send_message(&state, &user, id, body.message).await?;
     Ok((
         StatusCode::CREATED,
-        ApiJson(serde_json::json!({ "message": MessageView::from(&message) })),
+        ApiJson(serde_json::json!({ "message": message })),
     )
         .into_response())
 }

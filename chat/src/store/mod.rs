@@ -27,12 +27,10 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => Self::Unavailable(error),
-            other => Self::Database(other),
+        if platform::sql::is_unavailable(&error) {
+            Self::Unavailable(error)
+        } else {
+            Self::Database(error)
         }
     }
 }
@@ -156,15 +154,9 @@ pub trait ChatStore: Send + Sync + 'static {
 
 /// Opens the store a database URL names and applies its migrations.
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn ChatStore>> {
-    use platform::sql::{Backend, backend};
-    let store: Arc<dyn ChatStore> = match backend(url) {
-        Some(Backend::Postgres) => Arc::new(PostgresChatStore::new(
-            platform::sql::connect_postgres(url, 16).await?,
-        )),
-        Some(Backend::Sqlite) => Arc::new(SqliteChatStore::new(
-            platform::sql::connect_sqlite(url).await?,
-        )),
-        None => anyhow::bail!("unsupported database URL (use postgres:// or sqlite://)"),
+    let store: Arc<dyn ChatStore> = match platform::sql::connect(url).await? {
+        platform::sql::Pool::Postgres(pool) => Arc::new(PostgresChatStore::new(pool)),
+        platform::sql::Pool::Sqlite(pool) => Arc::new(SqliteChatStore::new(pool)),
     };
     store.migrate().await?;
     Ok(store)

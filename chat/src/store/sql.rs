@@ -176,14 +176,6 @@ fn count(n: i64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn is_unique_violation(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
-    StoreError::Database(sqlx::Error::Migrate(Box::new(error)))
-}
-
 macro_rules! sql_chat_store {
     ($(#[$doc:meta])* $name:ident, $db:ty, $migrations:literal) => {
         $(#[$doc])*
@@ -314,7 +306,7 @@ macro_rules! sql_chat_store {
                 sqlx::migrate!($migrations)
                     .run(&self.pool)
                     .await
-                    .map_err(migrate_error)
+                    .map_err(|error| StoreError::Database(error.into()))
             }
 
             async fn ping(&self) -> Result<(), StoreError> {
@@ -341,7 +333,7 @@ macro_rules! sql_chat_store {
                 .await;
                 match inserted {
                     Ok(_) => {}
-                    Err(error) if is_unique_violation(&error) => return Err(StoreError::NameTaken),
+                    Err(error) if platform::sql::is_unique_violation(&error) => return Err(StoreError::NameTaken),
                     Err(error) => return Err(error.into()),
                 }
                 Self::add_member(&mut *tx, room.id, creator, room.created_at).await?;
@@ -401,7 +393,7 @@ macro_rules! sql_chat_store {
                     }),
                     // The other side opened it first: theirs is the conversation. (Gone again
                     // already only if one of the two was deleted meanwhile.)
-                    Err(error) if is_unique_violation(&error) => self
+                    Err(error) if platform::sql::is_unique_violation(&error) => self
                         .direct_by_key(key)
                         .await?
                         .ok_or(StoreError::Database(sqlx::Error::RowNotFound)),
