@@ -179,8 +179,15 @@ impl SocketLoop<'_> {
         let limits = self.state.socket_limits;
         let limiter: DefaultDirectRateLimiter =
             RateLimiter::direct(Quota::per_second(limits.frames_per_second));
-        let mut ping = tokio::time::interval(limits.ping_interval);
-        ping.tick().await;
+        // Each socket's first ping lands at a random point of the interval: sockets opened
+        // together (a deploy, a network blip) must not all ping in the same instant forever.
+        let spread = limits
+            .ping_interval
+            .mul_f64((Uuid::new_v4().as_u128() % 1000) as f64 / 1000.0);
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + limits.ping_interval + spread,
+            limits.ping_interval,
+        );
         let mut last_heard = Instant::now();
         let mut refused_in_a_row = 0_u32;
         let mut last_refusal_notice: Option<Instant> = None;
