@@ -12,7 +12,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use proto::chat::v1::{self as pb, chat_client::ChatClient};
-use std::{num::NonZeroU32, time::Duration};
+use std::{num::NonZeroU32, sync::Arc, time::Duration};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -191,15 +191,21 @@ impl SocketLoop<'_> {
         let mut last_heard = Instant::now();
         let mut refused_in_a_row = 0_u32;
         let mut last_refusal_notice: Option<Instant> = None;
+        // Made once, not per wake-up: the shutdown token is shared by every socket, and
+        // re-registering with it on each frame costs the broker at 10,000 sockets.
         let shutdown = self.state.shutdown.clone();
+        let stopping = shutdown.cancelled();
+        let closer = Arc::clone(&registration.closer);
+        let closing = closer.closed();
+        tokio::pin!(stopping, closing);
         loop {
             let flow = tokio::select! {
                 biased;
-                () = registration.closer.closed() => {
+                () = &mut closing => {
                     let code = registration.closer.code().unwrap_or(close::POLICY);
                     Flow::Close(code, close_reason(code))
                 }
-                () = shutdown.cancelled() => Flow::Close(close::GOING_AWAY, close_reason(close::GOING_AWAY)),
+                () = &mut stopping => Flow::Close(close::GOING_AWAY, close_reason(close::GOING_AWAY)),
                 frame = registration.frames.recv() => match frame {
                     Some(frame) => self.write_queued(frame, &mut registration.frames).await,
                     None => Flow::Close(close::GOING_AWAY, "closed"),
