@@ -71,9 +71,8 @@ impl RevocationFeed {
         let mut since = chrono::Utc::now().timestamp_millis() - LOOK_BACK_MS;
         let mut last_prune = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(POLL_EVERY) => {}
+            if !platform::shutdown::pause(&shutdown, POLL_EVERY).await {
+                return;
             }
             match store.revocations_since(since - LOOK_BACK_MS).await {
                 Ok(entries) => {

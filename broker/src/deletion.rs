@@ -91,9 +91,8 @@ async fn finish(state: &AppState, user: Uuid) -> Result<(), tonic::Status> {
 /// Finishes interrupted deletions every `every`, until shutdown.
 pub async fn sweep(state: AppState, every: Duration, shutdown: Shutdown) {
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(every) => {}
+        if !platform::shutdown::pause(&shutdown, every).await {
+            return;
         }
         let begun_before = chrono::Utc::now() - chrono::Duration::seconds(2);
         let request = auth_pb::ListPendingDeletionsRequest {

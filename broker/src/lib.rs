@@ -185,11 +185,21 @@ async fn close_ended_sessions(state: AppState, shutdown: Shutdown) {
     }
 }
 
+/// How the broker reconnects its long-lived streams (auth's revocations, chat's live
+/// events): quickly at first, then at most every 5 s, with jitter so brokers spread out.
+fn reconnect_backoff() -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+}
+
 async fn forget_idle_clients(limiters: rate_limit::Limiters, shutdown: Shutdown) {
     loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(60)) => limiters.forget_idle_clients(),
+        if !platform::shutdown::pause(&shutdown, Duration::from_secs(60)).await {
+            return;
         }
+        limiters.forget_idle_clients();
     }
 }

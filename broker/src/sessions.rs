@@ -163,11 +163,7 @@ impl Sessions {
 
     /// Follows auth's revocation stream until shutdown, reconnecting with backoff.
     pub async fn follow_revocations(self: Arc<Self>, shutdown: Shutdown) {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .with_jitter()
-            .without_max_times();
+        let backoff = crate::reconnect_backoff();
         let mut delays = backoff.build();
         loop {
             tokio::select! {
@@ -180,9 +176,8 @@ impl Sessions {
             }
             self.stream_up.store(false, Ordering::Relaxed);
             let delay = delays.next().unwrap_or(Duration::from_secs(5));
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(delay) => {}
+            if !platform::shutdown::pause(&shutdown, delay).await {
+                return;
             }
         }
     }
@@ -195,7 +190,7 @@ impl Sessions {
         self.load_keys().await?;
         let mut request = tonic::Request::new(WatchRevocationsRequest {});
         // A stream lives as long as auth does, not one request deadline.
-        request.set_timeout(Duration::from_secs(365 * 24 * 3600));
+        request.set_timeout(platform::grpc::STREAM_DEADLINE);
         let mut stream = self
             .auth
             .clone()

@@ -455,9 +455,8 @@ impl ChatApi {
                 }
             }
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(BROKER_GRACE) => {}
+        if !platform::shutdown::pause(&shutdown, BROKER_GRACE).await {
+            return;
         }
         let back = self
             .subscribers

@@ -45,6 +45,10 @@ pub fn channel(url: &str, deadlines: Deadlines) -> Result<TracedChannel, tonic::
     Ok(InterceptedService::new(channel, TraceInterceptor))
 }
 
+/// Deadline of a long-lived server stream: it lasts as long as the connection, not one
+/// request's deadline (the channel's default deadline would cut it).
+pub const STREAM_DEADLINE: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// A tonic server whose calls run in a span carrying the caller's trace id.
 pub fn server() -> tonic::transport::Server<Stack<TraceLayer, Identity>> {
     tonic::transport::Server::builder().layer(TraceLayer)

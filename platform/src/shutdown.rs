@@ -31,6 +31,15 @@ pub async fn signal() {
     }
 }
 
+/// Waits `period`, or less if shutdown begins: true when the full period passed, false
+/// when the caller should stop.
+pub async fn pause(shutdown: &Shutdown, period: std::time::Duration) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => false,
+        () = tokio::time::sleep(period) => true,
+    }
+}
+
 /// A token that is cancelled when the process receives Ctrl-C or SIGTERM.
 pub fn on_signal() -> Shutdown {
     let shutdown = Shutdown::new();
@@ -45,4 +54,18 @@ pub fn on_signal() -> Shutdown {
         }
     });
     shutdown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_pause_ends_early_when_shutdown_begins() {
+        let shutdown = Shutdown::new();
+        assert!(pause(&shutdown, Duration::from_millis(1)).await);
+        shutdown.cancel();
+        assert!(!pause(&shutdown, Duration::from_secs(3600)).await);
+    }
 }

@@ -6,7 +6,7 @@ use super::{
     frames::{Outbound, PresenceView, text_line},
     hub::{Frames, Hub},
 };
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::BackoffBuilder;
 use platform::{grpc::TracedChannel, shutdown::Shutdown};
 use proto::chat::v1::{SubscribeRequest, chat_client::ChatClient, live_event::Event};
 use std::{sync::Arc, time::Duration};
@@ -128,18 +128,14 @@ pub async fn follow(
     broker_id: String,
     shutdown: Shutdown,
 ) {
-    let backoff = ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times();
+    let backoff = crate::reconnect_backoff();
     let mut delays = backoff.build();
     let mut connected_before = false;
     loop {
         let mut request = tonic::Request::new(SubscribeRequest {
             broker_id: broker_id.clone(),
         });
-        request.set_timeout(Duration::from_secs(365 * 24 * 3600));
+        request.set_timeout(platform::grpc::STREAM_DEADLINE);
         let stream = tokio::select! {
             () = shutdown.cancelled() => return,
             stream = chat.subscribe(request) => stream,
@@ -177,9 +173,8 @@ pub async fn follow(
         }
         hub.set_fed(false);
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
+        if !platform::shutdown::pause(&shutdown, delay).await {
+            return;
         }
     }
 }

@@ -385,17 +385,6 @@ impl Hub {
             }
         }
     }
-
-    /// Closes every socket (shutdown).
-    pub fn close_all(&self, code: u16) {
-        let registry = self
-            .registry
-            .read()
-            .expect("no code panics while holding the hub lock");
-        for entry in registry.sockets.values() {
-            entry.closer.close(code);
-        }
-    }
 }
 
 #[cfg(test)]
