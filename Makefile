@@ -11,6 +11,7 @@ run: ## Run every service in one process (same as `cargo run`)
 	$(CARGO) run
 
 test: check-services ## The whole test suite: unit, store suites on SQLite and PostgreSQL, black-box
+	@scripts/test-tools.sh
 	$(CARGO) test --workspace --all-targets --locked
 
 lint: ## Formatting and clippy, warnings are errors

@@ -7,6 +7,8 @@ use std::{env, fs, path::PathBuf};
 const PROTOS: &[&str] = &[
     "proto/microchat/auth/v1/auth.proto",
     "proto/microchat/chat/v1/chat.proto",
+    "proto/microchat/events/v1/events.proto",
+    "proto/microchat/mail/v1/mail.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,10 +1,15 @@
 //! The embedded all-in-one: every microchat service in one process, each on its own port,
 //! talking real gRPC over loopback, with embedded backends (SQLite files in the data
-//! directory). `cargo run` at the repository root starts it; tests start it on port 0.
+//! directory, the in-process event bus, mail as `.eml` files). `cargo run` at the
+//! repository root starts it; tests start it on port 0. With `AMQP_URL` set, events go
+//! through RabbitMQ instead of the in-process bus.
 
 use anyhow::Context;
-use platform::shutdown::Shutdown;
-use std::{net::SocketAddr, path::PathBuf};
+use platform::{
+    events::{EventBus, InProcessBus},
+    shutdown::Shutdown,
+};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 use tokio::task::JoinSet;
 
 /// Settings of every service, as flags and environment variables.
@@ -29,6 +34,15 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub broker: broker::Config,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub mail: mail::Config,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub listener: listener::Config,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub events: platform::events::BusConfig,
 }
 
 /// The running services and their addresses.
@@ -39,21 +53,55 @@ pub struct Running {
     pub auth: SocketAddr,
     /// The chat service's gRPC address.
     pub chat: SocketAddr,
+    /// The mail service's gRPC address.
+    pub mail: SocketAddr,
+    /// The listener's HTTP address (health, metrics, parked events).
+    pub listener: SocketAddr,
     services: JoinSet<anyhow::Result<()>>,
     shutdown: Shutdown,
 }
 
-/// Starts every service. The broker is pointed at the services started here, whatever
-/// `BROKER_*_URL` say, so ports may be 0.
+/// Starts every service. Callers are pointed at the services started here, whatever
+/// their `*_URL` settings say, so ports may be 0.
 pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
-    let auth = auth::Auth::build(&config.auth, &config.data_dir)
+    let mail = mail::MailService::build(&config.mail, &config.data_dir)
         .await
-        .context("starting auth")?;
-    let auth_addr = auth.local_addr();
+        .context("starting mail")?;
+    let mail_addr = mail.local_addr();
     let chat = chat::ChatService::build(&config.chat, &config.data_dir)
         .await
         .context("starting chat")?;
     let chat_addr = chat.local_addr();
+    // The listener binds its queue before any producer publishes.
+    config.listener.chat_url = format!("http://{chat_addr}");
+    config.listener.mail_url = format!("http://{mail_addr}");
+    let (bus, source): (Arc<dyn EventBus>, Arc<dyn listener::source::Source>) =
+        match config.events.rabbit() {
+            Some(bus) => {
+                let url = config.events.amqp_url.clone().unwrap_or_default();
+                let source = listener::source::RabbitSource::new(
+                    url,
+                    config.events.exchange.clone(),
+                    &config.listener,
+                );
+                (bus, Arc::new(source))
+            }
+            None => {
+                let bus = InProcessBus::default();
+                let source = listener::source::MemorySource::bind(&bus);
+                (Arc::new(bus), Arc::new(source))
+            }
+        };
+    let listener = listener::Listener::build(&config.listener, &config.data_dir, source)
+        .await
+        .context("starting the listener")?;
+    let listener_addr = listener.local_addr();
+    let chat = chat.publish_events_to(Arc::clone(&bus));
+    let auth = auth::Auth::build(&config.auth, &config.data_dir)
+        .await
+        .context("starting auth")?
+        .publish_events_to(bus);
+    let auth_addr = auth.local_addr();
     config.broker.auth_url = format!("http://{auth_addr}");
     config.broker.chat_url = format!("http://{chat_addr}");
     let broker = broker::Broker::build(config.broker)
@@ -61,6 +109,8 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         .context("starting the broker")?;
     let broker_addr = broker.local_addr();
     let mut services = JoinSet::new();
+    services.spawn(mail.run(shutdown.clone()));
+    services.spawn(listener.run(shutdown.clone()));
     services.spawn(auth.run(shutdown.clone()));
     services.spawn(chat.run(shutdown.clone()));
     services.spawn(broker.run(shutdown.clone()));
@@ -68,6 +118,8 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         broker: broker_addr,
         auth: auth_addr,
         chat: chat_addr,
+        mail: mail_addr,
+        listener: listener_addr,
         services,
         shutdown,
     })

@@ -10,6 +10,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = microchat::Config::parse();
+    let mail_dir = config
+        .mail
+        .smtp_url
+        .clone()
+        .map_or_else(|| config.data_dir.join("mail"), std::path::PathBuf::from);
     platform::telemetry::init_tracing();
     let shutdown = platform::shutdown::on_signal();
     let running = microchat::start(config, shutdown).await?;
@@ -20,8 +25,16 @@ async fn main() -> anyhow::Result<()> {
     println!("    health     {api}/healthz  {api}/readyz  {api}/metrics");
     println!("    WebSocket  ws://{}/ws", running.broker);
     println!(
-        "    gRPC       auth {}  chat {}",
-        running.auth, running.chat
+        "    gRPC       auth {}  chat {}  mail {}",
+        running.auth, running.chat, running.mail
+    );
+    println!(
+        "    listener   http://{}/metrics  (parked events: http://{}/admin/parked)",
+        running.listener, running.listener
+    );
+    println!(
+        "    mail       written as .eml files under {}",
+        mail_dir.display()
     );
     println!();
     running.wait().await

@@ -11,7 +11,11 @@ use crate::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SubsecRound, Utc};
-use platform::token::{AUDIENCE, Claims, ISSUER, TokenError, TokenVerifier};
+use platform::{
+    events::{Event, outbox::OutboxWaker},
+    token::{AUDIENCE, Claims, ISSUER, TokenError, TokenVerifier},
+};
+use proto::events::v1::{self as events, envelope::Payload};
 use ring::{digest, rand::SecureRandom};
 use std::{
     sync::Arc,
@@ -101,6 +105,17 @@ pub struct Accounts {
     per_ip: LoginThrottle,
     decoy_hash: String,
     policy: Policy,
+    outbox: OutboxWaker,
+}
+
+/// Who produces auth's events.
+const PRODUCER: &str = "auth";
+
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
 }
 
 /// Now, at the microsecond precision both databases keep.
@@ -145,7 +160,13 @@ impl Accounts {
             verifier,
             revocations,
             policy,
+            outbox: OutboxWaker::default(),
         }
+    }
+
+    /// Wakes the outbox relay when a commit wrote events.
+    pub fn outbox_waker(&self) -> &OutboxWaker {
+        &self.outbox
     }
 
     /// The signing key (for publishing its public half).
@@ -178,8 +199,17 @@ impl Accounts {
                 .await,
             created_at: now(),
         };
-        match self.store.insert_account(&account).await {
+        let event = Event::new(
+            PRODUCER,
+            Payload::UserRegistered(events::UserRegistered {
+                user_id: account.id.to_string(),
+                username: account.username.as_str().to_owned(),
+                email: account.email.as_str().to_owned(),
+            }),
+        );
+        match self.store.insert_account(&account, &event).await {
             Ok(user) => {
+                self.outbox.wake();
                 metrics::counter!("auth_registrations_total").increment(1);
                 tracing::info!(user_id = %user.id, username = %user.username, "account registered");
                 Ok(user)
@@ -237,14 +267,29 @@ impl Accounts {
             revoked_at: None,
         };
         let refresh_token = new_refresh_token(session.id);
-        self.store
-            .insert_session(&NewSession {
-                session: session.clone(),
-                refresh_hash: hash_refresh(&refresh_token),
-                client_ip: client.ip.chars().take(64).collect(),
-                user_agent: client.user_agent.chars().take(256).collect(),
-            })
-            .await?;
+        let new = NewSession {
+            session: session.clone(),
+            refresh_hash: hash_refresh(&refresh_token),
+            client_ip: client.ip.chars().take(64).collect(),
+            user_agent: client.user_agent.chars().take(256).collect(),
+        };
+        let event = Event::at(
+            PRODUCER,
+            Payload::UserLoggedIn(events::UserLoggedIn {
+                user_id: account.user.id.to_string(),
+                username: account.user.username.clone(),
+                email: account.user.email.clone(),
+                session_id: session.id.to_string(),
+                client: Some(events::Client {
+                    ip: new.client_ip.clone(),
+                    user_agent: new.user_agent.clone(),
+                }),
+                expires_at: Some(timestamp(session.expires_at)),
+            }),
+            created_at,
+        );
+        self.store.insert_session(&new, &event).await?;
+        self.outbox.wake();
         metrics::counter!("auth_logins_total", "outcome" => "succeeded").increment(1);
         tracing::info!(user_id = %account.user.id, session_id = %session.id, "logged in");
         Ok(self.issue(account.user, session, refresh_token))
@@ -346,16 +391,33 @@ impl Accounts {
     }
 
     /// Ends the session of `access_token`, at once, for every token of it.
-    pub async fn logout(&self, access_token: &str) -> Result<Arc<Claims>, AuthError> {
+    pub async fn logout(
+        &self,
+        access_token: &str,
+        client: Client,
+    ) -> Result<Arc<Claims>, AuthError> {
         let claims = self.verify(access_token)?;
-        self.end_session(claims.sid).await?;
+        let event = Event::new(
+            PRODUCER,
+            Payload::UserLoggedOut(events::UserLoggedOut {
+                user_id: claims.sub.to_string(),
+                username: claims.name.clone(),
+                email: claims.email.clone(),
+                session_id: claims.sid.to_string(),
+                client: Some(events::Client {
+                    ip: client.ip.chars().take(64).collect(),
+                    user_agent: client.user_agent.chars().take(256).collect(),
+                }),
+            }),
+        );
+        self.end_session(claims.sid, Some(&event)).await?;
         metrics::counter!("auth_logouts_total").increment(1);
         tracing::info!(user_id = %claims.sub, session_id = %claims.sid, "logged out");
         Ok(claims)
     }
 
-    /// Revokes one session in the store and in the feed.
-    async fn end_session(&self, session: Uuid) -> Result<(), AuthError> {
+    /// Revokes one session in the store and in the feed, with its event if given.
+    async fn end_session(&self, session: Uuid, event: Option<&Event>) -> Result<(), AuthError> {
         let revoked_at = Utc::now();
         let entry = Revocation {
             session_id: session,
@@ -363,7 +425,9 @@ impl Accounts {
             // Every token of the session expires within one access lifetime from now.
             forget_after: (revoked_at + chrono_duration(self.policy.access_ttl)).timestamp() + 1,
         };
-        self.store.revoke_session(session, entry).await?;
+        if self.store.revoke_session(session, entry, event).await? && event.is_some() {
+            self.outbox.wake();
+        }
         self.revocations.record(&entry);
         Ok(())
     }
@@ -376,7 +440,7 @@ impl Accounts {
             .await?
             .ok_or(AuthError::NotFound)?;
         for session in sessions {
-            self.end_session(session).await?;
+            self.end_session(session, None).await?;
         }
         tracing::info!(user_id = %user, "account deletion begun");
         Ok(())
@@ -384,8 +448,19 @@ impl Accounts {
 
     /// Finishes deleting an account; false when it was already gone.
     pub async fn complete_deletion(&self, user: Uuid) -> Result<bool, AuthError> {
-        let deleted = self.store.delete_account(user).await?;
+        let event_for = |user: &User| {
+            Event::new(
+                PRODUCER,
+                Payload::UserDeleted(events::UserDeleted {
+                    user_id: user.id.to_string(),
+                    username: user.username.clone(),
+                    email: user.email.clone(),
+                }),
+            )
+        };
+        let deleted = self.store.delete_account(user, &event_for).await?;
         if deleted {
+            self.outbox.wake();
             metrics::counter!("auth_accounts_deleted_total").increment(1);
             tracing::info!(user_id = %user, "account deleted");
         }

@@ -178,9 +178,10 @@ impl auth_server::Auth for AuthApi {
         &self,
         request: Request<pb::LogoutRequest>,
     ) -> Result<Response<pb::LogoutResponse>, Status> {
+        let client = client_of(&request, request.get_ref().client.as_ref());
         let claims = self
             .accounts
-            .logout(&request.into_inner().access_token)
+            .logout(&request.get_ref().access_token, client)
             .await?;
         let session = pb::Session {
             id: claims.sid.to_string(),

@@ -20,7 +20,10 @@ pub use config::Config;
 
 use anyhow::Context;
 use keys::SigningKey;
-use platform::shutdown::Shutdown;
+use platform::{
+    events::{EventBus, outbox::Relay},
+    shutdown::Shutdown,
+};
 use proto::auth::v1::auth_server::AuthServer;
 use revocations::RevocationFeed;
 use std::{net::SocketAddr, path::Path, sync::Arc};
@@ -33,6 +36,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub struct Auth {
     listener: TcpListener,
     accounts: Arc<Accounts>,
+    bus: Option<Arc<dyn EventBus>>,
 }
 
 impl Auth {
@@ -64,7 +68,18 @@ impl Auth {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding auth to {}", config.listen))?;
-        Ok(Self { listener, accounts })
+        Ok(Self {
+            listener,
+            accounts,
+            bus: None,
+        })
+    }
+
+    /// Relays the outbox to `bus` while serving. Without a bus, events wait in the
+    /// outbox until auth runs with one.
+    pub fn publish_events_to(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.bus = Some(bus);
+        self
     }
 
     /// The address the gRPC server is bound to.
@@ -81,6 +96,21 @@ impl Auth {
             Arc::clone(self.accounts.revocations())
                 .follow(Arc::clone(self.accounts.store()), shutdown.clone()),
         );
+        let relay = match self.bus {
+            Some(bus) => Some(tokio::spawn(
+                Relay::new(
+                    self.accounts.store().pool(),
+                    bus,
+                    self.accounts.outbox_waker().clone(),
+                    "auth",
+                )
+                .run(shutdown.clone()),
+            )),
+            None => {
+                tracing::warn!("no event bus (AMQP_URL unset): events wait in the outbox");
+                None
+            }
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<AuthServer<grpc::AuthApi>>().await;
         let api = AuthServer::new(grpc::AuthApi::new(self.accounts, shutdown.clone()))
@@ -96,6 +126,9 @@ impl Auth {
             .await
             .context("auth gRPC server")?;
         follower.await.context("revocation follower")?;
+        if let Some(relay) = relay {
+            relay.await.context("outbox relay")?;
+        }
         tracing::info!("auth stopped");
         Ok(())
     }

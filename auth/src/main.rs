@@ -23,6 +23,8 @@ struct Cli {
     new_signing_key: bool,
     #[command(flatten)]
     auth: auth::Config,
+    #[command(flatten)]
+    events: platform::events::BusConfig,
 }
 
 #[tokio::main]
@@ -39,8 +41,9 @@ async fn main() -> anyhow::Result<()> {
         .database_url
         .or_else(|| std::env::var("DATABASE_URL").ok());
     let shutdown = platform::shutdown::on_signal();
-    auth::Auth::build(&cli.auth, &cli.data_dir)
-        .await?
-        .run(shutdown)
-        .await
+    let mut auth = auth::Auth::build(&cli.auth, &cli.data_dir).await?;
+    if let Some(bus) = cli.events.rabbit() {
+        auth = auth.publish_events_to(bus);
+    }
+    auth.run(shutdown).await
 }

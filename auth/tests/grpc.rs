@@ -150,6 +150,7 @@ impl TestAuth {
     async fn logout(&self, access_token: &str) -> Result<pb::LogoutResponse, Status> {
         let request = pb::LogoutRequest {
             access_token: access_token.to_owned(),
+            client: None,
         };
         self.client
             .clone()

@@ -10,9 +10,11 @@ use auth::{
 };
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use platform::{
-    sql::{Backend, backend},
+    events::{Event, envelope},
+    sql::{Backend, Pool, backend},
     testing::TestPostgres,
 };
+use proto::events::v1::{self as events, envelope::Payload};
 use std::{path::PathBuf, sync::Arc};
 use uuid::Uuid;
 
@@ -119,10 +121,58 @@ on_both_backends!(
     pruning_forgets_only_expired_revocations,
     timestamps_round_trip_to_the_microsecond,
     migrating_again_keeps_the_data,
+    registering_writes_its_event_in_the_same_transaction,
+    a_logout_event_is_written_once_with_the_revocation,
+    deleting_an_account_writes_its_event_once,
 );
 
 // ---------------------------------------------------------------------------------------
 // Test data
+
+/// A stand-in event for calls whose event is not what the test looks at.
+fn registered() -> Event {
+    Event::new(
+        "test",
+        Payload::UserRegistered(events::UserRegistered {
+            user_id: Uuid::now_v7().to_string(),
+            username: "someone".into(),
+            email: "someone@example.com".into(),
+        }),
+    )
+}
+
+fn logged_in() -> Event {
+    Event::new(
+        "test",
+        Payload::UserLoggedIn(events::UserLoggedIn::default()),
+    )
+}
+
+/// The outbox, in order: (routing key, payload).
+async fn outbox(store: &dyn UserStore) -> Vec<(String, Payload)> {
+    const SQL: &str = "SELECT routing_key, payload FROM outbox ORDER BY seq";
+    let rows: Vec<(String, Vec<u8>)> = match store.pool() {
+        Pool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(&pool).await,
+        Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(&pool).await,
+    }
+    .expect("the outbox is readable");
+    rows.into_iter()
+        .map(|(key, payload)| {
+            let (_, envelope) = envelope::decode(&payload).expect("outbox rows are envelopes");
+            assert_eq!(envelope.r#type, key);
+            (key, envelope.payload.expect("a payload"))
+        })
+        .collect()
+}
+
+/// The routing keys in the outbox, in order.
+async fn outbox_keys(store: &dyn UserStore) -> Vec<String> {
+    outbox(store)
+        .await
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect()
+}
 
 /// Now, at the precision both databases keep (as the accounts layer does).
 fn now() -> DateTime<Utc> {
@@ -142,7 +192,7 @@ fn new_account(username: &str, email: &str) -> NewAccount {
 async fn insert_user(store: &dyn UserStore, username: &str) -> User {
     let account = new_account(username, &format!("{username}@example.com"));
     store
-        .insert_account(&account)
+        .insert_account(&account, &registered())
         .await
         .expect("a new account is inserted")
 }
@@ -168,7 +218,7 @@ async fn insert_session(store: &dyn UserStore, refresh_hash: &str) -> Session {
     let user = insert_user(store, &format!("user-{}", &unique[..16])).await;
     let new = new_session(&user, refresh_hash);
     store
-        .insert_session(&new)
+        .insert_session(&new, &logged_in())
         .await
         .expect("a new session is inserted");
     new.session
@@ -201,7 +251,7 @@ async fn stored_session(store: &dyn UserStore, id: Uuid) -> (Session, String) {
 
 async fn inserted_account_is_found_by_username_email_and_id(store: &dyn UserStore) {
     let account = new_account("Ada.Lovelace", "Ada@Example.com");
-    let user = store.insert_account(&account).await.unwrap();
+    let user = store.insert_account(&account, &registered()).await.unwrap();
     assert_eq!(user.username, "ada.lovelace");
     assert_eq!(user.email, "ada@example.com");
 
@@ -245,7 +295,7 @@ async fn unknown_accounts_are_not_found(store: &dyn UserStore) {
 async fn username_taken_in_another_case_is_refused(store: &dyn UserStore) {
     let first = insert_user(store, "ada").await;
     let second = store
-        .insert_account(&new_account("ADA", "other@example.com"))
+        .insert_account(&new_account("ADA", "other@example.com"), &registered())
         .await;
     assert!(
         matches!(second, Err(StoreError::Taken(Taken::Username))),
@@ -258,7 +308,7 @@ async fn username_taken_in_another_case_is_refused(store: &dyn UserStore) {
 async fn email_taken_in_another_case_is_refused(store: &dyn UserStore) {
     let first = insert_user(store, "ada").await;
     let second = store
-        .insert_account(&new_account("grace", "ADA@example.COM"))
+        .insert_account(&new_account("grace", "ADA@example.COM"), &registered())
         .await;
     assert!(
         matches!(second, Err(StoreError::Taken(Taken::Email))),
@@ -355,7 +405,7 @@ async fn revoked_session_cannot_rotate(store: &dyn UserStore) {
     let session = insert_session(store, "hash-1").await;
     assert!(
         store
-            .revoke_session(session.id, revocation_now(session.id))
+            .revoke_session(session.id, revocation_now(session.id), None)
             .await
             .unwrap()
     );
@@ -375,7 +425,7 @@ async fn revoked_session_cannot_rotate(store: &dyn UserStore) {
 async fn revoking_ends_the_session_and_feeds_it_once(store: &dyn UserStore) {
     let session = insert_session(store, "hash-1").await;
     let first = revocation_now(session.id);
-    assert!(store.revoke_session(session.id, first).await.unwrap());
+    assert!(store.revoke_session(session.id, first, None).await.unwrap());
 
     let (revoked, _) = stored_session(store, session.id).await;
     assert_eq!(
@@ -391,7 +441,7 @@ async fn revoking_ends_the_session_and_feeds_it_once(store: &dyn UserStore) {
         first.revoked_at_ms + 1_000,
         first.forget_after + 1,
     );
-    assert!(!store.revoke_session(session.id, again).await.unwrap());
+    assert!(!store.revoke_session(session.id, again, None).await.unwrap());
     assert_eq!(store.revocations_since(0).await.unwrap(), vec![first]);
     assert_eq!(
         stored_session(store, session.id).await.0.revoked_at,
@@ -403,7 +453,7 @@ async fn revoking_an_unknown_session_feeds_nothing(store: &dyn UserStore) {
     let unknown = Uuid::now_v7();
     assert!(
         !store
-            .revoke_session(unknown, revocation_now(unknown))
+            .revoke_session(unknown, revocation_now(unknown), None)
             .await
             .unwrap()
     );
@@ -446,7 +496,7 @@ async fn failed_feed_write_leaves_the_session_active(store: &dyn UserStore, url:
     insert_feed_row_directly(url, stale).await;
 
     let revoked = store
-        .revoke_session(session.id, revocation_now(session.id))
+        .revoke_session(session.id, revocation_now(session.id), None)
         .await;
     assert!(
         matches!(revoked, Err(StoreError::Database(_))),
@@ -470,7 +520,7 @@ async fn revocations_are_read_from_a_time_on_in_order(store: &dyn UserStore) {
     for offset in [0, 1_000, 2_000] {
         let session = insert_session(store, "hash").await;
         let entry = revocation(session.id, start + offset, start / 1_000 + 900);
-        assert!(store.revoke_session(session.id, entry).await.unwrap());
+        assert!(store.revoke_session(session.id, entry, None).await.unwrap());
         entries.push(entry);
     }
     assert_eq!(store.revocations_since(0).await.unwrap(), entries);
@@ -497,7 +547,7 @@ async fn pruning_forgets_only_expired_revocations(store: &dyn UserStore) {
     for (offset, forget_after) in [(0, 100), (1, 200), (2, 300)] {
         let session = insert_session(store, "hash").await;
         let entry = revocation(session.id, start + offset, forget_after);
-        assert!(store.revoke_session(session.id, entry).await.unwrap());
+        assert!(store.revoke_session(session.id, entry, None).await.unwrap());
         entries.push(entry);
     }
     assert_eq!(store.prune_revocations(99).await.unwrap(), 0);
@@ -522,10 +572,13 @@ async fn timestamps_round_trip_to_the_microsecond(store: &dyn UserStore) {
     let created_at = Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 58).unwrap()
         + chrono::Duration::microseconds(123_456);
     let user = store
-        .insert_account(&NewAccount {
-            created_at,
-            ..new_account("leap", "leap@example.com")
-        })
+        .insert_account(
+            &NewAccount {
+                created_at,
+                ..new_account("leap", "leap@example.com")
+            },
+            &registered(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -537,7 +590,7 @@ async fn timestamps_round_trip_to_the_microsecond(store: &dyn UserStore) {
     new.session.created_at = created_at;
     new.session.expires_at =
         created_at + chrono::Duration::days(30) + chrono::Duration::microseconds(1);
-    store.insert_session(&new).await.unwrap();
+    store.insert_session(&new, &logged_in()).await.unwrap();
     assert_eq!(stored_session(store, new.session.id).await.0, new.session);
 
     let revoked_at = created_at + chrono::Duration::milliseconds(1_789);
@@ -546,7 +599,12 @@ async fn timestamps_round_trip_to_the_microsecond(store: &dyn UserStore) {
         revoked_at.timestamp_millis(),
         revoked_at.timestamp() + 900,
     );
-    assert!(store.revoke_session(new.session.id, entry).await.unwrap());
+    assert!(
+        store
+            .revoke_session(new.session.id, entry, None)
+            .await
+            .unwrap()
+    );
     let expected = created_at.trunc_subsecs(3) + chrono::Duration::milliseconds(1_789);
     assert_eq!(
         stored_session(store, new.session.id).await.0.revoked_at,
@@ -562,4 +620,93 @@ async fn migrating_again_keeps_the_data(store: &dyn UserStore) {
         .expect("migrations already applied are skipped");
     store.ping().await.expect("the database answers");
     assert_eq!(store.user(user.id).await.unwrap(), Some(user));
+}
+
+// ---------------------------------------------------------------------------------------
+// Events commit with their state change, and only with it
+
+async fn registering_writes_its_event_in_the_same_transaction(store: &dyn UserStore) {
+    let account = new_account("ada", "ada@example.com");
+    let event = Event::new(
+        "auth",
+        Payload::UserRegistered(events::UserRegistered {
+            user_id: account.id.to_string(),
+            username: "ada".into(),
+            email: "ada@example.com".into(),
+        }),
+    );
+    store.insert_account(&account, &event).await.unwrap();
+    let written = outbox(store).await;
+    assert_eq!(written.len(), 1);
+    assert_eq!(written[0].0, "user.registered");
+    assert!(matches!(&written[0].1, Payload::UserRegistered(user) if user.username == "ada"));
+
+    let taken = store
+        .insert_account(&new_account("ada", "other@example.com"), &registered())
+        .await;
+    assert!(matches!(taken, Err(StoreError::Taken(Taken::Username))));
+    assert_eq!(
+        outbox(store).await.len(),
+        1,
+        "a refused account writes no event"
+    );
+}
+
+async fn a_logout_event_is_written_once_with_the_revocation(store: &dyn UserStore) {
+    let session = insert_session(store, "hash-1").await;
+    assert_eq!(
+        outbox_keys(store).await,
+        ["user.registered", "user.logged_in"]
+    );
+    let logout = Event::new(
+        "auth",
+        Payload::UserLoggedOut(events::UserLoggedOut {
+            session_id: session.id.to_string(),
+            ..events::UserLoggedOut::default()
+        }),
+    );
+    assert!(
+        store
+            .revoke_session(session.id, revocation_now(session.id), Some(&logout))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_session(session.id, revocation_now(session.id), Some(&logout))
+            .await
+            .unwrap(),
+        "revoking again does nothing"
+    );
+    assert_eq!(
+        outbox_keys(store).await,
+        ["user.registered", "user.logged_in", "user.logged_out"],
+        "one logout event, from the revocation that happened"
+    );
+}
+
+async fn deleting_an_account_writes_its_event_once(store: &dyn UserStore) {
+    let user = insert_user(store, "grace").await;
+    let event_for = |deleted: &User| {
+        Event::new(
+            "auth",
+            Payload::UserDeleted(events::UserDeleted {
+                user_id: deleted.id.to_string(),
+                username: deleted.username.clone(),
+                email: deleted.email.clone(),
+            }),
+        )
+    };
+    assert!(store.delete_account(user.id, &event_for).await.unwrap());
+    assert!(!store.delete_account(user.id, &event_for).await.unwrap());
+    let written = outbox(store).await;
+    assert_eq!(written.len(), 2, "registered, then deleted once");
+    match &written[1].1 {
+        Payload::UserDeleted(deleted) => {
+            assert_eq!(deleted.user_id, user.id.to_string());
+            assert_eq!(deleted.username, "grace");
+            assert_eq!(deleted.email, "grace@example.com");
+        }
+        other => panic!("expected user.deleted, got {other:?}"),
+    }
 }

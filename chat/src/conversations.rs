@@ -8,11 +8,15 @@ use crate::{
         RoomName, Topic, UserRef, direct_key,
     },
     live::LiveHub,
-    store::{ChatStore, Connection, Page, StoreError},
+    store::{ChatSession, ChatStore, Connection, NewMessage, Page, StoreError},
     writer::MessageWriter,
 };
 use chrono::{DateTime, SubsecRound, Utc};
-use proto::chat::v1::{self as pb, live_event::Event};
+use platform::events::{Event as DurableEvent, outbox::OutboxWaker};
+use proto::{
+    chat::v1::{self as pb, live_event::Event},
+    events::v1::{self as events, envelope::Payload},
+};
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -54,6 +58,8 @@ impl From<StoreError> for ChatError {
 
 /// History page size bounds.
 pub const MAX_PAGE: u32 = 100;
+/// Most user ids one presence or session query may name.
+const MAX_USERS_PER_QUERY: usize = 1000;
 
 /// Now, at the microsecond precision both databases keep.
 fn now() -> DateTime<Utc> {
@@ -76,7 +82,11 @@ pub struct Chat {
     store: Arc<dyn ChatStore>,
     writer: MessageWriter,
     live: LiveHub,
+    outbox: OutboxWaker,
 }
+
+/// Who produces chat's durable events.
+const PRODUCER: &str = "chat";
 
 fn presence_event(presence: &Presence, conversation_ids: Vec<Uuid>) -> Event {
     Event::Presence(pb::PresenceChanged {
@@ -88,11 +98,18 @@ fn presence_event(presence: &Presence, conversation_ids: Vec<Uuid>) -> Event {
 impl Chat {
     /// Chat over a store, publishing to `live`.
     pub fn new(store: Arc<dyn ChatStore>, live: LiveHub) -> Self {
+        let outbox = OutboxWaker::default();
         Self {
-            writer: MessageWriter::start(Arc::clone(&store)),
+            writer: MessageWriter::start(Arc::clone(&store), outbox.clone()),
             store,
             live,
+            outbox,
         }
+    }
+
+    /// Wakes the outbox relay when a commit wrote events.
+    pub fn outbox_waker(&self) -> &OutboxWaker {
+        &self.outbox
     }
 
     /// The store (for readiness checks).
@@ -250,7 +267,21 @@ impl Chat {
             body: MessageBody::parse(body)?.as_str().to_owned(),
             created_at: now(),
         };
-        if !self.writer.insert(message.clone()).await? {
+        let event = DurableEvent::at(
+            PRODUCER,
+            Payload::MessageSent(events::MessageSent {
+                message_id: message.id.to_string(),
+                conversation_id: conversation.to_string(),
+                sender_id: caller.id.to_string(),
+                body_chars: u32::try_from(message.body.chars().count()).unwrap_or(u32::MAX),
+            }),
+            message.created_at,
+        );
+        let new = NewMessage {
+            message: message.clone(),
+            event,
+        };
+        if !self.writer.insert(new).await? {
             return Err(ChatError::NotMember);
         }
         metrics::counter!("chat_messages_total").increment(1);
@@ -306,7 +337,21 @@ impl Chat {
         if !self.store.has_message(conversation, up_to).await? {
             return Err(ChatError::NoSuchMessage);
         }
-        let marker = self.store.mark_read(conversation, caller.id, up_to).await?;
+        let event = DurableEvent::new(
+            PRODUCER,
+            Payload::MessageRead(events::MessageRead {
+                conversation_id: conversation.to_string(),
+                user_id: caller.id.to_string(),
+                up_to: up_to.to_string(),
+            }),
+        );
+        let marker = self
+            .store
+            .mark_read(conversation, caller.id, up_to, &event)
+            .await?;
+        if marker == Some(up_to) {
+            self.outbox.wake();
+        }
         if let Some(marker) = marker {
             self.live.publish(Event::Read(pb::ReadReceipt {
                 conversation_id: conversation.to_string(),
@@ -379,7 +424,7 @@ impl Chat {
 
     /// Presence of the given users (everyone online when empty).
     pub async fn presence(&self, users: &[Uuid]) -> Result<Vec<Presence>, ChatError> {
-        if users.len() > 1000 {
+        if users.len() > MAX_USERS_PER_QUERY {
             return Err(Invalid {
                 field: "user_ids",
                 reason: "at most 1000 at a time",
@@ -417,5 +462,48 @@ impl Chat {
         }
         tracing::info!(user_id = %user, conversations_deleted = deleted, "user data deleted");
         Ok(deleted)
+    }
+
+    /// Records a login session (from a `user.logged_in` event); idempotent.
+    pub async fn start_chat_session(&self, session: &ChatSession) -> Result<bool, ChatError> {
+        let started = self.store.start_chat_session(session).await?;
+        if started {
+            tracing::info!(user_id = %session.user.id, session_id = %session.session_id, "chat session started");
+        }
+        Ok(started)
+    }
+
+    /// Records the end of a login session (from a `user.logged_out` event); idempotent.
+    pub async fn end_chat_session(
+        &self,
+        session_id: Uuid,
+        user: &UserRef,
+        at: DateTime<Utc>,
+    ) -> Result<bool, ChatError> {
+        let ended = self.store.end_chat_session(session_id, user, at).await?;
+        if ended {
+            tracing::info!(user_id = %user.id, session_id = %session_id, "chat session ended");
+        }
+        Ok(ended)
+    }
+
+    /// Forgets every session of a deleted user; idempotent.
+    pub async fn forget_chat_sessions(&self, user: Uuid) -> Result<u32, ChatError> {
+        Ok(self.store.forget_chat_sessions(user).await?)
+    }
+
+    /// Sessions open now (not ended, not expired) of the given users, or of everyone.
+    pub async fn open_chat_sessions(&self, users: &[Uuid]) -> Result<Vec<ChatSession>, ChatError> {
+        if users.len() > MAX_USERS_PER_QUERY {
+            return Err(Invalid {
+                field: "user_ids",
+                reason: "at most 1000 at a time",
+            }
+            .into());
+        }
+        let now = now();
+        let mut sessions = self.store.open_chat_sessions(users).await?;
+        sessions.retain(|session| session.expires_at.is_none_or(|expires| expires > now));
+        Ok(sessions)
     }
 }

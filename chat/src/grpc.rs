@@ -4,7 +4,7 @@
 use crate::{
     conversations::{Chat, ChatError, HistoryQuery},
     domain::{Conversation, ConversationView, Kind, Member, Message, Presence, UserRef},
-    store::StoreError,
+    store::{ChatSession, StoreError},
 };
 use chrono::{DateTime, Utc};
 use platform::shutdown::Shutdown;
@@ -135,6 +135,34 @@ impl From<ChatError> for Status {
 
 fn uuid(field: &str, text: &str) -> Result<Uuid, Status> {
     Uuid::try_parse(text).map_err(|_| Status::invalid_argument(format!("{field}: must be a UUID")))
+}
+
+fn required_time(field: &str, at: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, Status> {
+    at.and_then(|at| DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?))
+        .ok_or_else(|| Status::invalid_argument(format!("{field}: required, a valid time")))
+}
+
+fn bounded(field: &str, text: String, max_chars: usize) -> Result<String, Status> {
+    if text.chars().count() > max_chars {
+        return Err(Status::invalid_argument(format!(
+            "{field}: at most {max_chars} characters"
+        )));
+    }
+    Ok(text)
+}
+
+fn chat_session_message(session: &ChatSession) -> pb::ChatSession {
+    pb::ChatSession {
+        session_id: session.session_id.to_string(),
+        user: Some(pb::Caller {
+            user_id: session.user.id.to_string(),
+            username: session.user.username.clone(),
+        }),
+        started_at: Some(timestamp(session.started_at)),
+        expires_at: session.expires_at.map(timestamp),
+        client_ip: session.client_ip.clone(),
+        user_agent: session.user_agent.clone(),
+    }
 }
 
 fn optional_uuid(field: &str, text: &str) -> Result<Option<Uuid>, Status> {
@@ -387,6 +415,73 @@ impl chat_server::Chat for ChatApi {
             .await?;
         Ok(Response::new(pb::DeleteUserDataResponse {
             conversations_deleted: deleted,
+        }))
+    }
+
+    async fn start_chat_session(
+        &self,
+        request: Request<pb::StartChatSessionRequest>,
+    ) -> Result<Response<pb::StartChatSessionResponse>, Status> {
+        let session = request
+            .into_inner()
+            .session
+            .ok_or_else(|| Status::invalid_argument("session: required"))?;
+        let session = ChatSession {
+            session_id: uuid("session.session_id", &session.session_id)?,
+            user: user("session.user", session.user)?,
+            started_at: required_time("session.started_at", session.started_at)?,
+            expires_at: session
+                .expires_at
+                .map(|at| required_time("session.expires_at", Some(at)))
+                .transpose()?,
+            ended_at: None,
+            client_ip: bounded("session.client_ip", session.client_ip, 64)?,
+            user_agent: bounded("session.user_agent", session.user_agent, 256)?,
+        };
+        let started = self.chat.start_chat_session(&session).await?;
+        Ok(Response::new(pb::StartChatSessionResponse { started }))
+    }
+
+    async fn end_chat_session(
+        &self,
+        request: Request<pb::EndChatSessionRequest>,
+    ) -> Result<Response<pb::EndChatSessionResponse>, Status> {
+        let body = request.into_inner();
+        let ended = self
+            .chat
+            .end_chat_session(
+                uuid("session_id", &body.session_id)?,
+                &user("user", body.user)?,
+                required_time("ended_at", body.ended_at)?,
+            )
+            .await?;
+        Ok(Response::new(pb::EndChatSessionResponse { ended }))
+    }
+
+    async fn forget_chat_sessions(
+        &self,
+        request: Request<pb::ForgetChatSessionsRequest>,
+    ) -> Result<Response<pb::ForgetChatSessionsResponse>, Status> {
+        let forgotten = self
+            .chat
+            .forget_chat_sessions(uuid("user_id", &request.into_inner().user_id)?)
+            .await?;
+        Ok(Response::new(pb::ForgetChatSessionsResponse { forgotten }))
+    }
+
+    async fn list_chat_sessions(
+        &self,
+        request: Request<pb::ListChatSessionsRequest>,
+    ) -> Result<Response<pb::ListChatSessionsResponse>, Status> {
+        let ids = request
+            .into_inner()
+            .user_ids
+            .iter()
+            .map(|id| uuid("user_ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sessions = self.chat.open_chat_sessions(&ids).await?;
+        Ok(Response::new(pb::ListChatSessionsResponse {
+            sessions: sessions.iter().map(chat_session_message).collect(),
         }))
     }
 

@@ -18,7 +18,10 @@ pub use config::Config;
 pub use conversations::{Chat, ChatError, HistoryQuery};
 
 use anyhow::Context;
-use platform::shutdown::Shutdown;
+use platform::{
+    events::{EventBus, outbox::Relay},
+    shutdown::Shutdown,
+};
 use proto::chat::v1::chat_server::ChatServer;
 use std::{net::SocketAddr, path::Path, sync::Arc};
 use tokio::net::TcpListener;
@@ -30,6 +33,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub struct ChatService {
     listener: TcpListener,
     chat: Arc<Chat>,
+    bus: Option<Arc<dyn EventBus>>,
 }
 
 impl ChatService {
@@ -43,7 +47,18 @@ impl ChatService {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding chat to {}", config.listen))?;
-        Ok(Self { listener, chat })
+        Ok(Self {
+            listener,
+            chat,
+            bus: None,
+        })
+    }
+
+    /// Relays the outbox to `bus` while serving. Without a bus, events wait in the
+    /// outbox until chat runs with one.
+    pub fn publish_events_to(mut self, bus: Arc<dyn EventBus>) -> Self {
+        self.bus = Some(bus);
+        self
     }
 
     /// The address the gRPC server is bound to.
@@ -56,6 +71,21 @@ impl ChatService {
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let addr = self.local_addr();
+        let relay = match self.bus {
+            Some(bus) => Some(tokio::spawn(
+                Relay::new(
+                    self.chat.store().pool(),
+                    bus,
+                    self.chat.outbox_waker().clone(),
+                    "chat",
+                )
+                .run(shutdown.clone()),
+            )),
+            None => {
+                tracing::warn!("no event bus (AMQP_URL unset): events wait in the outbox");
+                None
+            }
+        };
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ChatServer<grpc::ChatApi>>().await;
         let api = ChatServer::new(grpc::ChatApi::new(self.chat, shutdown.clone()))
@@ -70,6 +100,9 @@ impl ChatService {
             )
             .await
             .context("chat gRPC server")?;
+        if let Some(relay) = relay {
+            relay.await.context("outbox relay")?;
+        }
         tracing::info!("chat stopped");
         Ok(())
     }

@@ -20,6 +20,8 @@ struct Cli {
     data_dir: std::path::PathBuf,
     #[command(flatten)]
     chat: chat::Config,
+    #[command(flatten)]
+    events: platform::events::BusConfig,
 }
 
 #[tokio::main]
@@ -32,8 +34,9 @@ async fn main() -> anyhow::Result<()> {
         .database_url
         .or_else(|| std::env::var("DATABASE_URL").ok());
     let shutdown = platform::shutdown::on_signal();
-    chat::ChatService::build(&cli.chat, &cli.data_dir)
-        .await?
-        .run(shutdown)
-        .await
+    let mut chat = chat::ChatService::build(&cli.chat, &cli.data_dir).await?;
+    if let Some(bus) = cli.events.rabbit() {
+        chat = chat.publish_events_to(bus);
+    }
+    chat.run(shutdown).await
 }

@@ -4,10 +4,8 @@
 //! which is what lets one core persist thousands of messages a second (and PostgreSQL
 //! pay one WAL flush per batch instead of per message).
 
-use crate::{
-    domain::Message,
-    store::{ChatStore, StoreError},
-};
+use crate::store::{ChatStore, NewMessage, StoreError};
+use platform::events::outbox::OutboxWaker;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,19 +19,20 @@ type Reply = oneshot::Sender<Result<bool, StoreError>>;
 /// Hands messages to the writer task.
 #[derive(Debug, Clone)]
 pub struct MessageWriter {
-    queue: mpsc::Sender<(Message, Reply)>,
+    queue: mpsc::Sender<(NewMessage, Reply)>,
 }
 
 impl MessageWriter {
     /// Starts the writer task; it ends when the last `MessageWriter` is dropped.
-    pub fn start(store: Arc<dyn ChatStore>) -> Self {
+    /// Wakes `outbox` after each commit that stored messages (and so their events).
+    pub fn start(store: Arc<dyn ChatStore>, outbox: OutboxWaker) -> Self {
         let (queue, batches) = mpsc::channel(QUEUE);
-        tokio::spawn(write(store, batches));
+        tokio::spawn(write(store, outbox, batches));
         Self { queue }
     }
 
-    /// Stores a message if its sender is a member; false when not.
-    pub async fn insert(&self, message: Message) -> Result<bool, StoreError> {
+    /// Stores a message with its event if its sender is a member; false when not.
+    pub async fn insert(&self, message: NewMessage) -> Result<bool, StoreError> {
         let (reply, answer) = oneshot::channel();
         let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
         self.queue
@@ -44,13 +43,18 @@ impl MessageWriter {
     }
 }
 
-async fn write(store: Arc<dyn ChatStore>, mut queue: mpsc::Receiver<(Message, Reply)>) {
+async fn write(
+    store: Arc<dyn ChatStore>,
+    outbox: OutboxWaker,
+    mut queue: mpsc::Receiver<(NewMessage, Reply)>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (messages, replies): (Vec<Message>, Vec<Reply>) = batch.drain(..).unzip();
+        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.drain(..).unzip();
         metrics::histogram!("chat_message_batch_size").record(messages.len() as f64);
         match store.insert_messages(&messages).await {
             Ok(stored) => {
+                outbox.wake();
                 for (reply, stored) in replies.into_iter().zip(stored) {
                     let _ = reply.send(Ok(stored));
                 }
@@ -62,6 +66,7 @@ async fn write(store: Arc<dyn ChatStore>, mut queue: mpsc::Receiver<(Message, Re
                 for (message, reply) in messages.iter().zip(replies) {
                     let _ = reply.send(store.insert_message(message).await);
                 }
+                outbox.wake();
             }
         }
     }

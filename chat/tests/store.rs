@@ -8,10 +8,15 @@ use chat::{
     domain::{
         Conversation, ConversationView, Kind, Message, Presence, RoomName, UserRef, direct_key,
     },
-    store::{self, ChatStore, Connection, Page, StoreError},
+    store::{self, ChatSession, ChatStore, Connection, NewMessage, Page, StoreError},
 };
 use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
-use platform::testing::TestPostgres;
+use platform::{
+    events::{Event, envelope},
+    sql::Pool,
+    testing::TestPostgres,
+};
+use proto::events::v1::{self as events, envelope::Payload};
 use std::{path::PathBuf, sync::Arc};
 use uuid::Uuid;
 
@@ -104,6 +109,9 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    only_stored_messages_write_their_event,
+    a_chat_session_starts_once_and_ends_once_in_either_order,
+    open_chat_sessions_are_listed_by_user_and_forgotten_with_the_user,
     room_is_created_with_its_creator_as_member,
     room_name_taken_is_refused,
     rooms_are_listed_by_name_with_counts_and_joined_flags,
@@ -182,6 +190,50 @@ async fn open_direct(store: &dyn ChatStore, a: &UserRef, b: &UserRef) -> Convers
         .expect("a direct conversation opens")
 }
 
+/// A message with its `message.sent` event, as chat stores it.
+fn sent(message: &Message) -> NewMessage {
+    NewMessage {
+        message: message.clone(),
+        event: Event::new(
+            "test",
+            Payload::MessageSent(events::MessageSent {
+                message_id: message.id.to_string(),
+                conversation_id: message.conversation_id.to_string(),
+                sender_id: message.sender.id.to_string(),
+                body_chars: 1,
+            }),
+        ),
+    }
+}
+
+fn all_sent(messages: &[Message]) -> Vec<NewMessage> {
+    messages.iter().map(sent).collect()
+}
+
+fn read_event() -> Event {
+    Event::new("test", Payload::MessageRead(events::MessageRead::default()))
+}
+
+/// The outbox, in order: (routing key, payload).
+async fn outbox(store: &dyn ChatStore) -> Vec<(String, Payload)> {
+    const SQL: &str = "SELECT routing_key, payload FROM outbox ORDER BY seq";
+    let rows: Vec<(String, Vec<u8>)> = match store.pool() {
+        Pool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(&pool).await,
+        Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(&pool).await,
+    }
+    .expect("the outbox is readable");
+    rows.into_iter()
+        .map(|(key, payload)| {
+            let (_, envelope) = envelope::decode(&payload).expect("outbox rows are envelopes");
+            (key, envelope.payload.expect("a payload"))
+        })
+        .collect()
+}
+
+async fn outbox_count(store: &dyn ChatStore, key: &str) -> usize {
+    outbox(store).await.iter().filter(|(k, _)| k == key).count()
+}
+
 fn message(conversation: &Conversation, sender: &UserRef, body: &str) -> Message {
     Message {
         id: Uuid::now_v7(),
@@ -201,7 +253,7 @@ async fn post(
 ) -> Message {
     let message = message(conversation, sender, body);
     assert!(
-        store.insert_message(&message).await.unwrap(),
+        store.insert_message(&sent(&message)).await.unwrap(),
         "a member may post"
     );
     message
@@ -443,7 +495,7 @@ async fn a_batch_stores_members_messages_and_refuses_the_rest_alone(store: &dyn 
         message(&general, &mallory, "not a member"),
         message(&general, &ada, "two"),
     ];
-    let stored = store.insert_messages(&batch).await.unwrap();
+    let stored = store.insert_messages(&all_sent(&batch)).await.unwrap();
     assert_eq!(stored, [true, false, true]);
     let history = store
         .messages(general.id, Page::Before(None), 50)
@@ -458,7 +510,7 @@ async fn non_member_cannot_post(store: &dyn ChatStore) {
     let general = create_room(store, "general", &ada).await;
 
     let intruding = message(&general, &mallory, "let me in");
-    assert!(!store.insert_message(&intruding).await.unwrap());
+    assert!(!store.insert_message(&sent(&intruding)).await.unwrap());
     assert!(!store.has_message(general.id, intruding.id).await.unwrap());
     assert!(
         store
@@ -473,13 +525,13 @@ async fn non_member_cannot_post(store: &dyn ChatStore) {
     assert!(store.leave(general.id, mallory.id).await.unwrap());
     assert!(
         !store
-            .insert_message(&message(&general, &mallory, "again"))
+            .insert_message(&sent(&message(&general, &mallory, "again")))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .insert_message(&message(&direct(), &ada, "anyone?"))
+            .insert_message(&sent(&message(&direct(), &ada, "anyone?")))
             .await
             .unwrap()
     );
@@ -502,7 +554,7 @@ async fn message_ids_made_in_sequence_sort_in_time_order(store: &dyn ChatStore) 
         .map(|n| message(&general, &ada, &format!("message {n}")))
         .collect();
     for message in made.iter().rev() {
-        assert!(store.insert_message(message).await.unwrap());
+        assert!(store.insert_message(&sent(message)).await.unwrap());
     }
 
     let oldest_first = store
@@ -590,11 +642,25 @@ async fn read_marker_never_moves_back(store: &dyn ChatStore) {
     let posted = post_many(store, &general, &ada, 3).await;
     let (first, second, third) = (posted[0].id, posted[1].id, posted[2].id);
 
-    let marker = |up_to| store.mark_read(general.id, grace.id, up_to);
+    let read = read_event();
+    let marker = |up_to| store.mark_read(general.id, grace.id, up_to, &read);
     assert_eq!(marker(second).await.unwrap(), Some(second));
+    assert_eq!(
+        outbox_count(store, "message.read").await,
+        1,
+        "the marker moved"
+    );
     assert_eq!(marker(first).await.unwrap(), Some(second));
     assert_eq!(marker(second).await.unwrap(), Some(second));
+    assert_eq!(
+        outbox_count(store, "message.read").await,
+        1,
+        "it did not move: no event"
+    );
+    let read = read_event();
+    let marker = |up_to| store.mark_read(general.id, grace.id, up_to, &read);
     assert_eq!(marker(third).await.unwrap(), Some(third));
+    assert_eq!(outbox_count(store, "message.read").await, 2);
 
     let grace_read = store
         .members(general.id)
@@ -616,7 +682,7 @@ async fn read_marker_never_moves_back(store: &dyn ChatStore) {
     // A non-member has no marker to move.
     assert_eq!(
         store
-            .mark_read(general.id, Uuid::now_v7(), third)
+            .mark_read(general.id, Uuid::now_v7(), third, &read_event())
             .await
             .unwrap(),
         None
@@ -875,7 +941,7 @@ async fn timestamps_round_trip_to_the_microsecond(store: &dyn ChatStore) {
         created_at: at + Duration::microseconds(1),
         ..message(&leap, &ada, "on the day")
     };
-    assert!(store.insert_message(&posted).await.unwrap());
+    assert!(store.insert_message(&sent(&posted)).await.unwrap());
     assert_eq!(
         store
             .messages(leap.id, Page::Before(None), 1)
@@ -902,4 +968,104 @@ async fn migrating_again_keeps_the_data(store: &dyn ChatStore) {
         .expect("migrations already applied are skipped");
     store.ping().await.expect("the database answers");
     assert_eq!(store.conversation(general.id).await.unwrap(), Some(general));
+}
+
+// ---------------------------------------------------------------------------------------
+// Outbox and chat sessions
+
+async fn only_stored_messages_write_their_event(store: &dyn ChatStore) {
+    let (ada, mallory) = (user("ada"), user("mallory"));
+    let general = create_room(store, "general", &ada).await;
+    let batch = [
+        message(&general, &ada, "one"),
+        message(&general, &mallory, "not a member"),
+        message(&general, &ada, "two"),
+    ];
+    let stored = store.insert_messages(&all_sent(&batch)).await.unwrap();
+    assert_eq!(stored, [true, false, true]);
+    let written: Vec<String> = outbox(store)
+        .await
+        .into_iter()
+        .filter_map(|(_, payload)| match payload {
+            Payload::MessageSent(sent) => Some(sent.message_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(written, [batch[0].id.to_string(), batch[2].id.to_string()]);
+}
+
+fn chat_session(user: &UserRef, started_at: DateTime<Utc>) -> ChatSession {
+    ChatSession {
+        session_id: Uuid::now_v7(),
+        user: user.clone(),
+        started_at,
+        expires_at: Some(started_at + Duration::days(30)),
+        ended_at: None,
+        client_ip: "203.0.113.7".into(),
+        user_agent: "store-test/1.0".into(),
+    }
+}
+
+async fn a_chat_session_starts_once_and_ends_once_in_either_order(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let session = chat_session(&ada, now());
+    assert!(store.start_chat_session(&session).await.unwrap());
+    assert!(
+        !store.start_chat_session(&session).await.unwrap(),
+        "started twice"
+    );
+    assert_eq!(
+        store.open_chat_sessions(&[]).await.unwrap(),
+        std::slice::from_ref(&session)
+    );
+    assert!(
+        store
+            .end_chat_session(session.session_id, &ada, now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .end_chat_session(session.session_id, &ada, now())
+            .await
+            .unwrap(),
+        "ended twice"
+    );
+    assert!(store.open_chat_sessions(&[]).await.unwrap().is_empty());
+
+    // The end overtook the start (events are not ordered): the session stays ended.
+    let late = chat_session(&ada, now());
+    assert!(
+        store
+            .end_chat_session(late.session_id, &ada, now())
+            .await
+            .unwrap()
+    );
+    assert!(!store.start_chat_session(&late).await.unwrap());
+    assert!(
+        store
+            .open_chat_sessions(&[ada.id])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn open_chat_sessions_are_listed_by_user_and_forgotten_with_the_user(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let first = chat_session(&ada, now() - Duration::minutes(2));
+    let second = chat_session(&ada, now() - Duration::minutes(1));
+    let graces = chat_session(&grace, now());
+    for session in [&first, &second, &graces] {
+        assert!(store.start_chat_session(session).await.unwrap());
+    }
+    assert_eq!(
+        store.open_chat_sessions(&[ada.id]).await.unwrap(),
+        [first.clone(), second.clone()],
+        "oldest first"
+    );
+    assert_eq!(store.open_chat_sessions(&[]).await.unwrap().len(), 3);
+    assert_eq!(store.forget_chat_sessions(ada.id).await.unwrap(), 2);
+    assert_eq!(store.open_chat_sessions(&[]).await.unwrap(), [graces]);
+    assert_eq!(store.forget_chat_sessions(ada.id).await.unwrap(), 0);
 }

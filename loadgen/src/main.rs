@@ -5,6 +5,7 @@
 //! and then for the measured duration. Load only ever goes to loopback addresses.
 
 mod auth;
+mod events;
 mod http;
 mod phase;
 mod report;
@@ -29,6 +30,9 @@ enum Scenario {
     /// Live fan-out through the broker's WebSocket: deliveries/s and send→deliver latency,
     /// or (with --idle) the server's memory per open socket.
     Ws(ws::Args),
+    /// The durable event path: outbox → relay → RabbitMQ → listener, at full speed;
+    /// events/s end to end and commit→handled latency, every event exactly once.
+    Events(events::Args),
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -36,5 +40,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::Auth(args) => auth::run(args).await,
         Scenario::Ws(args) => ws::run(args).await,
+        Scenario::Events(args) => events::run(args).await,
     }
 }

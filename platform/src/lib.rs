@@ -4,6 +4,7 @@
 //!
 //! Services never link each other's crates; they share `proto` and this crate.
 
+pub mod events;
 pub mod grpc;
 pub mod revocation;
 pub mod settings;

@@ -80,3 +80,130 @@ impl Drop for TestPostgres {
         }
     }
 }
+
+/// An SMTP server for tests: npm `maildev` (installed into `.tools/` by
+/// `scripts/test-tools.sh`), on free loopback ports, its mails readable as JSON. The
+/// process is killed when this is dropped.
+#[derive(Debug)]
+pub struct MailDev {
+    smtp_port: u16,
+    web_port: u16,
+    child: std::process::Child,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a loopback port is free")
+        .port()
+}
+
+impl MailDev {
+    /// Where `scripts/test-tools.sh` puts maildev.
+    pub fn binary() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/node_modules/.bin/maildev")
+    }
+
+    /// Starts maildev on free ports. `Ok(None)` when it is not installed outside CI (the
+    /// caller skips, saying so); in CI that is an error.
+    pub async fn start() -> anyhow::Result<Option<Self>> {
+        Self::start_on(free_port()).await
+    }
+
+    /// Starts maildev with its SMTP server on `smtp_port`.
+    pub async fn start_on(smtp_port: u16) -> anyhow::Result<Option<Self>> {
+        let binary = Self::binary();
+        if !binary.exists() {
+            anyhow::ensure!(
+                !in_ci(),
+                "maildev is not installed at {}: run scripts/test-tools.sh",
+                binary.display()
+            );
+            eprintln!(
+                "SKIPPED: maildev is not installed (run scripts/test-tools.sh); CI=true makes this fail"
+            );
+            return Ok(None);
+        }
+        let web_port = free_port();
+        let child = std::process::Command::new(&binary)
+            .args([
+                "--smtp",
+                &smtp_port.to_string(),
+                "--web",
+                &web_port.to_string(),
+            ])
+            .args(["--ip", "127.0.0.1", "--silent"])
+            .env("MAILDEV_WEB_IP", "127.0.0.1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let maildev = Self {
+            smtp_port,
+            web_port,
+            child,
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let web_up = maildev.fetch().await.is_ok();
+            let smtp_up = tokio::net::TcpStream::connect(("127.0.0.1", smtp_port))
+                .await
+                .is_ok();
+            if web_up && smtp_up {
+                return Ok(Some(maildev));
+            }
+            anyhow::ensure!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "maildev did not start on SMTP port {smtp_port}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Its SMTP port.
+    pub fn smtp_port(&self) -> u16 {
+        self.smtp_port
+    }
+
+    /// `smtp://127.0.0.1:<port>`.
+    pub fn smtp_url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.smtp_port)
+    }
+
+    async fn fetch(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let url = format!("http://127.0.0.1:{}/api/email", self.web_port);
+        Ok(reqwest::get(url).await?.error_for_status()?.json().await?)
+    }
+
+    /// Every mail received so far (fields `to[].address`, `subject`, `text`, `html`, ...).
+    pub async fn emails(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        self.fetch().await
+    }
+
+    /// Waits until at least `count` mails arrived; returns them.
+    pub async fn wait_for(
+        &self,
+        count: usize,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Vec<serde_json::Value>> {
+        let started = std::time::Instant::now();
+        loop {
+            let emails = self.fetch().await?;
+            if emails.len() >= count {
+                return Ok(emails);
+            }
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "{} of {count} mails arrived in {timeout:?}",
+                emails.len()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for MailDev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

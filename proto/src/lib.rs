@@ -19,6 +19,22 @@ pub mod chat {
     }
 }
 
+/// Durable domain events: the envelope every producer writes to its outbox.
+pub mod events {
+    /// Version 1 of the event envelope.
+    pub mod v1 {
+        tonic::include_proto!("microchat.events.v1");
+    }
+}
+
+/// The mail service: templated mail.
+pub mod mail {
+    /// Version 1 of the mail API.
+    pub mod v1 {
+        tonic::include_proto!("microchat.mail.v1");
+    }
+}
+
 /// Encoded `FileDescriptorSet` of every proto, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/microchat_descriptor.bin"));

@@ -2,6 +2,8 @@
 //! (and, for PostgreSQL runs, its own database) and talks to it over HTTP like a client.
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod rabbit;
+
 use clap::Parser;
 use platform::{shutdown::Shutdown, testing::TestPostgres};
 use reqwest::{Client, Response, StatusCode};
@@ -50,6 +52,8 @@ pub fn config(
         "--auth-listen=127.0.0.1:0".to_owned(),
         "--chat-listen=127.0.0.1:0".to_owned(),
         "--broker-listen=127.0.0.1:0".to_owned(),
+        "--mail-listen=127.0.0.1:0".to_owned(),
+        "--listener-listen=127.0.0.1:0".to_owned(),
         "--broker-rate-limit-auth=off".to_owned(),
         "--broker-rate-limit-api=off".to_owned(),
     ];
@@ -111,6 +115,23 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A URL of the listener's HTTP port (health, metrics, parked events).
+    pub fn listener_url(&self, path: &str) -> String {
+        let running = self.running.as_ref().expect("the app is running");
+        format!("http://{}{path}", running.listener)
+    }
+
+    /// The chat service's gRPC URL.
+    pub fn chat_url(&self) -> String {
+        let running = self.running.as_ref().expect("the app is running");
+        format!("http://{}", running.chat)
+    }
+
+    /// Mail files the embedded mail service wrote, as text, oldest first.
+    pub fn mail_files(&self) -> Vec<String> {
+        mail_files(&self.data_dir.join("mail"))
     }
 
     /// A client without cookies.
@@ -178,6 +199,22 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// The `.eml` files in `dir`, as text, in name order.
+pub fn mail_files(dir: &std::path::Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|ext| ext == "eml"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .collect()
 }
 
 /// Asserts the status and that the body is the API's JSON error; returns its code.
@@ -410,35 +447,58 @@ pub fn embedded_database_urls(data_dir: &std::path::Path) -> DatabaseUrls {
     }
 }
 
-/// Auth, chat and broker started one by one, so chat can be stopped and started again.
+/// Every service started one by one on the in-process event bus, so chat can be stopped
+/// and started again.
 pub struct Services {
     pub dir: PathBuf,
     pub config: microchat::Config,
     /// The broker's HTTP address.
     pub base: String,
+    bus: platform::events::InProcessBus,
     auth: (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>),
     chat: Option<(Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     broker: (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>),
+    /// Mail and the listener.
+    others: (Shutdown, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>),
 }
 
 impl Services {
-    /// Starts auth, chat and a broker pointed at them, each with its own shutdown.
+    /// Starts every service, each with its own shutdown.
     pub async fn start(extra: &[&str]) -> Self {
         let dir = temp_dir();
         let mut config = config(&dir, None, extra);
-        let auth = auth::Auth::build(&config.auth, &dir)
+        let bus = platform::events::InProcessBus::default();
+        let others = Shutdown::new();
+        let mail = mail::MailService::build(&config.mail, &dir)
             .await
-            .expect("auth starts");
-        config.broker.auth_url = format!("http://{}", auth.local_addr());
-        let auth_stop = Shutdown::new();
-        let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
+            .expect("mail starts");
+        config.listener.mail_url = format!("http://{}", mail.local_addr());
         let chat = chat::ChatService::build(&config.chat, &dir)
             .await
             .expect("chat starts");
         config.chat.listen = chat.local_addr();
         config.broker.chat_url = format!("http://{}", chat.local_addr());
+        config.listener.chat_url = config.broker.chat_url.clone();
+        let source = std::sync::Arc::new(listener::source::MemorySource::bind(&bus));
+        let listener = listener::Listener::build(&config.listener, &dir, source)
+            .await
+            .expect("the listener starts");
+        let others_tasks = vec![
+            tokio::spawn(mail.run(others.clone())),
+            tokio::spawn(listener.run(others.clone())),
+        ];
+        let auth = auth::Auth::build(&config.auth, &dir)
+            .await
+            .expect("auth starts")
+            .publish_events_to(std::sync::Arc::new(bus.clone()));
+        config.broker.auth_url = format!("http://{}", auth.local_addr());
+        let auth_stop = Shutdown::new();
+        let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
         let chat_stop = Shutdown::new();
-        let chat_task = tokio::spawn(chat.run(chat_stop.clone()));
+        let chat_task = tokio::spawn(
+            chat.publish_events_to(std::sync::Arc::new(bus.clone()))
+                .run(chat_stop.clone()),
+        );
         let broker = broker::Broker::build(config.broker.clone())
             .await
             .expect("the broker starts");
@@ -449,9 +509,11 @@ impl Services {
             dir,
             config,
             base,
+            bus,
             auth: (auth_stop, auth_task),
             chat: Some((chat_stop, chat_task)),
             broker: (broker_stop, broker_task),
+            others: (others, others_tasks),
         }
     }
 
@@ -468,7 +530,8 @@ impl Services {
     pub async fn start_chat(&mut self) {
         let chat = chat::ChatService::build(&self.config.chat, &self.dir)
             .await
-            .expect("chat starts again on its address");
+            .expect("chat starts again on its address")
+            .publish_events_to(std::sync::Arc::new(self.bus.clone()));
         let stop = Shutdown::new();
         let task = tokio::spawn(chat.run(stop.clone()));
         self.chat = Some((stop, task));
@@ -489,6 +552,12 @@ impl Services {
             .await
             .expect("auth does not panic")
             .expect("auth stops cleanly");
+        self.others.0.cancel();
+        for task in self.others.1.drain(..) {
+            task.await
+                .expect("mail and the listener do not panic")
+                .expect("mail and the listener stop cleanly");
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -7,6 +7,7 @@ mod sql;
 use crate::domain::{Account, Email, Session, User, Username};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use platform::events::Event;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -91,8 +92,12 @@ pub trait UserStore: Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// Inserts an account; `Taken` when the username or email is in use.
-    async fn insert_account(&self, account: &NewAccount) -> Result<User, StoreError>;
+    /// The pool, for the outbox relay.
+    fn pool(&self) -> platform::sql::Pool;
+    /// Inserts an account and its `user.registered` event; `Taken` when the username or
+    /// email is in use.
+    async fn insert_account(&self, account: &NewAccount, event: &Event)
+    -> Result<User, StoreError>;
     /// The account a username names.
     async fn account_by_username(&self, username: &Username)
     -> Result<Option<Account>, StoreError>;
@@ -102,8 +107,8 @@ pub trait UserStore: Send + Sync + 'static {
     async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
     /// Up to `limit` users with usernames after `after`, in username order.
     async fn users_after(&self, after: &str, limit: u32) -> Result<Vec<User>, StoreError>;
-    /// Inserts a session.
-    async fn insert_session(&self, session: &NewSession) -> Result<(), StoreError>;
+    /// Inserts a session and its `user.logged_in` event.
+    async fn insert_session(&self, session: &NewSession, event: &Event) -> Result<(), StoreError>;
     /// A session with its refresh hash.
     async fn session(&self, id: Uuid) -> Result<Option<(Session, String)>, StoreError>;
     /// Replaces the refresh hash if it still is `old` (rotation); false if it was not.
@@ -114,9 +119,14 @@ pub trait UserStore: Send + Sync + 'static {
         new: &str,
         expires_at: DateTime<Utc>,
     ) -> Result<bool, StoreError>;
-    /// Revokes an active session and appends it to the feed, atomically; false when it
-    /// was already revoked or does not exist.
-    async fn revoke_session(&self, id: Uuid, revocation: Revocation) -> Result<bool, StoreError>;
+    /// Revokes an active session and appends it to the feed, with `event` if given,
+    /// atomically; false (and no event) when it was already revoked or does not exist.
+    async fn revoke_session(
+        &self,
+        id: Uuid,
+        revocation: Revocation,
+        event: Option<&Event>,
+    ) -> Result<bool, StoreError>;
     /// Feed entries revoked at or after `since_ms`.
     async fn revocations_since(&self, since_ms: i64) -> Result<Vec<Revocation>, StoreError>;
     /// Marks an account as being deleted (login refused from now on) and returns its
@@ -126,8 +136,13 @@ pub trait UserStore: Send + Sync + 'static {
         id: Uuid,
         at: DateTime<Utc>,
     ) -> Result<Option<Vec<Uuid>>, StoreError>;
-    /// Removes an account and its sessions; false when it was already gone.
-    async fn delete_account(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// Removes an account and its sessions, with the event `event_for` makes of it,
+    /// atomically; false (and no event) when it was already gone.
+    async fn delete_account(
+        &self,
+        id: Uuid,
+        event_for: &(dyn for<'u> Fn(&'u User) -> Event + Send + Sync),
+    ) -> Result<bool, StoreError>;
     /// Accounts whose deletion began before `begun_before`, at most `limit`.
     async fn pending_deletions(
         &self,

@@ -7,6 +7,7 @@ use super::{NewAccount, NewSession, Revocation, StoreError, Taken, UserStore};
 use crate::domain::{Account, Email, Session, User, Username};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use platform::events::{Event, outbox};
 use uuid::Uuid;
 
 #[derive(sqlx::FromRow)]
@@ -64,7 +65,7 @@ struct RevocationRow {
 const ACCOUNT_COLUMNS: &str = "id, username, email, password_hash, created_at";
 
 macro_rules! sql_user_store {
-    ($(#[$doc:meta])* $name:ident, $db:ty, $migrations:literal) => {
+    ($(#[$doc:meta])* $name:ident, $db:ty, $migrations:literal, $variant:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $name {
@@ -89,7 +90,12 @@ macro_rules! sql_user_store {
                 Ok(())
             }
 
-            async fn insert_account(&self, account: &NewAccount) -> Result<User, StoreError> {
+            fn pool(&self) -> platform::sql::Pool {
+                platform::sql::Pool::$variant(self.pool.clone())
+            }
+
+            async fn insert_account(&self, account: &NewAccount, event: &Event) -> Result<User, StoreError> {
+                let mut tx = self.pool.begin().await?;
                 let inserted = sqlx::query(
                     "INSERT INTO users (id, username, email, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
                 )
@@ -98,16 +104,21 @@ macro_rules! sql_user_store {
                 .bind(account.email.as_str())
                 .bind(&account.password_hash)
                 .bind(account.created_at)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await;
                 match inserted {
-                    Ok(_) => Ok(User {
+                    Ok(_) => {
+                        outbox::insert(event).execute(&mut *tx).await?;
+                        tx.commit().await?;
+                        Ok(User {
                         id: account.id,
                         username: account.username.as_str().to_owned(),
                         email: account.email.as_str().to_owned(),
                         created_at: account.created_at,
-                    }),
+                        })
+                    }
                     Err(error) if platform::sql::is_unique_violation(&error) => {
+                        drop(tx);
                         let (same_name,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users WHERE username = $1")
                             .bind(account.username.as_str())
                             .fetch_one(&self.pool)
@@ -153,7 +164,8 @@ macro_rules! sql_user_store {
                 Ok(rows.into_iter().map(User::from).collect())
             }
 
-            async fn insert_session(&self, new: &NewSession) -> Result<(), StoreError> {
+            async fn insert_session(&self, new: &NewSession, event: &Event) -> Result<(), StoreError> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO sessions (id, user_id, refresh_hash, created_at, expires_at, revoked_at, client_ip, user_agent) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -166,8 +178,10 @@ macro_rules! sql_user_store {
                 .bind(new.session.revoked_at)
                 .bind(&new.client_ip)
                 .bind(&new.user_agent)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                outbox::insert(event).execute(&mut *tx).await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -210,7 +224,7 @@ macro_rules! sql_user_store {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn revoke_session(&self, id: Uuid, revocation: Revocation) -> Result<bool, StoreError> {
+            async fn revoke_session(&self, id: Uuid, revocation: Revocation, event: Option<&Event>) -> Result<bool, StoreError> {
                 let revoked_at = DateTime::<Utc>::from_timestamp_millis(revocation.revoked_at_ms)
                     .expect("revocation times come from the clock, well inside chrono's range");
                 let mut tx = self.pool.begin().await?;
@@ -228,6 +242,9 @@ macro_rules! sql_user_store {
                     .bind(revocation.forget_after)
                     .execute(&mut *tx)
                     .await?;
+                if let Some(event) = event {
+                    outbox::insert(event).execute(&mut *tx).await?;
+                }
                 tx.commit().await?;
                 Ok(true)
             }
@@ -267,9 +284,24 @@ macro_rules! sql_user_store {
                 Ok(Some(sessions.into_iter().map(|(session,)| session).collect()))
             }
 
-            async fn delete_account(&self, id: Uuid) -> Result<bool, StoreError> {
-                let deleted = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&self.pool).await?;
-                Ok(deleted.rows_affected() == 1)
+            async fn delete_account(
+                &self,
+                id: Uuid,
+                event_for: &(dyn for<'u> Fn(&'u User) -> Event + Send + Sync),
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let deleted: Option<UserRow> =
+                    sqlx::query_as("DELETE FROM users WHERE id = $1 RETURNING id, username, email, created_at")
+                        .bind(id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some(user) = deleted else {
+                    return Ok(false);
+                };
+                let event = event_for(&User::from(user));
+                outbox::insert(&event).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn pending_deletions(&self, begun_before: DateTime<Utc>, limit: u32) -> Result<Vec<Uuid>, StoreError> {
@@ -302,12 +334,14 @@ sql_user_store!(
     /// The user store on PostgreSQL.
     PostgresUserStore,
     sqlx::Postgres,
-    "./migrations/postgres"
+    "./migrations/postgres",
+    Postgres
 );
 
 sql_user_store!(
     /// The user store on SQLite (the embedded run).
     SqliteUserStore,
     sqlx::Sqlite,
-    "./migrations/sqlite"
+    "./migrations/sqlite",
+    Sqlite
 );

@@ -314,9 +314,15 @@ pub async fn refresh(
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
     responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
-pub async fn logout(State(state): State<AppState>, caller: AuthUser) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(state): State<AppState>,
+    Extension(client): Extension<ClientAddr>,
+    headers: HeaderMap,
+    caller: AuthUser,
+) -> Result<Response, ApiError> {
     let request = pb::LogoutRequest {
         access_token: caller.token,
+        client: Some(client_info(client, &headers)),
     };
     state
         .auth

@@ -6,6 +6,7 @@ mod sql;
 use crate::domain::{Conversation, ConversationView, Member, Message, Presence, UserRef};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use platform::events::Event;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -57,6 +58,35 @@ pub struct Connection {
     pub opened_at: DateTime<Utc>,
 }
 
+/// A message to store, with its `message.sent` event.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// The message.
+    pub message: Message,
+    /// Its event, written to the outbox in the same transaction.
+    pub event: Event,
+}
+
+/// A login session as chat knows it (from `user.logged_in` / `user.logged_out` events):
+/// who is signed in, since when, from which client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatSession {
+    /// The auth session id.
+    pub session_id: Uuid,
+    /// Whose.
+    pub user: UserRef,
+    /// When it began.
+    pub started_at: DateTime<Utc>,
+    /// When it ends unless refreshed, if known.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When it ended (logout), if it did.
+    pub ended_at: Option<DateTime<Utc>>,
+    /// The client's address.
+    pub client_ip: String,
+    /// The client's User-Agent.
+    pub user_agent: String,
+}
+
 /// Conversations, memberships, messages, read receipts and presence.
 #[async_trait]
 pub trait ChatStore: Send + Sync + 'static {
@@ -64,6 +94,8 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The pool, for the outbox relay.
+    fn pool(&self) -> platform::sql::Pool;
 
     /// Creates a room with its creator as the first member; `NameTaken` if the name is used.
     async fn create_room(&self, room: &Conversation, creator: &UserRef) -> Result<(), StoreError>;
@@ -99,12 +131,13 @@ pub trait ChatStore: Send + Sync + 'static {
     /// Removes a member; false if they were not one.
     async fn leave(&self, conversation: Uuid, user: Uuid) -> Result<bool, StoreError>;
 
-    /// Stores a message if its sender is a member of its conversation (checked in the
-    /// same statement); false when not.
-    async fn insert_message(&self, message: &Message) -> Result<bool, StoreError>;
-    /// Stores several messages in one transaction, each only if its sender is a member;
-    /// one flag per message. Adapters override this; the default stores them one by one.
-    async fn insert_messages(&self, messages: &[Message]) -> Result<Vec<bool>, StoreError> {
+    /// Stores a message with its event if its sender is a member of its conversation
+    /// (checked in the same statement); false (and no event) when not.
+    async fn insert_message(&self, message: &NewMessage) -> Result<bool, StoreError>;
+    /// Stores several messages with their events in one transaction, each only if its
+    /// sender is a member; one flag per message. Adapters override this; the default
+    /// stores them one by one.
+    async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         let mut stored = Vec::with_capacity(messages.len());
         for message in messages {
             stored.push(self.insert_message(message).await?);
@@ -120,12 +153,14 @@ pub trait ChatStore: Send + Sync + 'static {
     ) -> Result<Vec<Message>, StoreError>;
     /// True when message `id` belongs to `conversation`.
     async fn has_message(&self, conversation: Uuid, id: Uuid) -> Result<bool, StoreError>;
-    /// Moves `user`'s read marker forward to `up_to` (never back); returns the marker after.
+    /// Moves `user`'s read marker forward to `up_to` (never back), writing `event` when it
+    /// moved; returns the marker after.
     async fn mark_read(
         &self,
         conversation: Uuid,
         user: Uuid,
         up_to: Uuid,
+        event: &Event,
     ) -> Result<Option<Uuid>, StoreError>;
 
     /// Records an open socket; returns the user's presence after it.
@@ -146,6 +181,22 @@ pub trait ChatStore: Send + Sync + 'static {
     ) -> Result<Vec<Presence>, StoreError>;
     /// Presence of the given users (all online users when `users` is empty).
     async fn presence(&self, users: &[Uuid]) -> Result<Vec<Presence>, StoreError>;
+
+    /// Records a session that began; false when it was known already (also when its end
+    /// arrived first: a session never reopens).
+    async fn start_chat_session(&self, session: &ChatSession) -> Result<bool, StoreError>;
+    /// Records that a session ended (also one never seen begin); false when it had already.
+    async fn end_chat_session(
+        &self,
+        session_id: Uuid,
+        user: &UserRef,
+        at: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
+    /// Forgets every session of a user (account deleted); returns how many.
+    async fn forget_chat_sessions(&self, user: Uuid) -> Result<u32, StoreError>;
+    /// Sessions that have not ended, of the given users (of everyone when empty),
+    /// oldest first; expired ones included (the caller filters by `expires_at`).
+    async fn open_chat_sessions(&self, users: &[Uuid]) -> Result<Vec<ChatSession>, StoreError>;
 
     /// Deletes a user's direct conversations (with their messages), memberships and
     /// presence, in one transaction; returns how many conversations went. Idempotent.

@@ -7,10 +7,11 @@
 //! UUIDs byte-wise, SQLite compares BLOBs byte-wise), so `id` is the history cursor.
 //! Timestamps in SQLite are RFC 3339 TEXT in UTC, which also sorts in time order.
 
-use super::{ChatStore, Connection, Page, StoreError};
+use super::{ChatSession, ChatStore, Connection, NewMessage, Page, StoreError};
 use crate::domain::{Conversation, ConversationView, Kind, Member, Message, Presence, UserRef};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use platform::events::{Event, outbox};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use uuid::Uuid;
 
@@ -176,8 +177,37 @@ fn count(n: i64) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+#[derive(sqlx::FromRow)]
+struct ChatSessionRow {
+    session_id: Uuid,
+    user_id: Uuid,
+    username: String,
+    started_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    ended_at: Option<DateTime<Utc>>,
+    client_ip: String,
+    user_agent: String,
+}
+
+impl From<ChatSessionRow> for ChatSession {
+    fn from(row: ChatSessionRow) -> Self {
+        Self {
+            session_id: row.session_id,
+            user: UserRef {
+                id: row.user_id,
+                username: row.username,
+            },
+            started_at: row.started_at,
+            expires_at: row.expires_at,
+            ended_at: row.ended_at,
+            client_ip: row.client_ip,
+            user_agent: row.user_agent,
+        }
+    }
+}
+
 macro_rules! sql_chat_store {
-    ($(#[$doc:meta])* $name:ident, $db:ty, $migrations:literal) => {
+    ($(#[$doc:meta])* $name:ident, $db:ty, $migrations:literal, $variant:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $name {
@@ -312,6 +342,10 @@ macro_rules! sql_chat_store {
             async fn ping(&self) -> Result<(), StoreError> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
+            }
+
+            fn pool(&self) -> platform::sql::Pool {
+                platform::sql::Pool::$variant(self.pool.clone())
             }
 
             async fn create_room(
@@ -478,17 +512,20 @@ macro_rules! sql_chat_store {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn insert_message(&self, message: &Message) -> Result<bool, StoreError> {
-                let done = Self::insert_message_query(message).execute(&self.pool).await?;
-                Ok(done.rows_affected() == 1)
+            async fn insert_message(&self, new: &NewMessage) -> Result<bool, StoreError> {
+                Ok(self.insert_messages(std::slice::from_ref(new)).await?[0])
             }
 
-            async fn insert_messages(&self, messages: &[Message]) -> Result<Vec<bool>, StoreError> {
+            async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let mut stored = Vec::with_capacity(messages.len());
-                for message in messages {
-                    let done = Self::insert_message_query(message).execute(&mut *tx).await?;
-                    stored.push(done.rows_affected() == 1);
+                for new in messages {
+                    let done = Self::insert_message_query(&new.message).execute(&mut *tx).await?;
+                    let inserted = done.rows_affected() == 1;
+                    if inserted {
+                        outbox::insert(&new.event).execute(&mut *tx).await?;
+                    }
+                    stored.push(inserted);
                 }
                 tx.commit().await?;
                 Ok(stored)
@@ -530,8 +567,10 @@ macro_rules! sql_chat_store {
                 conversation: Uuid,
                 user: Uuid,
                 up_to: Uuid,
+                event: &Event,
             ) -> Result<Option<Uuid>, StoreError> {
-                sqlx::query(
+                let mut tx = self.pool.begin().await?;
+                let moved = sqlx::query(
                     "UPDATE memberships SET last_read_id = $3 \
                      WHERE conversation_id = $1 AND user_id = $2 \
                      AND (last_read_id IS NULL OR last_read_id < $3)",
@@ -539,16 +578,20 @@ macro_rules! sql_chat_store {
                 .bind(conversation)
                 .bind(user)
                 .bind(up_to)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+                if moved.rows_affected() == 1 {
+                    outbox::insert(event).execute(&mut *tx).await?;
+                }
                 let marker: Option<Option<Uuid>> = sqlx::query_scalar(
                     "SELECT last_read_id FROM memberships \
                      WHERE conversation_id = $1 AND user_id = $2",
                 )
                 .bind(conversation)
                 .bind(user)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(marker.flatten())
             }
 
@@ -658,6 +701,75 @@ macro_rules! sql_chat_store {
                 Ok(Self::presence_of(&mut connection, &users).await?)
             }
 
+            async fn start_chat_session(&self, session: &ChatSession) -> Result<bool, StoreError> {
+                let done = sqlx::query(
+                    "INSERT INTO chat_sessions \
+                     (session_id, user_id, username, started_at, expires_at, ended_at, client_ip, user_agent) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (session_id) DO NOTHING",
+                )
+                .bind(session.session_id)
+                .bind(session.user.id)
+                .bind(&session.user.username)
+                .bind(session.started_at)
+                .bind(session.expires_at)
+                .bind(session.ended_at)
+                .bind(&session.client_ip)
+                .bind(&session.user_agent)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn end_chat_session(
+                &self,
+                session_id: Uuid,
+                user: &UserRef,
+                at: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                // An end that overtook its start leaves a closed row, so the start (when it
+                // comes) does not open it.
+                let done = sqlx::query(
+                    "INSERT INTO chat_sessions \
+                     (session_id, user_id, username, started_at, expires_at, ended_at, client_ip, user_agent) \
+                     VALUES ($1, $2, $3, $4, NULL, $4, '', '') \
+                     ON CONFLICT (session_id) DO UPDATE SET ended_at = excluded.ended_at \
+                     WHERE chat_sessions.ended_at IS NULL",
+                )
+                .bind(session_id)
+                .bind(user.id)
+                .bind(&user.username)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn forget_chat_sessions(&self, user: Uuid) -> Result<u32, StoreError> {
+                let done = sqlx::query("DELETE FROM chat_sessions WHERE user_id = $1")
+                    .bind(user)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(u32::try_from(done.rows_affected()).unwrap_or(u32::MAX))
+            }
+
+            async fn open_chat_sessions(&self, users: &[Uuid]) -> Result<Vec<ChatSession>, StoreError> {
+                const COLUMNS: &str = "session_id, user_id, username, started_at, expires_at, ended_at, client_ip, user_agent";
+                let sql = if users.is_empty() {
+                    format!("SELECT {COLUMNS} FROM chat_sessions WHERE ended_at IS NULL ORDER BY started_at LIMIT 10000")
+                } else {
+                    format!(
+                        "SELECT {COLUMNS} FROM chat_sessions WHERE ended_at IS NULL AND user_id IN ({}) ORDER BY started_at",
+                        placeholders(users.len())
+                    )
+                };
+                let mut query = sqlx::query_as::<_, ChatSessionRow>(&sql);
+                for user in users {
+                    query = query.bind(user);
+                }
+                let rows = query.fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(ChatSession::from).collect())
+            }
+
             async fn delete_user_data(&self, user: Uuid) -> Result<u32, StoreError> {
                 let mut tx = self.pool.begin().await?;
                 // Deleting a direct conversation cascades to its messages and memberships.
@@ -687,12 +799,14 @@ sql_chat_store!(
     /// The chat store on PostgreSQL.
     PostgresChatStore,
     sqlx::Postgres,
-    "./migrations/postgres"
+    "./migrations/postgres",
+    Postgres
 );
 
 sql_chat_store!(
     /// The chat store on SQLite (the embedded run).
     SqliteChatStore,
     sqlx::Sqlite,
-    "./migrations/sqlite"
+    "./migrations/sqlite",
+    Sqlite
 );

@@ -1,0 +1,156 @@
+//! Settings of the listener, each a flag and a `LISTENER_*` environment variable.
+
+use platform::settings::parse_duration;
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+/// How the listener runs.
+#[derive(Debug, Clone, clap::Args)]
+#[group(id = "listener")]
+pub struct Config {
+    /// Address of the HTTP server for /healthz, /readyz, /metrics and the parked-event
+    /// admin API (keep it private).
+    #[arg(
+        long = "listener-listen",
+        id = "listener-listen",
+        value_name = "ADDR",
+        env = "LISTENER_LISTEN",
+        default_value = "127.0.0.1:8082"
+    )]
+    pub listen: SocketAddr,
+    /// Database of processed event ids, postgres:// or sqlite://
+    /// [default: sqlite://<data dir>/listener.db].
+    #[arg(
+        long = "listener-database-url",
+        id = "listener-database-url",
+        value_name = "URL",
+        env = "LISTENER_DATABASE_URL"
+    )]
+    pub database_url: Option<String>,
+    /// The chat service (chat sessions).
+    #[arg(
+        long = "listener-chat-url",
+        id = "listener-chat-url",
+        value_name = "URL",
+        env = "LISTENER_CHAT_URL",
+        default_value = "http://127.0.0.1:50052"
+    )]
+    pub chat_url: String,
+    /// The mail service.
+    #[arg(
+        long = "listener-mail-url",
+        id = "listener-mail-url",
+        value_name = "URL",
+        env = "LISTENER_MAIL_URL",
+        default_value = "http://127.0.0.1:50054"
+    )]
+    pub mail_url: String,
+    /// The durable queue the listener consumes (its retry and parking queues are named
+    /// after it).
+    #[arg(
+        long = "listener-queue",
+        id = "listener-queue",
+        value_name = "NAME",
+        env = "LISTENER_QUEUE",
+        default_value = "listener.events"
+    )]
+    pub queue: String,
+    /// Events handled at once (and the RabbitMQ prefetch limit).
+    #[arg(
+        long = "listener-prefetch",
+        id = "listener-prefetch",
+        value_name = "N",
+        env = "LISTENER_PREFETCH",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u16).range(1..=1000)
+    )]
+    pub prefetch: u16,
+    /// Attempts per event before it is parked.
+    #[arg(
+        long = "listener-max-attempts",
+        id = "listener-max-attempts",
+        value_name = "N",
+        env = "LISTENER_MAX_ATTEMPTS",
+        default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..=20)
+    )]
+    pub max_attempts: u32,
+    /// Wait before the first retry; each further retry waits twice as long (at most 5
+    /// minutes).
+    #[arg(
+        long = "listener-retry-base",
+        id = "listener-retry-base",
+        value_name = "DURATION",
+        env = "LISTENER_RETRY_BASE",
+        default_value = "1s",
+        value_parser = parse_duration
+    )]
+    pub retry_base: Duration,
+    /// How long processed event ids are remembered (redeliveries older than this would
+    /// be handled again).
+    #[arg(
+        long = "listener-dedup-retention",
+        id = "listener-dedup-retention",
+        value_name = "DURATION",
+        env = "LISTENER_DEDUP_RETENTION",
+        default_value = "7d",
+        value_parser = parse_duration
+    )]
+    pub dedup_retention: Duration,
+}
+
+/// Longest wait between two attempts.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
+
+impl Config {
+    /// The database URL, defaulting to a SQLite file in `data_dir`.
+    pub fn database_url(&self, data_dir: &Path) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| platform::settings::sqlite_url(data_dir, "listener.db"))
+    }
+
+    /// The wait before attempt `attempt + 1`, after `attempt` (1-based) failed.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let factor = 2_u32.saturating_pow(attempt.saturating_sub(1));
+        self.retry_base
+            .checked_mul(factor)
+            .unwrap_or(MAX_RETRY_DELAY)
+            .min(MAX_RETRY_DELAY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: Config,
+    }
+
+    fn config(args: &[&str]) -> Config {
+        Cli::parse_from(std::iter::once("listener").chain(args.iter().copied())).config
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        let config = config(&["--listener-retry-base=500ms"]);
+        let delays: Vec<u128> = (1..=4).map(|n| config.retry_delay(n).as_millis()).collect();
+        assert_eq!(delays, [500, 1000, 2000, 4000]);
+        assert_eq!(config.retry_delay(20), MAX_RETRY_DELAY);
+        assert_eq!(config.retry_delay(u32::MAX), MAX_RETRY_DELAY);
+    }
+
+    #[test]
+    fn limits_are_checked_when_parsed() {
+        let cli = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("listener").chain(args.iter().copied()))
+        };
+        assert!(cli(&["--listener-prefetch=0"]).is_err());
+        assert!(cli(&["--listener-max-attempts=0"]).is_err());
+        assert!(cli(&["--listener-retry-base=soon"]).is_err());
+        assert!(cli(&["--listener-prefetch=1000", "--listener-max-attempts=20"]).is_ok());
+    }
+}

@@ -1,0 +1,240 @@
+//! The listener: consumes domain events and starts the work they call for — welcome and
+//! logout mail through the mail service, chat sessions through chat. Delivery is at least
+//! once; the listener makes the work happen once:
+//!
+//! - an event whose id is in the processed-events table is acknowledged and skipped;
+//! - otherwise its handler runs, the id is recorded, and only then is it acknowledged;
+//! - a handler that fails for a passing reason is retried with exponential backoff, up to
+//!   `LISTENER_MAX_ATTEMPTS`; then, or at once for a failure retrying cannot fix, the event
+//!   is parked, and an operator lists and replays parked events
+//!   (`listener parked list|replay`, or the admin HTTP API).
+//!
+//! [`Listener::build`] binds the HTTP port (health, metrics, admin); [`Listener::run`]
+//! consumes until shutdown.
+
+mod config;
+mod handlers;
+mod http;
+mod processed;
+pub mod source;
+
+pub use config::Config;
+pub use handlers::{HandleError, Handlers};
+pub use processed::ProcessedEvents;
+
+use anyhow::Context;
+use chrono::Utc;
+use platform::{events::envelope, shutdown::Shutdown, trace::TraceId};
+use source::{Delivery, Source};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use tokio::{net::TcpListener, sync::Semaphore};
+use tracing::Instrument;
+
+/// How often old processed-event ids are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How long in-flight events may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A built listener, its HTTP port bound, not yet consuming.
+pub struct Listener {
+    http: TcpListener,
+    worker: Worker,
+    prefetch: u16,
+    retention: Duration,
+}
+
+/// What handling one delivery needs; cheap to clone.
+#[derive(Clone)]
+struct Worker {
+    source: Arc<dyn Source>,
+    processed: ProcessedEvents,
+    handlers: Handlers,
+    config: Arc<Config>,
+}
+
+impl Listener {
+    /// Opens the processed-events database and binds the HTTP port.
+    pub async fn build(
+        config: &Config,
+        data_dir: &Path,
+        source: Arc<dyn Source>,
+    ) -> anyhow::Result<Self> {
+        platform::telemetry::prometheus();
+        let processed = ProcessedEvents::connect(&config.database_url(data_dir))
+            .await
+            .context("opening the listener database")?;
+        let handlers = Handlers::new(&config.chat_url, &config.mail_url)
+            .context("the chat or mail URL is not valid")?;
+        let http = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the listener to {}", config.listen))?;
+        Ok(Self {
+            http,
+            worker: Worker {
+                source,
+                processed,
+                handlers,
+                config: Arc::new(config.clone()),
+            },
+            prefetch: config.prefetch,
+            retention: config.dedup_retention,
+        })
+    }
+
+    /// The address of the HTTP server (health, metrics, admin).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Consumes until `shutdown`, then lets in-flight events finish.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let app = http::router(self.worker.source.clone(), self.worker.processed.clone());
+        let server = tokio::spawn(
+            axum::serve(self.http, app)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .into_future(),
+        );
+        let pruner = tokio::spawn(prune(
+            self.worker.processed.clone(),
+            self.retention,
+            shutdown.clone(),
+        ));
+        tracing::info!(%addr, "listener serving health, metrics and admin over HTTP");
+        let permits = Arc::new(Semaphore::new(usize::from(self.prefetch)));
+        loop {
+            let permit = tokio::select! {
+                permit = Arc::clone(&permits).acquire_owned() => {
+                    permit.expect("the semaphore is never closed")
+                }
+                () = shutdown.cancelled() => break,
+            };
+            let delivery = tokio::select! {
+                delivery = self.worker.source.next() => delivery,
+                () = shutdown.cancelled() => break,
+            };
+            let worker = self.worker.clone();
+            tokio::spawn(async move {
+                worker.process(delivery).await;
+                drop(permit);
+            });
+        }
+        let all = u32::from(self.prefetch);
+        if tokio::time::timeout(DRAIN, permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("events still in flight at shutdown; they will be delivered again");
+        }
+        server.await.context("listener HTTP server")??;
+        pruner.await.context("pruner")?;
+        tracing::info!("listener stopped");
+        Ok(())
+    }
+}
+
+async fn prune(processed: ProcessedEvents, retention: Duration, shutdown: Shutdown) {
+    while platform::shutdown::pause(&shutdown, PRUNE_EVERY).await {
+        let before =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        match processed.prune(before).await {
+            Ok(pruned) => tracing::debug!(pruned, "pruned processed event ids"),
+            Err(error) => tracing::warn!(%error, "could not prune processed event ids"),
+        }
+    }
+}
+
+impl Worker {
+    /// Handles one delivery and settles it; never fails (a failure to settle means the
+    /// delivery comes again, which the processed-events table absorbs).
+    async fn process(&self, delivery: Delivery) {
+        let key = delivery.routing_key.clone();
+        let (id, envelope) = match envelope::decode(&delivery.payload) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                tracing::warn!(%error, routing_key = %key, "parking an unreadable event");
+                self.settle(delivery.park(0, &error.to_string()).await, &key, "parked");
+                return;
+            }
+        };
+        // The work runs in the trace of the request that caused the event, so its calls
+        // (and their log lines) carry the same trace id.
+        let trace = envelope
+            .trace_id
+            .parse::<TraceId>()
+            .unwrap_or_else(|()| TraceId::random());
+        let span = tracing::info_span!("event", trace_id = %trace);
+        platform::trace::scope(trace, self.handle(id, &envelope, delivery).instrument(span)).await;
+    }
+
+    async fn handle(
+        &self,
+        id: uuid::Uuid,
+        envelope: &proto::events::v1::Envelope,
+        delivery: Delivery,
+    ) {
+        let key = envelope.r#type.clone();
+        let started = std::time::Instant::now();
+        let attempts = delivery.attempts + 1;
+        let done = match self.processed.contains(id).await {
+            Ok(true) => {
+                tracing::info!(event_id = %id, r#type = %key, "already processed; acknowledging");
+                self.settle(delivery.ack().await, &key, "duplicate");
+                return;
+            }
+            Ok(false) => match self.handlers.handle(envelope).await {
+                Ok(()) => self
+                    .processed
+                    .record(id, &key, Utc::now())
+                    .await
+                    .map(drop)
+                    .map_err(|error| HandleError::Transient(format!("recording it: {error}"))),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(HandleError::Transient(format!(
+                "the listener database: {error}"
+            ))),
+        };
+        metrics::histogram!("listener_event_seconds", "type" => key.clone())
+            .record(started.elapsed().as_secs_f64());
+        match done {
+            Ok(()) => {
+                if let Some(at) = envelope::occurred_at(envelope) {
+                    let lag = (Utc::now() - at).to_std().unwrap_or_default();
+                    metrics::histogram!("listener_event_lag_seconds", "type" => key.clone())
+                        .record(lag.as_secs_f64());
+                }
+                tracing::info!(event_id = %id, r#type = %key, attempts, "event handled");
+                self.settle(delivery.ack().await, &key, "handled");
+            }
+            Err(HandleError::Transient(reason)) if attempts < self.config.max_attempts => {
+                let delay = self.config.retry_delay(attempts);
+                tracing::warn!(event_id = %id, r#type = %key, attempts, retry_in = ?delay, %reason, "event failed; retrying later");
+                self.settle(delivery.retry(attempts, delay).await, &key, "retried");
+            }
+            Err(error) => {
+                tracing::error!(event_id = %id, r#type = %key, attempts, reason = %error, "event parked");
+                self.settle(
+                    delivery.park(attempts, &error.to_string()).await,
+                    &key,
+                    "parked",
+                );
+            }
+        }
+    }
+
+    fn settle(&self, settled: anyhow::Result<()>, key: &str, outcome: &'static str) {
+        match settled {
+            Ok(()) => {
+                metrics::counter!("listener_events_total", "type" => key.to_owned(), "outcome" => outcome)
+                    .increment(1);
+            }
+            Err(error) => {
+                metrics::counter!("listener_settle_failures_total").increment(1);
+                tracing::warn!(%error, outcome, "could not settle the event; it will be delivered again");
+            }
+        }
+    }
+}

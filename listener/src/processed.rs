@@ -1,0 +1,83 @@
+//! The ids of events whose work is done, so a redelivered event is acknowledged without
+//! doing its work twice. PostgreSQL (dev stack, cluster) or SQLite (embedded).
+
+use chrono::{DateTime, Utc};
+use platform::sql::Pool;
+use uuid::Uuid;
+
+/// Runs the same statement on whichever backend the pool is.
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            Pool::Postgres($p) => $body,
+            Pool::Sqlite($p) => $body,
+        }
+    };
+}
+
+/// The processed-events table.
+#[derive(Debug, Clone)]
+pub struct ProcessedEvents {
+    pool: Pool,
+}
+
+impl ProcessedEvents {
+    /// Opens the database a URL names and applies the migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let pool = platform::sql::connect(url).await?;
+        match &pool {
+            Pool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+            Pool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
+        }
+        Ok(Self { pool })
+    }
+
+    /// True when the event's work is done.
+    pub async fn contains(&self, event_id: Uuid) -> Result<bool, sqlx::Error> {
+        const SQL: &str = "SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)";
+        on_pool!(&self.pool, |pool| {
+            sqlx::query_scalar(SQL).bind(event_id).fetch_one(pool).await
+        })
+    }
+
+    /// Records that the event's work is done; false when it already was recorded (another
+    /// delivery of it finished first).
+    pub async fn record(
+        &self,
+        event_id: Uuid,
+        routing_key: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, sqlx::Error> {
+        const SQL: &str = "INSERT INTO processed_events (event_id, routing_key, processed_at) \
+                           VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING";
+        let done = on_pool!(&self.pool, |pool| {
+            sqlx::query(SQL)
+                .bind(event_id)
+                .bind(routing_key)
+                .bind(at)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(done == 1)
+    }
+
+    /// Forgets events processed before `before`; returns how many.
+    pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+        const SQL: &str = "DELETE FROM processed_events WHERE processed_at < $1";
+        Ok(on_pool!(&self.pool, |pool| {
+            sqlx::query(SQL)
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        }))
+    }
+
+    /// Cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        on_pool!(&self.pool, |pool| {
+            sqlx::query("SELECT 1").execute(pool).await.map(drop)
+        })
+    }
+}

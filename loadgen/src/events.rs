@@ -1,0 +1,386 @@
+//! `loadgen events`: the durable event path at full speed. Writers commit `message.sent`
+//! events into an outbox (in transactions, as chat does), the outbox relay publishes them
+//! to RabbitMQ with publisher confirms, and the real listener consumes them: de-duplicates
+//! by event id, records each in its processed-events table, and acknowledges it.
+//!
+//! Latency is committed → recorded by the listener, per event: the event id is a UUIDv7,
+//! whose timestamp is taken just before the writer's transaction, and the listener's
+//! `processed_at` is written just before its ack. Every event must arrive exactly once.
+//!
+//! It creates its own PostgreSQL databases and RabbitMQ names, and removes them after.
+
+use anyhow::{Context, Result, bail, ensure};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use platform::{
+    events::{Event, EventBus, outbox, rabbit},
+    shutdown::Shutdown,
+    sql::Pool,
+};
+use proto::events::v1::{MessageSent, envelope::Payload};
+use serde_json::json;
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+use uuid::Uuid;
+
+/// What to run.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// PostgreSQL server (a database on it is used to create the run's own databases).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    database_url: String,
+    /// RabbitMQ (loopback only).
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// Events to produce.
+    #[arg(long, default_value_t = 100_000)]
+    events: u32,
+    /// Concurrent writers.
+    #[arg(long, default_value_t = 8)]
+    writers: u32,
+    /// Events per writer transaction.
+    #[arg(long, default_value_t = 50)]
+    batch: u32,
+    /// Listener prefetch (events in flight).
+    #[arg(long, default_value_t = 256)]
+    prefetch: u16,
+    /// Print the figures as JSON too.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The listener's settings, read like its own command line.
+#[derive(Debug, Parser)]
+struct ListenerCli {
+    #[command(flatten)]
+    config: listener::Config,
+}
+
+struct Databases {
+    admin_url: String,
+    names: Vec<String>,
+}
+
+impl Databases {
+    async fn create(admin_url: &str, names: &[String]) -> Result<Self> {
+        let mut admin = PgConnection::connect(admin_url)
+            .await
+            .with_context(|| format!("connecting to {admin_url}"))?;
+        for name in names {
+            admin
+                .execute(format!(r#"CREATE DATABASE "{name}""#).as_str())
+                .await?;
+        }
+        Ok(Self {
+            admin_url: admin_url.to_owned(),
+            names: names.to_vec(),
+        })
+    }
+
+    fn url(&self, name: &str) -> String {
+        let (base, _) = self
+            .admin_url
+            .rsplit_once('/')
+            .expect("a PostgreSQL URL has a path");
+        format!("{base}/{name}")
+    }
+
+    async fn drop_all(&self) -> Result<()> {
+        let mut admin = PgConnection::connect(&self.admin_url).await?;
+        for name in &self.names {
+            admin
+                .execute(format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#).as_str())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn ensure_loopback(url: &str) -> Result<()> {
+    let host = url
+        .split('@')
+        .next_back()
+        .and_then(|rest| rest.split(['/', ':']).next())
+        .unwrap_or_default();
+    ensure!(
+        host == "127.0.0.1" || host == "localhost" || host.starts_with("127."),
+        "load only goes to loopback addresses, not {host}"
+    );
+    Ok(())
+}
+
+/// Commits `count` events in transactions of `batch`.
+async fn write(pool: PgPool, count: u32, batch: u32, waker: outbox::OutboxWaker) -> Result<()> {
+    let conversation = Uuid::now_v7().to_string();
+    let sender = Uuid::now_v7().to_string();
+    let mut left = count;
+    while left > 0 {
+        let size = left.min(batch);
+        let events: Vec<Event> = (0..size)
+            .map(|_| {
+                Event::new(
+                    "loadgen",
+                    Payload::MessageSent(MessageSent {
+                        message_id: Uuid::now_v7().to_string(),
+                        conversation_id: conversation.clone(),
+                        sender_id: sender.clone(),
+                        body_chars: 42,
+                    }),
+                )
+            })
+            .collect();
+        let mut tx = pool.begin().await?;
+        for event in &events {
+            outbox::insert(event).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        waker.wake();
+        left -= size;
+    }
+    Ok(())
+}
+
+async fn remove_rabbit_names(url: &str, exchange: &str, queue: &str) -> Result<()> {
+    let connection = rabbit::connect(url, "loadgen cleanup").await?;
+    let channel = connection.create_channel().await?;
+    for name in [
+        queue.to_owned(),
+        format!("{queue}.parked"),
+        rabbit::unrouted(exchange),
+    ] {
+        channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await?;
+    }
+    for name in [exchange.to_owned(), rabbit::unrouted(exchange)] {
+        channel
+            .exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+            .await?;
+    }
+    connection.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// Runs the scenario.
+pub async fn run(args: Args) -> Result<()> {
+    ensure_loopback(&args.database_url)?;
+    ensure_loopback(&args.amqp_url)?;
+    ensure!(
+        args.events > 0 && args.writers > 0 && args.batch > 0,
+        "counts must be positive"
+    );
+    let id = Uuid::new_v4().simple().to_string();
+    let producer_db = format!("loadgen_events_{id}_producer");
+    let listener_db = format!("loadgen_events_{id}_listener");
+    let databases = Databases::create(
+        &args.database_url,
+        &[producer_db.clone(), listener_db.clone()],
+    )
+    .await?;
+    let outcome = measure(&args, &id, &databases, &producer_db, &listener_db).await;
+    let exchange = format!("loadgen.events.{id}");
+    let queue = format!("loadgen.listener.{id}");
+    if let Err(error) = remove_rabbit_names(&args.amqp_url, &exchange, &queue).await {
+        eprintln!("warning: could not remove the run's RabbitMQ names: {error:#}");
+    }
+    databases.drop_all().await?;
+    outcome
+}
+
+async fn measure(
+    args: &Args,
+    id: &str,
+    databases: &Databases,
+    producer_db: &str,
+    listener_db: &str,
+) -> Result<()> {
+    // The producer's schema is chat's: its migrations create the outbox.
+    let store = chat::store::connect(&databases.url(producer_db)).await?;
+    let Pool::Postgres(pool) = store.pool() else {
+        bail!("the producer database must be PostgreSQL");
+    };
+    let exchange = format!("loadgen.events.{id}");
+    let queue = format!("loadgen.listener.{id}");
+    let listener_config = ListenerCli::try_parse_from([
+        "listener".to_owned(),
+        "--listener-listen=127.0.0.1:0".to_owned(),
+        format!("--listener-database-url={}", databases.url(listener_db)),
+        format!("--listener-queue={queue}"),
+        format!("--listener-prefetch={}", args.prefetch),
+        "--listener-max-attempts=1".to_owned(),
+    ])?
+    .config;
+    let shutdown = Shutdown::new();
+    let source = Arc::new(listener::source::RabbitSource::new(
+        args.amqp_url.clone(),
+        exchange.clone(),
+        &listener_config,
+    ));
+    let data_dir = std::env::temp_dir();
+    let listener = listener::Listener::build(&listener_config, &data_dir, source).await?;
+    let listener_addr = listener.local_addr();
+    let listening = tokio::spawn(listener.run(shutdown.clone()));
+    wait_ready(listener_addr).await?;
+
+    let bus: Arc<dyn EventBus> = Arc::new(rabbit::RabbitBus::new(args.amqp_url.clone(), exchange));
+    let waker = outbox::OutboxWaker::default();
+    let relay = tokio::spawn(
+        outbox::Relay::new(Pool::Postgres(pool.clone()), bus, waker.clone(), "loadgen")
+            .run(shutdown.clone()),
+    );
+
+    println!(
+        "producing {} events: {} writers, {} per transaction, listener prefetch {}",
+        args.events, args.writers, args.batch, args.prefetch
+    );
+    let started = Instant::now();
+    let started_at = chrono::Utc::now();
+    let per_writer = args.events / args.writers;
+    let mut writers = Vec::new();
+    for n in 0..args.writers {
+        let count = if n == 0 {
+            per_writer + args.events % args.writers
+        } else {
+            per_writer
+        };
+        writers.push(tokio::spawn(write(
+            pool.clone(),
+            count,
+            args.batch,
+            waker.clone(),
+        )));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let committed = started.elapsed();
+
+    let processed = PgPool::connect(&databases.url(listener_db)).await?;
+    let mut last = (0_i64, Instant::now());
+    loop {
+        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM processed_events")
+            .fetch_one(&processed)
+            .await?;
+        if count >= i64::from(args.events) {
+            break;
+        }
+        if count != last.0 {
+            last = (count, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(30) {
+            bail!("stuck at {count} of {} events handled", args.events);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    relay.await?;
+    listening.await??;
+
+    let rows: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("SELECT event_id, processed_at FROM processed_events")
+            .fetch_all(&processed)
+            .await?;
+    let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
+        .fetch_one(&pool)
+        .await?;
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut finished = started_at;
+    for (event_id, processed_at) in &rows {
+        let (seconds, nanos) = event_id
+            .get_timestamp()
+            .context("event ids are UUIDv7")?
+            .to_unix();
+        let created = chrono::DateTime::from_timestamp(i64::try_from(seconds)?, nanos)
+            .context("a valid timestamp")?;
+        let micros = (*processed_at - created)
+            .num_microseconds()
+            .unwrap_or(0)
+            .max(1);
+        latency_us.saturating_record(u64::try_from(micros)?);
+        finished = finished.max(*processed_at);
+    }
+    let elapsed = (finished - started_at).to_std().unwrap_or_default();
+    let rate = rows.len() as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
+    let duplicates = duplicate_count(listener_addr).await.unwrap_or(0);
+    let ms = |q: f64| latency_us.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "handled {} of {} events (outbox left: {left}, duplicates skipped: {duplicates}) in {:.2} s: {rate:.0} events/s end to end",
+        rows.len(),
+        args.events,
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "commit -> listener recorded: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (all committed after {:.2} s)",
+        ms(0.5),
+        ms(0.99),
+        latency_us.max() as f64 / 1000.0,
+        committed.as_secs_f64()
+    );
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "scenario": "events",
+                "events": args.events,
+                "handled": rows.len(),
+                "outbox_left": left,
+                "duplicates_skipped": duplicates,
+                "events_per_second": rate,
+                "p50_ms": ms(0.5),
+                "p99_ms": ms(0.99),
+                "max_ms": latency_us.max() as f64 / 1000.0,
+            })
+        );
+    }
+    ensure!(
+        rows.len() == args.events as usize && left == 0,
+        "events were lost: {} handled of {}",
+        rows.len(),
+        args.events
+    );
+    Ok(())
+}
+
+async fn listener_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await?;
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    Ok((status, answer))
+}
+
+async fn wait_ready(addr: std::net::SocketAddr) -> Result<()> {
+    for _ in 0..200 {
+        if matches!(listener_get(addr, "/readyz").await, Ok((200, _))) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("the listener did not connect to RabbitMQ")
+}
+
+/// Deliveries the listener skipped as already processed (from its /metrics).
+async fn duplicate_count(addr: std::net::SocketAddr) -> Result<u64> {
+    let (_, body) = listener_get(addr, "/metrics").await?;
+    Ok(body
+        .lines()
+        .filter(|line| {
+            line.starts_with("listener_events_total{") && line.contains("outcome=\"duplicate\"")
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|value| value as u64)
+        .sum())
+}

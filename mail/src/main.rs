@@ -1,0 +1,33 @@
+//! `mail` on its own (dev stack, cluster): `cargo run -p mail`, settings from `MAIL_*`.
+
+use clap::Parser;
+
+// gRPC and message building allocate a lot; mimalloc is faster there (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The microchat mail service.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."
+)]
+struct Cli {
+    /// Directory for embedded state (mail files when MAIL_SMTP_URL is unset).
+    #[arg(long, value_name = "DIR", env = "MICROCHAT_DATA_DIR", default_value = platform::settings::DEFAULT_DATA_DIR)]
+    data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    mail: mail::Config,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    platform::telemetry::init_tracing();
+    let shutdown = platform::shutdown::on_signal();
+    mail::MailService::build(&cli.mail, &cli.data_dir)
+        .await?
+        .run(shutdown)
+        .await
+}

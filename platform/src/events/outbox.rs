@@ -1,0 +1,189 @@
+//! The transactional outbox: producers insert each event in the transaction of its state
+//! change, and the [`Relay`] moves committed rows to the [`EventBus`], deleting them only
+//! after the bus confirmed them. Every producer's database has the same `outbox` table:
+//!
+//! ```sql
+//! outbox (seq <auto-increment> PRIMARY KEY, event_id UUID UNIQUE, routing_key TEXT,
+//!         payload BYTES, created_at TIMESTAMP)
+//! ```
+
+use super::{EventBus, Published, envelope::Event};
+use crate::{shutdown::Shutdown, sql::Pool};
+use chrono::{DateTime, Utc};
+use sqlx::{Database, Encode, Type};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// Most events published in one confirmed batch.
+const BATCH: u32 = 512;
+/// How often the relay looks for rows without being woken (rows of other replicas,
+/// rows left by a crash).
+const POLL: Duration = Duration::from_secs(1);
+/// Longest pause after a failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The insert for one event, to run on the producer's transaction.
+pub fn insert<'q, DB>(event: &'q Event) -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>
+where
+    DB: Database,
+    Uuid: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO outbox (event_id, routing_key, payload, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(event.id)
+    .bind(event.routing_key)
+    .bind(event.payload.as_slice())
+    .bind(event.occurred_at)
+}
+
+/// Wakes the relay after a commit that wrote events, so they leave at once instead of at
+/// the next poll. Cheap to clone; waking with no relay running does nothing.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxWaker(Arc<Notify>);
+
+impl OutboxWaker {
+    /// New rows are committed.
+    pub fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    event_id: Uuid,
+    routing_key: String,
+    payload: Vec<u8>,
+    created_at: DateTime<Utc>,
+}
+
+impl Row {
+    fn published(&self) -> Published {
+        Published {
+            event_id: self.event_id,
+            routing_key: self.routing_key.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+const SELECT: &str =
+    "SELECT seq, event_id, routing_key, payload, created_at FROM outbox ORDER BY seq LIMIT $1";
+
+/// Moves committed outbox rows to the bus.
+pub struct Relay {
+    pool: Pool,
+    bus: Arc<dyn EventBus>,
+    waker: OutboxWaker,
+    producer: &'static str,
+}
+
+impl Relay {
+    /// A relay for the outbox in `pool`, woken by `waker`.
+    pub fn new(
+        pool: Pool,
+        bus: Arc<dyn EventBus>,
+        waker: OutboxWaker,
+        producer: &'static str,
+    ) -> Self {
+        Self {
+            pool,
+            bus,
+            waker,
+            producer,
+        }
+    }
+
+    /// Relays until `shutdown`; each batch is published, confirmed and deleted before the
+    /// next one is read.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.relay_batch().await {
+                Ok(published) => {
+                    backoff = Duration::from_millis(100);
+                    if published == BATCH as usize {
+                        continue;
+                    }
+                    tokio::select! {
+                        () = self.waker.0.notified() => {}
+                        () = tokio::time::sleep(POLL) => {}
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+                Err(error) => {
+                    metrics::counter!("outbox_relay_failures_total", "producer" => self.producer)
+                        .increment(1);
+                    tracing::warn!(error = %error, retry_in = ?backoff, "outbox relay: events wait in the outbox");
+                    if !crate::shutdown::pause(&shutdown, backoff).await {
+                        return;
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    /// Publishes and deletes one batch; returns how many events it held.
+    pub async fn relay_batch(&self) -> anyhow::Result<usize> {
+        let rows = match &self.pool {
+            Pool::Postgres(pool) => {
+                // Rows locked by another replica's relay are skipped, not waited for; the
+                // lock is held until they are published and deleted.
+                let mut tx = pool.begin().await?;
+                let rows: Vec<Row> = sqlx::query_as(&format!("{SELECT} FOR UPDATE SKIP LOCKED"))
+                    .bind(i64::from(BATCH))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                self.publish(&rows).await?;
+                let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+                sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
+                    .bind(&seqs)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows
+            }
+            Pool::Sqlite(pool) => {
+                // One process owns a SQLite file, so one relay reads it, and SQLite commits
+                // one writer at a time: the rows read are a contiguous range of seq.
+                let rows: Vec<Row> = sqlx::query_as(SELECT)
+                    .bind(i64::from(BATCH))
+                    .fetch_all(pool)
+                    .await?;
+                let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+                    return Ok(0);
+                };
+                self.publish(&rows).await?;
+                sqlx::query("DELETE FROM outbox WHERE seq BETWEEN $1 AND $2")
+                    .bind(first.seq)
+                    .bind(last.seq)
+                    .execute(pool)
+                    .await?;
+                rows
+            }
+        };
+        let now = Utc::now();
+        for row in &rows {
+            let lag = (now - row.created_at).to_std().unwrap_or_default();
+            metrics::histogram!("outbox_relay_lag_seconds", "producer" => self.producer)
+                .record(lag.as_secs_f64());
+        }
+        metrics::counter!("events_published_total", "producer" => self.producer)
+            .increment(rows.len() as u64);
+        Ok(rows.len())
+    }
+
+    async fn publish(&self, rows: &[Row]) -> Result<(), super::BusError> {
+        let batch: Vec<Published> = rows.iter().map(Row::published).collect();
+        self.bus.publish(&batch).await
+    }
+}

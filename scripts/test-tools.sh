@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the local peers the test suite runs against, into .tools/ (git-ignored).
+# Idempotent: a tool already installed at its pinned version is left alone. Run by
+# `make test`; nothing here is ever installed by hand.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+TOOLS="$PWD/.tools"
+mkdir -p "$TOOLS"
+
+# npm maildev: an SMTP server whose mails are readable over HTTP (GET /api/email).
+MAILDEV_VERSION=3.0.0
+
+install_maildev() {
+    local installed="$TOOLS/node_modules/maildev/package.json"
+    if [[ -f "$installed" ]] && grep -q "\"version\": \"$MAILDEV_VERSION\"" "$installed"; then
+        return
+    fi
+    if ! command -v npm >/dev/null; then
+        echo "test-tools: npm is missing; maildev cannot be installed" >&2
+        [[ "${CI:-}" == "true" ]] && exit 1
+        return
+    fi
+    echo "test-tools: installing maildev@$MAILDEV_VERSION into .tools/"
+    npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error \
+        "maildev@$MAILDEV_VERSION" >/dev/null
+}
+
+install_maildev

@@ -1,0 +1,449 @@
+//! Events end to end: outbox → bus (RabbitMQ or in-process) → listener → mail / chat.
+//! Against the machine's real RabbitMQ and PostgreSQL, and an SMTP server (maildev).
+
+mod common;
+
+use common::{
+    Db, TestApp, eventually,
+    rabbit::{TcpProxy, TestRabbit},
+};
+use platform::{
+    events::{Event, rabbit},
+    testing::MailDev,
+};
+use proto::events::v1::{UserRegistered, envelope::Payload};
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+use std::time::Duration;
+
+const PASSWORD: &str = "correct horse battery";
+const USER_AGENT: &str = "microchat-events-test/1.0";
+
+fn args(list: &[String]) -> Vec<&str> {
+    list.iter().map(String::as_str).collect()
+}
+
+/// Registers, logs in and logs out `username` with a recognisable User-Agent.
+async fn register_login_logout(app: &TestApp, username: &str) {
+    let client = Client::builder()
+        .user_agent(USER_AGENT)
+        .build()
+        .expect("a client builds");
+    let registered = app.register(&client, username, PASSWORD).await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let login: Value = app
+        .login(&client, username, PASSWORD)
+        .await
+        .json()
+        .await
+        .expect("login answers JSON");
+    let token = login["token"].as_str().expect("a token");
+    let logout = client
+        .post(app.url("/api/auth/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the broker answers");
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+}
+
+fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
+    mail.lines()
+        .take_while(|line| !line.is_empty())
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(": "))
+}
+
+fn mails_to<'a>(mails: &'a [String], address: &str) -> Vec<&'a String> {
+    mails
+        .iter()
+        .filter(|mail| header(mail, "To").is_some_and(|to| to.contains(address)))
+        .collect()
+}
+
+async fn listener_json(app: &TestApp, path: &str) -> Value {
+    Client::new()
+        .get(app.listener_url(path))
+        .send()
+        .await
+        .expect("the listener answers")
+        .json()
+        .await
+        .expect("the listener answers JSON")
+}
+
+async fn wait_listener_ready(app: &TestApp) {
+    eventually("the listener is connected to its event source", || async {
+        Client::new()
+            .get(app.listener_url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == StatusCode::OK)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn embedded_register_and_logout_write_welcome_and_logout_mails() {
+    let app = TestApp::start(&[]).await;
+    register_login_logout(&app, "ada").await;
+    eventually("a welcome and a logout mail are written", || async {
+        mails_to(&app.mail_files(), "ada@example.com").len() == 2
+    })
+    .await;
+    let mails = app.mail_files();
+    let subjects: Vec<&str> = mails_to(&mails, "ada@example.com")
+        .iter()
+        .filter_map(|mail| header(mail, "Subject"))
+        .collect();
+    assert!(
+        subjects.iter().any(|s| s.contains("Welcome")),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.iter().any(|s| s.contains("signed out")),
+        "{subjects:?}"
+    );
+    app.stop().await;
+}
+
+/// The dev-stack path: PostgreSQL, RabbitMQ, an SMTP server.
+#[tokio::test]
+async fn register_and_logout_mails_arrive_at_a_real_smtp_server_through_rabbitmq() {
+    let Some(rabbit) = TestRabbit::create(8, Duration::from_secs(1)).await else {
+        return;
+    };
+    let Some(maildev) = MailDev::start().await.expect("maildev starts") else {
+        return;
+    };
+    let mut extra = rabbit.args(&rabbit.url);
+    extra.push(format!("--mail-smtp-url={}", maildev.smtp_url()));
+    let Some(app) = TestApp::start_on(Db::Postgres, &args(&extra)).await else {
+        return;
+    };
+    wait_listener_ready(&app).await;
+    register_login_logout(&app, "grace").await;
+    let emails = maildev
+        .wait_for(2, Duration::from_secs(15))
+        .await
+        .expect("two mails arrive");
+    let to = |mail: &Value| {
+        mail["to"][0]["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        emails.iter().all(|mail| to(mail) == "grace@example.com"),
+        "{emails:?}"
+    );
+    let welcome = emails
+        .iter()
+        .find(|mail| {
+            mail["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("Welcome"))
+        })
+        .expect("a welcome mail");
+    assert!(
+        welcome["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("grace"))
+    );
+    assert!(
+        welcome["html"]
+            .as_str()
+            .is_some_and(|h| h.contains("grace"))
+    );
+    let logout = emails
+        .iter()
+        .find(|mail| {
+            mail["subject"]
+                .as_str()
+                .is_some_and(|s| s.contains("signed out"))
+        })
+        .expect("a logout mail");
+    let text = logout["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains(USER_AGENT),
+        "the logout mail names the client: {text}"
+    );
+    assert!(text.contains("127.0.0.1"), "and its address: {text}");
+    app.stop().await;
+}
+
+/// Publishes an envelope to the test's exchange, as a relay would (and as a relay that
+/// crashed after publishing, before deleting its row, would do twice).
+async fn publish(rabbit: &TestRabbit, event: &Event) {
+    let connection = rabbit::connect(&rabbit.url, "test publisher")
+        .await
+        .expect("RabbitMQ answers");
+    let channel = connection.create_channel().await.expect("a channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let published = platform::events::Published {
+        event_id: event.id,
+        routing_key: event.routing_key.to_owned(),
+        payload: event.payload.clone(),
+    };
+    let confirm = channel
+        .basic_publish(
+            rabbit.exchange.as_str().into(),
+            event.routing_key.into(),
+            Default::default(),
+            &event.payload,
+            rabbit::properties(&published),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("confirmed");
+    assert!(confirm.is_ack());
+    let _ = connection.close(200, "done".into()).await;
+}
+
+fn registered(username: &str) -> Event {
+    Event::new(
+        "test",
+        Payload::UserRegistered(UserRegistered {
+            user_id: uuid::Uuid::now_v7().to_string(),
+            username: username.to_owned(),
+            email: format!("{username}@example.com"),
+        }),
+    )
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_twice_makes_one_mail() {
+    let Some(rabbit) = TestRabbit::create(8, Duration::from_secs(1)).await else {
+        return;
+    };
+    // One event at a time, so the sentinel is handled after both copies.
+    let mut extra = rabbit.args(&rabbit.url);
+    extra.push("--listener-prefetch=1".to_owned());
+    let app = TestApp::start(&args(&extra)).await;
+    wait_listener_ready(&app).await;
+    let twice = registered("twice");
+    publish(&rabbit, &twice).await;
+    publish(&rabbit, &twice).await;
+    publish(&rabbit, &registered("sentinel")).await;
+    eventually("the sentinel's mail is written", || async {
+        mails_to(&app.mail_files(), "sentinel@example.com").len() == 1
+    })
+    .await;
+    assert_eq!(mails_to(&app.mail_files(), "twice@example.com").len(), 1);
+    app.stop().await;
+}
+
+/// A port nothing listens on (yet).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a loopback port is free")
+        .port()
+}
+
+#[tokio::test]
+async fn a_handler_that_keeps_failing_parks_the_event_and_replay_processes_it() {
+    let Some(rabbit) = TestRabbit::create(3, Duration::from_millis(50)).await else {
+        return;
+    };
+    let smtp_port = free_port();
+    let mut extra = rabbit.args(&rabbit.url);
+    extra.push(format!("--mail-smtp-url=smtp://127.0.0.1:{smtp_port}"));
+    let app = TestApp::start(&args(&extra)).await;
+    wait_listener_ready(&app).await;
+    let registered = app.register(&app.client(), "parker", PASSWORD).await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    eventually(
+        "the welcome mail's event is parked after three attempts",
+        || async {
+            let parked = listener_json(&app, "/admin/parked").await;
+            parked["parked"].as_array().is_some_and(|list| {
+                list.len() == 1
+                    && list[0]["routing_key"] == "user.registered"
+                    && list[0]["attempts"] == 3
+                    && list[0]["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("mail"))
+            })
+        },
+    )
+    .await;
+    // Listing leaves it parked.
+    assert_eq!(
+        listener_json(&app, "/admin/parked").await["parked"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+
+    let Some(maildev) = MailDev::start_on(smtp_port).await.expect("maildev starts") else {
+        return;
+    };
+    let replayed: Value = Client::new()
+        .post(app.listener_url("/admin/parked/replay"))
+        .send()
+        .await
+        .expect("the listener answers")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(replayed["replayed"], 1);
+    let emails = maildev
+        .wait_for(1, Duration::from_secs(10))
+        .await
+        .expect("the replayed event sends its mail");
+    assert_eq!(emails[0]["to"][0]["address"], "parker@example.com");
+    assert_eq!(
+        listener_json(&app, "/admin/parked").await["parked"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn mail_waits_for_the_smtp_server_to_come_back() {
+    let smtp_port = free_port();
+    let app = TestApp::start(&[
+        "--listener-retry-base=100ms",
+        &format!("--mail-smtp-url=smtp://127.0.0.1:{smtp_port}"),
+    ])
+    .await;
+    let registered = app.register(&app.client(), "patient", PASSWORD).await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    // Let a few attempts fail against the missing server.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let Some(maildev) = MailDev::start_on(smtp_port).await.expect("maildev starts") else {
+        return;
+    };
+    let emails = maildev
+        .wait_for(1, Duration::from_secs(15))
+        .await
+        .expect("the mail is sent once the server is back");
+    assert_eq!(emails.len(), 1);
+    assert_eq!(emails[0]["to"][0]["address"], "patient@example.com");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rabbitmq_outage_delays_events_and_loses_none() {
+    let Some(rabbit) = TestRabbit::create(8, Duration::from_millis(100)).await else {
+        return;
+    };
+    let proxy = TcpProxy::start("127.0.0.1:5672".parse().expect("an address")).await;
+    let proxied = format!("amqp://guest:guest@{}/%2f", proxy.addr);
+    let app = TestApp::start(&args(&rabbit.args(&proxied))).await;
+    wait_listener_ready(&app).await;
+    let client = app.client();
+    let mut usernames = Vec::new();
+    for n in 0..20 {
+        if n == 5 {
+            proxy.cut();
+        }
+        if n == 15 {
+            // Producers kept serving while RabbitMQ was away; nothing has gone out since.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before = app.mail_files().len();
+            assert!(
+                before <= 5,
+                "events sent while RabbitMQ was away: {before} mails"
+            );
+            proxy.restore();
+        }
+        let username = format!("outage{n}");
+        let registered = app.register(&client, &username, PASSWORD).await;
+        assert_eq!(
+            registered.status(),
+            StatusCode::CREATED,
+            "register {username}"
+        );
+        usernames.push(username);
+    }
+    eventually("every welcome mail is written after the outage", || async {
+        app.mail_files().len() >= usernames.len()
+    })
+    .await;
+    // Give any duplicate a chance to show up, then check: exactly one mail each.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mails = app.mail_files();
+    for username in &usernames {
+        assert_eq!(
+            mails_to(&mails, &format!("{username}@example.com")).len(),
+            1,
+            "{username} gets exactly one welcome mail"
+        );
+    }
+    assert_eq!(mails.len(), usernames.len());
+    app.stop().await;
+}
+
+async fn open_sessions(chat_url: &str) -> Vec<(String, String, String)> {
+    let mut chat = proto::chat::v1::chat_client::ChatClient::connect(chat_url.to_owned())
+        .await
+        .expect("chat answers");
+    let mut sessions: Vec<(String, String, String)> = chat
+        .list_chat_sessions(proto::chat::v1::ListChatSessionsRequest { user_ids: vec![] })
+        .await
+        .expect("chat lists sessions")
+        .into_inner()
+        .sessions
+        .into_iter()
+        .map(|session| {
+            let user = session.user.unwrap_or_default();
+            (user.username, session.session_id, session.client_ip)
+        })
+        .collect();
+    sessions.sort();
+    sessions
+}
+
+#[tokio::test]
+async fn chat_sessions_and_presence_after_a_chat_restart_equal_those_before() {
+    let mut services = common::Services::start(&[]).await;
+    let chat_url = format!("http://{}", services.config.chat.listen);
+    let ada = common::User::sign_up(&services.base, "ada").await;
+    let bob = common::User::sign_up(&services.base, "bob").await;
+    eventually("both logins reach chat as chat sessions", || async {
+        open_sessions(&chat_url).await.len() == 2
+    })
+    .await;
+    let _socket = ada.open_socket().await;
+    eventually("ada is online", || async {
+        bob.online_usernames().await == ["ada"]
+    })
+    .await;
+    let before = (open_sessions(&chat_url).await, bob.online_usernames().await);
+
+    services.stop_chat().await;
+    services.start_chat().await;
+    eventually("the broker is ready again", || async {
+        Client::new()
+            .get(format!("{}/readyz", services.base))
+            .send()
+            .await
+            .is_ok_and(|response| response.status() == StatusCode::OK)
+    })
+    .await;
+    let after = (open_sessions(&chat_url).await, bob.online_usernames().await);
+    assert_eq!(before, after, "nobody had to log in again");
+
+    // Events still reach the restarted chat: bob's logout ends his session.
+    let logout = bob
+        .client
+        .post(format!("{}/api/auth/logout", services.base))
+        .bearer_auth(&bob.token)
+        .send()
+        .await
+        .expect("the broker answers");
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    eventually("bob's chat session ends", || async {
+        let sessions = open_sessions(&chat_url).await;
+        sessions.len() == 1 && sessions[0].0 == "ada"
+    })
+    .await;
+    services.stop().await;
+}
