@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt check-services bench-auth bench-ws bench-ws-idle help
+.PHONY: run test lint fmt check-services bench-auth bench-ws bench-ws-idle bench-events help
 
 help: ## List the targets
 	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,3 +32,6 @@ bench-ws: ## Benchmark WebSocket fan-out: server on one core, 10,000 sockets in 
 
 bench-ws-idle: ## Hold 19,000 idle sockets on one broker and report its memory per socket
 	PIN=1 scripts/bench.sh ws --idle --sockets 19000 --source 127.0.0.1,127.0.0.2
+
+bench-events: ## Benchmark the durable event path: outbox -> RabbitMQ -> listener, 100,000 events
+	$(CARGO) run --release -p loadgen -- events --events 100000

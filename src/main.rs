@@ -10,11 +10,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = microchat::Config::parse();
-    let mail_dir = config
-        .mail
-        .smtp_url
-        .clone()
-        .map_or_else(|| config.data_dir.join("mail"), std::path::PathBuf::from);
+    let mail = match config.mail.destination(&config.data_dir) {
+        mail::Destination::Files(dir) => format!("written as .eml files under {}", dir.display()),
+        mail::Destination::Smtp(_) => "sent to the SMTP server of MAIL_SMTP_URL".to_owned(),
+    };
+    let events = if config.events.amqp_url.is_some() {
+        "through RabbitMQ (AMQP_URL)"
+    } else {
+        "on the in-process bus"
+    };
     platform::telemetry::init_tracing();
     let shutdown = platform::shutdown::on_signal();
     let running = microchat::start(config, shutdown).await?;
@@ -32,10 +36,8 @@ async fn main() -> anyhow::Result<()> {
         "    listener   http://{}/metrics  (parked events: http://{}/admin/parked)",
         running.listener, running.listener
     );
-    println!(
-        "    mail       written as .eml files under {}",
-        mail_dir.display()
-    );
+    println!("    mail       {mail}");
+    println!("    events     {events}");
     println!();
     running.wait().await
 }

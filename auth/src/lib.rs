@@ -21,7 +21,7 @@ pub use config::Config;
 use anyhow::Context;
 use keys::SigningKey;
 use platform::{
-    events::{EventBus, outbox::Relay},
+    events::{EventBus, outbox::spawn_relay},
     shutdown::Shutdown,
 };
 use proto::auth::v1::auth_server::AuthServer;
@@ -91,40 +91,20 @@ impl Auth {
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let addr = self.local_addr();
         let follower = tokio::spawn(
             Arc::clone(self.accounts.revocations())
                 .follow(Arc::clone(self.accounts.store()), shutdown.clone()),
         );
-        let relay = match self.bus {
-            Some(bus) => Some(tokio::spawn(
-                Relay::new(
-                    self.accounts.store().pool(),
-                    bus,
-                    self.accounts.outbox_waker().clone(),
-                    "auth",
-                )
-                .run(shutdown.clone()),
-            )),
-            None => {
-                tracing::warn!("no event bus (AMQP_URL unset): events wait in the outbox");
-                None
-            }
-        };
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<AuthServer<grpc::AuthApi>>().await;
+        let relay = spawn_relay(
+            self.bus,
+            self.accounts.store().pool(),
+            self.accounts.outbox_waker().clone(),
+            "auth",
+            shutdown.clone(),
+        );
         let api = AuthServer::new(grpc::AuthApi::new(self.accounts, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        tracing::info!(%addr, "auth serving gRPC");
-        platform::grpc::server()
-            .add_service(health_service)
-            .add_service(api)
-            .serve_with_incoming_shutdown(
-                platform::grpc::incoming(self.listener),
-                shutdown.cancelled_owned(),
-            )
-            .await
-            .context("auth gRPC server")?;
+        platform::grpc::serve("auth", self.listener, api, shutdown.clone()).await?;
         follower.await.context("revocation follower")?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;

@@ -121,57 +121,115 @@ on_both_backends!(
     pruning_forgets_only_expired_revocations,
     timestamps_round_trip_to_the_microsecond,
     migrating_again_keeps_the_data,
-    registering_writes_its_event_in_the_same_transaction,
+    registering_writes_one_user_registered_event,
+    a_refused_registration_writes_no_event,
+    an_account_whose_event_cannot_be_written_is_not_kept,
+    opening_a_session_writes_user_logged_in,
     a_logout_event_is_written_once_with_the_revocation,
+    revoking_without_an_event_writes_none,
+    a_failed_revocation_writes_no_event(url),
     deleting_an_account_writes_its_event_once,
 );
 
 // ---------------------------------------------------------------------------------------
 // Test data
 
-/// A stand-in event for calls whose event is not what the test looks at.
-fn registered() -> Event {
-    Event::new(
-        "test",
-        Payload::UserRegistered(events::UserRegistered {
-            user_id: Uuid::now_v7().to_string(),
-            username: "someone".into(),
-            email: "someone@example.com".into(),
-        }),
-    )
+/// One outbox row, read back as a consumer would see it.
+#[derive(Debug)]
+struct Written {
+    event_id: Uuid,
+    routing_key: String,
+    producer: String,
+    payload: Payload,
 }
 
-fn logged_in() -> Event {
-    Event::new(
-        "test",
-        Payload::UserLoggedIn(events::UserLoggedIn::default()),
-    )
-}
-
-/// The outbox, in order: (routing key, payload).
-async fn outbox(store: &dyn UserStore) -> Vec<(String, Payload)> {
-    const SQL: &str = "SELECT routing_key, payload FROM outbox ORDER BY seq";
-    let rows: Vec<(String, Vec<u8>)> = match store.pool() {
+/// The outbox, in commit order. Each row's id and routing key are checked against the
+/// envelope it holds.
+async fn outbox(store: &dyn UserStore) -> Vec<Written> {
+    const SQL: &str = "SELECT event_id, routing_key, payload FROM outbox ORDER BY seq";
+    let rows: Vec<(Uuid, String, Vec<u8>)> = match store.pool() {
         Pool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(&pool).await,
         Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(&pool).await,
     }
     .expect("the outbox is readable");
     rows.into_iter()
-        .map(|(key, payload)| {
-            let (_, envelope) = envelope::decode(&payload).expect("outbox rows are envelopes");
-            assert_eq!(envelope.r#type, key);
-            (key, envelope.payload.expect("a payload"))
+        .map(|(event_id, routing_key, bytes)| {
+            let (id, envelope) = envelope::decode(&bytes).expect("outbox rows are envelopes");
+            assert_eq!(id, event_id, "the row's event id is its envelope's");
+            assert_eq!(envelope.r#type, routing_key, "the routing key is the type");
+            Written {
+                event_id,
+                routing_key,
+                producer: envelope.producer,
+                payload: envelope.payload.expect("decode checked the payload"),
+            }
         })
         .collect()
 }
 
-/// The routing keys in the outbox, in order.
-async fn outbox_keys(store: &dyn UserStore) -> Vec<String> {
-    outbox(store)
-        .await
-        .into_iter()
-        .map(|(key, _)| key)
-        .collect()
+/// The routing keys of outbox rows.
+fn keys(written: &[Written]) -> Vec<&str> {
+    written.iter().map(|row| row.routing_key.as_str()).collect()
+}
+
+/// The `user.registered` event of a new account, as the accounts layer makes it.
+fn registered(account: &NewAccount) -> Event {
+    Event::new(
+        "auth",
+        Payload::UserRegistered(events::UserRegistered {
+            user_id: account.id.to_string(),
+            username: account.username.as_str().to_owned(),
+            email: account.email.as_str().to_owned(),
+        }),
+    )
+}
+
+fn client(new: &NewSession) -> Option<events::Client> {
+    Some(events::Client {
+        ip: new.client_ip.clone(),
+        user_agent: new.user_agent.clone(),
+    })
+}
+
+/// The `user.logged_in` event of a new session.
+fn logged_in(user: &User, new: &NewSession) -> Event {
+    Event::new(
+        "auth",
+        Payload::UserLoggedIn(events::UserLoggedIn {
+            user_id: user.id.to_string(),
+            username: user.username.clone(),
+            email: user.email.clone(),
+            session_id: new.session.id.to_string(),
+            client: client(new),
+            expires_at: None,
+        }),
+    )
+}
+
+/// The `user.logged_out` event of a session.
+fn logged_out(user: &User, new: &NewSession) -> Event {
+    Event::new(
+        "auth",
+        Payload::UserLoggedOut(events::UserLoggedOut {
+            user_id: user.id.to_string(),
+            username: user.username.clone(),
+            email: user.email.clone(),
+            session_id: new.session.id.to_string(),
+            client: client(new),
+        }),
+    )
+}
+
+/// The `user.deleted` event of the account the store just deleted.
+fn deleted(user: &User) -> Event {
+    Event::new(
+        "auth",
+        Payload::UserDeleted(events::UserDeleted {
+            user_id: user.id.to_string(),
+            username: user.username.clone(),
+            email: user.email.clone(),
+        }),
+    )
 }
 
 /// Now, at the precision both databases keep (as the accounts layer does).
@@ -189,10 +247,14 @@ fn new_account(username: &str, email: &str) -> NewAccount {
     }
 }
 
+/// Inserts an account with its `user.registered` event.
+async fn register(store: &dyn UserStore, account: &NewAccount) -> Result<User, StoreError> {
+    store.insert_account(account, &registered(account)).await
+}
+
 async fn insert_user(store: &dyn UserStore, username: &str) -> User {
     let account = new_account(username, &format!("{username}@example.com"));
-    store
-        .insert_account(&account, &registered())
+    register(store, &account)
         .await
         .expect("a new account is inserted")
 }
@@ -216,12 +278,17 @@ fn new_session(user: &User, refresh_hash: &str) -> NewSession {
 async fn insert_session(store: &dyn UserStore, refresh_hash: &str) -> Session {
     let unique = Uuid::new_v4().simple().to_string();
     let user = insert_user(store, &format!("user-{}", &unique[..16])).await;
-    let new = new_session(&user, refresh_hash);
+    open_session(store, &user, refresh_hash).await.session
+}
+
+/// Opens a session of `user` with its `user.logged_in` event.
+async fn open_session(store: &dyn UserStore, user: &User, refresh_hash: &str) -> NewSession {
+    let new = new_session(user, refresh_hash);
     store
-        .insert_session(&new, &logged_in())
+        .insert_session(&new, &logged_in(user, &new))
         .await
         .expect("a new session is inserted");
-    new.session
+    new
 }
 
 fn revocation(session_id: Uuid, revoked_at_ms: i64, forget_after: i64) -> Revocation {
@@ -251,7 +318,7 @@ async fn stored_session(store: &dyn UserStore, id: Uuid) -> (Session, String) {
 
 async fn inserted_account_is_found_by_username_email_and_id(store: &dyn UserStore) {
     let account = new_account("Ada.Lovelace", "Ada@Example.com");
-    let user = store.insert_account(&account, &registered()).await.unwrap();
+    let user = register(store, &account).await.unwrap();
     assert_eq!(user.username, "ada.lovelace");
     assert_eq!(user.email, "ada@example.com");
 
@@ -294,9 +361,7 @@ async fn unknown_accounts_are_not_found(store: &dyn UserStore) {
 
 async fn username_taken_in_another_case_is_refused(store: &dyn UserStore) {
     let first = insert_user(store, "ada").await;
-    let second = store
-        .insert_account(&new_account("ADA", "other@example.com"), &registered())
-        .await;
+    let second = register(store, &new_account("ADA", "other@example.com")).await;
     assert!(
         matches!(second, Err(StoreError::Taken(Taken::Username))),
         "got {second:?}"
@@ -307,9 +372,7 @@ async fn username_taken_in_another_case_is_refused(store: &dyn UserStore) {
 
 async fn email_taken_in_another_case_is_refused(store: &dyn UserStore) {
     let first = insert_user(store, "ada").await;
-    let second = store
-        .insert_account(&new_account("grace", "ADA@example.COM"), &registered())
-        .await;
+    let second = register(store, &new_account("grace", "ADA@example.COM")).await;
     assert!(
         matches!(second, Err(StoreError::Taken(Taken::Email))),
         "got {second:?}"
@@ -571,16 +634,11 @@ async fn pruning_forgets_only_expired_revocations(store: &dyn UserStore) {
 async fn timestamps_round_trip_to_the_microsecond(store: &dyn UserStore) {
     let created_at = Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 58).unwrap()
         + chrono::Duration::microseconds(123_456);
-    let user = store
-        .insert_account(
-            &NewAccount {
-                created_at,
-                ..new_account("leap", "leap@example.com")
-            },
-            &registered(),
-        )
-        .await
-        .unwrap();
+    let account = NewAccount {
+        created_at,
+        ..new_account("leap", "leap@example.com")
+    };
+    let user = register(store, &account).await.unwrap();
     assert_eq!(
         store.user(user.id).await.unwrap().unwrap().created_at,
         created_at
@@ -590,7 +648,10 @@ async fn timestamps_round_trip_to_the_microsecond(store: &dyn UserStore) {
     new.session.created_at = created_at;
     new.session.expires_at =
         created_at + chrono::Duration::days(30) + chrono::Duration::microseconds(1);
-    store.insert_session(&new, &logged_in()).await.unwrap();
+    store
+        .insert_session(&new, &logged_in(&user, &new))
+        .await
+        .unwrap();
     assert_eq!(stored_session(store, new.session.id).await.0, new.session);
 
     let revoked_at = created_at + chrono::Duration::milliseconds(1_789);
@@ -625,88 +686,215 @@ async fn migrating_again_keeps_the_data(store: &dyn UserStore) {
 // ---------------------------------------------------------------------------------------
 // Events commit with their state change, and only with it
 
-async fn registering_writes_its_event_in_the_same_transaction(store: &dyn UserStore) {
-    let account = new_account("ada", "ada@example.com");
-    let event = Event::new(
-        "auth",
+async fn registering_writes_one_user_registered_event(store: &dyn UserStore) {
+    let account = new_account("Ada", "Ada@Example.com");
+    let event = registered(&account);
+    let user = store.insert_account(&account, &event).await.unwrap();
+
+    let written = outbox(store).await;
+    assert_eq!(written.len(), 1, "one event: {written:?}");
+    assert_eq!(written[0].event_id, event.id);
+    assert_eq!(written[0].routing_key, "user.registered");
+    assert_eq!(written[0].producer, "auth");
+    assert_eq!(
+        written[0].payload,
         Payload::UserRegistered(events::UserRegistered {
-            user_id: account.id.to_string(),
+            user_id: user.id.to_string(),
             username: "ada".into(),
             email: "ada@example.com".into(),
-        }),
-    );
-    store.insert_account(&account, &event).await.unwrap();
-    let written = outbox(store).await;
-    assert_eq!(written.len(), 1);
-    assert_eq!(written[0].0, "user.registered");
-    assert!(matches!(&written[0].1, Payload::UserRegistered(user) if user.username == "ada"));
-
-    let taken = store
-        .insert_account(&new_account("ada", "other@example.com"), &registered())
-        .await;
-    assert!(matches!(taken, Err(StoreError::Taken(Taken::Username))));
-    assert_eq!(
-        outbox(store).await.len(),
-        1,
-        "a refused account writes no event"
+        })
     );
 }
 
-async fn a_logout_event_is_written_once_with_the_revocation(store: &dyn UserStore) {
-    let session = insert_session(store, "hash-1").await;
-    assert_eq!(
-        outbox_keys(store).await,
-        ["user.registered", "user.logged_in"]
+async fn a_refused_registration_writes_no_event(store: &dyn UserStore) {
+    let ada = insert_user(store, "ada").await;
+    for (username, email, taken) in [
+        ("ADA", "other@example.com", Taken::Username),
+        ("grace", "Ada@Example.com", Taken::Email),
+    ] {
+        let refused = register(store, &new_account(username, email)).await;
+        assert!(
+            matches!(refused, Err(StoreError::Taken(what)) if what == taken),
+            "got {refused:?}"
+        );
+    }
+    let written = outbox(store).await;
+    assert_eq!(written.len(), 1, "only ada's registration: {written:?}");
+    assert!(
+        matches!(&written[0].payload, Payload::UserRegistered(event) if event.user_id == ada.id.to_string())
     );
-    let logout = Event::new(
-        "auth",
-        Payload::UserLoggedOut(events::UserLoggedOut {
-            session_id: session.id.to_string(),
-            ..events::UserLoggedOut::default()
-        }),
+}
+
+async fn an_account_whose_event_cannot_be_written_is_not_kept(store: &dyn UserStore) {
+    let ada = new_account("ada", "ada@example.com");
+    let event = registered(&ada);
+    store.insert_account(&ada, &event).await.unwrap();
+
+    // An event id already in the outbox makes the event write fail: the account goes too.
+    let grace = new_account("grace", "grace@example.com");
+    let refused = store.insert_account(&grace, &event).await;
+    assert!(
+        matches!(refused, Err(StoreError::Database(_))),
+        "got {refused:?}"
     );
+    assert_eq!(store.user(grace.id).await.unwrap(), None);
     assert!(
         store
-            .revoke_session(session.id, revocation_now(session.id), Some(&logout))
+            .account_by_username(&grace.username)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(outbox(store).await.len(), 1);
+    // Nothing of it was left behind: the same account registers fine afterwards.
+    register(store, &grace)
+        .await
+        .expect("the username and email are free");
+}
+
+async fn opening_a_session_writes_user_logged_in(store: &dyn UserStore) {
+    let user = insert_user(store, "ada").await;
+    let new = new_session(&user, "hash-1");
+    let event = logged_in(&user, &new);
+    store.insert_session(&new, &event).await.unwrap();
+
+    let written = outbox(store).await;
+    assert_eq!(keys(&written), ["user.registered", "user.logged_in"]);
+    assert_eq!(written[1].event_id, event.id);
+    match &written[1].payload {
+        Payload::UserLoggedIn(login) => {
+            assert_eq!(login.session_id, new.session.id.to_string());
+            assert_eq!(login.user_id, user.id.to_string());
+            assert_eq!(login.username, "ada");
+            let client = login.client.as_ref().expect("the client is carried");
+            assert_eq!(
+                (client.ip.as_str(), client.user_agent.as_str()),
+                ("203.0.113.7", "store-test/1.0")
+            );
+        }
+        other => panic!("expected user.logged_in, got {other:?}"),
+    }
+
+    // A session that cannot be stored (its id is taken) writes no event.
+    let again = store.insert_session(&new, &logged_in(&user, &new)).await;
+    assert!(
+        matches!(again, Err(StoreError::Database(_))),
+        "got {again:?}"
+    );
+    assert_eq!(outbox(store).await.len(), 2);
+}
+
+async fn a_logout_event_is_written_once_with_the_revocation(store: &dyn UserStore) {
+    let user = insert_user(store, "ada").await;
+    let new = open_session(store, &user, "hash-1").await;
+    let session = new.session.id;
+    let logout = logged_out(&user, &new);
+    assert!(
+        store
+            .revoke_session(session, revocation_now(session), Some(&logout))
             .await
             .unwrap()
     );
+    // A second logout of the session (another tab, a retry) brings an event of its own.
     assert!(
         !store
-            .revoke_session(session.id, revocation_now(session.id), Some(&logout))
+            .revoke_session(
+                session,
+                revocation_now(session),
+                Some(&logged_out(&user, &new))
+            )
             .await
             .unwrap(),
         "revoking again does nothing"
     );
+
+    let written = outbox(store).await;
     assert_eq!(
-        outbox_keys(store).await,
+        keys(&written),
         ["user.registered", "user.logged_in", "user.logged_out"],
         "one logout event, from the revocation that happened"
+    );
+    assert_eq!(written[2].event_id, logout.id);
+    match &written[2].payload {
+        Payload::UserLoggedOut(event) => {
+            assert_eq!(event.session_id, session.to_string());
+            assert_eq!(event.user_id, user.id.to_string());
+        }
+        other => panic!("expected user.logged_out, got {other:?}"),
+    }
+}
+
+async fn revoking_without_an_event_writes_none(store: &dyn UserStore) {
+    let session = insert_session(store, "hash-1").await;
+    assert!(
+        store
+            .revoke_session(session.id, revocation_now(session.id), None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        keys(&outbox(store).await),
+        ["user.registered", "user.logged_in"]
+    );
+}
+
+async fn a_failed_revocation_writes_no_event(store: &dyn UserStore, url: &str) {
+    let user = insert_user(store, "ada").await;
+    let new = open_session(store, &user, "hash-1").await;
+    let session = new.session.id;
+    insert_feed_row_directly(url, revocation(session, 1_000, 2_000)).await;
+
+    let revoked = store
+        .revoke_session(
+            session,
+            revocation_now(session),
+            Some(&logged_out(&user, &new)),
+        )
+        .await;
+    assert!(
+        matches!(revoked, Err(StoreError::Database(_))),
+        "got {revoked:?}"
+    );
+    assert_eq!(
+        keys(&outbox(store).await),
+        ["user.registered", "user.logged_in"],
+        "no logout without the revocation"
     );
 }
 
 async fn deleting_an_account_writes_its_event_once(store: &dyn UserStore) {
     let user = insert_user(store, "grace").await;
-    let event_for = |deleted: &User| {
-        Event::new(
-            "auth",
-            Payload::UserDeleted(events::UserDeleted {
-                user_id: deleted.id.to_string(),
-                username: deleted.username.clone(),
-                email: deleted.email.clone(),
-            }),
-        )
+    open_session(store, &user, "hash-1").await;
+    let made = std::sync::Mutex::new(Vec::new());
+    // The event is made from the row the store deleted, as the accounts layer does.
+    let event_for = |gone: &User| {
+        let event = deleted(gone);
+        made.lock().unwrap().push(event.id);
+        event
     };
     assert!(store.delete_account(user.id, &event_for).await.unwrap());
     assert!(!store.delete_account(user.id, &event_for).await.unwrap());
+    assert!(
+        !store
+            .delete_account(Uuid::now_v7(), &event_for)
+            .await
+            .unwrap()
+    );
+
     let written = outbox(store).await;
-    assert_eq!(written.len(), 2, "registered, then deleted once");
-    match &written[1].1 {
-        Payload::UserDeleted(deleted) => {
-            assert_eq!(deleted.user_id, user.id.to_string());
-            assert_eq!(deleted.username, "grace");
-            assert_eq!(deleted.email, "grace@example.com");
-        }
-        other => panic!("expected user.deleted, got {other:?}"),
-    }
+    assert_eq!(
+        keys(&written),
+        ["user.registered", "user.logged_in", "user.deleted"],
+        "deleted once"
+    );
+    assert_eq!(written[2].event_id, made.lock().unwrap()[0]);
+    assert_eq!(
+        written[2].payload,
+        Payload::UserDeleted(events::UserDeleted {
+            user_id: user.id.to_string(),
+            username: "grace".into(),
+            email: "grace@example.com".into(),
+        })
+    );
+    assert_eq!(store.user(user.id).await.unwrap(), None);
 }

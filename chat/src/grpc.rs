@@ -165,6 +165,10 @@ fn chat_session_message(session: &ChatSession) -> pb::ChatSession {
     }
 }
 
+fn uuids(field: &str, texts: &[String]) -> Result<Vec<Uuid>, Status> {
+    texts.iter().map(|text| uuid(field, text)).collect()
+}
+
 fn optional_uuid(field: &str, text: &str) -> Result<Option<Uuid>, Status> {
     if text.is_empty() {
         Ok(None)
@@ -380,12 +384,7 @@ impl chat_server::Chat for ChatApi {
         &self,
         request: Request<pb::ListPresenceRequest>,
     ) -> Result<Response<pb::ListPresenceResponse>, Status> {
-        let ids = request
-            .into_inner()
-            .user_ids
-            .iter()
-            .map(|id| uuid("user_ids", id))
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = uuids("user_ids", &request.into_inner().user_ids)?;
         let users = self.chat.presence(&ids).await?;
         Ok(Response::new(pb::ListPresenceResponse {
             users: users.iter().map(presence_message).collect(),
@@ -473,12 +472,7 @@ impl chat_server::Chat for ChatApi {
         &self,
         request: Request<pb::ListChatSessionsRequest>,
     ) -> Result<Response<pb::ListChatSessionsResponse>, Status> {
-        let ids = request
-            .into_inner()
-            .user_ids
-            .iter()
-            .map(|id| uuid("user_ids", id))
-            .collect::<Result<Vec<_>, _>>()?;
+        let ids = uuids("user_ids", &request.into_inner().user_ids)?;
         let sessions = self.chat.open_chat_sessions(&ids).await?;
         Ok(Response::new(pb::ListChatSessionsResponse {
             sessions: sessions.iter().map(chat_session_message).collect(),

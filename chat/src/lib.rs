@@ -19,7 +19,7 @@ pub use conversations::{Chat, ChatError, HistoryQuery};
 
 use anyhow::Context;
 use platform::{
-    events::{EventBus, outbox::Relay},
+    events::{EventBus, outbox::spawn_relay},
     shutdown::Shutdown,
 };
 use proto::chat::v1::chat_server::ChatServer;
@@ -70,36 +70,16 @@ impl ChatService {
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let addr = self.local_addr();
-        let relay = match self.bus {
-            Some(bus) => Some(tokio::spawn(
-                Relay::new(
-                    self.chat.store().pool(),
-                    bus,
-                    self.chat.outbox_waker().clone(),
-                    "chat",
-                )
-                .run(shutdown.clone()),
-            )),
-            None => {
-                tracing::warn!("no event bus (AMQP_URL unset): events wait in the outbox");
-                None
-            }
-        };
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<ChatServer<grpc::ChatApi>>().await;
+        let relay = spawn_relay(
+            self.bus,
+            self.chat.store().pool(),
+            self.chat.outbox_waker().clone(),
+            "chat",
+            shutdown.clone(),
+        );
         let api = ChatServer::new(grpc::ChatApi::new(self.chat, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        tracing::info!(%addr, "chat serving gRPC");
-        platform::grpc::server()
-            .add_service(health_service)
-            .add_service(api)
-            .serve_with_incoming_shutdown(
-                platform::grpc::incoming(self.listener),
-                shutdown.cancelled_owned(),
-            )
-            .await
-            .context("chat gRPC server")?;
+        platform::grpc::serve("chat", self.listener, api, shutdown.clone()).await?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;
         }

@@ -109,9 +109,6 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
-    only_stored_messages_write_their_event,
-    a_chat_session_starts_once_and_ends_once_in_either_order,
-    open_chat_sessions_are_listed_by_user_and_forgotten_with_the_user,
     room_is_created_with_its_creator_as_member,
     room_name_taken_is_refused,
     rooms_are_listed_by_name_with_counts_and_joined_flags,
@@ -134,6 +131,13 @@ on_both_backends!(
     deleting_user_data_twice_deletes_nothing_the_second_time,
     timestamps_round_trip_to_the_microsecond,
     migrating_again_keeps_the_data,
+    only_stored_messages_write_their_event,
+    a_batch_whose_event_cannot_be_written_stores_nothing,
+    a_read_event_is_written_only_when_the_marker_moves,
+    a_chat_session_starts_once_and_ends_once,
+    an_end_that_overtakes_its_start_keeps_the_session_ended,
+    open_chat_sessions_are_listed_by_user_without_ended_ones,
+    forgetting_a_users_chat_sessions_keeps_everyone_elses,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -195,12 +199,12 @@ fn sent(message: &Message) -> NewMessage {
     NewMessage {
         message: message.clone(),
         event: Event::new(
-            "test",
+            "chat",
             Payload::MessageSent(events::MessageSent {
                 message_id: message.id.to_string(),
                 conversation_id: message.conversation_id.to_string(),
                 sender_id: message.sender.id.to_string(),
-                body_chars: 1,
+                body_chars: u32::try_from(message.body.chars().count()).unwrap(),
             }),
         ),
     }
@@ -210,28 +214,73 @@ fn all_sent(messages: &[Message]) -> Vec<NewMessage> {
     messages.iter().map(sent).collect()
 }
 
-fn read_event() -> Event {
-    Event::new("test", Payload::MessageRead(events::MessageRead::default()))
+/// The `message.read` event of `user` reading `conversation` up to `up_to`.
+fn read(conversation: Uuid, user: Uuid, up_to: Uuid) -> Event {
+    Event::new(
+        "chat",
+        Payload::MessageRead(events::MessageRead {
+            conversation_id: conversation.to_string(),
+            user_id: user.to_string(),
+            up_to: up_to.to_string(),
+        }),
+    )
 }
 
-/// The outbox, in order: (routing key, payload).
-async fn outbox(store: &dyn ChatStore) -> Vec<(String, Payload)> {
-    const SQL: &str = "SELECT routing_key, payload FROM outbox ORDER BY seq";
-    let rows: Vec<(String, Vec<u8>)> = match store.pool() {
+/// Moves `user`'s read marker (with its event); returns the marker after.
+async fn mark_read(
+    store: &dyn ChatStore,
+    conversation: Uuid,
+    user: Uuid,
+    up_to: Uuid,
+) -> Option<Uuid> {
+    store
+        .mark_read(conversation, user, up_to, &read(conversation, user, up_to))
+        .await
+        .expect("the read marker is written")
+}
+
+/// One outbox row, read back as a consumer would see it.
+#[derive(Debug)]
+struct Written {
+    event_id: Uuid,
+    routing_key: String,
+    producer: String,
+    payload: Payload,
+}
+
+/// The outbox, in commit order. Each row's id and routing key are checked against the
+/// envelope it holds.
+async fn outbox(store: &dyn ChatStore) -> Vec<Written> {
+    const SQL: &str = "SELECT event_id, routing_key, payload FROM outbox ORDER BY seq";
+    let rows: Vec<(Uuid, String, Vec<u8>)> = match store.pool() {
         Pool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(&pool).await,
         Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(&pool).await,
     }
     .expect("the outbox is readable");
     rows.into_iter()
-        .map(|(key, payload)| {
-            let (_, envelope) = envelope::decode(&payload).expect("outbox rows are envelopes");
-            (key, envelope.payload.expect("a payload"))
+        .map(|(event_id, routing_key, bytes)| {
+            let (id, envelope) = envelope::decode(&bytes).expect("outbox rows are envelopes");
+            assert_eq!(id, event_id, "the row's event id is its envelope's");
+            assert_eq!(envelope.r#type, routing_key, "the routing key is the type");
+            Written {
+                event_id,
+                routing_key,
+                producer: envelope.producer,
+                payload: envelope.payload.expect("decode checked the payload"),
+            }
         })
         .collect()
 }
 
-async fn outbox_count(store: &dyn ChatStore, key: &str) -> usize {
-    outbox(store).await.iter().filter(|(k, _)| k == key).count()
+/// The outbox rows with one routing key, in commit order.
+async fn outbox_of(store: &dyn ChatStore, key: &str) -> Vec<Written> {
+    let mut written = outbox(store).await;
+    written.retain(|row| row.routing_key == key);
+    written
+}
+
+fn event_ids(written: &[Written]) -> Vec<Uuid> {
+    written.iter().map(|row| row.event_id).collect()
 }
 
 fn message(conversation: &Conversation, sender: &UserRef, body: &str) -> Message {
@@ -642,25 +691,11 @@ async fn read_marker_never_moves_back(store: &dyn ChatStore) {
     let posted = post_many(store, &general, &ada, 3).await;
     let (first, second, third) = (posted[0].id, posted[1].id, posted[2].id);
 
-    let read = read_event();
-    let marker = |up_to| store.mark_read(general.id, grace.id, up_to, &read);
-    assert_eq!(marker(second).await.unwrap(), Some(second));
-    assert_eq!(
-        outbox_count(store, "message.read").await,
-        1,
-        "the marker moved"
-    );
-    assert_eq!(marker(first).await.unwrap(), Some(second));
-    assert_eq!(marker(second).await.unwrap(), Some(second));
-    assert_eq!(
-        outbox_count(store, "message.read").await,
-        1,
-        "it did not move: no event"
-    );
-    let read = read_event();
-    let marker = |up_to| store.mark_read(general.id, grace.id, up_to, &read);
-    assert_eq!(marker(third).await.unwrap(), Some(third));
-    assert_eq!(outbox_count(store, "message.read").await, 2);
+    let marker = |up_to| mark_read(store, general.id, grace.id, up_to);
+    assert_eq!(marker(second).await, Some(second));
+    assert_eq!(marker(first).await, Some(second));
+    assert_eq!(marker(second).await, Some(second));
+    assert_eq!(marker(third).await, Some(third));
 
     let grace_read = store
         .members(general.id)
@@ -681,10 +716,7 @@ async fn read_marker_never_moves_back(store: &dyn ChatStore) {
     );
     // A non-member has no marker to move.
     assert_eq!(
-        store
-            .mark_read(general.id, Uuid::now_v7(), third, &read_event())
-            .await
-            .unwrap(),
+        mark_read(store, general.id, Uuid::now_v7(), third).await,
         None
     );
 }
@@ -971,28 +1003,123 @@ async fn migrating_again_keeps_the_data(store: &dyn ChatStore) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Outbox and chat sessions
+// Events commit with their state change, and only with it
 
 async fn only_stored_messages_write_their_event(store: &dyn ChatStore) {
     let (ada, mallory) = (user("ada"), user("mallory"));
     let general = create_room(store, "general", &ada).await;
-    let batch = [
+    let batch = all_sent(&[
         message(&general, &ada, "one"),
         message(&general, &mallory, "not a member"),
-        message(&general, &ada, "two"),
-    ];
-    let stored = store.insert_messages(&all_sent(&batch)).await.unwrap();
+        message(&general, &ada, "two!"),
+    ]);
+    let stored = store.insert_messages(&batch).await.unwrap();
     assert_eq!(stored, [true, false, true]);
-    let written: Vec<String> = outbox(store)
-        .await
-        .into_iter()
-        .filter_map(|(_, payload)| match payload {
-            Payload::MessageSent(sent) => Some(sent.message_id),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(written, [batch[0].id.to_string(), batch[2].id.to_string()]);
+    let intruding = sent(&message(&general, &mallory, "let me in"));
+    assert!(!store.insert_message(&intruding).await.unwrap());
+
+    let written = outbox(store).await;
+    assert_eq!(
+        event_ids(&written),
+        [batch[0].event.id, batch[2].event.id],
+        "one event per stored message, in order: {written:?}"
+    );
+    for (row, new) in written.iter().zip([&batch[0], &batch[2]]) {
+        assert_eq!(row.routing_key, "message.sent");
+        assert_eq!(row.producer, "chat");
+        assert_eq!(
+            row.payload,
+            Payload::MessageSent(events::MessageSent {
+                message_id: new.message.id.to_string(),
+                conversation_id: general.id.to_string(),
+                sender_id: ada.id.to_string(),
+                body_chars: u32::try_from(new.message.body.len()).unwrap(),
+            })
+        );
+    }
 }
+
+async fn a_batch_whose_event_cannot_be_written_stores_nothing(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    let first = sent(&message(&general, &ada, "one"));
+    // An event id written twice: the outbox refuses the second, and the batch goes whole.
+    let second = NewMessage {
+        event: first.event.clone(),
+        ..sent(&message(&general, &ada, "two"))
+    };
+    let refused = store.insert_messages(&[first, second]).await;
+    assert!(
+        matches!(refused, Err(StoreError::Database(_))),
+        "got {refused:?}"
+    );
+    assert!(
+        store
+            .messages(general.id, Page::Before(None), 50)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(outbox(store).await.is_empty());
+}
+
+async fn a_read_event_is_written_only_when_the_marker_moves(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &grace, now()).await.unwrap();
+    let posted = post_many(store, &general, &ada, 3).await;
+    let (first, second, third) = (posted[0].id, posted[1].id, posted[2].id);
+
+    let mut moved = Vec::new();
+    for (up_to, marker_after, moves) in [
+        (second, second, true),
+        (second, second, false),
+        (first, second, false),
+        (third, third, true),
+    ] {
+        let event = read(general.id, grace.id, up_to);
+        let marker = store
+            .mark_read(general.id, grace.id, up_to, &event)
+            .await
+            .unwrap();
+        assert_eq!(marker, Some(marker_after));
+        if moves {
+            moved.push((event.id, up_to));
+        }
+    }
+    // Not a member: no marker, no event.
+    let stranger = Uuid::now_v7();
+    let marker = store
+        .mark_read(
+            general.id,
+            stranger,
+            third,
+            &read(general.id, stranger, third),
+        )
+        .await
+        .unwrap();
+    assert_eq!(marker, None);
+
+    let written = outbox_of(store, "message.read").await;
+    assert_eq!(
+        event_ids(&written),
+        moved.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        "one event per move: {written:?}"
+    );
+    for (row, (_, up_to)) in written.iter().zip(&moved) {
+        assert_eq!(
+            row.payload,
+            Payload::MessageRead(events::MessageRead {
+                conversation_id: general.id.to_string(),
+                user_id: grace.id.to_string(),
+                up_to: up_to.to_string(),
+            })
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Chat sessions
 
 fn chat_session(user: &UserRef, started_at: DateTime<Utc>) -> ChatSession {
     ChatSession {
@@ -1006,42 +1133,88 @@ fn chat_session(user: &UserRef, started_at: DateTime<Utc>) -> ChatSession {
     }
 }
 
-async fn a_chat_session_starts_once_and_ends_once_in_either_order(store: &dyn ChatStore) {
+/// When a stored session ended: `None` when there is no row, `Some(None)` while open.
+async fn ended_at(store: &dyn ChatStore, session_id: Uuid) -> Option<Option<DateTime<Utc>>> {
+    const SQL: &str = "SELECT ended_at FROM chat_sessions WHERE session_id = $1";
+    match store.pool() {
+        Pool::Postgres(pool) => {
+            sqlx::query_scalar(SQL)
+                .bind(session_id)
+                .fetch_optional(&pool)
+                .await
+        }
+        Pool::Sqlite(pool) => {
+            sqlx::query_scalar(SQL)
+                .bind(session_id)
+                .fetch_optional(&pool)
+                .await
+        }
+    }
+    .expect("chat_sessions is readable")
+}
+
+async fn a_chat_session_starts_once_and_ends_once(store: &dyn ChatStore) {
     let ada = user("ada");
     let session = chat_session(&ada, now());
     assert!(store.start_chat_session(&session).await.unwrap());
+    // A redelivered start changes nothing, even with other details.
+    let redelivered = ChatSession {
+        client_ip: "198.51.100.1".into(),
+        ..session.clone()
+    };
     assert!(
-        !store.start_chat_session(&session).await.unwrap(),
+        !store.start_chat_session(&redelivered).await.unwrap(),
         "started twice"
     );
     assert_eq!(
         store.open_chat_sessions(&[]).await.unwrap(),
         std::slice::from_ref(&session)
     );
+
+    let end = now();
     assert!(
         store
-            .end_chat_session(session.session_id, &ada, now())
+            .end_chat_session(session.session_id, &ada, end)
             .await
             .unwrap()
     );
     assert!(
         !store
-            .end_chat_session(session.session_id, &ada, now())
+            .end_chat_session(session.session_id, &ada, end + Duration::minutes(1))
             .await
             .unwrap(),
         "ended twice"
     );
+    assert_eq!(
+        ended_at(store, session.session_id).await,
+        Some(Some(end)),
+        "the first end counts"
+    );
     assert!(store.open_chat_sessions(&[]).await.unwrap().is_empty());
+    assert!(
+        !store.start_chat_session(&session).await.unwrap(),
+        "an ended session does not reopen"
+    );
+    assert!(store.open_chat_sessions(&[]).await.unwrap().is_empty());
+}
 
-    // The end overtook the start (events are not ordered): the session stays ended.
-    let late = chat_session(&ada, now());
+async fn an_end_that_overtakes_its_start_keeps_the_session_ended(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let late = chat_session(&ada, now() - Duration::minutes(1));
+    let end = now();
     assert!(
         store
-            .end_chat_session(late.session_id, &ada, now())
+            .end_chat_session(late.session_id, &ada, end)
             .await
             .unwrap()
     );
-    assert!(!store.start_chat_session(&late).await.unwrap());
+    assert_eq!(ended_at(store, late.session_id).await, Some(Some(end)));
+    assert!(
+        !store.start_chat_session(&late).await.unwrap(),
+        "the start comes too late"
+    );
+    assert_eq!(ended_at(store, late.session_id).await, Some(Some(end)));
+    assert!(store.open_chat_sessions(&[]).await.unwrap().is_empty());
     assert!(
         store
             .open_chat_sessions(&[ada.id])
@@ -1049,23 +1222,83 @@ async fn a_chat_session_starts_once_and_ends_once_in_either_order(store: &dyn Ch
             .unwrap()
             .is_empty()
     );
+    assert!(
+        !store
+            .end_chat_session(late.session_id, &ada, now())
+            .await
+            .unwrap(),
+        "ended twice"
+    );
 }
 
-async fn open_chat_sessions_are_listed_by_user_and_forgotten_with_the_user(store: &dyn ChatStore) {
-    let (ada, grace) = (user("ada"), user("grace"));
-    let first = chat_session(&ada, now() - Duration::minutes(2));
-    let second = chat_session(&ada, now() - Duration::minutes(1));
-    let graces = chat_session(&grace, now());
-    for session in [&first, &second, &graces] {
+async fn open_chat_sessions_are_listed_by_user_without_ended_ones(store: &dyn ChatStore) {
+    let (ada, grace, linus) = (user("ada"), user("grace"), user("linus"));
+    let start = now() - Duration::minutes(10);
+    let first = chat_session(&ada, start);
+    let ended = chat_session(&ada, start + Duration::minutes(1));
+    let second = chat_session(&ada, start + Duration::minutes(2));
+    let graces = chat_session(&grace, start + Duration::minutes(3));
+    let linuses = chat_session(&linus, start + Duration::minutes(4));
+    for session in [&first, &ended, &second, &graces, &linuses] {
         assert!(store.start_chat_session(session).await.unwrap());
     }
+    assert!(
+        store
+            .end_chat_session(ended.session_id, &ada, now())
+            .await
+            .unwrap()
+    );
+
     assert_eq!(
         store.open_chat_sessions(&[ada.id]).await.unwrap(),
         [first.clone(), second.clone()],
-        "oldest first"
+        "ada's open sessions, oldest first"
     );
-    assert_eq!(store.open_chat_sessions(&[]).await.unwrap().len(), 3);
-    assert_eq!(store.forget_chat_sessions(ada.id).await.unwrap(), 2);
-    assert_eq!(store.open_chat_sessions(&[]).await.unwrap(), [graces]);
+    assert_eq!(
+        store.open_chat_sessions(&[grace.id, ada.id]).await.unwrap(),
+        [first.clone(), second.clone(), graces.clone()]
+    );
+    assert_eq!(
+        store.open_chat_sessions(&[]).await.unwrap(),
+        [first, second, graces, linuses],
+        "everyone's"
+    );
+    assert!(
+        store
+            .open_chat_sessions(&[Uuid::now_v7()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn forgetting_a_users_chat_sessions_keeps_everyone_elses(store: &dyn ChatStore) {
+    let (ada, grace) = (user("ada"), user("grace"));
+    let open = chat_session(&ada, now() - Duration::minutes(2));
+    let ended = chat_session(&ada, now() - Duration::minutes(1));
+    let graces = chat_session(&grace, now());
+    for session in [&open, &ended, &graces] {
+        assert!(store.start_chat_session(session).await.unwrap());
+    }
+    assert!(
+        store
+            .end_chat_session(ended.session_id, &ada, now())
+            .await
+            .unwrap()
+    );
+
+    assert_eq!(
+        store.forget_chat_sessions(ada.id).await.unwrap(),
+        2,
+        "open and ended"
+    );
+    assert_eq!(ended_at(store, open.session_id).await, None);
+    assert_eq!(ended_at(store, ended.session_id).await, None);
+    assert_eq!(
+        store.open_chat_sessions(&[]).await.unwrap(),
+        std::slice::from_ref(&graces)
+    );
+    assert_eq!(ended_at(store, graces.session_id).await, Some(None));
     assert_eq!(store.forget_chat_sessions(ada.id).await.unwrap(), 0);
+    assert_eq!(store.forget_chat_sessions(Uuid::now_v7()).await.unwrap(), 0);
 }

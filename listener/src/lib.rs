@@ -150,12 +150,11 @@ impl Worker {
     /// Handles one delivery and settles it; never fails (a failure to settle means the
     /// delivery comes again, which the processed-events table absorbs).
     async fn process(&self, delivery: Delivery) {
-        let key = delivery.routing_key.clone();
         let (id, envelope) = match envelope::decode(&delivery.payload) {
             Ok(decoded) => decoded,
             Err(error) => {
-                tracing::warn!(%error, routing_key = %key, "parking an unreadable event");
-                self.settle(delivery.park(0, &error.to_string()).await, &key, "parked");
+                tracing::warn!(%error, routing_key = %delivery.routing_key, "parking an unreadable event");
+                self.settle(delivery.park(0, &error.to_string()).await, "unreadable", "parked");
                 return;
             }
         };
@@ -175,19 +174,23 @@ impl Worker {
         envelope: &proto::events::v1::Envelope,
         delivery: Delivery,
     ) {
-        let key = envelope.r#type.clone();
+        // A label from our own list, never the free text of a message.
+        let key = envelope
+            .payload
+            .as_ref()
+            .map_or("unknown", platform::events::routing_key);
         let started = std::time::Instant::now();
         let attempts = delivery.attempts + 1;
         let done = match self.processed.contains(id).await {
             Ok(true) => {
-                tracing::info!(event_id = %id, r#type = %key, "already processed; acknowledging");
-                self.settle(delivery.ack().await, &key, "duplicate");
+                tracing::info!(event_id = %id, r#type = key, "already processed; acknowledging");
+                self.settle(delivery.ack().await, key, "duplicate");
                 return;
             }
             Ok(false) => match self.handlers.handle(envelope).await {
                 Ok(()) => self
                     .processed
-                    .record(id, &key, Utc::now())
+                    .record(id, key, Utc::now())
                     .await
                     .map(drop)
                     .map_err(|error| HandleError::Transient(format!("recording it: {error}"))),
@@ -197,38 +200,38 @@ impl Worker {
                 "the listener database: {error}"
             ))),
         };
-        metrics::histogram!("listener_event_seconds", "type" => key.clone())
+        metrics::histogram!("listener_event_seconds", "type" => key)
             .record(started.elapsed().as_secs_f64());
         match done {
             Ok(()) => {
                 if let Some(at) = envelope::occurred_at(envelope) {
                     let lag = (Utc::now() - at).to_std().unwrap_or_default();
-                    metrics::histogram!("listener_event_lag_seconds", "type" => key.clone())
+                    metrics::histogram!("listener_event_lag_seconds", "type" => key)
                         .record(lag.as_secs_f64());
                 }
-                tracing::info!(event_id = %id, r#type = %key, attempts, "event handled");
-                self.settle(delivery.ack().await, &key, "handled");
+                tracing::debug!(event_id = %id, r#type = key, attempts, "event handled");
+                self.settle(delivery.ack().await, key, "handled");
             }
             Err(HandleError::Transient(reason)) if attempts < self.config.max_attempts => {
                 let delay = self.config.retry_delay(attempts);
-                tracing::warn!(event_id = %id, r#type = %key, attempts, retry_in = ?delay, %reason, "event failed; retrying later");
-                self.settle(delivery.retry(attempts, delay).await, &key, "retried");
+                tracing::warn!(event_id = %id, r#type = key, attempts, retry_in = ?delay, %reason, "event failed; retrying later");
+                self.settle(delivery.retry(attempts, delay).await, key, "retried");
             }
             Err(error) => {
-                tracing::error!(event_id = %id, r#type = %key, attempts, reason = %error, "event parked");
+                tracing::error!(event_id = %id, r#type = key, attempts, reason = %error, "event parked");
                 self.settle(
                     delivery.park(attempts, &error.to_string()).await,
-                    &key,
+                    key,
                     "parked",
                 );
             }
         }
     }
 
-    fn settle(&self, settled: anyhow::Result<()>, key: &str, outcome: &'static str) {
+    fn settle(&self, settled: anyhow::Result<()>, key: &'static str, outcome: &'static str) {
         match settled {
             Ok(()) => {
-                metrics::counter!("listener_events_total", "type" => key.to_owned(), "outcome" => outcome)
+                metrics::counter!("listener_events_total", "type" => key, "outcome" => outcome)
                     .increment(1);
             }
             Err(error) => {

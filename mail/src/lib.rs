@@ -58,21 +58,9 @@ impl MailService {
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let addr = self.local_addr();
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<MailServer<grpc::MailApi>>().await;
         let api = MailServer::new(grpc::MailApi::new(self.sender))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        tracing::info!(%addr, "mail serving gRPC");
-        platform::grpc::server()
-            .add_service(health_service)
-            .add_service(api)
-            .serve_with_incoming_shutdown(
-                platform::grpc::incoming(self.listener),
-                shutdown.cancelled_owned(),
-            )
-            .await
-            .context("mail gRPC server")?;
+        platform::grpc::serve("mail", self.listener, api, shutdown.clone()).await?;
         tracing::info!("mail stopped");
         Ok(())
     }

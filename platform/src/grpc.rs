@@ -54,6 +54,40 @@ pub fn server() -> tonic::transport::Server<Stack<TraceLayer, Identity>> {
     tonic::transport::Server::builder().layer(TraceLayer)
 }
 
+/// Serves one gRPC service (plus the standard health service, reporting it serving) on
+/// `listener` until `shutdown`, then drains in-flight calls. `name` is for the logs.
+pub async fn serve<S>(
+    name: &str,
+    listener: TcpListener,
+    service: S,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<()>
+where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let addr = listener.local_addr()?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
+        .await;
+    tracing::info!(%addr, "{name} serving gRPC");
+    server()
+        .add_service(health_service)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
+        .await
+        .map_err(|error| anyhow::anyhow!("{name} gRPC server: {error}"))
+}
+
 /// The connections accepted on `listener`, with Nagle's algorithm off (gRPC messages are
 /// small and latency matters more than packet count).
 pub fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {

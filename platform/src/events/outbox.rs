@@ -75,6 +75,26 @@ impl Row {
 const SELECT: &str =
     "SELECT seq, event_id, routing_key, payload, created_at FROM outbox ORDER BY seq LIMIT $1";
 
+/// Starts a relay for the outbox in `pool` when there is a bus; without one, says that
+/// events wait in the outbox (a service started alone without `AMQP_URL`).
+pub fn spawn_relay(
+    bus: Option<Arc<dyn EventBus>>,
+    pool: Pool,
+    waker: OutboxWaker,
+    producer: &'static str,
+    shutdown: Shutdown,
+) -> Option<tokio::task::JoinHandle<()>> {
+    match bus {
+        Some(bus) => Some(tokio::spawn(
+            Relay::new(pool, bus, waker, producer).run(shutdown),
+        )),
+        None => {
+            tracing::warn!("no event bus (AMQP_URL unset): events wait in the outbox");
+            None
+        }
+    }
+}
+
 /// Moves committed outbox rows to the bus.
 pub struct Relay {
     pool: Pool,

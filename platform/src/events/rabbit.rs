@@ -189,9 +189,8 @@ impl EventBus for RabbitBus {
         if published.is_err() {
             // Start over on a fresh connection next time.
             if let Some((connection, _)) = slot.take() {
-                let _ = connection
-                    .close(320, "republishing on a new connection".into())
-                    .await;
+                let closing = connection.close(320, "republishing on a new connection".into());
+                let _ = tokio::time::timeout(Duration::from_secs(1), closing).await;
             }
         }
         published
