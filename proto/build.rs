@@ -8,6 +8,7 @@ const PROTOS: &[&str] = &[
     "proto/microchat/auth/v1/auth.proto",
     "proto/microchat/chat/v1/chat.proto",
     "proto/microchat/events/v1/events.proto",
+    "proto/microchat/logger/v1/logger.proto",
     "proto/microchat/mail/v1/mail.proto",
 ];
 

@@ -26,4 +26,30 @@ install_maildev() {
         "maildev@$MAILDEV_VERSION" >/dev/null
 }
 
+# PyPI SecantusDB: a MongoDB-wire-compatible server (the official Rust driver speaks to
+# it), run in memory by the logger's MongoDB tests; in a venv of its own.
+SECANTUS_VERSION=0.7.0b3
+
+install_secantus() {
+    local venv="$TOOLS/venv"
+    if [[ -x "$venv/bin/secantusd-py" ]] \
+        && "$venv/bin/python" -m pip show SecantusDB 2>/dev/null | grep -qx "Version: $SECANTUS_VERSION"; then
+        return
+    fi
+    if ! command -v python3 >/dev/null; then
+        echo "test-tools: python3 is missing; SecantusDB cannot be installed" >&2
+        [[ "${CI:-}" == "true" ]] && exit 1
+        return
+    fi
+    echo "test-tools: installing SecantusDB==$SECANTUS_VERSION into .tools/venv"
+    if ! { [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"; } \
+        || ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "SecantusDB==$SECANTUS_VERSION"; then
+        echo "test-tools: SecantusDB could not be installed" >&2
+        [[ "${CI:-}" == "true" ]] && exit 1
+        return
+    fi
+}
+
 install_maildev
+install_secantus

@@ -1,6 +1,7 @@
 //! The embedded all-in-one: every microchat service in one process, each on its own port,
 //! talking real gRPC over loopback, with embedded backends (SQLite files in the data
-//! directory, the in-process event bus, mail as `.eml` files). `cargo run` at the
+//! directory, the in-process event bus, mail as `.eml` files, logs in SQLite). Every
+//! service's log lines go to the logger started here. `cargo run` at the
 //! repository root starts it; tests start it on port 0. With `AMQP_URL` set, events go
 //! through RabbitMQ instead of the in-process bus.
 
@@ -36,6 +37,9 @@ pub struct Config {
     pub broker: broker::Config,
     #[command(flatten)]
     #[allow(missing_docs)]
+    pub logger: logger::Config,
+    #[command(flatten)]
+    #[allow(missing_docs)]
     pub mail: mail::Config,
     #[command(flatten)]
     #[allow(missing_docs)]
@@ -53,17 +57,28 @@ pub struct Running {
     pub auth: SocketAddr,
     /// The chat service's gRPC address.
     pub chat: SocketAddr,
+    /// The logger service's gRPC address.
+    pub logger: SocketAddr,
     /// The mail service's gRPC address.
     pub mail: SocketAddr,
     /// The listener's HTTP address (health, metrics, parked events).
     pub listener: SocketAddr,
     services: JoinSet<anyhow::Result<()>>,
     shutdown: Shutdown,
+    /// This system's log lines go to its logger while this lives.
+    _log_shipping: platform::logship::Destination,
 }
 
 /// Starts every service. Callers are pointed at the services started here, whatever
 /// their `*_URL` settings say, so ports may be 0.
 pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    // The logger first: every other service's lines go to it from their first one.
+    let logger = logger::LoggerService::build(&config.logger, &config.data_dir)
+        .await
+        .context("starting the logger")?;
+    let logger_addr = logger.local_addr();
+    let logger_url = format!("http://{logger_addr}");
+    let log_shipping = platform::logship::ship_to(&logger_url);
     let mail = mail::MailService::build(&config.mail, &config.data_dir)
         .await
         .context("starting mail")?;
@@ -75,6 +90,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     // The listener binds its queue before any producer publishes.
     config.listener.chat_url = format!("http://{chat_addr}");
     config.listener.mail_url = format!("http://{mail_addr}");
+    config.listener.logger_url.clone_from(&logger_url);
     let (bus, source): (Arc<dyn EventBus>, Arc<dyn listener::source::Source>) =
         match config.events.rabbit() {
             Some(bus) => {
@@ -104,11 +120,14 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     let auth_addr = auth.local_addr();
     config.broker.auth_url = format!("http://{auth_addr}");
     config.broker.chat_url = format!("http://{chat_addr}");
+    config.broker.logger_url = logger_url;
+    config.broker.mail_url = format!("http://{mail_addr}");
     let broker = broker::Broker::build(config.broker)
         .await
         .context("starting the broker")?;
     let broker_addr = broker.local_addr();
     let mut services = JoinSet::new();
+    services.spawn(logger.run(shutdown.clone()));
     services.spawn(mail.run(shutdown.clone()));
     services.spawn(listener.run(shutdown.clone()));
     services.spawn(auth.run(shutdown.clone()));
@@ -118,10 +137,12 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         broker: broker_addr,
         auth: auth_addr,
         chat: chat_addr,
+        logger: logger_addr,
         mail: mail_addr,
         listener: listener_addr,
         services,
         shutdown,
+        _log_shipping: log_shipping,
     })
 }
 
@@ -149,6 +170,8 @@ impl Running {
 
     /// Asks every service to stop and waits for them.
     pub async fn stop(self) -> anyhow::Result<()> {
+        // The last lines reach the logger before it stops.
+        platform::logship::flush(std::time::Duration::from_secs(2)).await;
         self.shutdown.cancel();
         self.wait().await
     }

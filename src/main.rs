@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         "on the in-process bus"
     };
-    platform::telemetry::init_tracing();
+    platform::telemetry::init_tracing("microchat");
     let shutdown = platform::shutdown::on_signal();
     let running = microchat::start(config, shutdown).await?;
     let api = format!("http://{}", running.broker);
@@ -29,9 +29,10 @@ async fn main() -> anyhow::Result<()> {
     println!("    health     {api}/healthz  {api}/readyz  {api}/metrics");
     println!("    WebSocket  ws://{}/ws", running.broker);
     println!(
-        "    gRPC       auth {}  chat {}  mail {}",
-        running.auth, running.chat, running.mail
+        "    gRPC       auth {}  chat {}  logger {}  mail {}",
+        running.auth, running.chat, running.logger, running.mail
     );
+    println!("    logs       {api}/api/logs  (administrators: BROKER_ADMINS)");
     println!(
         "    listener   http://{}/metrics  (parked events: http://{}/admin/parked)",
         running.listener, running.listener

@@ -25,6 +25,8 @@ struct Cli {
     auth: auth::Config,
     #[command(flatten)]
     events: platform::events::BusConfig,
+    #[command(flatten)]
+    telemetry: platform::telemetry::TelemetryConfig,
 }
 
 #[tokio::main]
@@ -34,16 +36,17 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", auth::keys::SigningKey::generate_pem());
         return Ok(());
     }
-    platform::telemetry::init_tracing();
+    let shutdown = platform::shutdown::on_signal();
+    let telemetry = cli.telemetry.start("auth", &shutdown).await?;
     // Alone, auth also honours the conventional DATABASE_URL.
     cli.auth.database_url = cli
         .auth
         .database_url
         .or_else(|| std::env::var("DATABASE_URL").ok());
-    let shutdown = platform::shutdown::on_signal();
     let mut auth = auth::Auth::build(&cli.auth, &cli.data_dir).await?;
     if let Some(bus) = cli.events.rabbit() {
         auth = auth.publish_events_to(bus);
     }
-    auth.run(shutdown).await
+    auth.run(shutdown).await?;
+    telemetry.finish().await
 }

@@ -35,6 +35,33 @@ pub struct Config {
         default_value = "http://127.0.0.1:50052"
     )]
     pub chat_url: String,
+    /// gRPC URL of the logger service (`GET /api/logs`, the `/handle` log action).
+    #[arg(
+        long = "broker-logger-url",
+        id = "broker-logger-url",
+        value_name = "URL",
+        env = "BROKER_LOGGER_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub logger_url: String,
+    /// gRPC URL of the mail service (the admins' `/handle` mail action).
+    #[arg(
+        long = "broker-mail-url",
+        id = "broker-mail-url",
+        value_name = "URL",
+        env = "BROKER_MAIL_URL",
+        default_value = "http://127.0.0.1:50054"
+    )]
+    pub mail_url: String,
+    /// Usernames of the administrators (they read logs and send mail), comma-separated.
+    #[arg(
+        long = "broker-admins",
+        id = "broker-admins",
+        value_name = "USERNAMES",
+        env = "BROKER_ADMINS",
+        value_delimiter = ','
+    )]
+    pub admins: Vec<String>,
     /// This instance's name among brokers (for presence bookkeeping) [default: random per start].
     #[arg(
         long = "broker-id",

@@ -148,6 +148,26 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
+/// A signed-in caller whose username `BROKER_ADMINS` names.
+#[derive(Debug, Clone)]
+pub struct AdminUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        if state.is_admin(&user.claims.name) {
+            Ok(Self(user))
+        } else {
+            Err(ApiError::forbidden(
+                "admins_only",
+                "only administrators may do this",
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,10 @@ pub use config::Config;
 use anyhow::Context;
 use live::{hub::Hub, socket::SocketLimits};
 use platform::{grpc::TracedChannel, shutdown::Shutdown};
-use proto::{auth::v1::auth_client::AuthClient, chat::v1::chat_client::ChatClient};
+use proto::{
+    auth::v1::auth_client::AuthClient, chat::v1::chat_client::ChatClient,
+    logger::v1::logger_client::LoggerClient, mail::v1::mail_client::MailClient,
+};
 use sessions::Sessions;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
@@ -47,6 +50,8 @@ pub struct Shared {
     config: Arc<Config>,
     auth: AuthClient<TracedChannel>,
     chat: ChatClient<TracedChannel>,
+    logger: LoggerClient<TracedChannel>,
+    mail: MailClient<TracedChannel>,
     health: HealthClient<TracedChannel>,
     chat_health: HealthClient<TracedChannel>,
     sessions: Arc<Sessions>,
@@ -55,6 +60,16 @@ pub struct Shared {
     socket_limits: SocketLimits,
     /// Cancelled at shutdown: sockets close with "going away".
     shutdown: Shutdown,
+}
+
+impl Shared {
+    /// Whether `username` is one of the administrators the configuration names.
+    pub fn is_admin(&self, username: &str) -> bool {
+        self.config
+            .admins
+            .iter()
+            .any(|admin| admin.trim().eq_ignore_ascii_case(username))
+    }
 }
 
 /// A built broker, bound to its port, not yet serving.
@@ -80,6 +95,10 @@ impl Broker {
             AuthClient::new(auth_channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let chat =
             ChatClient::new(chat_channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        let logger = platform::grpc::channel(&config.logger_url, deadlines)
+            .with_context(|| format!("invalid logger URL {:?}", config.logger_url))?;
+        let mail = platform::grpc::channel(&config.mail_url, deadlines)
+            .with_context(|| format!("invalid mail URL {:?}", config.mail_url))?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the broker to {}", config.listen))?;
@@ -93,6 +112,8 @@ impl Broker {
             chat_health: HealthClient::new(chat_channel),
             auth,
             chat,
+            logger: LoggerClient::new(logger).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
+            mail: MailClient::new(mail),
             hub: Arc::new(Hub::default()),
             broker_id: broker_id.into(),
             socket_limits: SocketLimits {

@@ -17,12 +17,18 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(flatten)]
     broker: broker::Config,
+    #[command(flatten)]
+    telemetry: platform::telemetry::TelemetryConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    platform::telemetry::init_tracing();
     let shutdown = platform::shutdown::on_signal();
-    broker::Broker::build(cli.broker).await?.run(shutdown).await
+    let telemetry = cli.telemetry.start("broker", &shutdown).await?;
+    broker::Broker::build(cli.broker)
+        .await?
+        .run(shutdown)
+        .await?;
+    telemetry.finish().await
 }

@@ -47,6 +47,14 @@ pub async fn trace(
         .and_then(|value| value.to_str().ok())
         .and_then(TraceId::from_traceparent)
         .unwrap_or_else(TraceId::random);
+    // Writes are logged (and shipped to the logger) at info; reads, the bulk of the
+    // traffic, only at debug.
+    let writes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    // Cheap clones (a method is a small value, a URI shares its bytes).
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let client = client_addr(&request, trust_forwarded_for);
     request.extensions_mut().insert(client);
     let span = tracing::info_span!(
@@ -64,7 +72,10 @@ pub async fn trace(
     span.in_scope(|| {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1e3;
         if status.is_server_error() {
-            tracing::warn!(status = status.as_u16(), elapsed_ms, "request failed");
+            tracing::warn!(%method, path = uri.path(), trace_id = %id, status = status.as_u16(), elapsed_ms, "request failed");
+        } else if writes {
+            // After the trace scope ended: the trace id goes in as a field.
+            tracing::info!(%method, path = uri.path(), trace_id = %id, status = status.as_u16(), elapsed_ms, "request done");
         } else {
             tracing::debug!(status = status.as_u16(), elapsed_ms, "request done");
         }

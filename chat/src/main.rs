@@ -22,21 +22,24 @@ struct Cli {
     chat: chat::Config,
     #[command(flatten)]
     events: platform::events::BusConfig,
+    #[command(flatten)]
+    telemetry: platform::telemetry::TelemetryConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
-    platform::telemetry::init_tracing();
+    let shutdown = platform::shutdown::on_signal();
+    let telemetry = cli.telemetry.start("chat", &shutdown).await?;
     // Alone, chat also honours the conventional DATABASE_URL.
     cli.chat.database_url = cli
         .chat
         .database_url
         .or_else(|| std::env::var("DATABASE_URL").ok());
-    let shutdown = platform::shutdown::on_signal();
     let mut chat = chat::ChatService::build(&cli.chat, &cli.data_dir).await?;
     if let Some(bus) = cli.events.rabbit() {
         chat = chat.publish_events_to(bus);
     }
-    chat.run(shutdown).await
+    chat.run(shutdown).await?;
+    telemetry.finish().await
 }

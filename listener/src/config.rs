@@ -44,6 +44,15 @@ pub struct Config {
         default_value = "http://127.0.0.1:50054"
     )]
     pub mail_url: String,
+    /// The logger service, which stores one audit entry per event.
+    #[arg(
+        long = "listener-logger-url",
+        id = "listener-logger-url",
+        value_name = "URL",
+        env = "LISTENER_LOGGER_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub logger_url: String,
     /// The durable queue the listener consumes (its retry and parking queues are named
     /// after it).
     #[arg(

@@ -1,5 +1,5 @@
 //! What the listener does for each event: mail through the mail service, chat sessions
-//! through chat. Every call is idempotent on the callee's side too (mail takes the event
+//! through chat, and an audit entry in the logger. Every call is idempotent on the callee's side too (mail takes the event
 //! id as its idempotency key; chat-session writes are upserts), so an event handled again
 //! after a crash between its work and its record does no harm.
 
@@ -8,9 +8,11 @@ use platform::grpc::{Deadlines, TracedChannel};
 use proto::{
     chat::v1::{self as chat, chat_client::ChatClient},
     events::v1::{Envelope, envelope::Payload},
+    logger::v1::{self as logger, logger_client::LoggerClient},
     mail::v1::{SendMailRequest, mail_client::MailClient},
 };
 use std::collections::HashMap;
+use tokio::sync::{mpsc, oneshot};
 use tonic::{Code, Status};
 
 /// Why an event's work did not happen.
@@ -44,6 +46,7 @@ impl HandleError {
 pub struct Handlers {
     chat: ChatClient<TracedChannel>,
     mail: MailClient<TracedChannel>,
+    audits: AuditWriter,
 }
 
 fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
@@ -61,8 +64,8 @@ fn caller(user_id: &str, username: &str) -> chat::Caller {
 }
 
 impl Handlers {
-    /// Clients for chat and mail (connecting lazily).
-    pub fn new(chat_url: &str, mail_url: &str) -> anyhow::Result<Self> {
+    /// Clients for chat, mail and the logger (connecting lazily).
+    pub fn new(chat_url: &str, mail_url: &str, logger_url: &str) -> anyhow::Result<Self> {
         let deadlines = Deadlines {
             connect: std::time::Duration::from_secs(1),
             // SMTP behind mail may take a few seconds.
@@ -71,6 +74,9 @@ impl Handlers {
         Ok(Self {
             chat: ChatClient::new(platform::grpc::channel(chat_url, deadlines)?),
             mail: MailClient::new(platform::grpc::channel(mail_url, deadlines)?),
+            audits: AuditWriter::start(LoggerClient::new(platform::grpc::channel(
+                logger_url, deadlines,
+            )?)),
         })
     }
 
@@ -145,10 +151,18 @@ impl Handlers {
                     .map_err(|status| HandleError::from_status("chat", &status))?;
                 Ok(())
             }
-            // Nothing to start yet: counted, and recorded as processed (audit entries for
-            // them arrive with the logger service).
+            // Nothing to start but their audit entry.
             Payload::MessageSent(_) | Payload::MessageRead(_) => Ok(()),
         }
+    }
+
+    /// Stores the event's audit entry in the logger: who did what, when, in which trace
+    /// (never an email address, a message body or a client's secrets).
+    pub async fn audit(&self, envelope: &Envelope) -> Result<(), HandleError> {
+        self.audits
+            .write(audit_entry(envelope))
+            .await
+            .map_err(|status| HandleError::from_status("logger", &status))
     }
 
     async fn mail<const N: usize>(
@@ -173,5 +187,170 @@ impl Handlers {
             .await
             .map_err(|status| HandleError::from_status("mail", &status))?;
         Ok(())
+    }
+}
+
+/// Audit entries of events handled at the same time go to the logger in one batch (a
+/// group commit): one `WriteLogs` call for whatever is waiting, each handler told the
+/// outcome of its own entry's batch.
+#[derive(Clone)]
+struct AuditWriter {
+    queue: mpsc::Sender<(logger::LogEntry, Reply)>,
+}
+
+/// Where a handler learns whether its audit entry was stored.
+type Reply = oneshot::Sender<Result<(), Status>>;
+
+/// Entries per audit batch, at most (the logger takes up to 1,000).
+const AUDIT_BATCH: usize = 500;
+
+impl AuditWriter {
+    fn start(client: LoggerClient<TracedChannel>) -> Self {
+        let (queue, mut waiting) = mpsc::channel(AUDIT_BATCH * 4);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(AUDIT_BATCH);
+            // Ends when every handler (every sender) is gone.
+            while waiting.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
+                let (entries, replies): (Vec<logger::LogEntry>, Vec<Reply>) =
+                    batch.drain(..).unzip();
+                let written = client
+                    .clone()
+                    .write_logs(tokio_stream::once(logger::WriteLogsRequest { entries }))
+                    .await
+                    .map(drop);
+                for reply in replies {
+                    let _ = reply.send(written.clone());
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    async fn write(&self, entry: logger::LogEntry) -> Result<(), Status> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send((entry, reply))
+            .await
+            .map_err(|_| Status::unavailable("the audit writer stopped"))?;
+        outcome
+            .await
+            .map_err(|_| Status::unavailable("the audit writer stopped"))?
+    }
+}
+
+/// The audit entry of one event: `audit <type>`, about the user it concerns.
+pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
+    let client_ip = |client: &Option<proto::events::v1::Client>| {
+        client.as_ref().map(|client| client.ip.clone())
+    };
+    let (user_id, details) = match &envelope.payload {
+        Some(Payload::UserRegistered(user)) => (
+            user.user_id.as_str(),
+            serde_json::json!({ "username": user.username }),
+        ),
+        Some(Payload::UserLoggedIn(login)) => (
+            login.user_id.as_str(),
+            serde_json::json!({
+                "username": login.username,
+                "session_id": login.session_id,
+                "client_ip": client_ip(&login.client),
+            }),
+        ),
+        Some(Payload::UserLoggedOut(logout)) => (
+            logout.user_id.as_str(),
+            serde_json::json!({
+                "username": logout.username,
+                "session_id": logout.session_id,
+                "client_ip": client_ip(&logout.client),
+            }),
+        ),
+        Some(Payload::UserDeleted(user)) => (
+            user.user_id.as_str(),
+            serde_json::json!({ "username": user.username }),
+        ),
+        Some(Payload::MessageSent(message)) => (
+            message.sender_id.as_str(),
+            serde_json::json!({
+                "message_id": message.message_id,
+                "conversation_id": message.conversation_id,
+                "body_chars": message.body_chars,
+            }),
+        ),
+        Some(Payload::MessageRead(read)) => (
+            read.user_id.as_str(),
+            serde_json::json!({ "conversation_id": read.conversation_id, "up_to": read.up_to }),
+        ),
+        None => ("", serde_json::Value::Null),
+    };
+    let data = serde_json::json!({
+        "event_id": envelope.event_id,
+        "type": envelope.r#type,
+        "producer": envelope.producer,
+        "occurred_at": platform::events::envelope::occurred_at(envelope)
+            .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        "details": details,
+    });
+    logger::LogEntry {
+        id: String::new(),
+        name: format!("audit {}", envelope.r#type),
+        data: data.to_string(),
+        level: logger::Level::Info as i32,
+        service: "listener".to_owned(),
+        user_id: user_id.to_owned(),
+        trace_id: envelope.trace_id.clone(),
+        created_at: Some(timestamp(Utc::now())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::events::v1::{UserLoggedIn, UserRegistered};
+
+    fn envelope(payload: Payload) -> Envelope {
+        Envelope {
+            event_id: uuid::Uuid::now_v7().to_string(),
+            r#type: platform::events::routing_key(&payload).to_owned(),
+            occurred_at: Some(timestamp(Utc::now())),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            producer: "auth".into(),
+            payload: Some(payload),
+        }
+    }
+
+    #[test]
+    fn an_audit_entry_names_the_event_its_user_and_trace_but_no_email() {
+        let user_id = uuid::Uuid::now_v7().to_string();
+        let event = envelope(Payload::UserRegistered(UserRegistered {
+            user_id: user_id.clone(),
+            username: "ada".into(),
+            email: "ada@example.com".into(),
+        }));
+        let entry = audit_entry(&event);
+        assert_eq!(entry.name, "audit user.registered");
+        assert_eq!(entry.service, "listener");
+        assert_eq!(entry.user_id, user_id);
+        assert_eq!(entry.trace_id, event.trace_id);
+        let data: serde_json::Value = serde_json::from_str(&entry.data).unwrap();
+        assert_eq!(data["event_id"], event.event_id);
+        assert_eq!(data["details"]["username"], "ada");
+        assert!(!entry.data.contains("ada@example.com"), "{}", entry.data);
+    }
+
+    #[test]
+    fn a_login_audit_names_the_session_and_client() {
+        let event = envelope(Payload::UserLoggedIn(UserLoggedIn {
+            user_id: uuid::Uuid::now_v7().to_string(),
+            username: "ada".into(),
+            session_id: "s1".into(),
+            client: Some(proto::events::v1::Client {
+                ip: "127.0.0.1".into(),
+                user_agent: "test".into(),
+            }),
+            ..UserLoggedIn::default()
+        }));
+        let data: serde_json::Value = serde_json::from_str(&audit_entry(&event).data).unwrap();
+        assert_eq!(data["details"]["session_id"], "s1");
+        assert_eq!(data["details"]["client_ip"], "127.0.0.1");
     }
 }

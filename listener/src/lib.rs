@@ -3,7 +3,9 @@
 //! once; the listener makes the work happen once:
 //!
 //! - an event whose id is in the processed-events table is acknowledged and skipped;
-//! - otherwise its handler runs, the id is recorded, and only then is it acknowledged;
+//! - otherwise its handler runs, the id is recorded, its audit entry is written to the
+//!   logger (and that recorded too), and only then is it acknowledged; a logger outage
+//!   retries the audit step alone, never the work;
 //! - a handler that fails for a passing reason is retried with exponential backoff, up to
 //!   `LISTENER_MAX_ATTEMPTS`; then, or at once for a failure retrying cannot fix, the event
 //!   is parked, and an operator lists and replays parked events
@@ -20,7 +22,7 @@ pub mod source;
 
 pub use config::Config;
 pub use handlers::{HandleError, Handlers};
-pub use processed::ProcessedEvents;
+pub use processed::{ProcessedEvents, Progress};
 
 use anyhow::Context;
 use chrono::Utc;
@@ -63,8 +65,8 @@ impl Listener {
         let processed = ProcessedEvents::connect(&config.database_url(data_dir))
             .await
             .context("opening the listener database")?;
-        let handlers = Handlers::new(&config.chat_url, &config.mail_url)
-            .context("the chat or mail URL is not valid")?;
+        let handlers = Handlers::new(&config.chat_url, &config.mail_url, &config.logger_url)
+            .context("the chat, mail or logger URL is not valid")?;
         let http = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the listener to {}", config.listen))?;
@@ -154,7 +156,11 @@ impl Worker {
             Ok(decoded) => decoded,
             Err(error) => {
                 tracing::warn!(%error, routing_key = %delivery.routing_key, "parking an unreadable event");
-                self.settle(delivery.park(0, &error.to_string()).await, "unreadable", "parked");
+                self.settle(
+                    delivery.park(0, &error.to_string()).await,
+                    "unreadable",
+                    "parked",
+                );
                 return;
             }
         };
@@ -181,19 +187,15 @@ impl Worker {
             .map_or("unknown", platform::events::routing_key);
         let started = std::time::Instant::now();
         let attempts = delivery.attempts + 1;
-        let done = match self.processed.contains(id).await {
-            Ok(true) => {
+        let done = match self.processed.progress(id).await {
+            Ok(Progress::Audited) => {
                 tracing::info!(event_id = %id, r#type = key, "already processed; acknowledging");
                 self.settle(delivery.ack().await, key, "duplicate");
                 return;
             }
-            Ok(false) => match self.handlers.handle(envelope).await {
-                Ok(()) => self
-                    .processed
-                    .record(id, key, Utc::now())
-                    .await
-                    .map(drop)
-                    .map_err(|error| HandleError::Transient(format!("recording it: {error}"))),
+            Ok(Progress::WorkDone) => self.audit(id, envelope).await,
+            Ok(Progress::New) => match self.work(id, key, envelope).await {
+                Ok(()) => self.audit(id, envelope).await,
                 Err(error) => Err(error),
             },
             Err(error) => Err(HandleError::Transient(format!(
@@ -226,6 +228,35 @@ impl Worker {
                 );
             }
         }
+    }
+
+    /// The event's work, then the record that it is done.
+    async fn work(
+        &self,
+        id: uuid::Uuid,
+        key: &'static str,
+        envelope: &proto::events::v1::Envelope,
+    ) -> Result<(), HandleError> {
+        self.handlers.handle(envelope).await?;
+        self.processed
+            .record(id, key, Utc::now())
+            .await
+            .map(drop)
+            .map_err(|error| HandleError::Transient(format!("recording it: {error}")))
+    }
+
+    /// The event's audit entry, then the record that it is stored. A logger outage makes
+    /// this step (alone) retry later.
+    async fn audit(
+        &self,
+        id: uuid::Uuid,
+        envelope: &proto::events::v1::Envelope,
+    ) -> Result<(), HandleError> {
+        self.handlers.audit(envelope).await?;
+        self.processed
+            .mark_audited(id)
+            .await
+            .map_err(|error| HandleError::Transient(format!("recording the audit: {error}")))
     }
 
     fn settle(&self, settled: anyhow::Result<()>, key: &'static str, outcome: &'static str) {

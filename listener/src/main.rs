@@ -25,6 +25,8 @@ struct Cli {
     listener: listener::Config,
     #[command(flatten)]
     events: platform::events::BusConfig,
+    #[command(flatten)]
+    telemetry: platform::telemetry::TelemetryConfig,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -100,7 +102,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Parked { action, admin_url }) = cli.command {
         return admin(&admin_url, action).await;
     }
-    platform::telemetry::init_tracing();
+    let shutdown = platform::shutdown::on_signal();
+    let telemetry = cli.telemetry.start("listener", &shutdown).await?;
     // Alone, the listener also honours the conventional DATABASE_URL.
     cli.listener.database_url = cli
         .listener
@@ -116,9 +119,9 @@ async fn main() -> anyhow::Result<()> {
         cli.events.exchange.clone(),
         &cli.listener,
     ));
-    let shutdown = platform::shutdown::on_signal();
     listener::Listener::build(&cli.listener, &cli.data_dir, source)
         .await?
         .run(shutdown)
-        .await
+        .await?;
+    telemetry.finish().await
 }

@@ -1,5 +1,5 @@
-//! The ids of events whose work is done, so a redelivered event is acknowledged without
-//! doing its work twice. PostgreSQL (dev stack, cluster) or SQLite (embedded).
+//! The ids of events whose work is done (and whether their audit entry is stored), so a
+//! redelivered event is acknowledged without doing its work twice. PostgreSQL (dev stack, cluster) or SQLite (embedded).
 
 use chrono::{DateTime, Utc};
 use platform::sql::Pool;
@@ -13,6 +13,17 @@ macro_rules! on_pool {
             Pool::Sqlite($p) => $body,
         }
     };
+}
+
+/// How far the listener got with one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Never seen, or its work failed.
+    New,
+    /// Its work is done; its audit entry is not stored yet.
+    WorkDone,
+    /// Work done and audited: a redelivery is a duplicate.
+    Audited,
 }
 
 /// The processed-events table.
@@ -32,11 +43,31 @@ impl ProcessedEvents {
         Ok(Self { pool })
     }
 
-    /// True when the event's work is done.
-    pub async fn contains(&self, event_id: Uuid) -> Result<bool, sqlx::Error> {
-        const SQL: &str = "SELECT EXISTS (SELECT 1 FROM processed_events WHERE event_id = $1)";
+    /// Where the event stands: not processed, its work done, or also audited.
+    pub async fn progress(&self, event_id: Uuid) -> Result<Progress, sqlx::Error> {
+        const SQL: &str = "SELECT audited FROM processed_events WHERE event_id = $1";
+        let audited: Option<bool> = on_pool!(&self.pool, |pool| {
+            sqlx::query_scalar(SQL)
+                .bind(event_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(match audited {
+            None => Progress::New,
+            Some(false) => Progress::WorkDone,
+            Some(true) => Progress::Audited,
+        })
+    }
+
+    /// Records that the event's audit entry is stored.
+    pub async fn mark_audited(&self, event_id: Uuid) -> Result<(), sqlx::Error> {
+        const SQL: &str = "UPDATE processed_events SET audited = TRUE WHERE event_id = $1";
         on_pool!(&self.pool, |pool| {
-            sqlx::query_scalar(SQL).bind(event_id).fetch_one(pool).await
+            sqlx::query(SQL)
+                .bind(event_id)
+                .execute(pool)
+                .await
+                .map(drop)
         })
     }
 

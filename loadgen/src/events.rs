@@ -53,6 +53,13 @@ pub struct Args {
     json: bool,
 }
 
+/// The logger's settings, read like its own command line.
+#[derive(Debug, Parser)]
+struct LoggerCli {
+    #[command(flatten)]
+    config: logger::Config,
+}
+
 /// The listener's settings, read like its own command line.
 #[derive(Debug, Parser)]
 struct ListenerCli {
@@ -205,6 +212,14 @@ async fn measure(
     };
     let exchange = format!("loadgen.events.{id}");
     let queue = format!("loadgen.listener.{id}");
+    let shutdown = Shutdown::new();
+    // The listener writes an audit entry per event: to a logger of its own (SQLite).
+    let logger_dir = std::env::temp_dir().join(format!("loadgen-logger-{id}"));
+    let logger_config =
+        LoggerCli::try_parse_from(["logger", "--logger-listen=127.0.0.1:0"])?.config;
+    let logger = logger::LoggerService::build(&logger_config, &logger_dir).await?;
+    let logger_url = format!("http://{}", logger.local_addr());
+    let logging = tokio::spawn(logger.run(shutdown.clone()));
     let listener_config = ListenerCli::try_parse_from([
         "listener".to_owned(),
         "--listener-listen=127.0.0.1:0".to_owned(),
@@ -212,9 +227,9 @@ async fn measure(
         format!("--listener-queue={queue}"),
         format!("--listener-prefetch={}", args.prefetch),
         "--listener-max-attempts=1".to_owned(),
+        format!("--listener-logger-url={logger_url}"),
     ])?
     .config;
-    let shutdown = Shutdown::new();
     let source = Arc::new(listener::source::RabbitSource::new(
         args.amqp_url.clone(),
         exchange.clone(),
@@ -278,6 +293,8 @@ async fn measure(
     shutdown.cancel();
     relay.await?;
     listening.await??;
+    logging.await??;
+    let _ = std::fs::remove_dir_all(&logger_dir);
 
     let rows: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
         sqlx::query_as("SELECT event_id, processed_at FROM processed_events")

@@ -19,15 +19,18 @@ struct Cli {
     data_dir: std::path::PathBuf,
     #[command(flatten)]
     mail: mail::Config,
+    #[command(flatten)]
+    telemetry: platform::telemetry::TelemetryConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    platform::telemetry::init_tracing();
     let shutdown = platform::shutdown::on_signal();
+    let telemetry = cli.telemetry.start("mail", &shutdown).await?;
     mail::MailService::build(&cli.mail, &cli.data_dir)
         .await?
         .run(shutdown)
-        .await
+        .await?;
+    telemetry.finish().await
 }

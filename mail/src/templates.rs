@@ -33,6 +33,14 @@ pub const TEMPLATES: &[Template] = &[
         text: include_str!("../templates/logout.txt"),
         html: include_str!("../templates/logout.html"),
     },
+    // A message an administrator writes (the older `/handle` mail action).
+    Template {
+        name: "message",
+        vars: &["subject", "message", "sender"],
+        subject: include_str!("../templates/message.subject.txt"),
+        text: include_str!("../templates/message.txt"),
+        html: include_str!("../templates/message.html"),
+    },
 ];
 
 /// A rendered mail.
@@ -229,5 +237,27 @@ mod tests {
             )
             .expect("renders");
         assert!(!mail.subject.contains('\n') && !mail.subject.contains('\r'));
+    }
+
+    #[test]
+    fn a_written_message_keeps_its_words_and_names_its_sender() {
+        let mail = Templates::default()
+            .render(
+                "message",
+                &vars(&[
+                    ("subject", "Maintenance tonight"),
+                    ("message", "We restart at <22:00>."),
+                    ("sender", "admin@example.com"),
+                ]),
+            )
+            .expect("renders");
+        assert_eq!(mail.subject, "Maintenance tonight");
+        assert!(
+            mail.text.contains("We restart at <22:00>."),
+            "{}",
+            mail.text
+        );
+        assert!(mail.html.contains("&lt;22:00&gt;"), "{}", mail.html);
+        assert!(mail.text.contains("admin@example.com"));
     }
 }

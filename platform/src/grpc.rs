@@ -54,8 +54,9 @@ pub fn server() -> tonic::transport::Server<Stack<TraceLayer, Identity>> {
     tonic::transport::Server::builder().layer(TraceLayer)
 }
 
-/// Serves one gRPC service (plus the standard health service, reporting it serving) on
-/// `listener` until `shutdown`, then drains in-flight calls. `name` is for the logs.
+/// Serves one gRPC service on `listener` until `shutdown`, then drains in-flight calls,
+/// next to the standard health service (reporting it serving) and server reflection (so
+/// `grpcurl` lists and calls it without the `.proto` files). `name` is for the logs.
 pub async fn serve<S>(
     name: &str,
     listener: TcpListener,
@@ -79,9 +80,18 @@ where
     health
         .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
         .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    // grpcurl and many tools still ask the pre-standard version first.
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
     tracing::info!(%addr, "{name} serving gRPC");
     server()
         .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
         .await

@@ -1,11 +1,13 @@
 //! What every microchat service shares, and nothing service-specific: typed settings
 //! helpers, telemetry, trace ids that cross gRPC, gRPC client helpers, token
-//! verification and the revoked-session list, SQL connection set-up, and shutdown.
+//! verification and the revoked-session list, SQL connection set-up, log shipping to the
+//! logger, and shutdown.
 //!
 //! Services never link each other's crates; they share `proto` and this crate.
 
 pub mod events;
 pub mod grpc;
+pub mod logship;
 pub mod revocation;
 pub mod settings;
 pub mod shutdown;

@@ -1,18 +1,22 @@
 //! Logging and metrics set-up shared by every binary.
 //!
 //! Logs: `tracing` to stdout, filtered by `RUST_LOG` (default `info`), as JSON when
-//! `LOG_FORMAT=json` (the dev stack and the cluster), human-readable otherwise.
+//! `LOG_FORMAT=json` (the dev stack and the cluster), human-readable otherwise; and every
+//! line at `info` or above to the logger service ([`crate::logship`]), off the request path.
 //! Metrics: one Prometheus recorder per process, rendered by each service's `/metrics`.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// Installs the global `tracing` subscriber once; later calls (tests, the all-in-one) are no-ops.
-pub fn init_tracing() {
+/// Installs the global `tracing` subscriber once, naming `service` as the source of the
+/// lines it ships; later calls (tests, the all-in-one) are no-ops.
+pub fn init_tracing(service: &'static str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(crate::logship::ShipLayer::new(service));
     let result = if json {
         registry
             .with(
@@ -27,6 +31,18 @@ pub fn init_tracing() {
     };
     // Already installed (a second service in the same process, or a test): keep the first.
     drop(result);
+}
+
+/// For tests: ships lines as a service does, and prints them through the test harness
+/// (shown only for a failing test). Later calls are no-ops.
+pub fn init_tracing_for_tests() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(crate::logship::ShipLayer::new("microchat"))
+        .with(fmt::layer().with_target(false).with_test_writer())
+        .try_init();
+    drop(installed);
 }
 
 /// Latency buckets in seconds, from a loopback call to a slow database query.
@@ -49,4 +65,92 @@ pub fn prometheus() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// Serves `/metrics` (Prometheus text) and `/healthz` on `listener` until `shutdown`: the
+/// ops port of a gRPC service running alone (the all-in-one's broker renders the same
+/// process-wide metrics on its own `/metrics`).
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<()> {
+    use axum::{Router, http::header, routing::get};
+    let handle = prometheus();
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    handle.render(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}
+
+/// Telemetry settings of a service running alone (the all-in-one wires its own logger).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryConfig {
+    /// gRPC URL of the logger service that receives this process's log lines, or `off`.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "LOGGER_URL",
+        default_value = "http://127.0.0.1:50053"
+    )]
+    pub logger_url: String,
+    /// Address of an HTTP server for /metrics and /healthz [default: none].
+    #[arg(long, value_name = "ADDR", env = "METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// Telemetry of a running service: log shipping and the metrics port, until [`Telemetry::finish`].
+#[derive(Debug)]
+pub struct Telemetry {
+    _destination: Option<crate::logship::Destination>,
+    metrics: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TelemetryConfig {
+    /// Installs logging for `service`, starts shipping its lines and serving its metrics.
+    pub async fn start(
+        &self,
+        service: &'static str,
+        shutdown: &crate::shutdown::Shutdown,
+    ) -> anyhow::Result<Telemetry> {
+        init_tracing(service);
+        prometheus();
+        let destination = (!self.logger_url.eq_ignore_ascii_case("off"))
+            .then(|| crate::logship::ship_to(&self.logger_url));
+        let metrics = match self.metrics_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+                    anyhow::anyhow!("binding the metrics server to {addr}: {error}")
+                })?;
+                Some(tokio::spawn(serve_metrics(listener, shutdown.clone())))
+            }
+            None => None,
+        };
+        Ok(Telemetry {
+            _destination: destination,
+            metrics,
+        })
+    }
+}
+
+impl Telemetry {
+    /// Ships the last lines and stops the metrics server (after shutdown began).
+    pub async fn finish(self) -> anyhow::Result<()> {
+        crate::logship::flush(std::time::Duration::from_secs(2)).await;
+        if let Some(metrics) = self.metrics {
+            metrics.await??;
+        }
+        Ok(())
+    }
 }

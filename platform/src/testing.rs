@@ -207,3 +207,117 @@ impl Drop for MailDev {
         let _ = self.child.wait();
     }
 }
+
+/// A MongoDB-wire-compatible server for tests: PyPI `SecantusDB` (installed into
+/// `.tools/venv` by `scripts/test-tools.sh`; the official Rust driver speaks to it), on a
+/// free loopback port, storing into a directory of its own. Like MongoDB, it removes
+/// expired TTL-index entries once a minute. The process is killed and the directory
+/// removed when this is dropped, so each test may start its own.
+#[derive(Debug)]
+pub struct MongoServer {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+}
+
+impl MongoServer {
+    /// Where `scripts/test-tools.sh` puts the server.
+    pub fn binary() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/secantusd-py")
+    }
+
+    /// Starts a server on a free port. `Ok(None)` when it is not installed outside CI (the
+    /// caller skips, saying so); in CI that is an error.
+    pub async fn start() -> anyhow::Result<Option<Self>> {
+        let binary = Self::binary();
+        if !binary.exists() {
+            anyhow::ensure!(
+                !in_ci(),
+                "SecantusDB is not installed at {}: run scripts/test-tools.sh",
+                binary.display()
+            );
+            eprintln!(
+                "SKIPPED: SecantusDB is not installed (run scripts/test-tools.sh); CI=true makes this fail"
+            );
+            return Ok(None);
+        }
+        // The free port may be taken by someone else before the server binds it: try anew.
+        let mut last_error = None;
+        for _ in 0..3 {
+            match Self::start_on(&binary, free_port()).await {
+                Ok(server) => return Ok(Some(server)),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("SecantusDB did not start")))
+    }
+
+    async fn start_on(binary: &std::path::Path, port: u16) -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("microchat-mongo-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("secantusd.toml");
+        // A small cache: several servers may run at once, one per test.
+        std::fs::write(&config, "[storage]\ncache_size = \"64M\"\n")?;
+        let child = std::process::Command::new(binary)
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--standalone",
+            ])
+            .arg("--config")
+            .arg(&config)
+            .arg("--storage-path")
+            .arg(dir.join("data"))
+            .args(["--log-level", "WARNING"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(error.into());
+            }
+        };
+        // Built before waiting, so an early return kills the process and removes its files.
+        let mut server = Self { port, dir, child };
+        let started = std::time::Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(server);
+            }
+            if let Some(status) = server.child.try_wait()? {
+                anyhow::bail!("SecantusDB exited at start on port {port}: {status}");
+            }
+            anyhow::ensure!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "SecantusDB did not start on port {port}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mongodb://127.0.0.1:<port>/?directConnection=true`.
+    pub fn url(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -27,6 +27,14 @@ pub mod events {
     }
 }
 
+/// The logger service: the structured log and audit store.
+pub mod logger {
+    /// Version 1 of the logger API.
+    pub mod v1 {
+        tonic::include_proto!("microchat.logger.v1");
+    }
+}
+
 /// The mail service: templated mail.
 pub mod mail {
     /// Version 1 of the mail API.

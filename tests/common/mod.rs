@@ -54,6 +54,7 @@ pub fn config(
         "--broker-listen=127.0.0.1:0".to_owned(),
         "--mail-listen=127.0.0.1:0".to_owned(),
         "--listener-listen=127.0.0.1:0".to_owned(),
+        "--logger-listen=127.0.0.1:0".to_owned(),
         "--broker-rate-limit-auth=off".to_owned(),
         "--broker-rate-limit-api=off".to_owned(),
     ];
@@ -86,6 +87,7 @@ impl TestApp {
             chat: &postgres[1].url,
         });
         let config = config(&data_dir, databases, extra);
+        platform::telemetry::init_tracing_for_tests();
         let running = microchat::start(config, Shutdown::new())
             .await
             .expect("the all-in-one starts");
@@ -458,6 +460,8 @@ pub struct Services {
     auth: (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>),
     chat: Option<(Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     broker: (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>),
+    logger: Option<(Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>)>,
+    _log_shipping: platform::logship::Destination,
     /// Mail and the listener.
     others: (Shutdown, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>),
 }
@@ -467,12 +471,24 @@ impl Services {
     pub async fn start(extra: &[&str]) -> Self {
         let dir = temp_dir();
         let mut config = config(&dir, None, extra);
+        platform::telemetry::init_tracing_for_tests();
         let bus = platform::events::InProcessBus::default();
         let others = Shutdown::new();
+        let logger = logger::LoggerService::build(&config.logger, &dir)
+            .await
+            .expect("the logger starts");
+        config.logger.listen = logger.local_addr();
+        let logger_url = format!("http://{}", logger.local_addr());
+        let log_shipping = platform::logship::ship_to(&logger_url);
+        let logger_stop = Shutdown::new();
+        let logger_task = tokio::spawn(logger.run(logger_stop.clone()));
+        config.listener.logger_url.clone_from(&logger_url);
+        config.broker.logger_url = logger_url;
         let mail = mail::MailService::build(&config.mail, &dir)
             .await
             .expect("mail starts");
         config.listener.mail_url = format!("http://{}", mail.local_addr());
+        config.broker.mail_url = format!("http://{}", mail.local_addr());
         let chat = chat::ChatService::build(&config.chat, &dir)
             .await
             .expect("chat starts");
@@ -513,6 +529,8 @@ impl Services {
             auth: (auth_stop, auth_task),
             chat: Some((chat_stop, chat_task)),
             broker: (broker_stop, broker_task),
+            logger: Some((logger_stop, logger_task)),
+            _log_shipping: log_shipping,
             others: (others, others_tasks),
         }
     }
@@ -537,6 +555,25 @@ impl Services {
         self.chat = Some((stop, task));
     }
 
+    /// Stops the logger and waits for it.
+    pub async fn stop_logger(&mut self) {
+        let (stop, task) = self.logger.take().expect("the logger is running");
+        stop.cancel();
+        task.await
+            .expect("the logger does not panic")
+            .expect("the logger stops cleanly");
+    }
+
+    /// Starts the logger again on the same address and data directory.
+    pub async fn start_logger(&mut self) {
+        let logger = logger::LoggerService::build(&self.config.logger, &self.dir)
+            .await
+            .expect("the logger starts again on its address");
+        let stop = Shutdown::new();
+        let task = tokio::spawn(logger.run(stop.clone()));
+        self.logger = Some((stop, task));
+    }
+
     /// Stops everything and removes the data directory.
     pub async fn stop(mut self) {
         self.broker.0.cancel();
@@ -552,6 +589,9 @@ impl Services {
             .await
             .expect("auth does not panic")
             .expect("auth stops cleanly");
+        if self.logger.is_some() {
+            self.stop_logger().await;
+        }
         self.others.0.cancel();
         for task in self.others.1.drain(..) {
             task.await

@@ -4,7 +4,9 @@ pub mod account;
 pub mod auth;
 pub mod chat;
 pub mod compat;
+pub mod handle;
 pub mod live;
+pub mod logs;
 pub mod ops;
 
 use crate::{AppState, middleware, rate_limit::Limiters};
@@ -75,6 +77,8 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             "/apiv2/usersession/{id}/message",
             limiters.limit(api, post(compat::send)),
         )
+        .route("/api/logs", limiters.limit(api, get(logs::logs)))
+        .route("/handle", limiters.limit(strict, post(handle::handle)))
         .route("/ws", limiters.limit(api, get(live::json_socket)))
         .route(
             "/ws/rooms/{id}/text",
