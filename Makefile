@@ -2,15 +2,22 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt check-services bench-auth bench-ws bench-ws-idle bench-events help
+.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-ws-idle bench-events help \
+	up_build up down logs start stop
+
+# The dev stack (deployments/docker-compose.yml) and the frontend run next to it.
+COMPOSE ?= docker compose -f deployments/docker-compose.yml
+FRONTEND_BROKER_URL ?= http://localhost:8080
+FRONTEND_PID := target/frontend.pid
+FRONTEND_LOG := target/frontend.log
 
 help: ## List the targets
-	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 run: ## Run every service in one process (same as `cargo run`)
 	$(CARGO) run
 
-test: check-services ## The whole test suite: unit, store suites on SQLite and PostgreSQL, black-box
+test: check-services check-deployments ## The whole test suite: unit, store suites on SQLite and PostgreSQL, black-box
 	@scripts/test-tools.sh
 	$(CARGO) test --workspace --all-targets --locked
 
@@ -23,6 +30,41 @@ fmt: ## Format the code
 
 check-services: ## PostgreSQL and RabbitMQ must answer (in CI a missing one fails the run)
 	@scripts/check-services.sh
+
+check-deployments: ## Check deployments/ (compose, k8s, Prometheus, Grafana) against the binaries' settings and ports
+	@scripts/test-tools.sh
+	@py=.tools/venv/bin/python; "$$py" -c 'import yaml' 2>/dev/null || py=python3; \
+		"$$py" scripts/check-deployments.py
+
+up_build: ## Build the images and start the back end in containers (the dev stack)
+	$(COMPOSE) up --build -d
+
+up: ## Start the dev stack from the images already built
+	$(COMPOSE) up -d
+
+down: ## Stop the dev stack (its volumes stay: `docker compose ... down -v` drops them)
+	$(COMPOSE) down
+
+logs: ## Follow the dev stack's logs
+	$(COMPOSE) logs -f
+
+start: ## Run the frontend locally in the background against the dev stack's broker (log: target/frontend.log)
+	@mkdir -p target
+	@if [ -f $(FRONTEND_PID) ] && kill -0 "$$(cat $(FRONTEND_PID))" 2>/dev/null; then \
+		echo "frontend already running (pid $$(cat $(FRONTEND_PID)))"; \
+	else \
+		FRONTEND_BROKER_URL=$(FRONTEND_BROKER_URL) nohup $(CARGO) run -p frontend > $(FRONTEND_LOG) 2>&1 & \
+		echo $$! > $(FRONTEND_PID); \
+		echo "frontend starting (pid $$!, broker $(FRONTEND_BROKER_URL)): http://localhost:8081, log in $(FRONTEND_LOG)"; \
+	fi
+
+stop: ## Stop the frontend that `make start` started
+	@if [ -f $(FRONTEND_PID) ] && kill "$$(cat $(FRONTEND_PID))" 2>/dev/null; then \
+		echo "frontend stopped (pid $$(cat $(FRONTEND_PID)))"; \
+	else \
+		echo "frontend was not running"; \
+	fi
+	@rm -f $(FRONTEND_PID)
 
 bench-auth: ## Benchmark GET /api/auth/me through the broker against direct VerifyToken gRPC
 	scripts/bench.sh auth --clients 64 --duration 10s

@@ -33,7 +33,7 @@ SECANTUS_VERSION=0.7.0b3
 install_secantus() {
     local venv="$TOOLS/venv"
     if [[ -x "$venv/bin/secantusd-py" ]] \
-        && "$venv/bin/python" -m pip show SecantusDB 2>/dev/null | grep -qx "Version: $SECANTUS_VERSION"; then
+        && "$venv/bin/python" -m pip show SecantusDB 2>/dev/null | grep -x "Version: $SECANTUS_VERSION" >/dev/null; then
         return
     fi
     if ! command -v python3 >/dev/null; then
@@ -51,5 +51,30 @@ install_secantus() {
     fi
 }
 
+# PyPI PyYAML: read by scripts/check-deployments.py (`make check-deployments`), in the same venv.
+PYYAML_VERSION=6.0.3
+
+install_pyyaml() {
+    local venv="$TOOLS/venv"
+    if [[ -x "$venv/bin/python" ]] \
+        && "$venv/bin/python" -c 'import sys, yaml; sys.exit(yaml.__version__ != sys.argv[1])' "$PYYAML_VERSION" 2>/dev/null; then
+        return
+    fi
+    if ! command -v python3 >/dev/null; then
+        echo "test-tools: python3 is missing; PyYAML cannot be installed" >&2
+        [[ "${CI:-}" == "true" ]] && exit 1
+        return
+    fi
+    echo "test-tools: installing PyYAML==$PYYAML_VERSION into .tools/venv"
+    if ! { [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"; } \
+        || ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "PyYAML==$PYYAML_VERSION"; then
+        echo "test-tools: PyYAML could not be installed" >&2
+        [[ "${CI:-}" == "true" ]] && exit 1
+        return
+    fi
+}
+
 install_maildev
 install_secantus
+install_pyyaml

@@ -12,62 +12,33 @@ use chat::{
 };
 use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use platform::{
-    events::{Event, envelope},
+    events::Event,
     sql::Pool,
-    testing::TestPostgres,
+    testing::{OutboxRow, TestDatabase, outbox_rows},
 };
 use proto::events::v1::{self as events, envelope::Payload};
-use std::{path::PathBuf, sync::Arc};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// A migrated store on a database that lives as long as this does.
 struct TestStore {
     store: Arc<dyn ChatStore>,
-    _database: Database,
-}
-
-/// What keeps a test database alive, and removes it when dropped.
-enum Database {
-    Sqlite { _dir: TempDir },
-    Postgres { _database: TestPostgres },
-}
-
-/// A directory of its own for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _database: TestDatabase,
 }
 
 impl TestStore {
     /// A store on a fresh SQLite file.
     async fn sqlite() -> Self {
-        let dir = TempDir(
-            std::env::temp_dir().join(format!("microchat-chat-store-{}", Uuid::new_v4().simple())),
-        );
-        let url = format!("sqlite://{}", dir.0.join("chat.db").display());
-        Self::open(&url, Database::Sqlite { _dir: dir }).await
+        Self::open(TestDatabase::sqlite("chat")).await
     }
 
     /// A store on a fresh PostgreSQL database; `None` when no server answers (outside CI).
     async fn postgres() -> Option<Self> {
-        let database = TestPostgres::create().await?;
-        let url = database.url.clone();
-        Some(
-            Self::open(
-                &url,
-                Database::Postgres {
-                    _database: database,
-                },
-            )
-            .await,
-        )
+        Some(Self::open(TestDatabase::postgres().await?).await)
     }
 
-    async fn open(url: &str, database: Database) -> Self {
-        let store = store::connect(url)
+    async fn open(database: TestDatabase) -> Self {
+        let store = store::connect(database.url())
             .await
             .expect("a fresh test database opens and migrates");
         Self {
@@ -240,36 +211,11 @@ async fn mark_read(
 }
 
 /// One outbox row, read back as a consumer would see it.
-#[derive(Debug)]
-struct Written {
-    event_id: Uuid,
-    routing_key: String,
-    producer: String,
-    payload: Payload,
-}
+type Written = OutboxRow;
 
-/// The outbox, in commit order. Each row's id and routing key are checked against the
-/// envelope it holds.
+/// The outbox, in commit order.
 async fn outbox(store: &dyn ChatStore) -> Vec<Written> {
-    const SQL: &str = "SELECT event_id, routing_key, payload FROM outbox ORDER BY seq";
-    let rows: Vec<(Uuid, String, Vec<u8>)> = match store.pool() {
-        Pool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(&pool).await,
-        Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(&pool).await,
-    }
-    .expect("the outbox is readable");
-    rows.into_iter()
-        .map(|(event_id, routing_key, bytes)| {
-            let (id, envelope) = envelope::decode(&bytes).expect("outbox rows are envelopes");
-            assert_eq!(id, event_id, "the row's event id is its envelope's");
-            assert_eq!(envelope.r#type, routing_key, "the routing key is the type");
-            Written {
-                event_id,
-                routing_key,
-                producer: envelope.producer,
-                payload: envelope.payload.expect("decode checked the payload"),
-            }
-        })
-        .collect()
+    outbox_rows(&store.pool()).await
 }
 
 /// The outbox rows with one routing key, in commit order.

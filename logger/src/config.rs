@@ -46,7 +46,7 @@ pub struct Config {
         value_parser = sqlite_url
     )]
     pub database_url: Option<String>,
-    /// How long entries are kept (a TTL index in MongoDB, an hourly purge in SQLite).
+    /// How long entries are kept (a TTL index in MongoDB, a periodic purge in SQLite).
     #[arg(
         long = "logger-retention",
         id = "logger-retention",

@@ -20,6 +20,7 @@ struct Cli {
 
 struct Running {
     client: LoggerClient<Channel>,
+    url: String,
     stop: Shutdown,
     dir: PathBuf,
 }
@@ -49,8 +50,15 @@ async fn start(extra: &[String]) -> Running {
     let url = format!("http://{}", service.local_addr());
     let stop = Shutdown::new();
     tokio::spawn(service.run(stop.clone()));
-    let client = LoggerClient::connect(url).await.expect("logger answers");
-    Running { client, stop, dir }
+    let client = LoggerClient::connect(url.clone())
+        .await
+        .expect("logger answers");
+    Running {
+        client,
+        url,
+        stop,
+        dir,
+    }
 }
 
 const ADA: &str = "0190b6b4-3f6e-7a3c-9c39-2f1ab0c2d3e4";
@@ -515,4 +523,58 @@ async fn entries_round_trip_through_mongodb() {
     )
     .await;
     assert_eq!(names(&chat), ["boom"]);
+}
+
+#[tokio::test]
+async fn grpcurl_can_list_the_services_and_check_health_without_proto_files() {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let running = start(&[]).await;
+    let channel = Channel::from_shared(running.url.clone())
+        .expect("a valid URL")
+        .connect()
+        .await
+        .expect("the logger answers");
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .expect("reflection is served")
+        .into_inner();
+    let answer = answers
+        .message()
+        .await
+        .expect("an answer")
+        .expect("one message");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("a list of services: {answer:?}");
+    };
+    let names: Vec<_> = list
+        .service
+        .iter()
+        .map(|service| service.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["microchat.logger.v1.Logger", "grpc.health.v1.Health"],
+        "what this server serves, and nothing it does not"
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "microchat.logger.v1.Logger".into(),
+        })
+        .await
+        .expect("the logger reports its health")
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }

@@ -80,17 +80,22 @@ where
     health
         .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Advertise what this server serves: the service and health (one descriptor set
+    // holds every microchat service).
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name(S::NAME)
+            .with_service_name("grpc.health.v1.Health")
+    };
+    let reflection_v1 = reflection().build_v1()?;
     // grpcurl and many tools still ask the pre-standard version first.
-    let reflection_alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_alpha = reflection().build_v1alpha()?;
     tracing::info!(%addr, "{name} serving gRPC");
     server()
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
         .add_service(reflection_alpha)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())

@@ -321,3 +321,91 @@ impl Drop for MongoServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// A database for one test, on either backend, removed when dropped: a SQLite file in a
+/// directory of its own, or a PostgreSQL database of its own.
+#[derive(Debug)]
+pub enum TestDatabase {
+    /// A fresh SQLite file.
+    Sqlite {
+        /// `sqlite://<dir>/<name>.db`.
+        url: String,
+        /// Removed on drop.
+        dir: std::path::PathBuf,
+    },
+    /// A fresh PostgreSQL database.
+    Postgres(TestPostgres),
+}
+
+impl TestDatabase {
+    /// A SQLite file `<name>.db` in a fresh temporary directory.
+    pub fn sqlite(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "microchat-{name}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir).expect("the temp dir is writable");
+        let url = format!("sqlite://{}", dir.join(format!("{name}.db")).display());
+        Self::Sqlite { url, dir }
+    }
+
+    /// A fresh PostgreSQL database; `None` when no server answers outside CI (the caller
+    /// skips, saying so), a panic in CI.
+    pub async fn postgres() -> Option<Self> {
+        TestPostgres::create().await.map(Self::Postgres)
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Sqlite { url, .. } => url,
+            Self::Postgres(database) => &database.url,
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Self::Sqlite { dir, .. } = self {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// One outbox row, read back as a consumer would see it.
+#[derive(Debug)]
+pub struct OutboxRow {
+    /// The row's event id (checked to be its envelope's).
+    pub event_id: uuid::Uuid,
+    /// The row's routing key (checked to be its envelope's type).
+    pub routing_key: String,
+    /// The envelope's producer.
+    pub producer: String,
+    /// The envelope's payload.
+    pub payload: proto::events::v1::envelope::Payload,
+}
+
+/// A producer's outbox, in commit order. Each row's id and routing key are checked
+/// against the envelope it holds.
+pub async fn outbox_rows(pool: &crate::sql::Pool) -> Vec<OutboxRow> {
+    const SQL: &str = "SELECT event_id, routing_key, payload FROM outbox ORDER BY seq";
+    let rows: Vec<(uuid::Uuid, String, Vec<u8>)> = match pool {
+        crate::sql::Pool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
+        crate::sql::Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
+    }
+    .expect("the outbox is readable");
+    rows.into_iter()
+        .map(|(event_id, routing_key, bytes)| {
+            let (id, envelope) =
+                crate::events::envelope::decode(&bytes).expect("outbox rows are envelopes");
+            assert_eq!(id, event_id, "the row's event id is its envelope's");
+            assert_eq!(envelope.r#type, routing_key, "the routing key is the type");
+            OutboxRow {
+                event_id,
+                routing_key,
+                producer: envelope.producer,
+                payload: envelope.payload.expect("decode checked the payload"),
+            }
+        })
+        .collect()
+}

@@ -12,12 +12,11 @@ use platform::{
     },
     shutdown::Shutdown,
     sql::Pool,
-    testing::TestPostgres,
+    testing::TestDatabase,
 };
 use proto::events::v1::{MessageRead, MessageSent, UserRegistered, envelope::Payload};
 use std::{
     collections::HashSet,
-    path::PathBuf,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -35,32 +34,14 @@ const SQLITE_TABLE: &str = include_str!("../../auth/migrations/sqlite/0003_outbo
 /// An empty outbox table in a database that lives as long as this does.
 struct TestOutbox {
     pool: Pool,
-    _database: Database,
-}
-
-/// What keeps a test database alive, and removes it when dropped.
-enum Database {
-    Sqlite { _dir: TempDir },
-    Postgres { _database: TestPostgres },
-}
-
-/// A directory of its own for one test, removed when dropped.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    _database: TestDatabase,
 }
 
 impl TestOutbox {
     /// An outbox in a fresh SQLite file.
     async fn sqlite() -> Self {
-        let dir = TempDir(
-            std::env::temp_dir().join(format!("microchat-outbox-{}", Uuid::new_v4().simple())),
-        );
-        let url = format!("sqlite://{}", dir.0.join("outbox.db").display());
-        let pool = platform::sql::connect_sqlite(&url)
+        let database = TestDatabase::sqlite("outbox");
+        let pool = platform::sql::connect_sqlite(database.url())
             .await
             .expect("a fresh SQLite file opens");
         sqlx::query(SQLITE_TABLE)
@@ -69,14 +50,14 @@ impl TestOutbox {
             .expect("the outbox table is created");
         Self {
             pool: Pool::Sqlite(pool),
-            _database: Database::Sqlite { _dir: dir },
+            _database: database,
         }
     }
 
     /// An outbox in a fresh PostgreSQL database; `None` when no server answers (outside CI).
     async fn postgres() -> Option<Self> {
-        let database = TestPostgres::create().await?;
-        let pool = platform::sql::connect_postgres(&database.url, 8)
+        let database = TestDatabase::postgres().await?;
+        let pool = platform::sql::connect_postgres(database.url(), 8)
             .await
             .expect("a fresh PostgreSQL database opens");
         sqlx::query(POSTGRES_TABLE)
@@ -85,9 +66,7 @@ impl TestOutbox {
             .expect("the outbox table is created");
         Some(Self {
             pool: Pool::Postgres(pool),
-            _database: Database::Postgres {
-                _database: database,
-            },
+            _database: database,
         })
     }
 

@@ -163,7 +163,12 @@ impl Relay {
                 if rows.is_empty() {
                     return Ok(0);
                 }
-                self.publish(&rows).await?;
+                if let Err(error) = self.publish(&rows).await {
+                    // Release the rows now, not whenever the dropped transaction's
+                    // rollback runs: another relay (or the next try) takes them at once.
+                    tx.rollback().await?;
+                    return Err(error.into());
+                }
                 let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
                 sqlx::query("DELETE FROM outbox WHERE seq = ANY($1)")
                     .bind(&seqs)

@@ -1,0 +1,42 @@
+// The account page: who you are, and deleting the account (typed confirmation).
+// Signing out is the header's button (layout.js).
+import { api, describe } from './api.js';
+import { requireSession, showError, formatTime } from './layout.js';
+
+const $ = (id) => document.getElementById(id);
+
+async function start() {
+  const { user } = await requireSession();
+  $('acc-username').textContent = user.username;
+  $('acc-email').textContent = user.email;
+  if (user.created_at) {
+    $('acc-since').textContent = formatTime(user.created_at, true);
+    $('acc-since-row').hidden = false;
+  }
+
+  const form = $('delete-form');
+  const confirmInput = $('confirm');
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const errorBox = $('delete-error');
+    showError(errorBox, '');
+    if (confirmInput.value.trim().toLowerCase() !== user.username.toLowerCase()) {
+      confirmInput.setAttribute('aria-invalid', 'true');
+      confirmInput.focus();
+      showError(errorBox, `Type your username, ${user.username}, to confirm.`);
+      return;
+    }
+    confirmInput.setAttribute('aria-invalid', 'false');
+    const button = $('delete');
+    button.disabled = true;
+    try {
+      await api('/api/users/me', { method: 'DELETE' });
+      window.location.assign('/login?deleted=1');
+    } catch (error) {
+      showError(errorBox, describe(error));
+      button.disabled = false;
+    }
+  });
+}
+
+start();

@@ -1,0 +1,257 @@
+// Real-browser end-to-end test of the microchat pages, run by scripts/e2e.sh:
+//   node frontend/e2e/chat.spec.mjs
+// Env: E2E_FRONTEND_URL (the pages), E2E_SCREENSHOTS (a directory), E2E_PLAYWRIGHT
+// (path of the playwright-core package), CHROMIUM (the browser binary).
+// Two browser contexts, alice (A) and bob (B), walk through the core of the chat. Each
+// step is reported; the last line is `e2e: N passed, M failed`.
+import { createRequire } from 'node:module';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+
+const require = createRequire(import.meta.url);
+const { chromium } = require(process.env.E2E_PLAYWRIGHT || 'playwright-core');
+
+const BASE = (process.env.E2E_FRONTEND_URL || 'http://127.0.0.1:8081').replace(/\/$/, '');
+const SHOTS = process.env.E2E_SCREENSHOTS || 'target/e2e';
+const TIMEOUT = 15_000;
+mkdirSync(SHOTS, { recursive: true });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+
+const results = [];
+let broken = false;
+
+async function step(name, body) {
+  if (broken) {
+    results.push({ name, ok: false, error: 'not run: an earlier step failed' });
+    console.log(`  SKIP ${name}`);
+    return;
+  }
+  const started = Date.now();
+  try {
+    await body();
+    results.push({ name, ok: true });
+    console.log(`  ok   ${name} (${Date.now() - started} ms)`);
+  } catch (error) {
+    results.push({ name, ok: false, error });
+    broken = true;
+    const n = results.length;
+    for (const user of [alice, bob]) {
+      await user.page.screenshot({ path: path.join(SHOTS, `failed-${n}-${user.name}.png`), fullPage: true }).catch(() => {});
+    }
+    console.log(`  FAIL ${name}\n       ${String(error?.stack || error).split('\n').slice(0, 6).join('\n       ')}`);
+  }
+}
+
+function expect(condition, message) {
+  if (!condition) throw new Error(message);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function newUser(name) {
+  const context = await browser.newContext({ viewport: { width: 1200, height: 800 }, locale: 'en-GB' });
+  context.setDefaultTimeout(TIMEOUT);
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (error) => problems.push(`${name}: page error: ${error.message}`));
+  page.on('console', (message) => {
+    if (message.type() === 'error' && !/Failed to load resource|401|WebSocket/.test(message.text())) {
+      problems.push(`${name}: console: ${message.text()}`);
+    }
+  });
+  return { name, context, page, problems };
+}
+
+const alice = await newUser('alice');
+const bob = await newUser('bob');
+const password = 'correct horse battery';
+
+async function register(user, screenshot) {
+  const { page } = user;
+  await page.goto(`${BASE}/register`);
+  await page.getByLabel('Username').fill(user.name);
+  await page.getByLabel('Email').fill(`${user.name}@example.com`);
+  await page.getByLabel('Password').fill(password);
+  if (screenshot) await shot(page, 'register');
+  await page.getByRole('button', { name: 'Create account' }).click();
+  await page.waitForURL(`${BASE}/chat`);
+  await page.locator('#connection[data-state="open"]').waitFor();
+}
+
+const person = (page, username) => page.locator(`#people li[data-username="${username}"]`);
+const messageText = (page, text) => page.locator('#messages li.message .body', { hasText: text });
+
+await step('bob and alice register and land on the chat, live', async () => {
+  await register(bob, false);
+  await register(alice, true);
+  await alice.page.getByText('Signed in as alice').waitFor();
+  // alice sees bob online (he is on the chat page).
+  await person(alice.page, 'bob').and(alice.page.locator('[data-online="true"]')).waitFor();
+});
+
+await step('alice starts a conversation with bob; it shows up for bob', async () => {
+  await alice.page.getByRole('button', { name: 'Message bob' }).click();
+  await alice.page.locator('#conv-title', { hasText: 'bob' }).waitFor();
+  await alice.page.getByText('No messages yet. Say hello!').waitFor();
+  // bob learns about it over the socket (a membership frame), no reload.
+  await bob.page.locator('#dm-list button.conv', { hasText: 'alice' }).waitFor();
+  // ... and that alice is online, though she came after him.
+  await person(bob.page, 'alice').and(bob.page.locator('[data-online="true"]')).waitFor();
+});
+
+await step('messages and typing appear live on both sides', async () => {
+  await alice.page.getByLabel('Message', { exact: true }).fill('Hello Bob — ça va?');
+  await alice.page.keyboard.press('Enter');
+  await messageText(alice.page, 'Hello Bob — ça va?').waitFor();
+  // bob has not opened it: an unread badge.
+  await bob.page.locator('#dm-list button.conv .badge', { hasText: '1' }).waitFor();
+  await bob.page.locator('#dm-list button.conv', { hasText: 'alice' }).click();
+  await messageText(bob.page, 'Hello Bob — ça va?').waitFor();
+  // bob types: alice sees it.
+  await bob.page.getByLabel('Message', { exact: true }).pressSequentially('Hi Al', { delay: 30 });
+  await alice.page.locator('#typing', { hasText: 'bob is typing…' }).waitFor();
+  await bob.page.getByLabel('Message', { exact: true }).pressSequentially('ice, good to see you.', { delay: 10 });
+  await bob.page.getByRole('button', { name: 'Send' }).click();
+  await messageText(alice.page, 'Hi Alice, good to see you.').waitFor();
+  await messageText(bob.page, 'Hi Alice, good to see you.').waitFor();
+  const pending = await bob.page.locator('#messages li.pending').count();
+  expect(pending === 0, `bob has ${pending} unconfirmed messages`);
+  const count = await alice.page.locator('#messages li.message').count();
+  expect(count === 2, `alice sees ${count} messages, not 2`);
+});
+
+await step("bob's read receipt shows for alice", async () => {
+  // bob read alice's message when he opened the conversation.
+  const mine = alice.page.locator('#messages li.message.mine', { hasText: 'Hello Bob' });
+  await mine.locator('.receipt', { hasText: 'Seen' }).waitFor();
+  await alice.page.getByText('This is the start of the conversation.').waitFor();
+  expect(!(await alice.page.locator('#older').isVisible()), '"Load older messages" shows at the start');
+  await shot(alice.page, 'chat');
+  await bob.page.setViewportSize({ width: 360, height: 740 });
+  await shot(bob.page, 'chat-360px');
+  const overflow = await bob.page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+  expect(!overflow, 'the chat page scrolls sideways at 360 px');
+  await bob.page.setViewportSize({ width: 1200, height: 800 });
+});
+
+await step('the network drops and comes back: alice reconnects and catches up', async () => {
+  await alice.context.setOffline(true);
+  // The page notices (the browser's offline event closes the socket).
+  await alice.page.locator('#connection[data-state="waiting"]').waitFor();
+  await bob.page.getByLabel('Message', { exact: true }).fill('Did you get this while away?');
+  await bob.page.keyboard.press('Enter');
+  await messageText(bob.page, 'Did you get this while away?').waitFor();
+  await alice.context.setOffline(false);
+  await alice.page.locator('#connection[data-state="open"]').waitFor({ timeout: 40_000 });
+  await messageText(alice.page, 'Did you get this while away?').waitFor();
+});
+
+await step('bob signs out and alice sees him go offline', async () => {
+  await bob.page.goto(`${BASE}/account`);
+  await bob.page.locator('#acc-username', { hasText: 'bob' }).waitFor();
+  await shot(bob.page, 'account');
+  await bob.page.goto(`${BASE}/chat`);
+  await bob.page.locator('#connection[data-state="open"]').waitFor();
+  await person(alice.page, 'bob').and(alice.page.locator('[data-online="true"]')).waitFor();
+  await bob.page.getByRole('button', { name: 'Sign out' }).click();
+  await bob.page.waitForURL(/\/login/);
+  await bob.page.getByText('You are signed out.').waitFor();
+  await person(alice.page, 'bob').and(alice.page.locator('[data-online="false"]')).waitFor();
+  await alice.page.locator('#conv-sub', { hasText: 'Offline' }).waitFor();
+});
+
+await step('a wrong password shows a clear error; the right one signs in', async () => {
+  const { page } = bob;
+  await page.getByLabel('Username or email').fill('bob');
+  await page.getByLabel('Password').fill('not the password');
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  const error = page.getByRole('alert');
+  await error.filter({ hasText: 'Wrong username or password' }).waitFor();
+  await shot(page, 'login');
+  expect(page.url().includes('/login'), 'a wrong password left the sign-in page');
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(`${BASE}/chat`);
+  await page.locator('#dm-list button.conv', { hasText: 'alice' }).click();
+  // History after signing in again: all three messages.
+  await messageText(page, 'Did you get this while away?').waitFor();
+  const count = await page.locator('#messages li.message').count();
+  expect(count === 3, `bob sees ${count} messages after signing in again, not 3`);
+});
+
+await step('history pages back with the before cursor', async () => {
+  // bob posts 60 more messages over the REST API (cookie + CSRF token), then alice
+  // opens the conversation afresh: the newest 50 first, the rest on scrolling back.
+  const posted = await bob.page.evaluate(async () => {
+    const broker = document.querySelector('meta[name="broker"]').content;
+    const me = await (await fetch(`${broker}/api/auth/me`, { credentials: 'include' })).json();
+    const list = await (await fetch(`${broker}/api/conversations`, { credentials: 'include' })).json();
+    const id = list.conversations.find((c) => c.kind === 'direct').id;
+    let ok = 0;
+    for (let i = 1; i <= 60; i += 1) {
+      const response = await fetch(`${broker}/api/conversations/${id}/messages`, {
+        method: 'POST',
+        credentials: 'include',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf_token },
+        body: JSON.stringify({ body: `numbered message ${i}` }),
+      });
+      if (response.status === 201) ok += 1;
+    }
+    return ok;
+  });
+  expect(posted === 60, `bob posted ${posted} of 60 messages`);
+  await messageText(alice.page, 'numbered message 60').waitFor();
+  await alice.page.reload();
+  await messageText(alice.page, 'numbered message 60').waitFor();
+  let count = await alice.page.locator('#messages li.message').count();
+  expect(count === 50, `alice sees ${count} messages after a reload, not the newest 50`);
+  await alice.page.locator('#messages-scroll').evaluate((el) => { el.scrollTop = 0; });
+  await alice.page.getByText('This is the start of the conversation.').waitFor();
+  count = await alice.page.locator('#messages li.message').count();
+  expect(count === 63, `alice sees ${count} messages after scrolling back, not 63`);
+  const bodies = await alice.page.locator('#messages li.message .body').allTextContents();
+  expect(bodies[0].startsWith('Hello Bob') && bodies[62] === 'numbered message 60', 'history is out of order');
+});
+
+await step('alice (an administrator) reads the logs; the dev mailbox lists the welcome mails', async () => {
+  const { page } = alice;
+  await page.goto(`${BASE}/logs`);
+  await page.locator('#logs-body tr').first().waitFor();
+  await shot(page, 'logs');
+  await page.getByLabel('Service').selectOption('auth');
+  await page.getByRole('button', { name: 'Filter' }).click();
+  await page.waitForURL(/service=auth/);
+  await page.locator('#logs-body tr').first().waitFor();
+  const services = await page.locator('#logs-body tr td:nth-child(3)').allTextContents();
+  expect(services.every((s) => s === 'auth'), `the auth filter shows ${[...new Set(services)]}`);
+  // bob is no administrator.
+  await bob.page.goto(`${BASE}/logs`);
+  await bob.page.getByRole('alert').filter({ hasText: 'Only administrators' }).waitFor();
+  // The welcome mails, newest first (the listener sends them from the register events).
+  await page.goto(`${BASE}/dev/mailbox`);
+  for (let i = 0; i < 20 && (await page.locator('.mail', { hasText: 'alice@example.com' }).count()) === 0; i += 1) {
+    await page.waitForTimeout(500);
+    await page.reload();
+  }
+  await page.locator('.mail', { hasText: 'alice@example.com' }).first().waitFor();
+  await page.locator('.mail', { hasText: 'bob@example.com' }).first().waitFor();
+  await shot(page, 'mailbox');
+});
+
+const problems = [...alice.problems, ...bob.problems];
+await step('no script errors on any page', async () => {
+  expect(problems.length === 0, problems.join('\n'));
+});
+
+await browser.close();
+const passed = results.filter((r) => r.ok).length;
+const failed = results.length - passed;
+console.log(`e2e: ${passed} passed, ${failed} failed`);
+process.exit(failed ? 1 : 0);
