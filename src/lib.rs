@@ -47,12 +47,17 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub events: platform::events::BusConfig,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub frontend: frontend::Config,
 }
 
 /// The running services and their addresses.
 pub struct Running {
     /// The broker's HTTP address: the one public entry.
     pub broker: SocketAddr,
+    /// The web pages' HTTP address.
+    pub frontend: SocketAddr,
     /// The auth service's gRPC address.
     pub auth: SocketAddr,
     /// The chat service's gRPC address.
@@ -126,6 +131,17 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         .await
         .context("starting the broker")?;
     let broker_addr = broker.local_addr();
+    // The pages talk to this process's broker, and show the mail it writes.
+    config.frontend.broker_url = format!("http://{broker_addr}");
+    if config.frontend.mail_dir.is_none()
+        && let mail::Destination::Files(dir) = config.mail.destination(&config.data_dir)
+    {
+        config.frontend.mail_dir = Some(dir);
+    }
+    let frontend = frontend::Frontend::build(&config.frontend)
+        .await
+        .context("starting the frontend")?;
+    let frontend_addr = frontend.local_addr();
     let mut services = JoinSet::new();
     services.spawn(logger.run(shutdown.clone()));
     services.spawn(mail.run(shutdown.clone()));
@@ -133,8 +149,10 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     services.spawn(auth.run(shutdown.clone()));
     services.spawn(chat.run(shutdown.clone()));
     services.spawn(broker.run(shutdown.clone()));
+    services.spawn(frontend.run(shutdown.clone()));
     Ok(Running {
         broker: broker_addr,
+        frontend: frontend_addr,
         auth: auth_addr,
         chat: chat_addr,
         logger: logger_addr,

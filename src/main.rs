@@ -25,6 +25,7 @@ async fn main() -> anyhow::Result<()> {
     let api = format!("http://{}", running.broker);
     println!();
     println!("  microchat is running (all services in one process; Ctrl-C stops it)");
+    println!("    pages      http://{}/", running.frontend);
     println!("    API        {api}/api   (OpenAPI: {api}/api/openapi.json)");
     println!("    health     {api}/healthz  {api}/readyz  {api}/metrics");
     println!("    WebSocket  ws://{}/ws", running.broker);

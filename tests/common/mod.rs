@@ -55,6 +55,7 @@ pub fn config(
         "--mail-listen=127.0.0.1:0".to_owned(),
         "--listener-listen=127.0.0.1:0".to_owned(),
         "--logger-listen=127.0.0.1:0".to_owned(),
+        "--frontend-listen=127.0.0.1:0".to_owned(),
         "--broker-rate-limit-auth=off".to_owned(),
         "--broker-rate-limit-api=off".to_owned(),
     ];
