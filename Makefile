@@ -17,9 +17,10 @@ help: ## List the targets
 run: ## Run every service in one process (same as `cargo run`)
 	$(CARGO) run
 
-test: check-services check-deployments ## The whole test suite: unit, store suites on SQLite and PostgreSQL, black-box
+test: check-services check-deployments ## The whole test suite: unit, store suites on SQLite and PostgreSQL, black-box, browser
 	@scripts/test-tools.sh
 	$(CARGO) test --workspace --all-targets --locked
+	scripts/e2e.sh
 
 lint: ## Formatting and clippy, warnings are errors
 	$(CARGO) fmt --all -- --check
