@@ -3,9 +3,9 @@
 //! once; the listener makes the work happen once:
 //!
 //! - an event whose id is in the processed-events table is acknowledged and skipped;
-//! - otherwise its handler runs, the id is recorded, its audit entry is written to the
-//!   logger (and that recorded too), and only then is it acknowledged; a logger outage
-//!   retries the audit step alone, never the work;
+//! - otherwise its handler runs, its audit entry is written to the logger, the id is
+//!   recorded (with whether the audit got through), and only then is it acknowledged; a
+//!   logger outage retries the audit step alone, never the work;
 //! - a handler that fails for a passing reason is retried with exponential backoff, up to
 //!   `LISTENER_MAX_ATTEMPTS`; then, or at once for a failure retrying cannot fix, the event
 //!   is parked, and an operator lists and replays parked events
@@ -194,10 +194,7 @@ impl Worker {
                 return;
             }
             Ok(Progress::WorkDone) => self.audit(id, envelope).await,
-            Ok(Progress::New) => match self.work(id, key, envelope).await {
-                Ok(()) => self.audit(id, envelope).await,
-                Err(error) => Err(error),
-            },
+            Ok(Progress::New) => self.work(id, key, envelope).await,
             Err(error) => Err(HandleError::Transient(format!(
                 "the listener database: {error}"
             ))),
@@ -230,7 +227,9 @@ impl Worker {
         }
     }
 
-    /// The event's work, then the record that it is done.
+    /// The event's work and its audit entry, then one record of both: one write in the
+    /// usual case. An audit entry that did not reach the logger is recorded as pending, so
+    /// the retry writes it alone and never repeats the work.
     async fn work(
         &self,
         id: uuid::Uuid,
@@ -238,15 +237,15 @@ impl Worker {
         envelope: &proto::events::v1::Envelope,
     ) -> Result<(), HandleError> {
         self.handlers.handle(envelope).await?;
+        let audited = self.handlers.audit(envelope).await;
         self.processed
-            .record(id, key, Utc::now())
+            .record(id, key, Utc::now(), audited.is_ok())
             .await
-            .map(drop)
-            .map_err(|error| HandleError::Transient(format!("recording it: {error}")))
+            .map_err(|error| HandleError::Transient(format!("recording it: {error}")))?;
+        audited
     }
 
-    /// The event's audit entry, then the record that it is stored. A logger outage makes
-    /// this step (alone) retry later.
+    /// The audit entry of an event whose work is done, then the record that it is stored.
     async fn audit(
         &self,
         id: uuid::Uuid,

@@ -71,21 +71,23 @@ impl ProcessedEvents {
         })
     }
 
-    /// Records that the event's work is done; false when it already was recorded (another
-    /// delivery of it finished first).
+    /// Records that the event's work is done, and whether its audit entry is stored too;
+    /// false when it already was recorded (another delivery of it finished first).
     pub async fn record(
         &self,
         event_id: Uuid,
         routing_key: &str,
         at: DateTime<Utc>,
+        audited: bool,
     ) -> Result<bool, sqlx::Error> {
-        const SQL: &str = "INSERT INTO processed_events (event_id, routing_key, processed_at) \
-                           VALUES ($1, $2, $3) ON CONFLICT (event_id) DO NOTHING";
+        const SQL: &str = "INSERT INTO processed_events (event_id, routing_key, processed_at, audited) \
+                           VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING";
         let done = on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(event_id)
                 .bind(routing_key)
                 .bind(at)
+                .bind(audited)
                 .execute(pool)
                 .await?
                 .rows_affected()
