@@ -11,6 +11,7 @@ use crate::{
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SubsecRound, Utc};
+use platform::grpc::timestamp;
 use platform::{
     events::{Event, outbox::OutboxWaker},
     token::{AUDIENCE, Claims, ISSUER, TokenError, TokenVerifier},
@@ -110,13 +111,6 @@ pub struct Accounts {
 
 /// Who produces auth's events.
 const PRODUCER: &str = "auth";
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
-}
 
 /// Now, at the microsecond precision both databases keep.
 fn now() -> DateTime<Utc> {

@@ -7,7 +7,8 @@ use crate::{
     domain::{Session, User},
     store::{StoreError, Taken},
 };
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
+use platform::grpc::timestamp;
 use platform::shutdown::Shutdown;
 use proto::auth::v1::{self as pb, auth_server};
 use std::{pin::Pin, sync::Arc};
@@ -27,13 +28,6 @@ impl AuthApi {
     /// Serves `accounts`; revocation streams end when `shutdown` is cancelled.
     pub fn new(accounts: Arc<Accounts>, shutdown: Shutdown) -> Self {
         Self { accounts, shutdown }
-    }
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
     }
 }
 

@@ -7,6 +7,7 @@ use crate::{
     store::{ChatSession, StoreError},
 };
 use chrono::{DateTime, Utc};
+use platform::grpc::timestamp;
 use platform::shutdown::Shutdown;
 use proto::chat::v1::{self as pb, chat_server, live_event::Event};
 use std::{
@@ -41,13 +42,6 @@ impl ChatApi {
             shutdown,
             subscribers: Arc::default(),
         }
-    }
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
     }
 }
 

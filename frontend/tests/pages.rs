@@ -6,7 +6,19 @@ use std::{net::SocketAddr, path::PathBuf};
 
 struct Running {
     base: String,
+    http: reqwest::Client,
     shutdown: platform::shutdown::Shutdown,
+}
+
+impl Running {
+    /// `GET path`, redirects not followed.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("the frontend answers")
+    }
 }
 
 impl Drop for Running {
@@ -25,7 +37,11 @@ async fn start(mail_dir: Option<PathBuf>) -> Running {
     let base = format!("http://{}", frontend.local_addr());
     let shutdown = platform::shutdown::Shutdown::new();
     tokio::spawn(frontend.run(shutdown.clone()));
-    Running { base, shutdown }
+    Running {
+        base,
+        http: client(),
+        shutdown,
+    }
 }
 
 fn client() -> reqwest::Client {
@@ -74,7 +90,6 @@ Content-Type: text/html; charset=utf-8\r\n\
 #[tokio::test]
 async fn pages_have_landmarks_and_security_headers() {
     let app = start(None).await;
-    let http = client();
     for (path, marker) in [
         ("/register", "register-form"),
         ("/login", "login-form"),
@@ -82,11 +97,7 @@ async fn pages_have_landmarks_and_security_headers() {
         ("/account", "delete-form"),
         ("/logs", "logs-form"),
     ] {
-        let response = http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .expect("page answers");
+        let response = app.get(path).await;
         assert_eq!(response.status(), 200, "{path}");
         let headers = response.headers().clone();
         assert_eq!(
@@ -123,14 +134,7 @@ async fn pages_have_landmarks_and_security_headers() {
         // The mailbox is off: no link to it.
         assert!(!body.contains("/dev/mailbox"), "{path}");
     }
-    let chat = http
-        .get(format!("{}/chat", app.base))
-        .send()
-        .await
-        .expect("chat")
-        .text()
-        .await
-        .expect("body");
+    let chat = app.get("/chat").await.text().await.expect("body");
     assert!(chat.contains(r#"role="log" aria-live="polite""#));
     assert!(chat.contains(r#"<label for="body""#));
 }
@@ -138,7 +142,6 @@ async fn pages_have_landmarks_and_security_headers() {
 #[tokio::test]
 async fn assets_health_and_not_found() {
     let app = start(None).await;
-    let http = client();
     for (path, kind) in [
         ("/assets/app.css", "text/css; charset=utf-8"),
         ("/assets/js/chat.js", "text/javascript; charset=utf-8"),
@@ -146,45 +149,25 @@ async fn assets_health_and_not_found() {
         ("/assets/js/live.js", "text/javascript; charset=utf-8"),
         ("/assets/icon.svg", "image/svg+xml"),
     ] {
-        let response = http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .expect("asset");
+        let response = app.get(path).await;
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.headers()["content-type"], kind, "{path}");
         assert_eq!(response.headers()["x-content-type-options"], "nosniff");
     }
-    let missing = http
-        .get(format!("{}/assets/../Cargo.toml", app.base))
-        .send()
-        .await
-        .expect("answers");
+    let missing = app.get("/assets/../Cargo.toml").await;
     assert_eq!(missing.status(), 404);
-    let health = http
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .expect("health");
+    let health = app.get("/healthz").await;
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.expect("body"), "ok");
-    let root = http.get(&app.base).send().await.expect("root");
+    let root = app.get("").await;
     assert!(root.status().is_redirection());
     assert_eq!(root.headers()["location"], "/chat");
-    let nowhere = http
-        .get(format!("{}/nowhere", app.base))
-        .send()
-        .await
-        .expect("answers");
+    let nowhere = app.get("/nowhere").await;
     assert_eq!(nowhere.status(), 404);
     assert!(nowhere.headers().contains_key("content-security-policy"));
     assert!(nowhere.text().await.expect("body").contains("Not found"));
     // The mailbox is off.
-    let mailbox = http
-        .get(format!("{}/dev/mailbox", app.base))
-        .send()
-        .await
-        .expect("answers");
+    let mailbox = app.get("/dev/mailbox").await;
     assert_eq!(mailbox.status(), 404);
     assert!(
         mailbox
@@ -215,13 +198,7 @@ async fn mailbox_lists_mail_newest_first_and_refuses_traversal() {
     )
     .expect("write");
     let app = start(Some(mail_dir.clone())).await;
-    let http = client();
-
-    let page = http
-        .get(format!("{}/dev/mailbox", app.base))
-        .send()
-        .await
-        .expect("mailbox");
+    let page = app.get("/dev/mailbox").await;
     assert_eq!(page.status(), 200);
     assert!(page.headers().contains_key("content-security-policy"));
     let body = page.text().await.expect("body");
@@ -245,11 +222,7 @@ async fn mailbox_lists_mail_newest_first_and_refuses_traversal() {
     // The navigation links to the mailbox now.
     assert!(body.contains(r#"href="/dev/mailbox""#));
 
-    let one = http
-        .get(format!("{}/dev/mailbox/0002-welcome.eml", app.base))
-        .send()
-        .await
-        .expect("one mail");
+    let one = app.get("/dev/mailbox/0002-welcome.eml").await;
     assert_eq!(one.status(), 200);
     assert!(one.text().await.expect("body").contains("café time."));
 
@@ -263,11 +236,7 @@ async fn mailbox_lists_mail_newest_first_and_refuses_traversal() {
         "/dev/mailbox/%2Fetc%2Fpasswd",
         "/dev/mailbox/../secret.eml",
     ] {
-        let response = http
-            .get(format!("{}{path}", app.base))
-            .send()
-            .await
-            .expect("answers");
+        let response = app.get(path).await;
         assert_eq!(response.status(), 404, "{path}");
         let body = response.text().await.expect("body");
         assert!(!body.contains("SECRET"), "{path}");
@@ -279,20 +248,9 @@ async fn mailbox_lists_mail_newest_first_and_refuses_traversal() {
     {
         std::os::unix::fs::symlink(dir.0.join("secret.eml"), mail_dir.join("link.eml"))
             .expect("symlink");
-        let response = http
-            .get(format!("{}/dev/mailbox/link.eml", app.base))
-            .send()
-            .await
-            .expect("answers");
+        let response = app.get("/dev/mailbox/link.eml").await;
         assert_eq!(response.status(), 404);
-        let listing = http
-            .get(format!("{}/dev/mailbox", app.base))
-            .send()
-            .await
-            .expect("mailbox")
-            .text()
-            .await
-            .expect("body");
+        let listing = app.get("/dev/mailbox").await.text().await.expect("body");
         assert!(!listing.contains("SECRET"));
     }
 }
@@ -301,14 +259,7 @@ async fn mailbox_lists_mail_newest_first_and_refuses_traversal() {
 async fn an_empty_or_missing_mail_dir_is_an_empty_mailbox() {
     let dir = TempDir::new();
     let app = start(Some(dir.0.join("not-yet"))).await;
-    let body = client()
-        .get(format!("{}/dev/mailbox", app.base))
-        .send()
-        .await
-        .expect("mailbox")
-        .text()
-        .await
-        .expect("body");
+    let body = app.get("/dev/mailbox").await.text().await.expect("body");
     assert!(body.contains("No mail yet."));
 }
 

@@ -3,7 +3,8 @@
 //! id as its idempotency key; chat-session writes are upserts), so an event handled again
 //! after a crash between its work and its record does no harm.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{SecondsFormat, Utc};
+use platform::grpc::timestamp;
 use platform::grpc::{Deadlines, TracedChannel};
 use proto::{
     chat::v1::{self as chat, chat_client::ChatClient},
@@ -47,13 +48,6 @@ pub struct Handlers {
     chat: ChatClient<TracedChannel>,
     mail: MailClient<TracedChannel>,
     audits: AuditWriter,
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
 }
 
 fn caller(user_id: &str, username: &str) -> chat::Caller {

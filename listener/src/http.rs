@@ -6,7 +6,7 @@ use crate::{ProcessedEvents, source::Source};
 use axum::{
     Json, Router,
     extract::{Query, State},
-    http::{StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -27,7 +27,7 @@ pub(crate) fn router(source: Arc<dyn Source>, processed: ProcessedEvents) -> Rou
             get(|| async { Json(json!({ "status": "ok" })) }),
         )
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(platform::telemetry::metrics))
         .route("/admin/parked", get(parked))
         .route("/admin/parked/replay", post(replay))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
@@ -59,11 +59,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
         },
     });
     (status, Json(body)).into_response()
-}
-
-async fn metrics() -> Response {
-    let body = platform::telemetry::prometheus().render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 #[derive(Deserialize)]

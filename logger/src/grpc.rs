@@ -10,6 +10,7 @@ use crate::{
     store::{LogStore, StoreError},
 };
 use chrono::{DateTime, Utc};
+use platform::grpc::timestamp;
 use proto::logger::v1::{self as pb, logger_server};
 use std::sync::Arc;
 use tonic::{Request, Response, Status, Streaming};
@@ -133,13 +134,6 @@ fn time(
             })
     })
     .transpose()
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
-    }
 }
 
 fn raw_entry(entry: pb::LogEntry) -> Result<RawEntry, Invalid> {

@@ -594,7 +594,17 @@ async fn mongo_collection_has_the_ttl_and_query_indexes() {
             "{index} in {names:?}"
         );
     }
-    let indexes: Vec<_> = store
+    let ttl = ttl_index(&store).await;
+    assert_eq!(ttl.keys, doc! { "created_at": 1 });
+    assert_eq!(
+        ttl.options.as_ref().and_then(|o| o.expire_after),
+        Some(RETENTION)
+    );
+}
+
+/// The TTL index of the store's collection, as MongoDB describes it.
+async fn ttl_index(store: &MongoLogStore) -> mongodb::IndexModel {
+    let indexes: Vec<mongodb::IndexModel> = store
         .collection()
         .list_indexes()
         .await
@@ -602,15 +612,10 @@ async fn mongo_collection_has_the_ttl_and_query_indexes() {
         .try_collect()
         .await
         .expect("indexes");
-    let ttl = indexes
-        .iter()
+    indexes
+        .into_iter()
         .find(|index| index.options.as_ref().and_then(|o| o.name.as_deref()) == Some(TTL_INDEX))
-        .expect("the TTL index");
-    assert_eq!(ttl.keys, doc! { "created_at": 1 });
-    assert_eq!(
-        ttl.options.as_ref().and_then(|o| o.expire_after),
-        Some(RETENTION)
-    );
+        .expect("the TTL index")
 }
 
 #[tokio::test]
@@ -623,18 +628,7 @@ async fn mongo_reopened_with_another_retention_moves_the_ttl() {
     let store = MongoLogStore::connect(&server.url(), "logs", week)
         .await
         .expect("reopens with a new retention");
-    let indexes: Vec<_> = store
-        .collection()
-        .list_indexes()
-        .await
-        .expect("indexes")
-        .try_collect()
-        .await
-        .expect("indexes");
-    let ttl = indexes
-        .iter()
-        .find(|index| index.options.as_ref().and_then(|o| o.name.as_deref()) == Some(TTL_INDEX))
-        .expect("the TTL index");
+    let ttl = ttl_index(&store).await;
     assert_eq!(
         ttl.options.as_ref().and_then(|o| o.expire_after),
         Some(week)

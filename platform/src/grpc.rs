@@ -113,6 +113,15 @@ pub fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<Tcp
     })
 }
 
+/// A time as a protobuf timestamp (the wire form of every time in microchat's protos).
+pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        // Below 10^9: always fits.
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
+}
+
 /// True when the status means "the service could not be reached in time", as opposed to
 /// an answer from it: the caller should say the service is unavailable.
 pub fn is_unavailable(status: &Status) -> bool {

@@ -14,7 +14,7 @@
 //! (`reason="logger_unavailable"`): when the logger is down, nothing else slows down, and
 //! lines flow again as soon as it is back.
 
-use crate::trace::TraceId;
+use crate::{grpc::TracedChannel, trace::TraceId};
 use proto::logger::v1::{
     Level as PbLevel, LogEntry, WriteLogsRequest, logger_client::LoggerClient,
 };
@@ -125,7 +125,7 @@ fn run_shipper(mut receiver: mpsc::Receiver<Command>) {
         }
     };
     runtime.block_on(async move {
-        let mut clients: HashMap<String, LoggerClient<tonic::transport::Channel>> = HashMap::new();
+        let mut clients: HashMap<String, LoggerClient<TracedChannel>> = HashMap::new();
         let mut batch = Vec::with_capacity(BATCH);
         let mut commands = Vec::with_capacity(BATCH);
         loop {
@@ -166,10 +166,7 @@ fn has_flush(commands: &[Command]) -> bool {
         .any(|command| matches!(command, Command::Flush(_)))
 }
 
-async fn deliver(
-    clients: &mut HashMap<String, LoggerClient<tonic::transport::Channel>>,
-    batch: Vec<LogEntry>,
-) {
+async fn deliver(clients: &mut HashMap<String, LoggerClient<TracedChannel>>, batch: Vec<LogEntry>) {
     let urls: Vec<String> = shipper()
         .destinations
         .lock()
@@ -216,14 +213,14 @@ async fn deliver(
     }
 }
 
-fn connect(url: &str) -> Option<LoggerClient<tonic::transport::Channel>> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned()).ok()?;
-    let channel = endpoint
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(WRITE_DEADLINE)
-        .tcp_nodelay(true)
-        .connect_lazy();
-    Some(LoggerClient::new(channel))
+fn connect(url: &str) -> Option<LoggerClient<TracedChannel>> {
+    let deadlines = crate::grpc::Deadlines {
+        connect: Duration::from_millis(500),
+        request: WRITE_DEADLINE,
+    };
+    crate::grpc::channel(url, deadlines)
+        .ok()
+        .map(LoggerClient::new)
 }
 
 /// The `tracing` layer that turns events into log entries for the logger.

@@ -12,7 +12,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 /// Installs the global `tracing` subscriber once, naming `service` as the source of the
 /// lines it ships; later calls (tests, the all-in-one) are no-ops.
 pub fn init_tracing(service: &'static str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = filter();
     let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format.eq_ignore_ascii_case("json"));
     let registry = tracing_subscriber::registry()
         .with(filter)
@@ -33,12 +33,16 @@ pub fn init_tracing(service: &'static str) {
     drop(result);
 }
 
+/// `RUST_LOG`, default `info`.
+fn filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
 /// For tests: ships lines as a service does, and prints them through the test harness
 /// (shown only for a failing test). Later calls are no-ops.
 pub fn init_tracing_for_tests() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let installed = tracing_subscriber::registry()
-        .with(filter)
+        .with(filter())
         .with(crate::logship::ShipLayer::new("microchat"))
         .with(fmt::layer().with_target(false).with_test_writer())
         .try_init();
@@ -67,6 +71,14 @@ pub fn prometheus() -> &'static PrometheusHandle {
     })
 }
 
+/// The `/metrics` handler of every HTTP server: the Prometheus text exposition of every
+/// metric of this process.
+pub async fn metrics() -> axum::response::Response {
+    use axum::{http::header, response::IntoResponse};
+    let body = prometheus().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
 /// Serves `/metrics` (Prometheus text) and `/healthz` on `listener` until `shutdown`: the
 /// ops port of a gRPC service running alone (the all-in-one's broker renders the same
 /// process-wide metrics on its own `/metrics`).
@@ -74,18 +86,9 @@ pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     shutdown: crate::shutdown::Shutdown,
 ) -> anyhow::Result<()> {
-    use axum::{Router, http::header, routing::get};
-    let handle = prometheus();
+    use axum::{Router, routing::get};
     let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    handle.render(),
-                )
-            }),
-        )
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }));
     tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
     axum::serve(listener, app)

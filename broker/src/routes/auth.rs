@@ -145,7 +145,8 @@ fn from_auth(status: tonic::Status) -> ApiError {
     ApiError::from_grpc("auth", &status)
 }
 
-fn client_info(client: ClientAddr, headers: &HeaderMap) -> pb::ClientInfo {
+/// The client a session is opened from, as auth records it.
+pub(crate) fn client_info(client: ClientAddr, headers: &HeaderMap) -> pb::ClientInfo {
     let user_agent = headers
         .get(header::USER_AGENT)
         .and_then(|value| value.to_str().ok())

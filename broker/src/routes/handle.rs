@@ -13,6 +13,7 @@ use crate::{
     error::ApiError,
     extract::{AuthUser, check_origin},
     middleware::ClientAddr,
+    routes::auth::client_info,
 };
 use axum::{
     Extension, Json,
@@ -145,17 +146,10 @@ async fn authenticate(
     headers: &HeaderMap,
     payload: AuthPayload,
 ) -> Result<Response, Failure> {
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
     let request = auth::LoginRequest {
         login: payload.email.clone(),
         password: payload.password,
-        client: Some(auth::ClientInfo {
-            ip: client.0.to_string(),
-            user_agent: user_agent.chars().take(256).collect(),
-        }),
+        client: Some(client_info(client, headers)),
     };
     let answer = state
         .auth

@@ -8,6 +8,7 @@ use crate::{
 };
 use axum::{extract::State, response::IntoResponse};
 use chrono::{DateTime, Utc};
+use platform::grpc::timestamp;
 use proto::logger::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -81,13 +82,6 @@ pub fn level_name(level: i32) -> &'static str {
         Ok(pb::Level::Warn) => "warn",
         Ok(pb::Level::Error) => "error",
         Ok(pb::Level::Info | pb::Level::Unspecified) | Err(_) => "info",
-    }
-}
-
-fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 

@@ -4,7 +4,7 @@ use crate::{AppState, error::ApiError};
 use axum::{
     Json,
     extract::State,
-    http::{StatusCode, header},
+    http::StatusCode,
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -64,12 +64,6 @@ async fn serving(
         Ok(_) => "not serving",
         Err(_) => "unreachable",
     }
-}
-
-/// Prometheus text exposition of every metric of this process.
-pub async fn metrics() -> Response {
-    let body = platform::telemetry::prometheus().render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 /// The OpenAPI document of the public API.

@@ -44,10 +44,7 @@ impl Event {
         let envelope = Envelope {
             event_id: id.to_string(),
             r#type: routing_key.to_owned(),
-            occurred_at: Some(prost_types::Timestamp {
-                seconds: occurred_at.timestamp(),
-                nanos: occurred_at.timestamp_subsec_nanos() as i32,
-            }),
+            occurred_at: Some(crate::grpc::timestamp(occurred_at)),
             trace_id: TraceId::current()
                 .map(|id| id.to_string())
                 .unwrap_or_default(),
