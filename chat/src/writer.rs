@@ -5,69 +5,58 @@
 //! pay one WAL flush per batch instead of per message).
 
 use crate::store::{ChatStore, NewMessage, StoreError};
-use platform::events::outbox::OutboxWaker;
+use platform::{batch::GroupCommit, events::outbox::OutboxWaker};
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 256;
-/// Messages waiting for the writer before senders wait for room in the queue.
-const QUEUE: usize = 4096;
-
-type Reply = oneshot::Sender<Result<bool, StoreError>>;
 
 /// Hands messages to the writer task.
 #[derive(Debug, Clone)]
 pub struct MessageWriter {
-    queue: mpsc::Sender<(NewMessage, Reply)>,
+    batches: GroupCommit<NewMessage, Result<bool, StoreError>>,
 }
 
 impl MessageWriter {
     /// Starts the writer task; it ends when the last `MessageWriter` is dropped.
     /// Wakes `outbox` after each commit that stored messages (and so their events).
     pub fn start(store: Arc<dyn ChatStore>, outbox: OutboxWaker) -> Self {
-        let (queue, batches) = mpsc::channel(QUEUE);
-        tokio::spawn(write(store, outbox, batches));
-        Self { queue }
+        let batches = GroupCommit::start(MAX_BATCH, move |messages| {
+            write(Arc::clone(&store), outbox.clone(), messages)
+        });
+        Self { batches }
     }
 
     /// Stores a message with its event if its sender is a member; false when not.
     pub async fn insert(&self, message: NewMessage) -> Result<bool, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        let gone = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        self.queue
-            .send((message, reply))
+        self.batches
+            .submit(message)
             .await
-            .map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?
+            .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::PoolClosed)))
     }
 }
 
 async fn write(
     store: Arc<dyn ChatStore>,
     outbox: OutboxWaker,
-    mut queue: mpsc::Receiver<(NewMessage, Reply)>,
-) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.drain(..).unzip();
-        metrics::histogram!("chat_message_batch_size").record(messages.len() as f64);
-        match store.insert_messages(&messages).await {
-            Ok(stored) => {
-                outbox.wake();
-                for (reply, stored) in replies.into_iter().zip(stored) {
-                    let _ = reply.send(Ok(stored));
-                }
+    messages: Vec<NewMessage>,
+) -> Vec<Result<bool, StoreError>> {
+    metrics::histogram!("chat_message_batch_size").record(messages.len() as f64);
+    match store.insert_messages(&messages).await {
+        Ok(stored) => {
+            outbox.wake();
+            stored.into_iter().map(Ok).collect()
+        }
+        // The batch failed as a whole: store each alone, so one message's failure is its
+        // own and every sender gets an answer of its own.
+        Err(error) => {
+            tracing::warn!(%error, size = messages.len(), "message batch failed; storing one by one");
+            let mut outcomes = Vec::with_capacity(messages.len());
+            for message in &messages {
+                outcomes.push(store.insert_message(message).await);
             }
-            // The batch failed as a whole: store each alone, so one message's failure
-            // is its own and every sender gets an answer of its own.
-            Err(error) => {
-                tracing::warn!(%error, size = messages.len(), "message batch failed; storing one by one");
-                for (message, reply) in messages.iter().zip(replies) {
-                    let _ = reply.send(store.insert_message(message).await);
-                }
-                outbox.wake();
-            }
+            outbox.wake();
+            outcomes
         }
     }
 }

@@ -4,8 +4,10 @@
 //! after a crash between its work and its record does no harm.
 
 use chrono::{SecondsFormat, Utc};
-use platform::grpc::timestamp;
-use platform::grpc::{Deadlines, TracedChannel};
+use platform::{
+    batch::GroupCommit,
+    grpc::{Deadlines, TracedChannel, timestamp},
+};
 use proto::{
     chat::v1::{self as chat, chat_client::ChatClient},
     events::v1::{Envelope, envelope::Payload},
@@ -13,7 +15,6 @@ use proto::{
     mail::v1::{SendMailRequest, mail_client::MailClient},
 };
 use std::collections::HashMap;
-use tokio::sync::{mpsc, oneshot};
 use tonic::{Code, Status};
 
 /// Why an event's work did not happen.
@@ -68,7 +69,7 @@ impl Handlers {
         Ok(Self {
             chat: ChatClient::new(platform::grpc::channel(chat_url, deadlines)?),
             mail: MailClient::new(platform::grpc::channel(mail_url, deadlines)?),
-            audits: AuditWriter::start(LoggerClient::new(platform::grpc::channel(
+            audits: audit_writer(LoggerClient::new(platform::grpc::channel(
                 logger_url, deadlines,
             )?)),
         })
@@ -154,8 +155,9 @@ impl Handlers {
     /// (never an email address, a message body or a client's secrets).
     pub async fn audit(&self, envelope: &Envelope) -> Result<(), HandleError> {
         self.audits
-            .write(audit_entry(envelope))
+            .submit(audit_entry(envelope))
             .await
+            .unwrap_or_else(|| Err(Status::unavailable("the audit writer stopped")))
             .map_err(|status| HandleError::from_status("logger", &status))
     }
 
@@ -187,49 +189,23 @@ impl Handlers {
 /// Audit entries of events handled at the same time go to the logger in one batch (a
 /// group commit): one `WriteLogs` call for whatever is waiting, each handler told the
 /// outcome of its own entry's batch.
-#[derive(Clone)]
-struct AuditWriter {
-    queue: mpsc::Sender<(logger::LogEntry, Reply)>,
-}
-
-/// Where a handler learns whether its audit entry was stored.
-type Reply = oneshot::Sender<Result<(), Status>>;
+type AuditWriter = GroupCommit<logger::LogEntry, Result<(), Status>>;
 
 /// Entries per audit batch, at most (the logger takes up to 1,000).
 const AUDIT_BATCH: usize = 500;
 
-impl AuditWriter {
-    fn start(client: LoggerClient<TracedChannel>) -> Self {
-        let (queue, mut waiting) = mpsc::channel(AUDIT_BATCH * 4);
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(AUDIT_BATCH);
-            // Ends when every handler (every sender) is gone.
-            while waiting.recv_many(&mut batch, AUDIT_BATCH).await > 0 {
-                let (entries, replies): (Vec<logger::LogEntry>, Vec<Reply>) =
-                    batch.drain(..).unzip();
-                let written = client
-                    .clone()
-                    .write_logs(tokio_stream::once(logger::WriteLogsRequest { entries }))
-                    .await
-                    .map(drop);
-                for reply in replies {
-                    let _ = reply.send(written.clone());
-                }
-            }
-        });
-        Self { queue }
-    }
-
-    async fn write(&self, entry: logger::LogEntry) -> Result<(), Status> {
-        let (reply, outcome) = oneshot::channel();
-        self.queue
-            .send((entry, reply))
-            .await
-            .map_err(|_| Status::unavailable("the audit writer stopped"))?;
-        outcome
-            .await
-            .map_err(|_| Status::unavailable("the audit writer stopped"))?
-    }
+fn audit_writer(client: LoggerClient<TracedChannel>) -> AuditWriter {
+    GroupCommit::start(AUDIT_BATCH, move |entries: Vec<logger::LogEntry>| {
+        let mut client = client.clone();
+        async move {
+            let count = entries.len();
+            let written = client
+                .write_logs(tokio_stream::once(logger::WriteLogsRequest { entries }))
+                .await
+                .map(drop);
+            vec![written; count]
+        }
+    })
 }
 
 /// The audit entry of one event: `audit <type>`, about the user it concerns.

@@ -22,11 +22,11 @@ pub mod source;
 
 pub use config::Config;
 pub use handlers::{HandleError, Handlers};
-pub use processed::{ProcessedEvents, Progress};
+pub use processed::{ProcessedEvents, Progress, Record};
 
 use anyhow::Context;
 use chrono::Utc;
-use platform::{events::envelope, shutdown::Shutdown, trace::TraceId};
+use platform::{batch::GroupCommit, events::envelope, shutdown::Shutdown, trace::TraceId};
 use source::{Delivery, Source};
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Semaphore};
@@ -50,6 +50,8 @@ pub struct Listener {
 struct Worker {
     source: Arc<dyn Source>,
     processed: ProcessedEvents,
+    /// Records of events handled at the same time go to the database in one statement.
+    records: GroupCommit<Record, Result<bool, String>>,
     handlers: Handlers,
     config: Arc<Config>,
 }
@@ -74,6 +76,7 @@ impl Listener {
             http,
             worker: Worker {
                 source,
+                records: record_in_batches(processed.clone(), config.prefetch),
                 processed,
                 handlers,
                 config: Arc::new(config.clone()),
@@ -135,6 +138,23 @@ impl Listener {
         tracing::info!("listener stopped");
         Ok(())
     }
+}
+
+/// The group commit of processed-event records: at most one batch per `prefetch` events
+/// in flight.
+fn record_in_batches(
+    processed: ProcessedEvents,
+    prefetch: u16,
+) -> GroupCommit<Record, Result<bool, String>> {
+    GroupCommit::start(usize::from(prefetch), move |records: Vec<Record>| {
+        let processed = processed.clone();
+        async move {
+            match processed.record(&records).await {
+                Ok(done) => done.into_iter().map(Ok).collect(),
+                Err(error) => vec![Err(error.to_string()); records.len()],
+            }
+        }
+    })
 }
 
 async fn prune(processed: ProcessedEvents, retention: Duration, shutdown: Shutdown) {
@@ -227,8 +247,8 @@ impl Worker {
         }
     }
 
-    /// The event's work and its audit entry, then one record of both: one write in the
-    /// usual case. An audit entry that did not reach the logger is recorded as pending, so
+    /// The event's work and its audit entry, then one record of both, written together
+    /// with those of the other events in flight. An audit entry that did not reach the logger is recorded as pending, so
     /// the retry writes it alone and never repeats the work.
     async fn work(
         &self,
@@ -238,9 +258,16 @@ impl Worker {
     ) -> Result<(), HandleError> {
         self.handlers.handle(envelope).await?;
         let audited = self.handlers.audit(envelope).await;
-        self.processed
-            .record(id, key, Utc::now(), audited.is_ok())
+        let record = Record {
+            event_id: id,
+            routing_key: key,
+            at: Utc::now(),
+            audited: audited.is_ok(),
+        };
+        self.records
+            .submit(record)
             .await
+            .unwrap_or_else(|| Err("the recorder stopped".to_owned()))
             .map_err(|error| HandleError::Transient(format!("recording it: {error}")))?;
         audited
     }

@@ -26,6 +26,19 @@ pub enum Progress {
     Audited,
 }
 
+/// One event whose work is done.
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    /// The event.
+    pub event_id: Uuid,
+    /// Its routing key.
+    pub routing_key: &'static str,
+    /// When its work was done.
+    pub at: DateTime<Utc>,
+    /// Whether its audit entry is stored too.
+    pub audited: bool,
+}
+
 /// The processed-events table.
 #[derive(Debug, Clone)]
 pub struct ProcessedEvents {
@@ -71,28 +84,30 @@ impl ProcessedEvents {
         })
     }
 
-    /// Records that the event's work is done, and whether its audit entry is stored too;
-    /// false when it already was recorded (another delivery of it finished first).
-    pub async fn record(
-        &self,
-        event_id: Uuid,
-        routing_key: &str,
-        at: DateTime<Utc>,
-        audited: bool,
-    ) -> Result<bool, sqlx::Error> {
-        const SQL: &str = "INSERT INTO processed_events (event_id, routing_key, processed_at, audited) \
-                           VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING";
-        let done = on_pool!(&self.pool, |pool| {
-            sqlx::query(SQL)
-                .bind(event_id)
-                .bind(routing_key)
-                .bind(at)
-                .bind(audited)
-                .execute(pool)
-                .await?
-                .rows_affected()
+    /// Records that these events' work is done (and whether each one's audit entry is
+    /// stored too), in one statement; for each, false when it already was recorded
+    /// (another delivery of it finished first).
+    pub async fn record(&self, records: &[Record]) -> Result<Vec<bool>, sqlx::Error> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inserted: Vec<Uuid> = on_pool!(&self.pool, |pool| {
+            let mut insert = sqlx::QueryBuilder::new(
+                "INSERT INTO processed_events (event_id, routing_key, processed_at, audited) ",
+            );
+            insert.push_values(records, |mut row, record| {
+                row.push_bind(record.event_id)
+                    .push_bind(record.routing_key)
+                    .push_bind(record.at)
+                    .push_bind(record.audited);
+            });
+            insert.push(" ON CONFLICT (event_id) DO NOTHING RETURNING event_id");
+            insert.build_query_scalar().fetch_all(pool).await?
         });
-        Ok(done == 1)
+        Ok(records
+            .iter()
+            .map(|record| inserted.contains(&record.event_id))
+            .collect())
     }
 
     /// Forgets events processed before `before`; returns how many.

@@ -5,6 +5,7 @@
 //!
 //! Services never link each other's crates; they share `proto` and this crate.
 
+pub mod batch;
 pub mod events;
 pub mod grpc;
 pub mod logship;

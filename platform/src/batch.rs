@@ -1,0 +1,127 @@
+//! Group commit: many concurrent callers each hand one item to a single task, which
+//! handles whatever is queued at that moment in one go (one transaction, one RPC) and
+//! tells each caller its own outcome. At low load a batch is one item and nothing waits;
+//! under load one commit serves many callers — one WAL flush or one round trip per batch
+//! instead of per item.
+
+use std::future::Future;
+use tokio::sync::{mpsc, oneshot};
+
+/// Items waiting, per unit of the batch size, before callers wait for room.
+const QUEUED_BATCHES: usize = 16;
+
+/// The callers' side of a group-commit task; cheap to clone.
+pub struct GroupCommit<I, O> {
+    queue: mpsc::Sender<(I, oneshot::Sender<O>)>,
+}
+
+impl<I, O> Clone for GroupCommit<I, O> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<I, O> std::fmt::Debug for GroupCommit<I, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field(
+                "queued",
+                &(self.queue.max_capacity() - self.queue.capacity()),
+            )
+            .finish()
+    }
+}
+
+impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
+    /// Starts the task. `commit` gets each batch (1 to `max_batch` items, in arrival
+    /// order) and returns one outcome per item, in the same order. The task ends when the
+    /// last `GroupCommit` is dropped.
+    pub fn start<F, Fut>(max_batch: usize, mut commit: F) -> Self
+    where
+        F: FnMut(Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<O>> + Send,
+    {
+        let max_batch = max_batch.max(1);
+        let (queue, mut waiting) = mpsc::channel(max_batch * QUEUED_BATCHES);
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(max_batch);
+            while waiting.recv_many(&mut batch, max_batch).await > 0 {
+                let (items, replies): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.drain(..).unzip();
+                let outcomes = commit(items).await;
+                debug_assert_eq!(outcomes.len(), replies.len(), "one outcome per item");
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    // A caller that gave up no longer needs its answer.
+                    let _ = reply.send(outcome);
+                }
+            }
+        });
+        Self { queue }
+    }
+
+    /// Hands `item` over and waits for its outcome; `None` when the task has stopped (or
+    /// its commit returned too few outcomes).
+    pub async fn submit(&self, item: I) -> Option<O> {
+        let (reply, outcome) = oneshot::channel();
+        self.queue.send((item, reply)).await.ok()?;
+        outcome.await.ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    #[tokio::test]
+    async fn each_caller_gets_its_own_outcome_and_concurrent_callers_share_a_batch() {
+        let batches = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&batches);
+        let doubler = GroupCommit::start(64, move |items: Vec<u32>| {
+            counted.fetch_add(1, Ordering::Relaxed);
+            async move {
+                // Slow enough that the other callers queue up behind the first batch.
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                items.into_iter().map(|n| n * 2).collect()
+            }
+        });
+        let callers: Vec<_> = (0..50)
+            .map(|n| {
+                let doubler = doubler.clone();
+                tokio::spawn(async move { (n, doubler.submit(n).await) })
+            })
+            .collect();
+        for caller in callers {
+            let (n, doubled) = caller.await.unwrap();
+            assert_eq!(doubled, Some(n * 2));
+        }
+        assert!(
+            batches.load(Ordering::Relaxed) < 50,
+            "concurrent callers share batches"
+        );
+    }
+
+    #[tokio::test]
+    async fn batches_never_exceed_their_limit() {
+        let largest = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&largest);
+        let commit = GroupCommit::start(4, move |items: Vec<u32>| {
+            seen.fetch_max(items.len(), Ordering::Relaxed);
+            async move { items }
+        });
+        let callers: Vec<_> = (0..40)
+            .map(|n| {
+                let commit = commit.clone();
+                tokio::spawn(async move { commit.submit(n).await })
+            })
+            .collect();
+        for caller in callers {
+            assert!(caller.await.unwrap().is_some());
+        }
+        assert!(largest.load(Ordering::Relaxed) <= 4);
+    }
+}
