@@ -220,6 +220,50 @@ await step('history pages back with the before cursor', async () => {
   expect(bodies[0].startsWith('Hello Bob') && bodies[62] === 'numbered message 60', 'history is out of order');
 });
 
+await step('rooms: alice creates one, bob finds and joins it, they talk live, bob leaves', async () => {
+  await alice.page.goto(`${BASE}/chat`);
+  await alice.page.locator('#connection[data-state="open"]').waitFor();
+  await alice.page.getByText('Join or create a room').click();
+  await alice.page.getByLabel('New room name').fill('#General');
+  await alice.page.getByLabel('Topic (optional)').fill('anything goes');
+  await alice.page.getByRole('button', { name: 'Create room' }).click();
+  await alice.page.locator('#conv-title', { hasText: '#general' }).waitFor();
+  await alice.page.locator('#conv-sub', { hasText: 'anything goes · 1 member' }).waitFor();
+  await alice.page.locator('#room-list button.conv', { hasText: '#general' }).waitFor();
+  // A second room of the same name is refused with a clear message.
+  await alice.page.getByLabel('New room name').fill('general');
+  await alice.page.getByRole('button', { name: 'Create room' }).click();
+  await alice.page.locator('#room-error').filter({ hasText: /taken|exists/i }).waitFor();
+
+  // bob opens the room list (it is fetched afresh) and joins.
+  await bob.page.goto(`${BASE}/chat`);
+  await bob.page.locator('#connection[data-state="open"]').waitFor();
+  await bob.page.getByText('Join or create a room').click();
+  await bob.page.getByRole('button', { name: 'Join #general' }).click();
+  await bob.page.locator('#conv-title', { hasText: '#general' }).waitFor();
+  await alice.page.locator('#conv-sub', { hasText: '2 members' }).waitFor();
+
+  await bob.page.getByLabel('Message', { exact: true }).fill('Hello room!');
+  await bob.page.keyboard.press('Enter');
+  await messageText(alice.page, 'Hello room!').waitFor();
+  await alice.page.getByLabel('Message', { exact: true }).fill('Welcome, bob.');
+  await alice.page.keyboard.press('Enter');
+  await messageText(bob.page, 'Welcome, bob.').waitFor();
+  await shot(alice.page, 'room');
+
+  await bob.page.getByRole('button', { name: 'Leave #general' }).click();
+  await bob.page.locator('#conv-sub', { hasText: 'You left #general.' }).waitFor();
+  await bob.page.locator('#room-list', { hasText: 'No rooms joined yet.' }).waitFor();
+  await alice.page.locator('#conv-sub', { hasText: '1 member' }).waitFor();
+  // Once he has left, bob gets nothing more from the room.
+  await alice.page.getByLabel('Message', { exact: true }).fill('Is anyone still here?');
+  await alice.page.keyboard.press('Enter');
+  await messageText(alice.page, 'Is anyone still here?').waitFor();
+  await bob.page.waitForTimeout(500);
+  const leaked = await bob.page.getByText('Is anyone still here?').count();
+  expect(leaked === 0, 'bob received a message of a room he left');
+});
+
 await step('alice (an administrator) reads the logs; the dev mailbox lists the welcome mails', async () => {
   const { page } = alice;
   await page.goto(`${BASE}/logs`);
@@ -243,6 +287,41 @@ await step('alice (an administrator) reads the logs; the dev mailbox lists the w
   await page.locator('.mail', { hasText: 'alice@example.com' }).first().waitFor();
   await page.locator('.mail', { hasText: 'bob@example.com' }).first().waitFor();
   await shot(page, 'mailbox');
+});
+
+await step('bob deletes his account: his conversation with alice is gone, he cannot sign in', async () => {
+  await alice.page.goto(`${BASE}/chat`);
+  await alice.page.locator('#connection[data-state="open"]').waitFor();
+  await alice.page.locator('#dm-list button.conv', { hasText: 'bob' }).click();
+  await messageText(alice.page, 'numbered message 60').waitFor();
+
+  const { page } = bob;
+  await page.goto(`${BASE}/account`);
+  await page.locator('#acc-username', { hasText: 'bob' }).waitFor();
+  // The confirmation must name the account.
+  await page.getByLabel('Type your username to confirm').fill('alice');
+  await page.getByRole('button', { name: 'Delete my account' }).click();
+  await page.locator('#delete-error', { hasText: 'Type your username, bob, to confirm.' }).waitFor();
+  expect(page.url().endsWith('/account'), 'a wrong confirmation left the account page');
+  await page.getByLabel('Type your username to confirm').fill('bob');
+  await page.getByRole('button', { name: 'Delete my account' }).click();
+  await page.waitForURL(/\/login\?deleted=1/);
+  await page.getByText('Your account has been deleted.').waitFor();
+  await shot(page, 'deleted');
+
+  // alice, live: the conversation closes and leaves her list.
+  await alice.page.locator('#conv-sub', { hasText: 'This conversation was deleted.' }).waitFor();
+  await alice.page.locator('#dm-list button.conv', { hasText: 'bob' }).waitFor({ state: 'detached' });
+  await alice.page.reload();
+  await alice.page.locator('#connection[data-state="open"]').waitFor();
+  await alice.page.locator('#people li').first().waitFor({ state: 'attached' }).catch(() => {});
+  expect((await person(alice.page, 'bob').count()) === 0, 'bob is still listed among the people');
+  expect((await alice.page.locator('#dm-list button.conv').count()) === 0, 'a direct conversation is left');
+
+  await page.getByLabel('Username or email').fill('bob');
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('alert').filter({ hasText: 'Wrong username or password' }).waitFor();
 });
 
 const problems = [...alice.problems, ...bob.problems];

@@ -104,5 +104,7 @@ export function describe(error) {
       : 'Too many attempts. Please wait a moment and try again.';
   }
   if (error.status === 503) return 'The service is unavailable right now. Please try again shortly.';
-  return error.message;
+  // Server messages are sentence fragments ("a room with that name already exists").
+  const text = String(error.message || 'The server refused that.');
+  return `${text.charAt(0).toUpperCase()}${text.slice(1)}${/[.!?]$/.test(text) ? '' : '.'}`;
 }

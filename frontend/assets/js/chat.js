@@ -16,12 +16,14 @@ const els = {
   roomList: $('room-list'),
   dmList: $('dm-list'),
   browseList: $('browse-list'),
+  roomTools: $('room-tools'),
   roomForm: $('room-form'),
   roomError: $('room-error'),
   people: $('people'),
   onlineCount: $('online-count'),
   title: $('conv-title'),
   sub: $('conv-sub'),
+  leave: $('leave'),
   scroll: $('messages-scroll'),
   older: $('older'),
   edge: $('history-edge'),
@@ -199,6 +201,24 @@ async function joinRoom(id) {
   }
 }
 
+async function leaveRoom() {
+  const id = state.active;
+  const conversation = id && state.conversations.get(id);
+  if (!conversation || conversation.kind !== 'room') return;
+  els.leave.disabled = true;
+  try {
+    await api(`/api/rooms/${id}/leave`, { method: 'POST' });
+    state.conversations.delete(id);
+    state.threads.delete(id);
+    closeConversation(`You left ${conversationName(conversation)}.`);
+    await loadRooms();
+  } catch (error) {
+    showError(els.sendError, describe(error));
+  } finally {
+    els.leave.disabled = false;
+  }
+}
+
 async function createRoom(event) {
   event.preventDefault();
   showError(els.roomError, '');
@@ -243,15 +263,21 @@ async function loadUsers() {
   ]);
   usersLoadedAt = Date.now();
   const onlineIds = new Set((online.users || []).map((user) => user.id));
+  // A full page may not name everyone: keep who we heard of live. Otherwise the list
+  // is complete, and people who deleted their account drop out of it.
+  const users = (all.users || []).length >= 100 ? state.users : new Map();
   for (const user of [...(all.users || []), ...(online.users || [])]) {
-    state.users.set(user.id, {
+    users.set(user.id, {
       id: user.id,
       username: user.username,
       online: onlineIds.has(user.id) || Boolean(user.online),
       since: user.since,
     });
   }
+  state.users = users;
   renderPeople();
+  renderConversations();
+  if (state.active) renderHeader();
 }
 
 let usersLoadedAt = 0;
@@ -308,6 +334,8 @@ function renderHeader() {
   const conversation = state.conversations.get(state.active);
   if (!conversation) return;
   els.title.textContent = conversationName(conversation);
+  els.leave.hidden = conversation.kind !== 'room';
+  els.leave.setAttribute('aria-label', `Leave ${conversationName(conversation)}`);
   if (conversation.kind === 'room') {
     const members = `${conversation.member_count} member${conversation.member_count === 1 ? '' : 's'}`;
     els.sub.textContent = conversation.topic ? `${conversation.topic} · ${members}` : members;
@@ -345,6 +373,7 @@ function closeConversation(reason) {
   state.active = null;
   els.title.textContent = 'Pick a conversation';
   els.sub.textContent = reason || '';
+  els.leave.hidden = true;
   els.messages.replaceChildren();
   els.older.hidden = true;
   els.edge.hidden = true;
@@ -730,6 +759,11 @@ async function start() {
     }
   });
   els.roomForm.addEventListener('submit', createRoom);
+  els.leave.addEventListener('click', leaveRoom);
+  // Rooms others made since the page loaded show up when the list is opened.
+  els.roomTools.addEventListener('toggle', () => {
+    if (els.roomTools.open) loadRooms().catch((error) => showError(els.roomError, describe(error)));
+  });
   document.addEventListener('visibilitychange', () => {
     if (document.visibilityState !== 'visible') return;
     if (state.active) markRead(state.active);
