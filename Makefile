@@ -19,6 +19,7 @@ run: ## Run every service in one process (same as `cargo run`)
 
 test: check-services check-deployments ## The whole test suite: unit, store suites on SQLite and PostgreSQL, black-box, browser
 	@scripts/test-tools.sh
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --all-targets --locked
 	scripts/e2e.sh
 

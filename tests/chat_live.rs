@@ -4,7 +4,13 @@
 
 mod common;
 
-use common::{TestApp, User};
+use common::{
+    TestApp, User,
+    ws::{
+        Socket, WAIT, close_code, frames_until, next_message, next_of_type, nothing_of_type, ready,
+        send,
+    },
+};
 use futures::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -15,7 +21,7 @@ use tokio::{
     time::timeout,
 };
 use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream, connect_async,
+    connect_async,
     tungstenite::{
         self, Message,
         client::IntoClientRequest,
@@ -26,13 +32,6 @@ use tokio_tungstenite::{
         },
     },
 };
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Longest wait for a frame that should come.
-const WAIT: Duration = Duration::from_secs(5);
-/// How long to watch for a frame that should not come.
-const QUIET: Duration = Duration::from_millis(300);
 
 // ---- REST -------------------------------------------------------------------------
 
@@ -90,44 +89,11 @@ async fn refused(app: &TestApp, path: &str, headers: &[(&'static str, String)]) 
     }
 }
 
-/// Waits until the socket's loop answers: from then on it is routed live events.
-async fn ready(socket: &mut Socket) {
-    send(socket, json!({ "type": "ping", "id": 7 })).await;
-    let pong = next_of_type(socket, "pong").await;
-    assert_eq!(pong["id"], 7);
-}
-
 /// `user`'s JSON socket, following their conversations.
 async fn json_socket(app: &TestApp, user: &User) -> Socket {
     let mut socket = connect(app, "/ws", &[bearer(user)]).await.unwrap();
     ready(&mut socket).await;
     socket
-}
-
-async fn send(socket: &mut Socket, frame: Value) {
-    socket.send(Message::text(frame.to_string())).await.unwrap();
-}
-
-/// The next data or close message, skipping the server's pings.
-async fn next_message(socket: &mut Socket) -> Message {
-    loop {
-        let message = timeout(WAIT, socket.next())
-            .await
-            .expect("a frame arrives in time")
-            .expect("the socket is open")
-            .expect("the socket reads");
-        if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
-            return message;
-        }
-    }
-}
-
-/// The next JSON frame.
-async fn next_frame(socket: &mut Socket) -> Value {
-    match next_message(socket).await {
-        Message::Text(text) => serde_json::from_str(&text).expect("frames are JSON"),
-        other => panic!("expected a JSON frame, got {other:?}"),
-    }
 }
 
 /// The next line of a text-protocol socket.
@@ -136,52 +102,6 @@ async fn next_line(socket: &mut Socket) -> String {
         Message::Text(text) => text.as_str().to_owned(),
         other => panic!("expected a text line, got {other:?}"),
     }
-}
-
-/// Reads up to the first frame that `wanted` accepts; returns the frames skipped, and it.
-async fn frames_until(socket: &mut Socket, wanted: impl Fn(&Value) -> bool) -> (Vec<Value>, Value) {
-    let mut skipped = Vec::new();
-    loop {
-        let frame = next_frame(socket).await;
-        if wanted(&frame) {
-            return (skipped, frame);
-        }
-        skipped.push(frame);
-    }
-}
-
-/// The next frame of type `kind`, skipping others (presence, membership...).
-async fn next_of_type(socket: &mut Socket, kind: &str) -> Value {
-    frames_until(socket, |frame| frame["type"] == kind).await.1
-}
-
-/// Asserts that no frame of type `kind` arrives for a short while.
-async fn nothing_of_type(socket: &mut Socket, kind: &str) {
-    let watch = async {
-        while let Some(Ok(message)) = socket.next().await {
-            if let Message::Text(text) = message {
-                let frame: Value = serde_json::from_str(&text).unwrap();
-                assert_ne!(frame["type"], kind, "unexpected frame {frame}");
-            }
-        }
-    };
-    let _ = timeout(QUIET, watch).await;
-}
-
-/// The close code the server sent, or `None` when the connection just dropped.
-async fn close_code(socket: &mut Socket, within: Duration) -> Option<u16> {
-    let read = async {
-        loop {
-            match socket.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|frame| frame.code.into()),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-    };
-    timeout(within, read)
-        .await
-        .expect("the server closes the socket in time")
 }
 
 fn error_code(frame: &Value) -> &str {

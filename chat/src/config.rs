@@ -23,6 +23,16 @@ pub struct Config {
         env = "CHAT_DATABASE_URL"
     )]
     pub database_url: Option<String>,
+    /// The RabbitMQ fanout exchange through which chat instances share live events
+    /// (used when AMQP_URL is set).
+    #[arg(
+        long = "chat-live-exchange",
+        id = "chat-live-exchange",
+        value_name = "NAME",
+        env = "CHAT_LIVE_EXCHANGE",
+        default_value = crate::live::DEFAULT_EXCHANGE
+    )]
+    pub live_exchange: String,
 }
 
 impl Config {

@@ -412,6 +412,36 @@ impl Chat {
         Ok(())
     }
 
+    /// Records that these brokers follow this instance's live stream now.
+    pub async fn brokers_seen(&self, brokers: &[String]) -> Result<(), ChatError> {
+        Ok(self.store.touch_brokers(brokers, now()).await?)
+    }
+
+    /// Forgets the sockets of a broker whose live stream ended, unless some instance
+    /// has seen it since `since` (it follows another chat instance now). True if forgotten.
+    pub async fn forget_broker_unless_seen(
+        &self,
+        broker_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<bool, ChatError> {
+        if self.store.broker_seen_since(broker_id, since).await? {
+            return Ok(false);
+        }
+        self.forget_broker(broker_id).await?;
+        Ok(true)
+    }
+
+    /// Forgets the sockets of every broker no instance has seen since `since` (a broker
+    /// that died together with the chat instance it followed); returns how many.
+    pub async fn forget_unseen_brokers(&self, since: DateTime<Utc>) -> Result<usize, ChatError> {
+        let gone = self.store.unseen_brokers(since).await?;
+        for broker_id in &gone {
+            tracing::info!(%broker_id, "broker not seen by any chat instance; forgetting its sockets");
+            self.forget_broker(broker_id).await?;
+        }
+        Ok(gone.len())
+    }
+
     /// Forgets every socket of a broker that went away.
     pub async fn forget_broker(&self, broker_id: &str) -> Result<(), ChatError> {
         for presence in self.store.reset_broker(broker_id, &[], now()).await? {

@@ -25,6 +25,14 @@ use uuid::Uuid;
 /// reconnect does not flap everyone's presence.
 const BROKER_GRACE: Duration = Duration::from_secs(15);
 
+/// How often an instance records the brokers following it (shared with the other
+/// instances through the database).
+const BROKER_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// A broker no instance has seen for this long is gone, even if the instance it followed
+/// died before it could tell: any instance forgets its sockets.
+const BROKER_UNSEEN: Duration = Duration::from_secs(60);
+
 /// The gRPC face of chat.
 #[derive(Clone)]
 pub struct ChatApi {
@@ -37,10 +45,39 @@ pub struct ChatApi {
 impl ChatApi {
     /// Serves `chat`; live streams end when `shutdown` is cancelled.
     pub fn new(chat: Arc<Chat>, shutdown: Shutdown) -> Self {
-        Self {
+        let api = Self {
             chat,
             shutdown,
             subscribers: Arc::default(),
+        };
+        tokio::spawn(api.clone().watch_brokers());
+        api
+    }
+
+    fn subscribed_brokers(&self) -> Vec<String> {
+        self.subscribers
+            .lock()
+            .expect("no code panics while holding the subscriber map")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Records the brokers following this instance every [`BROKER_HEARTBEAT`], and
+    /// forgets the sockets of brokers nobody has seen for [`BROKER_UNSEEN`].
+    async fn watch_brokers(self) {
+        let mut ticks = 0_u64;
+        while platform::shutdown::pause(&self.shutdown, BROKER_HEARTBEAT).await {
+            ticks += 1;
+            if let Err(error) = self.chat.brokers_seen(&self.subscribed_brokers()).await {
+                tracing::warn!(%error, "cannot record the brokers following this instance");
+            }
+            if ticks.is_multiple_of(6) {
+                let since = chrono::Utc::now() - BROKER_UNSEEN;
+                if let Err(error) = self.chat.forget_unseen_brokers(since).await {
+                    tracing::warn!(%error, "cannot sweep the sockets of gone brokers");
+                }
+            }
         }
     }
 }
@@ -495,6 +532,13 @@ impl chat_server::Chat for ChatApi {
             .or_default() += 1;
         let (api, shutdown) = (self.clone(), self.shutdown.clone());
         tracing::info!(%broker_id, "broker subscribed to live events");
+        if let Err(error) = self
+            .chat
+            .brokers_seen(std::slice::from_ref(&broker_id))
+            .await
+        {
+            tracing::warn!(%error, %broker_id, "cannot record a subscribed broker");
+        }
         // Owned by the stream: ends when the broker goes away or on shutdown.
         tokio::spawn(async move {
             loop {
@@ -547,9 +591,14 @@ impl ChatApi {
             .expect("no code panics while holding the subscriber map")
             .contains_key(&broker_id);
         if !back {
-            tracing::info!(%broker_id, "broker gone; forgetting its sockets");
-            if let Err(error) = self.chat.forget_broker(&broker_id).await {
-                tracing::warn!(%error, %broker_id, "cannot forget a gone broker's sockets");
+            // Seen by another instance after its stream here ended: it follows that one now.
+            let since = chrono::Utc::now() - BROKER_HEARTBEAT * 2;
+            match self.chat.forget_broker_unless_seen(&broker_id, since).await {
+                Ok(true) => tracing::info!(%broker_id, "broker gone; forgot its sockets"),
+                Ok(false) => tracing::info!(%broker_id, "broker follows another chat instance now"),
+                Err(error) => {
+                    tracing::warn!(%error, %broker_id, "cannot forget a gone broker's sockets");
+                }
             }
         }
     }

@@ -34,6 +34,7 @@ pub struct ChatService {
     listener: TcpListener,
     chat: Arc<Chat>,
     bus: Option<Arc<dyn EventBus>>,
+    live_fanout: Option<(String, String)>,
 }
 
 impl ChatService {
@@ -51,6 +52,7 @@ impl ChatService {
             listener,
             chat,
             bus: None,
+            live_fanout: None,
         })
     }
 
@@ -58,6 +60,14 @@ impl ChatService {
     /// outbox until chat runs with one.
     pub fn publish_events_to(mut self, bus: Arc<dyn EventBus>) -> Self {
         self.bus = Some(bus);
+        self
+    }
+
+    /// Shares live events with the other chat instances through RabbitMQ at `amqp_url`
+    /// (the exchange of [`Config::live_exchange`]): needed as soon as more than one
+    /// instance serves, so that every broker sees every event.
+    pub fn share_live_events(mut self, amqp_url: String, config: &Config) -> Self {
+        self.live_fanout = Some((amqp_url, config.live_exchange.clone()));
         self
     }
 
@@ -70,6 +80,9 @@ impl ChatService {
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        if let Some((url, exchange)) = self.live_fanout {
+            self.chat.live().fan_out(url, exchange, shutdown.clone());
+        }
         let relay = spawn_relay(
             self.bus,
             self.chat.store().pool(),

@@ -40,6 +40,10 @@ async fn main() -> anyhow::Result<()> {
     if let Some(bus) = cli.events.rabbit() {
         chat = chat.publish_events_to(bus);
     }
+    // Several chat instances share one database; their live events meet in RabbitMQ.
+    if let Some(url) = cli.events.amqp_url.clone() {
+        chat = chat.share_live_events(url, &cli.chat);
+    }
     chat.run(shutdown).await?;
     telemetry.finish().await
 }

@@ -98,6 +98,7 @@ on_both_backends!(
     closing_the_last_socket_gives_last_seen,
     resetting_a_broker_keeps_only_the_listed_sockets,
     presence_of_unknown_users_is_omitted,
+    brokers_unseen_by_every_instance_are_found,
     deleting_user_data_removes_directs_and_presence_but_keeps_rooms,
     deleting_user_data_twice_deletes_nothing_the_second_time,
     timestamps_round_trip_to_the_microsecond,
@@ -805,6 +806,35 @@ async fn presence_of_unknown_users_is_omitted(store: &dyn ChatStore) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].user, ada);
     assert!(store.presence(&[unknown]).await.unwrap().is_empty());
+}
+
+async fn brokers_unseen_by_every_instance_are_found(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let start = now();
+    open(store, &connection(&ada, "broker-a", start)).await;
+    open(store, &connection(&ada, "broker-b", start)).await;
+    open(store, &connection(&ada, "broker-c", start)).await;
+    let earlier = start - chrono::Duration::seconds(120);
+    store
+        .touch_brokers(&["broker-a".into(), "broker-b".into()], earlier)
+        .await
+        .unwrap();
+    // broker-b is seen again (by another instance, say); broker-c never was.
+    store
+        .touch_brokers(&["broker-b".into(), "broker-idle".into()], start)
+        .await
+        .unwrap();
+    let since = start - chrono::Duration::seconds(60);
+    let mut unseen = store.unseen_brokers(since).await.unwrap();
+    unseen.sort();
+    // Only brokers holding sockets count; broker-idle has none.
+    assert_eq!(unseen, vec!["broker-a".to_owned(), "broker-c".to_owned()]);
+    assert!(store.broker_seen_since("broker-b", since).await.unwrap());
+    assert!(!store.broker_seen_since("broker-a", since).await.unwrap());
+    assert!(!store.broker_seen_since("broker-c", since).await.unwrap());
+    assert!(store.broker_seen_since("broker-a", earlier).await.unwrap());
+    // Touching nothing is fine.
+    store.touch_brokers(&[], start).await.unwrap();
 }
 
 // ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
 pub mod rabbit;
+pub mod ws;
 
 use clap::Parser;
 use platform::{shutdown::Shutdown, testing::TestPostgres};

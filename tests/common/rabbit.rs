@@ -24,6 +24,8 @@ pub fn amqp_url() -> String {
 pub struct TestRabbit {
     pub url: String,
     pub exchange: String,
+    /// The fanout exchange chat instances share live events through.
+    pub live_exchange: String,
     pub queue: String,
     max_attempts: u32,
     retry_base: Duration,
@@ -60,6 +62,7 @@ impl TestRabbit {
         Some(Self {
             url,
             exchange: format!("test.events.{id}"),
+            live_exchange: format!("test.live.{id}"),
             queue,
             max_attempts,
             retry_base,
@@ -83,7 +86,11 @@ impl TestRabbit {
 impl Drop for TestRabbit {
     fn drop(&mut self) {
         let url = self.url.clone();
-        let exchanges = [self.exchange.clone(), format!("{}.unrouted", self.exchange)];
+        let exchanges = [
+            self.exchange.clone(),
+            format!("{}.unrouted", self.exchange),
+            self.live_exchange.clone(),
+        ];
         let mut queues = vec![
             self.queue.clone(),
             format!("{}.parked", self.queue),

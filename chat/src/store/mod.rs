@@ -179,6 +179,16 @@ pub trait ChatStore: Send + Sync + 'static {
         keep: &[Uuid],
         at: DateTime<Utc>,
     ) -> Result<Vec<Presence>, StoreError>;
+    /// Records that these brokers follow a live stream now.
+    async fn touch_brokers(&self, brokers: &[String], at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Brokers holding sockets that no instance has seen since `since` (gone for good).
+    async fn unseen_brokers(&self, since: DateTime<Utc>) -> Result<Vec<String>, StoreError>;
+    /// Whether some instance has seen `broker_id` follow a live stream since `since`.
+    async fn broker_seen_since(
+        &self,
+        broker_id: &str,
+        since: DateTime<Utc>,
+    ) -> Result<bool, StoreError>;
     /// Presence of the given users (all online users when `users` is empty).
     async fn presence(&self, users: &[Uuid]) -> Result<Vec<Presence>, StoreError>;
 

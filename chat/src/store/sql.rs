@@ -680,6 +680,56 @@ macro_rules! sql_chat_store {
                 Ok(presence)
             }
 
+            async fn touch_brokers(
+                &self,
+                brokers: &[String],
+                at: DateTime<Utc>,
+            ) -> Result<(), StoreError> {
+                if brokers.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for broker in brokers {
+                    sqlx::query(
+                        "INSERT INTO live_brokers (broker_id, seen_at) VALUES ($1, $2) \
+                         ON CONFLICT (broker_id) DO UPDATE SET seen_at = excluded.seen_at",
+                    )
+                    .bind(broker)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn unseen_brokers(&self, since: DateTime<Utc>) -> Result<Vec<String>, StoreError> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT DISTINCT c.broker_id FROM connections c \
+                     LEFT JOIN live_brokers b ON b.broker_id = c.broker_id \
+                     WHERE b.seen_at IS NULL OR b.seen_at < $1",
+                )
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(|(broker,)| broker).collect())
+            }
+
+            async fn broker_seen_since(
+                &self,
+                broker_id: &str,
+                since: DateTime<Utc>,
+            ) -> Result<bool, StoreError> {
+                let (seen,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM live_brokers WHERE broker_id = $1 AND seen_at >= $2",
+                )
+                .bind(broker_id)
+                .bind(since)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(seen > 0)
+            }
+
             async fn presence(&self, users: &[Uuid]) -> Result<Vec<Presence>, StoreError> {
                 let mut connection = self.pool.acquire().await?;
                 if users.is_empty() {

@@ -1,0 +1,429 @@
+//! Scale-out: two brokers and two chat instances as separate processes (the `auth`,
+//! `chat` and `broker` binaries) against the machine's PostgreSQL and RabbitMQ. Sockets
+//! are spread over both brokers, each broker follows a different chat instance, and
+//! messages are sent through both: every member's every socket gets every message
+//! exactly once; typing and presence cross the replicas; logging out closes the user's
+//! sockets on every broker.
+//!
+//! The binaries are the ones built next to this test (`make test` builds them first);
+//! without them the test is skipped, saying so — in CI it fails.
+
+mod common;
+
+use common::{
+    User,
+    rabbit::TestRabbit,
+    ws::{Socket, close_code, next_frame, next_of_type, ready, send},
+};
+use platform::testing::{TestPostgres, in_ci};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::{Duration, Instant},
+};
+use tokio::{process::Child, time::timeout};
+
+/// Messages sent in the exactly-once check, half through each broker.
+const MESSAGES: usize = 40;
+
+/// Where cargo put the service binaries: next to the all-in-one of this package.
+fn binaries() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_BIN_EXE_microchat"))
+        .parent()?
+        .to_owned();
+    let missing: Vec<_> = ["auth", "chat", "broker"]
+        .into_iter()
+        .filter(|name| !dir.join(name).is_file())
+        .collect();
+    if missing.is_empty() {
+        return Some(dir);
+    }
+    let why = format!(
+        "the binaries {missing:?} are not built in {} (cargo build --workspace --bins)",
+        dir.display()
+    );
+    assert!(!in_ci(), "{why}");
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// One service process, killed when dropped; its log goes to a file.
+struct Process {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(bin: &Path, name: &str, dir: &Path, env: &[(&str, String)]) -> Self {
+        let binary = bin.join(name.split('-').next().expect("a service name"));
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("the temp dir is writable");
+        let mut command = tokio::process::Command::new(&binary);
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("RUST_LOG", "info")
+            .env("LOGGER_URL", "off")
+            .env("MICROCHAT_DATA_DIR", dir.join(name))
+            .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {}: {error}", binary.display()));
+        Self {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// The end of its log, for a failure message.
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(15);
+        format!("--- {} ---\n{}", self.name, lines[from..].join("\n"))
+    }
+}
+
+/// auth, two chat instances and two brokers, each broker following its own chat.
+struct Cluster {
+    brokers: [String; 2],
+    processes: Vec<Process>,
+    _databases: (TestPostgres, TestPostgres),
+    _rabbit: TestRabbit,
+    dir: PathBuf,
+}
+
+impl Cluster {
+    async fn start() -> Option<Self> {
+        let bin = binaries()?;
+        let auth_db = TestPostgres::create().await?;
+        let chat_db = TestPostgres::create().await?;
+        let rabbit = TestRabbit::create(3, Duration::from_secs(1)).await?;
+        let dir = common::temp_dir();
+        let (auth, chats, brokers) = (
+            free_port(),
+            [free_port(), free_port()],
+            [free_port(), free_port()],
+        );
+        let amqp = [
+            ("AMQP_URL", rabbit.url.clone()),
+            ("EVENTS_EXCHANGE", rabbit.exchange.clone()),
+        ];
+        let mut processes = vec![Process::spawn(
+            &bin,
+            "auth",
+            &dir,
+            &[
+                ("AUTH_LISTEN", format!("127.0.0.1:{auth}")),
+                ("DATABASE_URL", auth_db.url.clone()),
+                ("AUTH_ARGON2_MEMORY_KIB", "8192".into()),
+                ("AUTH_ARGON2_ITERATIONS", "1".into()),
+                amqp[0].clone(),
+                amqp[1].clone(),
+            ],
+        )];
+        for (n, port) in chats.iter().enumerate() {
+            processes.push(Process::spawn(
+                &bin,
+                &format!("chat-{n}"),
+                &dir,
+                &[
+                    ("CHAT_LISTEN", format!("127.0.0.1:{port}")),
+                    ("DATABASE_URL", chat_db.url.clone()),
+                    ("CHAT_LIVE_EXCHANGE", rabbit.live_exchange.clone()),
+                    amqp[0].clone(),
+                    amqp[1].clone(),
+                ],
+            ));
+        }
+        for (n, (port, chat)) in brokers.iter().zip(chats).enumerate() {
+            processes.push(Process::spawn(
+                &bin,
+                &format!("broker-{n}"),
+                &dir,
+                &[
+                    ("BROKER_LISTEN", format!("127.0.0.1:{port}")),
+                    ("BROKER_AUTH_URL", format!("http://127.0.0.1:{auth}")),
+                    ("BROKER_CHAT_URL", format!("http://127.0.0.1:{chat}")),
+                    ("BROKER_ID", format!("replica-test-broker-{n}")),
+                    ("BROKER_RATE_LIMIT_AUTH", "off".into()),
+                    ("BROKER_RATE_LIMIT_API", "off".into()),
+                ],
+            ));
+        }
+        let cluster = Self {
+            brokers: brokers.map(|port| format!("http://127.0.0.1:{port}")),
+            processes,
+            _databases: (auth_db, chat_db),
+            _rabbit: rabbit,
+            dir,
+        };
+        for broker in &cluster.brokers {
+            cluster.ready(broker).await;
+        }
+        Some(cluster)
+    }
+
+    /// Waits for a broker's `/readyz` (auth, its chat and the live stream answer).
+    async fn ready(&self, broker: &str) {
+        let started = Instant::now();
+        let client = reqwest::Client::new();
+        loop {
+            let answer = client.get(format!("{broker}/readyz")).send().await;
+            if answer.is_ok_and(|answer| answer.status() == StatusCode::OK) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{broker} did not become ready\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.processes
+            .iter()
+            .map(Process::tail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn stop(mut self) {
+        for process in &mut self.processes {
+            let _ = process.child.start_kill();
+            let _ = process.child.wait().await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `user`'s socket on the broker at `base` (the user may have signed in elsewhere:
+/// a token is good on every broker).
+async fn socket_on(base: &str, user: &User) -> Socket {
+    let mut socket = User {
+        base: base.to_owned(),
+        ..user.clone()
+    }
+    .open_socket()
+    .await;
+    ready(&mut socket).await;
+    socket
+}
+
+/// Reads `socket` until `wanted` has arrived `count` times (or `within` passed); returns
+/// how often each message id of the conversation arrived.
+async fn message_ids(
+    socket: &mut Socket,
+    conversation: &str,
+    count: usize,
+    within: Duration,
+) -> HashMap<String, usize> {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let deadline = Instant::now() + within;
+    while seen.values().sum::<usize>() < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(frame) = timeout(left, next_frame(socket)).await else {
+            break;
+        };
+        if frame["type"] == "message" && frame["message"]["conversation_id"] == conversation {
+            let body = frame["message"]["body"].as_str().unwrap_or_default();
+            if body.starts_with("replica ") {
+                let id = frame["message"]["id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                *seen.entry(id).or_default() += 1;
+            }
+        }
+    }
+    seen
+}
+
+/// Sends `body` through the broker at `base` as `user` (REST); returns the message id.
+async fn send_via(base: &str, user: &User, conversation: &str, body: &str) -> String {
+    let user = User {
+        base: base.to_owned(),
+        ..user.clone()
+    };
+    let sent = user.send(conversation, body).await;
+    sent["id"].as_str().expect("a message id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_brokers_and_two_chats_deliver_every_message_once_to_every_socket() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let [b0, b1] = cluster.brokers.clone();
+    let ada = User::sign_up(&b0, "ada").await;
+    let bob = User::sign_up(&b1, "bob").await;
+    let cy = User::sign_up(&b0, "cyd").await;
+    let room = ada
+        .post_expecting(
+            "/api/rooms",
+            &json!({ "name": "replicas" }),
+            StatusCode::CREATED,
+        )
+        .await["id"]
+        .as_str()
+        .expect("a room id")
+        .to_owned();
+    for (user, base) in [(&bob, &b1), (&cy, &b0)] {
+        let user = User {
+            base: base.clone(),
+            ..user.clone()
+        };
+        user.post_expecting(
+            &format!("/api/rooms/{room}/join"),
+            &json!({}),
+            StatusCode::OK,
+        )
+        .await;
+    }
+
+    // ada on both brokers, bob on broker 1, cy on broker 0.
+    let mut sockets = vec![
+        ("ada@0", socket_on(&b0, &ada).await),
+        ("ada@1", socket_on(&b1, &ada).await),
+        ("bob@1", socket_on(&b1, &bob).await),
+        ("cyd@0", socket_on(&b0, &cy).await),
+    ];
+
+    // The chat instances link up over RabbitMQ in the background: wait until a message
+    // sent through broker 0 reaches a socket on broker 1.
+    let started = Instant::now();
+    loop {
+        let probe = send_via(&b0, &ada, &room, "probe").await;
+        let bob_socket = &mut sockets[2].1;
+        let arrived = timeout(Duration::from_millis(500), async {
+            loop {
+                let frame = next_frame(bob_socket).await;
+                if frame["type"] == "message" && frame["message"]["id"] == probe.as_str() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if arrived.is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "live events never crossed from chat 0 to chat 1\n{}",
+            cluster.logs()
+        );
+    }
+
+    // Messages through both brokers (so through both chat instances), by all three.
+    let senders = [(&ada, &b0), (&bob, &b1), (&cy, &b0), (&ada, &b1)];
+    let mut sent = Vec::new();
+    for n in 0..MESSAGES {
+        let (user, base) = senders[n % senders.len()];
+        sent.push(send_via(base, user, &room, &format!("replica {n}")).await);
+    }
+    for (name, socket) in &mut sockets {
+        let seen = message_ids(socket, &room, MESSAGES, Duration::from_secs(10)).await;
+        let missing: Vec<_> = sent.iter().filter(|id| !seen.contains_key(*id)).collect();
+        let twice: Vec<_> = seen.iter().filter(|(_, count)| **count > 1).collect();
+        assert!(
+            missing.is_empty() && twice.is_empty(),
+            "{name}: {} missing {missing:?}, duplicated {twice:?}\n{}",
+            missing.len(),
+            cluster.logs()
+        );
+        // Nothing more trickles in afterwards (a late duplicate).
+        let late = message_ids(socket, &room, 1, Duration::from_millis(300)).await;
+        assert!(late.is_empty(), "{name}: late duplicates {late:?}");
+    }
+
+    // Typing on broker 0 reaches bob on broker 1 (never the typist).
+    send(
+        &mut sockets[3].1,
+        json!({ "type": "typing", "conversation_id": room }),
+    )
+    .await;
+    let typing = next_of_type(&mut sockets[2].1, "typing").await;
+    assert_eq!(typing["user_id"], cy.id.as_str());
+    assert_eq!(typing["conversation_id"], room.as_str());
+
+    // Presence across replicas: dee joins on broker 1; ada's socket on broker 0 sees her
+    // come online, then go offline when her only socket closes; REST agrees on both.
+    let dee = User::sign_up(&b1, "dee").await;
+    dee.post_expecting(
+        &format!("/api/rooms/{room}/join"),
+        &json!({}),
+        StatusCode::OK,
+    )
+    .await;
+    let mut dee_socket = socket_on(&b1, &dee).await;
+    let online = presence_of(&mut sockets[0].1, &dee.id, true).await;
+    assert_eq!(online["connections"], 1);
+    for base in [&b0, &b1] {
+        let viewer = User {
+            base: base.clone(),
+            ..ada.clone()
+        };
+        assert!(viewer.online_usernames().await.contains(&"dee".to_owned()));
+    }
+    dee_socket.close(None).await.expect("the socket closes");
+    presence_of(&mut sockets[0].1, &dee.id, false).await;
+
+    // ada logs out through broker 1: her sockets on both brokers close at once.
+    let logout = User {
+        base: b1.clone(),
+        ..ada.clone()
+    }
+    .post("/api/auth/logout", &json!({}))
+    .await;
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    let mut ada_sockets: Vec<_> = sockets.drain(..2).collect();
+    for (name, socket) in &mut ada_sockets {
+        assert_eq!(
+            close_code(socket, Duration::from_secs(1)).await,
+            Some(4001),
+            "{name} is closed by the logout"
+        );
+    }
+    for base in [&b0, &b1] {
+        let me = User {
+            base: base.clone(),
+            ..ada.clone()
+        }
+        .get("/api/auth/me")
+        .await;
+        assert_eq!(
+            me.status(),
+            StatusCode::UNAUTHORIZED,
+            "{base} refuses the token"
+        );
+    }
+    cluster.stop().await;
+}
+
+/// Reads `socket` up to `user`'s presence frame with `online`.
+async fn presence_of(socket: &mut Socket, user: &str, online: bool) -> Value {
+    loop {
+        let frame = next_of_type(socket, "presence").await;
+        if frame["user_id"] == user && frame["online"] == online {
+            return frame;
+        }
+    }
+}
