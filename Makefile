@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-ws-idle bench-events help \
+.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-ws-idle bench-ws-multi bench-ws-idle-cluster bench-events faults help \
 	up_build up down logs start stop
 
 # The dev stack (deployments/docker-compose.yml) and the frontend run next to it.
@@ -76,6 +76,15 @@ bench-ws: ## Benchmark WebSocket fan-out: server on one core, 10,000 sockets in 
 
 bench-ws-idle: ## Hold 19,000 idle sockets on one broker and report its memory per socket
 	PIN=1 scripts/bench.sh ws --idle --sockets 19000 --source 127.0.0.1,127.0.0.2
+
+bench-ws-multi: ## WebSocket fan-out over two brokers and two chat instances (PostgreSQL, RabbitMQ), as bench-ws
+	BROKERS=2 CHATS=2 scripts/bench-cluster.sh ws --sockets 10000 --room-size 10 --rate 1 --duration 20s --source 127.0.0.1,127.0.0.2
+
+bench-ws-idle-cluster: ## Hold 100,000 idle sockets over six brokers (several loadgen processes), every broker delivering
+	BROKERS=6 CHATS=2 scripts/bench-cluster.sh idle 100000
+
+faults: ## Hostile input: schemathesis against the OpenAPI spec, then every cargo-fuzz target for a bounded time
+	scripts/faults.sh
 
 bench-events: ## Benchmark the durable event path: outbox -> RabbitMQ -> listener, 100,000 events
 	$(CARGO) run --release -p loadgen -- events --events 100000

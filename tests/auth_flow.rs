@@ -286,3 +286,134 @@ async fn users_are_listed_a_page_at_a_time_without_emails() {
     expect_error(bad_limit, StatusCode::BAD_REQUEST).await;
     app.stop().await;
 }
+
+/// What a browser relies on: foreign origins refused on the credential routes, CORS only
+/// for the configured origins, cookies HttpOnly and `SameSite=Strict` (the refresh
+/// cookie only for `/api/auth`, `Secure` when configured), and a client that cannot pick
+/// its own rate-limit key with `X-Forwarded-For`.
+#[tokio::test]
+async fn browser_facing_headers_are_strict() {
+    let app = TestApp::start(&["--broker-rate-limit-auth=4/1m", "--broker-cookie-secure"]).await;
+    let client = app.client();
+    let registered = app
+        .register(&client, "heidi", "correct horse battery")
+        .await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let credentials = serde_json::json!({ "login": "heidi", "password": "correct horse battery" });
+
+    // A foreign page cannot log in (or register, or refresh) on the user's behalf.
+    let new_account = serde_json::json!({ "username": "mallory", "email": "mallory@example.com", "password": "correct horse battery" });
+    let refresh = serde_json::json!({ "refresh_token": "a-stolen-one" });
+    for (path, body) in [
+        ("/api/auth/login", &credentials),
+        ("/api/auth/register", &new_account),
+        ("/api/auth/refresh", &refresh),
+    ] {
+        let foreign = client
+            .post(app.url(path))
+            .header("origin", "https://evil.example")
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            expect_error(foreign, StatusCode::FORBIDDEN).await,
+            "origin",
+            "{path} from a foreign origin"
+        );
+    }
+
+    // CORS: the configured origin gets credentials, a foreign one nothing.
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, app.url("/api/auth/me"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let allowed = preflight("http://localhost:8081").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://localhost:8081"
+    );
+    assert_eq!(
+        allowed.headers()["access-control-allow-credentials"],
+        "true"
+    );
+    let foreign = preflight("https://evil.example").await.unwrap();
+    assert!(
+        !foreign
+            .headers()
+            .contains_key("access-control-allow-origin"),
+        "a foreign origin is not allowed: {:?}",
+        foreign.headers()
+    );
+
+    // The login's cookies.
+    let login = client
+        .post(app.url("/api/auth/login"))
+        .header("origin", "http://localhost:8081")
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::OK);
+    let cookies: Vec<String> = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .collect();
+    let cookie = |name: &str| {
+        cookies
+            .iter()
+            .find(|cookie| cookie.starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} cookie in {cookies:?}"))
+            .to_ascii_lowercase()
+    };
+    for (name, path) in [
+        ("microchat_session", "path=/"),
+        ("microchat_refresh", "path=/api/auth"),
+    ] {
+        let cookie = cookie(name);
+        for attribute in ["httponly", "samesite=strict", "secure", "max-age="] {
+            assert!(
+                cookie.contains(attribute),
+                "{name} lacks {attribute}: {cookie}"
+            );
+        }
+        assert!(
+            cookie.split(';').any(|part| part.trim() == path),
+            "{name} is not limited to {path}: {cookie}"
+        );
+    }
+
+    // Spend the login budget; then another address in X-Forwarded-For does not buy more
+    // (the header is not trusted unless BROKER_TRUST_FORWARDED_FOR says so).
+    let mut spent = false;
+    for _ in 0..5 {
+        let again = client
+            .post(app.url("/api/auth/login"))
+            .json(&credentials)
+            .send()
+            .await
+            .unwrap();
+        if again.status() == StatusCode::TOO_MANY_REQUESTS {
+            spent = true;
+            break;
+        }
+    }
+    assert!(spent, "4 logins a minute are allowed, not more");
+    let spoofed = client
+        .post(app.url("/api/auth/login"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&credentials)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        expect_error(spoofed, StatusCode::TOO_MANY_REQUESTS).await,
+        "rate_limited"
+    );
+    app.stop().await;
+}

@@ -553,6 +553,19 @@ async fn text_room_socket_speaks_send_and_from() {
     assert_eq!(frame["message"]["body"], "hello there");
     assert_eq!(frame["message"]["sender_name"], ada.username.as_str());
 
+    // A plain GET, no upgrade, is refused and joins nobody.
+    let carol = app.user("carol").await;
+    let plain = carol.get(&path).await;
+    assert!(
+        plain.status().is_client_error(),
+        "a plain GET of the text socket: {}",
+        plain.status()
+    );
+    assert!(
+        !carol.conversation_ids().await.contains(&lobby),
+        "a plain GET joined the room"
+    );
+
     let nowhere = format!("/ws/rooms/{}/text", uuid::Uuid::new_v4());
     assert_eq!(
         refused(&app, &nowhere, &[bearer(&ada)]).await,

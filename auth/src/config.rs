@@ -21,7 +21,8 @@ pub struct Config {
         long = "auth-database-url",
         id = "auth-database-url",
         value_name = "URL",
-        env = "AUTH_DATABASE_URL"
+        env = "AUTH_DATABASE_URL",
+        hide_env_values = true
     )]
     pub database_url: Option<String>,
     /// Token signing key (Ed25519 PKCS#8 PEM) [default: <data dir>/auth-signing-key.pem, created on first start].

@@ -45,6 +45,9 @@ impl std::ops::Deref for AppState {
     }
 }
 
+/// Sockets whose registration calls to chat may be in flight at once.
+const SOCKETS_OPENING_AT_ONCE: usize = 128;
+
 /// The inside of [`AppState`].
 pub struct Shared {
     config: Arc<Config>,
@@ -58,6 +61,9 @@ pub struct Shared {
     hub: Arc<Hub>,
     broker_id: Arc<str>,
     socket_limits: SocketLimits,
+    /// Sockets registering with chat at once (a burst of connections waits here, not in
+    /// chat's queue, where their calls would pass their deadlines together).
+    socket_opening: Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: sockets close with "going away".
     shutdown: Shutdown,
 }
@@ -121,6 +127,7 @@ impl Broker {
                 idle_timeout: config.ws_idle_timeout,
                 ping_interval: config.ws_ping_interval,
             },
+            socket_opening: Arc::new(tokio::sync::Semaphore::new(SOCKETS_OPENING_AT_ONCE)),
             shutdown: Shutdown::new(),
             config: Arc::new(config),
         }));

@@ -20,7 +20,8 @@ pub struct Config {
         long = "chat-database-url",
         id = "chat-database-url",
         value_name = "URL",
-        env = "CHAT_DATABASE_URL"
+        env = "CHAT_DATABASE_URL",
+        hide_env_values = true
     )]
     pub database_url: Option<String>,
     /// The RabbitMQ fanout exchange through which chat instances share live events

@@ -23,7 +23,8 @@ pub struct Config {
         long = "listener-database-url",
         id = "listener-database-url",
         value_name = "URL",
-        env = "LISTENER_DATABASE_URL"
+        env = "LISTENER_DATABASE_URL",
+        hide_env_values = true
     )]
     pub database_url: Option<String>,
     /// The chat service (chat sessions).

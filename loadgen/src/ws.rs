@@ -42,9 +42,10 @@ type Socket = WebSocketStream<tokio::net::TcpStream>;
 /// Flags of `loadgen ws`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Base URL of the broker (loopback only).
-    #[arg(long, default_value = "http://127.0.0.1:8080", value_parser = LoopbackUrl::parse)]
-    broker: LoopbackUrl,
+    /// Base URL of the broker (loopback only); several, comma-separated, spread the users
+    /// and sockets over them round-robin, so every room has members on every broker.
+    #[arg(long = "broker", value_delimiter = ',', default_value = "http://127.0.0.1:8080", value_parser = LoopbackUrl::parse)]
+    brokers: Vec<LoopbackUrl>,
     /// Sockets to open, one user each (1 to 60000; one process may hold about 19000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=60_000))]
     sockets: u32,
@@ -70,9 +71,10 @@ pub struct Args {
     /// allocator returns freed memory to the system lazily).
     #[arg(long, default_value = "15s", value_parser = crate::phase::parse_warmup)]
     settle: Duration,
-    /// The server process, for its memory figures (RSS from /proc).
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// The server processes (the brokers), for their memory figures (RSS from /proc,
+    /// summed); comma-separated.
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    server_pids: Vec<u32>,
     /// Set-up requests and socket opens in flight at once.
     #[arg(long, default_value_t = 64)]
     setup_concurrency: usize,
@@ -82,6 +84,18 @@ pub struct Args {
     /// Print one JSON object with the figures instead of text.
     #[arg(long)]
     json: bool,
+}
+
+impl Args {
+    /// The broker of user and socket `index`.
+    fn broker_for(&self, index: usize) -> &LoopbackUrl {
+        &self.brokers[index % self.brokers.len()]
+    }
+}
+
+/// Summed RSS of `pids`.
+fn rss_sum_kib(pids: &[u32]) -> Result<u64> {
+    pids.iter().map(|pid| rss_kib(*pid)).sum()
 }
 
 /// A user of the run.
@@ -142,8 +156,11 @@ async fn set_up(args: &Args, run: &str) -> Result<Vec<Member>> {
             if (index % room_size == 0) != creators {
                 continue;
             }
-            let (broker, password, run) =
-                (args.broker.clone(), args.password.clone(), run.to_owned());
+            let (broker, password, run) = (
+                args.broker_for(index).clone(),
+                args.password.clone(),
+                run.to_owned(),
+            );
             let room = room_ids[index / room_size].clone();
             let permit = Arc::clone(&limit).acquire_owned().await?;
             tasks.spawn(async move {
@@ -270,7 +287,7 @@ async fn open_all(args: &Args, members: &[Member]) -> Result<Vec<Socket>> {
     let mut tasks = tokio::task::JoinSet::new();
     for (index, member) in members.iter().enumerate() {
         let source = args.source[index % args.source.len()];
-        let (broker, token) = (args.broker.clone(), member.token.clone());
+        let (broker, token) = (args.broker_for(index).clone(), member.token.clone());
         let permit = Arc::clone(&limit).acquire_owned().await?;
         tasks.spawn(async move {
             let _permit = permit;
@@ -469,7 +486,7 @@ pub async fn run(args: Args) -> Result<()> {
             "--source {source}: only 127.0.0.0/8 addresses"
         );
     }
-    if args.idle && args.server_pid.is_none() {
+    if args.idle && args.server_pids.is_empty() {
         bail!("--idle measures the server's memory: give --server-pid");
     }
     let run = format!(
@@ -481,7 +498,11 @@ pub async fn run(args: Args) -> Result<()> {
                 & 0xff_ffff)
     );
     let members = set_up(&args, &run).await?;
-    let rss_before = args.server_pid.map(rss_kib).transpose()?;
+    let rss_before = if args.server_pids.is_empty() {
+        None
+    } else {
+        Some(rss_sum_kib(&args.server_pids)?)
+    };
     let sockets = open_all(&args, &members).await?;
     if args.idle {
         return idle(&args, members, sockets, rss_before.unwrap_or(0)).await;
@@ -533,7 +554,7 @@ pub async fn run(args: Args) -> Result<()> {
         if checked >= 5 || !seen_rooms.insert(member.room.clone()) {
             continue;
         }
-        let stored = history_count(&args.broker, &member.token, &member.room).await?;
+        let stored = history_count(&args.brokers[0], &member.token, &member.room).await?;
         let acked_here = acked_per_room.get(&member.room).copied().unwrap_or(0);
         // Every acknowledged message must be in history; more is fine (a message can be
         // stored and its ack still in flight when the run ends).
@@ -549,6 +570,7 @@ pub async fn run(args: Args) -> Result<()> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let summary = json!({
         "scenario": "ws",
+        "brokers": args.brokers.len(),
         "loadgen_cpus": cpus,
         "sockets": args.sockets,
         "room_size": args.room_size,
@@ -569,12 +591,13 @@ pub async fn run(args: Args) -> Result<()> {
         println!("{summary}");
     } else {
         println!(
-            "ws fan-out: {} sockets, rooms of {}, {} msg/s each, {}s measured ({cpus} loadgen CPUs)\n  \
+            "ws fan-out: {} sockets over {} broker(s), rooms of {}, {} msg/s each, {}s measured ({cpus} loadgen CPUs)\n  \
              sent {sent}, acked {acked}, errors {errors}{}\n  \
              deliveries {deliveries} of {expected} expected ({:.1}%), {:.0} deliveries/s\n  \
              send→deliver latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n  \
              history of {checked} rooms complete: {persisted_ok}",
             args.sockets,
+            args.brokers.len(),
             args.room_size,
             args.rate,
             args.duration.as_secs(),
@@ -600,9 +623,8 @@ async fn idle(
     mut sockets: Vec<Socket>,
     rss_before: u64,
 ) -> Result<()> {
-    let pid = args.server_pid.expect("checked by the caller");
     tokio::time::sleep(args.settle).await;
-    let rss_after = rss_kib(pid)?;
+    let rss_after = rss_sum_kib(&args.server_pids)?;
     let per_socket = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / sockets.len() as f64;
     // Delivery check: the first member of the first room sends; every member receives.
     let room_size = args.room_size as usize;
@@ -624,6 +646,7 @@ async fn idle(
     }
     let summary = json!({
         "scenario": "ws-idle",
+        "brokers": args.brokers.len(),
         "sockets": sockets.len(),
         "server_rss_before_kib": rss_before,
         "server_rss_after_kib": rss_after,
@@ -634,8 +657,9 @@ async fn idle(
         println!("{summary}");
     } else {
         println!(
-            "ws idle: {} sockets held; server RSS {} → {} KiB: {:.0} bytes ({:.2} KiB) per socket; a message reached {reached}/{} members",
+            "ws idle: {} sockets held over {} broker(s); server RSS {} → {} KiB: {:.0} bytes ({:.2} KiB) per socket; a message reached {reached}/{} members",
             sockets.len(),
+            args.brokers.len(),
             rss_before,
             rss_after,
             per_socket,

@@ -25,6 +25,7 @@ pub struct Config {
         id = "logger-mongo-url",
         value_name = "URL",
         env = "LOGGER_MONGO_URL",
+        hide_env_values = true,
         value_parser = mongo_url
     )]
     pub mongo_url: Option<String>,

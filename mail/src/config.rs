@@ -26,7 +26,8 @@ pub struct Config {
         long = "mail-smtp-url",
         id = "mail-smtp-url",
         value_name = "URL|DIR",
-        env = "MAIL_SMTP_URL"
+        env = "MAIL_SMTP_URL",
+        hide_env_values = true
     )]
     pub smtp_url: Option<String>,
     /// The sender of every mail.

@@ -41,6 +41,15 @@ pub fn channel(url: &str, deadlines: Deadlines) -> Result<TracedChannel, tonic::
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(5))
+        // Every call that passes its deadline is reset by this side. h2 remembers only a
+        // few reset streams (hyper's default: 10); the late answers of forgotten ones count
+        // as protocol errors, and after 1,024 of them h2 closes the whole connection with
+        // GOAWAY(ENHANCE_YOUR_CALM) — every other call on it fails too. A burst of slow
+        // calls (10,000 sockets opening at once, the callee busy) did exactly that. The
+        // peer is one of ours: remember many resets, and keep a high ceiling rather than
+        // none, so a peer that really misbehaves is still cut off.
+        .http2_max_concurrent_reset_streams(16 * 1024)
+        .http2_max_local_error_reset_streams(64 * 1024)
         .connect_lazy();
     Ok(InterceptedService::new(channel, TraceInterceptor))
 }

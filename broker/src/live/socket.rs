@@ -82,6 +82,9 @@ pub async fn serve(mut socket: WebSocket, state: AppState, spec: SocketSpec) {
     let connection_id = Uuid::now_v7();
     let user = caller_message(&spec.caller);
     let mut chat = state.chat.clone();
+    let Ok(opening) = Box::pin(state.socket_opening.clone().acquire_owned()).await else {
+        return;
+    };
     // gRPC futures are boxed throughout: an idle socket's task should not reserve room
     // for calls it is not making (the task is most of a socket's memory).
     let opened = Box::pin(chat.open_connection(pb::OpenConnectionRequest {
@@ -91,6 +94,7 @@ pub async fn serve(mut socket: WebSocket, state: AppState, spec: SocketSpec) {
     }))
     .await;
     if let Err(status) = opened {
+        drop(opening);
         tracing::warn!(%status, "cannot open a socket: chat unavailable");
         close_with(
             &mut socket,
@@ -118,6 +122,7 @@ pub async fn serve(mut socket: WebSocket, state: AppState, spec: SocketSpec) {
                 .collect()
         }),
     };
+    drop(opening);
     match conversations {
         Ok(conversations) => {
             let claims = &spec.caller.claims;

@@ -23,8 +23,8 @@ use proto::auth::v1 as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-/// `POST /api/auth/register`
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /api/auth/register` (no `Debug`: it holds a password).
+#[derive(Deserialize, ToSchema)]
 pub struct RegisterBody {
     /// 3–32 of a-z, 0-9, `_`, `.`, `-` (case is folded).
     username: String,
@@ -34,8 +34,9 @@ pub struct RegisterBody {
     password: String,
 }
 
-/// `POST /api/auth/login`: `login` may also be sent as `username` or `email`.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `POST /api/auth/login`: `login` may also be sent as `username` or `email` (no
+/// `Debug`: it holds a password).
+#[derive(Deserialize, ToSchema)]
 pub struct LoginBody {
     /// A username or an email address.
     #[serde(alias = "username", alias = "email")]

@@ -21,13 +21,9 @@ use axum::{
 use proto::chat::v1 as pb;
 use uuid::Uuid;
 
-fn upgrade(
-    state: AppState,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    spec: SocketSpec,
-) -> Result<Response, ApiError> {
+fn upgrade(state: AppState, upgrade: WebSocketUpgrade, spec: SocketSpec) -> Response {
     let limit = state.config.ws_max_message_bytes;
-    let upgrade = upgrade?
+    let upgrade = upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
         // Small buffers: an idle socket should cost little memory. tungstenite zero-fills
@@ -37,7 +33,7 @@ fn upgrade(
         .read_buffer_size(512)
         .write_buffer_size(8 * 1024)
         .max_write_buffer_size(256 * 1024);
-    Ok(upgrade.on_upgrade(move |ws| socket::serve(ws, state, spec)))
+    upgrade.on_upgrade(move |ws| socket::serve(ws, state, spec))
 }
 
 /// The JSON WebSocket: live messages, presence, typing and receipts of every
@@ -49,19 +45,19 @@ pub async fn json_socket(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     check_origin(&state, &headers)?;
-    upgrade(
+    Ok(upgrade(
         state,
-        ws,
+        ws?,
         SocketSpec {
             caller: user,
             protocol: Protocol::Json,
             room: None,
         },
-    )
+    ))
 }
 
 /// The plain-text socket of one room: `SEND <message>` in, `FROM <user_id> <message>`
-/// out. Connecting joins the room.
+/// out. Connecting joins the room — only a real upgrade does: a plain GET changes nothing.
 pub async fn text_socket(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -70,6 +66,7 @@ pub async fn text_socket(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     check_origin(&state, &headers)?;
+    let ws = ws?;
     let request = pb::RoomRequest {
         caller: Some(caller(&user)),
         conversation_id: room.to_string(),
@@ -80,7 +77,7 @@ pub async fn text_socket(
         .join_room(request)
         .await
         .map_err(from_chat)?;
-    upgrade(
+    Ok(upgrade(
         state,
         ws,
         SocketSpec {
@@ -88,5 +85,5 @@ pub async fn text_socket(
             protocol: Protocol::Text,
             room: Some(room),
         },
-    )
+    ))
 }

@@ -28,7 +28,12 @@ pub const DEFAULT_EXCHANGE: &str = "microchat.events";
 pub struct BusConfig {
     /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f; unset: in-process bus
     /// (all-in-one) or events wait in the outbox (a service alone).
-    #[arg(long = "amqp-url", value_name = "URL", env = "AMQP_URL")]
+    #[arg(
+        long = "amqp-url",
+        value_name = "URL",
+        env = "AMQP_URL",
+        hide_env_values = true
+    )]
     pub amqp_url: Option<String>,
     /// The topic exchange for domain events.
     #[arg(
