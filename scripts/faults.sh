@@ -108,9 +108,12 @@ run_fuzz() {
     local fuzz_target="$CARGO_TARGET_DIR/fuzz"
     cd "$ROOT/fuzz"
     for target in $("$TOOLS/cargo/bin/cargo-fuzz" list); do
-        mkdir -p "corpus/$target" "artifacts/$target"
+        # New inputs go to a working corpus outside the clone; the committed seeds and
+        # regression inputs under corpus/<target>/ are only read.
+        local work="$CARGO_TARGET_DIR/fuzz-corpus/$target"
+        mkdir -p "corpus/$target" "artifacts/$target" "$work"
         echo "faults: fuzzing $target for ${FUZZ_SECONDS:-30}s"
-        if ! "$TOOLS/cargo/bin/cargo-fuzz" run --target-dir "$fuzz_target" "$target" "corpus/$target" -- \
+        if ! "$TOOLS/cargo/bin/cargo-fuzz" run --target-dir "$fuzz_target" "$target" "$work" "corpus/$target" -- \
             -max_total_time="${FUZZ_SECONDS:-30}" -max_len=65536 -print_final_stats=1 2> "artifacts/$target.log"; then
             echo "faults: $target FAILED (input under fuzz/artifacts/$target/):" >&2
             tail -n 40 "artifacts/$target.log" >&2

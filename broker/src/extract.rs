@@ -157,7 +157,7 @@ impl FromRequestParts<AppState> for AdminUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let user = AuthUser::from_request_parts(parts, state).await?;
-        if state.is_admin(&user.claims.name) {
+        if state.is_admin(&user.claims) {
             Ok(Self(user))
         } else {
             Err(ApiError::forbidden(
