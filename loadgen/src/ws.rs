@@ -69,7 +69,7 @@ pub struct Args {
     idle: bool,
     /// With --idle: how long to hold the sockets before reading the server's memory (its
     /// allocator returns freed memory to the system lazily).
-    #[arg(long, default_value = "15s", value_parser = crate::phase::parse_warmup)]
+    #[arg(long, default_value = "15s", value_parser = crate::phase::parse_duration)]
     settle: Duration,
     /// The server processes (the brokers), for their memory figures (RSS from /proc,
     /// summed); comma-separated.
@@ -670,5 +670,10 @@ async fn idle(
     for mut socket in sockets {
         let _ = socket.close(None).await;
     }
+    let members = room_size.min(members.len());
+    ensure!(
+        reached == members,
+        "the delivery check failed: a message reached {reached} of {members} members"
+    );
     Ok(())
 }
