@@ -13,7 +13,7 @@
 #      as a regression input).
 #
 # Env: SCHEMATHESIS_SECONDS (default 90), FUZZ_SECONDS (default 30), CARGO_TARGET_DIR.
-# Needs python3 and the crates.io registry (for cargo-fuzz, built once into .tools/).
+# Needs python3 and the crates.io registry (for cargo-fuzz, built once under $CARGO_TARGET_DIR/tools).
 # Under CI=true a tool that cannot be had fails the run; elsewhere it is skipped, saying so.
 set -euo pipefail
 
@@ -23,6 +23,9 @@ TOOLS="$ROOT/.tools"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 SCHEMATHESIS_VERSION=4.32.5
 CARGO_FUZZ_VERSION=0.13.1
+# cargo-fuzz is built once next to the builds (outside the clone in CI, so later runs
+# on the same machine reuse it).
+FUZZ_TOOLS="$CARGO_TARGET_DIR/tools/cargo"
 failed=0
 
 unavailable() {
@@ -35,7 +38,7 @@ unavailable() {
 install_schemathesis() {
     local venv="$TOOLS/schemathesis"
     if [[ -x "$venv/bin/schemathesis" ]] \
-        && "$venv/bin/python" -m pip show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMATHESIS_VERSION"; then
+        && "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
         return 0
     fi
     command -v python3 >/dev/null || return 1
@@ -92,12 +95,12 @@ fi
 
 # ---- 2. fuzz targets -------------------------------------------------------------------
 install_cargo_fuzz() {
-    if [[ -x "$TOOLS/cargo/bin/cargo-fuzz" ]] \
-        && "$TOOLS/cargo/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
+    if [[ -x "$FUZZ_TOOLS/bin/cargo-fuzz" ]] \
+        && "$FUZZ_TOOLS/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
         return 0
     fi
-    echo "faults: building cargo-fuzz $CARGO_FUZZ_VERSION into .tools/cargo"
-    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --root "$TOOLS/cargo" --quiet
+    echo "faults: building cargo-fuzz $CARGO_FUZZ_VERSION into $FUZZ_TOOLS"
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked --root "$FUZZ_TOOLS" --quiet
 }
 
 run_fuzz() {
@@ -107,13 +110,13 @@ run_fuzz() {
     export RUSTC_BOOTSTRAP=1
     local fuzz_target="$CARGO_TARGET_DIR/fuzz"
     cd "$ROOT/fuzz"
-    for target in $("$TOOLS/cargo/bin/cargo-fuzz" list); do
+    for target in $("$FUZZ_TOOLS/bin/cargo-fuzz" list); do
         # New inputs go to a working corpus outside the clone; the committed seeds and
         # regression inputs under corpus/<target>/ are only read.
         local work="$CARGO_TARGET_DIR/fuzz-corpus/$target"
         mkdir -p "corpus/$target" "artifacts/$target" "$work"
         echo "faults: fuzzing $target for ${FUZZ_SECONDS:-30}s"
-        if ! "$TOOLS/cargo/bin/cargo-fuzz" run --target-dir "$fuzz_target" "$target" "$work" "corpus/$target" -- \
+        if ! "$FUZZ_TOOLS/bin/cargo-fuzz" run --target-dir "$fuzz_target" "$target" "$work" "corpus/$target" -- \
             -max_total_time="${FUZZ_SECONDS:-30}" -max_len=65536 -print_final_stats=1 2> "artifacts/$target.log"; then
             echo "faults: $target FAILED (input under fuzz/artifacts/$target/):" >&2
             tail -n 40 "artifacts/$target.log" >&2
