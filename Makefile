@@ -83,7 +83,7 @@ bench-ws-multi: ## WebSocket fan-out over two brokers and two chat instances (Po
 bench-ws-idle-cluster: ## Hold 100,000 idle sockets over six brokers (several loadgen processes), every broker delivering
 	BROKERS=6 CHATS=2 scripts/bench-cluster.sh idle 100000
 
-faults: ## Hostile input: schemathesis against the OpenAPI spec, then every cargo-fuzz target for a bounded time
+faults: ## The fault matrix (each service killed under traffic), schemathesis against the OpenAPI spec, every cargo-fuzz target for a bounded time
 	scripts/faults.sh
 
 bench-events: ## Benchmark the durable event path: outbox -> RabbitMQ -> listener, 100,000 events

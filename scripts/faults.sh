@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# `make faults`: microchat under hostile input.
+# `make faults`: microchat under faults and hostile input.
 #
+#   0. The fault matrix (tests/faults.rs): every service as its own process against the
+#      machine's PostgreSQL and RabbitMQ and an SMTP server (maildev), under steady
+#      traffic; one broker replica, auth, chat, the logger, mail and the listener are
+#      killed with SIGKILL in turn and started again, the RabbitMQ connection is cut and
+#      restored; every promise of DESIGN.md is checked per fault and the table written to
+#      target/faults.md (docs/RELIABILITY.md).
 #   1. schemathesis (PyPI, installed into .tools/schemathesis) generates requests from the
 #      broker's own /api/openapi.json against a fresh all-in-one, signed in as a user:
 #      every answer must be no 5xx, and every error a JSON body {"error": {code, message}}
@@ -33,6 +39,12 @@ unavailable() {
     if [[ "${CI:-}" == "true" ]]; then exit 1; fi
     echo "faults: SKIPPED ($1)"
 }
+
+# ---- 0. the fault matrix -------------------------------------------------------------------
+scripts/test-tools.sh
+cargo build --workspace --bins --locked
+echo "faults: the fault matrix (tests/faults.rs)"
+cargo test --locked --test faults -- --ignored --nocapture || failed=1
 
 # ---- 1. schemathesis against the broker ---------------------------------------------------
 install_schemathesis() {

@@ -12,93 +12,22 @@ mod common;
 
 use common::{
     User,
+    procs::{Process, binaries, free_port},
     rabbit::TestRabbit,
     ws::{Socket, close_code, next_frame, next_of_type, ready, send},
 };
-use platform::testing::{TestPostgres, in_ci};
+use platform::testing::TestPostgres;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
-    process::Stdio,
+    path::PathBuf,
     time::{Duration, Instant},
 };
-use tokio::{process::Child, time::timeout};
+use tokio::time::timeout;
 
 /// Messages sent in the exactly-once check, half through each broker.
 const MESSAGES: usize = 40;
-
-/// Where cargo put the service binaries: next to the all-in-one of this package.
-fn binaries() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_BIN_EXE_microchat"))
-        .parent()?
-        .to_owned();
-    let missing: Vec<_> = ["auth", "chat", "broker"]
-        .into_iter()
-        .filter(|name| !dir.join(name).is_file())
-        .collect();
-    if missing.is_empty() {
-        return Some(dir);
-    }
-    let why = format!(
-        "the binaries {missing:?} are not built in {} (cargo build --workspace --bins)",
-        dir.display()
-    );
-    assert!(!in_ci(), "{why}");
-    eprintln!("SKIPPED: {why}");
-    None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
-/// One service process, killed when dropped; its log goes to a file.
-struct Process {
-    name: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(bin: &Path, name: &str, dir: &Path, env: &[(&str, String)]) -> Self {
-        let binary = bin.join(name.split('-').next().expect("a service name"));
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("the temp dir is writable");
-        let mut command = tokio::process::Command::new(&binary);
-        command
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .env("LOGGER_URL", "off")
-            .env("MICROCHAT_DATA_DIR", dir.join(name))
-            .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|error| panic!("starting {}: {error}", binary.display()));
-        Self {
-            name: name.to_owned(),
-            child,
-            log,
-        }
-    }
-
-    /// The end of its log, for a failure message.
-    fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let from = lines.len().saturating_sub(15);
-        format!("--- {} ---\n{}", self.name, lines[from..].join("\n"))
-    }
-}
 
 /// auth, two chat instances and two brokers, each broker following its own chat.
 struct Cluster {
@@ -111,7 +40,7 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Option<Self> {
-        let bin = binaries()?;
+        let bin = binaries(&["auth", "chat", "broker"])?;
         let auth_db = TestPostgres::create().await?;
         let chat_db = TestPostgres::create().await?;
         let rabbit = TestRabbit::create(3, Duration::from_secs(1)).await?;
@@ -208,8 +137,7 @@ impl Cluster {
 
     async fn stop(mut self) {
         for process in &mut self.processes {
-            let _ = process.child.start_kill();
-            let _ = process.child.wait().await;
+            process.kill().await;
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

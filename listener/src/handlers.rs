@@ -113,17 +113,22 @@ impl Handlers {
                 Ok(())
             }
             Payload::UserLoggedOut(logout) => {
-                self.chat
-                    .clone()
-                    .end_chat_session(chat::EndChatSessionRequest {
-                        session_id: logout.session_id.clone(),
-                        user: Some(caller(&logout.user_id, &logout.username)),
-                        ended_at: Some(timestamp(occurred_at)),
-                    })
-                    .await
-                    .map_err(|status| HandleError::from_status("chat", &status))?;
+                // Two independent pieces of work, both idempotent: one service being
+                // down must not hold up the other (chat down must not delay the mail).
+                // A retry repeats both; mail de-duplicates by the event id.
+                let chat = self.chat.clone();
+                let ended = async move {
+                    chat.clone()
+                        .end_chat_session(chat::EndChatSessionRequest {
+                            session_id: logout.session_id.clone(),
+                            user: Some(caller(&logout.user_id, &logout.username)),
+                            ended_at: Some(timestamp(occurred_at)),
+                        })
+                        .await
+                        .map_err(|status| HandleError::from_status("chat", &status))
+                };
                 let client = logout.client.clone().unwrap_or_default();
-                self.mail(
+                let mailed = self.mail(
                     &envelope.event_id,
                     &logout.email,
                     "logout",
@@ -133,8 +138,9 @@ impl Handlers {
                         ("client_ip", client.ip),
                         ("user_agent", client.user_agent),
                     ],
-                )
-                .await
+                );
+                let (ended, mailed) = tokio::join!(ended, mailed);
+                ended.and(mailed)
             }
             Payload::UserDeleted(user) => {
                 self.chat

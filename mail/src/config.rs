@@ -49,6 +49,16 @@ pub struct Config {
         value_parser = parse_duration
     )]
     pub smtp_timeout: Duration,
+    /// Database of mails sent (by idempotency key, so a retry after a restart is not sent
+    /// again), postgres:// or sqlite:// [default: sqlite://<data dir>/mail.db].
+    #[arg(
+        long = "mail-database-url",
+        id = "mail-database-url",
+        value_name = "URL",
+        env = "MAIL_DATABASE_URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
 }
 
 /// Where mail goes.
@@ -61,6 +71,13 @@ pub enum Destination {
 }
 
 impl Config {
+    /// The database of mails sent: the configured URL, or SQLite in the data directory.
+    pub fn database_url(&self, data_dir: &Path) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| platform::settings::sqlite_url(data_dir, "mail.db"))
+    }
+
     /// Where mail goes: the SMTP URL, or the directory (`<data dir>/mail` by default).
     pub fn destination(&self, data_dir: &Path) -> Destination {
         match self.smtp_url.as_deref() {

@@ -9,6 +9,7 @@
 mod config;
 mod grpc;
 pub mod sender;
+pub mod sent;
 pub mod templates;
 
 pub use config::{Config, Destination};
@@ -16,16 +17,23 @@ pub use config::{Config, Destination};
 use anyhow::Context;
 use platform::shutdown::Shutdown;
 use proto::mail::v1::mail_server::MailServer;
-use std::{net::SocketAddr, path::Path, sync::Arc};
+use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 
 /// Largest gRPC message mail accepts: 32 variables of 1,000 characters fit.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
+/// How long a sent mail's idempotency key is remembered in the database (retries come
+/// within minutes; the listener's processed-events table takes over after).
+const REMEMBER_SENT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often older keys are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// A built mail service, bound to its port, not yet serving.
 pub struct MailService {
     listener: TcpListener,
     sender: Arc<sender::Sender>,
+    sent: sent::SentMails,
 }
 
 impl MailService {
@@ -33,7 +41,15 @@ impl MailService {
     pub async fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Self> {
         platform::telemetry::prometheus();
         let destination = config.destination(data_dir);
-        let sender = sender::Sender::new(&destination, &config.from, config.smtp_timeout)?;
+        let sent = sent::SentMails::connect(&config.database_url(data_dir))
+            .await
+            .context("opening the sent-mail database (MAIL_DATABASE_URL)")?;
+        let sender = sender::Sender::new(
+            &destination,
+            &config.from,
+            config.smtp_timeout,
+            sent.clone(),
+        )?;
         match &destination {
             Destination::Smtp(_) => tracing::info!("mail goes to the SMTP server of MAIL_SMTP_URL"),
             Destination::Files(dir) => {
@@ -46,6 +62,7 @@ impl MailService {
         Ok(Self {
             listener,
             sender: Arc::new(sender),
+            sent,
         })
     }
 
@@ -60,8 +77,28 @@ impl MailService {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let api = MailServer::new(grpc::MailApi::new(self.sender))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let pruner = tokio::spawn(prune(self.sent, shutdown.clone()));
         platform::grpc::serve("mail", self.listener, api, shutdown.clone()).await?;
+        pruner.abort();
         tracing::info!("mail stopped");
         Ok(())
+    }
+}
+
+/// Forgets sent-mail keys older than [`REMEMBER_SENT`], now and then every [`PRUNE_EVERY`].
+async fn prune(sent: sent::SentMails, shutdown: Shutdown) {
+    let mut every = tokio::time::interval(PRUNE_EVERY);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            () = shutdown.cancelled() => return,
+        }
+        let before = chrono::Utc::now()
+            - chrono::TimeDelta::from_std(REMEMBER_SENT).expect("a week fits a TimeDelta");
+        match sent.prune(before).await {
+            Ok(0) => {}
+            Ok(pruned) => tracing::info!(pruned, "forgot old sent-mail keys"),
+            Err(error) => tracing::warn!(%error, "could not prune sent-mail keys"),
+        }
     }
 }

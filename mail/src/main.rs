@@ -25,9 +25,14 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let shutdown = platform::shutdown::on_signal();
     let telemetry = cli.telemetry.start("mail", &shutdown).await?;
+    // Alone, mail also honours the conventional DATABASE_URL.
+    cli.mail.database_url = cli
+        .mail
+        .database_url
+        .or_else(|| std::env::var("DATABASE_URL").ok());
     mail::MailService::build(&cli.mail, &cli.data_dir)
         .await?
         .run(shutdown)

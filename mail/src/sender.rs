@@ -1,13 +1,17 @@
 //! Rendering and sending one mail, with de-duplication by idempotency key.
 //!
-//! The de-duplication is per process (a bounded in-memory cache): it absorbs a caller
-//! retrying a call whose answer it lost. The durable guard against handling an event twice
-//! is the listener's processed-events table; the Message-ID derived from the key lets the
-//! receiving side spot the rare duplicate that gets past both (a mail service restart
-//! between a send and the listener's record).
+//! A key sent once is remembered in a bounded in-memory cache (which also makes
+//! concurrent calls with one key wait for each other) and in the database
+//! ([`crate::sent`]), so a caller retrying a call whose answer it lost — also across a
+//! restart of this service — gets the first send's Message-ID, not a second mail. The
+//! listener's processed-events table keeps it from asking again once it recorded the
+//! event; the Message-ID derived from the key lets the receiving side spot the rare
+//! duplicate that gets past both (a crash between the SMTP server's acceptance and the
+//! row's commit).
 
 use crate::{
     config::Destination,
+    sent::SentMails,
     templates::{RenderError, Templates},
 };
 use lettre::{
@@ -57,14 +61,16 @@ pub struct Sender {
     templates: Templates,
     transport: Transport,
     sent_keys: Cache<String, String>,
+    sent: SentMails,
 }
 
 impl Sender {
-    /// A sender to `destination`, from `from`.
+    /// A sender to `destination`, from `from`, remembering what it sent in `sent`.
     pub fn new(
         destination: &Destination,
         from: &str,
         smtp_timeout: Duration,
+        sent: SentMails,
     ) -> anyhow::Result<Self> {
         let from: Mailbox = from
             .parse()
@@ -82,6 +88,7 @@ impl Sender {
             templates: Templates::default(),
             transport,
             sent_keys: Cache::new(REMEMBERED_KEYS),
+            sent,
         })
     }
 
@@ -129,7 +136,29 @@ impl Sender {
             }
             Err(guard) => {
                 // Dropping the guard without a value (on failure) lets a retry send.
+                // Sent before this process started?
+                let earlier = self.sent.message_id(idempotency_key).await.map_err(|error| {
+                    SendError::Unavailable(format!("the sent-mail database: {error}"))
+                })?;
+                if let Some(message_id) = earlier {
+                    metrics::counter!("mail_deduplicated_total").increment(1);
+                    let _ = guard.insert(message_id.clone());
+                    return Ok(Sent {
+                        message_id,
+                        sent: false,
+                    });
+                }
                 self.deliver(to, rendered, &message_id).await?;
+                // The mail is out: a failed record must not turn it into an error (the
+                // caller would retry); the cache still covers this process's lifetime.
+                if let Err(error) = self
+                    .sent
+                    .remember(idempotency_key, &message_id, chrono::Utc::now())
+                    .await
+                {
+                    metrics::counter!("mail_record_failures_total").increment(1);
+                    tracing::error!(%error, %message_id, "mail sent but not recorded; a retry after a restart would send it again");
+                }
                 let _ = guard.insert(message_id.clone());
                 Ok(Sent {
                     message_id,

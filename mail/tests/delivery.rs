@@ -16,6 +16,7 @@ struct Cli {
 struct Running {
     client: MailClient<Channel>,
     stop: Shutdown,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
     dir: PathBuf,
 }
 
@@ -29,6 +30,11 @@ impl Drop for Running {
 async fn start(extra: &[String]) -> Running {
     let dir =
         std::env::temp_dir().join(format!("microchat-mail-{}", uuid::Uuid::new_v4().simple()));
+    start_in(dir, extra).await
+}
+
+/// Starts mail with its data (sent-mail database, .eml files) in `dir`.
+async fn start_in(dir: PathBuf, extra: &[String]) -> Running {
     let args = ["mail".to_owned(), "--mail-listen=127.0.0.1:0".to_owned()]
         .into_iter()
         .chain(extra.iter().cloned());
@@ -38,9 +44,26 @@ async fn start(extra: &[String]) -> Running {
         .expect("mail starts");
     let url = format!("http://{}", service.local_addr());
     let stop = Shutdown::new();
-    tokio::spawn(service.run(stop.clone()));
+    let task = tokio::spawn(service.run(stop.clone()));
     let client = MailClient::connect(url).await.expect("mail answers");
-    Running { client, stop, dir }
+    Running {
+        client,
+        stop,
+        task,
+        dir,
+    }
+}
+
+impl Running {
+    /// Stops the service and waits for it; its data directory stays.
+    async fn stop_keeping_data(mut self) -> PathBuf {
+        self.stop.cancel();
+        (&mut self.task)
+            .await
+            .expect("mail does not panic")
+            .expect("mail stops cleanly");
+        std::mem::take(&mut self.dir)
+    }
 }
 
 fn welcome(to: &str, key: &str) -> SendMailRequest {
@@ -95,6 +118,31 @@ async fn mail_is_written_as_an_eml_file_once_per_key() {
     assert!(eml.contains("Message-ID: <event-1@microchat>"), "{eml}");
     assert!(eml.contains("Content-Type: text/plain"), "{eml}");
     assert!(eml.contains("Content-Type: text/html"), "{eml}");
+}
+
+#[tokio::test]
+async fn a_key_sent_before_a_restart_is_not_sent_again() {
+    // A caller (the listener) whose answer was lost in a crash of mail retries against
+    // the new process: it gets the first send's Message-ID, not a second mail.
+    let mut mail = start(&[]).await;
+    let first = mail
+        .client
+        .send_mail(welcome("ada@example.com", "event-restart"))
+        .await
+        .expect("sent")
+        .into_inner();
+    assert!(first.sent);
+    let dir = mail.stop_keeping_data().await;
+    let mut again = start_in(dir, &[]).await;
+    let retried = again
+        .client
+        .send_mail(welcome("ada@example.com", "event-restart"))
+        .await
+        .expect("answered")
+        .into_inner();
+    assert!(!retried.sent, "not sent again after the restart");
+    assert_eq!(retried.message_id, first.message_id);
+    assert_eq!(eml_files(&again.dir.join("mail")).len(), 1, "one file");
 }
 
 #[tokio::test]

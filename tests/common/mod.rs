@@ -2,6 +2,7 @@
 //! (and, for PostgreSQL runs, its own database) and talks to it over HTTP like a client.
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod procs;
 pub mod rabbit;
 pub mod ws;
 
