@@ -65,15 +65,21 @@ impl Email {
             reason: "must be an email address such as ada@example.com",
         };
         let trimmed = raw.trim();
-        if trimmed.len() > Self::MAX_LEN
-            || trimmed.chars().any(|c| c.is_whitespace() || c.is_control())
+        if trimmed.len() > Self::MAX_LEN {
+            return Err(invalid);
+        }
+        // The stored (lowercase) form is what must be valid: lowercasing can change an
+        // address (`İ` becomes `i` and a combining dot), and a stored address must parse
+        // again as itself (found by the account_input fuzz target).
+        let lower = trimmed.to_lowercase();
+        if lower.len() > Self::MAX_LEN
+            || lower.chars().any(|c| c.is_whitespace() || c.is_control())
+            || !email_address::EmailAddress::is_valid(&lower)
+            || lower.starts_with('"')
         {
             return Err(invalid);
         }
-        if !email_address::EmailAddress::is_valid(trimmed) || trimmed.starts_with('"') {
-            return Err(invalid);
-        }
-        Ok(Self(trimmed.to_lowercase()))
+        Ok(Self(lower))
     }
 
     /// The address as stored.
@@ -243,6 +249,13 @@ mod tests {
         }
         let long = format!("{}@example.com", "a".repeat(250));
         assert!(Email::parse(&long).is_err());
+        // Whatever is accepted is stored in a form that parses again as itself, also
+        // where lowercasing changes the text (the fuzzer's find: İ → i + U+0307).
+        for raw in ["HeirrExdi@Example.\u{130}M", "\u{130}da@example.com", "ADA@EXAMPLE.COM"] {
+            if let Ok(email) = Email::parse(raw) {
+                assert_eq!(Email::parse(email.as_str()), Ok(email.clone()), "{raw:?}");
+            }
+        }
     }
 
     #[test]
