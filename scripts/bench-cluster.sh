@@ -8,8 +8,12 @@
 #                                                   many loadgen processes as the 20,000-file limit
 #                                                   of one process needs; prints the peak and memory
 #
-# Environment: BROKERS (default 2), CHATS (default 2), HOLD (idle: seconds each loadgen
-# holds its sockets, default 120), CARGO_TARGET_DIR. Ports: brokers 18180.., chats 15152..,
+# Environment: BROKERS (default 2), CHATS (default 2), HOLD (idle: seconds the sockets are
+# held once every loadgen process has opened all of its own, default 90 — longer than the
+# brokers' 75 s idle timeout, so unanswered pings would show), PER_PROCESS (idle: sockets
+# per loadgen process, default 16000), CARGO_TARGET_DIR. The loadgen processes meet at a
+# barrier twice: every user is set up before any socket opens, and every socket is open
+# before the hold begins. Ports: brokers 18180.., chats 15152..,
 # auth 15151. Everything is stopped and dropped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,7 +97,7 @@ case "$scenario" in
     ;;
   idle)
     total="${1:?usage: scripts/bench-cluster.sh idle SOCKETS}"
-    per_process=16000
+    per_process="${PER_PROCESS:-16000}"
     processes=$(((total + per_process - 1) / per_process))
     base_rss="$(rss_kib)"
     loaders=()
@@ -102,7 +106,8 @@ case "$scenario" in
       # Each process its own source addresses: one address has about 28,000 ports.
       sources="127.0.$((p + 1)).1,127.0.$((p + 1)).2"
       "$target_dir/release/loadgen" ws --idle --broker "$joined_urls" --server-pid "$joined_pids" \
-        --sockets "$n" --room-size 10 --source "$sources" --settle "${HOLD:-120}s" --setup-concurrency 32 \
+        --sockets "$n" --room-size 10 --source "$sources" --settle "${HOLD:-90}s" --setup-concurrency 32 \
+        --barrier "$data_dir/barrier" --parties "$processes" \
         > "$data_dir/loadgen$p.out" 2>&1 & loaders+=($!)
     done
     peak=0 peak_rss=0

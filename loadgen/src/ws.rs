@@ -81,9 +81,45 @@ pub struct Args {
     /// Password of the generated users.
     #[arg(long, default_value = "loadgen-password-1")]
     password: String,
+    /// With --idle, several load processes together: a directory they share, so that
+    /// all of them finish setting up users before any opens a socket, and all hold
+    /// their sockets open before any measures (see --parties).
+    #[arg(long, requires = "parties")]
+    barrier: Option<std::path::PathBuf>,
+    /// How many load processes meet at --barrier.
+    #[arg(long, requires = "barrier", value_parser = clap::value_parser!(u32).range(1..=64))]
+    parties: Option<u32>,
     /// Print one JSON object with the figures instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// Waits until every one of `--parties` load processes has reached the `stage` at
+/// `--barrier` (each leaves a file there); returns at once without a barrier.
+async fn barrier(args: &Args, stage: &str) -> Result<()> {
+    let (Some(dir), Some(parties)) = (&args.barrier, args.parties) else {
+        return Ok(());
+    };
+    let stage_dir = dir.join(stage);
+    std::fs::create_dir_all(&stage_dir)
+        .with_context(|| format!("creating the barrier {}", stage_dir.display()))?;
+    std::fs::write(stage_dir.join(std::process::id().to_string()), b"")?;
+    let started = Instant::now();
+    loop {
+        let arrived = std::fs::read_dir(&stage_dir)?.count();
+        if arrived >= parties as usize {
+            eprintln!(
+                "barrier {stage}: all {parties} load processes there (waited {:.1}s)",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(3600),
+            "barrier {stage}: {arrived} of {parties} load processes arrived within an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 impl Args {
@@ -498,6 +534,7 @@ pub async fn run(args: Args) -> Result<()> {
                 & 0xff_ffff)
     );
     let members = set_up(&args, &run).await?;
+    barrier(&args, "set-up").await?;
     let rss_before = if args.server_pids.is_empty() {
         None
     } else {
@@ -615,65 +652,115 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Holds the sockets, reports memory per socket, then checks one message per room of a
-/// sample still reaches every member.
+/// Holds the sockets — reading each one as a client does, so the server's pings are
+/// answered and a socket the server closes is noticed — reports memory per socket, then
+/// checks that a message sent into the first room reaches every member.
 async fn idle(
     args: &Args,
     members: Vec<Member>,
-    mut sockets: Vec<Socket>,
+    sockets: Vec<Socket>,
     rss_before: u64,
 ) -> Result<()> {
+    let room_size = (args.room_size as usize).min(members.len());
+    let held = sockets.len();
+    let closed = Arc::new(AtomicU64::new(0));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (found, mut reached_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let mut readers = tokio::task::JoinSet::new();
+    for (index, mut socket) in sockets.into_iter().enumerate() {
+        let (closed, mut stopped, found) = (Arc::clone(&closed), stopped.clone(), found.clone());
+        readers.spawn(async move {
+            loop {
+                tokio::select! {
+                    frame = socket.next() => match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            if index < room_size
+                                && text.starts_with(r#"{"type":"message""#)
+                                && text.contains("lg:idle-check")
+                            {
+                                let _ = found.send(index);
+                            }
+                        }
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => {
+                            closed.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        Some(Ok(_)) => {}
+                    },
+                    _ = stopped.changed() => {
+                        let _ = socket.close(None).await;
+                        return;
+                    }
+                }
+            }
+        });
+    }
+    drop(found);
+    barrier(args, "open").await?;
     tokio::time::sleep(args.settle).await;
     let rss_after = rss_sum_kib(&args.server_pids)?;
-    let per_socket = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / sockets.len() as f64;
-    // Delivery check: the first member of the first room sends; every member receives.
-    let room_size = args.room_size as usize;
-    let room = members[0].room.clone();
-    let probe = format!(r#"{{"type":"send","conversation_id":"{room}","body":"lg:idle-check"}}"#);
-    sockets[0].send(Message::text(probe)).await?;
-    let mut reached = 0;
-    for socket in sockets.iter_mut().take(room_size.min(members.len())) {
+    let per_socket = (rss_after.saturating_sub(rss_before)) as f64 * 1024.0 / held as f64;
+    let closed_by_server = closed.load(Ordering::Relaxed);
+    // Delivery check: the first member of the first room sends (over REST); every
+    // member's socket receives it.
+    let room = &members[0].room;
+    let broker = args.broker_for(0);
+    let mut connection = Connection::open(broker).await?;
+    let (status, answer) = request(
+        &mut connection,
+        broker,
+        Method::POST,
+        &format!("/api/conversations/{room}/messages"),
+        Some(&members[0].token),
+        Some(json!({ "body": "lg:idle-check" })),
+    )
+    .await?;
+    let mut reached = std::collections::HashSet::new();
+    if status == StatusCode::CREATED {
         let deadline = Instant::now() + Duration::from_secs(5);
-        while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, socket.next()).await {
-            if let Message::Text(text) = frame
-                && text.starts_with(r#"{"type":"message""#)
-                && text.contains("lg:idle-check")
-            {
-                reached += 1;
-                break;
+        while reached.len() < room_size {
+            match tokio::time::timeout_at(deadline, reached_rx.recv()).await {
+                Ok(Some(index)) => {
+                    reached.insert(index);
+                }
+                _ => break,
             }
         }
+    } else {
+        eprintln!("the delivery check's send was answered {status}: {answer}");
     }
+    let reached = reached.len();
+    let _ = stop.send(true);
+    while readers.join_next().await.is_some() {}
     let summary = json!({
         "scenario": "ws-idle",
         "brokers": args.brokers.len(),
-        "sockets": sockets.len(),
+        "sockets": held,
+        "closed_by_server": closed_by_server,
         "server_rss_before_kib": rss_before,
         "server_rss_after_kib": rss_after,
         "server_bytes_per_socket": per_socket,
-        "delivery_check": format!("{reached}/{}", room_size.min(members.len())),
+        "delivery_check": format!("{reached}/{room_size}"),
     });
     if args.json {
         println!("{summary}");
     } else {
         println!(
-            "ws idle: {} sockets held over {} broker(s); server RSS {} → {} KiB: {:.0} bytes ({:.2} KiB) per socket; a message reached {reached}/{} members",
-            sockets.len(),
+            "ws idle: {held} sockets held over {} broker(s), {closed_by_server} closed by the server; server RSS {} → {} KiB: {:.0} bytes ({:.2} KiB) per socket; a message reached {reached}/{room_size} members",
             args.brokers.len(),
             rss_before,
             rss_after,
             per_socket,
             per_socket / 1024.0,
-            room_size.min(members.len()),
         );
     }
-    for mut socket in sockets {
-        let _ = socket.close(None).await;
-    }
-    let members = room_size.min(members.len());
     ensure!(
-        reached == members,
-        "the delivery check failed: a message reached {reached} of {members} members"
+        closed_by_server == 0,
+        "the server closed {closed_by_server} of the {held} held sockets"
+    );
+    ensure!(
+        reached == room_size,
+        "the delivery check failed: a message reached {reached} of {room_size} members"
     );
     Ok(())
 }
