@@ -7,7 +7,7 @@ use crate::{
     password,
     revocations::RevocationFeed,
     store::{NewAccount, NewSession, Revocation, StoreError, Taken, UserStore},
-    throttle::LoginThrottle,
+    throttle::{Charge, LoginThrottle},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -146,8 +146,16 @@ impl Accounts {
             .set_keys([(keys.kid(), keys.public_x())])
             .expect("our own public key is well-formed");
         Self {
-            per_account: LoginThrottle::new(policy.max_failures_per_account, policy.failure_window),
-            per_ip: LoginThrottle::new(policy.max_failures_per_ip, policy.failure_window),
+            per_account: LoginThrottle::new(
+                policy.max_failures_per_account,
+                policy.failure_window,
+                Charge::UpFront,
+            ),
+            per_ip: LoginThrottle::new(
+                policy.max_failures_per_ip,
+                policy.failure_window,
+                Charge::OnFailure,
+            ),
             decoy_hash: password::decoy(&policy.password_cost).await,
             store,
             keys,
@@ -246,6 +254,9 @@ impl Accounts {
             .map_or_else(|| self.decoy_hash.clone(), |a| a.password_hash.clone());
         let matches = password::verify(bounded, hash).await;
         let Some(account) = account.filter(|_| matches) else {
+            let failed_at = Instant::now();
+            self.per_account.failed(&account_key, failed_at);
+            self.per_ip.failed(&ip_key, failed_at);
             metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
             tracing::info!(client_ip = %client.ip, "login failed");
             return Err(AuthError::BadCredentials);
@@ -289,8 +300,9 @@ impl Accounts {
         Ok(self.issue(account.user, session, refresh_token))
     }
 
-    /// Counts a login attempt against the account and the client address before the
-    /// password is checked (both or neither), so parallel guesses cannot exceed the limits.
+    /// Lets a login attempt go ahead unless the account or the client address has used up
+    /// its failures; the account's count is charged before the password is checked (both
+    /// throttles or neither), so parallel guesses at one account cannot exceed its limit.
     fn charge_attempt(&self, account_key: &str, ip_key: &str) -> Result<(), AuthError> {
         let now = Instant::now();
         let charged = [(&self.per_account, account_key), (&self.per_ip, ip_key)]

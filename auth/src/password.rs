@@ -87,4 +87,21 @@ mod tests {
         assert!(!verify("wrong horse".into(), hashed).await);
         assert!(!verify("anything".into(), "not a hash".into()).await);
     }
+
+    #[tokio::test]
+    async fn the_configured_cost_reaches_new_hashes_and_old_hashes_still_verify() {
+        let cheap = Cost::new(8 * 1024, 1).unwrap();
+        let old = hash(Password::parse("correct horse").unwrap(), &cheap).await;
+        assert!(old.starts_with("$argon2id$v=19$m=8192,t=1,p=1$"), "{old}");
+        // The operator raises the cost: new hashes use it, the old one still verifies
+        // (its cost is written in it).
+        let raised = Cost::new(32 * 1024, 3).unwrap();
+        let new = hash(Password::parse("correct horse").unwrap(), &raised).await;
+        assert!(new.starts_with("$argon2id$v=19$m=32768,t=3,p=1$"), "{new}");
+        assert!(verify("correct horse".into(), old).await);
+        assert!(verify("correct horse".into(), new).await);
+        // A cost argon2 refuses is an error (auth refuses to start on it), never a panic.
+        assert!(Cost::new(4, 1).is_err(), "under 8 KiB per lane");
+        assert!(Cost::new(8 * 1024, 0).is_err(), "no pass at all");
+    }
 }
