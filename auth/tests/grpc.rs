@@ -469,6 +469,33 @@ async fn refresh_rotates_the_refresh_token() {
 }
 
 #[tokio::test]
+async fn refresh_tokens_are_not_stored_in_the_clear() {
+    let auth = TestAuth::start().await;
+    let issued = auth.logged_in("ada").await;
+    let refreshed = auth.refresh(&issued.refresh_token).await.unwrap();
+    // Every byte auth keeps on disk (the database, its write-ahead log, the key file):
+    // the secret half of neither refresh token is in it, only their hashes.
+    let mut at_rest = Vec::new();
+    for entry in std::fs::read_dir(&auth.data_dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            at_rest.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(!at_rest.is_empty(), "auth keeps its database in its data directory");
+    for token in [&issued.refresh_token, &refreshed.refresh_token] {
+        let (_, secret) = token.split_once('.').expect("<session>.<secret>");
+        assert!(secret.len() >= 40, "a 32-byte secret: {secret}");
+        assert!(
+            !at_rest
+                .windows(secret.len())
+                .any(|window| window == secret.as_bytes()),
+            "a refresh token's secret is stored in the clear"
+        );
+    }
+}
+
+#[tokio::test]
 async fn refresh_after_logout_fails() {
     let auth = TestAuth::start().await;
     let issued = auth.logged_in("ada").await;
