@@ -121,8 +121,13 @@ case "$scenario" in
     done
     failed=0
     for ((p = 0; p < processes; p++)); do
-      wait "${loaders[$p]}" || failed=1
-      echo "loadgen $p: $(tail -n 1 "$data_dir/loadgen$p.out")"
+      if wait "${loaders[$p]}"; then
+        echo "loadgen $p: $(tail -n 1 "$data_dir/loadgen$p.out")"
+      else
+        failed=1
+        # Its error and causes (before the backtrace).
+        echo "loadgen $p FAILED: $(sed -n '/^Error:/,/^Stack backtrace:/p' "$data_dir/loadgen$p.out" | grep -v '^Stack backtrace:' | tr '\n' ' ')"
+      fi
     done
     per_socket=$(( (peak_rss - base_rss) * 1024 / (peak > 0 ? peak : 1) ))
     echo "idle cluster: peak $peak authenticated sockets open at once over $brokers brokers;" \

@@ -223,7 +223,9 @@ struct Answer {
 
 impl Traffic {
     fn room(&self) -> &str {
-        self.room.get().expect("the room is made before the traffic starts")
+        self.room
+            .get()
+            .expect("the room is made before the traffic starts")
     }
 
     fn phase(&self) -> usize {
@@ -231,7 +233,9 @@ impl Traffic {
     }
 
     fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
-        self.ledger.lock().expect("no traffic task panics holding the ledger")
+        self.ledger
+            .lock()
+            .expect("no traffic task panics holding the ledger")
     }
 
     /// One request through the brokers as a load balancer sends it: the next broker in
@@ -311,7 +315,11 @@ async fn sign_up(traffic: &Traffic, username: &str) -> Account {
             Some(&json!({ "username": username, "email": email, "password": PASSWORD })),
         )
         .await;
-    assert_eq!(registered.outcome, Outcome::Status(201), "register {username}");
+    assert_eq!(
+        registered.outcome,
+        Outcome::Status(201),
+        "register {username}"
+    );
     traffic
         .ledger()
         .mails
@@ -334,16 +342,17 @@ async fn sign_up(traffic: &Traffic, username: &str) -> Account {
 
 // ---- chatters ---------------------------------------------------------------------------
 
-type WsStream = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open_socket(base: &str, token: &str) -> Option<WsStream> {
     let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
     let mut request = url.into_client_request().expect("a WebSocket URL");
     request.headers_mut().insert(
         header::AUTHORIZATION,
-        format!("Bearer {token}").parse().expect("a token is header-safe"),
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is header-safe"),
     );
     let opened = tokio::time::timeout(
         Duration::from_secs(5),
@@ -362,10 +371,7 @@ async fn open_socket(base: &str, token: &str) -> Option<WsStream> {
 async fn catch_up(traffic: &Traffic, who: usize, token: &str, since: DateTime<Utc>) -> bool {
     let mut before: Option<String> = None;
     loop {
-        let mut path = format!(
-            "/api/conversations/{}/messages?limit=100",
-            traffic.room()
-        );
+        let mut path = format!("/api/conversations/{}/messages?limit=100", traffic.room());
         if let Some(before) = &before {
             let _ = write!(path, "&before={before}");
         }
@@ -375,7 +381,10 @@ async fn catch_up(traffic: &Traffic, who: usize, token: &str, since: DateTime<Ut
         if !page.outcome.ok() {
             return false;
         }
-        let messages = page.body["messages"].as_array().cloned().unwrap_or_default();
+        let messages = page.body["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let mut reached = false;
         {
             let mut deliveries = traffic.deliveries[who]
@@ -396,7 +405,10 @@ async fn catch_up(traffic: &Traffic, who: usize, token: &str, since: DateTime<Ut
         if reached || page.body["has_more"] != true || messages.is_empty() {
             return true;
         }
-        before = messages.last().and_then(|m| m["id"].as_str()).map(str::to_owned);
+        before = messages
+            .last()
+            .and_then(|m| m["id"].as_str())
+            .map(str::to_owned);
     }
 }
 
@@ -557,11 +569,12 @@ async fn churn(traffic: Arc<Traffic>) {
             )
             .await;
         match registered.outcome {
-            Outcome::Status(201) => traffic.ledger().mails.push((
-                traffic.phase(),
-                email.clone(),
-                MailKind::Welcome,
-            )),
+            Outcome::Status(201) => {
+                traffic
+                    .ledger()
+                    .mails
+                    .push((traffic.phase(), email.clone(), MailKind::Welcome))
+            }
             Outcome::Dropped | Outcome::Hang => {
                 traffic.ledger().uncertain.insert(email.clone());
             }
@@ -579,14 +592,21 @@ async fn churn(traffic: Arc<Traffic>) {
                 .await;
             if let Some(token) = login.body["token"].as_str().filter(|_| login.outcome.ok()) {
                 let logout = traffic
-                    .call("logout", Method::POST, "/api/auth/logout", Some(token), Some(&json!({})))
+                    .call(
+                        "logout",
+                        Method::POST,
+                        "/api/auth/logout",
+                        Some(token),
+                        Some(&json!({})),
+                    )
                     .await;
                 match logout.outcome {
-                    Outcome::Status(204) => traffic.ledger().mails.push((
-                        traffic.phase(),
-                        email,
-                        MailKind::Logout,
-                    )),
+                    Outcome::Status(204) => {
+                        traffic
+                            .ledger()
+                            .mails
+                            .push((traffic.phase(), email, MailKind::Logout))
+                    }
                     Outcome::Dropped | Outcome::Hang => {
                         traffic.ledger().uncertain.insert(email);
                     }
@@ -637,9 +657,7 @@ impl System {
             .next()
             .expect("an address for RabbitMQ");
         let proxy = TcpProxy::start(upstream).await;
-        let amqp = rabbit
-            .url
-            .replacen(authority, &proxy.addr.to_string(), 1);
+        let amqp = rabbit.url.replacen(authority, &proxy.addr.to_string(), 1);
         let dir = common::temp_dir();
         let ports: HashMap<&'static str, u16> = [
             "auth", "chat", "logger", "mail", "listener", "broker-0", "broker-1",
@@ -664,7 +682,10 @@ impl System {
         let specs: Vec<(&'static str, Vec<(&'static str, String)>)> = vec![
             (
                 "logger",
-                vec![("LOGGER_LISTEN", listen("logger")), ("LOGGER_URL", "off".into())],
+                vec![
+                    ("LOGGER_LISTEN", listen("logger")),
+                    ("LOGGER_URL", "off".into()),
+                ],
             ),
             (
                 "mail",
@@ -749,7 +770,11 @@ impl System {
             );
         }
         assert!(
-            answers_ok(&format!("{}/readyz", system.url("listener")), RECOVERY_LIMIT).await,
+            answers_ok(
+                &format!("{}/readyz", system.url("listener")),
+                RECOVERY_LIMIT
+            )
+            .await,
             "the listener did not become ready\n{}",
             system.logs()
         );
@@ -785,7 +810,9 @@ impl System {
     }
 
     fn process(&mut self, name: &str) -> &mut Process {
-        self.processes.get_mut(name).expect("a process of the system")
+        self.processes
+            .get_mut(name)
+            .expect("a process of the system")
     }
 
     /// State changes committed so far, as the events they publish: users, sessions
@@ -854,7 +881,10 @@ impl System {
     async fn mails(&self) -> HashMap<(String, MailKind), Vec<String>> {
         let mut received: HashMap<_, Vec<String>> = HashMap::new();
         for mail in self.maildev.emails().await.unwrap_or_default() {
-            let to = mail["to"][0]["address"].as_str().unwrap_or_default().to_owned();
+            let to = mail["to"][0]["address"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             let subject = mail["subject"].as_str().unwrap_or_default();
             let kind = if subject.contains("Welcome") {
                 MailKind::Welcome
@@ -878,7 +908,10 @@ impl System {
             return outcomes;
         };
         let text = response.text().await.unwrap_or_default();
-        for line in text.lines().filter(|line| line.starts_with("listener_events_total{")) {
+        for line in text
+            .lines()
+            .filter(|line| line.starts_with("listener_events_total{"))
+        {
             let outcome = line
                 .split("outcome=\"")
                 .nth(1)
@@ -922,38 +955,40 @@ async fn wait_ready(system: &System, traffic: &Traffic, fault: Fault, probe: &Ac
             Fault::Steady => true,
             Fault::Broker => {
                 answers_ok(&format!("{}/readyz", system.brokers[1]), Duration::ZERO).await
-                    && open_socket(&system.brokers[1], &probe.token).await.is_some()
+                    && open_socket(&system.brokers[1], &probe.token)
+                        .await
+                        .is_some()
             }
-            Fault::Auth => {
-                traffic
-                    .call(
-                        "probe login",
-                        Method::POST,
-                        "/api/auth/login",
-                        None,
-                        Some(&json!({ "login": probe.username, "password": PASSWORD })),
-                    )
-                    .await
-                    .outcome
-                    .ok()
-            }
-            Fault::Chat => {
-                traffic
-                    .call(
-                        "probe send",
-                        Method::POST,
-                        &format!("/api/conversations/{}/messages", traffic.room()),
-                        Some(&probe.token),
-                        Some(&json!({ "body": format!("probe {}", traffic.phase()) })),
-                    )
-                    .await
-                    .outcome
-                    .ok()
-            }
+            Fault::Auth => traffic
+                .call(
+                    "probe login",
+                    Method::POST,
+                    "/api/auth/login",
+                    None,
+                    Some(&json!({ "login": probe.username, "password": PASSWORD })),
+                )
+                .await
+                .outcome
+                .ok(),
+            Fault::Chat => traffic
+                .call(
+                    "probe send",
+                    Method::POST,
+                    &format!("/api/conversations/{}/messages", traffic.room()),
+                    Some(&probe.token),
+                    Some(&json!({ "body": format!("probe {}", traffic.phase()) })),
+                )
+                .await
+                .outcome
+                .ok(),
             Fault::Logger => listening(system.ports["logger"], Duration::ZERO).await,
             Fault::Mail => listening(system.ports["mail"], Duration::ZERO).await,
             Fault::Listener => {
-                answers_ok(&format!("{}/readyz", system.url("listener")), Duration::ZERO).await
+                answers_ok(
+                    &format!("{}/readyz", system.url("listener")),
+                    Duration::ZERO,
+                )
+                .await
             }
             Fault::Rabbit => system.outbox().await == 0,
         };
@@ -1026,7 +1061,10 @@ fn ms(duration: Duration) -> String {
 }
 
 fn seconds(duration: Option<Duration>) -> String {
-    duration.map_or_else(|| "never".to_owned(), |d| format!("{:.1} s", d.as_secs_f64()))
+    duration.map_or_else(
+        || "never".to_owned(),
+        |d| format!("{:.1} s", d.as_secs_f64()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1080,10 +1118,7 @@ async fn every_service_killed_in_turn_under_traffic_loses_nothing() {
             .await;
         assert_eq!(joined.outcome, Outcome::Status(200));
     }
-    traffic
-        .room
-        .set(room_id)
-        .expect("the room is set once");
+    traffic.room.set(room_id).expect("the room is set once");
     let mut tasks = Vec::new();
     for (who, account) in accounts.iter().cloned().enumerate() {
         tasks.push(tokio::spawn(chatter(Arc::clone(&traffic), who, account)));
@@ -1127,7 +1162,12 @@ async fn every_service_killed_in_turn_under_traffic_loses_nothing() {
             // The backlog: every event and mail owed until now.
             pause(&traffic).await;
             let drained = wait_until(|| caught_up(&system, &traffic)).await;
-            assert!(drained, "{}: the backlog never drained\n{}", fault.name(), system.logs());
+            assert!(
+                drained,
+                "{}: the backlog never drained\n{}",
+                fault.name(),
+                system.logs()
+            );
             report.drained_after = Some(restarted.elapsed());
             traffic.paused.store(false, Ordering::SeqCst);
             tokio::time::sleep(SETTLE).await;
@@ -1205,7 +1245,10 @@ where
     false
 }
 
-fn subtract_counts(now: &BTreeMap<String, i64>, before: &BTreeMap<String, i64>) -> BTreeMap<String, i64> {
+fn subtract_counts(
+    now: &BTreeMap<String, i64>,
+    before: &BTreeMap<String, i64>,
+) -> BTreeMap<String, i64> {
     now.iter()
         .map(|(kind, n)| (kind.clone(), n - before.get(kind).copied().unwrap_or(0)))
         .collect()
@@ -1228,11 +1271,22 @@ fn add(now: &HashMap<String, f64>, before: &HashMap<String, f64>) -> HashMap<Str
 /// Whether every chatter shows as online (each has a socket open again by now).
 async fn online_are(traffic: &Traffic, probe: &Account, accounts: &[Account]) -> bool {
     let online = traffic
-        .call("online users", Method::GET, "/api/users?online=true", Some(&probe.token), None)
+        .call(
+            "online users",
+            Method::GET,
+            "/api/users?online=true",
+            Some(&probe.token),
+            None,
+        )
         .await;
     let names: HashSet<&str> = online.body["users"]
         .as_array()
-        .map(|users| users.iter().filter_map(|user| user["username"].as_str()).collect())
+        .map(|users| {
+            users
+                .iter()
+                .filter_map(|user| user["username"].as_str())
+                .collect()
+        })
         .unwrap_or_default();
     accounts
         .iter()
@@ -1347,7 +1401,9 @@ async fn judge(system: &System, traffic: &Traffic, reports: &[PhaseReport]) -> V
             failures.push(format!("{name}: {unanswered} sends unanswered"));
         }
         let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
-        if *fault == Fault::Logger && p99 > (steady_p99 * 3).max(steady_p99 + Duration::from_millis(100)) {
+        if *fault == Fault::Logger
+            && p99 > (steady_p99 * 3).max(steady_p99 + Duration::from_millis(100))
+        {
             failures.push(format!(
                 "{name}: sends slowed down (p99 {} against {} in steady traffic)",
                 ms(p99),
@@ -1419,10 +1475,14 @@ async fn judge(system: &System, traffic: &Traffic, reports: &[PhaseReport]) -> V
             resent += ids.len().saturating_sub(distinct.len());
         }
         if mails_lost > 0 || mails_twice > 0 {
-            failures.push(format!("{name}: mails lost {mails_lost}, duplicated {mails_twice}"));
+            failures.push(format!(
+                "{name}: mails lost {mails_lost}, duplicated {mails_twice}"
+            ));
         }
         if !report.online_ok {
-            failures.push(format!("{name}: presence did not show every chatter online afterwards"));
+            failures.push(format!(
+                "{name}: presence did not show every chatter online afterwards"
+            ));
         }
         let refused_text = if refused.is_empty() && unanswered == 0 {
             "none".to_owned()
@@ -1444,8 +1504,16 @@ async fn judge(system: &System, traffic: &Traffic, reports: &[PhaseReport]) -> V
             ms(p99),
             messages.len(),
             owed.len(),
-            if *fault == Fault::Steady { "—".into() } else { seconds(report.ready_after) },
-            if *fault == Fault::Steady { "—".into() } else { seconds(report.drained_after) },
+            if *fault == Fault::Steady {
+                "—".into()
+            } else {
+                seconds(report.ready_after)
+            },
+            if *fault == Fault::Steady {
+                "—".into()
+            } else {
+                seconds(report.drained_after)
+            },
         );
     }
     // Mails nobody owed (not even an uncertain one) would be work done twice or for

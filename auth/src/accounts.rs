@@ -69,6 +69,9 @@ pub struct Policy {
     pub access_ttl: Duration,
     /// Lifetime of a session without refresh.
     pub session_ttl: Duration,
+    /// How long a replaced refresh token is only refused; after that, presenting it ends
+    /// the session.
+    pub refresh_reuse_grace: Duration,
     /// Failed logins allowed per account within `failure_window`.
     pub max_failures_per_account: u32,
     /// Failed logins allowed per client address within `failure_window`.
@@ -119,6 +122,23 @@ fn now() -> DateTime<Utc> {
 
 fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
+}
+
+/// The `user.logged_out` event of a session ended by (or on behalf of) `client`.
+fn logged_out(user_id: Uuid, username: &str, email: &str, session: Uuid, client: &Client) -> Event {
+    Event::new(
+        PRODUCER,
+        Payload::UserLoggedOut(events::UserLoggedOut {
+            user_id: user_id.to_string(),
+            username: username.to_owned(),
+            email: email.to_owned(),
+            session_id: session.to_string(),
+            client: Some(events::Client {
+                ip: client.ip.chars().take(64).collect(),
+                user_agent: client.user_agent.chars().take(256).collect(),
+            }),
+        }),
+    )
 }
 
 fn hash_refresh(token: &str) -> String {
@@ -323,8 +343,10 @@ impl Accounts {
         Err(AuthError::Throttled(retry_after))
     }
 
-    /// Trades a refresh token for fresh tokens; the old refresh token stops working.
-    pub async fn refresh(&self, refresh_token: &str) -> Result<Issued, AuthError> {
+    /// Trades a refresh token for fresh tokens; the old refresh token stops working. The
+    /// token a rotation replaced, presented again after the grace period, ends the
+    /// session: two parties hold its tokens, and one of them stole them.
+    pub async fn refresh(&self, refresh_token: &str, client: Client) -> Result<Issued, AuthError> {
         let session_id = refresh_token
             .split_once('.')
             .and_then(|(id, _)| Uuid::try_parse(id).ok())
@@ -335,10 +357,11 @@ impl Accounts {
             .await?
             .ok_or(AuthError::SessionEnded)?;
         let presented = hash_refresh(refresh_token);
-        if presented != stored_hash
-            || !session.is_active(now())
-            || self.revocations.is_revoked(session.id)
-        {
+        if presented != stored_hash && session.is_active(now()) {
+            self.refused_refresh(&session, &presented, client).await?;
+            return Err(AuthError::SessionEnded);
+        }
+        if !session.is_active(now()) || self.revocations.is_revoked(session.id) {
             return Err(AuthError::SessionEnded);
         }
         let next = new_refresh_token(session.id);
@@ -361,6 +384,33 @@ impl Accounts {
             .await?
             .ok_or(AuthError::SessionEnded)?;
         Ok(self.issue(user, session, next))
+    }
+
+    /// A refresh token that is not the session's current one: if it is the one the last
+    /// rotation replaced, and the grace period for a concurrent refresh is over, the
+    /// session ends (with a logout event, so the user is told by mail).
+    async fn refused_refresh(
+        &self,
+        session: &Session,
+        presented: &str,
+        client: Client,
+    ) -> Result<(), AuthError> {
+        let Some((previous, rotated_at)) = self.store.previous_refresh(session.id).await? else {
+            return Ok(());
+        };
+        if previous != presented
+            || now() < rotated_at + chrono_duration(self.policy.refresh_reuse_grace)
+        {
+            return Ok(());
+        }
+        let Some(user) = self.store.user(session.user_id).await? else {
+            return Ok(());
+        };
+        let event = logged_out(user.id, &user.username, &user.email, session.id, &client);
+        self.end_session(session.id, Some(&event)).await?;
+        metrics::counter!("auth_refresh_reuse_total").increment(1);
+        tracing::warn!(user_id = %user.id, session_id = %session.id, client_ip = %client.ip, "a replaced refresh token was presented again: session ended");
+        Ok(())
     }
 
     fn issue(&self, user: User, session: Session, refresh_token: String) -> Issued {
@@ -403,19 +453,7 @@ impl Accounts {
         client: Client,
     ) -> Result<Arc<Claims>, AuthError> {
         let claims = self.verify(access_token)?;
-        let event = Event::new(
-            PRODUCER,
-            Payload::UserLoggedOut(events::UserLoggedOut {
-                user_id: claims.sub.to_string(),
-                username: claims.name.clone(),
-                email: claims.email.clone(),
-                session_id: claims.sid.to_string(),
-                client: Some(events::Client {
-                    ip: client.ip.chars().take(64).collect(),
-                    user_agent: client.user_agent.chars().take(256).collect(),
-                }),
-            }),
-        );
+        let event = logged_out(claims.sub, &claims.name, &claims.email, claims.sid, &client);
         self.end_session(claims.sid, Some(&event)).await?;
         metrics::counter!("auth_logouts_total").increment(1);
         tracing::info!(user_id = %claims.sub, session_id = %claims.sid, "logged out");

@@ -40,6 +40,10 @@ pub struct Config {
     /// Lifetime of a session that is not refreshed.
     #[arg(long = "auth-session-ttl", id = "auth-session-ttl", value_name = "DURATION", env = "AUTH_SESSION_TTL", default_value = "30days", value_parser = parse_duration)]
     pub session_ttl: Duration,
+    /// How long after a refresh the refresh token it replaced is merely refused (two tabs
+    /// refreshing at once); presented later, it ends the session (someone else holds its tokens).
+    #[arg(long = "auth-refresh-reuse-grace", id = "auth-refresh-reuse-grace", value_name = "DURATION", env = "AUTH_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = parse_duration)]
+    pub refresh_reuse_grace: Duration,
     /// Failed logins allowed per account within the failure window.
     #[arg(
         long = "auth-max-failures-per-account",

@@ -161,9 +161,10 @@ impl auth_server::Auth for AuthApi {
         &self,
         request: Request<pb::RefreshRequest>,
     ) -> Result<Response<pb::LoginResponse>, Status> {
+        let client = client_of(&request, request.get_ref().client.as_ref());
         let issued = self
             .accounts
-            .refresh(&request.into_inner().refresh_token)
+            .refresh(&request.get_ref().refresh_token, client)
             .await?;
         Ok(Response::new(issued_message(issued)))
     }

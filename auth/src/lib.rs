@@ -54,6 +54,7 @@ impl Auth {
         let policy = Policy {
             access_ttl: config.access_token_ttl,
             session_ttl: config.session_ttl,
+            refresh_reuse_grace: config.refresh_reuse_grace,
             max_failures_per_account: config.max_failures_per_account,
             max_failures_per_ip: config.max_failures_per_ip,
             failure_window: config.failure_window,

@@ -455,7 +455,8 @@ async fn refresh_rotates_the_refresh_token() {
     let verified = auth.verify(&refreshed.access_token).await.unwrap();
     assert_eq!(verified.user.unwrap().username, "ada");
 
-    // The old refresh token is used up; the new one works once.
+    // The old refresh token is used up (refused, but within the grace period for a
+    // concurrent refresh it does not end the session); the new one works once.
     assert_refused(
         auth.refresh(&issued.refresh_token).await,
         Code::Unauthenticated,
@@ -482,7 +483,10 @@ async fn refresh_tokens_are_not_stored_in_the_clear() {
             at_rest.extend(std::fs::read(&path).unwrap());
         }
     }
-    assert!(!at_rest.is_empty(), "auth keeps its database in its data directory");
+    assert!(
+        !at_rest.is_empty(),
+        "auth keeps its database in its data directory"
+    );
     for token in [&issued.refresh_token, &refreshed.refresh_token] {
         let (_, secret) = token.split_once('.').expect("<session>.<secret>");
         assert!(secret.len() >= 40, "a 32-byte secret: {secret}");
@@ -493,6 +497,32 @@ async fn refresh_tokens_are_not_stored_in_the_clear() {
             "a refresh token's secret is stored in the clear"
         );
     }
+}
+
+#[tokio::test]
+async fn a_replaced_refresh_token_presented_again_ends_the_session() {
+    // No grace period: any reuse of the replaced token counts.
+    let auth = TestAuth::start_with(&["--auth-refresh-reuse-grace=0s"]).await;
+    let stolen = auth.logged_in("ada").await;
+    // The thief refreshes first; then the user's client presents the same token.
+    let thief = auth.refresh(&stolen.refresh_token).await.unwrap();
+    auth.verify(&thief.access_token).await.unwrap();
+    assert_refused(
+        auth.refresh(&stolen.refresh_token).await,
+        Code::Unauthenticated,
+    );
+    // The session is over for both: the thief's refresh token and access token too.
+    assert_refused(
+        auth.refresh(&thief.refresh_token).await,
+        Code::Unauthenticated,
+    );
+    assert!(auth.verify(&thief.access_token).await.is_err());
+    // A made-up token of the same session changes nothing more (and is refused).
+    let session = thief.refresh_token.split_once('.').unwrap().0.to_owned();
+    assert_refused(
+        auth.refresh(&format!("{session}.not-a-token")).await,
+        Code::Unauthenticated,
+    );
 }
 
 #[tokio::test]

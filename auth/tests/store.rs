@@ -394,6 +394,14 @@ async fn refresh_rotates_only_from_the_current_hash(store: &dyn UserStore) {
     let (rotated, hash) = stored_session(store, session.id).await;
     assert_eq!(hash, "hash-2");
     assert_eq!(rotated.expires_at, later);
+    // The replaced hash is remembered, with the time of the rotation.
+    let (previous, rotated_at) = store
+        .previous_refresh(session.id)
+        .await
+        .unwrap()
+        .expect("a rotation remembers the hash it replaced");
+    assert_eq!(previous, "hash-1");
+    assert!((Utc::now() - rotated_at).num_seconds().abs() < 60);
 
     // The old hash was used up: replaying it changes nothing.
     assert!(

@@ -137,9 +137,13 @@ impl Sender {
             Err(guard) => {
                 // Dropping the guard without a value (on failure) lets a retry send.
                 // Sent before this process started?
-                let earlier = self.sent.message_id(idempotency_key).await.map_err(|error| {
-                    SendError::Unavailable(format!("the sent-mail database: {error}"))
-                })?;
+                let earlier = self
+                    .sent
+                    .message_id(idempotency_key)
+                    .await
+                    .map_err(|error| {
+                        SendError::Unavailable(format!("the sent-mail database: {error}"))
+                    })?;
                 if let Some(message_id) = earlier {
                     metrics::counter!("mail_deduplicated_total").increment(1);
                     let _ = guard.insert(message_id.clone());

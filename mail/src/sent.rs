@@ -39,7 +39,10 @@ impl SentMails {
     pub async fn message_id(&self, key: &str) -> Result<Option<String>, sqlx::Error> {
         const SQL: &str = "SELECT message_id FROM sent_mails WHERE idempotency_key = $1";
         Ok(on_pool!(&self.pool, |pool| {
-            sqlx::query_scalar(SQL).bind(key).fetch_optional(pool).await?
+            sqlx::query_scalar(SQL)
+                .bind(key)
+                .fetch_optional(pool)
+                .await?
         }))
     }
 
@@ -91,12 +94,18 @@ mod tests {
         let sent = Utc::now() - chrono::TimeDelta::days(8);
         store.remember("k1", "<k1@microchat>", sent).await.unwrap();
         // A second record of the same key keeps the first.
-        store.remember("k1", "<other@microchat>", Utc::now()).await.unwrap();
+        store
+            .remember("k1", "<other@microchat>", Utc::now())
+            .await
+            .unwrap();
         assert_eq!(
             store.message_id("k1").await.unwrap().as_deref(),
             Some("<k1@microchat>")
         );
-        store.remember("k2", "<k2@microchat>", Utc::now()).await.unwrap();
+        store
+            .remember("k2", "<k2@microchat>", Utc::now())
+            .await
+            .unwrap();
         let week_ago = Utc::now() - chrono::TimeDelta::days(7);
         assert_eq!(store.prune(week_ago).await.unwrap(), 1);
         assert_eq!(store.message_id("k1").await.unwrap(), None);

@@ -133,11 +133,7 @@ pub async fn answers_ok(url: &str, within: Duration) -> bool {
     let client = reqwest::Client::new();
     let started = Instant::now();
     loop {
-        let answer = client
-            .get(url)
-            .timeout(Duration::from_secs(2))
-            .send()
-            .await;
+        let answer = client.get(url).timeout(Duration::from_secs(2)).send().await;
         if answer.is_ok_and(|answer| answer.status() == StatusCode::OK) {
             return true;
         }

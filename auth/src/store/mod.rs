@@ -111,7 +111,13 @@ pub trait UserStore: Send + Sync + 'static {
     async fn insert_session(&self, session: &NewSession, event: &Event) -> Result<(), StoreError>;
     /// A session with its refresh hash.
     async fn session(&self, id: Uuid) -> Result<Option<(Session, String)>, StoreError>;
-    /// Replaces the refresh hash if it still is `old` (rotation); false if it was not.
+    /// The hash of the refresh token the last rotation replaced, and when it did.
+    async fn previous_refresh(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError>;
+    /// Replaces the refresh hash if it still is `old` (rotation), remembering `old` as the
+    /// previous one; false if it was not.
     async fn rotate_refresh(
         &self,
         id: Uuid,

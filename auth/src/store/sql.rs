@@ -6,7 +6,7 @@
 use super::{NewAccount, NewSession, Revocation, StoreError, Taken, UserStore};
 use crate::domain::{Account, Email, Session, User, Username};
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use platform::events::{Event, outbox};
 use uuid::Uuid;
 
@@ -212,16 +212,31 @@ macro_rules! sql_user_store {
                 expires_at: DateTime<Utc>,
             ) -> Result<bool, StoreError> {
                 let done = sqlx::query(
-                    "UPDATE sessions SET refresh_hash = $3, expires_at = $4 \
+                    "UPDATE sessions SET refresh_hash = $3, expires_at = $4, \
+                     previous_refresh_hash = $2, rotated_at = $5 \
                      WHERE id = $1 AND refresh_hash = $2 AND revoked_at IS NULL",
                 )
                 .bind(id)
                 .bind(old)
                 .bind(new)
                 .bind(expires_at)
+                .bind(Utc::now().trunc_subsecs(6))
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn previous_refresh(
+                &self,
+                id: Uuid,
+            ) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+                let row: Option<(Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
+                    "SELECT previous_refresh_hash, rotated_at FROM sessions WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.and_then(|(hash, at)| hash.zip(at)))
             }
 
             async fn revoke_session(&self, id: Uuid, revocation: Revocation, event: Option<&Event>) -> Result<bool, StoreError> {
