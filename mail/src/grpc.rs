@@ -53,17 +53,13 @@ impl mail_server::Mail for MailApi {
             .iter()
             .find(|template| template.name == body.template)
             .map_or("unknown", |template| template.name);
-        // The send runs on a task of its own: a caller that goes away mid-send (a
-        // timeout, a crash) must not cut it short between the SMTP transaction and
-        // remembering its idempotency key, or the caller's retry would send it twice.
-        let sender = Arc::clone(&self.sender);
-        let outcome = tokio::spawn(async move {
-            sender
-                .send(&body.to, &body.template, &body.vars, &body.idempotency_key)
-                .await
-        })
-        .await
-        .map_err(|error| Status::internal(format!("the mail task failed: {error}")))?;
+        // A caller that goes away mid-send does not cut it short between the SMTP
+        // transaction and remembering its key: every call runs to its end on a task of its
+        // own (`platform::trace::TraceLayer`, which `platform::grpc::serve` puts in front).
+        let outcome = self
+            .sender
+            .send(&body.to, &body.template, &body.vars, &body.idempotency_key)
+            .await;
         metrics::histogram!("mail_send_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(sent) => {

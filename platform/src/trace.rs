@@ -116,6 +116,15 @@ impl tonic::service::Interceptor for TraceInterceptor {
 
 /// Tower layer for gRPC servers: each call runs in a span carrying the caller's trace id
 /// (or a new one) and with that id as the current trace id.
+///
+/// Each call also runs on a task of its own, so it is never cancelled halfway: a caller
+/// that gives up (its deadline passed, its connection closed) no longer drops the handler
+/// in the middle of a database transaction or of a send that must be remembered. That
+/// matters beyond tidiness: sqlx 0.8 leaves a PostgreSQL connection inside an open
+/// transaction when the future running `BEGIN` is dropped at the wrong moment
+/// (transact-rs/sqlx#4385, fixed after the 0.9.0 release), and the next borrower's writes
+/// then run, and may be lost, inside it — seen here as "there is already a transaction
+/// in progress" under overload. The answer of an abandoned call is simply dropped.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TraceLayer;
 
@@ -137,6 +146,8 @@ impl<S, B> tower::Service<http::Request<B>> for TraceService<S>
 where
     S: tower::Service<http::Request<B>>,
     S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -154,8 +165,15 @@ where
             .and_then(TraceId::from_traceparent)
             .unwrap_or_else(TraceId::random);
         let span = tracing::info_span!("grpc", method = %request.uri().path(), trace_id = %id);
-        let future = self.inner.call(request);
-        Box::pin(scope(id, future).instrument(span))
+        let call = tokio::spawn(scope(id, self.inner.call(request)).instrument(span));
+        Box::pin(async move {
+            match call.await {
+                Ok(answer) => answer,
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                // Cancelled only when the runtime shuts down: nobody awaits the answer.
+                Err(_) => std::future::pending().await,
+            }
+        })
     }
 }
 
@@ -191,6 +209,32 @@ mod tests {
         ] {
             assert_eq!(TraceId::from_traceparent(bad), None, "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_call_its_caller_gave_up_on_still_runs_to_the_end() {
+        use tower::{Layer, Service};
+        let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&finished);
+        let handler = tower::service_fn(move |_request: http::Request<()>| {
+            let flag = std::sync::Arc::clone(&flag);
+            async move {
+                // A transaction halfway: must not be cut off.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok::<_, std::convert::Infallible>(())
+            }
+        });
+        let mut service = TraceLayer.layer(handler);
+        let call = service.call(http::Request::new(()));
+        // The caller's deadline passes after 5 ms: its future is dropped.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(5), call)
+                .await
+                .is_err()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[tokio::test]
