@@ -665,7 +665,7 @@ async fn idle(
     let held = sockets.len();
     let closed = Arc::new(AtomicU64::new(0));
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (found, mut reached_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    let (found, mut reached_rx) = tokio::sync::mpsc::unbounded_channel::<(usize, Instant)>();
     let mut readers = tokio::task::JoinSet::new();
     for (index, mut socket) in sockets.into_iter().enumerate() {
         let (closed, mut stopped, found) = (Arc::clone(&closed), stopped.clone(), found.clone());
@@ -678,7 +678,7 @@ async fn idle(
                                 && text.starts_with(r#"{"type":"message""#)
                                 && text.contains("lg:idle-check")
                             {
-                                let _ = found.send(index);
+                                let _ = found.send((index, Instant::now()));
                             }
                         }
                         Some(Ok(Message::Close(_)) | Err(_)) | None => {
@@ -715,13 +715,15 @@ async fn idle(
         Some(json!({ "body": "lg:idle-check" })),
     )
     .await?;
-    let mut reached = std::collections::HashSet::new();
+    // Member → how long the message took to reach it (up to 30 s; over 5 s fails).
+    let sent_at = Instant::now();
+    let mut reached: HashMap<usize, Duration> = HashMap::new();
     if status == StatusCode::CREATED {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = sent_at + Duration::from_secs(30);
         while reached.len() < room_size {
             match tokio::time::timeout_at(deadline, reached_rx.recv()).await {
-                Ok(Some(index)) => {
-                    reached.insert(index);
+                Ok(Some((index, at))) => {
+                    reached.entry(index).or_insert(at - sent_at);
                 }
                 _ => break,
             }
@@ -729,7 +731,23 @@ async fn idle(
     } else {
         eprintln!("the delivery check's send was answered {status}: {answer}");
     }
-    let reached = reached.len();
+    let slowest = reached.values().max().copied().unwrap_or_default();
+    let late: Vec<String> = (0..room_size)
+        .filter(|index| reached.get(index).is_none_or(|took| *took > Duration::from_secs(5)))
+        .map(|index| {
+            let took = reached
+                .get(&index)
+                .map_or("never".to_owned(), |took| format!("{:.1}s", took.as_secs_f64()));
+            format!("member {index} on broker {}: {took}", index % args.brokers.len())
+        })
+        .collect();
+    if !late.is_empty() {
+        eprintln!("the delivery check: late or missing: {}", late.join("; "));
+    }
+    let reached = reached
+        .values()
+        .filter(|took| **took <= Duration::from_secs(5))
+        .count();
     let _ = stop.send(true);
     while readers.join_next().await.is_some() {}
     let summary = json!({
@@ -741,17 +759,19 @@ async fn idle(
         "server_rss_after_kib": rss_after,
         "server_bytes_per_socket": per_socket,
         "delivery_check": format!("{reached}/{room_size}"),
+        "delivery_slowest_ms": slowest.as_millis(),
     });
     if args.json {
         println!("{summary}");
     } else {
         println!(
-            "ws idle: {held} sockets held over {} broker(s), {closed_by_server} closed by the server; server RSS {} → {} KiB: {:.0} bytes ({:.2} KiB) per socket; a message reached {reached}/{room_size} members",
+            "ws idle: {held} sockets held over {} broker(s), {closed_by_server} closed by the server; server RSS {} → {} KiB: {:.0} bytes ({:.2} KiB) per socket; a message reached {reached}/{room_size} members within 5 s (slowest {:.0} ms)",
             args.brokers.len(),
             rss_before,
             rss_after,
             per_socket,
             per_socket / 1024.0,
+            slowest.as_secs_f64() * 1000.0,
         );
     }
     ensure!(
@@ -760,7 +780,8 @@ async fn idle(
     );
     ensure!(
         reached == room_size,
-        "the delivery check failed: a message reached {reached} of {room_size} members"
+        "the delivery check failed: a message reached {reached} of {room_size} members within 5 s ({})",
+        late.join("; ")
     );
     Ok(())
 }
