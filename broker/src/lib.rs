@@ -47,6 +47,10 @@ impl std::ops::Deref for AppState {
 
 /// Sockets whose registration calls to chat may be in flight at once.
 const SOCKETS_OPENING_AT_ONCE: usize = 128;
+/// Closed sockets whose calls to chat (recording them closed) may be in flight at once:
+/// 100,000 sockets closing together must queue, not bury chat in calls that time out and
+/// leave their users online for good.
+const SOCKETS_CLOSING_AT_ONCE: usize = 128;
 
 /// The inside of [`AppState`].
 pub struct Shared {
@@ -64,6 +68,8 @@ pub struct Shared {
     /// Sockets registering with chat at once (a burst of connections waits here, not in
     /// chat's queue, where their calls would pass their deadlines together).
     socket_opening: Arc<tokio::sync::Semaphore>,
+    /// Bounds the calls recording closed sockets.
+    socket_closing: Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: sockets close with "going away".
     shutdown: Shutdown,
 }
@@ -129,6 +135,7 @@ impl Broker {
                 ping_interval: config.ws_ping_interval,
             },
             socket_opening: Arc::new(tokio::sync::Semaphore::new(SOCKETS_OPENING_AT_ONCE)),
+            socket_closing: Arc::new(tokio::sync::Semaphore::new(SOCKETS_CLOSING_AT_ONCE)),
             shutdown: Shutdown::new(),
             config: Arc::new(config),
         }));

@@ -156,15 +156,41 @@ pub async fn serve(mut socket: WebSocket, state: AppState, spec: SocketSpec) {
         }
     }
     // Presence must not wait on the closing client, nor hang if chat is away.
-    let request = pb::CloseConnectionRequest {
-        connection_id: connection_id.to_string(),
-    };
-    let mut chat = state.chat.clone();
-    tokio::spawn(async move {
-        if let Err(status) = chat.close_connection(request).await {
-            tracing::warn!(%status, "cannot record a closed socket");
+    tokio::spawn(record_closed(state.clone(), connection_id));
+}
+
+/// Attempts to record one closed socket with chat before giving up.
+const CLOSE_ATTEMPTS: u32 = 8;
+
+/// Tells chat that a socket closed (so its user goes offline once the last one has): a
+/// bounded number at once, retried with back-off while chat is busy or away (some 20 s
+/// of back-off in all, besides the wait for a turn). Given up after [`CLOSE_ATTEMPTS`], the socket stays counted until this
+/// broker goes away (chat then forgets all of its sockets); counted in
+/// `broker_socket_close_unrecorded_total`.
+async fn record_closed(state: AppState, connection_id: Uuid) {
+    let mut delay = std::time::Duration::from_millis(200);
+    for attempt in 1..=CLOSE_ATTEMPTS {
+        let answer = {
+            let Ok(_permit) = state.socket_closing.clone().acquire_owned().await else {
+                return;
+            };
+            let request = pb::CloseConnectionRequest {
+                connection_id: connection_id.to_string(),
+            };
+            Box::pin(state.chat.clone().close_connection(request)).await
+        };
+        match answer {
+            Ok(_) => return,
+            Err(status) if attempt == CLOSE_ATTEMPTS => {
+                metrics::counter!("broker_socket_close_unrecorded_total").increment(1);
+                tracing::warn!(%status, %connection_id, "cannot record a closed socket; gave up");
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(10));
+            }
         }
-    });
+    }
 }
 
 struct SocketLoop<'a> {
