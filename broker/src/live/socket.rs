@@ -164,9 +164,9 @@ const CLOSE_ATTEMPTS: u32 = 8;
 
 /// Tells chat that a socket closed (so its user goes offline once the last one has): a
 /// bounded number at once, retried with back-off while chat is busy or away (some 20 s
-/// of back-off in all, besides the wait for a turn). Given up after [`CLOSE_ATTEMPTS`], the socket stays counted until this
-/// broker goes away (chat then forgets all of its sockets); counted in
-/// `broker_socket_close_unrecorded_total`.
+/// of back-off in all, besides the wait for a turn). Given up after [`CLOSE_ATTEMPTS`],
+/// the socket stays counted until this broker goes away (chat then forgets all of its
+/// sockets); counted in `broker_socket_close_unrecorded_total`.
 async fn record_closed(state: AppState, connection_id: Uuid) {
     let mut delay = std::time::Duration::from_millis(200);
     for attempt in 1..=CLOSE_ATTEMPTS {
