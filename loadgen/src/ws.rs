@@ -733,12 +733,19 @@ async fn idle(
     }
     let slowest = reached.values().max().copied().unwrap_or_default();
     let late: Vec<String> = (0..room_size)
-        .filter(|index| reached.get(index).is_none_or(|took| *took > Duration::from_secs(5)))
+        .filter(|index| {
+            reached
+                .get(index)
+                .is_none_or(|took| *took > Duration::from_secs(5))
+        })
         .map(|index| {
-            let took = reached
-                .get(&index)
-                .map_or("never".to_owned(), |took| format!("{:.1}s", took.as_secs_f64()));
-            format!("member {index} on broker {}: {took}", index % args.brokers.len())
+            let took = reached.get(&index).map_or("never".to_owned(), |took| {
+                format!("{:.1}s", took.as_secs_f64())
+            });
+            format!(
+                "member {index} on broker {}: {took}",
+                index % args.brokers.len()
+            )
         })
         .collect();
     if !late.is_empty() {
