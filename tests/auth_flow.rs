@@ -417,3 +417,54 @@ async fn browser_facing_headers_are_strict() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn forwarded_for_counts_only_when_trusted_and_handle_checks_the_origin() {
+    // Behind a proxy the operator runs, the first X-Forwarded-For address is the client:
+    // each address has its own login budget.
+    let app = TestApp::start(&["--broker-rate-limit-auth=3/1m", "--broker-trust-forwarded-for"])
+        .await;
+    let client = app.client();
+    let registered = client
+        .post(app.url("/api/auth/register"))
+        .header("x-forwarded-for", "198.51.100.1")
+        .json(&serde_json::json!({ "username": "ivan", "email": "ivan@example.com", "password": "correct horse battery" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let login_from = |address: &'static str| {
+        client
+            .post(app.url("/api/auth/login"))
+            .header("x-forwarded-for", format!("{address}, 10.0.0.1"))
+            .json(&serde_json::json!({ "login": "ivan", "password": "correct horse battery" }))
+            .send()
+    };
+    let mut spent = false;
+    for _ in 0..4 {
+        if login_from("203.0.113.1").await.unwrap().status() == StatusCode::TOO_MANY_REQUESTS {
+            spent = true;
+            break;
+        }
+    }
+    assert!(spent, "3 logins a minute per client address");
+    let other = login_from("203.0.113.2").await.unwrap();
+    assert_eq!(
+        other.status(),
+        StatusCode::OK,
+        "another client behind the proxy has its own budget"
+    );
+
+    // The older single-endpoint API refuses a foreign page too, before reading the body.
+    let foreign = client
+        .post(app.url("/handle"))
+        .header("origin", "https://evil.example")
+        .json(&serde_json::json!({ "action": "auth", "auth": { "email": "ivan@example.com", "password": "correct horse battery" } }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    let body: serde_json::Value = foreign.json().await.expect("a JSON answer");
+    assert!(body.to_string().contains("origin"), "{body}");
+    app.stop().await;
+}
