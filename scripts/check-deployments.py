@@ -1024,6 +1024,32 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
             except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as failure:
                 error(path, f"{doc.get('kind')}/{doc['metadata']['name']}: no schema: {failure}")
 
+    # Internal ports stay internal: a NetworkPolicy admits only pods of the namespace to
+    # every workload that is not public, and the public ones (broker, frontend, reached
+    # through the Ingress) are the only workloads it leaves out.
+    public = {"broker", "frontend"}
+    workload_names = {name for (_, name) in workloads}
+    guarded: set[str] = set()
+    for name, (path, doc) in by_kind.get("NetworkPolicy", {}).items():
+        spec = doc.get("spec") or {}
+        if "Ingress" not in (spec.get("policyTypes") or []):
+            continue
+        for rule in (spec.get("ingress") or []):
+            for source in rule.get("from") or []:
+                if "ipBlock" in source or source.get("namespaceSelector") == {}:
+                    error(path, f"NetworkPolicy/{name}: admits traffic from outside the namespace ({source})")
+        selector = spec.get("podSelector") or {}
+        for expression in selector.get("matchExpressions") or []:
+            if expression.get("key") == "app.kubernetes.io/name" and expression.get("operator") == "In":
+                guarded.update(expression.get("values") or [])
+        label = (selector.get("matchLabels") or {}).get("app.kubernetes.io/name")
+        if label:
+            guarded.add(label)
+    for name in sorted(workload_names - public - guarded):
+        error(K8S, f"{name}: no NetworkPolicy keeps its ports to the namespace")
+    for name in sorted(guarded & public):
+        error(K8S, f"{name} is public (Ingress) but a NetworkPolicy closes it to the namespace")
+
     # The whole kustomization renders (when kubectl is here; it needs no cluster for that).
     kubectl = shutil.which("kubectl")
     if kubectl:
