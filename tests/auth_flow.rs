@@ -422,8 +422,11 @@ async fn browser_facing_headers_are_strict() {
 async fn forwarded_for_counts_only_when_trusted_and_handle_checks_the_origin() {
     // Behind a proxy the operator runs, the first X-Forwarded-For address is the client:
     // each address has its own login budget.
-    let app = TestApp::start(&["--broker-rate-limit-auth=3/1m", "--broker-trust-forwarded-for"])
-        .await;
+    let app = TestApp::start(&[
+        "--broker-rate-limit-auth=3/1m",
+        "--broker-trust-forwarded-for",
+    ])
+    .await;
     let client = app.client();
     let registered = client
         .post(app.url("/api/auth/register"))

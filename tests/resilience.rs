@@ -118,3 +118,82 @@ async fn auth_down_means_503_for_login_and_back_without_restarting_the_broker() 
     auth_task.await.unwrap().unwrap();
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+async fn me(client: &Client, base: &str, token: &str) -> StatusCode {
+    client
+        .get(format!("{base}/api/auth/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("the broker answers")
+        .status()
+}
+
+#[tokio::test]
+async fn a_rotated_signing_key_is_fetched_and_the_old_one_stops_working() {
+    let dir = temp_dir();
+    let mut config = common::config(&dir, None, &[]);
+    let auth = auth::Auth::build(&config.auth, &dir).await.unwrap();
+    let auth_addr = auth.local_addr();
+    let auth_stop = Shutdown::new();
+    let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
+    config.broker.auth_url = format!("http://{auth_addr}");
+    let broker = broker::Broker::build(config.broker.clone()).await.unwrap();
+    let base = format!("http://{}", broker.local_addr());
+    let broker_stop = Shutdown::new();
+    let broker_task = tokio::spawn(broker.run(broker_stop.clone()));
+    let client = Client::new();
+    let registered = client
+        .post(format!("{base}/api/auth/register"))
+        .json(
+            &json!({ "username": "ada", "email": "ada@example.com", "password": "correct horse" }),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let old: Value = login(&client, &base, "correct horse")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let old = old["token"].as_str().unwrap().to_owned();
+    assert_eq!(me(&client, &base, &old).await, StatusCode::OK);
+
+    // The operator rotates the key: auth restarts with a new one (the old file removed).
+    auth_stop.cancel();
+    auth_task.await.unwrap().unwrap();
+    std::fs::remove_file(dir.join("auth-signing-key.pem")).expect("auth keeps its key here");
+    config.auth.listen = auth_addr;
+    let auth = auth::Auth::build(&config.auth, &dir).await.unwrap();
+    let auth_stop = Shutdown::new();
+    let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
+
+    // A token of the new key: the broker does not know its kid, fetches auth's keys
+    // (at most every few seconds) and accepts it.
+    let fresh: Value = loop {
+        let response = login(&client, &base, "correct horse").await;
+        if response.status() == StatusCode::OK {
+            break response.json().await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let fresh = fresh["token"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    while me(&client, &base, &fresh).await != StatusCode::OK {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the broker never learned the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The old key is withdrawn: its token stops working at once, though the broker had
+    // it cached and it has not expired.
+    assert_eq!(me(&client, &base, &old).await, StatusCode::UNAUTHORIZED);
+
+    broker_stop.cancel();
+    auth_stop.cancel();
+    broker_task.await.unwrap().unwrap();
+    auth_task.await.unwrap().unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -87,7 +87,9 @@ impl TokenVerifier {
         }
     }
 
-    /// Replaces the known keys with `(kid, base64url Ed25519 public key)` pairs.
+    /// Replaces the known keys with `(kid, base64url Ed25519 public key)` pairs. When a
+    /// key is withdrawn (auth rotated it away, perhaps because it leaked), the tokens
+    /// verified with it are forgotten too, so they stop working now, not at expiry.
     pub fn set_keys<'a>(
         &self,
         keys: impl IntoIterator<Item = (&'a str, &'a str)>,
@@ -102,10 +104,16 @@ impl TokenVerifier {
             }
             decoded.insert(kid.to_owned(), DecodingKey::from_ed_der(&raw));
         }
-        *self
+        let mut keys = self
             .keys
             .write()
-            .expect("no code panics while holding the key lock") = decoded;
+            .expect("no code panics while holding the key lock");
+        let withdrawn = keys.keys().any(|kid| !decoded.contains_key(kid));
+        *keys = decoded;
+        drop(keys);
+        if withdrawn {
+            self.cache.clear();
+        }
         Ok(())
     }
 
@@ -153,6 +161,17 @@ impl TokenVerifier {
         }
         let claims = Arc::new(claims);
         self.cache.insert(token.to_owned(), Arc::clone(&claims));
+        // The key may have been withdrawn (and the cache cleared) since it checked this
+        // token: then the token must not stay cached.
+        let still_known = self
+            .keys
+            .read()
+            .expect("no code panics while holding the key lock")
+            .contains_key(&kid);
+        if !still_known {
+            self.cache.remove(token);
+            return Err(TokenError::UnknownKey);
+        }
         Ok(claims)
     }
 }
