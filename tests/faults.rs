@@ -238,6 +238,41 @@ impl Traffic {
             .expect("no traffic task panics holding the ledger")
     }
 
+    /// Registers `username`: a 201 owes a welcome mail; no answer at all leaves it
+    /// uncertain whether one is owed.
+    async fn register(&self, username: &str) -> Answer {
+        let email = email_of(username);
+        let body = json!({ "username": username, "email": email, "password": PASSWORD });
+        let answer = self
+            .call(
+                "register",
+                Method::POST,
+                "/api/auth/register",
+                None,
+                Some(&body),
+            )
+            .await;
+        match answer.outcome {
+            Outcome::Status(201) => {
+                self.ledger()
+                    .mails
+                    .push((self.phase(), email, MailKind::Welcome));
+            }
+            Outcome::Dropped | Outcome::Hang => {
+                self.ledger().uncertain.insert(email);
+            }
+            _ => {}
+        }
+        answer
+    }
+
+    /// Logs `username` in, recorded under `op`.
+    async fn login(&self, op: &'static str, username: &str) -> Answer {
+        let body = json!({ "login": username, "password": PASSWORD });
+        self.call(op, Method::POST, "/api/auth/login", None, Some(&body))
+            .await
+    }
+
     /// One request through the brokers as a load balancer sends it: the next broker in
     /// turn, the other one if that refuses the connection. Recorded under `op`.
     async fn call(
@@ -297,6 +332,11 @@ impl Traffic {
     }
 }
 
+/// The address every user of the run registers with.
+fn email_of(username: &str) -> String {
+    format!("{username}@faults.test")
+}
+
 /// A user with a session.
 #[derive(Debug, Clone)]
 struct Account {
@@ -305,34 +345,13 @@ struct Account {
 }
 
 async fn sign_up(traffic: &Traffic, username: &str) -> Account {
-    let email = format!("{username}@faults.test");
-    let registered = traffic
-        .call(
-            "register",
-            Method::POST,
-            "/api/auth/register",
-            None,
-            Some(&json!({ "username": username, "email": email, "password": PASSWORD })),
-        )
-        .await;
+    let registered = traffic.register(username).await;
     assert_eq!(
         registered.outcome,
         Outcome::Status(201),
         "register {username}"
     );
-    traffic
-        .ledger()
-        .mails
-        .push((traffic.phase(), email, MailKind::Welcome));
-    let login = traffic
-        .call(
-            "login",
-            Method::POST,
-            "/api/auth/login",
-            None,
-            Some(&json!({ "login": username, "password": PASSWORD })),
-        )
-        .await;
+    let login = traffic.login("login", username).await;
     assert_eq!(login.outcome, Outcome::Status(200), "login {username}");
     Account {
         username: username.to_owned(),
@@ -558,38 +577,10 @@ async fn churn(traffic: Arc<Traffic>) {
         traffic.churn_idle.store(false, Ordering::SeqCst);
         n += 1;
         let username = format!("churn{n}");
-        let email = format!("{username}@faults.test");
-        let registered = traffic
-            .call(
-                "register",
-                Method::POST,
-                "/api/auth/register",
-                None,
-                Some(&json!({ "username": username, "email": email, "password": PASSWORD })),
-            )
-            .await;
-        match registered.outcome {
-            Outcome::Status(201) => {
-                traffic
-                    .ledger()
-                    .mails
-                    .push((traffic.phase(), email.clone(), MailKind::Welcome))
-            }
-            Outcome::Dropped | Outcome::Hang => {
-                traffic.ledger().uncertain.insert(email.clone());
-            }
-            _ => {}
-        }
+        let email = email_of(&username);
+        let registered = traffic.register(&username).await;
         if registered.outcome.ok() {
-            let login = traffic
-                .call(
-                    "login",
-                    Method::POST,
-                    "/api/auth/login",
-                    None,
-                    Some(&json!({ "login": username, "password": PASSWORD })),
-                )
-                .await;
+            let login = traffic.login("login", &username).await;
             if let Some(token) = login.body["token"].as_str().filter(|_| login.outcome.ok()) {
                 let logout = traffic
                     .call(
@@ -960,13 +951,7 @@ async fn wait_ready(system: &System, traffic: &Traffic, fault: Fault, probe: &Ac
                         .is_some()
             }
             Fault::Auth => traffic
-                .call(
-                    "probe login",
-                    Method::POST,
-                    "/api/auth/login",
-                    None,
-                    Some(&json!({ "login": probe.username, "password": PASSWORD })),
-                )
+                .login("probe login", &probe.username)
                 .await
                 .outcome
                 .ok(),

@@ -12,7 +12,7 @@ mod common;
 
 use common::{
     User,
-    procs::{Process, binaries, free_port},
+    procs::{Process, answers_ok, binaries, free_port},
     rabbit::TestRabbit,
     ws::{Socket, close_code, next_frame, next_of_type, ready, send},
 };
@@ -111,20 +111,11 @@ impl Cluster {
 
     /// Waits for a broker's `/readyz` (auth, its chat and the live stream answer).
     async fn ready(&self, broker: &str) {
-        let started = Instant::now();
-        let client = reqwest::Client::new();
-        loop {
-            let answer = client.get(format!("{broker}/readyz")).send().await;
-            if answer.is_ok_and(|answer| answer.status() == StatusCode::OK) {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{broker} did not become ready\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(
+            answers_ok(&format!("{broker}/readyz"), Duration::from_secs(60)).await,
+            "{broker} did not become ready\n{}",
+            self.logs()
+        );
     }
 
     fn logs(&self) -> String {

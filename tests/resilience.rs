@@ -7,180 +7,191 @@ use common::{expect_error, temp_dir};
 use platform::shutdown::Shutdown;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+use tokio::task::JoinHandle;
 
-async fn login(client: &Client, base: &str, password: &str) -> reqwest::Response {
-    client
-        .post(format!("{base}/api/auth/login"))
-        .json(&json!({ "login": "ada", "password": password }))
-        .send()
-        .await
-        .expect("the broker answers even when auth does not")
+type Running = (Shutdown, JoinHandle<anyhow::Result<()>>);
+
+/// auth and a broker in this process, auth stoppable and startable again on its address,
+/// with `ada` signed up.
+struct AuthAndBroker {
+    dir: PathBuf,
+    config: microchat::Config,
+    auth_addr: SocketAddr,
+    auth: Option<Running>,
+    broker: Running,
+    base: String,
+    client: Client,
+}
+
+impl AuthAndBroker {
+    async fn start() -> Self {
+        let dir = temp_dir();
+        let mut config = common::config(&dir, None, &[]);
+        let auth = auth::Auth::build(&config.auth, &dir).await.unwrap();
+        let auth_addr = auth.local_addr();
+        let auth_stop = Shutdown::new();
+        let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
+        config.auth.listen = auth_addr;
+        config.broker.auth_url = format!("http://{auth_addr}");
+        let broker = broker::Broker::build(config.broker.clone()).await.unwrap();
+        let base = format!("http://{}", broker.local_addr());
+        let broker_stop = Shutdown::new();
+        let broker_task = tokio::spawn(broker.run(broker_stop.clone()));
+        let client = Client::new();
+        let registered = client
+            .post(format!("{base}/api/auth/register"))
+            .json(
+                &json!({ "username": "ada", "email": "ada@example.com", "password": "correct horse" }),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(registered.status(), StatusCode::CREATED);
+        Self {
+            dir,
+            config,
+            auth_addr,
+            auth: Some((auth_stop, auth_task)),
+            broker: (broker_stop, broker_task),
+            base,
+            client,
+        }
+    }
+
+    async fn stop_auth(&mut self) {
+        let (stop, task) = self.auth.take().expect("auth is running");
+        stop.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    /// Starts auth again on the same address and data directory.
+    async fn start_auth(&mut self) {
+        let auth = auth::Auth::build(&self.config.auth, &self.dir)
+            .await
+            .unwrap();
+        assert_eq!(auth.local_addr(), self.auth_addr);
+        let stop = Shutdown::new();
+        self.auth = Some((stop.clone(), tokio::spawn(auth.run(stop))));
+    }
+
+    async fn login(&self) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/auth/login", self.base))
+            .json(&json!({ "login": "ada", "password": "correct horse" }))
+            .send()
+            .await
+            .expect("the broker answers even when auth does not")
+    }
+
+    /// ada's token from one login.
+    async fn token(&self) -> String {
+        let response = self.login().await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let session: Value = response.json().await.unwrap();
+        session["token"].as_str().unwrap().to_owned()
+    }
+
+    /// ada's token from a login, retried until auth answers again.
+    async fn token_once_auth_answers(&self) -> String {
+        let started = Instant::now();
+        loop {
+            let response = self.login().await;
+            if response.status() == StatusCode::OK {
+                let session: Value = response.json().await.unwrap();
+                return session["token"].as_str().unwrap().to_owned();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "login works again once auth is back"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn me(&self, token: &str) -> StatusCode {
+        self.client
+            .get(format!("{}/api/auth/me", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the broker answers")
+            .status()
+    }
+
+    async fn stop(mut self) {
+        self.broker.0.cancel();
+        (&mut self.broker.1).await.unwrap().unwrap();
+        if self.auth.is_some() {
+            self.stop_auth().await;
+        }
+        std::fs::remove_dir_all(&self.dir).unwrap();
+    }
 }
 
 #[tokio::test]
 async fn auth_down_means_503_for_login_and_back_without_restarting_the_broker() {
-    let dir = temp_dir();
-    let mut config = common::config(&dir, None, &[]);
-    let auth = auth::Auth::build(&config.auth, &dir).await.unwrap();
-    let auth_addr = auth.local_addr();
-    let auth_stop = Shutdown::new();
-    let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
-    config.broker.auth_url = format!("http://{auth_addr}");
-    let broker = broker::Broker::build(config.broker.clone()).await.unwrap();
-    let base = format!("http://{}", broker.local_addr());
-    let broker_stop = Shutdown::new();
-    let broker_task = tokio::spawn(broker.run(broker_stop.clone()));
+    let mut app = AuthAndBroker::start().await;
+    let token = app.token().await;
 
-    let client = Client::new();
-    let registered = client
-        .post(format!("{base}/api/auth/register"))
-        .json(
-            &json!({ "username": "ada", "email": "ada@example.com", "password": "correct horse" }),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), StatusCode::CREATED);
-    let session: Value = login(&client, &base, "correct horse")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let token = session["token"].as_str().unwrap();
-
-    auth_stop.cancel();
-    auth_task.await.unwrap().unwrap();
-
-    let refused = login(&client, &base, "correct horse").await;
+    app.stop_auth().await;
+    let refused = app.login().await;
     assert_eq!(
         expect_error(refused, StatusCode::SERVICE_UNAVAILABLE).await,
         "service_unavailable"
     );
-    let body: Value = login(&client, &base, "correct horse")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body: Value = app.login().await.json().await.unwrap();
     assert!(
         body["error"]["message"].as_str().unwrap().contains("auth"),
         "the message names the service: {body}"
     );
-    let me = client
-        .get(format!("{base}/api/auth/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        me.status(),
+        app.me(&token).await,
         StatusCode::OK,
         "a logged-in user keeps working while auth is down"
     );
-    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    let ready = app
+        .client
+        .get(format!("{}/readyz", app.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
 
-    config.auth.listen = auth_addr;
-    let auth = auth::Auth::build(&config.auth, &dir).await.unwrap();
-    let auth_stop = Shutdown::new();
-    let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
-    let started = Instant::now();
-    let session: Value = loop {
-        let response = login(&client, &base, "correct horse").await;
-        if response.status() == StatusCode::OK {
-            break response.json().await.unwrap();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "login works again once auth is back"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let token = session["token"].as_str().unwrap();
-    let logout = client
-        .post(format!("{base}/api/auth/logout"))
-        .bearer_auth(token)
+    app.start_auth().await;
+    let token = app.token_once_auth_answers().await;
+    let logout = app
+        .client
+        .post(format!("{}/api/auth/logout", app.base))
+        .bearer_auth(&token)
         .send()
         .await
         .unwrap();
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
-    let me = client
-        .get(format!("{base}/api/auth/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
-
-    broker_stop.cancel();
-    auth_stop.cancel();
-    broker_task.await.unwrap().unwrap();
-    auth_task.await.unwrap().unwrap();
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
-async fn me(client: &Client, base: &str, token: &str) -> StatusCode {
-    client
-        .get(format!("{base}/api/auth/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("the broker answers")
-        .status()
+    assert_eq!(app.me(&token).await, StatusCode::UNAUTHORIZED);
+    app.stop().await;
 }
 
 #[tokio::test]
 async fn a_rotated_signing_key_is_fetched_and_the_old_one_stops_working() {
-    let dir = temp_dir();
-    let mut config = common::config(&dir, None, &[]);
-    let auth = auth::Auth::build(&config.auth, &dir).await.unwrap();
-    let auth_addr = auth.local_addr();
-    let auth_stop = Shutdown::new();
-    let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
-    config.broker.auth_url = format!("http://{auth_addr}");
-    let broker = broker::Broker::build(config.broker.clone()).await.unwrap();
-    let base = format!("http://{}", broker.local_addr());
-    let broker_stop = Shutdown::new();
-    let broker_task = tokio::spawn(broker.run(broker_stop.clone()));
-    let client = Client::new();
-    let registered = client
-        .post(format!("{base}/api/auth/register"))
-        .json(
-            &json!({ "username": "ada", "email": "ada@example.com", "password": "correct horse" }),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), StatusCode::CREATED);
-    let old: Value = login(&client, &base, "correct horse")
-        .await
-        .json()
-        .await
-        .unwrap();
-    let old = old["token"].as_str().unwrap().to_owned();
-    assert_eq!(me(&client, &base, &old).await, StatusCode::OK);
+    let mut app = AuthAndBroker::start().await;
+    let old = app.token().await;
+    assert_eq!(app.me(&old).await, StatusCode::OK);
 
     // The operator rotates the key: auth restarts with a new one (the old file removed).
-    auth_stop.cancel();
-    auth_task.await.unwrap().unwrap();
-    std::fs::remove_file(dir.join("auth-signing-key.pem")).expect("auth keeps its key here");
-    config.auth.listen = auth_addr;
-    let auth = auth::Auth::build(&config.auth, &dir).await.unwrap();
-    let auth_stop = Shutdown::new();
-    let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
+    app.stop_auth().await;
+    std::fs::remove_file(app.dir.join("auth-signing-key.pem")).expect("auth keeps its key here");
+    app.start_auth().await;
 
     // A token of the new key: the broker does not know its kid, fetches auth's keys
     // (at most every few seconds) and accepts it.
-    let fresh: Value = loop {
-        let response = login(&client, &base, "correct horse").await;
-        if response.status() == StatusCode::OK {
-            break response.json().await.unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let fresh = fresh["token"].as_str().unwrap().to_owned();
+    let fresh = app.token_once_auth_answers().await;
     let started = Instant::now();
-    while me(&client, &base, &fresh).await != StatusCode::OK {
+    while app.me(&fresh).await != StatusCode::OK {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "the broker never learned the new key"
@@ -189,11 +200,6 @@ async fn a_rotated_signing_key_is_fetched_and_the_old_one_stops_working() {
     }
     // The old key is withdrawn: its token stops working at once, though the broker had
     // it cached and it has not expired.
-    assert_eq!(me(&client, &base, &old).await, StatusCode::UNAUTHORIZED);
-
-    broker_stop.cancel();
-    auth_stop.cancel();
-    broker_task.await.unwrap().unwrap();
-    auth_task.await.unwrap().unwrap();
-    std::fs::remove_dir_all(dir).unwrap();
+    assert_eq!(app.me(&old).await, StatusCode::UNAUTHORIZED);
+    app.stop().await;
 }

@@ -11,7 +11,7 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -53,15 +53,20 @@ impl LoginThrottle {
         }
     }
 
-    /// `Err(retry_after)` (counting nothing) when `key` has used up its failures; else
-    /// lets the attempt go ahead, counting it at once with [`Charge::UpFront`] (given back
-    /// with [`Self::forgive`] or [`Self::clear`] if it did not fail). A failed attempt is
-    /// reported with [`Self::failed`].
-    pub fn attempt(&self, key: &str, now: Instant) -> Result<(), Duration> {
-        let mut failures = self
-            .failures
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Failures>> {
+        self.failures
             .lock()
-            .expect("no code panics while holding the throttle lock");
+            .expect("no code panics while holding the throttle lock")
+    }
+
+    /// `key`'s failures in the current window (a fresh one once the last has ended); when
+    /// the map is full, ended windows are dropped first.
+    fn current<'a>(
+        &self,
+        failures: &'a mut HashMap<String, Failures>,
+        key: &str,
+        now: Instant,
+    ) -> &'a mut Failures {
         if failures.len() >= MAX_KEYS {
             let window = self.window;
             failures.retain(|_, entry| now < entry.since + window);
@@ -76,6 +81,16 @@ impl LoginThrottle {
                 since: now,
             };
         }
+        entry
+    }
+
+    /// `Err(retry_after)` (counting nothing) when `key` has used up its failures; else
+    /// lets the attempt go ahead, counting it at once with [`Charge::UpFront`] (given back
+    /// with [`Self::forgive`] or [`Self::clear`] if it did not fail). A failed attempt is
+    /// reported with [`Self::failed`].
+    pub fn attempt(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        let mut failures = self.lock();
+        let entry = self.current(&mut failures, key, now);
         if entry.count >= self.max_failures {
             return Err(entry.since + self.window - now);
         }
@@ -93,28 +108,10 @@ impl LoginThrottle {
     /// Reports that an attempt of `key` failed (counted now with [`Charge::OnFailure`];
     /// it already was with [`Charge::UpFront`]).
     pub fn failed(&self, key: &str, now: Instant) {
-        if self.charge == Charge::UpFront {
-            return;
+        if self.charge == Charge::OnFailure {
+            let mut failures = self.lock();
+            self.current(&mut failures, key, now).count += 1;
         }
-        let mut failures = self
-            .failures
-            .lock()
-            .expect("no code panics while holding the throttle lock");
-        if failures.len() >= MAX_KEYS {
-            let window = self.window;
-            failures.retain(|_, entry| now < entry.since + window);
-        }
-        let entry = failures.entry(key.to_owned()).or_insert(Failures {
-            count: 0,
-            since: now,
-        });
-        if now >= entry.since + self.window {
-            *entry = Failures {
-                count: 0,
-                since: now,
-            };
-        }
-        entry.count += 1;
     }
 
     /// Gives back one attempt of `key` that did not fail.
@@ -122,10 +119,7 @@ impl LoginThrottle {
         if self.charge == Charge::OnFailure {
             return;
         }
-        let mut failures = self
-            .failures
-            .lock()
-            .expect("no code panics while holding the throttle lock");
+        let mut failures = self.lock();
         if let Some(entry) = failures.get_mut(key) {
             entry.count = entry.count.saturating_sub(1);
             if entry.count == 0 {
@@ -136,10 +130,7 @@ impl LoginThrottle {
 
     /// Forgets `key`'s failures (after a successful login).
     pub fn clear(&self, key: &str) {
-        self.failures
-            .lock()
-            .expect("no code panics while holding the throttle lock")
-            .remove(key);
+        self.lock().remove(key);
     }
 }
 

@@ -116,16 +116,15 @@ impl Handlers {
                 // Two independent pieces of work, both idempotent: one service being
                 // down must not hold up the other (chat down must not delay the mail).
                 // A retry repeats both; mail de-duplicates by the event id.
-                let chat = self.chat.clone();
+                let mut chat = self.chat.clone();
                 let ended = async move {
-                    chat.clone()
-                        .end_chat_session(chat::EndChatSessionRequest {
-                            session_id: logout.session_id.clone(),
-                            user: Some(caller(&logout.user_id, &logout.username)),
-                            ended_at: Some(timestamp(occurred_at)),
-                        })
-                        .await
-                        .map_err(|status| HandleError::from_status("chat", &status))
+                    chat.end_chat_session(chat::EndChatSessionRequest {
+                        session_id: logout.session_id.clone(),
+                        user: Some(caller(&logout.user_id, &logout.username)),
+                        ended_at: Some(timestamp(occurred_at)),
+                    })
+                    .await
+                    .map_err(|status| HandleError::from_status("chat", &status))
                 };
                 let client = logout.client.clone().unwrap_or_default();
                 let mailed = self.mail(

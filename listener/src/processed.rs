@@ -2,18 +2,8 @@
 //! redelivered event is acknowledged without doing its work twice. PostgreSQL (dev stack, cluster) or SQLite (embedded).
 
 use chrono::{DateTime, Utc};
-use platform::sql::Pool;
+use platform::{on_pool, sql::Pool};
 use uuid::Uuid;
-
-/// Runs the same statement on whichever backend the pool is.
-macro_rules! on_pool {
-    ($pool:expr, |$p:ident| $body:expr) => {
-        match $pool {
-            Pool::Postgres($p) => $body,
-            Pool::Sqlite($p) => $body,
-        }
-    };
-}
 
 /// How far the listener got with one event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +38,12 @@ pub struct ProcessedEvents {
 impl ProcessedEvents {
     /// Opens the database a URL names and applies the migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let pool = platform::sql::connect(url).await?;
-        match &pool {
-            Pool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
-            Pool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
-        }
+        let pool = platform::sql::connect_migrated(
+            url,
+            sqlx::migrate!("./migrations/postgres"),
+            sqlx::migrate!("./migrations/sqlite"),
+        )
+        .await?;
         Ok(Self { pool })
     }
 

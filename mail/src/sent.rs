@@ -6,17 +6,7 @@
 //! Message-ID lets the receiving side recognise the rare duplicate.
 
 use chrono::{DateTime, Utc};
-use platform::sql::Pool;
-
-/// Runs the same statement on whichever backend the pool is.
-macro_rules! on_pool {
-    ($pool:expr, |$p:ident| $body:expr) => {
-        match $pool {
-            Pool::Postgres($p) => $body,
-            Pool::Sqlite($p) => $body,
-        }
-    };
-}
+use platform::{on_pool, sql::Pool};
 
 /// The sent-mail table.
 #[derive(Debug, Clone)]
@@ -27,11 +17,12 @@ pub struct SentMails {
 impl SentMails {
     /// Opens the database a URL names and applies the migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let pool = platform::sql::connect(url).await?;
-        match &pool {
-            Pool::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
-            Pool::Sqlite(pool) => sqlx::migrate!("./migrations/sqlite").run(pool).await?,
-        }
+        let pool = platform::sql::connect_migrated(
+            url,
+            sqlx::migrate!("./migrations/postgres"),
+            sqlx::migrate!("./migrations/sqlite"),
+        )
+        .await?;
         Ok(Self { pool })
     }
 

@@ -46,6 +46,32 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
     })
 }
 
+/// Opens the pool a database URL names and applies the migrations of its backend.
+pub async fn connect_migrated(
+    url: &str,
+    postgres: sqlx::migrate::Migrator,
+    sqlite: sqlx::migrate::Migrator,
+) -> anyhow::Result<Pool> {
+    let pool = connect(url).await?;
+    match &pool {
+        Pool::Postgres(pool) => postgres.run(pool).await?,
+        Pool::Sqlite(pool) => sqlite.run(pool).await?,
+    }
+    Ok(pool)
+}
+
+/// Runs the same code on whichever backend a [`Pool`] is: `on_pool!(&pool, |p| ...)`,
+/// with `p` the `PgPool` or the `SqlitePool` (the code is compiled for each).
+#[macro_export]
+macro_rules! on_pool {
+    ($pool:expr, |$p:ident| $body:expr) => {
+        match $pool {
+            $crate::sql::Pool::Postgres($p) => $body,
+            $crate::sql::Pool::Sqlite($p) => $body,
+        }
+    };
+}
+
 /// True when the error means "the database could not be reached or answered in time",
 /// as opposed to an answer from it.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
