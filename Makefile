@@ -86,5 +86,6 @@ bench-ws-idle-cluster: ## Hold 100,000 idle sockets over six brokers (several lo
 faults: ## The fault matrix (each service killed under traffic), schemathesis against the OpenAPI spec, every cargo-fuzz target for a bounded time
 	scripts/faults.sh
 
-bench-events: ## Benchmark the durable event path: outbox -> RabbitMQ -> listener, 100,000 events
+bench-events: ## Benchmark the durable event path: outbox -> RabbitMQ -> listener, 100,000 events at full speed, then at 10,000/s
 	$(CARGO) run --release -p loadgen -- events --events 100000
+	$(CARGO) run --release -p loadgen -- events --events 100000 --rate 10000

@@ -236,6 +236,90 @@ async fn the_same_event_delivered_twice_makes_one_mail() {
     app.stop().await;
 }
 
+/// Events of one type that leave the outbox together travel as one batch message; the
+/// listener handles each on its own (a duplicate inside the batch once, a bad one parked
+/// alone) and acknowledges the message once all of them are settled.
+#[tokio::test]
+async fn events_published_together_are_settled_one_by_one() {
+    let Some(rabbit) = TestRabbit::create(1, Duration::from_millis(50)).await else {
+        return;
+    };
+    let app = TestApp::start(&args(&rabbit.args(&rabbit.url))).await;
+    wait_listener_ready(&app).await;
+    let welcome: Vec<Event> = (0..5).map(|n| registered(&format!("batched{n}"))).collect();
+    let unmailable = Event::new(
+        "test",
+        Payload::UserRegistered(UserRegistered {
+            user_id: uuid::Uuid::now_v7().to_string(),
+            username: "unmailable".to_owned(),
+            email: "not an address".to_owned(),
+        }),
+    );
+    let batch: Vec<&Event> = vec![
+        &welcome[0],
+        &welcome[1],
+        &unmailable,
+        &welcome[2],
+        &welcome[0],
+        &welcome[3],
+        &welcome[4],
+    ];
+    let published: Vec<platform::events::Published> = batch
+        .iter()
+        .map(|event| platform::events::Published {
+            event_id: event.id,
+            routing_key: event.routing_key.to_owned(),
+            payload: event.payload.clone(),
+        })
+        .collect();
+    let bus = rabbit::RabbitBus::new(rabbit.url.clone(), rabbit.exchange.clone());
+    platform::events::EventBus::publish(&bus, &published)
+        .await
+        .expect("RabbitMQ confirms the batch");
+    eventually("every welcome mail is written", || async {
+        (0..5).all(|n| !mails_to(&app.mail_files(), &format!("batched{n}@example.com")).is_empty())
+    })
+    .await;
+    eventually("the unmailable event is parked alone", || async {
+        let parked = listener_json(&app, "/admin/parked").await;
+        parked["parked"].as_array().is_some_and(|list| {
+            list.len() == 1
+                && list[0]["event_id"] == unmailable.id.to_string()
+                && list[0]["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("mail"))
+        })
+    })
+    .await;
+    for n in 0..5 {
+        let address = format!("batched{n}@example.com");
+        assert_eq!(mails_to(&app.mail_files(), &address).len(), 1, "{address}");
+    }
+    app.stop().await;
+    // Had the batch not been acknowledged, closing the connection would have put it back.
+    let connection = rabbit::connect(&rabbit.url, "test inspector")
+        .await
+        .expect("RabbitMQ answers");
+    let channel = connection.create_channel().await.expect("a channel");
+    let queue = channel
+        .queue_declare(
+            rabbit.queue.as_str().into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("the listener's queue exists");
+    assert_eq!(
+        queue.message_count(),
+        0,
+        "the batch message was acknowledged"
+    );
+    let _ = connection.close(200, "done".into()).await;
+}
+
 /// A port nothing listens on (yet).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -50,6 +50,8 @@ pub struct Listener {
 struct Worker {
     source: Arc<dyn Source>,
     processed: ProcessedEvents,
+    /// Lookups of events arriving at the same time go to the database in one query.
+    lookups: GroupCommit<uuid::Uuid, Result<Progress, String>>,
     /// Records of events handled at the same time go to the database in one statement.
     records: GroupCommit<Record, Result<bool, String>>,
     handlers: Handlers,
@@ -76,6 +78,7 @@ impl Listener {
             http,
             worker: Worker {
                 source,
+                lookups: look_up_in_batches(processed.clone(), config.prefetch),
                 records: record_in_batches(processed.clone(), config.prefetch),
                 processed,
                 handlers,
@@ -157,6 +160,23 @@ fn record_in_batches(
     })
 }
 
+/// The group lookup of events' progress: at most one query per `prefetch` events in
+/// flight.
+fn look_up_in_batches(
+    processed: ProcessedEvents,
+    prefetch: u16,
+) -> GroupCommit<uuid::Uuid, Result<Progress, String>> {
+    GroupCommit::start(usize::from(prefetch), move |ids: Vec<uuid::Uuid>| {
+        let processed = processed.clone();
+        async move {
+            match processed.progress_of(&ids).await {
+                Ok(progress) => progress.into_iter().map(Ok).collect(),
+                Err(error) => vec![Err(error.to_string()); ids.len()],
+            }
+        }
+    })
+}
+
 async fn prune(processed: ProcessedEvents, retention: Duration, shutdown: Shutdown) {
     while platform::shutdown::pause(&shutdown, PRUNE_EVERY).await {
         let before =
@@ -207,7 +227,12 @@ impl Worker {
             .map_or("unknown", platform::events::routing_key);
         let started = std::time::Instant::now();
         let attempts = delivery.attempts + 1;
-        let done = match self.processed.progress(id).await {
+        let progress = self
+            .lookups
+            .submit(id)
+            .await
+            .unwrap_or_else(|| Err("the lookup task stopped".to_owned()));
+        let done = match progress {
             Ok(Progress::Audited) => {
                 tracing::info!(event_id = %id, r#type = key, "already processed; acknowledging");
                 self.settle(delivery.ack().await, key, "duplicate");

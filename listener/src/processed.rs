@@ -47,20 +47,32 @@ impl ProcessedEvents {
         Ok(Self { pool })
     }
 
-    /// Where the event stands: not processed, its work done, or also audited.
-    pub async fn progress(&self, event_id: Uuid) -> Result<Progress, sqlx::Error> {
-        const SQL: &str = "SELECT audited FROM processed_events WHERE event_id = $1";
-        let audited: Option<bool> = on_pool!(&self.pool, |pool| {
-            sqlx::query_scalar(SQL)
-                .bind(event_id)
-                .fetch_optional(pool)
-                .await?
+    /// Where each of these events stands, in one query (the lookups of the events in
+    /// flight, batched like their records).
+    pub async fn progress_of(&self, event_ids: &[Uuid]) -> Result<Vec<Progress>, sqlx::Error> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<(Uuid, bool)> = on_pool!(&self.pool, |pool| {
+            let mut select = sqlx::QueryBuilder::new(
+                "SELECT event_id, audited FROM processed_events WHERE event_id IN (",
+            );
+            let mut ids = select.separated(", ");
+            for id in event_ids {
+                ids.push_bind(*id);
+            }
+            select.push(")");
+            select.build_query_as().fetch_all(pool).await?
         });
-        Ok(match audited {
-            None => Progress::New,
-            Some(false) => Progress::WorkDone,
-            Some(true) => Progress::Audited,
-        })
+        let found: std::collections::HashMap<Uuid, bool> = found.into_iter().collect();
+        Ok(event_ids
+            .iter()
+            .map(|id| match found.get(id) {
+                None => Progress::New,
+                Some(false) => Progress::WorkDone,
+                Some(true) => Progress::Audited,
+            })
+            .collect())
     }
 
     /// Records that the event's audit entry is stored.

@@ -1,5 +1,5 @@
 //! `loadgen events`: the durable event path at full speed. Writers commit `message.sent`
-//! events into an outbox (in transactions, as chat does), the outbox relay publishes them
+//! events into an outbox (in transactions, with one multi-row insert each, as chat does), the outbox relay publishes them
 //! to RabbitMQ with publisher confirms, and the real listener consumes them: de-duplicates
 //! by event id, records each in its processed-events table, and acknowledges it.
 //!
@@ -45,6 +45,11 @@ pub struct Args {
     /// Events per writer transaction.
     #[arg(long, default_value_t = 50)]
     batch: u32,
+    /// Events per second offered, spread over the writers (0: as fast as they commit).
+    /// At full speed the writers outrun any consumer and latency measures the backlog;
+    /// at a set rate it measures the path.
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
     /// Listener prefetch (events in flight).
     #[arg(long, default_value_t = 256)]
     prefetch: u16,
@@ -121,11 +126,26 @@ fn ensure_loopback(url: &str) -> Result<()> {
 }
 
 /// Commits `count` events in transactions of `batch`.
-async fn write(pool: PgPool, count: u32, batch: u32, waker: outbox::OutboxWaker) -> Result<()> {
+async fn write(
+    pool: PgPool,
+    count: u32,
+    batch: u32,
+    rate: f64,
+    waker: outbox::OutboxWaker,
+) -> Result<()> {
     let conversation = Uuid::now_v7().to_string();
     let sender = Uuid::now_v7().to_string();
     let mut left = count;
+    // One transaction of `batch` events per tick at the writer's share of the rate.
+    let mut pace = (rate > 0.0).then(|| {
+        let mut ticks = tokio::time::interval(Duration::from_secs_f64(f64::from(batch) / rate));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        ticks
+    });
     while left > 0 {
+        if let Some(ticks) = pace.as_mut() {
+            ticks.tick().await;
+        }
         let size = left.min(batch);
         let events: Vec<Event> = (0..size)
             .map(|_| {
@@ -141,8 +161,11 @@ async fn write(pool: PgPool, count: u32, batch: u32, waker: outbox::OutboxWaker)
             })
             .collect();
         let mut tx = pool.begin().await?;
-        for event in &events {
-            outbox::insert(event).execute(&mut *tx).await?;
+        let rows: Vec<&Event> = events.iter().collect();
+        for chunk in rows.chunks(outbox::ROWS_PER_INSERT) {
+            if let Some(mut insert) = outbox::insert_all::<sqlx::Postgres>(chunk) {
+                insert.build().execute(&mut *tx).await?;
+            }
         }
         tx.commit().await?;
         waker.wake();
@@ -248,8 +271,12 @@ async fn measure(
             .run(shutdown.clone()),
     );
 
+    let offered = match args.rate {
+        0 => "at full speed".to_owned(),
+        rate => format!("at {rate} events/s"),
+    };
     println!(
-        "producing {} events: {} writers, {} per transaction, listener prefetch {}",
+        "producing {} events {offered}: {} writers, {} per transaction, listener prefetch {}",
         args.events, args.writers, args.batch, args.prefetch
     );
     let started = Instant::now();
@@ -266,6 +293,7 @@ async fn measure(
             pool.clone(),
             count,
             args.batch,
+            f64::from(args.rate) / f64::from(args.writers),
             waker.clone(),
         )));
     }
@@ -342,6 +370,7 @@ async fn measure(
             json!({
                 "scenario": "events",
                 "events": args.events,
+                "rate": args.rate,
                 "handled": rows.len(),
                 "outbox_left": left,
                 "duplicates_skipped": duplicates,

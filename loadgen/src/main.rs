@@ -14,6 +14,11 @@ mod ws;
 
 use clap::{Parser, Subcommand};
 
+// The events scenario runs the listener and a logger in this process: the same allocator
+// as their own binaries, so the figures are theirs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load generator for microchat: runs a scenario against loopback and prints latency figures.
 #[derive(Debug, Parser)]
 #[command(version, about)]

@@ -141,11 +141,18 @@ const NEWEST_BEFORE: &str = "SELECT id, conversation_id, sender_id, sender_name,
 const OLDEST_AFTER: &str = "SELECT id, conversation_id, sender_id, sender_name, body, created_at \
      FROM messages WHERE conversation_id = $1 AND id > $2 ORDER BY id LIMIT $3";
 
-/// The most ids bound in one statement: well under both backends' parameter limits.
-const INSERT_MESSAGE: &str = "INSERT INTO messages \
+/// Inserts messages whose sender is a member of their conversation (one statement, so
+/// membership cannot change in between): `VALUES` rows go between the two parts (their
+/// columns are `column1`.. in SQLite and PostgreSQL alike); the ids inserted come back.
+const INSERT_MESSAGES: &str = "INSERT INTO messages \
      (id, conversation_id, sender_id, sender_name, body, created_at) \
-     SELECT $1, $2, $3, $4, $5, $6 \
-     WHERE EXISTS (SELECT 1 FROM memberships WHERE conversation_id = $2 AND user_id = $3)";
+     SELECT column1, column2, column3, column4, column5, column6 FROM (";
+const INSERT_MESSAGES_OF_MEMBERS: &str = ") AS new_messages WHERE EXISTS (SELECT 1 FROM memberships \
+     WHERE conversation_id = new_messages.column2 AND user_id = new_messages.column3) \
+     RETURNING id";
+/// Messages per multi-row insert: 6 parameters each, well under SQLite's 32,766.
+const MESSAGES_PER_INSERT: usize = 500;
+/// The most ids bound in one statement: well under both backends' parameter limits.
 const IDS_PER_STATEMENT: usize = 500;
 
 /// Presence of the users `$1..$n`: online ones from their sockets, offline ones from when
@@ -218,20 +225,6 @@ macro_rules! sql_chat_store {
             /// A store on an open pool (migrations are applied by [`ChatStore::migrate`]).
             pub fn new(pool: sqlx::Pool<$db>) -> Self {
                 Self { pool }
-            }
-
-            /// Inserts `message` if its sender is a member of its conversation (one statement,
-            /// so membership cannot change in between).
-            fn insert_message_query(
-                message: &Message,
-            ) -> sqlx::query::Query<'_, $db, <$db as sqlx::Database>::Arguments<'_>> {
-                sqlx::query(INSERT_MESSAGE)
-                    .bind(message.id)
-                    .bind(message.conversation_id)
-                    .bind(message.sender.id)
-                    .bind(&message.sender.username)
-                    .bind(&message.body)
-                    .bind(message.created_at)
             }
 
             /// Adds a member unless they already are one; true when added.
@@ -517,15 +510,37 @@ macro_rules! sql_chat_store {
             }
 
             async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
+                // Two statements per batch, whatever its size: the messages whose sender
+                // is a member, then the events of those.
                 let mut tx = self.pool.begin().await?;
                 let mut stored = Vec::with_capacity(messages.len());
-                for new in messages {
-                    let done = Self::insert_message_query(&new.message).execute(&mut *tx).await?;
-                    let inserted = done.rows_affected() == 1;
-                    if inserted {
-                        outbox::insert(&new.event).execute(&mut *tx).await?;
+                for chunk in messages.chunks(MESSAGES_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(INSERT_MESSAGES);
+                    insert.push_values(chunk, |mut row, new| {
+                        let message = &new.message;
+                        row.push_bind(message.id)
+                            .push_bind(message.conversation_id)
+                            .push_bind(message.sender.id)
+                            .push_bind(&message.sender.username)
+                            .push_bind(&message.body)
+                            .push_bind(message.created_at);
+                    });
+                    insert.push(INSERT_MESSAGES_OF_MEMBERS);
+                    let inserted: HashSet<Uuid> = insert
+                        .build_query_scalar()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    let events: Vec<&Event> = chunk
+                        .iter()
+                        .filter(|new| inserted.contains(&new.message.id))
+                        .map(|new| &new.event)
+                        .collect();
+                    if let Some(mut insert) = outbox::insert_all::<$db>(&events) {
+                        insert.build().execute(&mut *tx).await?;
                     }
-                    stored.push(inserted);
+                    stored.extend(chunk.iter().map(|new| inserted.contains(&new.message.id)));
                 }
                 tx.commit().await?;
                 Ok(stored)

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use lapin::{
     Acker, BasicProperties, Channel, Connection, Consumer,
+    message::Delivery as AmqpDelivery,
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicPublishOptions,
         BasicQosOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
@@ -24,9 +25,10 @@ use lapin::{
 };
 use platform::events::rabbit as amqp;
 use std::{
+    collections::VecDeque,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -53,6 +55,9 @@ struct Live {
     _connection: Connection,
     consumer: Consumer,
     publisher: Channel,
+    /// The events of a batch message not handed out yet. They go with the connection:
+    /// a batch not acknowledged whole comes again.
+    pending: VecDeque<Delivery>,
 }
 
 /// The listener's queues on RabbitMQ.
@@ -243,6 +248,7 @@ impl RabbitSource {
             _connection: connection,
             consumer,
             publisher,
+            pending: VecDeque::new(),
         })
     }
 
@@ -278,17 +284,129 @@ impl RabbitSource {
     }
 }
 
-struct RabbitSettle {
+/// How an event's message is acknowledged once the event is settled.
+enum Acking {
+    /// The message holds this event alone.
+    Whole(Acker),
+    /// The message is a batch: acknowledged when the last of its events is settled.
+    Part(Arc<BatchAck>),
+}
+
+/// The acknowledgement a batch message's events share.
+struct BatchAck {
     acker: Acker,
+    unsettled: AtomicUsize,
+    failed: AtomicBool,
+}
+
+impl Acking {
+    /// The event is settled (`ok`), or could not be (its retry or parking was not
+    /// confirmed): its message is then left unacknowledged, to come again after a
+    /// reconnect like any unacknowledged message, the events already done included
+    /// (the processed-events table absorbs those).
+    async fn settled(&self, ok: bool) -> anyhow::Result<()> {
+        match self {
+            Self::Whole(acker) if ok => {
+                acker.ack(BasicAckOptions::default()).await?;
+            }
+            Self::Whole(_) => {}
+            Self::Part(batch) => {
+                if !ok {
+                    batch.failed.store(true, Ordering::SeqCst);
+                }
+                let last = batch.unsettled.fetch_sub(1, Ordering::AcqRel) == 1;
+                if last && !batch.failed.load(Ordering::SeqCst) {
+                    batch.acker.ack(BasicAckOptions::default()).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl RabbitSource {
+    /// The events a message holds, each settled on its own. A batch that cannot be read
+    /// is parked whole, as an unreadable event is.
+    async fn events_of(
+        &self,
+        delivery: AmqpDelivery,
+        publisher: &Channel,
+    ) -> Result<VecDeque<Delivery>, lapin::Error> {
+        // Events coming back from a retry queue carry the queue's name as routing key;
+        // their original key travels in `type`.
+        let routing_key = delivery
+            .properties
+            .kind()
+            .as_ref()
+            .map_or_else(|| delivery.routing_key.to_string(), ToString::to_string);
+        let attempts = attempts_of(&delivery.properties);
+        let content_type = delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(ShortString::as_str);
+        let envelopes = match amqp::unpack(content_type, delivery.data.clone()) {
+            Ok(envelopes) if envelopes.is_empty() => {
+                // Nothing to do: an empty batch.
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+                return Ok(VecDeque::new());
+            }
+            Ok(envelopes) => envelopes,
+            Err(_) => vec![delivery.data],
+        };
+        let batch = Arc::new(BatchAck {
+            acker: delivery.acker.clone(),
+            unsettled: AtomicUsize::new(envelopes.len()),
+            failed: AtomicBool::new(false),
+        });
+        let single = envelopes.len() == 1;
+        Ok(envelopes
+            .into_iter()
+            .map(|payload| {
+                let acking = if single {
+                    Acking::Whole(delivery.acker.clone())
+                } else {
+                    Acking::Part(Arc::clone(&batch))
+                };
+                let settle = RabbitSettle {
+                    acking,
+                    publisher: publisher.clone(),
+                    names: Arc::clone(&self.names),
+                };
+                Delivery::new(payload, routing_key.clone(), attempts, Box::new(settle))
+            })
+            .collect())
+    }
+}
+
+struct RabbitSettle {
+    acking: Acking,
     publisher: Channel,
     names: Arc<Names>,
+}
+
+impl RabbitSettle {
+    /// Hands the event on durably, then settles it.
+    async fn publish_then_settle(
+        &self,
+        queue: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> anyhow::Result<()> {
+        match publish_confirmed(&self.publisher, "", queue, payload, properties).await {
+            Ok(()) => self.acking.settled(true).await,
+            Err(error) => {
+                self.acking.settled(false).await?;
+                Err(error)
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl Settle for RabbitSettle {
     async fn ack(self: Box<Self>) -> anyhow::Result<()> {
-        self.acker.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        self.acking.settled(true).await
     }
 
     async fn retry(
@@ -298,16 +416,12 @@ impl Settle for RabbitSettle {
         attempts: u32,
         delay: Duration,
     ) -> anyhow::Result<()> {
-        publish_confirmed(
-            &self.publisher,
-            "",
+        self.publish_then_settle(
             &self.names.retry(delay),
             &payload,
             with_attempts(attempts, None).with_type(routing_key.into()),
         )
-        .await?;
-        self.acker.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        .await
     }
 
     async fn park(
@@ -318,16 +432,8 @@ impl Settle for RabbitSettle {
         reason: &str,
     ) -> anyhow::Result<()> {
         let properties = with_attempts(attempts, Some(reason)).with_type(routing_key.into());
-        publish_confirmed(
-            &self.publisher,
-            "",
-            &self.names.parked,
-            &payload,
-            properties,
-        )
-        .await?;
-        self.acker.ack(BasicAckOptions::default()).await?;
-        Ok(())
+        self.publish_then_settle(&self.names.parked, &payload, properties)
+            .await
     }
 }
 
@@ -353,27 +459,23 @@ impl Source for RabbitSource {
                 }
             }
             let current = live.as_mut().expect("connected just above");
+            if let Some(delivery) = current.pending.pop_front() {
+                return delivery;
+            }
             match current.consumer.next().await {
-                Some(Ok(delivery)) => {
-                    // Events coming back from a retry queue carry the queue's name as
-                    // routing key; their original key travels in `type`.
-                    let routing_key = delivery
-                        .properties
-                        .kind()
-                        .as_ref()
-                        .map_or_else(|| delivery.routing_key.to_string(), ToString::to_string);
-                    let settle = RabbitSettle {
-                        acker: delivery.acker.clone(),
-                        publisher: current.publisher.clone(),
-                        names: Arc::clone(&self.names),
-                    };
-                    return Delivery::new(
-                        delivery.data,
-                        routing_key,
-                        attempts_of(&delivery.properties),
-                        Box::new(settle),
-                    );
-                }
+                Some(Ok(delivery)) => match self.events_of(delivery, &current.publisher).await {
+                    Ok(mut events) => {
+                        let first = events.pop_front();
+                        current.pending = events;
+                        if let Some(first) = first {
+                            return first;
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "lost the RabbitMQ connection; reconnecting")
+                    }
+                },
                 Some(Err(error)) => {
                     tracing::warn!(error = %error, "lost the RabbitMQ connection; reconnecting");
                 }

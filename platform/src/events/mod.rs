@@ -2,7 +2,7 @@
 //! and in-process adapters, and the transactional outbox with its relay.
 //!
 //! A producer writes each event into its `outbox` table in the same transaction as the
-//! state change ([`outbox::insert_statement`]); the [`outbox::Relay`] publishes pending rows
+//! state change ([`outbox::insert`], or [`outbox::insert_all`] for a batch); the [`outbox::Relay`] publishes pending rows
 //! to the bus and deletes them only once the bus has confirmed them. A RabbitMQ outage or a
 //! crash delays events; it never loses them. Delivery is at least once, so consumers are
 //! idempotent by event id.

@@ -41,6 +41,39 @@ where
     .bind(event.occurred_at)
 }
 
+/// Most rows [`insert_all`] writes in one statement (SQLite allows 32,766 parameters).
+pub const ROWS_PER_INSERT: usize = 1_000;
+
+/// One multi-row insert for `events` (1 to [`ROWS_PER_INSERT`] of them), to run on the
+/// producer's transaction: one round trip for a whole batch of state changes instead of
+/// one per event. `None` when there is nothing to insert.
+pub fn insert_all<'q, DB>(events: &[&'q Event]) -> Option<sqlx::QueryBuilder<'q, DB>>
+where
+    DB: Database,
+    DB::Arguments<'q>: Default,
+    Uuid: Encode<'q, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    &'q [u8]: Encode<'q, DB> + Type<DB>,
+    DateTime<Utc>: Encode<'q, DB> + Type<DB>,
+{
+    if events.is_empty() {
+        return None;
+    }
+    debug_assert!(
+        events.len() <= ROWS_PER_INSERT,
+        "callers chunk their events by ROWS_PER_INSERT"
+    );
+    let mut insert =
+        sqlx::QueryBuilder::new("INSERT INTO outbox (event_id, routing_key, payload, created_at) ");
+    insert.push_values(events, |mut row, event| {
+        row.push_bind(event.id)
+            .push_bind(event.routing_key)
+            .push_bind(event.payload.as_slice())
+            .push_bind(event.occurred_at);
+    });
+    Some(insert)
+}
+
 /// Wakes the relay after a commit that wrote events, so they leave at once instead of at
 /// the next poll. Cheap to clone; waking with no relay running does nothing.
 #[derive(Debug, Clone, Default)]

@@ -5,6 +5,10 @@
 //! `microchat.events.unrouted` (fanout), keeps every event no queue was bound to in the
 //! durable queue of the same name — so an event published before its consumer first
 //! declared its queue is parked there, not dropped.
+//!
+//! A lone event is a message of its own (an encoded `Envelope`); consecutive events of one
+//! type that leave together are one message (an `EventBatch`, see [`unpack`]), so a
+//! backlog costs RabbitMQ one publish, confirm, delivery and ack per batch.
 
 use super::{BusError, EventBus, Published};
 use async_trait::async_trait;
@@ -24,6 +28,52 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Content type of every event message: an encoded `microchat.events.v1.Envelope`.
 pub const CONTENT_TYPE: &str = "application/x-protobuf; proto=microchat.events.v1.Envelope";
+
+/// Content type of a message holding several events: an encoded
+/// `microchat.events.v1.EventBatch`.
+pub const BATCH_CONTENT_TYPE: &str = "application/x-protobuf; proto=microchat.events.v1.EventBatch";
+
+/// Most events in one batch message.
+pub const EVENTS_PER_MESSAGE: usize = 128;
+/// A batch message stops growing at this many bytes of envelopes.
+const BYTES_PER_MESSAGE: usize = 128 * 1024;
+
+/// The encoded envelopes a message holds: its body, or the entries of an `EventBatch`.
+pub fn unpack(
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Vec<Vec<u8>>, prost::DecodeError> {
+    if content_type == Some(BATCH_CONTENT_TYPE) {
+        use prost::Message as _;
+        Ok(proto::events::v1::EventBatch::decode(body.as_slice())?.envelopes)
+    } else {
+        Ok(vec![body])
+    }
+}
+
+/// Splits `events` into the messages to publish, in order: runs of consecutive events
+/// with the same routing key, each at most [`EVENTS_PER_MESSAGE`] events and about
+/// [`BYTES_PER_MESSAGE`] bytes.
+fn messages(events: &[Published]) -> Vec<&[Published]> {
+    let mut messages = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, event) in events.iter().enumerate() {
+        let full = i - start == EVENTS_PER_MESSAGE
+            || bytes + event.payload.len() > BYTES_PER_MESSAGE
+            || events[start].routing_key != event.routing_key;
+        if i > start && full {
+            messages.push(&events[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += event.payload.len();
+    }
+    if start < events.len() {
+        messages.push(&events[start..]);
+    }
+    messages
+}
 
 /// Connects, failing after [`TIMEOUT`] rather than hanging on a half-open peer.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
@@ -96,6 +146,12 @@ pub fn properties(event: &Published) -> BasicProperties {
         .with_type(event.routing_key.as_str().into())
 }
 
+/// Properties of a batch message: persistent, with the type of its events (the id is
+/// its first event's).
+fn batch_properties(first: &Published) -> BasicProperties {
+    properties(first).with_content_type(BATCH_CONTENT_TYPE.into())
+}
+
 /// Publishes to RabbitMQ with publisher confirms. Connects lazily and again after any
 /// failure, so a producer starts, and keeps serving, while RabbitMQ is away.
 pub struct RabbitBus {
@@ -137,17 +193,34 @@ impl RabbitBus {
     async fn publish_on(&self, channel: &Channel, events: &[Published]) -> Result<(), BusError> {
         let unavailable = |error: lapin::Error| BusError::Unavailable(error.to_string());
         let mut confirms = Vec::with_capacity(events.len());
-        for event in events {
-            let confirm = channel
-                .basic_publish(
-                    self.exchange.as_str().into(),
-                    event.routing_key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    &event.payload,
-                    properties(event),
-                )
-                .await
-                .map_err(unavailable)?;
+        for message in messages(events) {
+            let first = &message[0];
+            let confirm = if let [event] = message {
+                channel
+                    .basic_publish(
+                        self.exchange.as_str().into(),
+                        event.routing_key.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &event.payload,
+                        properties(event),
+                    )
+                    .await
+            } else {
+                use prost::Message as _;
+                let batch = proto::events::v1::EventBatch {
+                    envelopes: message.iter().map(|event| event.payload.clone()).collect(),
+                };
+                channel
+                    .basic_publish(
+                        self.exchange.as_str().into(),
+                        first.routing_key.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &batch.encode_to_vec(),
+                        batch_properties(first),
+                    )
+                    .await
+            }
+            .map_err(unavailable)?;
             confirms.push(confirm);
         }
         let confirmed = tokio::time::timeout(TIMEOUT, futures::future::try_join_all(confirms))
@@ -194,5 +267,82 @@ impl EventBus for RabbitBus {
             }
         }
         published
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str, bytes: usize) -> Published {
+        Published {
+            event_id: uuid::Uuid::now_v7(),
+            routing_key: key.into(),
+            payload: vec![7; bytes],
+        }
+    }
+
+    fn sizes(events: &[Published]) -> Vec<(String, usize)> {
+        messages(events)
+            .iter()
+            .map(|message| (message[0].routing_key.clone(), message.len()))
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_events_of_one_type_share_a_message() {
+        let events: Vec<Published> = (0..3)
+            .map(|_| event("message.sent", 100))
+            .chain([event("user.registered", 100)])
+            .chain((0..2).map(|_| event("message.sent", 100)))
+            .collect();
+        assert_eq!(
+            sizes(&events),
+            [
+                ("message.sent".to_owned(), 3),
+                ("user.registered".to_owned(), 1),
+                ("message.sent".to_owned(), 2)
+            ]
+        );
+        let flat: Vec<&Published> = messages(&events).into_iter().flatten().collect();
+        assert_eq!(flat, events.iter().collect::<Vec<_>>(), "order is kept");
+    }
+
+    #[test]
+    fn a_message_holds_at_most_its_count_and_about_its_bytes() {
+        let many: Vec<Published> = (0..EVENTS_PER_MESSAGE * 2 + 1)
+            .map(|_| event("message.sent", 10))
+            .collect();
+        let counts: Vec<usize> = sizes(&many).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(counts, [EVENTS_PER_MESSAGE, EVENTS_PER_MESSAGE, 1]);
+
+        let big: Vec<Published> = (0..5)
+            .map(|_| event("message.sent", BYTES_PER_MESSAGE / 2))
+            .collect();
+        let counts: Vec<usize> = sizes(&big).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(counts, [2, 2, 1]);
+        let huge = [event("message.sent", BYTES_PER_MESSAGE * 2)];
+        assert_eq!(
+            sizes(&huge).len(),
+            1,
+            "an event larger than the cap goes alone"
+        );
+    }
+
+    #[test]
+    fn a_batch_unpacks_into_its_envelopes_and_a_plain_body_into_itself() {
+        use prost::Message as _;
+        let batch = proto::events::v1::EventBatch {
+            envelopes: vec![b"one".to_vec(), b"two".to_vec()],
+        };
+        assert_eq!(
+            unpack(Some(BATCH_CONTENT_TYPE), batch.encode_to_vec()).expect("a valid batch"),
+            [b"one".to_vec(), b"two".to_vec()]
+        );
+        assert_eq!(
+            unpack(Some(CONTENT_TYPE), b"plain".to_vec()).expect("a plain body"),
+            [b"plain".to_vec()]
+        );
+        assert!(unpack(Some(BATCH_CONTENT_TYPE), vec![0xff, 0xff, 0xff]).is_err());
     }
 }
