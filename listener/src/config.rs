@@ -64,7 +64,8 @@ pub struct Config {
         default_value = "listener.events"
     )]
     pub queue: String,
-    /// Events handled at once (and the RabbitMQ prefetch limit).
+    /// Events handled at once; also the RabbitMQ prefetch limit, which counts messages
+    /// (a batch message holds up to 128 events, handed out as earlier ones finish).
     #[arg(
         long = "listener-prefetch",
         id = "listener-prefetch",
