@@ -345,28 +345,29 @@ impl RabbitSource {
             .content_type()
             .as_ref()
             .map(ShortString::as_str);
-        let envelopes = match amqp::unpack(content_type, delivery.data.clone()) {
+        let envelopes = match amqp::unpack(content_type, delivery.data) {
             Ok(envelopes) if envelopes.is_empty() => {
                 // Nothing to do: an empty batch.
                 delivery.acker.ack(BasicAckOptions::default()).await?;
                 return Ok(VecDeque::new());
             }
             Ok(envelopes) => envelopes,
-            Err(_) => vec![delivery.data],
+            Err((_, body)) => vec![body],
         };
-        let batch = Arc::new(BatchAck {
-            acker: delivery.acker.clone(),
-            unsettled: AtomicUsize::new(envelopes.len()),
-            failed: AtomicBool::new(false),
+        // One event acknowledges its message itself; a batch's events share a count.
+        let batch = (envelopes.len() > 1).then(|| {
+            Arc::new(BatchAck {
+                acker: delivery.acker.clone(),
+                unsettled: AtomicUsize::new(envelopes.len()),
+                failed: AtomicBool::new(false),
+            })
         });
-        let single = envelopes.len() == 1;
         Ok(envelopes
             .into_iter()
             .map(|payload| {
-                let acking = if single {
-                    Acking::Whole(delivery.acker.clone())
-                } else {
-                    Acking::Part(Arc::clone(&batch))
+                let acking = match &batch {
+                    Some(batch) => Acking::Part(Arc::clone(batch)),
+                    None => Acking::Whole(delivery.acker.clone()),
                 };
                 let settle = RabbitSettle {
                     acking,

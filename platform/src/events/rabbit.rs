@@ -20,7 +20,7 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable},
 };
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 use tokio::sync::Mutex;
 
 /// Longest wait for RabbitMQ to accept a connection, or to confirm a batch.
@@ -39,15 +39,18 @@ pub const EVENTS_PER_MESSAGE: usize = 128;
 const BYTES_PER_MESSAGE: usize = 128 * 1024;
 
 /// The encoded envelopes a message holds: its body, or the entries of an `EventBatch`.
+/// A batch that does not decode comes back with its body, untouched.
 pub fn unpack(
     content_type: Option<&str>,
     body: Vec<u8>,
-) -> Result<Vec<Vec<u8>>, prost::DecodeError> {
-    if content_type == Some(BATCH_CONTENT_TYPE) {
-        use prost::Message as _;
-        Ok(proto::events::v1::EventBatch::decode(body.as_slice())?.envelopes)
-    } else {
-        Ok(vec![body])
+) -> Result<Vec<Vec<u8>>, (prost::DecodeError, Vec<u8>)> {
+    if content_type != Some(BATCH_CONTENT_TYPE) {
+        return Ok(vec![body]);
+    }
+    use prost::Message as _;
+    match proto::events::v1::EventBatch::decode(body.as_slice()) {
+        Ok(batch) => Ok(batch.envelopes),
+        Err(error) => Err((error, body)),
     }
 }
 
@@ -194,33 +197,29 @@ impl RabbitBus {
         let unavailable = |error: lapin::Error| BusError::Unavailable(error.to_string());
         let mut confirms = Vec::with_capacity(events.len());
         for message in messages(events) {
-            let first = &message[0];
-            let confirm = if let [event] = message {
-                channel
-                    .basic_publish(
-                        self.exchange.as_str().into(),
-                        event.routing_key.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &event.payload,
-                        properties(event),
+            let (body, properties) = match message {
+                [event] => (Cow::Borrowed(event.payload.as_slice()), properties(event)),
+                _ => {
+                    use prost::Message as _;
+                    let batch = proto::events::v1::EventBatch {
+                        envelopes: message.iter().map(|event| event.payload.clone()).collect(),
+                    };
+                    (
+                        Cow::Owned(batch.encode_to_vec()),
+                        batch_properties(&message[0]),
                     )
-                    .await
-            } else {
-                use prost::Message as _;
-                let batch = proto::events::v1::EventBatch {
-                    envelopes: message.iter().map(|event| event.payload.clone()).collect(),
-                };
-                channel
-                    .basic_publish(
-                        self.exchange.as_str().into(),
-                        first.routing_key.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &batch.encode_to_vec(),
-                        batch_properties(first),
-                    )
-                    .await
-            }
-            .map_err(unavailable)?;
+                }
+            };
+            let confirm = channel
+                .basic_publish(
+                    self.exchange.as_str().into(),
+                    message[0].routing_key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await
+                .map_err(unavailable)?;
             confirms.push(confirm);
         }
         let confirmed = tokio::time::timeout(TIMEOUT, futures::future::try_join_all(confirms))
@@ -343,6 +342,9 @@ mod tests {
             unpack(Some(CONTENT_TYPE), b"plain".to_vec()).expect("a plain body"),
             [b"plain".to_vec()]
         );
-        assert!(unpack(Some(BATCH_CONTENT_TYPE), vec![0xff, 0xff, 0xff]).is_err());
+        let broken = vec![0xff, 0xff, 0xff];
+        let (_, body) =
+            unpack(Some(BATCH_CONTENT_TYPE), broken.clone()).expect_err("not an EventBatch");
+        assert_eq!(body, broken, "an unreadable batch comes back whole");
     }
 }
