@@ -83,6 +83,22 @@ impl Handlers {
         let Some(payload) = &envelope.payload else {
             return Err(HandleError::Permanent("the envelope has no payload".into()));
         };
+        if matches!(payload, Payload::MessageSent(_) | Payload::MessageRead(_)) {
+            // Nothing to start but their audit entry.
+            return Ok(());
+        }
+        // The calls' futures are large (several KiB): boxed, so the task of every event
+        // (most are messages, which call nothing) does not carry room for them.
+        Box::pin(self.call_services(envelope, payload, occurred_at)).await
+    }
+
+    /// The calls to chat and mail that a user event starts.
+    async fn call_services(
+        &self,
+        envelope: &Envelope,
+        payload: &Payload,
+        occurred_at: chrono::DateTime<Utc>,
+    ) -> Result<(), HandleError> {
         match payload {
             Payload::UserRegistered(user) => {
                 self.mail(
@@ -151,7 +167,6 @@ impl Handlers {
                     .map_err(|status| HandleError::from_status("chat", &status))?;
                 Ok(())
             }
-            // Nothing to start but their audit entry.
             Payload::MessageSent(_) | Payload::MessageRead(_) => Ok(()),
         }
     }

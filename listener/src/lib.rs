@@ -238,7 +238,9 @@ impl Worker {
                 self.settle(delivery.ack().await, key, "duplicate");
                 return;
             }
-            Ok(Progress::WorkDone) => self.audit(id, envelope).await,
+            // Rare (a redelivery after the logger was away): boxed, off the common path's
+            // task size.
+            Ok(Progress::WorkDone) => Box::pin(self.audit(id, envelope)).await,
             Ok(Progress::New) => self.work(id, key, envelope).await,
             Err(error) => Err(HandleError::Transient(format!(
                 "the listener database: {error}"
