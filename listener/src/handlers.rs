@@ -228,62 +228,104 @@ fn audit_writer(client: LoggerClient<TracedChannel>) -> AuditWriter {
     })
 }
 
+/// The details of an audit entry, serialized straight to JSON text (no value tree).
+#[derive(serde::Serialize)]
+struct AuditData<'a> {
+    event_id: &'a str,
+    r#type: &'a str,
+    producer: &'a str,
+    occurred_at: Option<String>,
+    details: Details<'a>,
+}
+
+/// What an audit entry says about its event, by type.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum Details<'a> {
+    User {
+        username: &'a str,
+    },
+    Session {
+        username: &'a str,
+        session_id: &'a str,
+        client_ip: Option<&'a str>,
+    },
+    Message {
+        message_id: &'a str,
+        conversation_id: &'a str,
+        body_chars: u32,
+    },
+    Read {
+        conversation_id: &'a str,
+        up_to: &'a str,
+    },
+    /// An envelope without a payload.
+    None,
+}
+
 /// The audit entry of one event: `audit <type>`, about the user it concerns.
 pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
-    let client_ip = |client: &Option<proto::events::v1::Client>| {
-        client.as_ref().map(|client| client.ip.clone())
-    };
+    fn client_ip(client: &Option<proto::events::v1::Client>) -> Option<&str> {
+        client.as_ref().map(|client| client.ip.as_str())
+    }
     let (user_id, details) = match &envelope.payload {
         Some(Payload::UserRegistered(user)) => (
             user.user_id.as_str(),
-            serde_json::json!({ "username": user.username }),
+            Details::User {
+                username: &user.username,
+            },
         ),
         Some(Payload::UserLoggedIn(login)) => (
             login.user_id.as_str(),
-            serde_json::json!({
-                "username": login.username,
-                "session_id": login.session_id,
-                "client_ip": client_ip(&login.client),
-            }),
+            Details::Session {
+                username: &login.username,
+                session_id: &login.session_id,
+                client_ip: client_ip(&login.client),
+            },
         ),
         Some(Payload::UserLoggedOut(logout)) => (
             logout.user_id.as_str(),
-            serde_json::json!({
-                "username": logout.username,
-                "session_id": logout.session_id,
-                "client_ip": client_ip(&logout.client),
-            }),
+            Details::Session {
+                username: &logout.username,
+                session_id: &logout.session_id,
+                client_ip: client_ip(&logout.client),
+            },
         ),
         Some(Payload::UserDeleted(user)) => (
             user.user_id.as_str(),
-            serde_json::json!({ "username": user.username }),
+            Details::User {
+                username: &user.username,
+            },
         ),
         Some(Payload::MessageSent(message)) => (
             message.sender_id.as_str(),
-            serde_json::json!({
-                "message_id": message.message_id,
-                "conversation_id": message.conversation_id,
-                "body_chars": message.body_chars,
-            }),
+            Details::Message {
+                message_id: &message.message_id,
+                conversation_id: &message.conversation_id,
+                body_chars: message.body_chars,
+            },
         ),
         Some(Payload::MessageRead(read)) => (
             read.user_id.as_str(),
-            serde_json::json!({ "conversation_id": read.conversation_id, "up_to": read.up_to }),
+            Details::Read {
+                conversation_id: &read.conversation_id,
+                up_to: &read.up_to,
+            },
         ),
-        None => ("", serde_json::Value::Null),
+        None => ("", Details::None),
     };
-    let data = serde_json::json!({
-        "event_id": envelope.event_id,
-        "type": envelope.r#type,
-        "producer": envelope.producer,
-        "occurred_at": platform::events::envelope::occurred_at(envelope)
+    let data = AuditData {
+        event_id: &envelope.event_id,
+        r#type: &envelope.r#type,
+        producer: &envelope.producer,
+        occurred_at: platform::events::envelope::occurred_at(envelope)
             .map(|at| at.to_rfc3339_opts(SecondsFormat::Millis, true)),
-        "details": details,
-    });
+        details,
+    };
     logger::LogEntry {
         id: String::new(),
         name: format!("audit {}", envelope.r#type),
-        data: data.to_string(),
+        data: serde_json::to_string(&data).expect("audit details always serialize"),
         level: logger::Level::Info as i32,
         service: "listener".to_owned(),
         user_id: user_id.to_owned(),
@@ -325,6 +367,25 @@ mod tests {
         assert_eq!(data["event_id"], event.event_id);
         assert_eq!(data["details"]["username"], "ada");
         assert!(!entry.data.contains("ada@example.com"), "{}", entry.data);
+    }
+
+    #[test]
+    fn a_message_audit_names_the_message_and_its_length_but_not_its_body() {
+        let event = envelope(Payload::MessageSent(proto::events::v1::MessageSent {
+            message_id: "m1".into(),
+            conversation_id: "c1".into(),
+            sender_id: "u1".into(),
+            body_chars: 12,
+        }));
+        let entry = audit_entry(&event);
+        assert_eq!(entry.user_id, "u1");
+        let data: serde_json::Value = serde_json::from_str(&entry.data).unwrap();
+        assert_eq!(data["type"], "message.sent");
+        assert_eq!(
+            data["details"],
+            serde_json::json!({ "message_id": "m1", "conversation_id": "c1", "body_chars": 12 })
+        );
+        assert!(data["occurred_at"].as_str().is_some_and(|at| at.ends_with('Z')));
     }
 
     #[test]

@@ -233,8 +233,7 @@ impl LogData {
 
     /// The object as compact JSON text.
     pub fn to_text(&self) -> String {
-        // A map of JSON values always serializes.
-        Value::Object(self.0.clone()).to_string()
+        serde_json::to_string(&self.0).expect("a map of JSON values always serializes")
     }
 }
 

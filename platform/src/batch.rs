@@ -48,6 +48,18 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
         tokio::spawn(async move {
             let mut batch = Vec::with_capacity(max_batch);
             while waiting.recv_many(&mut batch, max_batch).await > 0 {
+                if batch.len() < max_batch {
+                    // The first item woke this task at once (tokio runs a task woken by
+                    // another one next), while the callers it came with — the other
+                    // events of one delivery, the sockets of one burst — are still
+                    // queued to run. Let them hand their items in first: one batch then
+                    // serves them all, for one yield's delay.
+                    tokio::task::yield_now().await;
+                    while batch.len() < max_batch {
+                        let Ok(item) = waiting.try_recv() else { break };
+                        batch.push(item);
+                    }
+                }
                 let (items, replies): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.drain(..).unzip();
                 let outcomes = commit(items).await;
                 debug_assert_eq!(outcomes.len(), replies.len(), "one outcome per item");
