@@ -230,10 +230,10 @@ impl Relay {
             }
         };
         let now = Utc::now();
+        let lags = metrics::histogram!("outbox_relay_lag_seconds", "producer" => self.producer);
         for row in &rows {
             let lag = (now - row.created_at).to_std().unwrap_or_default();
-            metrics::histogram!("outbox_relay_lag_seconds", "producer" => self.producer)
-                .record(lag.as_secs_f64());
+            lags.record(lag.as_secs_f64());
         }
         metrics::counter!("events_published_total", "producer" => self.producer)
             .increment(rows.len() as u64);
