@@ -602,13 +602,10 @@ async fn churn(traffic: Arc<Traffic>) {
                             .mails
                             .push((traffic.phase(), email, MailKind::Logout))
                     }
-                    Outcome::Status(503) | Outcome::Dropped | Outcome::Hang => {
-                        traffic.ledger().uncertain.push((
-                            traffic.phase(),
-                            email,
-                            MailKind::Logout,
-                        ))
-                    }
+                    Outcome::Status(503) | Outcome::Dropped | Outcome::Hang => traffic
+                        .ledger()
+                        .uncertain
+                        .push((traffic.phase(), email, MailKind::Logout)),
                     _ => {}
                 }
             }

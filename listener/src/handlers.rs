@@ -385,7 +385,11 @@ mod tests {
             data["details"],
             serde_json::json!({ "message_id": "m1", "conversation_id": "c1", "body_chars": 12 })
         );
-        assert!(data["occurred_at"].as_str().is_some_and(|at| at.ends_with('Z')));
+        assert!(
+            data["occurred_at"]
+                .as_str()
+                .is_some_and(|at| at.ends_with('Z'))
+        );
     }
 
     #[test]

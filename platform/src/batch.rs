@@ -117,6 +117,32 @@ mod tests {
         );
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn callers_started_together_share_one_batch() {
+        let sizes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&sizes);
+        let commit = GroupCommit::start(64, move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.len());
+            async move { items }
+        });
+        // Spawned from one task onto one worker: the callers are queued to run together,
+        // as the events of one delivery are. The first one's item wakes the commit task
+        // first (tokio runs a task woken by another next); it must still take all 32.
+        let parent = tokio::spawn(async move {
+            let callers: Vec<_> = (0..32)
+                .map(|n| {
+                    let commit = commit.clone();
+                    tokio::spawn(async move { commit.submit(n).await })
+                })
+                .collect();
+            for (n, caller) in callers.into_iter().enumerate() {
+                assert_eq!(caller.await.unwrap(), Some(n as u32));
+            }
+        });
+        parent.await.unwrap();
+        assert_eq!(*sizes.lock().unwrap(), vec![32]);
+    }
+
     #[tokio::test]
     async fn batches_never_exceed_their_limit() {
         let largest = Arc::new(AtomicUsize::new(0));
