@@ -167,6 +167,7 @@ impl Handlers {
                     .map_err(|status| HandleError::from_status("chat", &status))?;
                 Ok(())
             }
+            // Returned early in `handle`: they call nothing.
             Payload::MessageSent(_) | Payload::MessageRead(_) => Ok(()),
         }
     }
