@@ -5,7 +5,7 @@
 
 use super::{
     frames::{Inbound, MessageView, Outbound, TextCommand, parse_text},
-    hub::{Protocol, Registration, close},
+    hub::{Frame, Protocol, Registration, close},
 };
 use crate::{AppState, error::ApiError, extract::AuthUser};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -298,15 +298,17 @@ impl SocketLoop<'_> {
     /// under load a socket pays one system call per burst rather than per frame.
     async fn write_queued(
         &mut self,
-        first: Utf8Bytes,
-        queue: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>,
+        first: Frame,
+        queue: &mut tokio::sync::mpsc::Receiver<Frame>,
     ) -> Flow {
-        if self.socket.feed(Message::Text(first)).await.is_err() {
+        // The last recipient to write a frame takes it; the others share its bytes.
+        let text = Arc::unwrap_or_clone;
+        if self.socket.feed(Message::Text(text(first))).await.is_err() {
             return Flow::Close(close::GOING_AWAY, "write failed");
         }
         for _ in 0..MAX_FRAMES_PER_FLUSH {
             let Ok(next) = queue.try_recv() else { break };
-            if self.socket.feed(Message::Text(next)).await.is_err() {
+            if self.socket.feed(Message::Text(text(next))).await.is_err() {
                 return Flow::Close(close::GOING_AWAY, "write failed");
             }
         }
