@@ -254,20 +254,25 @@ impl Traffic {
                 Some(&body),
             )
             .await;
-        match answer.outcome {
-            Outcome::Status(201) => {
-                self.ledger()
-                    .mails
-                    .push((self.phase(), email, MailKind::Welcome));
+        self.owe(&answer.outcome, 201, email, MailKind::Welcome);
+        answer
+    }
+
+    /// What a registration or logout answered says about its mail: `done` (201, 204)
+    /// owes it; no answer, or a 503 (auth went away mid-call, perhaps after its commit),
+    /// leaves it for the judgement to settle against auth's database; any other answer
+    /// refused the change, so no mail.
+    fn owe(&self, outcome: &Outcome, done: u16, email: String, kind: MailKind) {
+        let phase = self.phase();
+        match outcome {
+            Outcome::Status(status) if *status == done => {
+                self.ledger().mails.push((phase, email, kind));
             }
             Outcome::Status(503) | Outcome::Dropped | Outcome::Hang => {
-                self.ledger()
-                    .uncertain
-                    .push((self.phase(), email, MailKind::Welcome));
+                self.ledger().uncertain.push((phase, email, kind));
             }
             _ => {}
         }
-        answer
     }
 
     /// Logs `username` in, recorded under `op`.
@@ -595,19 +600,7 @@ async fn churn(traffic: Arc<Traffic>) {
                         Some(&json!({})),
                     )
                     .await;
-                match logout.outcome {
-                    Outcome::Status(204) => {
-                        traffic
-                            .ledger()
-                            .mails
-                            .push((traffic.phase(), email, MailKind::Logout))
-                    }
-                    Outcome::Status(503) | Outcome::Dropped | Outcome::Hang => traffic
-                        .ledger()
-                        .uncertain
-                        .push((traffic.phase(), email, MailKind::Logout)),
-                    _ => {}
-                }
+                traffic.owe(&logout.outcome, 204, email, MailKind::Logout);
             }
         }
         tokio::time::sleep(Duration::from_millis(150)).await;

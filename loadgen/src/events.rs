@@ -374,7 +374,7 @@ async fn measure(
     );
     let slowest: Vec<String> = slowest_by_second
         .iter()
-        .map(|micros| format!("{}", micros / 1000))
+        .map(|micros| (micros / 1000).to_string())
         .collect();
     println!(
         "slowest event of each second of the run, ms: {}",
