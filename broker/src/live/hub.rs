@@ -8,19 +8,18 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc, RwLock,
-        atomic::{AtomicU16, AtomicU64, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
 };
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use super::mailbox::Refused;
+pub use super::mailbox::{Delivery, Mailbox};
 
 /// Frames queued per socket before it counts as too slow.
 pub const QUEUE_FRAMES: usize = 256;
 
-/// A queued frame: made once per event and shared by all its recipients, and one pointer
-/// wide, so that an idle socket's queue — tokio allocates its first block of 32 slots up
-/// front — takes 256 bytes instead of 1 KiB.
+/// A queued frame: made once per event and shared by all its recipients.
 pub type Frame = Arc<Utf8Bytes>;
 
 /// Close codes the broker uses.
@@ -50,36 +49,6 @@ pub enum Protocol {
     Text,
 }
 
-/// A handle to close one socket from elsewhere, with a close code.
-#[derive(Debug, Default)]
-pub struct Closer {
-    token: CancellationToken,
-    code: AtomicU16,
-}
-
-impl Closer {
-    /// Asks the socket to close with `code` (the first code asked for wins).
-    pub fn close(&self, code: u16) {
-        let _ = self
-            .code
-            .compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed);
-        self.token.cancel();
-    }
-
-    /// Resolves when the socket has been asked to close.
-    pub async fn closed(&self) {
-        self.token.cancelled().await;
-    }
-
-    /// The close code asked for, if any.
-    pub fn code(&self) -> Option<u16> {
-        match self.code.load(Ordering::Relaxed) {
-            0 => None,
-            code => Some(code),
-        }
-    }
-}
-
 /// Identifies one socket on this broker.
 pub type SocketId = u64;
 
@@ -87,9 +56,27 @@ struct Entry {
     user: Uuid,
     session: Uuid,
     protocol: Protocol,
-    queue: mpsc::Sender<Frame>,
-    closer: Arc<Closer>,
-    conversations: HashSet<Uuid>,
+    mailbox: Arc<Mailbox>,
+    /// Sorted and without repeats: a few ids at most for most users, and 16 bytes each
+    /// instead of a hash set's ~100 bytes for one.
+    conversations: Vec<Uuid>,
+}
+
+impl Entry {
+    /// Adds or removes one followed conversation; true when that changed anything.
+    fn follow(&mut self, conversation: Uuid, follow: bool) -> bool {
+        match (self.conversations.binary_search(&conversation), follow) {
+            (Err(at), true) => {
+                self.conversations.insert(at, conversation);
+                true
+            }
+            (Ok(at), false) => {
+                self.conversations.remove(at);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -113,10 +100,8 @@ fn unlink(index: &mut HashMap<Uuid, Vec<SocketId>>, key: Uuid, id: SocketId) {
 pub struct Registration {
     /// Its id in the hub.
     pub id: SocketId,
-    /// Frames to write to it.
-    pub frames: mpsc::Receiver<Frame>,
-    /// Asked to close from elsewhere.
-    pub closer: Arc<Closer>,
+    /// Its frames to write, and close requests from elsewhere.
+    pub mailbox: Arc<Mailbox>,
 }
 
 /// Frames for one live event, made on first need and shared by every recipient.
@@ -175,9 +160,11 @@ impl Hub {
         conversations: impl IntoIterator<Item = Uuid>,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (queue, frames) = mpsc::channel(QUEUE_FRAMES);
-        let closer = Arc::new(Closer::default());
-        let conversations: HashSet<Uuid> = conversations.into_iter().collect();
+        let mailbox = Arc::new(Mailbox::new(QUEUE_FRAMES));
+        let mut conversations: Vec<Uuid> = conversations.into_iter().collect();
+        conversations.sort_unstable();
+        conversations.dedup();
+        conversations.shrink_to_fit();
         let mut registry = self
             .registry
             .write()
@@ -195,13 +182,12 @@ impl Hub {
             user,
             session,
             protocol,
-            queue,
-            closer: Arc::clone(&closer),
+            mailbox: Arc::clone(&mailbox),
             conversations,
         };
         registry.sockets.insert(id, entry);
         metrics::gauge!("broker_sockets").increment(1.0);
-        Registration { id, frames, closer }
+        Registration { id, mailbox }
     }
 
     /// Forgets a socket.
@@ -297,14 +283,13 @@ impl Hub {
     }
 
     fn offer(entry: &Entry, frame: Frame) -> bool {
-        match entry.queue.try_send(frame) {
+        match entry.mailbox.offer(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(Refused::Full) => {
                 metrics::counter!("broker_slow_sockets_closed_total").increment(1);
-                entry.closer.close(close::TOO_SLOW);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closing) => false,
         }
     }
 
@@ -322,11 +307,7 @@ impl Hub {
             if entry.protocol != Protocol::Json {
                 continue;
             }
-            let changed = if joined {
-                entry.conversations.insert(conversation)
-            } else {
-                entry.conversations.remove(&conversation)
-            };
+            let changed = entry.follow(conversation, joined);
             if changed && joined {
                 registry
                     .by_conversation
@@ -351,7 +332,7 @@ impl Hub {
             .unwrap_or_default()
         {
             if let Some(entry) = registry.sockets.get_mut(&id) {
-                entry.conversations.remove(&conversation);
+                entry.follow(conversation, false);
             }
         }
     }
@@ -369,7 +350,7 @@ impl Hub {
             .unwrap_or_default();
         for id in ids {
             if let Some(entry) = registry.sockets.get(id) {
-                entry.closer.close(close::SESSION_ENDED);
+                entry.mailbox.close(close::SESSION_ENDED);
             }
         }
         ids.len()
@@ -385,7 +366,7 @@ impl Hub {
             if ended(*session) {
                 for id in ids {
                     if let Some(entry) = registry.sockets.get(id) {
-                        entry.closer.close(close::SESSION_ENDED);
+                        entry.mailbox.close(close::SESSION_ENDED);
                     }
                 }
             }
@@ -401,13 +382,21 @@ mod tests {
         move || s.to_owned()
     }
 
+    /// The first of the frames waiting for `socket`.
+    async fn first_frame(socket: &Registration) -> String {
+        match socket.mailbox.next().await {
+            Delivery::Frames(frames) => frames[0].as_str().to_owned(),
+            Delivery::Close(code) => panic!("expected a frame, got close {code}"),
+        }
+    }
+
     #[tokio::test]
     async fn events_reach_followers_only_once_each() {
         let hub = Hub::default();
         let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
         let (room, other) = (Uuid::now_v7(), Uuid::now_v7());
-        let mut first = hub.register(a, Uuid::now_v7(), Protocol::Json, [room, other]);
-        let mut second = hub.register(b, Uuid::now_v7(), Protocol::Json, [other]);
+        let first = hub.register(a, Uuid::now_v7(), Protocol::Json, [room, other]);
+        let second = hub.register(b, Uuid::now_v7(), Protocol::Json, [other]);
         let json = text("{}");
         assert_eq!(hub.deliver(&[room], None, &mut Frames::new(&json, None)), 1);
         assert_eq!(
@@ -415,8 +404,8 @@ mod tests {
             2,
             "no socket twice"
         );
-        assert_eq!(first.frames.recv().await.unwrap().as_str(), "{}");
-        assert_eq!(second.frames.recv().await.unwrap().as_str(), "{}");
+        assert_eq!(first_frame(&first).await, "{}");
+        assert_eq!(first_frame(&second).await, "{}");
         assert_eq!(
             hub.deliver(&[other], Some(a), &mut Frames::new(&json, None)),
             1,
@@ -433,21 +422,21 @@ mod tests {
         for _ in 0..QUEUE_FRAMES {
             hub.deliver(&[room], None, &mut Frames::new(&json, None));
         }
-        assert_eq!(slow.closer.code(), None);
+        assert_eq!(slow.mailbox.close_code(), None);
         hub.deliver(&[room], None, &mut Frames::new(&json, None));
-        assert_eq!(slow.closer.code(), Some(close::TOO_SLOW));
+        assert_eq!(slow.mailbox.close_code(), Some(close::TOO_SLOW));
     }
 
     #[tokio::test]
     async fn membership_changes_move_sockets_between_conversations() {
         let hub = Hub::default();
         let (user, room) = (Uuid::now_v7(), Uuid::now_v7());
-        let mut socket = hub.register(user, Uuid::now_v7(), Protocol::Json, []);
+        let socket = hub.register(user, Uuid::now_v7(), Protocol::Json, []);
         let json = text("{}");
         assert_eq!(hub.deliver(&[room], None, &mut Frames::new(&json, None)), 0);
         hub.set_membership(user, room, true);
         assert_eq!(hub.deliver(&[room], None, &mut Frames::new(&json, None)), 1);
-        socket.frames.recv().await.unwrap();
+        first_frame(&socket).await;
         hub.set_membership(user, room, false);
         assert_eq!(hub.deliver(&[room], None, &mut Frames::new(&json, None)), 0);
     }
@@ -456,14 +445,14 @@ mod tests {
     async fn text_sockets_get_the_text_form_or_nothing() {
         let hub = Hub::default();
         let room = Uuid::now_v7();
-        let mut plain = hub.register(Uuid::now_v7(), Uuid::now_v7(), Protocol::Text, [room]);
+        let plain = hub.register(Uuid::now_v7(), Uuid::now_v7(), Protocol::Text, [room]);
         let (json, line) = (text("{}"), text("FROM u hi"));
         assert_eq!(hub.deliver(&[room], None, &mut Frames::new(&json, None)), 0);
         assert_eq!(
             hub.deliver(&[room], None, &mut Frames::new(&json, Some(&line))),
             1
         );
-        assert_eq!(plain.frames.recv().await.unwrap().as_str(), "FROM u hi");
+        assert_eq!(first_frame(&plain).await, "FROM u hi");
     }
 
     #[test]
@@ -473,8 +462,8 @@ mod tests {
         let mine = hub.register(Uuid::now_v7(), session, Protocol::Json, []);
         let theirs = hub.register(Uuid::now_v7(), Uuid::now_v7(), Protocol::Json, []);
         assert_eq!(hub.close_session(session), 1);
-        assert_eq!(mine.closer.code(), Some(close::SESSION_ENDED));
-        assert_eq!(theirs.closer.code(), None);
+        assert_eq!(mine.mailbox.close_code(), Some(close::SESSION_ENDED));
+        assert_eq!(theirs.mailbox.close_code(), None);
         hub.unregister(mine.id);
         hub.unregister(theirs.id);
         assert!(hub.is_empty());

@@ -1,7 +1,8 @@
 //! Live delivery to sockets: the in-memory [`hub::Hub`], the per-broker [`feed`] from
-//! chat, the wire [`frames`], and the per-[`socket`] loop.
+//! chat, the wire [`frames`], each socket's [`mailbox`], and the per-[`socket`] loop.
 
 pub mod feed;
 pub mod frames;
 pub mod hub;
+pub mod mailbox;
 pub mod socket;

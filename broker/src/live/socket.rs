@@ -5,21 +5,20 @@
 
 use super::{
     frames::{Inbound, MessageView, Outbound, TextCommand, parse_text},
-    hub::{Frame, Protocol, Registration, close},
+    hub::{Delivery, Frame, Protocol, Registration, close},
 };
-use crate::{AppState, error::ApiError, extract::AuthUser};
+use crate::{AppState, error::ApiError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use platform::token::Claims;
 use proto::chat::v1::{self as pb, chat_client::ChatClient};
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{collections::VecDeque, num::NonZeroU32, sync::Arc, time::Duration};
 use tokio::time::Instant;
 use uuid::Uuid;
 
 /// Refused frames in a row after which a flooding socket is closed.
 const MAX_REFUSED_IN_A_ROW: u32 = 100;
-/// Most queued frames written behind one flush.
-const MAX_FRAMES_PER_FLUSH: usize = 64;
 /// Longest `client_id` echoed back.
 const MAX_CLIENT_ID: usize = 64;
 /// Longest wait for the client's answering close frame after ours.
@@ -36,20 +35,22 @@ pub struct SocketLimits {
     pub ping_interval: Duration,
 }
 
-/// Who is on the socket and what it speaks.
+/// Who is on the socket and what it speaks. Held for the socket's whole life, so it
+/// keeps only what the socket needs (the verified claims, shared with the token cache;
+/// not the token itself, some 500 bytes a socket).
 pub struct SocketSpec {
-    /// The authenticated user.
-    pub caller: AuthUser,
+    /// What the authenticated user's token says.
+    pub claims: Arc<Claims>,
     /// JSON or the text room protocol.
     pub protocol: Protocol,
     /// For text sockets: the room.
     pub room: Option<Uuid>,
 }
 
-fn caller_message(caller: &AuthUser) -> pb::Caller {
+fn caller_message(claims: &Claims) -> pb::Caller {
     pb::Caller {
-        user_id: caller.claims.sub.to_string(),
-        username: caller.claims.name.clone(),
+        user_id: claims.sub.to_string(),
+        username: claims.name.clone(),
     }
 }
 
@@ -77,86 +78,111 @@ fn close_reason(code: u16) -> &'static str {
     }
 }
 
-/// Serves one upgraded socket until it closes.
-pub async fn serve(mut socket: WebSocket, state: AppState, spec: SocketSpec) {
-    let connection_id = Uuid::now_v7();
-    let user = caller_message(&spec.caller);
-    let mut chat = state.chat.clone();
-    let Ok(opening) = Box::pin(state.socket_opening.clone().acquire_owned()).await else {
-        return;
+/// How opening a socket with chat went.
+enum Opening {
+    /// The broker is shutting down.
+    Stopped,
+    /// Chat could not be reached; `recorded` when it had already counted the socket.
+    Unavailable { recorded: bool },
+    /// Recorded, following these conversations.
+    Open(Vec<Uuid>),
+}
+
+/// Records the socket with chat (presence) and asks which conversations it follows, a
+/// bounded number of sockets at a time.
+async fn open(state: &AppState, spec: &SocketSpec, connection_id: Uuid) -> Opening {
+    let Ok(_opening) = state.socket_opening.clone().acquire_owned().await else {
+        return Opening::Stopped;
     };
-    // gRPC futures are boxed throughout: an idle socket's task should not reserve room
-    // for calls it is not making (the task is most of a socket's memory).
-    let opened = Box::pin(chat.open_connection(pb::OpenConnectionRequest {
-        caller: Some(user.clone()),
+    let request = pb::OpenConnectionRequest {
+        caller: Some(caller_message(&spec.claims)),
         connection_id: connection_id.to_string(),
         broker_id: state.broker_id.to_string(),
-    }))
-    .await;
-    if let Err(status) = opened {
-        drop(opening);
-        tracing::warn!(%status, "cannot open a socket: chat unavailable");
-        close_with(
-            &mut socket,
-            close::UNAVAILABLE,
-            "chat is unavailable, try again shortly",
-        )
-        .await;
-        return;
-    }
-    let conversations = match (spec.protocol, spec.room) {
-        (Protocol::Text, Some(room)) => Ok(vec![room]),
-        _ => Box::pin(
-            state
-                .chat
-                .clone()
-                .list_memberships(pb::ListMembershipsRequest {
-                    user_id: user.user_id.clone(),
-                }),
-        )
-        .await
-        .map(|answer| {
-            let ids = answer.into_inner().conversation_ids;
-            ids.iter()
-                .filter_map(|id| Uuid::try_parse(id).ok())
-                .collect()
-        }),
     };
-    drop(opening);
-    match conversations {
-        Ok(conversations) => {
-            let claims = &spec.caller.claims;
-            let registration =
-                state
-                    .hub
-                    .register(claims.sub, claims.sid, spec.protocol, conversations);
-            // A logout between the upgrade and the registration must still close us.
-            if state.sessions.is_revoked(claims.sid) {
-                registration.closer.close(close::SESSION_ENDED);
-            }
-            let id = registration.id;
-            SocketLoop {
-                socket: &mut socket,
-                state: &state,
-                spec: &spec,
-                user: &user,
-            }
-            .run(registration)
-            .await;
-            state.hub.unregister(id);
-        }
+    if let Err(status) = state.chat.clone().open_connection(request).await {
+        tracing::warn!(%status, "cannot open a socket: chat unavailable");
+        return Opening::Unavailable { recorded: false };
+    }
+    if let (Protocol::Text, Some(room)) = (spec.protocol, spec.room) {
+        return Opening::Open(vec![room]);
+    }
+    let request = pb::ListMembershipsRequest {
+        user_id: spec.claims.sub.to_string(),
+    };
+    match state.chat.clone().list_memberships(request).await {
+        Ok(answer) => Opening::Open(
+            answer
+                .into_inner()
+                .conversation_ids
+                .iter()
+                .filter_map(|id| Uuid::try_parse(id).ok())
+                .collect(),
+        ),
         Err(status) => {
             tracing::warn!(%status, "cannot open a socket: memberships unavailable");
-            close_with(
-                &mut socket,
-                close::UNAVAILABLE,
-                "chat is unavailable, try again shortly",
-            )
-            .await;
+            Opening::Unavailable { recorded: true }
         }
     }
-    // Presence must not wait on the closing client, nor hang if chat is away.
-    tokio::spawn(record_closed(state.clone(), connection_id));
+}
+
+/// Serves one upgraded socket until it closes.
+///
+/// Not an `async fn`: the arguments of one are kept twice in its future (once as passed,
+/// once moved into the body; rust-lang/rust#62958), which for a WebSocket is 400 bytes a
+/// socket. An `async move` block uses what it captured in place.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice (see above)"
+)]
+pub fn serve(
+    mut socket: WebSocket,
+    state: AppState,
+    spec: SocketSpec,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        // An open socket's task keeps room for the largest future it may await at any point,
+        // for as long as it lives, and that task is most of what an idle socket costs. So
+        // everything but the hot path (writing queued frames, reading the next frame) is
+        // boxed — gRPC calls, replies, pings, the closing handshake — and allocated only while
+        // it runs (`a_socket_task_stays_small` keeps an eye on it).
+        let connection_id = Uuid::now_v7();
+        match Box::pin(open(&state, &spec, connection_id)).await {
+            Opening::Stopped => return,
+            Opening::Unavailable { recorded } => {
+                Box::pin(close_with(
+                    &mut socket,
+                    close::UNAVAILABLE,
+                    "chat is unavailable, try again shortly",
+                ))
+                .await;
+                if !recorded {
+                    return;
+                }
+            }
+            Opening::Open(conversations) => {
+                let claims = &spec.claims;
+                let registration =
+                    state
+                        .hub
+                        .register(claims.sub, claims.sid, spec.protocol, conversations);
+                // A logout between the upgrade and the registration must still close us.
+                if state.sessions.is_revoked(claims.sid) {
+                    registration.mailbox.close(close::SESSION_ENDED);
+                }
+                let id = registration.id;
+                SocketLoop {
+                    socket: &mut socket,
+                    state: &state,
+                    spec: &spec,
+                }
+                .run(registration)
+                .await;
+                state.hub.unregister(id);
+            }
+        }
+        // Presence must not wait on the closing client, nor hang if chat is away.
+        tokio::spawn(record_closed(state.clone(), connection_id));
+    }
 }
 
 /// Attempts to record one closed socket with chat before giving up.
@@ -197,7 +223,6 @@ struct SocketLoop<'a> {
     socket: &'a mut WebSocket,
     state: &'a AppState,
     spec: &'a SocketSpec,
-    user: &'a pb::Caller,
 }
 
 enum Flow {
@@ -206,7 +231,7 @@ enum Flow {
 }
 
 impl SocketLoop<'_> {
-    async fn run(mut self, mut registration: Registration) {
+    async fn run(mut self, registration: Registration) {
         let limits = self.state.socket_limits;
         let limiter: DefaultDirectRateLimiter =
             RateLimiter::direct(Quota::per_second(limits.frames_per_second));
@@ -226,27 +251,21 @@ impl SocketLoop<'_> {
         // re-registering with it on each frame costs the broker at 10,000 sockets.
         let shutdown = self.state.shutdown.clone();
         let stopping = shutdown.cancelled();
-        let closer = Arc::clone(&registration.closer);
-        let closing = closer.closed();
-        tokio::pin!(stopping, closing);
+        tokio::pin!(stopping);
         loop {
             let flow = tokio::select! {
                 biased;
-                () = &mut closing => {
-                    let code = registration.closer.code().unwrap_or(close::POLICY);
-                    Flow::Close(code, close_reason(code))
-                }
-                () = &mut stopping => Flow::Close(close::GOING_AWAY, close_reason(close::GOING_AWAY)),
-                frame = registration.frames.recv() => match frame {
-                    Some(frame) => self.write_queued(frame, &mut registration.frames).await,
-                    None => Flow::Close(close::GOING_AWAY, "closed"),
+                delivery = registration.mailbox.next() => match delivery {
+                    Delivery::Close(code) => Flow::Close(code, close_reason(code)),
+                    Delivery::Frames(frames) => self.write_queued(frames).await,
                 },
+                () = &mut stopping => Flow::Close(close::GOING_AWAY, close_reason(close::GOING_AWAY)),
                 incoming = self.socket.recv() => match incoming {
                     None => return,
                     Some(Ok(Message::Close(_))) => {
                         // The library queued the answering close frame: send it, or the
                         // client sees an abnormal closure (1006) instead of a clean one.
-                        let _ = tokio::time::timeout(CLOSE_GRACE, self.socket.flush()).await;
+                        let _ = Box::pin(tokio::time::timeout(CLOSE_GRACE, self.socket.flush())).await;
                         return;
                     }
                     Some(Err(error)) => {
@@ -265,7 +284,7 @@ impl SocketLoop<'_> {
                                 Flow::Close(close::POLICY, "too many frames")
                             } else if quiet {
                                 last_refusal_notice = Some(Instant::now());
-                                self.refuse("rate_limited", "too many frames, slow down", None).await
+                                Box::pin(self.refuse("rate_limited", "too many frames, slow down", None)).await
                             } else {
                                 Flow::Continue
                             }
@@ -276,12 +295,12 @@ impl SocketLoop<'_> {
                     if last_heard.elapsed() > limits.idle_timeout {
                         Flow::Close(close::IDLE, "idle for too long")
                     } else {
-                        self.send(Message::Ping(Default::default())).await
+                        Box::pin(self.send(Message::Ping(Default::default()))).await
                     }
                 }
             };
             if let Flow::Close(code, reason) = flow {
-                close_with(self.socket, code, reason).await;
+                Box::pin(close_with(self.socket, code, reason)).await;
                 return;
             }
         }
@@ -294,21 +313,13 @@ impl SocketLoop<'_> {
         }
     }
 
-    /// Writes a queued frame and whatever else is already queued behind it, with one flush:
-    /// under load a socket pays one system call per burst rather than per frame.
-    async fn write_queued(
-        &mut self,
-        first: Frame,
-        queue: &mut tokio::sync::mpsc::Receiver<Frame>,
-    ) -> Flow {
-        // The last recipient to write a frame takes it; the others share its bytes.
-        let text = Arc::unwrap_or_clone;
-        if self.socket.feed(Message::Text(text(first))).await.is_err() {
-            return Flow::Close(close::GOING_AWAY, "write failed");
-        }
-        for _ in 0..MAX_FRAMES_PER_FLUSH {
-            let Ok(next) = queue.try_recv() else { break };
-            if self.socket.feed(Message::Text(text(next))).await.is_err() {
+    /// Writes the frames queued so far with one flush: under load a socket pays one system
+    /// call per burst rather than per frame.
+    async fn write_queued(&mut self, frames: VecDeque<Frame>) -> Flow {
+        for frame in frames {
+            // The last recipient to write a frame takes it; the others share its bytes.
+            let text = Arc::unwrap_or_clone(frame);
+            if self.socket.feed(Message::Text(text)).await.is_err() {
                 return Flow::Close(close::GOING_AWAY, "write failed");
             }
         }
@@ -382,7 +393,7 @@ impl SocketLoop<'_> {
 
     fn send_request(&self, conversation: Uuid, body: String) -> pb::SendMessageRequest {
         pb::SendMessageRequest {
-            caller: Some(self.user.clone()),
+            caller: Some(caller_message(&self.spec.claims)),
             conversation_id: conversation.to_string(),
             body,
         }
@@ -423,7 +434,7 @@ impl SocketLoop<'_> {
             }
             Inbound::Typing { conversation_id } => {
                 let request = pb::SetTypingRequest {
-                    caller: Some(self.user.clone()),
+                    caller: Some(caller_message(&self.spec.claims)),
                     conversation_id: conversation_id.to_string(),
                 };
                 match self.chat().set_typing(request).await {
@@ -436,7 +447,7 @@ impl SocketLoop<'_> {
                 up_to,
             } => {
                 let request = pb::MarkReadRequest {
-                    caller: Some(self.user.clone()),
+                    caller: Some(caller_message(&self.spec.claims)),
                     conversation_id: conversation_id.to_string(),
                     up_to: up_to.to_string(),
                 };
@@ -447,5 +458,27 @@ impl SocketLoop<'_> {
             }
             Inbound::Ping { id } => self.reply(Outbound::Pong { id }).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future an async fn returns, read off its type without calling it.
+    fn future_size<A, B, C, F: Future>(_: &impl Fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every open socket keeps one such future for its whole life: it is most of what an
+    /// idle socket costs, so growing it should be a decision, not an accident.
+    #[test]
+    fn a_socket_task_stays_small() {
+        let size = future_size(&serve);
+        eprintln!("socket task future: {size} bytes");
+        assert!(
+            size <= 4096,
+            "the socket task's future grew to {size} bytes"
+        );
     }
 }

@@ -49,7 +49,7 @@ pub async fn json_socket(
         state,
         ws?,
         SocketSpec {
-            caller: user,
+            claims: user.claims,
             protocol: Protocol::Json,
             room: None,
         },
@@ -81,7 +81,7 @@ pub async fn text_socket(
         state,
         ws,
         SocketSpec {
-            caller: user,
+            claims: user.claims,
             protocol: Protocol::Text,
             room: Some(room),
         },
