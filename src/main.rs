@@ -9,6 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    broker::allocator::return_freed_memory_promptly();
     let config = microchat::Config::parse();
     let mail = match config.mail.destination(&config.data_dir) {
         mail::Destination::Files(dir) => format!("written as .eml files under {}", dir.display()),

@@ -4,6 +4,7 @@
 //!
 //! [`Broker::build`] binds the port; [`Broker::run`] serves until shutdown.
 
+pub mod allocator;
 mod config;
 mod deletion;
 pub mod error;

@@ -23,6 +23,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    broker::allocator::return_freed_memory_promptly();
     let cli = Cli::parse();
     let shutdown = platform::shutdown::on_signal();
     let telemetry = cli.telemetry.start("broker", &shutdown).await?;
