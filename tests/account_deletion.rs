@@ -1,12 +1,13 @@
 //! Deleting an account: the user's private conversations go, then the account; rooms and
-//! other users stay; a failure between the steps is finished later by the broker's sweep.
+//! other users stay; a failure between the steps, or at the last one, is finished later by
+//! the broker's sweep.
 
 mod common;
 
 use chat::store::Page;
 use common::{
-    DatabaseUrls, Db, Services, TestApp, User, UserSocket, embedded_database_urls, eventually,
-    expect_error,
+    DatabaseUrls, Db, Services, TestApp, User, UserSocket, auth_gate::COMPLETE_ACCOUNT_DELETION,
+    embedded_database_urls, eventually, expect_error,
 };
 use futures::{SinkExt, StreamExt};
 use reqwest::{Client, StatusCode};
@@ -293,5 +294,83 @@ async fn a_failure_between_the_steps_is_finished_by_the_sweep() {
     assert_eq!(usernames(&bob).await, ["ada", "bob"]);
     expect_error(ada.get("/api/auth/me").await, StatusCode::UNAUTHORIZED).await;
     nothing_stored_of(&embedded_database_urls(&services.dir), &ada.id, &direct).await;
+    services.stop().await;
+}
+
+#[tokio::test]
+async fn auth_failing_after_chats_step_is_finished_by_the_sweep() {
+    let services = Services::start_behind_auth_gate(&["--broker-deletion-sweep=500ms"]).await;
+    let (base, gate) = (services.base.clone(), services.auth_gate());
+    let databases = embedded_database_urls(&services.dir);
+    let (ada, bob) = (
+        User::sign_up(&base, "ada").await,
+        User::sign_up(&base, "bob").await,
+    );
+    let direct = ada.open_direct(&bob).await;
+    ada.send(&direct, "hi bob").await;
+
+    // Step 3 fails: auth cannot be reached for it, though it was for steps 1 and 2.
+    gate.refuse(COMPLETE_ACCOUNT_DELETION);
+    let deleted = ada.delete("/api/users/me").await;
+    assert_eq!(deleted.status(), StatusCode::ACCEPTED);
+    let body: Value = deleted.json().await.unwrap();
+    assert_eq!(body["status"], "pending", "{body}");
+    let refused = gate.refused(COMPLETE_ACCOUNT_DELETION);
+    assert!(
+        refused > 1,
+        "step 3 was tried and retried: {refused} attempts"
+    );
+    assert_eq!(gate.forwarded(COMPLETE_ACCOUNT_DELETION), 0);
+
+    // Chat's step is done: the private conversation is gone already.
+    assert!(!bob.conversation_ids().await.contains(&direct));
+    let history = bob
+        .get(&format!("/api/conversations/{direct}/messages"))
+        .await;
+    expect_error(history, StatusCode::FORBIDDEN).await;
+    let chat = chat::store::connect(&databases.chat).await.unwrap();
+    let direct_id = Uuid::parse_str(&direct).unwrap();
+    assert_eq!(chat.conversation(direct_id).await.unwrap(), None);
+    // The account is no orphan: marked, unusable, hidden and left for the sweep.
+    expect_error(
+        login(&bob.client, &base, "ada").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    expect_error(ada.get("/api/auth/me").await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(usernames(&bob).await, ["bob"]);
+    let auth = auth::store::connect(&databases.auth).await.unwrap();
+    let pending = || async {
+        let in_an_hour = chrono::Utc::now() + chrono::Duration::hours(1);
+        auth.pending_deletions(in_an_hour, 100).await.unwrap()
+    };
+    let ada_id = Uuid::parse_str(&ada.id).unwrap();
+    assert_eq!(pending().await, [ada_id]);
+    eventually("the sweep tries step 3 again while auth fails", || async {
+        gate.refused(COMPLETE_ACCOUNT_DELETION) > refused
+    })
+    .await;
+    assert_eq!(pending().await, [ada_id], "still marked, not lost");
+
+    // auth answers again: the sweep completes the deletion, chat's step again included.
+    gate.admit(COMPLETE_ACCOUNT_DELETION);
+    eventually("the sweep deletes the account", || async {
+        pending().await.is_empty()
+    })
+    .await;
+    assert!(gate.forwarded(COMPLETE_ACCOUNT_DELETION) >= 1);
+    let registered = bob
+        .client
+        .post(format!("{base}/api/auth/register"))
+        .json(&json!({ "username": "ada", "email": "ada@example.com", "password": "correct horse battery" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        registered.status(),
+        StatusCode::CREATED,
+        "the name is free again"
+    );
+    nothing_stored_of(&databases, &ada.id, &direct).await;
     services.stop().await;
 }

@@ -3,7 +3,10 @@
 
 mod common;
 
-use common::{expect_error, temp_dir};
+use common::{
+    auth_gate::{AuthGate, VERIFY_TOKEN, WATCH_REVOCATIONS},
+    eventually, expect_error, temp_dir,
+};
 use platform::shutdown::Shutdown;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
@@ -114,13 +117,54 @@ impl AuthAndBroker {
     }
 
     async fn me(&self, token: &str) -> StatusCode {
+        self.me_at(&self.base, token).await
+    }
+
+    /// `GET /api/auth/me` with `token` at the broker at `base`.
+    async fn me_at(&self, base: &str, token: &str) -> StatusCode {
         self.client
-            .get(format!("{}/api/auth/me", self.base))
+            .get(format!("{base}/api/auth/me"))
             .bearer_auth(token)
             .send()
             .await
             .expect("the broker answers")
             .status()
+    }
+
+    /// Logs `token`'s session out through this broker.
+    async fn logout(&self, token: &str) {
+        let logout = self
+            .client
+            .post(format!("{}/api/auth/logout", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the broker answers");
+        assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    }
+
+    /// Starts another broker that reaches auth only through `gate`: its URL and its task.
+    async fn broker_behind(&self, gate: &AuthGate) -> (String, Running) {
+        let mut config = self.config.broker.clone();
+        config.auth_url.clone_from(&gate.url);
+        let broker = broker::Broker::build(config).await.unwrap();
+        let base = format!("http://{}", broker.local_addr());
+        let stop = Shutdown::new();
+        (base, (stop.clone(), tokio::spawn(broker.run(stop))))
+    }
+
+    /// Whether the broker at `base` follows auth's revocation stream, as `/readyz` says.
+    async fn follows_revocations(&self, base: &str) -> bool {
+        let ready: Value = self
+            .client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("the broker answers")
+            .json()
+            .await
+            .expect("readiness is JSON");
+        ready["checks"]["revocation_stream"] == true
     }
 
     async fn stop(mut self) {
@@ -201,5 +245,73 @@ async fn a_rotated_signing_key_is_fetched_and_the_old_one_stops_working() {
     // The old key is withdrawn: its token stops working at once, though the broker had
     // it cached and it has not expired.
     assert_eq!(app.me(&old).await, StatusCode::UNAUTHORIZED);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_its_revocation_stream_a_broker_asks_auth_and_refuses_a_session_ended_elsewhere() {
+    let app = AuthAndBroker::start().await;
+    let gate = AuthGate::start(app.auth_addr).await;
+    let (gated, (stop, task)) = app.broker_behind(&gate).await;
+    eventually("the gated broker follows auth's revocations", || {
+        app.follows_revocations(&gated)
+    })
+    .await;
+    let (ended, kept) = (app.token().await, app.token().await);
+    for token in [&ended, &kept] {
+        assert_eq!(app.me_at(&gated, token).await, StatusCode::OK);
+    }
+
+    // The gated broker's stream breaks; auth itself still answers it.
+    gate.refuse(WATCH_REVOCATIONS);
+    eventually("the gated broker notices its stream is gone", || async {
+        !app.follows_revocations(&gated).await
+    })
+    .await;
+    let asked = gate.forwarded(VERIFY_TOKEN);
+    // Ended through the other broker: nothing tells the gated one.
+    app.logout(&ended).await;
+    assert_eq!(
+        app.me_at(&gated, &ended).await,
+        StatusCode::UNAUTHORIZED,
+        "a token the broker had verified and cached is refused once its session ended elsewhere"
+    );
+    assert!(
+        gate.forwarded(VERIFY_TOKEN) > asked,
+        "the broker asked auth about the request"
+    );
+    assert_eq!(
+        app.me_at(&gated, &kept).await,
+        StatusCode::OK,
+        "a live session keeps working while every request is checked with auth"
+    );
+    assert_eq!(app.me_at(&gated, &ended).await, StatusCode::UNAUTHORIZED);
+
+    // The stream comes back: revocations reach the broker through it again.
+    gate.admit(WATCH_REVOCATIONS);
+    eventually("the gated broker follows auth's revocations again", || {
+        app.follows_revocations(&gated)
+    })
+    .await;
+    let asked = gate.forwarded(VERIFY_TOKEN);
+    app.logout(&kept).await;
+    eventually(
+        "the stream tells the gated broker of the logout",
+        || async { app.me_at(&gated, &kept).await == StatusCode::UNAUTHORIZED },
+    )
+    .await;
+    assert_eq!(
+        app.me_at(&gated, &ended).await,
+        StatusCode::UNAUTHORIZED,
+        "the stream's snapshot has the session ended while it was down"
+    );
+    assert_eq!(
+        gate.forwarded(VERIFY_TOKEN),
+        asked,
+        "with the stream back, requests are not checked with auth"
+    );
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
     app.stop().await;
 }

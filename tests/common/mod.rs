@@ -2,6 +2,7 @@
 //! (and, for PostgreSQL runs, its own database) and talks to it over HTTP like a client.
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
+pub mod auth_gate;
 pub mod procs;
 pub mod rabbit;
 pub mod ws;
@@ -467,11 +468,22 @@ pub struct Services {
     _log_shipping: platform::logship::Destination,
     /// Mail and the listener.
     others: (Shutdown, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>),
+    /// Between the broker and auth, when started with one.
+    auth_gate: Option<auth_gate::AuthGate>,
 }
 
 impl Services {
     /// Starts every service, each with its own shutdown.
     pub async fn start(extra: &[&str]) -> Self {
+        Self::start_with(extra, false).await
+    }
+
+    /// Starts every service, the broker reaching auth through an [`auth_gate::AuthGate`].
+    pub async fn start_behind_auth_gate(extra: &[&str]) -> Self {
+        Self::start_with(extra, true).await
+    }
+
+    async fn start_with(extra: &[&str], gated: bool) -> Self {
         let dir = temp_dir();
         let mut config = config(&dir, None, extra);
         platform::telemetry::init_tracing_for_tests();
@@ -510,7 +522,15 @@ impl Services {
             .await
             .expect("auth starts")
             .publish_events_to(std::sync::Arc::new(bus.clone()));
-        config.broker.auth_url = format!("http://{}", auth.local_addr());
+        let auth_gate = if gated {
+            Some(auth_gate::AuthGate::start(auth.local_addr()).await)
+        } else {
+            None
+        };
+        config.broker.auth_url = auth_gate.as_ref().map_or_else(
+            || format!("http://{}", auth.local_addr()),
+            |gate| gate.url.clone(),
+        );
         let auth_stop = Shutdown::new();
         let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
         let chat_stop = Shutdown::new();
@@ -535,7 +555,15 @@ impl Services {
             logger: Some((logger_stop, logger_task)),
             _log_shipping: log_shipping,
             others: (others, others_tasks),
+            auth_gate,
         }
+    }
+
+    /// The gate between the broker and auth.
+    pub fn auth_gate(&self) -> &auth_gate::AuthGate {
+        self.auth_gate
+            .as_ref()
+            .expect("started with start_behind_auth_gate")
     }
 
     /// Stops chat and waits for it.
