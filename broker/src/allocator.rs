@@ -31,6 +31,9 @@ mod tests {
         // SAFETY: reads mimalloc's option table.
         let delay = unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
         // mimalloc v3's default purge delay; its neighbours default to 0 and 1.
-        assert_eq!(delay, 1000, "option {PURGE_DELAY} is not mimalloc's purge delay");
+        assert_eq!(
+            delay, 1000,
+            "option {PURGE_DELAY} is not mimalloc's purge delay"
+        );
     }
 }

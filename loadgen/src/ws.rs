@@ -371,6 +371,8 @@ fn sent_at(frame: &str) -> Option<u64> {
 /// What one socket saw.
 struct SocketTally {
     latency: Tally,
+    /// The slowest delivery of each measured second (by send time), in µs.
+    slowest_by_second: Vec<u64>,
     sent: u64,
     acked: u64,
     acked_total: u64,
@@ -404,6 +406,7 @@ async fn drive(
 ) -> SocketTally {
     let mut tally = SocketTally {
         latency: Tally::new(),
+        slowest_by_second: Vec::new(),
         sent: 0,
         acked: 0,
         acked_total: 0,
@@ -447,7 +450,14 @@ async fn drive(
                 let in_window = |sent: u64| sent >= window.from_ns && sent < window.until_ns;
                 if text.starts_with(r#"{"type":"message""#) {
                     if let Some(sent) = sent_at(&text).filter(|sent| in_window(*sent)) {
-                        tally.latency.succeeded(Duration::from_nanos(now.saturating_sub(sent)));
+                        let took = now.saturating_sub(sent);
+                        tally.latency.succeeded(Duration::from_nanos(took));
+                        let second = ((sent - window.from_ns) / 1_000_000_000) as usize;
+                        if tally.slowest_by_second.len() <= second {
+                            tally.slowest_by_second.resize(second + 1, 0);
+                        }
+                        let slowest = &mut tally.slowest_by_second[second];
+                        *slowest = (*slowest).max(took / 1000);
                     }
                 } else if text.starts_with(r#"{"type":"ack""#) {
                     tally.acked_total += 1;
@@ -570,9 +580,18 @@ pub async fn run(args: Args) -> Result<()> {
     let (mut sent, mut acked, mut errors) = (0, 0, 0);
     let mut first_error = None;
     let mut acked_per_room: HashMap<String, u64> = HashMap::new();
+    // The slowest delivery of each second (by send time): a stall shows as one bad
+    // second, a server too slow for the offered rate as a rising line.
+    let mut slowest_by_second: Vec<u64> = Vec::new();
     while let Some(joined) = tasks.join_next().await {
         let tally = joined?;
         latency.merge(tally.latency)?;
+        if slowest_by_second.len() < tally.slowest_by_second.len() {
+            slowest_by_second.resize(tally.slowest_by_second.len(), 0);
+        }
+        for (all, socket) in slowest_by_second.iter_mut().zip(&tally.slowest_by_second) {
+            *all = (*all).max(*socket);
+        }
         sent += tally.sent;
         acked += tally.acked;
         errors += tally.errors;
@@ -623,6 +642,7 @@ pub async fn run(args: Args) -> Result<()> {
         "latency_us": { "p50": figures.p50_us, "p90": figures.p90_us, "p99": figures.p99_us, "max": figures.max_us },
         "history_checked_rooms": checked,
         "history_complete": persisted_ok,
+        "slowest_delivery_by_second_us": slowest_by_second,
     });
     if args.json {
         println!("{summary}");
@@ -632,6 +652,7 @@ pub async fn run(args: Args) -> Result<()> {
              sent {sent}, acked {acked}, errors {errors}{}\n  \
              deliveries {deliveries} of {expected} expected ({:.1}%), {:.0} deliveries/s\n  \
              send→deliver latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n  \
+             slowest delivery of each second, ms: {}\n  \
              history of {checked} rooms complete: {persisted_ok}",
             args.sockets,
             args.brokers.len(),
@@ -647,6 +668,11 @@ pub async fn run(args: Args) -> Result<()> {
             figures.p90_us as f64 / 1e3,
             figures.p99_us as f64 / 1e3,
             figures.max_us as f64 / 1e3,
+            slowest_by_second
+                .iter()
+                .map(|us| (us / 1000).to_string())
+                .collect::<Vec<_>>()
+                .join(" "),
         );
     }
     Ok(())
