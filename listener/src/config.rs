@@ -65,13 +65,16 @@ pub struct Config {
     )]
     pub queue: String,
     /// Events handled at once; also the RabbitMQ prefetch limit, which counts messages
-    /// (a batch message holds up to 128 events, handed out as earlier ones finish).
+    /// (a batch message holds up to 128 events, handed out as earlier ones finish). What
+    /// the listener can handle a second is at most this many over one event's latency
+    /// (Little's law): 64 with 45 ms events on a busy core kept it to 1,400 events a
+    /// second while chat produced 5,000 (docs/PERFORMANCE.md); 256 keeps up.
     #[arg(
         long = "listener-prefetch",
         id = "listener-prefetch",
         value_name = "N",
         env = "LISTENER_PREFETCH",
-        default_value_t = 64,
+        default_value_t = 256,
         value_parser = clap::value_parser!(u16).range(1..=1000)
     )]
     pub prefetch: u16,
