@@ -109,6 +109,16 @@ impl Mailbox {
         }
     }
 
+    /// The frames queued so far, without waiting; none while a close request is pending
+    /// (the socket's next [`Mailbox::next`] then sees it).
+    pub fn take_queued(&self) -> Option<VecDeque<Frame>> {
+        let mut inner = self.lock();
+        if inner.close != 0 || inner.frames.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut inner.frames))
+    }
+
     /// Waits for frames or a close request; a close request comes first.
     pub async fn next(&self) -> Delivery {
         poll_fn(|cx| {
@@ -154,6 +164,22 @@ mod tests {
         assert_eq!(texts(mailbox.next().await), ["a", "b"]);
         mailbox.offer(frame("c")).unwrap();
         assert_eq!(texts(mailbox.next().await), ["c"]);
+    }
+
+    #[test]
+    fn frames_can_be_taken_without_waiting_unless_closing() {
+        let mailbox = Mailbox::new(8);
+        assert!(mailbox.take_queued().is_none());
+        mailbox.offer(frame("a")).unwrap();
+        let taken = mailbox.take_queued().expect("a queued frame");
+        assert_eq!(taken.len(), 1);
+        assert!(mailbox.take_queued().is_none(), "taken once");
+        mailbox.offer(frame("b")).unwrap();
+        mailbox.close(close::SESSION_ENDED);
+        assert!(
+            mailbox.take_queued().is_none(),
+            "the close request comes first"
+        );
     }
 
     #[tokio::test]

@@ -5,7 +5,7 @@
 
 use super::{
     frames::{Inbound, MessageView, Outbound, TextCommand, parse_text},
-    hub::{Delivery, Frame, Protocol, Registration, close},
+    hub::{Delivery, Frame, Mailbox, Protocol, Registration, close},
 };
 use crate::{AppState, error::ApiError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -170,10 +170,12 @@ pub fn serve(
                     registration.mailbox.close(close::SESSION_ENDED);
                 }
                 let id = registration.id;
+                let mailbox = Arc::clone(&registration.mailbox);
                 SocketLoop {
                     socket: &mut socket,
                     state: &state,
                     spec: &spec,
+                    mailbox: &mailbox,
                 }
                 .run(registration)
                 .await;
@@ -223,6 +225,7 @@ struct SocketLoop<'a> {
     socket: &'a mut WebSocket,
     state: &'a AppState,
     spec: &'a SocketSpec,
+    mailbox: &'a Mailbox,
 }
 
 enum Flow {
@@ -329,6 +332,22 @@ impl SocketLoop<'_> {
         }
     }
 
+    /// Writes `frame` and, behind it, whatever the mailbox holds already, with one flush:
+    /// a sender's own message is often queued by the time its `ack` is written, and each
+    /// flush is a system call (and on loopback the receiver's side of TCP too).
+    async fn write_with_queued(&mut self, frame: Utf8Bytes) -> Flow {
+        if self.socket.feed(Message::Text(frame)).await.is_err() {
+            return Flow::Close(close::GOING_AWAY, "write failed");
+        }
+        match self.mailbox.take_queued() {
+            Some(frames) => self.write_queued(frames).await,
+            None => match self.socket.flush().await {
+                Ok(()) => Flow::Continue,
+                Err(_) => Flow::Close(close::GOING_AWAY, "write failed"),
+            },
+        }
+    }
+
     async fn write(&mut self, frame: Utf8Bytes) -> Flow {
         self.send(Message::Text(frame)).await
     }
@@ -427,7 +446,8 @@ impl SocketLoop<'_> {
                 {
                     Ok(answer) => {
                         let message = MessageView::from(&answer.into_inner());
-                        self.reply(Outbound::Ack { client_id, message }).await
+                        let ack = Outbound::Ack { client_id, message }.to_json();
+                        self.write_with_queued(ack.into()).await
                     }
                     Err(status) => self.refuse_status(&status, client_id).await,
                 }
