@@ -14,7 +14,7 @@ use super::hub::{Frame, close};
 use std::{
     collections::VecDeque,
     future::poll_fn,
-    sync::Mutex,
+    sync::{Mutex, MutexGuard},
     task::{Poll, Waker},
 };
 
@@ -61,10 +61,19 @@ impl Mailbox {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner
             .lock()
             .expect("no code panics while holding a mailbox lock")
+    }
+
+    /// Wakes the socket's task, if it waits, after letting go of the lock.
+    fn wake(mut inner: MutexGuard<'_, Inner>) {
+        let waker = inner.waker.take();
+        drop(inner);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 
     /// Queues `frame`, or refuses it; a full mailbox asks its socket to close as too slow.
@@ -80,11 +89,7 @@ impl Mailbox {
             inner.frames.push_back(frame);
             Ok(())
         };
-        let waker = inner.waker.take();
-        drop(inner);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        Self::wake(inner);
         outcome
     }
 
@@ -94,11 +99,7 @@ impl Mailbox {
         if inner.close == 0 {
             inner.close = code;
         }
-        let waker = inner.waker.take();
-        drop(inner);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        Self::wake(inner);
     }
 
     /// The close code asked for, if any.

@@ -5,7 +5,7 @@
 
 use super::{
     frames::{Inbound, MessageView, Outbound, TextCommand, parse_text},
-    hub::{Delivery, Frame, Mailbox, Protocol, Registration, close},
+    hub::{Delivery, Frame, Mailbox, Protocol, close},
 };
 use crate::{AppState, error::ApiError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -169,17 +169,15 @@ pub fn serve(
                 if state.sessions.is_revoked(claims.sid) {
                     registration.mailbox.close(close::SESSION_ENDED);
                 }
-                let id = registration.id;
-                let mailbox = Arc::clone(&registration.mailbox);
                 SocketLoop {
                     socket: &mut socket,
                     state: &state,
                     spec: &spec,
-                    mailbox: &mailbox,
+                    mailbox: &registration.mailbox,
                 }
-                .run(registration)
+                .run()
                 .await;
-                state.hub.unregister(id);
+                state.hub.unregister(registration.id);
             }
         }
         // Presence must not wait on the closing client, nor hang if chat is away.
@@ -234,7 +232,7 @@ enum Flow {
 }
 
 impl SocketLoop<'_> {
-    async fn run(mut self, registration: Registration) {
+    async fn run(mut self) {
         let limits = self.state.socket_limits;
         let limiter: DefaultDirectRateLimiter =
             RateLimiter::direct(Quota::per_second(limits.frames_per_second));
@@ -258,7 +256,7 @@ impl SocketLoop<'_> {
         loop {
             let flow = tokio::select! {
                 biased;
-                delivery = registration.mailbox.next() => match delivery {
+                delivery = self.mailbox.next() => match delivery {
                     Delivery::Close(code) => Flow::Close(code, close_reason(code)),
                     Delivery::Frames(frames) => self.write_queued(frames).await,
                 },
