@@ -9,6 +9,7 @@
 //!
 //! It creates its own PostgreSQL databases and RabbitMQ names, and removes them after.
 
+use crate::report::SlowestBySecond;
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use hdrhistogram::Histogram;
@@ -333,9 +334,8 @@ async fn measure(
         .await?;
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut finished = started_at;
-    // The slowest event of each second of the run (by when it was made): a stall shows
-    // as one bad second, a path too slow for the offered rate as a rising line.
-    let mut slowest_by_second: Vec<i64> = Vec::new();
+    // The slowest event of each second of the run, by when it was made.
+    let mut slowest_by_second = SlowestBySecond::default();
     for (event_id, processed_at) in &rows {
         let (seconds, nanos) = event_id
             .get_timestamp()
@@ -349,10 +349,7 @@ async fn measure(
             .max(1);
         latency_us.saturating_record(u64::try_from(micros)?);
         let second = usize::try_from((created - started_at).num_seconds().max(0))?;
-        if slowest_by_second.len() <= second {
-            slowest_by_second.resize(second + 1, 0);
-        }
-        slowest_by_second[second] = slowest_by_second[second].max(micros);
+        slowest_by_second.record(second, u64::try_from(micros)?);
         finished = finished.max(*processed_at);
     }
     let elapsed = (finished - started_at).to_std().unwrap_or_default();
@@ -372,13 +369,9 @@ async fn measure(
         latency_us.max() as f64 / 1000.0,
         committed.as_secs_f64()
     );
-    let slowest: Vec<String> = slowest_by_second
-        .iter()
-        .map(|micros| (micros / 1000).to_string())
-        .collect();
     println!(
         "slowest event of each second of the run, ms: {}",
-        slowest.join(" ")
+        slowest_by_second.millis_line()
     );
     if args.json {
         println!(

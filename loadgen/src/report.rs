@@ -56,6 +56,45 @@ impl Tally {
     }
 }
 
+/// The slowest latency of each second of a run, by when the work started: a stall shows
+/// as one bad second, a server too slow for the offered load as a rising line.
+#[derive(Debug, Default)]
+pub struct SlowestBySecond {
+    micros: Vec<u64>,
+}
+
+impl SlowestBySecond {
+    /// Records work started in `second` (from the run's start) that took `micros`.
+    pub fn record(&mut self, second: usize, micros: u64) {
+        if self.micros.len() <= second {
+            self.micros.resize(second + 1, 0);
+        }
+        self.micros[second] = self.micros[second].max(micros);
+    }
+
+    /// Adds `other` into this one.
+    pub fn merge(&mut self, other: &SlowestBySecond) {
+        for (second, micros) in other.micros.iter().enumerate() {
+            self.record(second, *micros);
+        }
+    }
+
+    /// Each second's slowest, in microseconds.
+    pub fn micros(&self) -> &[u64] {
+        &self.micros
+    }
+
+    /// Each second's slowest in whole milliseconds, space-separated.
+    pub fn millis_line(&self) -> String {
+        let millis: Vec<String> = self
+            .micros
+            .iter()
+            .map(|micros| (micros / 1000).to_string())
+            .collect();
+        millis.join(" ")
+    }
+}
+
 /// The figures of one measured phase.
 pub struct PhaseFigures {
     /// What was called, e.g. `broker GET /api/auth/me`.
@@ -166,6 +205,20 @@ pub fn ratio(a: u64, b: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slowest_of_each_second_is_kept_and_merged() {
+        let mut one = SlowestBySecond::default();
+        one.record(0, 5_000);
+        one.record(2, 9_000);
+        one.record(0, 3_000);
+        let mut other = SlowestBySecond::default();
+        other.record(1, 7_000);
+        other.record(2, 1_000);
+        one.merge(&other);
+        assert_eq!(one.micros(), [5_000, 7_000, 9_000]);
+        assert_eq!(one.millis_line(), "5 7 9");
+    }
 
     #[test]
     fn merged_tallies_count_every_call_and_keep_the_first_error() {

@@ -12,7 +12,7 @@
 
 use crate::{
     http::{Connection, read_body},
-    report::Tally,
+    report::{SlowestBySecond, Tally},
     target::LoopbackUrl,
 };
 use anyhow::{Context, Result, bail, ensure};
@@ -371,8 +371,8 @@ fn sent_at(frame: &str) -> Option<u64> {
 /// What one socket saw.
 struct SocketTally {
     latency: Tally,
-    /// The slowest delivery of each measured second (by send time), in µs.
-    slowest_by_second: Vec<u64>,
+    /// The slowest delivery of each measured second (by send time).
+    slowest_by_second: SlowestBySecond,
     sent: u64,
     acked: u64,
     acked_total: u64,
@@ -406,7 +406,7 @@ async fn drive(
 ) -> SocketTally {
     let mut tally = SocketTally {
         latency: Tally::new(),
-        slowest_by_second: Vec::new(),
+        slowest_by_second: SlowestBySecond::default(),
         sent: 0,
         acked: 0,
         acked_total: 0,
@@ -453,11 +453,7 @@ async fn drive(
                         let took = now.saturating_sub(sent);
                         tally.latency.succeeded(Duration::from_nanos(took));
                         let second = ((sent - window.from_ns) / 1_000_000_000) as usize;
-                        if tally.slowest_by_second.len() <= second {
-                            tally.slowest_by_second.resize(second + 1, 0);
-                        }
-                        let slowest = &mut tally.slowest_by_second[second];
-                        *slowest = (*slowest).max(took / 1000);
+                        tally.slowest_by_second.record(second, took / 1000);
                     }
                 } else if text.starts_with(r#"{"type":"ack""#) {
                     tally.acked_total += 1;
@@ -580,18 +576,11 @@ pub async fn run(args: Args) -> Result<()> {
     let (mut sent, mut acked, mut errors) = (0, 0, 0);
     let mut first_error = None;
     let mut acked_per_room: HashMap<String, u64> = HashMap::new();
-    // The slowest delivery of each second (by send time): a stall shows as one bad
-    // second, a server too slow for the offered rate as a rising line.
-    let mut slowest_by_second: Vec<u64> = Vec::new();
+    let mut slowest_by_second = SlowestBySecond::default();
     while let Some(joined) = tasks.join_next().await {
         let tally = joined?;
         latency.merge(tally.latency)?;
-        if slowest_by_second.len() < tally.slowest_by_second.len() {
-            slowest_by_second.resize(tally.slowest_by_second.len(), 0);
-        }
-        for (all, socket) in slowest_by_second.iter_mut().zip(&tally.slowest_by_second) {
-            *all = (*all).max(*socket);
-        }
+        slowest_by_second.merge(&tally.slowest_by_second);
         sent += tally.sent;
         acked += tally.acked;
         errors += tally.errors;
@@ -642,7 +631,7 @@ pub async fn run(args: Args) -> Result<()> {
         "latency_us": { "p50": figures.p50_us, "p90": figures.p90_us, "p99": figures.p99_us, "max": figures.max_us },
         "history_checked_rooms": checked,
         "history_complete": persisted_ok,
-        "slowest_delivery_by_second_us": slowest_by_second,
+        "slowest_delivery_by_second_us": slowest_by_second.micros(),
     });
     if args.json {
         println!("{summary}");
@@ -668,11 +657,7 @@ pub async fn run(args: Args) -> Result<()> {
             figures.p90_us as f64 / 1e3,
             figures.p99_us as f64 / 1e3,
             figures.max_us as f64 / 1e3,
-            slowest_by_second
-                .iter()
-                .map(|us| (us / 1000).to_string())
-                .collect::<Vec<_>>()
-                .join(" "),
+            slowest_by_second.millis_line(),
         );
     }
     Ok(())
