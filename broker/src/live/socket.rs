@@ -337,13 +337,8 @@ impl SocketLoop<'_> {
         if self.socket.feed(Message::Text(frame)).await.is_err() {
             return Flow::Close(close::GOING_AWAY, "write failed");
         }
-        match self.mailbox.take_queued() {
-            Some(frames) => self.write_queued(frames).await,
-            None => match self.socket.flush().await {
-                Ok(()) => Flow::Continue,
-                Err(_) => Flow::Close(close::GOING_AWAY, "write failed"),
-            },
-        }
+        let queued = self.mailbox.take_queued().unwrap_or_default();
+        self.write_queued(queued).await
     }
 
     async fn write(&mut self, frame: Utf8Bytes) -> Flow {
