@@ -9,6 +9,7 @@ use crate::{
 use chrono::{DateTime, Utc};
 use platform::grpc::timestamp;
 use platform::shutdown::Shutdown;
+use platform::trace::TraceId;
 use proto::chat::v1::{self as pb, chat_server, live_event::Event};
 use std::{
     collections::HashMap,
@@ -19,6 +20,7 @@ use std::{
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// How long a broker's sockets count as open after its live stream ends, so a quick
@@ -221,6 +223,15 @@ fn user(field: &str, caller: Option<pb::Caller>) -> Result<UserRef, Status> {
     })
 }
 
+impl ChatApi {
+    async fn send_one(&self, send: pb::SendMessageRequest) -> Result<pb::Message, Status> {
+        let caller = user("caller", send.caller)?;
+        let conversation = uuid("conversation_id", &send.conversation_id)?;
+        let message = self.chat.send(&caller, conversation, &send.body).await?;
+        Ok(message_message(&message))
+    }
+}
+
 type LiveStream = Pin<Box<dyn Stream<Item = Result<pb::LiveEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -308,17 +319,43 @@ impl chat_server::Chat for ChatApi {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<pb::Message>, Status> {
-        let body = request.into_inner();
-        let caller = user("caller", body.caller)?;
-        let message = self
-            .chat
-            .send(
-                &caller,
-                uuid("conversation_id", &body.conversation_id)?,
-                &body.body,
-            )
-            .await?;
-        Ok(Response::new(message_message(&message)))
+        self.send_one(request.into_inner()).await.map(Response::new)
+    }
+
+    async fn send_messages(
+        &self,
+        request: Request<pb::SendMessagesRequest>,
+    ) -> Result<Response<pb::SendMessagesResponse>, Status> {
+        let sends = request.into_inner().sends;
+        if sends.len() > pb::MAX_SENDS_PER_CALL {
+            return Err(Status::invalid_argument(format!(
+                "sends: at most {} per call",
+                pb::MAX_SENDS_PER_CALL
+            )));
+        }
+        // All at once: the sends meet in one batch of the message writer, so the whole
+        // call costs one commit. Each runs in its own request's trace.
+        let outcomes = futures::future::join_all(sends.into_iter().map(|send| {
+            let trace =
+                TraceId::from_traceparent(&send.traceparent).unwrap_or_else(TraceId::random);
+            let span = tracing::info_span!("send", trace_id = %trace);
+            platform::trace::scope(trace, self.send_one(send.message.unwrap_or_default()))
+                .instrument(span)
+        }))
+        .await;
+        let outcomes = outcomes
+            .into_iter()
+            .map(|outcome| pb::SendOutcome {
+                outcome: Some(match outcome {
+                    Ok(message) => pb::send_outcome::Outcome::Sent(message),
+                    Err(status) => pb::send_outcome::Outcome::Refused(pb::Refusal {
+                        code: status.code() as i32,
+                        message: status.message().to_owned(),
+                    }),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::SendMessagesResponse { outcomes }))
     }
 
     async fn list_messages(

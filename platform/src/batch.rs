@@ -46,7 +46,7 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
         let max_batch = max_batch.max(1);
         let (queue, mut waiting) = mpsc::channel(max_batch * QUEUED_BATCHES);
         tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(max_batch);
+            let mut batch: Vec<(I, oneshot::Sender<O>)> = Vec::with_capacity(max_batch);
             while waiting.recv_many(&mut batch, max_batch).await > 0 {
                 if batch.len() < max_batch {
                     // The first item woke this task at once (tokio runs a task woken by
@@ -60,11 +60,17 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
                         batch.push(item);
                     }
                 }
+                // A caller that stopped waiting (its deadline passed in the queue) was
+                // told it failed: leave its item out rather than act on it unseen.
+                batch.retain(|(_, reply)| !reply.is_closed());
+                if batch.is_empty() {
+                    continue;
+                }
                 let (items, replies): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.drain(..).unzip();
                 let outcomes = commit(items).await;
                 debug_assert_eq!(outcomes.len(), replies.len(), "one outcome per item");
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A caller that gave up no longer needs its answer.
+                    // A caller that gave up during the commit no longer needs its answer.
                     let _ = reply.send(outcome);
                 }
             }
@@ -84,9 +90,12 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
+    use std::{
+        sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        },
+        time::Duration,
     };
 
     #[tokio::test]
@@ -141,6 +150,41 @@ mod tests {
         });
         parent.await.unwrap();
         assert_eq!(*sizes.lock().unwrap(), vec![32]);
+    }
+
+    #[tokio::test]
+    async fn items_whose_callers_stopped_waiting_are_left_out() {
+        let committed = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&committed);
+        let (release, released) = tokio::sync::watch::channel(false);
+        let commit = GroupCommit::start(64, move |items: Vec<u32>| {
+            seen.lock().unwrap().extend(items.iter().copied());
+            let mut released = released.clone();
+            async move {
+                // The first batch holds the task while the next callers queue up.
+                let _ = released.wait_for(|go| *go).await;
+                items
+            }
+        });
+        let first = tokio::spawn({
+            let commit = commit.clone();
+            async move { commit.submit(1).await }
+        });
+        while committed.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        // Queued behind the first batch: one caller gives up, one keeps waiting.
+        let gave_up = tokio::time::timeout(Duration::from_millis(10), commit.submit(2)).await;
+        assert!(gave_up.is_err(), "the commit task is still busy");
+        let waiting = tokio::spawn({
+            let commit = commit.clone();
+            async move { commit.submit(3).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        release.send(true).unwrap();
+        assert_eq!(first.await.unwrap(), Some(1));
+        assert_eq!(waiting.await.unwrap(), Some(3));
+        assert_eq!(*committed.lock().unwrap(), vec![1, 3]);
     }
 
     #[tokio::test]

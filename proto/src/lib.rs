@@ -16,6 +16,10 @@ pub mod chat {
     /// Version 1 of the chat API.
     pub mod v1 {
         tonic::include_proto!("microchat.chat.v1");
+
+        /// Most sends one `SendMessages` call may carry: 128 bodies of 4,000 characters
+        /// stay well inside gRPC's 4 MB message limit.
+        pub const MAX_SENDS_PER_CALL: usize = 128;
     }
 }
 
