@@ -4,6 +4,7 @@
 mod common;
 
 use common::{Db, Services, TestApp, User, eventually, expect_error};
+use proto::chat::v1 as pb;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -897,4 +898,138 @@ async fn chat_down_means_503_for_chat_routes_while_auth_keeps_working() {
     assert_eq!(history["messages"][0]["body"], "before the outage");
 
     services.stop().await;
+}
+
+/// One `SendMessages` call as chat sees it: each send decided alone, in order.
+fn batched(user: &User, conversation: &str, body: &str) -> pb::BatchedSend {
+    pb::BatchedSend {
+        message: Some(pb::SendMessageRequest {
+            caller: Some(pb::Caller {
+                user_id: user.id.clone(),
+                username: user.username.clone(),
+            }),
+            conversation_id: conversation.to_owned(),
+            body: body.to_owned(),
+        }),
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_sends_refuses_each_bad_one_alone_and_stores_the_rest_in_order() {
+    let app = TestApp::start(&[]).await;
+    let (ada, bob, eve) = (
+        app.user("ada").await,
+        app.user("bob").await,
+        app.user("eve").await,
+    );
+    let conversation = ada.open_direct(&bob).await;
+    let mut chat = pb::chat_client::ChatClient::connect(app.chat_url())
+        .await
+        .expect("chat answers");
+    let sends = vec![
+        batched(&ada, &conversation, "first"),
+        batched(&eve, &conversation, "eve is no member"),
+        batched(&bob, &conversation, ""),
+        batched(&bob, &Uuid::nil().to_string(), "no such conversation"),
+        batched(&bob, "not-a-uuid", "bad id"),
+        batched(&bob, &conversation, "second"),
+    ];
+    let outcomes = chat
+        .send_messages(pb::SendMessagesRequest { sends })
+        .await
+        .expect("the batch is answered")
+        .into_inner()
+        .outcomes;
+    let outcomes: Vec<Result<String, tonic::Code>> = outcomes
+        .into_iter()
+        .map(
+            |outcome| match outcome.outcome.expect("every send has an outcome") {
+                pb::send_outcome::Outcome::Sent(message) => Ok(message.body),
+                pb::send_outcome::Outcome::Refused(refusal) => Err(tonic::Code::from(refusal.code)),
+            },
+        )
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            Ok("first".to_owned()),
+            Err(tonic::Code::PermissionDenied),
+            Err(tonic::Code::InvalidArgument),
+            Err(tonic::Code::PermissionDenied),
+            Err(tonic::Code::InvalidArgument),
+            Ok("second".to_owned()),
+        ]
+    );
+    let history = bob.get_ok(&messages_path(&conversation)).await;
+    let bodies: Vec<&str> = history["messages"]
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .map(|m| m["body"].as_str().expect("a body"))
+        .collect();
+    assert_eq!(
+        bodies,
+        ["second", "first"],
+        "newest first, only the two sent"
+    );
+
+    let too_many = vec![batched(&ada, &conversation, "one too many"); pb::MAX_SENDS_PER_CALL + 1];
+    let refused = chat
+        .send_messages(pb::SendMessagesRequest { sends: too_many })
+        .await
+        .expect_err("a batch over the limit is refused whole");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let history = bob.get_ok(&messages_path(&conversation)).await;
+    assert_eq!(history["messages"].as_array().map(Vec::len), Some(2));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_sends_through_the_broker_each_get_their_own_answer() {
+    let app = TestApp::start(&[]).await;
+    let (ada, bob, eve) = (
+        app.user("ada").await,
+        app.user("bob").await,
+        app.user("eve").await,
+    );
+    let conversation = ada.open_direct(&bob).await;
+    let path = messages_path(&conversation);
+    // Sent at once, so the broker batches them: members' and an outsider's sends mixed.
+    let answers = futures::future::join_all((0..60).map(|n| {
+        let (sender, path) = ([&ada, &bob, &eve][n % 3].clone(), path.clone());
+        async move {
+            let response = sender
+                .post(&path, &json!({ "body": format!("m{n}") }))
+                .await;
+            (n, response.status())
+        }
+    }))
+    .await;
+    for (n, status) in answers {
+        let expected = if n % 3 == 2 {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::CREATED
+        };
+        assert_eq!(status, expected, "send {n}");
+    }
+    let history = ada.get_ok(&format!("{path}?limit=100")).await;
+    let mut bodies: Vec<String> = history["messages"]
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .map(|m| m["body"].as_str().expect("a body").to_owned())
+        .collect();
+    bodies.sort();
+    let mut expected: Vec<String> = (0..60)
+        .filter(|n| n % 3 != 2)
+        .map(|n| format!("m{n}"))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        bodies, expected,
+        "every member's send stored once, no outsider's"
+    );
+    app.stop().await;
 }

@@ -14,6 +14,7 @@ mod middleware;
 mod openapi;
 pub mod rate_limit;
 mod routes;
+pub mod sends;
 pub mod sessions;
 
 pub use config::Config;
@@ -58,6 +59,8 @@ pub struct Shared {
     config: Arc<Config>,
     auth: AuthClient<TracedChannel>,
     chat: ChatClient<TracedChannel>,
+    /// Messages to chat, batched.
+    sends: sends::Sends,
     logger: LoggerClient<TracedChannel>,
     mail: MailClient<TracedChannel>,
     health: HealthClient<TracedChannel>,
@@ -124,6 +127,7 @@ impl Broker {
             sessions: Arc::new(Sessions::new(auth.clone())),
             health: HealthClient::new(auth_channel),
             chat_health: HealthClient::new(chat_channel),
+            sends: sends::Sends::start(chat.clone(), config.grpc_timeout),
             auth,
             chat,
             logger: LoggerClient::new(logger).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),

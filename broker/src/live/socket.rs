@@ -13,7 +13,7 @@ use futures::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use platform::token::Claims;
 use proto::chat::v1::{self as pb, chat_client::ChatClient};
-use std::{collections::VecDeque, num::NonZeroU32, sync::Arc, time::Duration};
+use std::{collections::VecDeque, num::NonZeroU32, pin::Pin, sync::Arc, time::Duration};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -385,11 +385,7 @@ impl SocketLoop<'_> {
             Protocol::Text => match parse_text(&text) {
                 Ok(TextCommand::Send(body)) => {
                     let room = self.spec.room.expect("text sockets always have a room");
-                    match self
-                        .chat()
-                        .send_message(self.send_request(room, body.to_owned()))
-                        .await
-                    {
+                    match self.send_message(room, body.to_owned()).await {
                         Ok(_) => Flow::Continue,
                         Err(status) => self.refuse_status(&status, None).await,
                     }
@@ -403,12 +399,22 @@ impl SocketLoop<'_> {
         self.state.chat.clone()
     }
 
-    fn send_request(&self, conversation: Uuid, body: String) -> pb::SendMessageRequest {
-        pb::SendMessageRequest {
+    /// Sends `body` to `conversation` as this socket's user (chat checks the membership).
+    ///
+    /// The wait holds only the batcher, not the socket loop (the socket is not `Sync`),
+    /// and is boxed: it takes room while a send is in flight, not in every idle socket's
+    /// task.
+    fn send_message(
+        &self,
+        conversation: Uuid,
+        body: String,
+    ) -> Pin<Box<dyn Future<Output = Result<pb::Message, tonic::Status>> + Send + '_>> {
+        let request = pb::SendMessageRequest {
             caller: Some(caller_message(&self.spec.claims)),
             conversation_id: conversation.to_string(),
             body,
-        }
+        };
+        Box::pin(self.state.sends.send(request))
     }
 
     async fn refuse_status(&mut self, status: &tonic::Status, client_id: Option<&str>) -> Flow {
@@ -432,13 +438,9 @@ impl SocketLoop<'_> {
                         .await;
                 }
                 let client_id = client_id.as_deref();
-                match self
-                    .chat()
-                    .send_message(self.send_request(conversation_id, body))
-                    .await
-                {
-                    Ok(answer) => {
-                        let message = MessageView::from(&answer.into_inner());
+                match self.send_message(conversation_id, body).await {
+                    Ok(stored) => {
+                        let message = MessageView::from(&stored);
                         let ack = Outbound::Ack { client_id, message }.to_json();
                         self.write_with_queued(ack.into()).await
                     }

@@ -373,13 +373,8 @@ pub(crate) async fn send_message(
         conversation_id: id.to_string(),
         body,
     };
-    let message = state
-        .chat
-        .clone()
-        .send_message(request)
-        .await
-        .map_err(from_chat)?;
-    Ok(MessageView::from(&message.into_inner()))
+    let message = state.sends.send(request).await.map_err(from_chat)?;
+    Ok(MessageView::from(&message))
 }
 
 /// Mark a conversation read up to a message (members only).

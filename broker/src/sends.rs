@@ -1,0 +1,132 @@
+//! Messages on their way to chat. Every send of this broker — from a socket, the text
+//! protocol or REST — goes through one [`Sends`], which hands whatever is waiting to chat
+//! in one `SendMessages` call (a group commit): under load one round trip, one request
+//! span and one HTTP/2 frame pair serve up to [`pb::MAX_SENDS_PER_CALL`] sends instead of
+//! one each. At low load a batch is one send and nothing waits.
+//!
+//! Each send keeps its own outcome (a non-member's send in the batch is refused alone)
+//! and its own trace id, carried inside the batch.
+
+use platform::{batch::GroupCommit, grpc::TracedChannel, trace::TraceId};
+use proto::chat::v1::{self as pb, chat_client::ChatClient, send_outcome::Outcome};
+use std::time::Duration;
+use tonic::{Code, Status};
+
+/// The broker's way to send messages; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Sends {
+    batches: GroupCommit<pb::BatchedSend, Result<pb::Message, Status>>,
+    /// How long a sender waits for its outcome, queueing included.
+    deadline: Duration,
+}
+
+impl Sends {
+    /// Starts the batching task over `chat`; a sender waits at most `deadline`.
+    pub fn start(chat: ChatClient<TracedChannel>, deadline: Duration) -> Self {
+        let batches = GroupCommit::start(pb::MAX_SENDS_PER_CALL, move |sends| {
+            let mut chat = chat.clone();
+            async move { commit(&mut chat, sends).await }
+        });
+        Self { batches, deadline }
+    }
+
+    /// Sends one message and returns it as stored, or chat's refusal of it.
+    pub async fn send(&self, message: pb::SendMessageRequest) -> Result<pb::Message, Status> {
+        let send = pb::BatchedSend {
+            message: Some(message),
+            traceparent: TraceId::current()
+                .map(TraceId::to_traceparent)
+                .unwrap_or_default(),
+        };
+        // A sender that stops waiting takes its send out of the queue with it: the batch
+        // leaves it out, so a send reported as failed is never stored behind its back.
+        match tokio::time::timeout(self.deadline, self.batches.submit(send)).await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => Err(Status::unavailable("chat: the sender stopped")),
+            Err(_) => Err(Status::deadline_exceeded("chat did not answer in time")),
+        }
+    }
+}
+
+/// One call for the whole batch; one outcome per send, in order.
+async fn commit(
+    chat: &mut ChatClient<TracedChannel>,
+    sends: Vec<pb::BatchedSend>,
+) -> Vec<Result<pb::Message, Status>> {
+    let count = sends.len();
+    metrics::histogram!("broker_send_batch_size").record(count as f64);
+    match chat.send_messages(pb::SendMessagesRequest { sends }).await {
+        Ok(answer) => outcomes(answer.into_inner(), count),
+        // The call as a whole failed (chat unreachable, deadline): every send with it.
+        Err(status) => vec![Err(status); count],
+    }
+}
+
+/// Chat's answer as one result per send; a short answer fails the sends it left out.
+fn outcomes(answer: pb::SendMessagesResponse, count: usize) -> Vec<Result<pb::Message, Status>> {
+    let mut outcomes: Vec<_> = answer
+        .outcomes
+        .into_iter()
+        .take(count)
+        .map(|outcome| match outcome.outcome {
+            Some(Outcome::Sent(message)) => Ok(message),
+            Some(Outcome::Refused(refusal)) => {
+                Err(Status::new(Code::from(refusal.code), refusal.message))
+            }
+            None => Err(Status::internal("chat gave no outcome for a send")),
+        })
+        .collect();
+    outcomes.resize_with(count, || {
+        Err(Status::internal(
+            "chat answered fewer sends than it was given",
+        ))
+    });
+    outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_send_gets_its_own_outcome_and_a_short_answer_fails_the_rest() {
+        let sent = pb::Message {
+            id: "m1".into(),
+            ..Default::default()
+        };
+        let answer = pb::SendMessagesResponse {
+            outcomes: vec![
+                pb::SendOutcome {
+                    outcome: Some(Outcome::Sent(sent.clone())),
+                },
+                pb::SendOutcome {
+                    outcome: Some(Outcome::Refused(pb::Refusal {
+                        code: Code::PermissionDenied as i32,
+                        message: "not a member".into(),
+                    })),
+                },
+                pb::SendOutcome { outcome: None },
+            ],
+        };
+        let outcomes = outcomes(answer, 4);
+        assert_eq!(outcomes.len(), 4);
+        assert_eq!(outcomes[0].as_ref().expect("the first was sent"), &sent);
+        let refused = outcomes[1].as_ref().expect_err("the second was refused");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert_eq!(refused.message(), "not a member");
+        for missing in &outcomes[2..] {
+            assert_eq!(
+                missing.as_ref().expect_err("no outcome").code(),
+                Code::Internal
+            );
+        }
+    }
+
+    #[test]
+    fn a_longer_answer_than_the_batch_is_cut_to_it() {
+        let answer = pb::SendMessagesResponse {
+            outcomes: vec![pb::SendOutcome { outcome: None }; 3],
+        };
+        assert_eq!(outcomes(answer, 2).len(), 2);
+    }
+}
