@@ -4,6 +4,7 @@
 //! under load one commit serves many callers — one WAL flush or one round trip per batch
 //! instead of per item.
 
+use futures::{StreamExt, stream::FuturesUnordered};
 use std::future::Future;
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,43 +37,62 @@ impl<I, O> std::fmt::Debug for GroupCommit<I, O> {
 
 impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
     /// Starts the task. `commit` gets each batch (1 to `max_batch` items, in arrival
-    /// order) and returns one outcome per item, in the same order. The task ends when the
-    /// last `GroupCommit` is dropped.
-    pub fn start<F, Fut>(max_batch: usize, mut commit: F) -> Self
+    /// order) and returns one outcome per item, in the same order. One batch at a time:
+    /// the next one holds what arrived during the commit (a transaction, whose commits
+    /// are serial anyway). The task ends when the last `GroupCommit` is dropped.
+    pub fn start<F, Fut>(max_batch: usize, commit: F) -> Self
     where
         F: FnMut(Vec<I>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<O>> + Send,
+        Fut: Future<Output = Vec<O>> + Send + 'static,
+    {
+        Self::pipelined(max_batch, 1, commit)
+    }
+
+    /// Like [`start`](Self::start), with up to `in_flight` batches committing at once:
+    /// for a commit that is a round trip (an RPC), whose latency would otherwise cap the
+    /// throughput at one batch per round trip. A batch leaves as soon as a slot is free,
+    /// so at low load nothing waits; with every slot busy, items gather for the next.
+    pub fn pipelined<F, Fut>(max_batch: usize, in_flight: usize, mut commit: F) -> Self
+    where
+        F: FnMut(Vec<I>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<O>> + Send + 'static,
     {
         let max_batch = max_batch.max(1);
+        let max_in_flight = in_flight.max(1);
         let (queue, mut waiting) = mpsc::channel(max_batch * QUEUED_BATCHES);
         tokio::spawn(async move {
             let mut batch: Vec<(I, oneshot::Sender<O>)> = Vec::with_capacity(max_batch);
-            while waiting.recv_many(&mut batch, max_batch).await > 0 {
-                if batch.len() < max_batch {
-                    // The first item woke this task at once (tokio runs a task woken by
-                    // another one next), while the callers it came with — the other
-                    // events of one delivery, the sockets of one burst — are still
-                    // queued to run. Let them hand their items in first: one batch then
-                    // serves them all, for one yield's delay.
-                    tokio::task::yield_now().await;
-                    while batch.len() < max_batch {
-                        let Ok(item) = waiting.try_recv() else { break };
-                        batch.push(item);
+            let mut committing = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    // Finished batches first: their callers wait, and they free a slot.
+                    biased;
+                    Some((replies, outcomes)) = committing.next(), if !committing.is_empty() => {
+                        answer(replies, outcomes);
+                    }
+                    received = waiting.recv_many(&mut batch, max_batch),
+                        if committing.len() < max_in_flight =>
+                    {
+                        if received == 0 {
+                            break;
+                        }
+                        gather(&mut waiting, &mut batch, max_batch).await;
+                        // A caller that stopped waiting (its deadline passed in the
+                        // queue) was told it failed: leave its item out rather than act
+                        // on it unseen.
+                        batch.retain(|(_, reply)| !reply.is_closed());
+                        if batch.is_empty() {
+                            continue;
+                        }
+                        let (items, replies): (Vec<I>, Vec<_>) = batch.drain(..).unzip();
+                        let outcomes = commit(items);
+                        committing.push(async move { (replies, outcomes.await) });
                     }
                 }
-                // A caller that stopped waiting (its deadline passed in the queue) was
-                // told it failed: leave its item out rather than act on it unseen.
-                batch.retain(|(_, reply)| !reply.is_closed());
-                if batch.is_empty() {
-                    continue;
-                }
-                let (items, replies): (Vec<I>, Vec<oneshot::Sender<O>>) = batch.drain(..).unzip();
-                let outcomes = commit(items).await;
-                debug_assert_eq!(outcomes.len(), replies.len(), "one outcome per item");
-                for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    // A caller that gave up during the commit no longer needs its answer.
-                    let _ = reply.send(outcome);
-                }
+            }
+            // Every caller is gone; still finish what was handed over.
+            while let Some((replies, outcomes)) = committing.next().await {
+                answer(replies, outcomes);
             }
         });
         Self { queue }
@@ -84,6 +104,30 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
         let (reply, outcome) = oneshot::channel();
         self.queue.send((item, reply)).await.ok()?;
         outcome.await.ok()
+    }
+}
+
+/// Tops `batch` up with what its first item's fellow callers hand in right after it.
+async fn gather<T>(waiting: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, max_batch: usize) {
+    if batch.len() < max_batch {
+        // The first item woke this task at once (tokio runs a task woken by another one
+        // next), while the callers it came with — the other events of one delivery, the
+        // sockets of one burst — are still queued to run. Let them hand their items in
+        // first: one batch then serves them all, for one yield's delay.
+        tokio::task::yield_now().await;
+        while batch.len() < max_batch {
+            let Ok(item) = waiting.try_recv() else { break };
+            batch.push(item);
+        }
+    }
+}
+
+/// Tells each caller of a committed batch its own outcome.
+fn answer<O>(replies: Vec<oneshot::Sender<O>>, outcomes: Vec<O>) {
+    debug_assert_eq!(outcomes.len(), replies.len(), "one outcome per item");
+    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+        // A caller that gave up during the commit no longer needs its answer.
+        let _ = reply.send(outcome);
     }
 }
 
@@ -185,6 +229,49 @@ mod tests {
         assert_eq!(first.await.unwrap(), Some(1));
         assert_eq!(waiting.await.unwrap(), Some(3));
         assert_eq!(*committed.lock().unwrap(), vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_pipelined_commit_keeps_several_batches_in_flight_and_no_more() {
+        let (current, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        // Each batch waits until three are committing at once: only a commit that keeps
+        // three in flight gets through.
+        let barrier = Arc::new(tokio::sync::Barrier::new(3));
+        let commit = GroupCommit::pipelined(1, 3, {
+            let (current, most) = (Arc::clone(&current), Arc::clone(&most));
+            move |items: Vec<u32>| {
+                let (current, most, barrier) = (
+                    Arc::clone(&current),
+                    Arc::clone(&most),
+                    Arc::clone(&barrier),
+                );
+                async move {
+                    most.fetch_max(current.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    barrier.wait().await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    current.fetch_sub(1, Ordering::SeqCst);
+                    items
+                }
+            }
+        });
+        let callers: Vec<_> = (0..12)
+            .map(|n| {
+                let commit = commit.clone();
+                tokio::spawn(async move { commit.submit(n).await })
+            })
+            .collect();
+        let answered = tokio::time::timeout(Duration::from_secs(5), async {
+            for (n, caller) in callers.into_iter().enumerate() {
+                assert_eq!(caller.await.unwrap(), Some(n as u32));
+            }
+        })
+        .await;
+        assert!(answered.is_ok(), "three batches commit at once");
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            3,
+            "never more than three in flight"
+        );
     }
 
     #[tokio::test]
