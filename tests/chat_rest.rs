@@ -23,6 +23,15 @@ fn ids(page: &Value) -> Vec<String> {
         .collect()
 }
 
+fn bodies(page: &Value) -> Vec<&str> {
+    page["messages"]
+        .as_array()
+        .expect("a list of messages")
+        .iter()
+        .map(|m| m["body"].as_str().expect("a message body"))
+        .collect()
+}
+
 fn room<'a>(rooms: &'a Value, name: &str) -> &'a Value {
     rooms["rooms"]
         .as_array()
@@ -510,16 +519,10 @@ async fn paging_back_while_new_messages_arrive(db: Db) {
         collected, first,
         "every old message once, in the order sent, none of the new ones"
     );
-    let bodies = ada
+    let page = ada
         .get_ok(&format!("{path}?limit=2&before={}", first[2]))
         .await;
-    let bodies: Vec<&str> = bodies["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["body"].as_str().unwrap())
-        .collect();
-    assert_eq!(bodies, ["old 1", "old 0"], "newest first");
+    assert_eq!(bodies(&page), ["old 1", "old 0"], "newest first");
 
     let newer = talker.await.unwrap();
     let newest_old = first.last().unwrap();
@@ -962,14 +965,8 @@ async fn a_batch_of_sends_refuses_each_bad_one_alone_and_stores_the_rest_in_orde
         ]
     );
     let history = bob.get_ok(&messages_path(&conversation)).await;
-    let bodies: Vec<&str> = history["messages"]
-        .as_array()
-        .expect("a list of messages")
-        .iter()
-        .map(|m| m["body"].as_str().expect("a body"))
-        .collect();
     assert_eq!(
-        bodies,
+        bodies(&history),
         ["second", "first"],
         "newest first, only the two sent"
     );
@@ -1015,20 +1012,15 @@ async fn concurrent_sends_through_the_broker_each_get_their_own_answer() {
         assert_eq!(status, expected, "send {n}");
     }
     let history = ada.get_ok(&format!("{path}?limit=100")).await;
-    let mut bodies: Vec<String> = history["messages"]
-        .as_array()
-        .expect("a list of messages")
-        .iter()
-        .map(|m| m["body"].as_str().expect("a body").to_owned())
-        .collect();
-    bodies.sort();
+    let mut stored = bodies(&history);
+    stored.sort_unstable();
     let mut expected: Vec<String> = (0..60)
         .filter(|n| n % 3 != 2)
         .map(|n| format!("m{n}"))
         .collect();
-    expected.sort();
+    expected.sort_unstable();
     assert_eq!(
-        bodies, expected,
+        stored, expected,
         "every member's send stored once, no outsider's"
     );
     app.stop().await;
