@@ -277,7 +277,8 @@ fn ceil_millis(at: DateTime<Utc>) -> DateTime<Utc> {
 /// One stored log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogEntry {
-    /// UUIDv7 made from `created_at`, so ids sort like times.
+    /// The writer's id, or a UUIDv7 made from `created_at` (so ids sort like times). A
+    /// store keeps the first entry written with an id and ignores later ones.
     pub id: Uuid,
     /// What happened.
     pub name: Name,
@@ -298,6 +299,9 @@ pub struct LogEntry {
 /// An entry as a client sends it, before any check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawEntry {
+    /// A UUID the writer chose (an audit entry takes its event's id, so writing it again
+    /// stores nothing new), or empty for a fresh one.
+    pub id: String,
     /// What happened.
     pub name: String,
     /// JSON object text, or empty.
@@ -315,7 +319,8 @@ pub struct RawEntry {
 }
 
 impl LogEntry {
-    /// Checks every field of `raw` and gives the entry a fresh id; `now` is the logger's clock.
+    /// Checks every field of `raw` and gives the entry a fresh id unless it brought its
+    /// own; `now` is the logger's clock.
     pub fn parse(raw: &RawEntry, now: DateTime<Utc>) -> Result<Self, Invalid> {
         let created_at = floor_millis(raw.created_at.unwrap_or(now));
         if created_at > now + MAX_CLOCK_SKEW {
@@ -327,8 +332,12 @@ impl LogEntry {
         let Ok(millis) = u64::try_from(created_at.timestamp_millis()) else {
             return Err(invalid("created_at", "must not be before 1970"));
         };
+        let id = optional(&raw.id, |text| match Uuid::try_parse(text) {
+            Ok(id) if !id.is_nil() => Ok(id),
+            _ => Err(invalid("id", "must be a UUID other than nil, or empty")),
+        })?;
         Ok(Self {
-            id: id_at(millis),
+            id: id.unwrap_or_else(|| id_at(millis)),
             name: Name::parse(&raw.name)?,
             data: LogData::parse(&raw.data)?,
             level: raw.level.ok_or(invalid("level", "is required"))?,
@@ -556,6 +565,7 @@ mod tests {
 
     fn raw() -> RawEntry {
         RawEntry {
+            id: String::new(),
             name: "user registered".to_owned(),
             data: r#"{"username": "ada"}"#.to_owned(),
             level: Some(Level::Info),
@@ -568,6 +578,29 @@ mod tests {
 
     fn refused_field(raw: &RawEntry) -> &'static str {
         LogEntry::parse(raw, Utc::now()).expect_err("refused").field
+    }
+
+    #[test]
+    fn an_entry_keeps_the_id_it_brings_and_otherwise_gets_one_from_its_time() {
+        let given = "01a23f0c-4370-76fc-b507-dbf82e2a6b82";
+        let kept = LogEntry::parse(
+            &RawEntry {
+                id: given.to_owned(),
+                ..raw()
+            },
+            Utc::now(),
+        )
+        .expect("valid");
+        assert_eq!(kept.id.to_string(), given);
+        let fresh = LogEntry::parse(&raw(), Utc::now()).expect("valid");
+        assert_eq!(fresh.id.get_version_num(), 7);
+        for bad in ["not-a-uuid", "00000000-0000-0000-0000-000000000000"] {
+            let refused = RawEntry {
+                id: bad.to_owned(),
+                ..raw()
+            };
+            assert_eq!(refused_field(&refused), "id", "{bad}");
+        }
     }
 
     #[test]

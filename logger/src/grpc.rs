@@ -138,6 +138,7 @@ fn time(
 
 fn raw_entry(entry: pb::LogEntry) -> Result<RawEntry, Invalid> {
     Ok(RawEntry {
+        id: entry.id,
         level: level(entry.level)?,
         created_at: time("created_at", entry.created_at)?,
         name: entry.name,

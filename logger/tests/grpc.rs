@@ -162,22 +162,54 @@ async fn two_batches_on_one_stream_are_all_stored_and_read_back_newest_first() {
 #[tokio::test]
 async fn the_logger_assigns_ids_and_times_when_missing() {
     let mut logger = start(&[]).await;
-    let given = LogEntry {
-        id: "client-chosen".to_owned(),
-        ..entry("no time", Level::Warn, "broker")
-    };
     let before = chrono::Utc::now().timestamp() - 1;
-    write(&mut logger.client, vec![vec![given]])
+    write(&mut logger.client, vec![vec![entry("no time", Level::Warn, "broker")]])
         .await
         .expect("written");
     let page = query(&mut logger.client, QueryLogsRequest::default()).await;
-    assert_ne!(page.entries[0].id, "client-chosen");
+    let id = uuid::Uuid::try_parse(&page.entries[0].id).expect("a UUID");
+    assert_eq!(id.get_version_num(), 7, "a UUIDv7, sorting like the time");
     assert!(
         page.entries[0]
             .created_at
             .as_ref()
             .is_some_and(|at| at.seconds >= before)
     );
+}
+
+#[tokio::test]
+async fn an_entry_under_an_id_stored_before_is_taken_but_not_stored_again() {
+    const EVENT_ID: &str = "01a23f0c-4370-76fc-b507-dbf82e2a6b82";
+    let mut logger = start(&[]).await;
+    let audit = |name: &str| LogEntry {
+        id: EVENT_ID.to_owned(),
+        ..entry(name, Level::Info, "listener")
+    };
+    write(&mut logger.client, vec![vec![audit("audit message.sent")]])
+        .await
+        .expect("written");
+    let again = write(
+        &mut logger.client,
+        vec![vec![audit("again"), entry("new", Level::Info, "listener")]],
+    )
+    .await
+    .expect("a redelivered audit entry is no error");
+    assert_eq!(again, 2);
+    let page = query(&mut logger.client, QueryLogsRequest::default()).await;
+    assert_eq!(names(&page), ["new", "audit message.sent"]);
+    assert_eq!(page.entries[1].id, EVENT_ID, "the writer's id is kept");
+
+    let status = write(
+        &mut logger.client,
+        vec![vec![LogEntry {
+            id: "client-chosen".to_owned(),
+            ..entry("bad id", Level::Info, "listener")
+        }]],
+    )
+    .await
+    .expect_err("an id that is not a UUID is refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("id"), "{status:?}");
 }
 
 #[tokio::test]

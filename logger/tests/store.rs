@@ -120,6 +120,7 @@ macro_rules! on_both_stores {
 
 on_both_stores!(
     an_entry_reads_back_as_written,
+    an_entry_written_again_under_its_id_is_stored_once,
     an_empty_store_has_an_empty_page,
     entries_come_newest_first_with_the_id_breaking_ties,
     each_filter_narrows_the_result,
@@ -140,6 +141,7 @@ fn base_time() -> DateTime<Utc> {
 
 fn raw(name: &str, level: Level, service: &str, at: DateTime<Utc>) -> RawEntry {
     RawEntry {
+        id: String::new(),
         name: name.to_owned(),
         data: String::new(),
         level: Some(level),
@@ -227,6 +229,51 @@ async fn an_entry_reads_back_as_written(store: Arc<dyn LogStore>) {
     let page = store.query(&LogQuery::default()).await.expect("query");
     assert_eq!(page.entries, vec![written]);
     assert_eq!(page.next, None);
+}
+
+/// Delivery is at least once: the listener writes a redelivered event's audit entry
+/// again, under the event's id, and the store keeps the first one — also when the copy
+/// shares a batch with new entries, which are stored.
+async fn an_entry_written_again_under_its_id_is_stored_once(store: Arc<dyn LogStore>) {
+    const EVENT_ID: &str = "01a23f0c-4370-76fc-b507-dbf82e2a6b82";
+    let first = entry(RawEntry {
+        id: EVENT_ID.to_owned(),
+        ..raw("audit message.sent", Level::Info, "listener", base_time())
+    });
+    assert_eq!(first.id.to_string(), EVENT_ID, "the writer's id is kept");
+    store
+        .insert(std::slice::from_ref(&first))
+        .await
+        .expect("insert");
+    let again = entry(RawEntry {
+        id: EVENT_ID.to_owned(),
+        ..raw(
+            "audit message.sent (again)",
+            Level::Info,
+            "listener",
+            base_time() + TimeDelta::seconds(1),
+        )
+    });
+    let new = entry(raw(
+        "audit message.read",
+        Level::Info,
+        "listener",
+        base_time() + TimeDelta::seconds(2),
+    ));
+    store
+        .insert(&[again.clone(), new.clone()])
+        .await
+        .expect("a batch holding an id stored before is not an error");
+    store
+        .insert(&[again])
+        .await
+        .expect("nor is a batch of only that");
+    let stored = all_pages(&*store, LogQuery::default()).await;
+    assert_eq!(
+        stored,
+        vec![new, first],
+        "the first entry of the id, once, and the new one"
+    );
 }
 
 async fn an_empty_store_has_an_empty_page(store: Arc<dyn LogStore>) {

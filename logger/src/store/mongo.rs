@@ -253,6 +253,23 @@ fn document(entry: &LogEntry) -> Result<RawDocumentBuf, StoreError> {
     RawDocumentBuf::from_document(&document).map_err(|error| StoreError::Database(error.into()))
 }
 
+/// MongoDB's code for a write refused by a unique index (here `_id`).
+const DUPLICATE_KEY: i32 = 11_000;
+
+/// Whether an unordered insert failed only because some ids were stored already.
+fn only_duplicate_ids(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::InsertMany(failure) => {
+            failure.write_concern_error.is_none()
+                && failure
+                    .write_errors
+                    .as_ref()
+                    .is_some_and(|errors| errors.iter().all(|error| error.code == DUPLICATE_KEY))
+        }
+        _ => false,
+    }
+}
+
 /// The entry a document holds.
 fn entry(document: Document) -> Result<LogEntry, StoreError> {
     let id = document.get_str("_id").unwrap_or("?").to_owned();
@@ -353,8 +370,13 @@ impl LogStore for MongoLogStore {
             .map(document)
             .collect::<Result<Vec<_>, _>>()?;
         timed(async {
-            self.logs.insert_many(documents).await?;
-            Ok(())
+            // Unordered, so one entry already stored (an id written before: a redelivered
+            // audit) neither stops the others nor fails the batch; any other error does.
+            match self.logs.insert_many(documents).ordered(false).await {
+                Ok(_) => Ok(()),
+                Err(error) if only_duplicate_ids(&error) => Ok(()),
+                Err(error) => Err(error.into()),
+            }
         })
         .await
     }

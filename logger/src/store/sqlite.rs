@@ -97,6 +97,8 @@ impl SqliteLogStore {
                     .push_bind(entry.trace_id.as_ref().map(|id| id.as_str().to_owned()))
                     .push_bind(entry.created_at.timestamp_millis());
             });
+            // An id stored before (a redelivered audit entry) keeps its first entry.
+            insert.push(" ON CONFLICT (id) DO NOTHING");
             insert.build().execute(&mut *tx).await?;
         }
         tx.commit().await?;
