@@ -619,6 +619,8 @@ struct System {
     auth_db: PgPool,
     chat_db: PgPool,
     listener_db: PgPool,
+    /// The logger's SQLite file, read beside it: the audit entries of message events.
+    logs_db: sqlx::SqlitePool,
     _databases: [TestPostgres; 3],
     _rabbit: TestRabbit,
     dir: std::path::PathBuf,
@@ -743,6 +745,13 @@ impl System {
             auth_db: pool(&databases[0].url),
             chat_db: pool(&databases[1].url),
             listener_db: pool(&databases[2].url),
+            logs_db: sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_lazy_with(
+                    sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(dir.join("logger").join("logs.db"))
+                        .read_only(true),
+                ),
             processes,
             ports,
             proxy,
@@ -840,18 +849,28 @@ impl System {
         ])
     }
 
-    /// Events the listener has done the work of, by type.
+    /// Events the listener has done the work of, by type: those it records, and the
+    /// messages, whose work is their audit entry alone, stored under the event's id (so
+    /// a message handled twice would not count twice: it cannot be stored twice).
     async fn handled(&self) -> BTreeMap<String, i64> {
         let rows = sqlx::query(
             "SELECT routing_key, count(*) AS n FROM processed_events GROUP BY routing_key",
         )
         .fetch_all(&self.listener_db)
         .await;
-        // The listener creates its table on its first start.
-        rows.unwrap_or_default()
+        // The listener and the logger create their tables on their first start.
+        let mut handled: BTreeMap<String, i64> = rows
+            .unwrap_or_default()
             .into_iter()
             .map(|row| (row.get::<String, _>("routing_key"), row.get::<i64, _>("n")))
-            .collect()
+            .collect();
+        let audited: Result<i64, _> = sqlx::query_scalar(
+            "SELECT count(*) FROM logs WHERE service = 'listener' AND name = 'audit message.sent'",
+        )
+        .fetch_one(&self.logs_db)
+        .await;
+        handled.insert("message.sent".to_owned(), audited.unwrap_or(0));
+        handled
     }
 
     /// Whether the change behind a mail of `kind` to `email` is in auth's database: the

@@ -75,6 +75,11 @@ impl Handlers {
         })
     }
 
+    /// Whether an event calls for nothing but its audit entry: a message sent or read.
+    pub fn audit_only(payload: &Payload) -> bool {
+        matches!(payload, Payload::MessageSent(_) | Payload::MessageRead(_))
+    }
+
     /// Does the work of one event.
     pub async fn handle(&self, envelope: &Envelope) -> Result<(), HandleError> {
         let occurred_at = platform::events::envelope::occurred_at(envelope).ok_or_else(|| {
@@ -83,8 +88,7 @@ impl Handlers {
         let Some(payload) = &envelope.payload else {
             return Err(HandleError::Permanent("the envelope has no payload".into()));
         };
-        if matches!(payload, Payload::MessageSent(_) | Payload::MessageRead(_)) {
-            // Nothing to start but their audit entry.
+        if Self::audit_only(payload) {
             return Ok(());
         }
         // The calls' futures are large (several KiB): boxed, so the task of every event
@@ -324,7 +328,9 @@ pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
         details,
     };
     logger::LogEntry {
-        id: String::new(),
+        // The event's id, so the logger stores the entry once however often the event
+        // is delivered (idempotent by event id, as every consumer is).
+        id: envelope.event_id.clone(),
         name: format!("audit {}", envelope.r#type),
         data: serde_json::to_string(&data).expect("audit details always serialize"),
         level: logger::Level::Info as i32,

@@ -2,7 +2,10 @@
 //! logout mail through the mail service, chat sessions through chat. Delivery is at least
 //! once; the listener makes the work happen once:
 //!
-//! - an event whose id is in the processed-events table is acknowledged and skipped;
+//! - an event whose only work is its audit entry (a message sent or read: most events)
+//!   is audited and acknowledged; the logger stores the entry under the event's id, so a
+//!   redelivery stores nothing new;
+//! - any other event whose id is in the processed-events table is acknowledged and skipped;
 //! - otherwise its handler runs, its audit entry is written to the logger, the id is
 //!   recorded (with whether the audit got through), and only then is it acknowledged; a
 //!   logger outage retries the audit step alone, never the work;
@@ -227,24 +230,31 @@ impl Worker {
             .map_or("unknown", platform::events::routing_key);
         let started = std::time::Instant::now();
         let attempts = delivery.attempts + 1;
-        let progress = self
-            .lookups
-            .submit(id)
-            .await
-            .unwrap_or_else(|| Err("the lookup task stopped".to_owned()));
-        let done = match progress {
-            Ok(Progress::Audited) => {
-                tracing::info!(event_id = %id, r#type = key, "already processed; acknowledging");
-                self.settle(delivery.ack().await, key, "duplicate");
-                return;
+        let done = if envelope.payload.as_ref().is_some_and(Handlers::audit_only) {
+            // Its audit entry is all its work, and the logger stores the entry of an event
+            // once however often it comes (the entry takes the event's id): no lookup and
+            // no record. Most events are messages, so this is the common path.
+            self.handlers.audit(envelope).await
+        } else {
+            let progress = self
+                .lookups
+                .submit(id)
+                .await
+                .unwrap_or_else(|| Err("the lookup task stopped".to_owned()));
+            match progress {
+                Ok(Progress::Audited) => {
+                    tracing::info!(event_id = %id, r#type = key, "already processed; acknowledging");
+                    self.settle(delivery.ack().await, key, "duplicate");
+                    return;
+                }
+                // Rare (a redelivery after the logger was away): boxed, off the common
+                // path's task size.
+                Ok(Progress::WorkDone) => Box::pin(self.audit(id, envelope)).await,
+                Ok(Progress::New) => self.work(id, key, envelope).await,
+                Err(error) => Err(HandleError::Transient(format!(
+                    "the listener database: {error}"
+                ))),
             }
-            // Rare (a redelivery after the logger was away): boxed, off the common path's
-            // task size.
-            Ok(Progress::WorkDone) => Box::pin(self.audit(id, envelope)).await,
-            Ok(Progress::New) => self.work(id, key, envelope).await,
-            Err(error) => Err(HandleError::Transient(format!(
-                "the listener database: {error}"
-            ))),
         };
         metrics::histogram!("listener_event_seconds", "type" => key)
             .record(started.elapsed().as_secs_f64());
