@@ -1,11 +1,13 @@
 //! `loadgen events`: the durable event path at full speed. Writers commit `message.sent`
 //! events into an outbox (in transactions, with one multi-row insert each, as chat does), the outbox relay publishes them
-//! to RabbitMQ with publisher confirms, and the real listener consumes them: de-duplicates
-//! by event id, records each in its processed-events table, and acknowledges it.
+//! to RabbitMQ with publisher confirms, and the real listener consumes them: writes each
+//! one's audit entry (its only work) to a logger of its own under the event's id, and
+//! acknowledges it.
 //!
-//! Latency is committed → recorded by the listener, per event: the event id is a UUIDv7,
-//! whose timestamp is taken just before the writer's transaction, and the listener's
-//! `processed_at` is written just before its ack. Every event must arrive exactly once.
+//! Latency is committed → audited, per event: the event id is a UUIDv7, whose timestamp
+//! is taken just before the writer's transaction, and the audit entry's `created_at` (to
+//! the millisecond) is taken as the listener hands it to the logger, just before its ack.
+//! Every event must arrive exactly once: the logger stores one entry per event id.
 //!
 //! It creates its own PostgreSQL databases and RabbitMQ names, and removes them after.
 
@@ -303,12 +305,21 @@ async fn measure(
     }
     let committed = started.elapsed();
 
-    let processed = PgPool::connect(&databases.url(listener_db)).await?;
+    let audits = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(logger_dir.join("logs.db"))
+                .read_only(true),
+        )
+        .await?;
+    const AUDITED: &str = "SELECT id, created_at FROM logs WHERE service = 'listener'";
     let mut last = (0_i64, Instant::now());
     loop {
-        let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM processed_events")
-            .fetch_one(&processed)
-            .await?;
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM logs WHERE service = 'listener'")
+                .fetch_one(&audits)
+                .await?;
         if count >= i64::from(args.events) {
             break;
         }
@@ -323,12 +334,17 @@ async fn measure(
     relay.await?;
     listening.await??;
     logging.await??;
+    let audited: Vec<(Uuid, i64)> = sqlx::query_as(AUDITED).fetch_all(&audits).await?;
+    audits.close().await;
     let _ = std::fs::remove_dir_all(&logger_dir);
-
-    let rows: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("SELECT event_id, processed_at FROM processed_events")
-            .fetch_all(&processed)
-            .await?;
+    let rows = audited
+        .into_iter()
+        .map(|(id, millis)| {
+            chrono::DateTime::from_timestamp_millis(millis)
+                .map(|at| (id, at))
+                .context("a valid audit time")
+        })
+        .collect::<Result<Vec<_>>>()?;
     let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
         .fetch_one(&pool)
         .await?;
@@ -363,7 +379,7 @@ async fn measure(
         elapsed.as_secs_f64()
     );
     println!(
-        "commit -> listener recorded: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (all committed after {:.2} s)",
+        "commit -> audited: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (all committed after {:.2} s)",
         ms(0.5),
         ms(0.99),
         latency_us.max() as f64 / 1000.0,
