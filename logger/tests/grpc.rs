@@ -163,9 +163,12 @@ async fn two_batches_on_one_stream_are_all_stored_and_read_back_newest_first() {
 async fn the_logger_assigns_ids_and_times_when_missing() {
     let mut logger = start(&[]).await;
     let before = chrono::Utc::now().timestamp() - 1;
-    write(&mut logger.client, vec![vec![entry("no time", Level::Warn, "broker")]])
-        .await
-        .expect("written");
+    write(
+        &mut logger.client,
+        vec![vec![entry("no time", Level::Warn, "broker")]],
+    )
+    .await
+    .expect("written");
     let page = query(&mut logger.client, QueryLogsRequest::default()).await;
     let id = uuid::Uuid::try_parse(&page.entries[0].id).expect("a UUID");
     assert_eq!(id.get_version_num(), 7, "a UUIDv7, sorting like the time");
