@@ -11,7 +11,7 @@ use platform::{
     events::{Event, rabbit},
     testing::MailDev,
 };
-use proto::events::v1::{UserRegistered, envelope::Payload};
+use proto::events::v1::{MessageSent, UserRegistered, envelope::Payload};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
@@ -233,6 +233,71 @@ async fn the_same_event_delivered_twice_makes_one_mail() {
     })
     .await;
     assert_eq!(mails_to(&app.mail_files(), "twice@example.com").len(), 1);
+    app.stop().await;
+}
+
+/// A message event's only work is its audit entry, which the logger stores under the
+/// event's id: delivered twice, it is audited once, with no record of the listener's own.
+#[tokio::test]
+async fn the_same_message_event_delivered_twice_is_audited_once() {
+    let Some(rabbit) = TestRabbit::create(8, Duration::from_secs(1)).await else {
+        return;
+    };
+    // One event at a time, so the sentinel is audited after both copies.
+    let mut extra = rabbit.args(&rabbit.url);
+    extra.push("--listener-prefetch=1".to_owned());
+    let app = TestApp::start(&args(&extra)).await;
+    wait_listener_ready(&app).await;
+    let sent = || {
+        Event::new(
+            "test",
+            Payload::MessageSent(MessageSent {
+                message_id: uuid::Uuid::now_v7().to_string(),
+                conversation_id: uuid::Uuid::now_v7().to_string(),
+                sender_id: uuid::Uuid::now_v7().to_string(),
+                body_chars: 5,
+            }),
+        )
+    };
+    let (twice, sentinel) = (sent(), sent());
+    publish(&rabbit, &twice).await;
+    publish(&rabbit, &twice).await;
+    publish(&rabbit, &sentinel).await;
+    let read_only = |file: &str| {
+        sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(app.data_dir.join(file))
+                    .read_only(true),
+            )
+    };
+    let logs = read_only("logs.db");
+    let audits_of = |event: &Event| {
+        let (logs, id) = (logs.clone(), event.id);
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM logs WHERE id = $1 AND name = 'audit message.sent'",
+            )
+            .bind(id)
+            .fetch_one(&logs)
+            .await
+            .expect("the logger's table answers")
+        }
+    };
+    eventually("the sentinel is audited", || async {
+        audits_of(&sentinel).await == 1
+    })
+    .await;
+    assert_eq!(audits_of(&twice).await, 1, "one audit entry per event");
+    let recorded: i64 = sqlx::query_scalar("SELECT count(*) FROM processed_events")
+        .fetch_one(&read_only("listener.db"))
+        .await
+        .expect("the listener's table answers");
+    assert_eq!(
+        recorded, 0,
+        "message events need no record of the listener's"
+    );
     app.stop().await;
 }
 
