@@ -46,7 +46,7 @@ pub async fn trace(
         .get(TRACEPARENT)
         .and_then(|value| value.to_str().ok())
         .and_then(TraceId::from_traceparent)
-        .unwrap_or_else(TraceId::random);
+        .unwrap_or_else(TraceId::generate);
     // Writes are logged (and shipped to the logger) at info; reads, the bulk of the
     // traffic, only at debug.
     let writes = !matches!(

@@ -337,7 +337,7 @@ impl chat_server::Chat for ChatApi {
         // call costs one commit. Each runs in its own request's trace.
         let outcomes = futures::future::join_all(sends.into_iter().map(|send| {
             let trace =
-                TraceId::from_traceparent(&send.traceparent).unwrap_or_else(TraceId::random);
+                TraceId::from_traceparent(&send.traceparent).unwrap_or_else(TraceId::generate);
             let span = tracing::info_span!("send", trace_id = %trace);
             platform::trace::scope(trace, self.send_one(send.message.unwrap_or_default()))
                 .instrument(span)

@@ -212,7 +212,7 @@ impl Worker {
         let trace = envelope
             .trace_id
             .parse::<TraceId>()
-            .unwrap_or_else(|()| TraceId::random());
+            .unwrap_or_else(|()| TraceId::generate());
         let span = tracing::info_span!("event", trace_id = %trace);
         platform::trace::scope(trace, self.handle(id, &envelope, delivery).instrument(span)).await;
     }

@@ -26,10 +26,15 @@ tokio::task_local! {
 pub struct TraceId(u128);
 
 impl TraceId {
-    /// A fresh random trace id.
-    pub fn random() -> Self {
-        // A v4 UUID has 122 random bits and is never all zeros.
-        Self(uuid::Uuid::new_v4().as_u128())
+    /// A fresh trace id: a UUIDv7, the time in milliseconds and then random bits (with a
+    /// counter, reseeded at random, that keeps one process's ids in order).
+    ///
+    /// Time-ordered like AWS X-Ray's trace ids, so the indexes that find a trace's log
+    /// entries (the logger's, an audit entry per event) grow at their end instead of
+    /// dirtying a random page per entry. Unique, and never all zeros, as W3C Trace
+    /// Context asks; the `random` flag of its level 2 is not claimed.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().as_u128())
     }
 
     /// The trace id of the task, if it runs inside [`scope`].
@@ -163,7 +168,7 @@ where
             .get(TRACEPARENT)
             .and_then(|value| value.to_str().ok())
             .and_then(TraceId::from_traceparent)
-            .unwrap_or_else(TraceId::random);
+            .unwrap_or_else(TraceId::generate);
         let span = tracing::info_span!("grpc", method = %request.uri().path(), trace_id = %id);
         let call = tokio::spawn(scope(id, self.inner.call(request)).instrument(span));
         Box::pin(async move {
@@ -183,8 +188,25 @@ mod tests {
 
     #[test]
     fn traceparent_round_trips() {
-        let id = TraceId::random();
+        let id = TraceId::generate();
         assert_eq!(TraceId::from_traceparent(&id.to_traceparent()), Some(id));
+    }
+
+    #[test]
+    fn fresh_ids_are_distinct_and_sort_in_the_order_they_were_made() {
+        let ids: Vec<String> = (0..1_000).map(|_| TraceId::generate().to_string()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        // As text too: the logger's SQLite index holds the hex form.
+        assert_eq!(sorted, ids);
+        let newest = u128::from_str_radix(&ids[999], 16).expect("ids are hex");
+        let millis = (newest >> 80) as u64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970")
+            .as_millis() as u64;
+        assert!(now.abs_diff(millis) < 60_000, "the id leads with the time");
     }
 
     #[test]
@@ -239,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn scope_sets_the_current_id() {
-        let id = TraceId::random();
+        let id = TraceId::generate();
         assert_eq!(TraceId::current(), None);
         assert_eq!(scope(id, async { TraceId::current() }).await, Some(id));
     }

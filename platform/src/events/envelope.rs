@@ -103,7 +103,7 @@ mod tests {
             username: "ada".into(),
             email: "ada@example.com".into(),
         });
-        let trace = TraceId::random();
+        let trace = TraceId::generate();
         let event = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("a current-thread runtime builds")
