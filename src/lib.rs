@@ -4,13 +4,27 @@
 //! service's log lines go to the logger started here. `cargo run` at the
 //! repository root starts it; tests start it on port 0. With `AMQP_URL` set, events go
 //! through RabbitMQ instead of the in-process bus.
+//!
+//! What users wait for — pages, the API, sockets, auth and chat — runs on the process's
+//! main runtime. The deferred work — the logger, mail and the listener, whose every task
+//! may lag (events wait in the bus and, once its queue is full, in chat's and auth's
+//! outboxes; the listener retries)
+//! — runs on a runtime of its own whose threads have a lower CPU priority
+//! (`--deferred-nice`), so on a busy machine it takes the time the interactive work
+//! leaves instead of adding to its latency. The dev stack and the cluster get the same by
+//! running them as processes of their own.
+//!
+//! Shutdown goes from the entry inwards: the broker and the pages stop first (the broker
+//! ends its live feed, so chat forgets its sockets), then auth and chat, then the
+//! listener, then the logger and mail it calls: each stops after the last caller that
+//! needed it.
 
 use anyhow::Context;
 use platform::{
     events::{EventBus, InProcessBus},
     shutdown::Shutdown,
 };
-use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
 use tokio::task::JoinSet;
 
 /// Settings of every service, as flags and environment variables.
@@ -26,6 +40,11 @@ pub struct Config {
     /// Directory for embedded state: SQLite files, the generated signing key.
     #[arg(long, value_name = "DIR", env = "MICROCHAT_DATA_DIR", default_value = platform::settings::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
+    /// Nice value (0–19) of the threads running the deferred work: the logger, mail and
+    /// the listener. 0 runs them at the interactive services' priority.
+    #[arg(long, value_name = "NICE", env = "MICROCHAT_DEFERRED_NICE", default_value_t = 10,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub deferred_nice: i32,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: auth::Config,
@@ -68,23 +87,49 @@ pub struct Running {
     pub mail: SocketAddr,
     /// The listener's HTTP address (health, metrics, parked events).
     pub listener: SocketAddr,
-    services: JoinSet<anyhow::Result<()>>,
-    shutdown: Shutdown,
+    services: JoinSet<(Stage, anyhow::Result<()>)>,
+    /// How many services of each stage still run.
+    running: [usize; STAGES],
+    /// Stops each stage; the first is the caller's token, each next one is cancelled
+    /// once every service of the stages before it has stopped.
+    stops: [Shutdown; STAGES],
     /// This system's log lines go to its logger while this lives.
     _log_shipping: platform::logship::Destination,
+    /// Dropped last: its services have stopped by then.
+    _deferred: Deferred,
 }
+
+/// The order of shutdown: the index into [`Running::stops`].
+type Stage = usize;
+/// The broker and the pages; auth and chat; the listener; the logger and mail, which the
+/// listener calls.
+const STAGES: usize = 4;
+const ENTRY: Stage = 0;
+const CORE: Stage = 1;
+const LISTENER: Stage = 2;
+const SINKS: Stage = 3;
 
 /// Starts every service. Callers are pointed at the services started here, whatever
 /// their `*_URL` settings say, so ports may be 0.
 pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
+    let deferred = Deferred::start(config.deferred_nice)
+        .context("starting the runtime of the deferred work")?;
     // The logger first: every other service's lines go to it from their first one.
-    let logger = logger::LoggerService::build(&config.logger, &config.data_dir)
+    let logger = deferred
+        .run({
+            let (config, data_dir) = (config.logger.clone(), config.data_dir.clone());
+            async move { logger::LoggerService::build(&config, &data_dir).await }
+        })
         .await
         .context("starting the logger")?;
     let logger_addr = logger.local_addr();
     let logger_url = format!("http://{logger_addr}");
     let log_shipping = platform::logship::ship_to(&logger_url);
-    let mail = mail::MailService::build(&config.mail, &config.data_dir)
+    let mail = deferred
+        .run({
+            let (config, data_dir) = (config.mail.clone(), config.data_dir.clone());
+            async move { mail::MailService::build(&config, &data_dir).await }
+        })
         .await
         .context("starting mail")?;
     let mail_addr = mail.local_addr();
@@ -113,7 +158,11 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
                 (Arc::new(bus), Arc::new(source))
             }
         };
-    let listener = listener::Listener::build(&config.listener, &config.data_dir, source)
+    let listener = deferred
+        .run({
+            let (config, data_dir) = (config.listener.clone(), config.data_dir.clone());
+            async move { listener::Listener::build(&config, &data_dir, source).await }
+        })
         .await
         .context("starting the listener")?;
     let listener_addr = listener.local_addr();
@@ -142,14 +191,33 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         .await
         .context("starting the frontend")?;
     let frontend_addr = frontend.local_addr();
+
+    let stops = [shutdown, Shutdown::new(), Shutdown::new(), Shutdown::new()];
+    let mut running = [0; STAGES];
     let mut services = JoinSet::new();
-    services.spawn(logger.run(shutdown.clone()));
-    services.spawn(mail.run(shutdown.clone()));
-    services.spawn(listener.run(shutdown.clone()));
-    services.spawn(auth.run(shutdown.clone()));
-    services.spawn(chat.run(shutdown.clone()));
-    services.spawn(broker.run(shutdown.clone()));
-    services.spawn(frontend.run(shutdown.clone()));
+    let deferred_services: [(Stage, ServiceFuture); 3] = [
+        (SINKS, Box::pin(logger.run(stops[SINKS].clone()))),
+        (SINKS, Box::pin(mail.run(stops[SINKS].clone()))),
+        (LISTENER, Box::pin(listener.run(stops[LISTENER].clone()))),
+    ];
+    for (stage, service) in deferred_services {
+        let service = deferred.spawn(service);
+        services.spawn(async move {
+            let outcome = service.await.context("a deferred service panicked");
+            (stage, outcome.and_then(|result| result))
+        });
+        running[stage] += 1;
+    }
+    let main_services: [(Stage, ServiceFuture); 4] = [
+        (ENTRY, Box::pin(broker.run(stops[ENTRY].clone()))),
+        (ENTRY, Box::pin(frontend.run(stops[ENTRY].clone()))),
+        (CORE, Box::pin(auth.run(stops[CORE].clone()))),
+        (CORE, Box::pin(chat.run(stops[CORE].clone()))),
+    ];
+    for (stage, service) in main_services {
+        services.spawn(async move { (stage, service.await) });
+        running[stage] += 1;
+    }
     Ok(Running {
         broker: broker_addr,
         frontend: frontend_addr,
@@ -159,27 +227,42 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         mail: mail_addr,
         listener: listener_addr,
         services,
-        shutdown,
+        running,
+        stops,
         _log_shipping: log_shipping,
+        _deferred: deferred,
     })
 }
 
+/// A service's `run`, boxed so services of different types share one set.
+type ServiceFuture = std::pin::Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
 impl Running {
-    /// Waits until every service has stopped. If one fails, the others are shut down too.
+    /// Waits until every service has stopped, stage after stage once the caller's token
+    /// is cancelled. If one fails, the others are shut down too.
     pub async fn wait(mut self) -> anyhow::Result<()> {
         let mut outcome = Ok(());
         while let Some(joined) = self.services.join_next().await {
-            let result = joined
+            // The tasks of the set only await a service, so they do not panic themselves.
+            let (stage, result) = joined
                 .context("a service panicked")
-                .and_then(|result| result);
+                .unwrap_or_else(|error| (ENTRY, Err(error)));
+            self.running[stage] = self.running[stage].saturating_sub(1);
             if let Err(error) = result {
                 tracing::error!(
                     error = format!("{error:#}"),
                     "a service failed; stopping the others"
                 );
-                self.shutdown.cancel();
+                self.stops.iter().for_each(Shutdown::cancel);
                 if outcome.is_ok() {
                     outcome = Err(error);
+                }
+            }
+            // A stage stops once the ones before it have: what they left to do — calls
+            // in flight, events to relay, mails and audits — is its last work.
+            for next in 1..STAGES {
+                if self.running[..next].iter().all(|&count| count == 0) {
+                    self.stops[next].cancel();
                 }
             }
         }
@@ -190,8 +273,84 @@ impl Running {
     pub async fn stop(self) -> anyhow::Result<()> {
         // The last lines reach the logger before it stops.
         platform::logship::flush(std::time::Duration::from_secs(2)).await;
-        self.shutdown.cancel();
+        self.stops[ENTRY].cancel();
         self.wait().await
+    }
+}
+
+/// The runtime of the deferred work, its threads at a lower CPU priority.
+struct Deferred {
+    /// `None` only while dropping.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Deferred {
+    /// A multi-threaded runtime whose threads — workers, blocking threads and the threads
+    /// they start, such as SQLite's connection threads — run at nice value `nice`.
+    fn start(nice: i32) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("deferred")
+            .on_thread_start(move || lower_priority(nice))
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
+    }
+
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime
+            .as_ref()
+            .expect("the runtime is only taken when dropping")
+            .spawn(future)
+    }
+
+    /// Runs `future` on this runtime — a service built here keeps its sockets, timers
+    /// and tasks here — and waits for it.
+    async fn run<T: Send + 'static>(
+        &self,
+        future: impl Future<Output = anyhow::Result<T>> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        self.spawn(future)
+            .await
+            .context("the task panicked")
+            .and_then(|result| result)
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks end, which an async context may not
+        // do; by now its services have stopped, and whatever is left is dropped.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Sets the calling thread's nice value; on Linux it belongs to the thread, and the
+/// threads it starts inherit it.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid has no preconditions and cannot fail.
+        let thread = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+        // SAFETY: setpriority only reads its arguments; raising a thread's own nice
+        // value needs no privilege.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, thread, nice) } != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                nice,
+                "cannot lower the priority of a deferred-work thread"
+            );
+        }
     }
 }
 

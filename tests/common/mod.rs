@@ -61,6 +61,9 @@ pub fn config(
         "--frontend-listen=127.0.0.1:0".to_owned(),
         "--broker-rate-limit-auth=off".to_owned(),
         "--broker-rate-limit-api=off".to_owned(),
+        // Tests share the machine with other tests and builds: deferred work at a lower
+        // priority than all of them could miss a test's deadlines.
+        "--deferred-nice=0".to_owned(),
     ];
     if let Some(databases) = databases {
         args.push(format!("--auth-database-url={}", databases.auth));
@@ -199,10 +202,22 @@ impl TestApp {
             running.stop().await.expect("every service stops cleanly");
         }
     }
+
+    /// Stops every service like [`Self::stop`] but keeps the data directory, which the
+    /// caller then owns (and removes).
+    pub async fn stop_keeping_data(mut self) -> PathBuf {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("every service stops cleanly");
+        }
+        std::mem::take(&mut self.data_dir)
+    }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if self.data_dir.as_os_str().is_empty() {
+            return; // kept: see `stop_keeping_data`
+        }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
