@@ -234,6 +234,41 @@ async fn presence_changes_when_b_connects_and_disconnects() {
 }
 
 #[tokio::test]
+async fn a_graceful_stop_leaves_nobody_online() {
+    let app = TestApp::start(&[]).await;
+    let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+    ada.open_direct(&bob).await;
+    let _ada_socket = json_socket(&app, &ada).await;
+    let _bob_socket = json_socket(&app, &bob).await;
+    common::eventually("both are online", || async {
+        let mut online = ada.online_usernames().await;
+        online.sort();
+        online == ["ada", "bob"]
+    })
+    .await;
+
+    // The broker stops before chat: its live feed ends while chat still runs, and chat
+    // forgets the broker's sockets then, instead of keeping them until it starts again.
+    let data_dir = app.stop_keeping_data().await;
+    let chat = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(data_dir.join("chat.db"))
+                .read_only(true),
+        )
+        .await
+        .expect("chat's database opens");
+    let open: i64 = sqlx::query_scalar("SELECT count(*) FROM connections")
+        .fetch_one(&chat)
+        .await
+        .expect("chat's table answers");
+    chat.close().await;
+    let _ = std::fs::remove_dir_all(&data_dir);
+    assert_eq!(open, 0, "no socket of the stopped broker is still counted");
+}
+
+#[tokio::test]
 async fn a_conversation_joined_after_connecting_is_followed_live() {
     let app = TestApp::start(&[]).await;
     let (ada, bob) = (app.user("ada").await, app.user("bob").await);

@@ -196,10 +196,29 @@ impl Broker {
         for task in tasks {
             task.await.context("a broker background task panicked")?;
         }
+        leave_chat(&state).await;
         tracing::info!("broker stopped");
         Ok(())
     }
 }
+
+/// Tells chat that this broker's sockets are all closed, in one call instead of one per
+/// socket. If chat does not answer, it forgets them on its own once this broker has been
+/// gone for a while (its live stream ended).
+async fn leave_chat(state: &AppState) {
+    let request = proto::chat::v1::LeaveBrokerRequest {
+        broker_id: state.broker_id.to_string(),
+    };
+    let left = tokio::time::timeout(LEAVE_TIMEOUT, state.chat.clone().leave_broker(request)).await;
+    match left {
+        Ok(Ok(_)) => tracing::debug!("told chat this broker's sockets are closed"),
+        Ok(Err(status)) => tracing::warn!(%status, "cannot tell chat this broker left"),
+        Err(_) => tracing::warn!("chat did not answer this broker's leaving in time"),
+    }
+}
+
+/// How long a stopping broker waits for chat to forget its sockets.
+const LEAVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Closes the sockets of every session that ends, wherever it was ended.
 async fn close_ended_sessions(state: AppState, shutdown: Shutdown) {

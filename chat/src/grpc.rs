@@ -170,6 +170,16 @@ fn uuid(field: &str, text: &str) -> Result<Uuid, Status> {
     Uuid::try_parse(text).map_err(|_| Status::invalid_argument(format!("{field}: must be a UUID")))
 }
 
+/// A broker's id: its name for its sockets and its live stream.
+fn check_broker_id(broker_id: &str) -> Result<(), Status> {
+    if broker_id.is_empty() || broker_id.len() > 128 {
+        return Err(Status::invalid_argument(
+            "broker_id: required, at most 128 bytes",
+        ));
+    }
+    Ok(())
+}
+
 fn required_time(field: &str, at: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, Status> {
     at.and_then(|at| DateTime::from_timestamp(at.seconds, u32::try_from(at.nanos).ok()?))
         .ok_or_else(|| Status::invalid_argument(format!("{field}: required, a valid time")))
@@ -419,11 +429,7 @@ impl chat_server::Chat for ChatApi {
     ) -> Result<Response<pb::PresenceResponse>, Status> {
         let body = request.into_inner();
         let caller = user("caller", body.caller)?;
-        if body.broker_id.is_empty() || body.broker_id.len() > 128 {
-            return Err(Status::invalid_argument(
-                "broker_id: required, at most 128 bytes",
-            ));
-        }
+        check_broker_id(&body.broker_id)?;
         let presence = self
             .chat
             .open_connection(
@@ -446,6 +452,17 @@ impl chat_server::Chat for ChatApi {
         Ok(Response::new(pb::PresenceResponse {
             presence: presence.as_ref().map(presence_message),
         }))
+    }
+
+    async fn leave_broker(
+        &self,
+        request: Request<pb::LeaveBrokerRequest>,
+    ) -> Result<Response<pb::LeaveBrokerResponse>, Status> {
+        let broker_id = request.into_inner().broker_id;
+        check_broker_id(&broker_id)?;
+        self.chat.forget_broker(&broker_id).await?;
+        tracing::info!(%broker_id, "broker left; forgot its sockets");
+        Ok(Response::new(pb::LeaveBrokerResponse {}))
     }
 
     async fn list_presence(
@@ -554,11 +571,7 @@ impl chat_server::Chat for ChatApi {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let broker_id = request.into_inner().broker_id;
-        if broker_id.is_empty() || broker_id.len() > 128 {
-            return Err(Status::invalid_argument(
-                "broker_id: required, at most 128 bytes",
-            ));
-        }
+        check_broker_id(&broker_id)?;
         let mut events = self.chat.live().subscribe();
         let (sender, receiver) = mpsc::channel(1024);
         *self

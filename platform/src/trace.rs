@@ -194,7 +194,9 @@ mod tests {
 
     #[test]
     fn fresh_ids_are_distinct_and_sort_in_the_order_they_were_made() {
-        let ids: Vec<String> = (0..1_000).map(|_| TraceId::generate().to_string()).collect();
+        let ids: Vec<String> = (0..1_000)
+            .map(|_| TraceId::generate().to_string())
+            .collect();
         let mut sorted = ids.clone();
         sorted.sort();
         sorted.dedup();
