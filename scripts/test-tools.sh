@@ -13,7 +13,10 @@ MAILDEV_VERSION=3.0.0
 
 install_maildev() {
     local installed="$TOOLS/node_modules/maildev/package.json"
-    if [[ -f "$installed" ]] && grep -q "\"version\": \"$MAILDEV_VERSION\"" "$installed"; then
+    # It must also start: an install cut short leaves maildev's own files without all of
+    # its dependencies (`npm install` again completes it).
+    if [[ -f "$installed" ]] && grep -q "\"version\": \"$MAILDEV_VERSION\"" "$installed" \
+        && "$TOOLS/node_modules/.bin/maildev" --version >/dev/null 2>&1; then
         return
     fi
     if ! command -v npm >/dev/null; then
@@ -24,6 +27,10 @@ install_maildev() {
     echo "test-tools: installing maildev@$MAILDEV_VERSION into .tools/"
     npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error \
         "maildev@$MAILDEV_VERSION" >/dev/null
+    if ! "$TOOLS/node_modules/.bin/maildev" --version >/dev/null 2>&1; then
+        echo "test-tools: maildev was installed but does not start" >&2
+        [[ "${CI:-}" == "true" ]] && exit 1
+    fi
 }
 
 # PyPI SecantusDB: a MongoDB-wire-compatible server (the official Rust driver speaks to

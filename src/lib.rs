@@ -6,18 +6,16 @@
 //! through RabbitMQ instead of the in-process bus.
 //!
 //! What users wait for — pages, the API, sockets, auth and chat — runs on the process's
-//! main runtime. The deferred work — the logger, mail and the listener, whose every task
-//! may lag (events wait in the bus and, once its queue is full, in chat's and auth's
-//! outboxes; the listener retries)
-//! — runs on a runtime of its own whose threads have a lower CPU priority
-//! (`--deferred-nice`), so on a busy machine it takes the time the interactive work
-//! leaves instead of adding to its latency. The dev stack and the cluster get the same by
+//! main runtime. The deferred work — the logger, mail and the listener — runs on a
+//! runtime of its own whose threads have a lower CPU priority (`--deferred-nice`), so on
+//! a busy machine it takes the time the interactive work leaves instead of adding to its
+//! latency. It may lag meanwhile: events wait in the bus and, once its queue is full, in
+//! chat's and auth's outboxes. The dev stack and the cluster get the same by
 //! running them as processes of their own.
 //!
 //! Shutdown goes from the entry inwards: the broker and the pages stop first (the broker
-//! ends its live feed, so chat forgets its sockets), then auth and chat, then the
-//! listener, then the logger and mail it calls: each stops after the last caller that
-//! needed it.
+//! tells chat, last, that its sockets are closed), then auth and chat, then the listener,
+//! then the logger and mail it calls: each stops after the last caller that needed it.
 
 use anyhow::Context;
 use platform::{

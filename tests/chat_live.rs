@@ -247,8 +247,8 @@ async fn a_graceful_stop_leaves_nobody_online() {
     })
     .await;
 
-    // The broker stops before chat: its live feed ends while chat still runs, and chat
-    // forgets the broker's sockets then, instead of keeping them until it starts again.
+    // The broker stops before chat and tells it, last, that its sockets are closed; chat
+    // forgets them then, instead of keeping them until it starts again.
     let data_dir = app.stop_keeping_data().await;
     let chat = sqlx::sqlite::SqlitePoolOptions::new()
         .max_connections(1)

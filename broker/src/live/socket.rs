@@ -193,7 +193,7 @@ const CLOSE_ATTEMPTS: u32 = 8;
 /// of back-off in all, besides the wait for a turn). Given up after [`CLOSE_ATTEMPTS`],
 /// the socket stays counted until this broker goes away (chat then forgets all of its
 /// sockets); counted in `broker_socket_close_unrecorded_total`. Not once this broker is
-/// shutting down: its live feed ends then, and chat forgets all of its sockets at once.
+/// shutting down: it tells chat in one call, last, that all of its sockets are closed.
 async fn record_closed(state: AppState, connection_id: Uuid) {
     let mut delay = std::time::Duration::from_millis(200);
     for attempt in 1..=CLOSE_ATTEMPTS {
