@@ -11,12 +11,16 @@ mkdir -p "$TOOLS"
 # npm maildev: an SMTP server whose mails are readable over HTTP (GET /api/email).
 MAILDEV_VERSION=3.0.0
 
+# It must also start: an install cut short leaves maildev's own files without all of its
+# dependencies (`npm install` again completes it).
+maildev_starts() {
+    "$TOOLS/node_modules/.bin/maildev" --version >/dev/null 2>&1
+}
+
 install_maildev() {
     local installed="$TOOLS/node_modules/maildev/package.json"
-    # It must also start: an install cut short leaves maildev's own files without all of
-    # its dependencies (`npm install` again completes it).
     if [[ -f "$installed" ]] && grep -q "\"version\": \"$MAILDEV_VERSION\"" "$installed" \
-        && "$TOOLS/node_modules/.bin/maildev" --version >/dev/null 2>&1; then
+        && maildev_starts; then
         return
     fi
     if ! command -v npm >/dev/null; then
@@ -27,7 +31,7 @@ install_maildev() {
     echo "test-tools: installing maildev@$MAILDEV_VERSION into .tools/"
     npm install --prefix "$TOOLS" --no-audit --no-fund --loglevel=error \
         "maildev@$MAILDEV_VERSION" >/dev/null
-    if ! "$TOOLS/node_modules/.bin/maildev" --version >/dev/null 2>&1; then
+    if ! maildev_starts; then
         echo "test-tools: maildev was installed but does not start" >&2
         [[ "${CI:-}" == "true" ]] && exit 1
     fi

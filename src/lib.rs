@@ -199,11 +199,8 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         (LISTENER, Box::pin(listener.run(stops[LISTENER].clone()))),
     ];
     for (stage, service) in deferred_services {
-        let service = deferred.spawn(service);
-        services.spawn(async move {
-            let outcome = service.await.context("a deferred service panicked");
-            (stage, outcome.and_then(|result| result))
-        });
+        let service = deferred.run(service);
+        services.spawn(async move { (stage, service.await) });
         running[stage] += 1;
     }
     let main_services: [(Stage, ServiceFuture); 4] = [
@@ -296,27 +293,22 @@ impl Deferred {
         })
     }
 
-    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.runtime
-            .as_ref()
-            .expect("the runtime is only taken when dropping")
-            .spawn(future)
-    }
-
-    /// Runs `future` on this runtime — a service built here keeps its sockets, timers
-    /// and tasks here — and waits for it.
-    async fn run<T: Send + 'static>(
+    /// Starts `future` on this runtime at once — a service built or run here keeps its
+    /// sockets, timers and tasks here — and returns its outcome, to await anywhere.
+    fn run<T: Send + 'static>(
         &self,
         future: impl Future<Output = anyhow::Result<T>> + Send + 'static,
-    ) -> anyhow::Result<T> {
-        self.spawn(future)
-            .await
-            .context("the task panicked")
-            .and_then(|result| result)
+    ) -> impl Future<Output = anyhow::Result<T>> + Send + 'static {
+        let task = self
+            .runtime
+            .as_ref()
+            .expect("the runtime is only taken when dropping")
+            .spawn(future);
+        async move {
+            task.await
+                .context("a deferred task panicked")
+                .and_then(|result| result)
+        }
     }
 }
 

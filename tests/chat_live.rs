@@ -250,15 +250,7 @@ async fn a_graceful_stop_leaves_nobody_online() {
     // The broker stops before chat and tells it, last, that its sockets are closed; chat
     // forgets them then, instead of keeping them until it starts again.
     let data_dir = app.stop_keeping_data().await;
-    let chat = sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(data_dir.join("chat.db"))
-                .read_only(true),
-        )
-        .await
-        .expect("chat's database opens");
+    let chat = common::read_only_sqlite(&data_dir.join("chat.db"));
     let open: i64 = sqlx::query_scalar("SELECT count(*) FROM connections")
         .fetch_one(&chat)
         .await

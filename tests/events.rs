@@ -263,15 +263,7 @@ async fn the_same_message_event_delivered_twice_is_audited_once() {
     publish(&rabbit, &twice).await;
     publish(&rabbit, &twice).await;
     publish(&rabbit, &sentinel).await;
-    let read_only = |file: &str| {
-        sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_lazy_with(
-                sqlx::sqlite::SqliteConnectOptions::new()
-                    .filename(app.data_dir.join(file))
-                    .read_only(true),
-            )
-    };
+    let read_only = |file: &str| common::read_only_sqlite(&app.data_dir.join(file));
     let logs = read_only("logs.db");
     let audits_of = |event: &Event| {
         let (logs, id) = (logs.clone(), event.id);

@@ -745,13 +745,7 @@ impl System {
             auth_db: pool(&databases[0].url),
             chat_db: pool(&databases[1].url),
             listener_db: pool(&databases[2].url),
-            logs_db: sqlx::sqlite::SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_lazy_with(
-                    sqlx::sqlite::SqliteConnectOptions::new()
-                        .filename(dir.join("logger").join("logs.db"))
-                        .read_only(true),
-                ),
+            logs_db: common::read_only_sqlite(&dir.join("logger").join("logs.db")),
             processes,
             ports,
             proxy,

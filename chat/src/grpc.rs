@@ -171,13 +171,13 @@ fn uuid(field: &str, text: &str) -> Result<Uuid, Status> {
 }
 
 /// A broker's id: its name for its sockets and its live stream.
-fn check_broker_id(broker_id: &str) -> Result<(), Status> {
-    if broker_id.is_empty() || broker_id.len() > 128 {
+fn broker_id(text: String) -> Result<String, Status> {
+    if text.is_empty() || text.len() > 128 {
         return Err(Status::invalid_argument(
             "broker_id: required, at most 128 bytes",
         ));
     }
-    Ok(())
+    Ok(text)
 }
 
 fn required_time(field: &str, at: Option<prost_types::Timestamp>) -> Result<DateTime<Utc>, Status> {
@@ -429,13 +429,13 @@ impl chat_server::Chat for ChatApi {
     ) -> Result<Response<pb::PresenceResponse>, Status> {
         let body = request.into_inner();
         let caller = user("caller", body.caller)?;
-        check_broker_id(&body.broker_id)?;
+        let broker_id = broker_id(body.broker_id)?;
         let presence = self
             .chat
             .open_connection(
                 &caller,
                 uuid("connection_id", &body.connection_id)?,
-                &body.broker_id,
+                &broker_id,
             )
             .await?;
         Ok(Response::new(pb::PresenceResponse {
@@ -458,8 +458,7 @@ impl chat_server::Chat for ChatApi {
         &self,
         request: Request<pb::LeaveBrokerRequest>,
     ) -> Result<Response<pb::LeaveBrokerResponse>, Status> {
-        let broker_id = request.into_inner().broker_id;
-        check_broker_id(&broker_id)?;
+        let broker_id = broker_id(request.into_inner().broker_id)?;
         self.chat.forget_broker(&broker_id).await?;
         tracing::info!(%broker_id, "broker left; forgot its sockets");
         Ok(Response::new(pb::LeaveBrokerResponse {}))
@@ -570,8 +569,7 @@ impl chat_server::Chat for ChatApi {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let broker_id = request.into_inner().broker_id;
-        check_broker_id(&broker_id)?;
+        let broker_id = broker_id(request.into_inner().broker_id)?;
         let mut events = self.chat.live().subscribe();
         let (sender, receiver) = mpsc::channel(1024);
         *self

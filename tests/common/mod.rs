@@ -197,10 +197,8 @@ impl TestApp {
         request.send().await.expect("the broker answers")
     }
 
-    pub async fn stop(mut self) {
-        if let Some(running) = self.running.take() {
-            running.stop().await.expect("every service stops cleanly");
-        }
+    pub async fn stop(self) {
+        let _ = std::fs::remove_dir_all(self.stop_keeping_data().await);
     }
 
     /// Stops every service like [`Self::stop`] but keeps the data directory, which the
@@ -220,6 +218,18 @@ impl Drop for TestApp {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// A pool reading the SQLite file at `path` without writing to it (a service's database,
+/// to check what it holds); it connects on first use.
+pub fn read_only_sqlite(path: &std::path::Path) -> sqlx::SqlitePool {
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(
+            sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(path)
+                .read_only(true),
+        )
 }
 
 /// The `.eml` files in `dir`, as text, in name order.
