@@ -12,7 +12,12 @@ Fails (exit 1, one line per problem) when
     env/envFrom) is not one that service's binary knows;
   - an internal gRPC port (50051-50054) is published to the host in compose, or exposed
     by a non-ClusterIP Service or the Ingress (or the Ingress routes to a gRPC service or
-    the listener's admin port).
+    the listener's admin port);
+  - the listener's admin API (its own port, 8083) could be reached without its bearer
+    token or from outside the namespace: its address defaults to something but loopback,
+    compose moves it off the container's loopback, Kubernetes binds it beyond loopback
+    without the token from a Secret, a Service targets it, or a NetworkPolicy rule admits
+    another namespace to it (or to every port).
 
 The names a binary knows come from `<target>/debug/<service> --help` (the `[env: NAME]`
 entries, subcommands included), the target dir being CARGO_TARGET_DIR or ./target, when
@@ -52,10 +57,18 @@ COMPOSE = DEPLOY / "docker-compose.yml"
 
 
 @dataclass(frozen=True)
+class AdminApi:
+    port: int  # its default port, on loopback
+    listen: str  # the variable of its address
+    token: str  # the variable of the bearer token it needs beyond loopback
+
+
+@dataclass(frozen=True)
 class Service:
     port: int  # DESIGN.md, "listens (default)"
     listen: str  # the variable of its listen address
     grpc: bool  # a gRPC service: its /metrics and /healthz are on METRICS_LISTEN
+    admin: AdminApi | None = None  # an admin API on a port of its own
 
 
 # The design's services and ports (DESIGN.md, Services table).
@@ -65,7 +78,8 @@ SERVICES = {
     "logger": Service(50053, "LOGGER_LISTEN", True),
     "mail": Service(50054, "MAIL_LISTEN", True),
     "broker": Service(8080, "BROKER_LISTEN", False),
-    "listener": Service(8082, "LISTENER_LISTEN", False),
+    "listener": Service(8082, "LISTENER_LISTEN", False,
+                        AdminApi(8083, "LISTENER_ADMIN_LISTEN", "LISTENER_ADMIN_TOKEN")),
     "frontend": Service(8081, "FRONTEND_LISTEN", False),
 }
 GRPC_PORTS = range(50051, 50055)
@@ -126,6 +140,7 @@ class Known:
     names: set[str] = field(default_factory=set)
     listen_default: str | None = None
     source: str = ""
+    defaults: dict[str, str] = field(default_factory=dict)  # variable -> its default
 
 
 ENV_HELP = re.compile(r"\[env: ([A-Z][A-Z0-9_]*)(?:=[^\]]*)?\]")
@@ -185,10 +200,10 @@ def from_help(binary: Path, listen_var: str) -> Known:
                 known.names |= set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", line))
         # "[env: AUTH_LISTEN=] [default: 127.0.0.1:50051]" (either order, one line)
         for line in text.splitlines():
-            if re.search(rf"\[env: {listen_var}[=\]]", line):
-                default = re.search(r"\[default: ([^\]]+)\]", line)
-                if default:
-                    known.listen_default = default.group(1)
+            env, default = ENV_HELP.search(line), re.search(r"\[default: ([^\]]+)\]", line)
+            if env and default:
+                known.defaults[env.group(1)] = default.group(1)
+    known.listen_default = known.defaults.get(listen_var)
     return known
 
 
@@ -211,10 +226,10 @@ def from_sources(service: str, listen_var: str) -> Known:
     for attr in ARG_ATTR.finditer(text):
         names = ENV_ATTR.findall(attr.group(1))
         known.names |= set(names)
-        if listen_var in names:
-            default = DEFAULT_ATTR.search(attr.group(1))
-            if default:
-                known.listen_default = default.group(1)
+        default = DEFAULT_ATTR.search(attr.group(1))
+        if names and default:
+            known.defaults[names[0]] = default.group(1)
+    known.listen_default = known.defaults.get(listen_var)
     known.names |= set(ENV_READ.findall(text))
     for struct, names in platform_structs().items():
         if re.search(rf"\b{struct}\b", text):
@@ -254,6 +269,13 @@ def discover(service: str, build: bool) -> Known:
         error(crate, f"{spec.listen} is not among its variables ({known.source})")
     if known.listen_default and port_of(known.listen_default) != spec.port:
         error(crate, f"{spec.listen} defaults to {known.listen_default}, but DESIGN.md gives port {spec.port}")
+    if spec.admin:
+        for var in (spec.admin.listen, spec.admin.token):
+            if var not in known.names:
+                error(crate, f"{var} is not among its variables ({known.source})")
+        default = known.defaults.get(spec.admin.listen)
+        if default and (port_of(default) != spec.admin.port or host_of(default) not in LOOPBACK):
+            error(crate, f"{spec.admin.listen} defaults to {default}, not loopback port {spec.admin.port}")
     return known
 
 
@@ -554,6 +576,10 @@ def check_compose(known: dict[str, Known]) -> tuple[int, dict]:
                     error(ctx, f"{svc.listen}={listen}: the port of {name} is {svc.port}")
                 if host_of(listen) in LOOPBACK:
                     error(ctx, f"{svc.listen}={listen}: loopback is unreachable from other containers")
+            # The dev stack keeps an admin API on the container's loopback (`docker compose exec`).
+            admin_listen = env.get(svc.admin.listen) if svc.admin else None
+            if admin_listen and host_of(admin_listen) not in LOOPBACK:
+                error(ctx, f"{svc.admin.listen}={admin_listen}: the admin API stays on the container's loopback")
             metrics = env.get("METRICS_LISTEN")
             if svc.grpc and not metrics:
                 error(ctx, "METRICS_LISTEN is not set (Prometheus and the healthcheck use :9100)")
@@ -742,6 +768,21 @@ def sql_statements(text: str) -> list[str]:
     return [" ".join(s.split()) for s in text.split(";") if s.strip()]
 
 
+def admits_port(rule: dict, port: int) -> bool:
+    """Whether a NetworkPolicy ingress rule admits `port`: no `ports` (or an entry without a
+    port) admits every port; a named port counts when it is the admin port's name."""
+    entries = rule.get("ports") or []
+    if not entries:
+        return True
+    for entry in entries:
+        low = entry.get("port")
+        if low is None or low == "admin":
+            return True
+        if isinstance(low, int) and low <= port <= entry.get("endPort", low):
+            return True
+    return False
+
+
 def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
     kustomization = K8S / "kustomization.yaml"
     kust = load_yaml(kustomization) or {}
@@ -872,7 +913,7 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
                 if "grpc" in probe and name in SERVICES and ports.get(probe["grpc"].get("port")) != SERVICES[name].port:
                     error(cctx, f"{probe_kind}: the gRPC health check is on port {SERVICES[name].port}")
             # Environment: references resolve; for our services, every name is known.
-            names, values = [], {}
+            names, values, from_secrets = [], {}, set()
             for ref in container.get("envFrom") or []:
                 prefix = ref.get("prefix", "")
                 if "configMapRef" in ref:
@@ -887,6 +928,7 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
                     if keys is None:
                         error(cctx, f"envFrom Secret {ref['secretRef'].get('name')} does not exist")
                     names += [prefix + k for k in keys or ()]
+                    from_secrets |= {prefix + k for k in keys or ()}
             for var in container.get("env") or []:
                 names.append(var.get("name"))
                 if "value" in var:
@@ -897,6 +939,7 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
                     if ref.get("key") not in configmaps.get(ref.get("name"), set()):
                         error(cctx, f"{var['name']}: ConfigMap {ref.get('name')} has no key {ref.get('key')}")
                 if "secretKeyRef" in source:
+                    from_secrets.add(var["name"])
                     ref = source["secretKeyRef"]
                     if ref.get("key") not in secrets.get(ref.get("name"), set()):
                         error(cctx, f"{var['name']}: Secret {ref.get('name')} has no key {ref.get('key')}")
@@ -908,6 +951,14 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
                     error(cctx, f"image {container.get('image')} is not microchat/{name}")
                 check_env_names(cctx, name, names, known)
                 allowed = {svc.port} | ({METRICS_PORT} if values.get("METRICS_LISTEN") else set())
+                admin_listen = values.get(svc.admin.listen) if svc.admin else None
+                if admin_listen and host_of(admin_listen) not in LOOPBACK:
+                    allowed.add(svc.admin.port)
+                    if port_of(admin_listen) != svc.admin.port:
+                        error(cctx, f"{svc.admin.listen}={admin_listen}: the admin port is {svc.admin.port}")
+                    if svc.admin.token not in from_secrets:
+                        error(cctx, f"{svc.admin.listen}={admin_listen} beyond loopback needs {svc.admin.token} "
+                                    f"from a Secret (the binary refuses to start without it)")
                 for number in {p for p in ports.values()}:
                     if number not in allowed:
                         error(cctx, f"containerPort {number}: {name} serves {sorted(allowed)}")
@@ -948,6 +999,9 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
                 error(ctx, f"targetPort {target} is not a port of {backing[0]}")
             if kind != "ClusterIP" and numbers & set(GRPC_PORTS):
                 error(ctx, f"type {kind} exposes the internal gRPC port {port.get('port')}")
+            admin = next((SERVICES[b].admin for b in backing if b in SERVICES and SERVICES[b].admin), None)
+            if admin and admin.port in numbers:
+                error(ctx, f"port {port.get('port')} is {backing[0]}'s admin API, which no Service routes to")
             if port.get("nodePort") and kind == "ClusterIP":
                 error(ctx, "nodePort on a ClusterIP Service")
             if backing and backing[0] in SERVICES and port.get("port") != pod_ports[backing[0]][1].get(target):
@@ -1034,17 +1088,26 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
         spec = doc.get("spec") or {}
         if "Ingress" not in (spec.get("policyTypes") or []):
             continue
+        selector = spec.get("podSelector") or {}
+        covers = set()
+        for expression in selector.get("matchExpressions") or []:
+            if expression.get("key") == "app.kubernetes.io/name" and expression.get("operator") == "In":
+                covers.update(expression.get("values") or [])
+        label = (selector.get("matchLabels") or {}).get("app.kubernetes.io/name")
+        if label:
+            covers.add(label)
+        guarded |= covers
+        admins = {SERVICES[w].admin.port for w in covers if w in SERVICES and SERVICES[w].admin}
         for rule in (spec.get("ingress") or []):
+            outside = False
             for source in rule.get("from") or []:
                 if "ipBlock" in source or source.get("namespaceSelector") == {}:
                     error(path, f"NetworkPolicy/{name}: admits traffic from outside the namespace ({source})")
-        selector = spec.get("podSelector") or {}
-        for expression in selector.get("matchExpressions") or []:
-            if expression.get("key") == "app.kubernetes.io/name" and expression.get("operator") == "In":
-                guarded.update(expression.get("values") or [])
-        label = (selector.get("matchLabels") or {}).get("app.kubernetes.io/name")
-        if label:
-            guarded.add(label)
+                outside = outside or "namespaceSelector" in source or "ipBlock" in source
+            # Another namespace (monitoring) may scrape metrics, never reach an admin API.
+            for port in sorted(admins):
+                if outside and admits_port(rule, port):
+                    error(path, f"NetworkPolicy/{name}: admits another namespace to the admin API on port {port}")
     for name in sorted(workload_names - public - guarded):
         error(K8S, f"{name}: no NetworkPolicy keeps its ports to the namespace")
     for name in sorted(guarded & public):

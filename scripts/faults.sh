@@ -67,6 +67,7 @@ run_schemathesis() {
     MICROCHAT_DATA_DIR="$data" BROKER_RATE_LIMIT_AUTH=off BROKER_RATE_LIMIT_API=off RUST_LOG=warn \
         "$CARGO_TARGET_DIR/debug/microchat" --auth-listen=127.0.0.1:0 --chat-listen=127.0.0.1:0 \
         --broker-listen=127.0.0.1:0 --mail-listen=127.0.0.1:0 --listener-listen=127.0.0.1:0 \
+        --listener-admin-listen=127.0.0.1:0 \
         --logger-listen=127.0.0.1:0 --frontend-listen=127.0.0.1:0 > "$data/out" 2> "$data/err" &
     server=$!
     # shellcheck disable=SC2064 # expand now: these are this run's

@@ -83,8 +83,10 @@ pub struct Running {
     pub logger: SocketAddr,
     /// The mail service's gRPC address.
     pub mail: SocketAddr,
-    /// The listener's HTTP address (health, metrics, parked events).
+    /// The listener's health and metrics address.
     pub listener: SocketAddr,
+    /// The listener's parked-event admin API.
+    pub listener_admin: SocketAddr,
     services: JoinSet<(Stage, anyhow::Result<()>)>,
     /// How many services of each stage still run.
     running: [usize; STAGES],
@@ -163,7 +165,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         })
         .await
         .context("starting the listener")?;
-    let listener_addr = listener.local_addr();
+    let (listener_addr, listener_admin_addr) = (listener.local_addr(), listener.admin_addr());
     let chat = chat.publish_events_to(Arc::clone(&bus));
     let auth = auth::Auth::build(&config.auth, &config.data_dir)
         .await
@@ -221,6 +223,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         logger: logger_addr,
         mail: mail_addr,
         listener: listener_addr,
+        listener_admin: listener_admin_addr,
         services,
         running,
         stops,

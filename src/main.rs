@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
     println!("    logs       {api}/api/logs  (administrators: BROKER_ADMINS)");
     println!(
         "    listener   http://{}/metrics  (parked events: http://{}/admin/parked)",
-        running.listener, running.listener
+        running.listener, running.listener_admin
     );
     println!("    mail       {mail}");
     println!("    events     {events}");

@@ -60,9 +60,10 @@ fn mails_to<'a>(mails: &'a [String], address: &str) -> Vec<&'a String> {
         .collect()
 }
 
-async fn listener_json(app: &TestApp, path: &str) -> Value {
+/// A GET of the listener's admin API.
+async fn admin_json(app: &TestApp, path: &str) -> Value {
     Client::new()
-        .get(app.listener_url(path))
+        .get(app.listener_admin_url(path))
         .send()
         .await
         .expect("the listener answers")
@@ -338,7 +339,7 @@ async fn events_published_together_are_settled_one_by_one() {
     })
     .await;
     eventually("the unmailable event is parked alone", || async {
-        let parked = listener_json(&app, "/admin/parked").await;
+        let parked = admin_json(&app, "/admin/parked").await;
         parked["parked"].as_array().is_some_and(|list| {
             list.len() == 1
                 && list[0]["event_id"] == unmailable.id.to_string()
@@ -400,7 +401,7 @@ async fn a_handler_that_keeps_failing_parks_the_event_and_replay_processes_it() 
     eventually(
         "the welcome mail's event is parked after three attempts",
         || async {
-            let parked = listener_json(&app, "/admin/parked").await;
+            let parked = admin_json(&app, "/admin/parked").await;
             parked["parked"].as_array().is_some_and(|list| {
                 list.len() == 1
                     && list[0]["routing_key"] == "user.registered"
@@ -414,7 +415,7 @@ async fn a_handler_that_keeps_failing_parks_the_event_and_replay_processes_it() 
     .await;
     // Listing leaves it parked.
     assert_eq!(
-        listener_json(&app, "/admin/parked").await["parked"]
+        admin_json(&app, "/admin/parked").await["parked"]
             .as_array()
             .map(Vec::len),
         Some(1)
@@ -424,7 +425,7 @@ async fn a_handler_that_keeps_failing_parks_the_event_and_replay_processes_it() 
         return;
     };
     let replayed: Value = Client::new()
-        .post(app.listener_url("/admin/parked/replay"))
+        .post(app.listener_admin_url("/admin/parked/replay"))
         .send()
         .await
         .expect("the listener answers")
@@ -438,7 +439,7 @@ async fn a_handler_that_keeps_failing_parks_the_event_and_replay_processes_it() 
         .expect("the replayed event sends its mail");
     assert_eq!(emails[0]["to"][0]["address"], "parker@example.com");
     assert_eq!(
-        listener_json(&app, "/admin/parked").await["parked"]
+        admin_json(&app, "/admin/parked").await["parked"]
             .as_array()
             .map(Vec::len),
         Some(0)

@@ -651,7 +651,14 @@ impl System {
         let amqp = rabbit.url.replacen(authority, &proxy.addr.to_string(), 1);
         let dir = common::temp_dir();
         let ports: HashMap<&'static str, u16> = [
-            "auth", "chat", "logger", "mail", "listener", "broker-0", "broker-1",
+            "auth",
+            "chat",
+            "logger",
+            "mail",
+            "listener",
+            "listener-admin",
+            "broker-0",
+            "broker-1",
         ]
         .into_iter()
         .map(|name| (name, free_port()))
@@ -706,6 +713,7 @@ impl System {
                 "listener",
                 with_bus(vec![
                     ("LISTENER_LISTEN", listen("listener")),
+                    ("LISTENER_ADMIN_LISTEN", listen("listener-admin")),
                     ("DATABASE_URL", databases[2].url.clone()),
                     ("LISTENER_CHAT_URL", url("chat")),
                     ("LISTENER_MAIL_URL", url("mail")),
@@ -1229,7 +1237,7 @@ async fn every_service_killed_in_turn_under_traffic_loses_nothing() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/faults.md"),
         &table,
     );
-    let parked = reqwest::get(format!("{}/admin/parked", system.url("listener")))
+    let parked = reqwest::get(format!("{}/admin/parked", system.url("listener-admin")))
         .await
         .expect("the listener answers")
         .text()

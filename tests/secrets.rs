@@ -2,7 +2,8 @@
 //! and JSON logs, a user goes through everything that carries a secret (register, login,
 //! a wrong password, refresh, the socket by bearer token and by cookie, the `/handle`
 //! credential check, logout), and then neither its output nor the entries the logger
-//! stored contain the password, any access or refresh token, or the signing key.
+//! stored contain the password, any access or refresh token, the signing key, or the
+//! listener's admin token (set from the environment, as in the cluster).
 
 mod common;
 
@@ -17,6 +18,7 @@ use std::{
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
 
 const PASSWORD: &str = "Tr0ub4dor&3-secret-horse";
+const ADMIN_TOKEN: &str = "listener-admin-token-c0rrect-h0rse";
 
 /// The all-in-one, its output going to a file; killed when dropped.
 struct Running {
@@ -44,6 +46,7 @@ fn start() -> Running {
         .env("LOG_FORMAT", "json")
         .env("MICROCHAT_DATA_DIR", &data_dir)
         .env("BROKER_ADMINS", "auditor")
+        .env("LISTENER_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("BROKER_RATE_LIMIT_AUTH", "off")
         .env("BROKER_RATE_LIMIT_API", "off")
         .args([
@@ -52,6 +55,7 @@ fn start() -> Running {
             "--broker-listen=127.0.0.1:0",
             "--mail-listen=127.0.0.1:0",
             "--listener-listen=127.0.0.1:0",
+            "--listener-admin-listen=127.0.0.1:0",
             "--logger-listen=127.0.0.1:0",
             "--frontend-listen=127.0.0.1:0",
         ])
@@ -108,7 +112,10 @@ async fn no_password_token_or_key_ever_reaches_the_logs() {
     let running = start();
     let base = running.base.clone();
     let client = Client::new();
-    let mut secrets: Vec<(String, String)> = vec![("password".into(), PASSWORD.into())];
+    let mut secrets: Vec<(String, String)> = vec![
+        ("password".into(), PASSWORD.into()),
+        ("listener's admin token".into(), ADMIN_TOKEN.into()),
+    ];
 
     for name in ["keeper", "auditor"] {
         let registered = client

@@ -1,5 +1,6 @@
 //! Settings of the listener, each a flag and a `LISTENER_*` environment variable.
 
+use crate::AdminToken;
 use platform::settings::parse_duration;
 use std::{net::SocketAddr, path::Path, time::Duration};
 
@@ -7,8 +8,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "listener")]
 pub struct Config {
-    /// Address of the HTTP server for /healthz, /readyz, /metrics and the parked-event
-    /// admin API (keep it private).
+    /// Address of the HTTP server for /healthz, /readyz and /metrics (keep it private).
     #[arg(
         long = "listener-listen",
         id = "listener-listen",
@@ -17,6 +17,26 @@ pub struct Config {
         default_value = "127.0.0.1:8082"
     )]
     pub listen: SocketAddr,
+    /// Address of the parked-event admin API; anything but loopback needs
+    /// LISTENER_ADMIN_TOKEN.
+    #[arg(
+        long = "listener-admin-listen",
+        id = "listener-admin-listen",
+        value_name = "ADDR",
+        env = "LISTENER_ADMIN_LISTEN",
+        default_value = "127.0.0.1:8083"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Bearer token the admin API requires (16 or more visible ASCII characters); without
+    /// it, the admin API is open to whoever reaches its address.
+    #[arg(
+        long = "listener-admin-token",
+        id = "listener-admin-token",
+        value_name = "TOKEN",
+        env = "LISTENER_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<AdminToken>,
     /// Database of processed event ids, postgres:// or sqlite://
     /// [default: sqlite://<data dir>/listener.db].
     #[arg(
@@ -136,7 +156,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
+    use clap::{CommandFactory, Parser};
 
     #[derive(Parser)]
     struct Cli {
@@ -166,5 +186,23 @@ mod tests {
         assert!(cli(&["--listener-max-attempts=0"]).is_err());
         assert!(cli(&["--listener-retry-base=soon"]).is_err());
         assert!(cli(&["--listener-prefetch=1000", "--listener-max-attempts=20"]).is_ok());
+        assert!(cli(&["--listener-admin-token=short"]).is_err());
+    }
+
+    #[test]
+    fn the_admin_token_is_neither_printed_nor_shown_in_help() {
+        let secret = "0123456789abcdef-secret";
+        let config = config(&[&format!("--listener-admin-token={secret}")]);
+        assert_eq!(
+            config.admin_token.as_ref().map(AdminToken::expose),
+            Some(secret)
+        );
+        assert!(!format!("{config:?}").contains(secret));
+        let command = Cli::command();
+        let setting = command
+            .get_arguments()
+            .find(|arg| arg.get_id() == "listener-admin-token")
+            .expect("the setting exists");
+        assert!(setting.is_hide_env_values_set());
     }
 }

@@ -14,25 +14,29 @@
 //!   is parked, and an operator lists and replays parked events
 //!   (`listener parked list|replay`, or the admin HTTP API).
 //!
-//! [`Listener::build`] binds the HTTP port (health, metrics, admin); [`Listener::run`]
-//! consumes until shutdown.
+//! [`Listener::build`] binds the two HTTP ports, health and metrics on one, the admin API
+//! on the other; [`Listener::run`] consumes until shutdown.
 
+mod admin;
 mod config;
 mod handlers;
 mod http;
 mod processed;
 pub mod source;
 
+pub use admin::{AdminToken, InvalidAdminToken};
 pub use config::Config;
 pub use handlers::{HandleError, Handlers};
 pub use processed::{ProcessedEvents, Progress, Record};
 
+use admin::AdminPort;
 use anyhow::Context;
+use axum::Router;
 use chrono::Utc;
 use platform::{batch::GroupCommit, events::envelope, shutdown::Shutdown, trace::TraceId};
 use source::{Delivery, Source};
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tracing::Instrument;
 
 /// How often old processed-event ids are pruned.
@@ -40,9 +44,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How long in-flight events may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// A built listener, its HTTP port bound, not yet consuming.
+/// A built listener, its HTTP ports bound, not yet consuming.
 pub struct Listener {
     http: TcpListener,
+    admin: AdminPort,
     worker: Worker,
     prefetch: u16,
     retention: Duration,
@@ -62,12 +67,14 @@ struct Worker {
 }
 
 impl Listener {
-    /// Opens the processed-events database and binds the HTTP port.
+    /// Opens the processed-events database and binds the HTTP ports; refuses an admin
+    /// address beyond loopback without an admin token.
     pub async fn build(
         config: &Config,
         data_dir: &Path,
         source: Arc<dyn Source>,
     ) -> anyhow::Result<Self> {
+        let admin = AdminPort::bind(config.admin_listen, config.admin_token.clone()).await?;
         platform::telemetry::prometheus();
         let processed = ProcessedEvents::connect(&config.database_url(data_dir))
             .await
@@ -79,6 +86,7 @@ impl Listener {
             .with_context(|| format!("binding the listener to {}", config.listen))?;
         Ok(Self {
             http,
+            admin,
             worker: Worker {
                 source,
                 lookups: look_up_in_batches(processed.clone(), config.prefetch),
@@ -92,28 +100,33 @@ impl Listener {
         })
     }
 
-    /// The address of the HTTP server (health, metrics, admin).
+    /// The address of the health and metrics server.
     pub fn local_addr(&self) -> SocketAddr {
         self.http
             .local_addr()
             .expect("a bound listener has an address")
     }
 
+    /// The address of the parked-event admin API.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin.local_addr()
+    }
+
     /// Consumes until `shutdown`, then lets in-flight events finish.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let addr = self.local_addr();
+        let (addr, admin_addr) = (self.local_addr(), self.admin_addr());
+        let token_required = self.admin.requires_token();
         let app = http::router(self.worker.source.clone(), self.worker.processed.clone());
-        let server = tokio::spawn(
-            axum::serve(self.http, app)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future(),
-        );
+        let server = serve(self.http, app, &shutdown);
+        let (admin, admin_app) = self.admin.into_parts(self.worker.source.clone());
+        let admin_server = serve(admin, admin_app, &shutdown);
         let pruner = tokio::spawn(prune(
             self.worker.processed.clone(),
             self.retention,
             shutdown.clone(),
         ));
-        tracing::info!(%addr, "listener serving health, metrics and admin over HTTP");
+        tracing::info!(%addr, "listener serving health and metrics over HTTP");
+        tracing::info!(addr = %admin_addr, token_required, "listener serving its admin API over HTTP");
         let permits = Arc::new(Semaphore::new(usize::from(self.prefetch)));
         loop {
             let permit = tokio::select! {
@@ -140,10 +153,24 @@ impl Listener {
             tracing::warn!("events still in flight at shutdown; they will be delivered again");
         }
         server.await.context("listener HTTP server")??;
+        admin_server.await.context("listener admin server")??;
         pruner.await.context("pruner")?;
         tracing::info!("listener stopped");
         Ok(())
     }
+}
+
+/// Serves `app` on `listener` until `shutdown`, letting requests in flight finish.
+fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: &Shutdown,
+) -> JoinHandle<std::io::Result<()>> {
+    tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future(),
+    )
 }
 
 /// The group commit of processed-event records: at most one batch per `prefetch` events

@@ -1,6 +1,6 @@
 //! `listener` on its own (dev stack, cluster): `cargo run -p listener`, settings from
 //! `LISTENER_*` and `AMQP_URL`. `listener parked list|replay` asks a running listener's
-//! admin API about parked events.
+//! admin API about parked events, with `LISTENER_ADMIN_TOKEN` when it is set.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -37,12 +37,12 @@ enum Command {
     Parked {
         #[command(subcommand)]
         action: ParkedAction,
-        /// The running listener's HTTP address.
+        /// The running listener's admin API.
         #[arg(
             long,
             value_name = "URL",
             env = "LISTENER_ADMIN_URL",
-            default_value = "http://127.0.0.1:8082"
+            default_value = "http://127.0.0.1:8083"
         )]
         admin_url: String,
     },
@@ -60,25 +60,27 @@ enum ParkedAction {
     Replay,
 }
 
-async fn admin(admin_url: &str, action: ParkedAction) -> anyhow::Result<()> {
+async fn admin(
+    admin_url: &str,
+    token: Option<&listener::AdminToken>,
+    action: ParkedAction,
+) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let base = admin_url.trim_end_matches('/');
-    let response = match action {
-        ParkedAction::List { limit } => {
-            client
-                .get(format!("{base}/admin/parked"))
-                .query(&[("limit", limit)])
-                .send()
-                .await
-        }
-        ParkedAction::Replay => {
-            client
-                .post(format!("{base}/admin/parked/replay"))
-                .send()
-                .await
-        }
-    }
-    .with_context(|| format!("asking the listener at {base}"))?;
+    let request = match action {
+        ParkedAction::List { limit } => client
+            .get(format!("{base}/admin/parked"))
+            .query(&[("limit", limit)]),
+        ParkedAction::Replay => client.post(format!("{base}/admin/parked/replay")),
+    };
+    let request = match token {
+        Some(token) => request.bearer_auth(token.expose()),
+        None => request,
+    };
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("asking the listener at {base}"))?;
     let status = response.status();
     let body: serde_json::Value = response.json().await.context("reading its answer")?;
     anyhow::ensure!(
@@ -100,7 +102,7 @@ async fn admin(admin_url: &str, action: ParkedAction) -> anyhow::Result<()> {
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     if let Some(Command::Parked { action, admin_url }) = cli.command {
-        return admin(&admin_url, action).await;
+        return admin(&admin_url, cli.listener.admin_token.as_ref(), action).await;
     }
     let shutdown = platform::shutdown::on_signal();
     let telemetry = cli.telemetry.start("listener", &shutdown).await?;

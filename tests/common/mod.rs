@@ -57,6 +57,7 @@ pub fn config(
         "--broker-listen=127.0.0.1:0".to_owned(),
         "--mail-listen=127.0.0.1:0".to_owned(),
         "--listener-listen=127.0.0.1:0".to_owned(),
+        "--listener-admin-listen=127.0.0.1:0".to_owned(),
         "--logger-listen=127.0.0.1:0".to_owned(),
         "--frontend-listen=127.0.0.1:0".to_owned(),
         "--broker-rate-limit-auth=off".to_owned(),
@@ -126,10 +127,16 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    /// A URL of the listener's HTTP port (health, metrics, parked events).
+    /// A URL of the listener's health and metrics port.
     pub fn listener_url(&self, path: &str) -> String {
         let running = self.running.as_ref().expect("the app is running");
         format!("http://{}{path}", running.listener)
+    }
+
+    /// A URL of the listener's admin API (parked events).
+    pub fn listener_admin_url(&self, path: &str) -> String {
+        let running = self.running.as_ref().expect("the app is running");
+        format!("http://{}{path}", running.listener_admin)
     }
 
     /// The chat service's gRPC URL.
