@@ -72,7 +72,7 @@ bench-auth: ## Benchmark GET /api/auth/me through the broker against direct Veri
 	scripts/bench.sh auth --clients 64 --duration 10s
 
 bench-ws: ## Benchmark WebSocket fan-out: server on one core, 10,000 sockets in rooms of 10
-	PIN=1 scripts/bench.sh ws --sockets 10000 --room-size 10 --rate 1 --duration 20s --warmup 25s
+	PIN=1 scripts/bench.sh ws --sockets 10000 --room-size 10 --rate 1 --duration 20s --warmup 40s
 
 bench-ws-idle: ## Hold 19,000 idle sockets on one broker (its own process) and report its memory per socket
 	SPLIT=1 PIN=1 scripts/bench.sh ws --idle --sockets 19000 --source 127.0.0.1,127.0.0.2

@@ -13,6 +13,11 @@
 #   DB=postgres        auth and chat on fresh databases of the local PostgreSQL (default: SQLite)
 #   SPLIT=1            auth, chat and broker as separate processes (memory figures are then the
 #                      broker's alone; with PIN=1 the broker gets CPU 0 and the others share CPU 1)
+#   RFS=1              Receive Flow Steering on the loopback device (root; restored at the end):
+#                      the kernel handles each TCP segment's receiving side on the core of the
+#                      process that reads it, as two machines would. Without it, loopback runs
+#                      the receiver's TCP work on the *sender's* core, so with PIN=1 the server's
+#                      core also pays for much of loadgen's receiving. Reported either way.
 #   BROKER_PORT=18080 AUTH_PORT=15051 CHAT_PORT=15052
 #   CARGO_TARGET_DIR   where cargo builds (default: target)
 set -euo pipefail
@@ -31,11 +36,24 @@ server_pin=() loadgen_pin=()
 if [[ "${PIN:-0}" == 1 ]]; then server_pin=(taskset -c 0) loadgen_pin=(taskset -c 1); fi
 
 data_dir="$(mktemp -d)"
-server_pid="" databases=() helpers=()
+server_pid="" databases=() helpers=() vmstat_pid="" rfs_saved=()
+rfs_entries=/proc/sys/net/core/rps_sock_flow_entries
+rfs_flows=/sys/class/net/lo/queues/rx-0/rps_flow_cnt
 stop_server() {
   for pid in "$server_pid" "${helpers[@]}"; do
     if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   done
+  if [[ -n "$vmstat_pid" ]]; then
+    kill "$vmstat_pid" 2>/dev/null || true
+    # The hypervisor's steal time: this VM has noisy neighbours, so every run says how much
+    # of the CPU was taken from it (vmstat's `st` column, one sample a second).
+    awk 'NR > 3 && $17 ~ /^[0-9]+$/ { n++; sum += $17; if ($17 > max) max = $17 }
+         END { if (n) printf "steal time during the run: mean %.1f %%, max %d %% (%d s)\n", sum / n, max, n }' \
+      "$data_dir/vmstat.log" >&2 || true
+  fi
+  if ((${#rfs_saved[@]})); then
+    echo "${rfs_saved[0]}" > "$rfs_entries"; echo "${rfs_saved[1]}" > "$rfs_flows"
+  fi
   for db in "${databases[@]}"; do psql -q "postgres://postgres@127.0.0.1:5432/test" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true; done
   rm -rf "$data_dir"
 }
@@ -48,6 +66,13 @@ if [[ "${DB:-sqlite}" == postgres ]]; then
     export "${service^^}_DATABASE_URL=postgres://postgres@127.0.0.1:5432/$db"
   done
 fi
+
+if [[ "${RFS:-0}" == 1 ]]; then
+  rfs_saved=("$(cat "$rfs_entries")" "$(cat "$rfs_flows")")
+  echo 65536 > "$rfs_entries"; echo 65536 > "$rfs_flows"
+  echo "receive flow steering on loopback: on (restored at the end)" >&2
+fi
+vmstat 1 > "$data_dir/vmstat.log" 2>/dev/null & vmstat_pid=$!
 
 ulimit -n "$(ulimit -Hn)"
 export BROKER_LISTEN="$broker_addr" AUTH_LISTEN="$auth_addr" CHAT_LISTEN="$chat_addr" \

@@ -1278,3 +1278,19 @@ async fn forgetting_a_users_chat_sessions_keeps_everyone_elses(store: &dyn ChatS
     assert_eq!(store.forget_chat_sessions(ada.id).await.unwrap(), 0);
     assert_eq!(store.forget_chat_sessions(Uuid::now_v7()).await.unwrap(), 0);
 }
+
+/// Chat's SQLite database is made with small pages (`store::SQLITE_PAGE_SIZE`): each
+/// message changes a page at its own place in the history index, and a commit writes
+/// every changed page whole.
+#[tokio::test]
+async fn a_new_sqlite_chat_database_has_small_pages() {
+    let store = TestStore::sqlite().await;
+    let Pool::Sqlite(pool) = store.store.pool() else {
+        panic!("a sqlite:// URL opens SQLite");
+    };
+    let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+        .fetch_one(&pool)
+        .await
+        .expect("PRAGMA page_size answers");
+    assert_eq!(size, i64::from(store::SQLITE_PAGE_SIZE));
+}

@@ -94,7 +94,8 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Cheap round trip, for readiness.
     async fn ping(&self) -> Result<(), StoreError>;
-    /// The pool, for the outbox relay.
+    /// The pool of the connection that writes messages and their events, for the outbox
+    /// relay (which then finds the outbox's pages in that connection's cache).
     fn pool(&self) -> platform::sql::Pool;
 
     /// Creates a room with its creator as the first member; `NameTaken` if the name is used.
@@ -213,11 +214,27 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn delete_user_data(&self, user: Uuid) -> Result<u32, StoreError>;
 }
 
+/// Bytes per page of chat's SQLite database: 1 KiB instead of SQLite's 4. Each stored
+/// message changes a page at its own place in the history index (the end of its
+/// conversation's range), and a commit writes every page it changed to the WAL whole, so
+/// smaller pages mean a quarter of the bytes written and checkpointed per message (the
+/// fan-out benchmark: ~110 → ~65 MB/s written for 10,000 messages a second).
+pub const SQLITE_PAGE_SIZE: u32 = 1024;
+
 /// Opens the store a database URL names and applies its migrations.
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn ChatStore>> {
-    let store: Arc<dyn ChatStore> = match platform::sql::connect(url).await? {
-        platform::sql::Pool::Postgres(pool) => Arc::new(PostgresChatStore::new(pool)),
-        platform::sql::Pool::Sqlite(pool) => Arc::new(SqliteChatStore::new(pool)),
+    let store: Arc<dyn ChatStore> = match platform::sql::backend(url) {
+        Some(platform::sql::Backend::Sqlite) => {
+            let pool = platform::sql::connect_sqlite_paged(url, SQLITE_PAGE_SIZE).await?;
+            match platform::sql::connect_sqlite_writer(url, SQLITE_PAGE_SIZE).await? {
+                Some(writer) => Arc::new(SqliteChatStore::with_writer(pool, writer)),
+                None => Arc::new(SqliteChatStore::new(pool)),
+            }
+        }
+        _ => match platform::sql::connect(url).await? {
+            platform::sql::Pool::Postgres(pool) => Arc::new(PostgresChatStore::new(pool)),
+            platform::sql::Pool::Sqlite(pool) => Arc::new(SqliteChatStore::new(pool)),
+        },
     };
     store.migrate().await?;
     Ok(store)

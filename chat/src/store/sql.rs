@@ -219,12 +219,20 @@ macro_rules! sql_chat_store {
         #[derive(Debug, Clone)]
         pub struct $name {
             pool: sqlx::Pool<$db>,
+            /// Where messages and their events are written, and the relay reads them back.
+            writer: sqlx::Pool<$db>,
         }
 
         impl $name {
             /// A store on an open pool (migrations are applied by [`ChatStore::migrate`]).
             pub fn new(pool: sqlx::Pool<$db>) -> Self {
-                Self { pool }
+                Self { writer: pool.clone(), pool }
+            }
+
+            /// A store that writes messages (and relays their events) through `writer`,
+            /// a pool of its own on the same database, and does everything else on `pool`.
+            pub fn with_writer(pool: sqlx::Pool<$db>, writer: sqlx::Pool<$db>) -> Self {
+                Self { pool, writer }
             }
 
             /// Adds a member unless they already are one; true when added.
@@ -338,7 +346,7 @@ macro_rules! sql_chat_store {
             }
 
             fn pool(&self) -> platform::sql::Pool {
-                platform::sql::Pool::$variant(self.pool.clone())
+                platform::sql::Pool::$variant(self.writer.clone())
             }
 
             async fn create_room(
@@ -512,7 +520,7 @@ macro_rules! sql_chat_store {
             async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
                 // Two statements per batch, whatever its size: the messages whose sender
                 // is a member, then the events of those.
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.writer.begin().await?;
                 let mut stored = Vec::with_capacity(messages.len());
                 for chunk in messages.chunks(MESSAGES_PER_INSERT) {
                     let mut insert = sqlx::QueryBuilder::<$db>::new(INSERT_MESSAGES);
