@@ -77,6 +77,7 @@ vmstat 1 > "$data_dir/vmstat.log" 2>/dev/null & vmstat_pid=$!
 ulimit -n "$(ulimit -Hn)"
 export BROKER_LISTEN="$broker_addr" AUTH_LISTEN="$auth_addr" CHAT_LISTEN="$chat_addr" \
   BROKER_AUTH_URL="http://$auth_addr" BROKER_CHAT_URL="http://$chat_addr" \
+  LISTENER_LISTEN=127.0.0.1:0 LISTENER_ADMIN_LISTEN=127.0.0.1:0 \
   MICROCHAT_DATA_DIR="$data_dir" BROKER_RATE_LIMIT_API=off BROKER_RATE_LIMIT_AUTH=off \
   BROKER_WS_FRAMES_PER_SECOND=1000 AUTH_ARGON2_MEMORY_KIB=64 AUTH_ARGON2_ITERATIONS=1 \
   AUTH_ACCESS_TOKEN_TTL=2h RUST_LOG="${RUST_LOG:-warn}"

@@ -249,6 +249,7 @@ async fn measure(
     let listener_config = ListenerCli::try_parse_from([
         "listener".to_owned(),
         "--listener-listen=127.0.0.1:0".to_owned(),
+        "--listener-admin-listen=127.0.0.1:0".to_owned(),
         format!("--listener-database-url={}", databases.url(listener_db)),
         format!("--listener-queue={queue}"),
         format!("--listener-prefetch={}", args.prefetch),
