@@ -12,6 +12,7 @@ use axum::{
 };
 use platform::token::Claims;
 use std::sync::Arc;
+use subtle::ConstantTimeEq;
 
 /// Name of the cookie holding the access token.
 pub const SESSION_COOKIE: &str = "microchat_session";
@@ -102,13 +103,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-/// Compares in time independent of where the inputs differ.
+/// Compares in time independent of where the inputs differ (`subtle` keeps the optimizer
+/// from turning the comparison back into an early exit).
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0_u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 impl FromRequestParts<AppState> for AuthUser {
