@@ -8,15 +8,15 @@ use anyhow::Context;
 use axum::{
     Json, Router,
     extract::{Query, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use platform::credentials::{bearer, same_secret};
 use serde::Deserialize;
 use serde_json::json;
 use std::{fmt, net::SocketAddr, str::FromStr, sync::Arc};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 /// The admin API's shared secret: 16 or more visible ASCII characters. Its `Debug` form
@@ -55,7 +55,7 @@ impl AdminToken {
 
     /// Whether `presented` is this token, in time independent of where they differ.
     fn matches(&self, presented: &str) -> bool {
-        self.0.as_bytes().ct_eq(presented.as_bytes()).into()
+        same_secret(&self.0, presented)
     }
 }
 
@@ -132,12 +132,6 @@ async fn require_token(State(token): State<AdminToken>, request: Request, next: 
     response
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
 #[derive(Deserialize)]
 struct ParkedQuery {
     limit: Option<usize>,
@@ -212,16 +206,5 @@ mod tests {
         assert!(!token.matches("0123456789abcde"));
         assert!(!token.matches(""));
         assert_eq!(format!("{token:?}"), "AdminToken(***)");
-    }
-
-    #[test]
-    fn the_bearer_scheme_is_read_in_any_case() {
-        let headers = |value: &'static str| {
-            HeaderMap::from_iter([(header::AUTHORIZATION, HeaderValue::from_static(value))])
-        };
-        assert_eq!(bearer(&headers("Bearer abc")), Some("abc"));
-        assert_eq!(bearer(&headers("bearer abc")), Some("abc"));
-        assert_eq!(bearer(&headers("Basic abc")), None);
-        assert_eq!(bearer(&HeaderMap::new()), None);
     }
 }

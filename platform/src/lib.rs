@@ -6,6 +6,7 @@
 //! Services never link each other's crates; they share `proto` and this crate.
 
 pub mod batch;
+pub mod credentials;
 pub mod events;
 pub mod grpc;
 pub mod logship;
