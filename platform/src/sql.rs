@@ -39,9 +39,15 @@ pub enum Pool {
 
 /// Opens the pool a database URL names (`postgres://` or `sqlite://`).
 pub async fn connect(url: &str) -> anyhow::Result<Pool> {
+    connect_paged(url, SQLITE_PAGE_SIZE).await
+}
+
+/// As [`connect`], creating a missing SQLite database with pages of `sqlite_page_size`
+/// bytes (see [`connect_sqlite_paged`]).
+pub async fn connect_paged(url: &str, sqlite_page_size: u32) -> anyhow::Result<Pool> {
     Ok(match backend(url) {
         Some(Backend::Postgres) => Pool::Postgres(connect_postgres(url, 16).await?),
-        Some(Backend::Sqlite) => Pool::Sqlite(connect_sqlite(url).await?),
+        Some(Backend::Sqlite) => Pool::Sqlite(connect_sqlite_paged(url, sqlite_page_size).await?),
         None => anyhow::bail!("unsupported database URL (use postgres:// or sqlite://)"),
     })
 }
@@ -109,11 +115,7 @@ pub async fn connect_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
 /// As [`connect_sqlite`], creating a missing database with pages of `page_size` bytes (a
 /// power of two from 512 to 65,536); an existing database keeps the size it was made with.
 pub async fn connect_sqlite_paged(url: &str, page_size: u32) -> Result<SqlitePool, sqlx::Error> {
-    SqlitePoolOptions::new()
-        .max_connections(8)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(sqlite_options(url, page_size)?)
-        .await
+    sqlite_pool(sqlite_options(url, page_size)?, 8).await
 }
 
 /// A second pool of one connection on the SQLite database at `url`, for a store's hot
@@ -137,12 +139,18 @@ pub async fn connect_sqlite_writer(
     let options = sqlite_options(url, page_size)?
         // The hot pages of the message and outbox indexes, kept (16 MiB).
         .pragma("cache_size", "-16384");
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
+    Ok(Some(sqlite_pool(options, 1).await?))
+}
+
+async fn sqlite_pool(
+    options: SqliteConnectOptions,
+    max_connections: u32,
+) -> Result<SqlitePool, sqlx::Error> {
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
-        .await?;
-    Ok(Some(pool))
+        .await
 }
 
 fn sqlite_options(url: &str, page_size: u32) -> Result<SqliteConnectOptions, sqlx::Error> {

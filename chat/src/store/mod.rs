@@ -223,19 +223,16 @@ pub const SQLITE_PAGE_SIZE: u32 = 1024;
 
 /// Opens the store a database URL names and applies its migrations.
 pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn ChatStore>> {
-    let store: Arc<dyn ChatStore> = match platform::sql::backend(url) {
-        Some(platform::sql::Backend::Sqlite) => {
-            let pool = platform::sql::connect_sqlite_paged(url, SQLITE_PAGE_SIZE).await?;
-            match platform::sql::connect_sqlite_writer(url, SQLITE_PAGE_SIZE).await? {
-                Some(writer) => Arc::new(SqliteChatStore::with_writer(pool, writer)),
-                None => Arc::new(SqliteChatStore::new(pool)),
-            }
-        }
-        _ => match platform::sql::connect(url).await? {
+    let store: Arc<dyn ChatStore> =
+        match platform::sql::connect_paged(url, SQLITE_PAGE_SIZE).await? {
             platform::sql::Pool::Postgres(pool) => Arc::new(PostgresChatStore::new(pool)),
-            platform::sql::Pool::Sqlite(pool) => Arc::new(SqliteChatStore::new(pool)),
-        },
-    };
+            platform::sql::Pool::Sqlite(pool) => {
+                match platform::sql::connect_sqlite_writer(url, SQLITE_PAGE_SIZE).await? {
+                    Some(writer) => Arc::new(SqliteChatStore::with_writer(pool, writer)),
+                    None => Arc::new(SqliteChatStore::new(pool)),
+                }
+            }
+        };
     store.migrate().await?;
     Ok(store)
 }
