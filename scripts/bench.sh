@@ -19,6 +19,8 @@
 #                      the receiver's TCP work on the *sender's* core, so with PIN=1 the server's
 #                      core also pays for much of loadgen's receiving. Reported either way.
 #   BROKER_PORT=18080 AUTH_PORT=15051 CHAT_PORT=15052
+#                      (below the kernel's ephemeral range, which loadgen's 10,000 client
+#                      sockets draw from; the services no one dials by number take port 0)
 #   CARGO_TARGET_DIR   where cargo builds (default: target)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +80,7 @@ ulimit -n "$(ulimit -Hn)"
 export BROKER_LISTEN="$broker_addr" AUTH_LISTEN="$auth_addr" CHAT_LISTEN="$chat_addr" \
   BROKER_AUTH_URL="http://$auth_addr" BROKER_CHAT_URL="http://$chat_addr" \
   LISTENER_LISTEN=127.0.0.1:0 LISTENER_ADMIN_LISTEN=127.0.0.1:0 \
+  LOGGER_LISTEN=127.0.0.1:0 MAIL_LISTEN=127.0.0.1:0 FRONTEND_LISTEN=127.0.0.1:0 \
   MICROCHAT_DATA_DIR="$data_dir" BROKER_RATE_LIMIT_API=off BROKER_RATE_LIMIT_AUTH=off \
   BROKER_WS_FRAMES_PER_SECOND=1000 AUTH_ARGON2_MEMORY_KIB=64 AUTH_ARGON2_ITERATIONS=1 \
   AUTH_ACCESS_TOKEN_TTL=2h RUST_LOG="${RUST_LOG:-warn}"

@@ -952,13 +952,14 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
                 check_env_names(cctx, name, names, known)
                 allowed = {svc.port} | ({METRICS_PORT} if values.get("METRICS_LISTEN") else set())
                 admin_listen = values.get(svc.admin.listen) if svc.admin else None
+                # The admin API stays on the pod's loopback: `kubectl exec` (the CLI) and
+                # `kubectl port-forward` reach it there, and no other pod can. Its token,
+                # when set, comes from a Secret like every other credential.
                 if admin_listen and host_of(admin_listen) not in LOOPBACK:
-                    allowed.add(svc.admin.port)
-                    if port_of(admin_listen) != svc.admin.port:
-                        error(cctx, f"{svc.admin.listen}={admin_listen}: the admin port is {svc.admin.port}")
-                    if svc.admin.token not in from_secrets:
-                        error(cctx, f"{svc.admin.listen}={admin_listen} beyond loopback needs {svc.admin.token} "
-                                    f"from a Secret (the binary refuses to start without it)")
+                    error(cctx, f"{svc.admin.listen}={admin_listen}: the admin API stays on the pod's loopback "
+                                f"(kubectl exec and port-forward reach it there)")
+                if svc.admin and svc.admin.token in names and svc.admin.token not in from_secrets:
+                    error(cctx, f"{svc.admin.token} comes from a Secret, never a literal value")
                 for number in {p for p in ports.values()}:
                     if number not in allowed:
                         error(cctx, f"containerPort {number}: {name} serves {sorted(allowed)}")
