@@ -1,6 +1,8 @@
 //! The in-process source of the embedded run: a queue of the in-process bus, with retries
 //! on timers and a parking list in memory. Like the bus itself it lives and dies with the
-//! process (the embedded run is a development tool; see the README).
+//! process: what it holds when the process dies is lost, since the producers' outboxes
+//! let go of an event once the bus has it (the embedded run is a development tool; the
+//! README's "Three ways to run" says so to its users).
 
 use super::{BINDINGS, Delivery, Parked, Settle, Source, event_id_of};
 use async_trait::async_trait;

@@ -61,8 +61,9 @@ impl Delivery {
     }
 }
 
-/// How a source settles a delivery. Retry and park hand the event on durably before the
-/// delivery is acknowledged, so a crash in between duplicates it, never loses it.
+/// How a source settles a delivery. On RabbitMQ, retry and park hand the event on durably
+/// before the delivery is acknowledged, so a crash in between duplicates it, never loses
+/// it; the in-process source keeps both in memory (see [`MemorySource`]).
 #[async_trait]
 pub(crate) trait Settle: Send + Sync {
     async fn ack(self: Box<Self>) -> anyhow::Result<()>;
