@@ -86,6 +86,8 @@ bench-ws-idle-cluster: ## Hold 100,000 idle sockets over six brokers (several lo
 faults: ## The fault matrix (each service killed under traffic), schemathesis against the OpenAPI spec, every cargo-fuzz target for a bounded time
 	scripts/faults.sh
 
-bench-events: ## Benchmark the durable event path: outbox -> RabbitMQ -> listener, 100,000 events at full speed, then at 10,000/s
+bench-events: ## Benchmark the durable event paths, outbox -> RabbitMQ or the embedded bus -> listener: 100,000 events at full speed, then at 10,000/s
 	$(CARGO) run --release -p loadgen -- events --events 100000
 	$(CARGO) run --release -p loadgen -- events --events 100000 --rate 10000
+	$(CARGO) run --release -p loadgen -- events --bus embedded --events 100000
+	$(CARGO) run --release -p loadgen -- events --bus embedded --events 100000 --rate 10000

@@ -1,25 +1,28 @@
 //! The embedded all-in-one: every microchat service in one process, each on its own port,
 //! talking real gRPC over loopback, with embedded backends (SQLite files in the data
-//! directory, the in-process event bus, mail as `.eml` files, logs in SQLite). Every
+//! directory, the durable embedded event bus in `events.db`, mail as `.eml` files, logs
+//! in SQLite). Every
 //! service's log lines go to the logger started here. `cargo run` at the
 //! repository root starts it; tests start it on port 0. With `AMQP_URL` set, events go
-//! through RabbitMQ instead of the in-process bus.
+//! through RabbitMQ instead of the embedded bus.
 //!
 //! What users wait for — pages, the API, sockets, auth and chat — runs on the process's
 //! main runtime. The deferred work — the logger, mail and the listener — runs on a
 //! runtime of its own whose threads have a lower CPU priority (`--deferred-nice`), so on
 //! a busy machine it takes the time the interactive work leaves instead of adding to its
-//! latency. It may lag meanwhile: events wait in the bus and, once its queue is full, in
-//! chat's and auth's outboxes. The dev stack and the cluster get the same by
-//! running them as processes of their own.
+//! latency. It may lag meanwhile: events wait in the bus's queue on disk. The dev stack
+//! and the cluster get the same by running them as processes of their own.
 //!
 //! Shutdown goes from the entry inwards: the broker and the pages stop first (the broker
 //! tells chat, last, that its sockets are closed), then auth and chat, then the listener,
 //! then the logger and mail it calls: each stops after the last caller that needed it.
+//! Nothing an event still needs is lost on the way, at a stop or a crash: the producers'
+//! outboxes and the bus's queue are on disk, and the listener leaves what it has not
+//! settled in the queue for the next start (docs/RELIABILITY.md).
 
 use anyhow::Context;
 use platform::{
-    events::{EventBus, InProcessBus},
+    events::{EmbeddedBus, EventBus},
     shutdown::Shutdown,
 };
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
@@ -109,6 +112,9 @@ const CORE: Stage = 1;
 const LISTENER: Stage = 2;
 const SINKS: Stage = 3;
 
+/// The embedded event bus's file in the data directory.
+pub const EVENTS_DATABASE: &str = "events.db";
+
 /// Starts every service. Callers are pointed at the services started here, whatever
 /// their `*_URL` settings say, so ports may be 0.
 pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
@@ -153,8 +159,22 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
                 (bus, Arc::new(source))
             }
             None => {
-                let bus = InProcessBus::default();
-                let source = listener::source::MemorySource::bind(&bus);
+                // On the deferred runtime: the bus's SQLite connection thread, started
+                // there, shares its lower priority.
+                let (url, queue, prefetch) = (
+                    platform::settings::sqlite_url(&config.data_dir, EVENTS_DATABASE),
+                    config.listener.queue.clone(),
+                    config.listener.prefetch,
+                );
+                let (bus, source) = deferred
+                    .run(async move {
+                        let bus = EmbeddedBus::open(&url).await?;
+                        let source =
+                            listener::source::EmbeddedSource::bind(&bus, &queue, prefetch).await?;
+                        Ok((bus, source))
+                    })
+                    .await
+                    .context("opening the embedded event bus")?;
                 (Arc::new(bus), Arc::new(source))
             }
         };

@@ -16,9 +16,10 @@ async fn main() -> anyhow::Result<()> {
         mail::Destination::Smtp(_) => "sent to the SMTP server of MAIL_SMTP_URL".to_owned(),
     };
     let events = if config.events.amqp_url.is_some() {
-        "through RabbitMQ (AMQP_URL)"
+        "through RabbitMQ (AMQP_URL)".to_owned()
     } else {
-        "on the in-process bus"
+        let file = config.data_dir.join(microchat::EVENTS_DATABASE);
+        format!("on the embedded durable bus ({})", file.display())
     };
     platform::telemetry::init_tracing("microchat");
     let shutdown = platform::shutdown::on_signal();

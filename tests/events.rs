@@ -1,4 +1,4 @@
-//! Events end to end: outbox → bus (RabbitMQ or in-process) → listener → mail / chat.
+//! Events end to end: outbox → bus (RabbitMQ or the embedded one) → listener → mail / chat.
 //! Against the machine's real RabbitMQ and PostgreSQL, and an SMTP server (maildev).
 
 mod common;
@@ -6,6 +6,7 @@ mod common;
 use common::{
     Db, TestApp, eventually,
     rabbit::{TcpProxy, TestRabbit},
+    read_only_sqlite,
 };
 use platform::{
     events::{Event, rabbit},
@@ -14,7 +15,7 @@ use platform::{
 use proto::events::v1::{MessageSent, UserRegistered, envelope::Payload};
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "correct horse battery";
 const USER_AGENT: &str = "microchat-events-test/1.0";
@@ -588,4 +589,136 @@ async fn chat_sessions_and_presence_after_a_chat_restart_equal_those_before() {
     })
     .await;
     services.stop().await;
+}
+
+/// Rows in `table` of the SQLite file `file` in the app's data directory.
+async fn rows(dir: &std::path::Path, file: &str, table: &str) -> i64 {
+    let pool = read_only_sqlite(&dir.join(file));
+    let count = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_else(|error| panic!("counting {table} in {file}: {error}"));
+    pool.close().await;
+    count
+}
+
+/// The welcome events waiting in the embedded bus's queue, and how many of them were
+/// tried at least once.
+async fn queued_welcomes(dir: &std::path::Path) -> (i64, i64) {
+    let pool = read_only_sqlite(&dir.join("events.db"));
+    let counts = sqlx::query_as(
+        "SELECT COUNT(*), COUNT(*) FILTER (WHERE attempts > 0) FROM queued \
+         WHERE routing_key = 'user.registered'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the embedded bus's queue can be read");
+    pool.close().await;
+    counts
+}
+
+async fn register_all(app: &TestApp, prefix: &str, count: usize) {
+    let client = app.client();
+    let names: Vec<String> = (0..count).map(|n| format!("{prefix}{n}")).collect();
+    let answers = futures::future::join_all(
+        names
+            .iter()
+            .map(|name| app.register(&client, name, PASSWORD)),
+    )
+    .await;
+    for answer in answers {
+        assert_eq!(answer.status(), StatusCode::CREATED);
+    }
+}
+
+#[tokio::test]
+async fn mails_being_retried_hold_back_no_outbox_in_the_all_in_one() {
+    const USERS: usize = 30;
+    let smtp_port = free_port();
+    let app = TestApp::start(&[
+        "--listener-retry-base=100ms",
+        "--listener-max-attempts=20",
+        &format!("--mail-smtp-url=smtp://127.0.0.1:{smtp_port}"),
+    ])
+    .await;
+    register_all(&app, "retried", USERS).await;
+    let registered = Instant::now();
+    let dir = app.data_dir.clone();
+    eventually("auth's outbox drains while no mail can be sent", || async {
+        rows(&dir, "auth.db", "outbox").await == 0
+    })
+    .await;
+    let drained = registered.elapsed();
+    eventually(
+        "every welcome event waits in the queue, retried",
+        || async { queued_welcomes(&dir).await == (USERS as i64, USERS as i64) },
+    )
+    .await;
+    println!(
+        "auth's outbox empty {} ms after the last registration, with {USERS} welcome mails retrying",
+        drained.as_millis()
+    );
+    let Some(maildev) = MailDev::start_on(smtp_port).await.expect("maildev starts") else {
+        return;
+    };
+    let emails = maildev
+        .wait_for(USERS, Duration::from_secs(30))
+        .await
+        .expect("every welcome mail is sent once the server is back");
+    assert_eq!(emails.len(), USERS, "one mail each, none twice");
+    eventually("the queue is empty", || async {
+        queued_welcomes(&dir).await.0 == 0
+    })
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stop_keeps_the_events_the_listener_holds_and_the_next_start_delivers_them_once() {
+    const USERS: usize = 20;
+    let smtp_port = free_port();
+    let smtp_setting = format!("--mail-smtp-url=smtp://127.0.0.1:{smtp_port}");
+    let app = TestApp::start(&[
+        "--listener-retry-base=100ms",
+        "--listener-max-attempts=20",
+        &smtp_setting,
+    ])
+    .await;
+    register_all(&app, "kept", USERS).await;
+    let dir = app.data_dir.clone();
+    eventually("the welcome events are being retried", || async {
+        queued_welcomes(&dir).await == (USERS as i64, USERS as i64)
+    })
+    .await;
+    let dir = app.stop_keeping_data().await;
+    assert_eq!(
+        queued_welcomes(&dir).await.0,
+        USERS as i64,
+        "a stop drops none of the events still owed a mail"
+    );
+    assert_eq!(rows(&dir, "listener.db", "processed_events").await, 0);
+
+    let Some(maildev) = MailDev::start_on(smtp_port).await.expect("maildev starts") else {
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    };
+    let app = TestApp::start_in(dir, &[&smtp_setting]).await;
+    let emails = maildev
+        .wait_for(USERS, Duration::from_secs(30))
+        .await
+        .expect("the next start sends every welcome mail");
+    // Time for a duplicate to show up, if there were one.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let emails = maildev
+        .wait_for(emails.len(), Duration::from_secs(1))
+        .await
+        .expect("listed");
+    assert_eq!(emails.len(), USERS, "one mail each, none twice");
+    let dir = app.data_dir.clone();
+    eventually("every event is settled", || async {
+        queued_welcomes(&dir).await.0 == 0
+            && rows(&dir, "listener.db", "processed_events").await >= USERS as i64
+    })
+    .await;
+    app.stop().await;
 }

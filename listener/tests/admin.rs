@@ -1,10 +1,10 @@
 //! The parked-event admin API, from outside: a listener started on port 0 with its own
-//! SQLite file and the in-process bus, asked over HTTP like an operator (or an intruder)
+//! SQLite file and the embedded bus, asked over HTTP like an operator (or an intruder)
 //! would.
 
 use clap::Parser;
 use platform::{
-    events::{EventBus, InProcessBus, Published},
+    events::{EmbeddedBus, EventBus, Published},
     shutdown::Shutdown,
     testing::TestDatabase,
 };
@@ -25,10 +25,10 @@ struct Cli {
 struct TestListener {
     health: String,
     admin: String,
-    bus: InProcessBus,
+    bus: EmbeddedBus,
     stop: Shutdown,
     running: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _database: TestDatabase,
+    _databases: [TestDatabase; 2],
 }
 
 impl TestListener {
@@ -40,6 +40,7 @@ impl TestListener {
     async fn try_start(extra: &[&str]) -> anyhow::Result<Self> {
         platform::telemetry::init_tracing_for_tests();
         let database = TestDatabase::sqlite("listener");
+        let events = TestDatabase::sqlite("events");
         let args = [
             "listener".to_owned(),
             "--listener-listen=127.0.0.1:0".to_owned(),
@@ -50,8 +51,10 @@ impl TestListener {
             .into_iter()
             .chain(extra.iter().map(|&arg| arg.to_owned()));
         let config = Cli::try_parse_from(args)?.config;
-        let bus = InProcessBus::default();
-        let source = Arc::new(listener::source::MemorySource::bind(&bus));
+        let bus = EmbeddedBus::open(events.url()).await?;
+        let source = Arc::new(
+            listener::source::EmbeddedSource::bind(&bus, &config.queue, config.prefetch).await?,
+        );
         let listener = listener::Listener::build(&config, &std::env::temp_dir(), source).await?;
         let health = format!("http://{}", listener.local_addr());
         let admin = format!("http://{}", listener.admin_addr());
@@ -63,7 +66,7 @@ impl TestListener {
             bus,
             stop,
             running,
-            _database: database,
+            _databases: [database, events],
         })
     }
 

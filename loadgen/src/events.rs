@@ -1,15 +1,17 @@
 //! `loadgen events`: the durable event path at full speed. Writers commit `message.sent`
-//! events into an outbox (in transactions, with one multi-row insert each, as chat does), the outbox relay publishes them
-//! to RabbitMQ with publisher confirms, and the real listener consumes them: writes each
-//! one's audit entry (its only work) to a logger of its own under the event's id, and
-//! acknowledges it.
+//! events into an outbox (in transactions, with one multi-row insert each, as chat does),
+//! the outbox relay publishes them to the bus — RabbitMQ with publisher confirms, or with
+//! `--bus embedded` the all-in-one's durable SQLite bus, the outbox then in SQLite too —
+//! and the real listener consumes them: writes each one's audit entry (its only work) to
+//! a logger of its own under the event's id, and acknowledges it.
 //!
 //! Latency is committed → audited, per event: the event id is a UUIDv7, whose timestamp
 //! is taken just before the writer's transaction, and the audit entry's `created_at` (to
 //! the millisecond) is taken as the listener hands it to the logger, just before its ack.
 //! Every event must arrive exactly once: the logger stores one entry per event id.
 //!
-//! It creates its own PostgreSQL databases and RabbitMQ names, and removes them after.
+//! It creates its own PostgreSQL databases and RabbitMQ names (or, embedded, a directory
+//! of SQLite files), and removes them after.
 
 use crate::report::SlowestBySecond;
 use anyhow::{Context, Result, bail, ensure};
@@ -17,22 +19,35 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use platform::{
-    events::{Event, EventBus, outbox, rabbit},
+    events::{EmbeddedBus, Event, EventBus, outbox, rabbit},
     shutdown::Shutdown,
     sql::Pool,
 };
 use proto::events::v1::{MessageSent, envelope::Payload};
 use serde_json::json;
-use sqlx::{Connection, Executor, PgConnection, PgPool};
+use sqlx::{Connection, Executor, PgConnection};
 use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
 use uuid::Uuid;
 
+/// Which bus carries the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BusKind {
+    /// RabbitMQ, the outbox and the listener's table in PostgreSQL (the dev stack, the
+    /// cluster).
+    Rabbitmq,
+    /// The all-in-one's durable SQLite bus, the outbox and the listener's table in SQLite.
+    Embedded,
+}
+
 /// What to run.
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// The bus (and with it where the outbox and the listener's table live).
+    #[arg(long, value_enum, default_value = "rabbitmq")]
+    bus: BusKind,
     /// PostgreSQL server (a database on it is used to create the run's own databases).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
     database_url: String,
@@ -130,7 +145,7 @@ fn ensure_loopback(url: &str) -> Result<()> {
 
 /// Commits `count` events in transactions of `batch`.
 async fn write(
-    pool: PgPool,
+    pool: Pool,
     count: u32,
     batch: u32,
     rate: f64,
@@ -163,14 +178,16 @@ async fn write(
                 )
             })
             .collect();
-        let mut tx = pool.begin().await?;
         let rows: Vec<&Event> = events.iter().collect();
-        for chunk in rows.chunks(outbox::ROWS_PER_INSERT) {
-            if let Some(mut insert) = outbox::insert_all::<sqlx::Postgres>(chunk) {
-                insert.build().execute(&mut *tx).await?;
+        platform::on_pool!(&pool, |pool| {
+            let mut tx = pool.begin().await?;
+            for chunk in rows.chunks(outbox::ROWS_PER_INSERT) {
+                if let Some(mut insert) = outbox::insert_all(chunk) {
+                    insert.build().execute(&mut *tx).await?;
+                }
             }
-        }
-        tx.commit().await?;
+            tx.commit().await?;
+        });
         waker.wake();
         left -= size;
     }
@@ -200,44 +217,83 @@ async fn remove_rabbit_names(url: &str, exchange: &str, queue: &str) -> Result<(
 
 /// Runs the scenario.
 pub async fn run(args: Args) -> Result<()> {
-    ensure_loopback(&args.database_url)?;
-    ensure_loopback(&args.amqp_url)?;
     ensure!(
         args.events > 0 && args.writers > 0 && args.batch > 0,
         "counts must be positive"
     );
     let id = Uuid::new_v4().simple().to_string();
-    let producer_db = format!("loadgen_events_{id}_producer");
-    let listener_db = format!("loadgen_events_{id}_listener");
-    let databases = Databases::create(
-        &args.database_url,
-        &[producer_db.clone(), listener_db.clone()],
-    )
-    .await?;
-    let outcome = measure(&args, &id, &databases, &producer_db, &listener_db).await;
-    let exchange = format!("loadgen.events.{id}");
-    let queue = format!("loadgen.listener.{id}");
-    if let Err(error) = remove_rabbit_names(&args.amqp_url, &exchange, &queue).await {
-        eprintln!("warning: could not remove the run's RabbitMQ names: {error:#}");
+    match args.bus {
+        BusKind::Rabbitmq => {
+            ensure_loopback(&args.database_url)?;
+            ensure_loopback(&args.amqp_url)?;
+            let producer_db = format!("loadgen_events_{id}_producer");
+            let listener_db = format!("loadgen_events_{id}_listener");
+            let databases = Databases::create(
+                &args.database_url,
+                &[producer_db.clone(), listener_db.clone()],
+            )
+            .await?;
+            let exchange = format!("loadgen.events.{id}");
+            let queue = format!("loadgen.listener.{id}");
+            let transport = Transport::Rabbit {
+                url: args.amqp_url.clone(),
+                exchange: exchange.clone(),
+            };
+            let outcome = measure(
+                &args,
+                &id,
+                &databases.url(&producer_db),
+                &databases.url(&listener_db),
+                &queue,
+                transport,
+            )
+            .await;
+            if let Err(error) = remove_rabbit_names(&args.amqp_url, &exchange, &queue).await {
+                eprintln!("warning: could not remove the run's RabbitMQ names: {error:#}");
+            }
+            databases.drop_all().await?;
+            outcome
+        }
+        BusKind::Embedded => {
+            let dir = std::env::temp_dir().join(format!("loadgen-events-{id}"));
+            let sqlite = |file: &str| platform::settings::sqlite_url(&dir, file);
+            let transport = Transport::Embedded {
+                url: sqlite("events.db"),
+            };
+            let outcome = measure(
+                &args,
+                &id,
+                &sqlite("chat.db"),
+                &sqlite("listener.db"),
+                "listener",
+                transport,
+            )
+            .await;
+            let _ = std::fs::remove_dir_all(&dir);
+            outcome
+        }
     }
-    databases.drop_all().await?;
-    outcome
+}
+
+/// How events go from the relay to the listener.
+enum Transport {
+    /// Through this RabbitMQ exchange.
+    Rabbit { url: String, exchange: String },
+    /// Through the embedded bus in this SQLite database.
+    Embedded { url: String },
 }
 
 async fn measure(
     args: &Args,
     id: &str,
-    databases: &Databases,
-    producer_db: &str,
-    listener_db: &str,
+    producer_url: &str,
+    listener_url: &str,
+    queue: &str,
+    transport: Transport,
 ) -> Result<()> {
     // The producer's schema is chat's: its migrations create the outbox.
-    let store = chat::store::connect(&databases.url(producer_db)).await?;
-    let Pool::Postgres(pool) = store.pool() else {
-        bail!("the producer database must be PostgreSQL");
-    };
-    let exchange = format!("loadgen.events.{id}");
-    let queue = format!("loadgen.listener.{id}");
+    let store = chat::store::connect(producer_url).await?;
+    let pool = store.pool();
     let shutdown = Shutdown::new();
     // The listener writes an audit entry per event: to a logger of its own (SQLite).
     let logger_dir = std::env::temp_dir().join(format!("loadgen-logger-{id}"));
@@ -250,29 +306,37 @@ async fn measure(
         "listener".to_owned(),
         "--listener-listen=127.0.0.1:0".to_owned(),
         "--listener-admin-listen=127.0.0.1:0".to_owned(),
-        format!("--listener-database-url={}", databases.url(listener_db)),
+        format!("--listener-database-url={listener_url}"),
         format!("--listener-queue={queue}"),
         format!("--listener-prefetch={}", args.prefetch),
         "--listener-max-attempts=1".to_owned(),
         format!("--listener-logger-url={logger_url}"),
     ])?
     .config;
-    let source = Arc::new(listener::source::RabbitSource::new(
-        args.amqp_url.clone(),
-        exchange.clone(),
-        &listener_config,
-    ));
+    let (source, bus): (Arc<dyn listener::source::Source>, Arc<dyn EventBus>) = match transport {
+        Transport::Rabbit { url, exchange } => (
+            Arc::new(listener::source::RabbitSource::new(
+                url.clone(),
+                exchange.clone(),
+                &listener_config,
+            )),
+            Arc::new(rabbit::RabbitBus::new(url, exchange)),
+        ),
+        Transport::Embedded { url } => {
+            let bus = EmbeddedBus::open(&url).await?;
+            let source = listener::source::EmbeddedSource::bind(&bus, queue, args.prefetch).await?;
+            (Arc::new(source), Arc::new(bus))
+        }
+    };
     let data_dir = std::env::temp_dir();
     let listener = listener::Listener::build(&listener_config, &data_dir, source).await?;
     let listener_addr = listener.local_addr();
     let listening = tokio::spawn(listener.run(shutdown.clone()));
     wait_ready(listener_addr).await?;
 
-    let bus: Arc<dyn EventBus> = Arc::new(rabbit::RabbitBus::new(args.amqp_url.clone(), exchange));
     let waker = outbox::OutboxWaker::default();
     let relay = tokio::spawn(
-        outbox::Relay::new(Pool::Postgres(pool.clone()), bus, waker.clone(), "loadgen")
-            .run(shutdown.clone()),
+        outbox::Relay::new(pool.clone(), bus, waker.clone(), "loadgen").run(shutdown.clone()),
     );
 
     let offered = match args.rate {
@@ -280,8 +344,8 @@ async fn measure(
         rate => format!("at {rate} events/s"),
     };
     println!(
-        "producing {} events {offered}: {} writers, {} per transaction, listener prefetch {}",
-        args.events, args.writers, args.batch, args.prefetch
+        "producing {} events {offered} ({:?} bus): {} writers, {} per transaction, listener prefetch {}",
+        args.events, args.bus, args.writers, args.batch, args.prefetch
     );
     let started = Instant::now();
     let started_at = chrono::Utc::now();
@@ -346,9 +410,11 @@ async fn measure(
                 .context("a valid audit time")
         })
         .collect::<Result<Vec<_>>>()?;
-    let (left,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox")
-        .fetch_one(&pool)
-        .await?;
+    let (left,): (i64,) = platform::on_pool!(&pool, |pool| {
+        sqlx::query_as("SELECT COUNT(*) FROM outbox")
+            .fetch_one(pool)
+            .await?
+    });
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut finished = started_at;
     // The slowest event of each second of the run, by when it was made.
@@ -395,6 +461,7 @@ async fn measure(
             "{}",
             json!({
                 "scenario": "events",
+                "bus": format!("{:?}", args.bus).to_lowercase(),
                 "events": args.events,
                 "rate": args.rate,
                 "handled": rows.len(),
@@ -441,7 +508,7 @@ async fn wait_ready(addr: std::net::SocketAddr) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("the listener did not connect to RabbitMQ")
+    bail!("the listener did not become ready")
 }
 
 /// Deliveries the listener skipped as already processed (from its /metrics).

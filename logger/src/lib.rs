@@ -50,9 +50,9 @@ impl LoggerService {
                 (store, None)
             }
             Backend::Sqlite(url) => {
-                let store = store::connect_sqlite(&url)
-                    .await
-                    .context("opening the SQLite log store")?;
+                let store = store::connect_sqlite(&url).await.with_context(|| {
+                    format!("opening the log store, {}", platform::sql::describe(&url))
+                })?;
                 tracing::info!("log entries go to SQLite");
                 (store, Some(config.retention))
             }

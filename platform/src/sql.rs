@@ -43,13 +43,16 @@ pub async fn connect(url: &str) -> anyhow::Result<Pool> {
 }
 
 /// As [`connect`], creating a missing SQLite database with pages of `sqlite_page_size`
-/// bytes (see [`connect_sqlite_paged`]).
+/// bytes (see [`connect_sqlite_paged`]). An error names the database (never a password).
 pub async fn connect_paged(url: &str, sqlite_page_size: u32) -> anyhow::Result<Pool> {
-    Ok(match backend(url) {
-        Some(Backend::Postgres) => Pool::Postgres(connect_postgres(url, 16).await?),
-        Some(Backend::Sqlite) => Pool::Sqlite(connect_sqlite_paged(url, sqlite_page_size).await?),
+    let pool = match backend(url) {
+        Some(Backend::Postgres) => connect_postgres(url, 16).await.map(Pool::Postgres),
+        Some(Backend::Sqlite) => connect_sqlite_paged(url, sqlite_page_size)
+            .await
+            .map(Pool::Sqlite),
         None => anyhow::bail!("unsupported database URL (use postgres:// or sqlite://)"),
-    })
+    };
+    pool.map_err(|error| anyhow::anyhow!("{}: {error}", describe(url)))
 }
 
 /// Opens the pool a database URL names and applies the migrations of its backend.
@@ -59,11 +62,32 @@ pub async fn connect_migrated(
     sqlite: sqlx::migrate::Migrator,
 ) -> anyhow::Result<Pool> {
     let pool = connect(url).await?;
-    match &pool {
-        Pool::Postgres(pool) => postgres.run(pool).await?,
-        Pool::Sqlite(pool) => sqlite.run(pool).await?,
-    }
+    let migrated = match &pool {
+        Pool::Postgres(pool) => postgres.run(pool).await,
+        Pool::Sqlite(pool) => sqlite.run(pool).await,
+    };
+    migrated.map_err(|error| anyhow::anyhow!("{}: {error}", describe(url)))?;
     Ok(pool)
+}
+
+/// The database a URL names, for an error message: the SQLite file, or PostgreSQL's host
+/// and database without the credentials.
+pub fn describe(url: &str) -> String {
+    match backend(url) {
+        Some(Backend::Sqlite) => match SqliteConnectOptions::from_str(url) {
+            Ok(options) => format!("the SQLite database {}", options.get_filename().display()),
+            Err(_) => "a SQLite database".to_owned(),
+        },
+        Some(Backend::Postgres) => {
+            let place = url.rsplit_once('@').map_or_else(
+                || url.split_once("://").map_or(url, |(_, rest)| rest),
+                |(_, place)| place,
+            );
+            let place = place.split_once('?').map_or(place, |(place, _)| place);
+            format!("the PostgreSQL database {place}")
+        }
+        None => "the database".to_owned(),
+    }
 }
 
 /// Runs the same code on whichever backend a [`Pool`] is: `on_pool!(&pool, |p| ...)`,
@@ -78,16 +102,29 @@ macro_rules! on_pool {
     };
 }
 
-/// True when the error means "the database could not be reached or answered in time",
-/// as opposed to an answer from it.
+/// True when the error means "the database could not be reached, answer in time or store
+/// more" (a full disk), as opposed to an answer about the request: worth a 503 and a
+/// later retry, never a 500.
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(
-        error,
+    match error {
         sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    )
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => is_out_of_resources(db.code().as_deref()),
+        _ => false,
+    }
+}
+
+/// SQLite's SQLITE_FULL (13) and SQLITE_IOERR (10, any extended code: a write that failed),
+/// and PostgreSQL's class 53, "insufficient resources" (53100 is disk full).
+fn is_out_of_resources(code: Option<&str>) -> bool {
+    let Some(code) = code else { return false };
+    if code.starts_with("53") && code.len() == 5 {
+        return true;
+    }
+    code.parse::<i32>()
+        .is_ok_and(|code| matches!(code & 0xff, 10 | 13))
 }
 
 /// True when the error is a unique-constraint violation.
@@ -114,8 +151,9 @@ pub async fn connect_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
 
 /// As [`connect_sqlite`], creating a missing database with pages of `page_size` bytes (a
 /// power of two from 512 to 65,536); an existing database keeps the size it was made with.
+/// The file is checked first (see [`check_sound`]).
 pub async fn connect_sqlite_paged(url: &str, page_size: u32) -> Result<SqlitePool, sqlx::Error> {
-    sqlite_pool(sqlite_options(url, page_size)?, 8).await
+    check_sound(sqlite_pool(sqlite_options(url, page_size)?, 8).await?).await
 }
 
 /// A second pool of one connection on the SQLite database at `url`, for a store's hot
@@ -142,6 +180,21 @@ pub async fn connect_sqlite_writer(
     Ok(Some(sqlite_pool(options, 1).await?))
 }
 
+/// A pool of one connection on the SQLite database at `url` whose commits are on disk
+/// when they return (`synchronous=FULL`: the WAL is synced at each commit), for a store
+/// whose commit is a promise to another process, such as the embedded event bus's
+/// "published". Its writers queue in the pool, as SQLite commits one at a time anyway.
+pub async fn connect_sqlite_durable(url: &str) -> anyhow::Result<SqlitePool> {
+    let options = sqlite_options(url, SQLITE_PAGE_SIZE)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", describe(url)))?
+        .synchronous(SqliteSynchronous::Full);
+    let pool = match sqlite_pool(options, 1).await {
+        Ok(pool) => check_sound(pool).await,
+        Err(error) => Err(error),
+    };
+    pool.map_err(|error| anyhow::anyhow!("{}: {error}", describe(url)))
+}
+
 async fn sqlite_pool(
     options: SqliteConnectOptions,
     max_connections: u32,
@@ -151,6 +204,28 @@ async fn sqlite_pool(
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
+}
+
+/// Checks a database file before anything uses it: a file that is not a SQLite database,
+/// or a damaged one (truncated, overwritten), is refused with SQLite's words and left as
+/// it is, instead of failing request by request later. `quick_check` reads every page
+/// once, without the index-to-table cross checks of `integrity_check`.
+async fn check_sound(pool: SqlitePool) -> Result<SqlitePool, sqlx::Error> {
+    let problems: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+        .fetch_all(&pool)
+        .await?;
+    if problems.first().is_some_and(|first| first != "ok") {
+        pool.close().await;
+        return Err(sqlx::Error::Configuration(
+            format!(
+                "the file is damaged (SQLite's quick_check: {}); it was left as it is: \
+                 restore it from a backup or move it away to start afresh",
+                problems.join("; ")
+            )
+            .into(),
+        ));
+    }
+    Ok(pool)
 }
 
 fn sqlite_options(url: &str, page_size: u32) -> Result<SqliteConnectOptions, sqlx::Error> {

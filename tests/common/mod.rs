@@ -95,6 +95,21 @@ impl TestApp {
             chat: &postgres[1].url,
         });
         let config = config(&data_dir, databases, extra);
+        Some(Self::start_with(config, data_dir, postgres).await)
+    }
+
+    /// Starts the all-in-one on SQLite in `data_dir`, which a stopped one left (see
+    /// [`Self::stop_keeping_data`]): a restart.
+    pub async fn start_in(data_dir: PathBuf, extra: &[&str]) -> Self {
+        let config = config(&data_dir, None, extra);
+        Self::start_with(config, data_dir, Vec::new()).await
+    }
+
+    async fn start_with(
+        config: microchat::Config,
+        data_dir: PathBuf,
+        postgres: Vec<TestPostgres>,
+    ) -> Self {
         platform::telemetry::init_tracing_for_tests();
         let running = microchat::start(config, Shutdown::new())
             .await
@@ -107,7 +122,7 @@ impl TestApp {
             _postgres: postgres,
         };
         app.wait_ready().await;
-        Some(app)
+        app
     }
 
     async fn wait_ready(&self) {
@@ -485,14 +500,14 @@ pub fn embedded_database_urls(data_dir: &std::path::Path) -> DatabaseUrls {
     }
 }
 
-/// Every service started one by one on the in-process event bus, so chat can be stopped
+/// Every service started one by one on the embedded event bus, so chat can be stopped
 /// and started again.
 pub struct Services {
     pub dir: PathBuf,
     pub config: microchat::Config,
     /// The broker's HTTP address.
     pub base: String,
-    bus: platform::events::InProcessBus,
+    bus: platform::events::EmbeddedBus,
     auth: (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>),
     chat: Option<(Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     broker: (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>),
@@ -519,7 +534,12 @@ impl Services {
         let dir = temp_dir();
         let mut config = config(&dir, None, extra);
         platform::telemetry::init_tracing_for_tests();
-        let bus = platform::events::InProcessBus::default();
+        let bus = platform::events::EmbeddedBus::open(&platform::settings::sqlite_url(
+            &dir,
+            microchat::EVENTS_DATABASE,
+        ))
+        .await
+        .expect("the embedded bus opens");
         let others = Shutdown::new();
         let logger = logger::LoggerService::build(&config.logger, &dir)
             .await
@@ -542,7 +562,15 @@ impl Services {
         config.chat.listen = chat.local_addr();
         config.broker.chat_url = format!("http://{}", chat.local_addr());
         config.listener.chat_url = config.broker.chat_url.clone();
-        let source = std::sync::Arc::new(listener::source::MemorySource::bind(&bus));
+        let source = std::sync::Arc::new(
+            listener::source::EmbeddedSource::bind(
+                &bus,
+                &config.listener.queue,
+                config.listener.prefetch,
+            )
+            .await
+            .expect("the listener's queue binds"),
+        );
         let listener = listener::Listener::build(&config.listener, &dir, source)
             .await
             .expect("the listener starts");

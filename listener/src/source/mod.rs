@@ -1,11 +1,11 @@
 //! Where events come from, and what happens to one after its handler ran: acknowledged,
 //! retried later, or parked for an operator. RabbitMQ in the dev stack and the cluster;
-//! the in-process bus in the embedded run.
+//! the embedded durable bus (SQLite) in the embedded run.
 
-mod memory;
+mod embedded;
 mod rabbit;
 
-pub use memory::MemorySource;
+pub use embedded::EmbeddedSource;
 pub use rabbit::RabbitSource;
 
 use async_trait::async_trait;
@@ -61,9 +61,9 @@ impl Delivery {
     }
 }
 
-/// How a source settles a delivery. On RabbitMQ, retry and park hand the event on durably
-/// before the delivery is acknowledged, so a crash in between duplicates it, never loses
-/// it; the in-process source keeps both in memory (see [`MemorySource`]).
+/// How a source settles a delivery. Retry and park keep the event durably: on RabbitMQ
+/// they hand it on before the delivery is acknowledged, so a crash in between duplicates
+/// it, never loses it; on the embedded bus each is one update of its row.
 #[async_trait]
 pub(crate) trait Settle: Send + Sync {
     async fn ack(self: Box<Self>) -> anyhow::Result<()>;

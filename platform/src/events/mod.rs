@@ -1,5 +1,5 @@
 //! Durable domain events: the envelope helpers, the [`EventBus`] port with its RabbitMQ
-//! and in-process adapters, and the transactional outbox with its relay.
+//! and embedded (SQLite) adapters, and the transactional outbox with its relay.
 //!
 //! A producer writes each event into its `outbox` table in the same transaction as the
 //! state change ([`outbox::insert`], or [`outbox::insert_all`] for a batch); the [`outbox::Relay`] publishes pending rows
@@ -8,11 +8,13 @@
 //! idempotent by event id.
 
 mod bus;
+pub mod embedded;
 pub mod envelope;
 pub mod outbox;
 pub mod rabbit;
 
-pub use bus::{BusError, EventBus, InProcessBus, Published, topic_matches};
+pub use bus::{BusError, EventBus, Published, topic_matches};
+pub use embedded::EmbeddedBus;
 pub use envelope::{Event, routing_key};
 
 use std::sync::Arc;
@@ -20,14 +22,15 @@ use std::sync::Arc;
 /// The durable event exchange (topic) every producer publishes to.
 pub const DEFAULT_EXCHANGE: &str = "microchat.events";
 
-/// Where events go: RabbitMQ when `AMQP_URL` is set, otherwise the embedded run's
-/// in-process bus (or, for a service started alone without it, nowhere yet: events wait
-/// in the outbox).
+/// Where events go: RabbitMQ when `AMQP_URL` is set, otherwise the embedded run's durable
+/// bus (`events.db` in its data directory; for a service started alone without it,
+/// nowhere yet: events wait in the outbox).
 #[derive(Debug, Clone, clap::Args)]
 #[group(id = "events")]
 pub struct BusConfig {
-    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f; unset: in-process bus
-    /// (all-in-one) or events wait in the outbox (a service alone).
+    /// RabbitMQ URL, e.g. amqp://guest:guest@127.0.0.1:5672/%2f; unset: the embedded
+    /// durable bus in the data directory (all-in-one) or events wait in the outbox (a
+    /// service alone).
     #[arg(
         long = "amqp-url",
         value_name = "URL",
