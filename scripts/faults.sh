@@ -7,12 +7,18 @@
 #      killed with SIGKILL in turn and started again, the RabbitMQ connection is cut and
 #      restored; every promise of DESIGN.md is checked per fault and the table written to
 #      target/faults.md (docs/RELIABILITY.md).
-#   1. schemathesis (PyPI, installed into .tools/schemathesis) generates requests from the
+#   1. The all-in-one under SIGKILL (tests/crash.rs): the `microchat` binary, every service
+#      in one process on its SQLite files, under steady traffic (registrations, logins,
+#      logouts, messages over WebSockets) is killed four times and started again on the
+#      same data directory; every event, mail and audit entry is accounted for per kill
+#      (0 lost, 0 duplicated, nothing left in the outboxes or the durable queue) and the
+#      table written to target/faults-all-in-one.md.
+#   2. schemathesis (PyPI, installed into .tools/schemathesis) generates requests from the
 #      broker's own /api/openapi.json against a fresh all-in-one, signed in as a user:
 #      every answer must be no 5xx, and every error a JSON body {"error": {code, message}}
 #      (scripts/schemathesis_hooks.py). Logout and account deletion are left out, so the
 #      run stays signed in.
-#   2. Every cargo-fuzz target in fuzz/ (the WebSocket JSON frames, the text protocol,
+#   3. Every cargo-fuzz target in fuzz/ (the WebSocket JSON frames, the text protocol,
 #      traceparent, event envelopes, account fields, log cursors) runs for FUZZ_SECONDS
 #      each, starting from its corpus; a crash fails the run and leaves its input under
 #      fuzz/artifacts/<target>/ (fix it, then copy the input into fuzz/corpus/<target>/
@@ -46,7 +52,11 @@ cargo build --workspace --bins --locked
 echo "faults: the fault matrix (tests/faults.rs)"
 cargo test --locked --test faults -- --ignored --nocapture || failed=1
 
-# ---- 1. schemathesis against the broker ---------------------------------------------------
+# ---- 1. the all-in-one killed under traffic ----------------------------------------------
+echo "faults: the all-in-one killed under traffic (tests/crash.rs)"
+cargo test --locked --test crash -- --ignored --nocapture || failed=1
+
+# ---- 2. schemathesis against the broker ---------------------------------------------------
 install_schemathesis() {
     local venv="$TOOLS/schemathesis"
     if [[ -x "$venv/bin/schemathesis" ]] \
@@ -106,7 +116,7 @@ else
     unavailable "schemathesis could not be installed"
 fi
 
-# ---- 2. fuzz targets -------------------------------------------------------------------
+# ---- 3. fuzz targets -------------------------------------------------------------------
 install_cargo_fuzz() {
     if [[ -x "$FUZZ_TOOLS/bin/cargo-fuzz" ]] \
         && "$FUZZ_TOOLS/bin/cargo-fuzz" --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then

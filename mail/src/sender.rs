@@ -15,11 +15,15 @@ use crate::{
     templates::{RenderError, Templates},
 };
 use lettre::{
-    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, MultiPart},
 };
 use quick_cache::sync::Cache;
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 /// Idempotency keys remembered.
 const REMEMBERED_KEYS: usize = 100_000;
@@ -43,7 +47,8 @@ pub enum SendError {
 
 enum Transport {
     Smtp(AsyncSmtpTransport<Tokio1Executor>),
-    Files(AsyncFileTransport<Tokio1Executor>),
+    /// `.eml` files in this directory, one per Message-ID (see [`write_mail_file`]).
+    Files(PathBuf),
 }
 
 /// What was sent.
@@ -80,7 +85,7 @@ impl Sender {
             Destination::Files(dir) => {
                 std::fs::create_dir_all(dir)
                     .map_err(|error| anyhow::anyhow!("creating {}: {error}", dir.display()))?;
-                Transport::Files(AsyncFileTransport::new(dir))
+                Transport::Files(dir.clone())
             }
         };
         Ok(Self {
@@ -196,13 +201,32 @@ impl Sender {
                     SendError::Unavailable(error.to_string())
                 }
             }),
-            Transport::Files(files) => files
-                .send(message)
+            Transport::Files(dir) => write_mail_file(dir, message_id, message.formatted())
                 .await
-                .map(drop)
-                .map_err(|error| SendError::Unavailable(error.to_string())),
+                .map_err(|error| SendError::Unavailable(format!("writing the mail: {error}"))),
         }
     }
+}
+
+/// Writes a mail as `<dir>/<id>.eml`, `<id>` its Message-ID without the brackets and the
+/// domain (an idempotency key or a UUID: letters, digits, `.`, `_`, `-`), through a hidden
+/// temporary file renamed into place. So a mail is whole or absent, and the same mail
+/// written again — a retry after a crash between writing it and recording its key — is
+/// the same file, not a second mail: with files, exactly once.
+async fn write_mail_file(dir: &Path, message_id: &str, formatted: Vec<u8>) -> std::io::Result<()> {
+    let id = message_id
+        .trim_start_matches('<')
+        .split('@')
+        .next()
+        .unwrap_or_default();
+    let name = format!("{id}.eml");
+    let temporary = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::new_v4().simple()));
+    tokio::fs::write(&temporary, formatted).await?;
+    if let Err(error) = tokio::fs::rename(&temporary, dir.join(&name)).await {
+        let _ = tokio::fs::remove_file(&temporary).await;
+        return Err(error);
+    }
+    Ok(())
 }
 
 /// A plain SMTP transport from `smtp://[user:pass@]host[:port]` (port 25 by default). TLS

@@ -121,6 +121,42 @@ async fn mail_is_written_as_an_eml_file_once_per_key() {
 }
 
 #[tokio::test]
+async fn a_mail_file_written_again_after_its_record_was_lost_is_still_one_mail() {
+    // mail killed between writing the file and recording its key: the retry after the
+    // restart writes the same mail again, which must not make a second one.
+    let mut mail = start(&[]).await;
+    let first = mail
+        .client
+        .send_mail(welcome("ada@example.com", "event-unrecorded"))
+        .await
+        .expect("sent")
+        .into_inner();
+    assert!(first.sent);
+    let dir = mail.stop_keeping_data().await;
+    for file in ["mail.db", "mail.db-wal", "mail.db-shm"] {
+        let _ = std::fs::remove_file(dir.join(file));
+    }
+    let mut mail = start_in(dir, &[]).await;
+    let again = mail
+        .client
+        .send_mail(welcome("ada@example.com", "event-unrecorded"))
+        .await
+        .expect("sent")
+        .into_inner();
+    assert!(again.sent, "the record is gone, so it is written again");
+    assert_eq!(again.message_id, first.message_id);
+    let names: Vec<String> = std::fs::read_dir(mail.dir.join("mail"))
+        .expect("the mail directory exists")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    assert_eq!(
+        names,
+        ["event-unrecorded.eml"],
+        "one whole mail, no leftovers"
+    );
+}
+
+#[tokio::test]
 async fn a_key_sent_before_a_restart_is_not_sent_again() {
     // A caller (the listener) whose answer was lost in a crash of mail retries against
     // the new process: it gets the first send's Message-ID, not a second mail.

@@ -98,3 +98,21 @@ pub async fn close_code(socket: &mut Socket, within: Duration) -> Option<u16> {
         .await
         .expect("the server closes the socket in time")
 }
+
+/// Opens the JSON WebSocket of the broker at `base` (`http://…`) with a bearer token;
+/// `None` when it does not open within [`WAIT`] (the server is down or restarting).
+pub async fn open(base: &str, token: &str) -> Option<Socket> {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::header};
+    let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
+    let mut request = url.into_client_request().expect("a WebSocket URL");
+    request.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is header-safe"),
+    );
+    match timeout(WAIT, tokio_tungstenite::connect_async(request)).await {
+        Ok(Ok((socket, _))) => Some(socket),
+        _ => None,
+    }
+}
