@@ -27,6 +27,7 @@ use chrono::{DateTime, Utc};
 use common::{
     procs::{Process, answers_ok, binaries, free_port, listening},
     rabbit::{TcpProxy, TestRabbit},
+    ws,
 };
 use futures::{SinkExt, StreamExt};
 use platform::testing::{MailDev, TestPostgres};
@@ -43,7 +44,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
-use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::header};
+use tokio_tungstenite::tungstenite::Message;
 
 /// Sockets sending into the room, spread over both brokers.
 const CHATTERS: usize = 8;
@@ -370,29 +371,6 @@ async fn sign_up(traffic: &Traffic, username: &str) -> Account {
 
 // ---- chatters ---------------------------------------------------------------------------
 
-type WsStream =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn open_socket(base: &str, token: &str) -> Option<WsStream> {
-    let url = format!("{}/ws", base.replacen("http://", "ws://", 1));
-    let mut request = url.into_client_request().expect("a WebSocket URL");
-    request.headers_mut().insert(
-        header::AUTHORIZATION,
-        format!("Bearer {token}")
-            .parse()
-            .expect("a token is header-safe"),
-    );
-    let opened = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_tungstenite::connect_async(request),
-    )
-    .await;
-    match opened {
-        Ok(Ok((socket, _))) => Some(socket),
-        _ => None,
-    }
-}
-
 /// Refetches the room's history back to `since` (newest first, page by page), as a
 /// client does after a gap in its live events. False if the history could not be read
 /// (chat down): the caller tries again later.
@@ -451,7 +429,7 @@ async fn chatter(traffic: Arc<Traffic>, who: usize, account: Account) {
         let preferred = who % 2;
         let mut socket = None;
         for broker in [preferred, 1 - preferred] {
-            socket = open_socket(&traffic.brokers[broker], &account.token).await;
+            socket = ws::open(&traffic.brokers[broker], &account.token).await;
             if socket.is_some() {
                 break;
             }
@@ -983,9 +961,7 @@ async fn wait_ready(system: &System, traffic: &Traffic, fault: Fault, probe: &Ac
             Fault::Steady => true,
             Fault::Broker => {
                 answers_ok(&format!("{}/readyz", system.brokers[1]), Duration::ZERO).await
-                    && open_socket(&system.brokers[1], &probe.token)
-                        .await
-                        .is_some()
+                    && ws::open(&system.brokers[1], &probe.token).await.is_some()
             }
             Fault::Auth => traffic
                 .login("probe login", &probe.username)

@@ -419,8 +419,7 @@ impl EmbeddedQueue {
         Ok(replayed)
     }
 
-    /// Events waiting in the queue (due or not, claimed or not), and how many of them are
-    /// parked: for readiness and metrics.
+    /// Events in the queue (due or not, claimed or not), and how many of them are parked.
     pub async fn depth(&self) -> Result<(u64, u64), sqlx::Error> {
         let (all, parked): (i64, i64) =
             sqlx::query_as("SELECT COUNT(*), COUNT(parked_at) FROM queued WHERE queue = $1")
