@@ -25,7 +25,12 @@ use platform::{
     events::{EmbeddedBus, EventBus},
     shutdown::Shutdown,
 };
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 use tokio::task::JoinSet;
 
 /// Settings of every service, as flags and environment variables.
@@ -115,6 +120,22 @@ const SINKS: Stage = 3;
 /// The embedded event bus's file in the data directory.
 pub const EVENTS_DATABASE: &str = "events.db";
 
+/// Opens the embedded event bus in `data_dir` and binds the listener's queue on it,
+/// taking over what an earlier run left unsettled.
+pub async fn open_embedded_events(
+    data_dir: &Path,
+    listener: &listener::Config,
+) -> anyhow::Result<(EmbeddedBus, listener::source::EmbeddedSource)> {
+    let url = platform::settings::sqlite_url(data_dir, EVENTS_DATABASE);
+    let bus = EmbeddedBus::open(&url)
+        .await
+        .context("opening the embedded event bus")?;
+    let source = listener::source::EmbeddedSource::bind(&bus, &listener.queue, listener.prefetch)
+        .await
+        .context("binding the listener's queue on the embedded event bus")?;
+    Ok((bus, source))
+}
+
 /// Starts every service. Callers are pointed at the services started here, whatever
 /// their `*_URL` settings say, so ports may be 0.
 pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
@@ -161,20 +182,10 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
             None => {
                 // On the deferred runtime: the bus's SQLite connection thread, started
                 // there, shares its lower priority.
-                let (url, queue, prefetch) = (
-                    platform::settings::sqlite_url(&config.data_dir, EVENTS_DATABASE),
-                    config.listener.queue.clone(),
-                    config.listener.prefetch,
-                );
+                let (data_dir, listener) = (config.data_dir.clone(), config.listener.clone());
                 let (bus, source) = deferred
-                    .run(async move {
-                        let bus = EmbeddedBus::open(&url).await?;
-                        let source =
-                            listener::source::EmbeddedSource::bind(&bus, &queue, prefetch).await?;
-                        Ok((bus, source))
-                    })
-                    .await
-                    .context("opening the embedded event bus")?;
+                    .run(async move { open_embedded_events(&data_dir, &listener).await })
+                    .await?;
                 (Arc::new(bus), Arc::new(source))
             }
         };

@@ -1027,33 +1027,21 @@ impl Traffic {
 
     /// Registers and logs in `username`; returns the access token.
     async fn sign_up(&self, username: &str) -> String {
-        let registration =
-            json!({ "username": username, "email": email_of(username), "password": PASSWORD });
-        self.post(
-            "register",
-            "/api/auth/register",
-            None,
-            &registration,
-            StatusCode::CREATED,
-        )
-        .await
-        .unwrap_or_else(|| panic!("{username} registers: {:?}", self.ledger().unexpected));
-        self.ledger().registered.push(username.to_owned());
-        let login = json!({ "login": username, "password": PASSWORD });
-        self.post("login", "/api/auth/login", None, &login, StatusCode::OK)
+        assert!(
+            self.register(username).await,
+            "{username} registers: {:?}",
+            self.ledger().unexpected
+        );
+        self.log_in(username)
             .await
-            .and_then(|answer| answer["token"].as_str().map(str::to_owned))
             .unwrap_or_else(|| panic!("{username} logs in: {:?}", self.ledger().unexpected))
     }
-}
 
-/// [`BURST`] registrations at once, before kill `kill`.
-async fn burst(traffic: &Traffic, kill: usize) {
-    futures::future::join_all((0..BURST).map(|n| async move {
-        let username = format!("burst{kill}_{n}");
+    /// Registers `username`; true (and in the ledger) when it answered 201.
+    async fn register(&self, username: &str) -> bool {
         let registration =
-            json!({ "username": username, "email": email_of(&username), "password": PASSWORD });
-        let registered = traffic
+            json!({ "username": username, "email": email_of(username), "password": PASSWORD });
+        let registered = self
             .post(
                 "register",
                 "/api/auth/register",
@@ -1061,10 +1049,27 @@ async fn burst(traffic: &Traffic, kill: usize) {
                 &registration,
                 StatusCode::CREATED,
             )
-            .await;
-        if registered.is_some() {
-            traffic.ledger().registered.push(username);
+            .await
+            .is_some();
+        if registered {
+            self.ledger().registered.push(username.to_owned());
         }
+        registered
+    }
+
+    /// Logs `username` in; its access token when it answered 200.
+    async fn log_in(&self, username: &str) -> Option<String> {
+        let login = json!({ "login": username, "password": PASSWORD });
+        self.post("login", "/api/auth/login", None, &login, StatusCode::OK)
+            .await
+            .and_then(|answer| answer["token"].as_str().map(str::to_owned))
+    }
+}
+
+/// [`BURST`] registrations at once, before kill `kill`.
+async fn burst(traffic: &Traffic, kill: usize) {
+    futures::future::join_all((0..BURST).map(|n| async move {
+        traffic.register(&format!("burst{kill}_{n}")).await;
     }))
     .await;
 }
@@ -1077,27 +1082,12 @@ async fn churn(traffic: Arc<Traffic>, worker: usize) {
         n += 1;
         tokio::time::sleep(CHURN_PAUSE).await;
         let username = format!("churn{worker}_{n}");
-        let registration =
-            json!({ "username": username, "email": email_of(&username), "password": PASSWORD });
-        let registered = traffic
-            .post(
-                "register",
-                "/api/auth/register",
-                None,
-                &registration,
-                StatusCode::CREATED,
-            )
-            .await;
-        if registered.is_none() {
+        if !traffic.register(&username).await {
             continue;
         }
-        traffic.ledger().registered.push(username.clone());
-        let login = json!({ "login": username, "password": PASSWORD });
-        let token = traffic
-            .post("login", "/api/auth/login", None, &login, StatusCode::OK)
-            .await
-            .and_then(|answer| answer["token"].as_str().map(str::to_owned));
-        let Some(token) = token else { continue };
+        let Some(token) = traffic.log_in(&username).await else {
+            continue;
+        };
         let logged_out = traffic
             .post(
                 "logout",

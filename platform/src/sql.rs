@@ -52,7 +52,7 @@ pub async fn connect_paged(url: &str, sqlite_page_size: u32) -> anyhow::Result<P
             .map(Pool::Sqlite),
         None => anyhow::bail!("unsupported database URL (use postgres:// or sqlite://)"),
     };
-    pool.map_err(|error| anyhow::anyhow!("{}: {error}", describe(url)))
+    pool.map_err(|error| naming(url, error))
 }
 
 /// Opens the pool a database URL names and applies the migrations of its backend.
@@ -66,8 +66,13 @@ pub async fn connect_migrated(
         Pool::Postgres(pool) => postgres.run(pool).await,
         Pool::Sqlite(pool) => sqlite.run(pool).await,
     };
-    migrated.map_err(|error| anyhow::anyhow!("{}: {error}", describe(url)))?;
+    migrated.map_err(|error| naming(url, error))?;
     Ok(pool)
+}
+
+/// `error` as an error of the database `url` names (see [`describe`]).
+pub fn naming(url: &str, error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{}: {error}", describe(url))
 }
 
 /// The database a URL names, for an error message: the SQLite file, or PostgreSQL's host
@@ -184,15 +189,10 @@ pub async fn connect_sqlite_writer(
 /// when they return (`synchronous=FULL`: the WAL is synced at each commit), for a store
 /// whose commit is a promise to another process, such as the embedded event bus's
 /// "published". Its writers queue in the pool, as SQLite commits one at a time anyway.
-pub async fn connect_sqlite_durable(url: &str) -> anyhow::Result<SqlitePool> {
-    let options = sqlite_options(url, SQLITE_PAGE_SIZE)
-        .map_err(|error| anyhow::anyhow!("{}: {error}", describe(url)))?
-        .synchronous(SqliteSynchronous::Full);
-    let pool = match sqlite_pool(options, 1).await {
-        Ok(pool) => check_sound(pool).await,
-        Err(error) => Err(error),
-    };
-    pool.map_err(|error| anyhow::anyhow!("{}: {error}", describe(url)))
+/// The file is checked first (see [`check_sound`]).
+pub async fn connect_sqlite_durable(url: &str) -> Result<SqlitePool, sqlx::Error> {
+    let options = sqlite_options(url, SQLITE_PAGE_SIZE)?.synchronous(SqliteSynchronous::Full);
+    check_sound(sqlite_pool(options, 1).await?).await
 }
 
 async fn sqlite_pool(

@@ -31,6 +31,16 @@ async fn bind(bus: &EmbeddedBus, queue: &str, patterns: &[&str]) -> EmbeddedQueu
     bus.bind(queue, patterns).await.expect("the queue binds")
 }
 
+/// Publishes `event` and claims it, as the only event of the queue.
+async fn publish_and_claim(bus: &EmbeddedBus, queue: &EmbeddedQueue, event: &Published) -> Claimed {
+    bus.publish(std::slice::from_ref(event))
+        .await
+        .expect("published");
+    let mut claimed = queue.claim(1).await.expect("claim");
+    assert_eq!(ids(&claimed), [event.event_id]);
+    claimed.remove(0)
+}
+
 fn keys(claimed: &[Claimed]) -> Vec<&str> {
     claimed.iter().map(|c| c.routing_key.as_str()).collect()
 }
@@ -142,12 +152,9 @@ async fn a_retried_event_waits_for_its_due_time_and_keeps_its_attempts_across_a_
     {
         let bus = open(&database).await;
         let queue = bind(&bus, "listener", &["#"]).await;
-        bus.publish(std::slice::from_ref(&published))
-            .await
-            .expect("published");
-        let claimed = queue.claim(1).await.expect("claim");
+        let claimed = publish_and_claim(&bus, &queue, &published).await;
         queue
-            .retry(claimed[0].seq, 2, Duration::from_millis(400))
+            .retry(claimed.seq, 2, Duration::from_millis(400))
             .await
             .expect("retry");
         assert!(
@@ -182,12 +189,9 @@ async fn parked_events_survive_a_restart_and_come_back_when_replayed() {
     {
         let bus = open(&database).await;
         let queue = bind(&bus, "listener", &["#"]).await;
-        bus.publish(std::slice::from_ref(&published))
-            .await
-            .expect("published");
-        let claimed = queue.claim(1).await.expect("claim");
+        let claimed = publish_and_claim(&bus, &queue, &published).await;
         queue
-            .park(claimed[0].seq, 5, "the mail server refused it")
+            .park(claimed.seq, 5, "the mail server refused it")
             .await
             .expect("park");
     }

@@ -534,12 +534,9 @@ impl Services {
         let dir = temp_dir();
         let mut config = config(&dir, None, extra);
         platform::telemetry::init_tracing_for_tests();
-        let bus = platform::events::EmbeddedBus::open(&platform::settings::sqlite_url(
-            &dir,
-            microchat::EVENTS_DATABASE,
-        ))
-        .await
-        .expect("the embedded bus opens");
+        let (bus, source) = microchat::open_embedded_events(&dir, &config.listener)
+            .await
+            .expect("the embedded bus opens");
         let others = Shutdown::new();
         let logger = logger::LoggerService::build(&config.logger, &dir)
             .await
@@ -562,15 +559,7 @@ impl Services {
         config.chat.listen = chat.local_addr();
         config.broker.chat_url = format!("http://{}", chat.local_addr());
         config.listener.chat_url = config.broker.chat_url.clone();
-        let source = std::sync::Arc::new(
-            listener::source::EmbeddedSource::bind(
-                &bus,
-                &config.listener.queue,
-                config.listener.prefetch,
-            )
-            .await
-            .expect("the listener's queue binds"),
-        );
+        let source = std::sync::Arc::new(source);
         let listener = listener::Listener::build(&config.listener, &dir, source)
             .await
             .expect("the listener starts");

@@ -37,7 +37,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/embedded
 const ROWS_PER_INSERT: usize = 1_000;
 
 /// A queue's bindings and the signal that wakes its consumer.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Binding {
     patterns: Vec<String>,
     /// Woken after events for the queue are committed, a retry is scheduled or parked
@@ -68,25 +68,20 @@ impl EmbeddedBus {
     /// schema and loads the bindings earlier runs declared. A file that is not a sound
     /// SQLite database is an error naming it, and is left as it is.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        let pool = crate::sql::connect_sqlite_durable(url).await?;
+        let pool = crate::sql::connect_sqlite_durable(url)
+            .await
+            .map_err(|error| crate::sql::naming(url, error))?;
         MIGRATOR
             .run(&pool)
             .await
-            .map_err(|error| anyhow::anyhow!("{}: {error}", crate::sql::describe(url)))?;
+            .map_err(|error| crate::sql::naming(url, error))?;
         let stored: Vec<(String, String)> =
             sqlx::query_as("SELECT queue, pattern FROM bindings ORDER BY queue, pattern")
                 .fetch_all(&pool)
                 .await?;
         let mut bindings: HashMap<String, Binding> = HashMap::new();
         for (queue, pattern) in stored {
-            bindings
-                .entry(queue)
-                .or_insert_with(|| Binding {
-                    patterns: Vec::new(),
-                    wake: Arc::default(),
-                })
-                .patterns
-                .push(pattern);
+            bindings.entry(queue).or_default().patterns.push(pattern);
         }
         Ok(Self {
             pool,
@@ -120,10 +115,7 @@ impl EmbeddedBus {
         tx.commit().await?;
         let wake = {
             let mut bindings = self.write_bindings();
-            let binding = bindings.entry(queue.to_owned()).or_insert_with(|| Binding {
-                patterns: Vec::new(),
-                wake: Arc::default(),
-            });
+            let binding = bindings.entry(queue.to_owned()).or_default();
             binding.patterns = patterns.iter().map(|p| (*p).to_owned()).collect();
             Arc::clone(&binding.wake)
         };
@@ -143,15 +135,16 @@ impl EmbeddedBus {
             .expect("the bindings lock is never held across a panic")
     }
 
-    /// The queues each event goes to, and the signals of those queues.
-    fn route<'e>(
-        &self,
-        events: &'e [Published],
-    ) -> (Vec<(String, &'e Published)>, Vec<Arc<Notify>>) {
+    /// The queues each event goes to, and the signals of those queues; `None` while no
+    /// queue is declared.
+    fn route<'e>(&self, events: &'e [Published]) -> Option<Routed<'e>> {
         let bindings = self
             .bindings
             .read()
             .expect("the bindings lock is never held across a panic");
+        if bindings.is_empty() {
+            return None;
+        }
         let mut rows = Vec::new();
         let mut woken = Vec::new();
         for (queue, binding) in bindings.iter() {
@@ -171,9 +164,12 @@ impl EmbeddedBus {
                 woken.push(Arc::clone(&binding.wake));
             }
         }
-        (rows, woken)
+        Some((rows, woken))
     }
 }
+
+/// Each event with a queue it goes to, and the signals of those queues.
+type Routed<'e> = (Vec<(String, &'e Published)>, Vec<Arc<Notify>>);
 
 #[async_trait]
 impl EventBus for EmbeddedBus {
@@ -185,15 +181,13 @@ impl EventBus for EmbeddedBus {
         if events.is_empty() {
             return Ok(());
         }
-        if self
-            .bindings
-            .read()
-            .expect("the bindings lock is never held across a panic")
-            .is_empty()
-        {
+        let Some((rows, woken)) = self.route(events) else {
             return Err(BusError::Unavailable("no queue is bound yet".into()));
+        };
+        if rows.is_empty() {
+            // Nothing to commit: no sync for events no queue takes.
+            return Ok(());
         }
-        let (rows, woken) = self.route(events);
         let due_at = now_ms();
         let unavailable = |error: sqlx::Error| BusError::Unavailable(error.to_string());
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
@@ -275,14 +269,9 @@ fn attempts_of(stored: i64) -> u32 {
 }
 
 impl EmbeddedQueue {
-    /// The queue's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Claims up to `limit` due events, oldest due first.
     pub async fn claim(&self, limit: usize) -> Result<Vec<Claimed>, sqlx::Error> {
-        let rows: Vec<(i64, Uuid, String, Vec<u8>, i64, i64)> = sqlx::query_as(
+        let mut rows: Vec<(i64, Uuid, String, Vec<u8>, i64, i64)> = sqlx::query_as(
             "UPDATE queued SET claimed_by = $1 WHERE seq IN ( \
                  SELECT seq FROM queued \
                  WHERE queue = $2 AND parked_at IS NULL AND due_at <= $3 AND claimed_by <> $1 \
@@ -295,7 +284,6 @@ impl EmbeddedQueue {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        let mut rows = rows;
         // RETURNING gives no order.
         rows.sort_unstable_by_key(|row| (row.5, row.0));
         Ok(rows
