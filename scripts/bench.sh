@@ -103,7 +103,7 @@ until curl -fsS -o /dev/null --max-time 2 "http://$broker_addr/readyz" 2>/dev/nu
 done
 
 case "$scenario" in
-  auth) extra=(--auth-grpc "http://$auth_addr") ;;
+  auth) extra=(--auth-grpc "http://$auth_addr" --service-keys "$data_dir/service-keys") ;;
   ws) extra=(--server-pid "$server_pid") ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac

@@ -23,6 +23,7 @@
 use anyhow::Context;
 use platform::{
     events::{EmbeddedBus, EventBus},
+    service_auth::{Service, ServiceKeys},
     shutdown::Shutdown,
 };
 use std::{
@@ -51,6 +52,10 @@ pub struct Config {
     #[arg(long, value_name = "NICE", env = "MICROCHAT_DEFERRED_NICE", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub deferred_nice: i32,
+    /// Directory of the keys the services sign their calls to each other with [default:
+    /// `<data dir>/service-keys`, generated on first start].
+    #[arg(long, value_name = "DIR", env = "MICROCHAT_SERVICE_KEYS")]
+    pub service_keys: Option<PathBuf>,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: auth::Config,
@@ -119,6 +124,24 @@ const SINKS: Stage = 3;
 
 /// The embedded event bus's file in the data directory.
 pub const EVENTS_DATABASE: &str = "events.db";
+/// The service keys' directory in the data directory.
+pub const SERVICE_KEYS_DIR: &str = "service-keys";
+
+impl Config {
+    /// Where the service keys are: the setting, or their directory in the data directory.
+    pub fn service_keys_dir(&self) -> PathBuf {
+        self.service_keys
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(SERVICE_KEYS_DIR))
+    }
+}
+
+/// The keys of every service, generating what is missing in `dir`: the all-in-one runs
+/// them all.
+pub fn open_service_keys(dir: &Path) -> anyhow::Result<ServiceKeys> {
+    ServiceKeys::generate_missing(dir).context("generating the service keys")?;
+    ServiceKeys::load(dir, &Service::ALL).context("loading the service keys")
+}
 
 /// Opens the embedded event bus in `data_dir` and binds the listener's queue on it,
 /// taking over what an earlier run left unsettled.
@@ -141,26 +164,33 @@ pub async fn open_embedded_events(
 pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Running> {
     let deferred = Deferred::start(config.deferred_nice)
         .context("starting the runtime of the deferred work")?;
+    let keys = open_service_keys(&config.service_keys_dir())?;
     // The logger first: every other service's lines go to it from their first one.
     let logger = deferred
         .run({
-            let (config, data_dir) = (config.logger.clone(), config.data_dir.clone());
-            async move { logger::LoggerService::build(&config, &data_dir).await }
+            let (config, data_dir, keys) =
+                (config.logger.clone(), config.data_dir.clone(), keys.clone());
+            async move { logger::LoggerService::build(&config, &data_dir, &keys).await }
         })
         .await
         .context("starting the logger")?;
     let logger_addr = logger.local_addr();
     let logger_url = format!("http://{logger_addr}");
-    let log_shipping = platform::logship::ship_to(&logger_url);
+    // One shipper carries every service's lines here; it calls as the logger itself.
+    let log_shipping = platform::logship::ship_to(
+        &logger_url,
+        keys.identity(Service::Logger)?.calling(Service::Logger),
+    );
     let mail = deferred
         .run({
-            let (config, data_dir) = (config.mail.clone(), config.data_dir.clone());
-            async move { mail::MailService::build(&config, &data_dir).await }
+            let (config, data_dir, keys) =
+                (config.mail.clone(), config.data_dir.clone(), keys.clone());
+            async move { mail::MailService::build(&config, &data_dir, &keys).await }
         })
         .await
         .context("starting mail")?;
     let mail_addr = mail.local_addr();
-    let chat = chat::ChatService::build(&config.chat, &config.data_dir)
+    let chat = chat::ChatService::build(&config.chat, &config.data_dir, &keys)
         .await
         .context("starting chat")?;
     let chat_addr = chat.local_addr();
@@ -191,14 +221,18 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         };
     let listener = deferred
         .run({
-            let (config, data_dir) = (config.listener.clone(), config.data_dir.clone());
-            async move { listener::Listener::build(&config, &data_dir, source).await }
+            let (config, data_dir, keys) = (
+                config.listener.clone(),
+                config.data_dir.clone(),
+                keys.clone(),
+            );
+            async move { listener::Listener::build(&config, &data_dir, source, &keys).await }
         })
         .await
         .context("starting the listener")?;
     let (listener_addr, listener_admin_addr) = (listener.local_addr(), listener.admin_addr());
     let chat = chat.publish_events_to(Arc::clone(&bus));
-    let auth = auth::Auth::build(&config.auth, &config.data_dir)
+    let auth = auth::Auth::build(&config.auth, &config.data_dir, &keys)
         .await
         .context("starting auth")?
         .publish_events_to(bus);
@@ -207,7 +241,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     config.broker.chat_url = format!("http://{chat_addr}");
     config.broker.logger_url = logger_url;
     config.broker.mail_url = format!("http://{mail_addr}");
-    let broker = broker::Broker::build(config.broker)
+    let broker = broker::Broker::build(config.broker, &keys)
         .await
         .context("starting the broker")?;
     let broker_addr = broker.local_addr();

@@ -927,9 +927,7 @@ async fn a_batch_of_sends_refuses_each_bad_one_alone_and_stores_the_rest_in_orde
         app.user("eve").await,
     );
     let conversation = ada.open_direct(&bob).await;
-    let mut chat = pb::chat_client::ChatClient::connect(app.chat_url())
-        .await
-        .expect("chat answers");
+    let mut chat = pb::chat_client::ChatClient::new(app.chat_as_broker());
     let sends = vec![
         batched(&ada, &conversation, "first"),
         batched(&eve, &conversation, "eve is no member"),

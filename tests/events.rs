@@ -524,10 +524,14 @@ async fn a_rabbitmq_outage_delays_events_and_loses_none() {
     app.stop().await;
 }
 
-async fn open_sessions(chat_url: &str) -> Vec<(String, String, String)> {
-    let mut chat = proto::chat::v1::chat_client::ChatClient::connect(chat_url.to_owned())
-        .await
-        .expect("chat answers");
+async fn open_sessions(services: &common::Services) -> Vec<(String, String, String)> {
+    let channel = platform::testing::channel_as(
+        &services.keys,
+        platform::service_auth::Service::Broker,
+        platform::service_auth::Service::Chat,
+        &format!("http://{}", services.config.chat.listen),
+    );
+    let mut chat = proto::chat::v1::chat_client::ChatClient::new(channel);
     let mut sessions: Vec<(String, String, String)> = chat
         .list_chat_sessions(proto::chat::v1::ListChatSessionsRequest { user_ids: vec![] })
         .await
@@ -547,11 +551,10 @@ async fn open_sessions(chat_url: &str) -> Vec<(String, String, String)> {
 #[tokio::test]
 async fn chat_sessions_and_presence_after_a_chat_restart_equal_those_before() {
     let mut services = common::Services::start(&[]).await;
-    let chat_url = format!("http://{}", services.config.chat.listen);
     let ada = common::User::sign_up(&services.base, "ada").await;
     let bob = common::User::sign_up(&services.base, "bob").await;
     eventually("both logins reach chat as chat sessions", || async {
-        open_sessions(&chat_url).await.len() == 2
+        open_sessions(&services).await.len() == 2
     })
     .await;
     let _socket = ada.open_socket().await;
@@ -559,7 +562,7 @@ async fn chat_sessions_and_presence_after_a_chat_restart_equal_those_before() {
         bob.online_usernames().await == ["ada"]
     })
     .await;
-    let before = (open_sessions(&chat_url).await, bob.online_usernames().await);
+    let before = (open_sessions(&services).await, bob.online_usernames().await);
 
     services.stop_chat().await;
     services.start_chat().await;
@@ -571,7 +574,7 @@ async fn chat_sessions_and_presence_after_a_chat_restart_equal_those_before() {
             .is_ok_and(|response| response.status() == StatusCode::OK)
     })
     .await;
-    let after = (open_sessions(&chat_url).await, bob.online_usernames().await);
+    let after = (open_sessions(&services).await, bob.online_usernames().await);
     assert_eq!(before, after, "nobody had to log in again");
 
     // Events still reach the restarted chat: bob's logout ends his session.
@@ -584,7 +587,7 @@ async fn chat_sessions_and_presence_after_a_chat_restart_equal_those_before() {
         .expect("the broker answers");
     assert_eq!(logout.status(), StatusCode::NO_CONTENT);
     eventually("bob's chat session ends", || async {
-        let sessions = open_sessions(&chat_url).await;
+        let sessions = open_sessions(&services).await;
         sessions.len() == 1 && sessions[0].0 == "ada"
     })
     .await;

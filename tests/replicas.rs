@@ -12,11 +12,12 @@ mod common;
 
 use common::{
     User,
+    grpc_probe::{call_every_method, not_answering},
     procs::{Process, answers_ok, binaries, free_port},
     rabbit::TestRabbit,
     ws::{Socket, close_code, next_frame, next_of_type, ready, send},
 };
-use platform::testing::TestPostgres;
+use platform::{service_auth::Service, testing::TestPostgres};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::{
@@ -32,6 +33,8 @@ const MESSAGES: usize = 40;
 /// auth, two chat instances and two brokers, each broker following its own chat.
 struct Cluster {
     brokers: [String; 2],
+    /// The gRPC servers: auth and both chat instances.
+    grpc: Vec<(Service, String)>,
     processes: Vec<Process>,
     _databases: (TestPostgres, TestPostgres),
     _rabbit: TestRabbit,
@@ -96,8 +99,13 @@ impl Cluster {
                 ],
             ));
         }
+        let grpc = std::iter::once((Service::Auth, auth))
+            .chain(chats.map(|port| (Service::Chat, port)))
+            .map(|(service, port)| (service, format!("http://127.0.0.1:{port}")))
+            .collect();
         let cluster = Self {
             brokers: brokers.map(|port| format!("http://127.0.0.1:{port}")),
+            grpc,
             processes,
             _databases: (auth_db, chat_db),
             _rabbit: rabbit,
@@ -192,6 +200,16 @@ async fn two_brokers_and_two_chats_deliver_every_message_once_to_every_socket() 
         return;
     };
     let [b0, b1] = cluster.brokers.clone();
+    // Each process holds only its own private key, as in the cluster: a caller without
+    // one is refused by every method of every replica.
+    for (service, url) in &cluster.grpc {
+        let answers = call_every_method(url, *service, None).await;
+        assert_eq!(
+            not_answering(&answers, tonic::Code::Unauthenticated),
+            Vec::<&(String, tonic::Code)>::new(),
+            "{service} at {url}"
+        );
+    }
     let ada = User::sign_up(&b0, "ada").await;
     let bob = User::sign_up(&b1, "bob").await;
     let cy = User::sign_up(&b0, "cyd").await;

@@ -24,6 +24,7 @@ type Running = (Shutdown, JoinHandle<anyhow::Result<()>>);
 struct AuthAndBroker {
     dir: PathBuf,
     config: microchat::Config,
+    keys: platform::service_auth::ServiceKeys,
     auth_addr: SocketAddr,
     auth: Option<Running>,
     broker: Running,
@@ -35,13 +36,16 @@ impl AuthAndBroker {
     async fn start() -> Self {
         let dir = temp_dir();
         let mut config = common::config(&dir, None, &[]);
-        let auth = auth::Auth::build(&config.auth, &dir).await.unwrap();
+        let keys = microchat::open_service_keys(&config.service_keys_dir()).unwrap();
+        let auth = auth::Auth::build(&config.auth, &dir, &keys).await.unwrap();
         let auth_addr = auth.local_addr();
         let auth_stop = Shutdown::new();
         let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
         config.auth.listen = auth_addr;
         config.broker.auth_url = format!("http://{auth_addr}");
-        let broker = broker::Broker::build(config.broker.clone()).await.unwrap();
+        let broker = broker::Broker::build(config.broker.clone(), &keys)
+            .await
+            .unwrap();
         let base = format!("http://{}", broker.local_addr());
         let broker_stop = Shutdown::new();
         let broker_task = tokio::spawn(broker.run(broker_stop.clone()));
@@ -58,6 +62,7 @@ impl AuthAndBroker {
         Self {
             dir,
             config,
+            keys,
             auth_addr,
             auth: Some((auth_stop, auth_task)),
             broker: (broker_stop, broker_task),
@@ -74,7 +79,7 @@ impl AuthAndBroker {
 
     /// Starts auth again on the same address and data directory.
     async fn start_auth(&mut self) {
-        let auth = auth::Auth::build(&self.config.auth, &self.dir)
+        let auth = auth::Auth::build(&self.config.auth, &self.dir, &self.keys)
             .await
             .unwrap();
         assert_eq!(auth.local_addr(), self.auth_addr);
@@ -147,7 +152,7 @@ impl AuthAndBroker {
     async fn broker_behind(&self, gate: &AuthGate) -> (String, Running) {
         let mut config = self.config.broker.clone();
         config.auth_url.clone_from(&gate.url);
-        let broker = broker::Broker::build(config).await.unwrap();
+        let broker = broker::Broker::build(config, &self.keys).await.unwrap();
         let base = format!("http://{}", broker.local_addr());
         let stop = Shutdown::new();
         (base, (stop.clone(), tokio::spawn(broker.run(stop))))
@@ -251,7 +256,7 @@ async fn a_rotated_signing_key_is_fetched_and_the_old_one_stops_working() {
 #[tokio::test]
 async fn without_its_revocation_stream_a_broker_asks_auth_and_refuses_a_session_ended_elsewhere() {
     let app = AuthAndBroker::start().await;
-    let gate = AuthGate::start(app.auth_addr).await;
+    let gate = AuthGate::start(app.auth_addr, &app.keys).await;
     let (gated, (stop, task)) = app.broker_behind(&gate).await;
     eventually("the gated broker follows auth's revocations", || {
         app.follows_revocations(&gated)

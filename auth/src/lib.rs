@@ -35,13 +35,19 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// A built auth service, bound to its port, not yet serving.
 pub struct Auth {
     listener: TcpListener,
+    /// Checks the callers of the gRPC server.
+    guard: platform::service_auth::Guard,
     accounts: Arc<Accounts>,
     bus: Option<Arc<dyn EventBus>>,
 }
 
 impl Auth {
     /// Opens the database (applying migrations), loads the signing key, binds the port.
-    pub async fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: &Config,
+        data_dir: &Path,
+        service_keys: &platform::service_auth::ServiceKeys,
+    ) -> anyhow::Result<Self> {
         platform::telemetry::prometheus();
         let store = store::connect(&config.database_url(data_dir))
             .await
@@ -71,6 +77,10 @@ impl Auth {
             .with_context(|| format!("binding auth to {}", config.listen))?;
         Ok(Self {
             listener,
+            guard: platform::service_auth::Guard::new(
+                platform::service_auth::Service::Auth,
+                service_keys,
+            ),
             accounts,
             bus: None,
         })
@@ -105,7 +115,7 @@ impl Auth {
         );
         let api = AuthServer::new(grpc::AuthApi::new(self.accounts, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        platform::grpc::serve("auth", self.listener, api, shutdown.clone()).await?;
+        platform::grpc::serve("auth", self.listener, api, self.guard, shutdown.clone()).await?;
         follower.await.context("revocation follower")?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;

@@ -27,6 +27,8 @@ struct Cli {
     events: platform::events::BusConfig,
     #[command(flatten)]
     telemetry: platform::telemetry::TelemetryConfig,
+    #[command(flatten)]
+    service_keys: platform::service_auth::KeysConfig,
 }
 
 #[tokio::main]
@@ -37,13 +39,24 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let shutdown = platform::shutdown::on_signal();
-    let telemetry = cli.telemetry.start("auth", &shutdown).await?;
+    let service_keys = platform::service_auth::ServiceKeys::load(
+        &cli.service_keys.dir,
+        &[platform::service_auth::Service::Auth],
+    )?;
+    let telemetry = cli
+        .telemetry
+        .start(
+            platform::service_auth::Service::Auth,
+            &service_keys,
+            &shutdown,
+        )
+        .await?;
     // Alone, auth also honours the conventional DATABASE_URL.
     cli.auth.database_url = cli
         .auth
         .database_url
         .or_else(|| std::env::var("DATABASE_URL").ok());
-    let mut auth = auth::Auth::build(&cli.auth, &cli.data_dir).await?;
+    let mut auth = auth::Auth::build(&cli.auth, &cli.data_dir, &service_keys).await?;
     if let Some(bus) = cli.events.rabbit() {
         auth = auth.publish_events_to(bus);
     }

@@ -4,13 +4,14 @@
 use auth::keys::SigningKey;
 use clap::Parser;
 use platform::{
+    grpc::TracedChannel,
     shutdown::Shutdown,
     token::{AUDIENCE, Claims, ISSUER, TokenVerifier},
 };
 use proto::auth::v1::{self as pb, auth_client::AuthClient};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use tokio::task::JoinHandle;
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery";
@@ -22,9 +23,28 @@ struct Cli {
     auth: auth::Config,
 }
 
+/// The service keys of the test's installation (its data directory's).
+fn service_keys(data_dir: &std::path::Path) -> platform::service_auth::ServiceKeys {
+    platform::testing::service_keys(&data_dir.join("service-keys"))
+}
+
+/// A client calling auth at `addr` as the broker does.
+fn broker_client(
+    keys: &platform::service_auth::ServiceKeys,
+    addr: SocketAddr,
+) -> AuthClient<TracedChannel> {
+    use platform::service_auth::Service;
+    AuthClient::new(platform::testing::channel_as(
+        keys,
+        Service::Broker,
+        Service::Auth,
+        &format!("http://{addr}"),
+    ))
+}
+
 /// A running auth service with a client connected to it.
 struct TestAuth {
-    client: AuthClient<Channel>,
+    client: AuthClient<TracedChannel>,
     addr: SocketAddr,
     shutdown: Shutdown,
     server: Option<JoinHandle<anyhow::Result<()>>>,
@@ -60,15 +80,14 @@ impl TestAuth {
         ];
         let cli =
             Cli::try_parse_from(args.iter().chain(settings)).expect("test settings are valid");
-        let auth = auth::Auth::build(&cli.auth, &data_dir)
+        let keys = service_keys(&data_dir);
+        let auth = auth::Auth::build(&cli.auth, &data_dir, &keys)
             .await
             .expect("auth starts");
         let addr = auth.local_addr();
         let shutdown = Shutdown::new();
         let server = tokio::spawn(auth.run(shutdown.clone()));
-        let client = AuthClient::connect(format!("http://{addr}"))
-            .await
-            .expect("auth accepts connections");
+        let client = broker_client(&keys, addr);
         Self {
             client,
             addr,
@@ -79,10 +98,8 @@ impl TestAuth {
     }
 
     /// A second, independent connection.
-    async fn another_client(&self) -> AuthClient<Channel> {
-        AuthClient::connect(format!("http://{}", self.addr))
-            .await
-            .expect("auth accepts connections")
+    async fn another_client(&self) -> AuthClient<TracedChannel> {
+        broker_client(&service_keys(&self.data_dir), self.addr)
     }
 
     async fn register(&self, username: &str) -> pb::User {

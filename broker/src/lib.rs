@@ -21,7 +21,7 @@ pub use config::Config;
 
 use anyhow::Context;
 use live::{hub::Hub, socket::SocketLimits};
-use platform::{grpc::TracedChannel, shutdown::Shutdown};
+use platform::{grpc::TracedChannel, service_auth::Service, shutdown::Shutdown};
 use proto::{
     auth::v1::auth_client::AuthClient, chat::v1::chat_client::ChatClient,
     logger::v1::logger_client::LoggerClient, mail::v1::mail_client::MailClient,
@@ -96,26 +96,31 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Prepares the gRPC clients (they connect lazily) and binds the HTTP port.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    /// Prepares the gRPC clients (they connect lazily, calling as the broker with its key
+    /// in `service_keys`) and binds the HTTP port.
+    pub async fn build(
+        config: Config,
+        service_keys: &platform::service_auth::ServiceKeys,
+    ) -> anyhow::Result<Self> {
         // Install the recorder before the first request records anything.
         platform::telemetry::prometheus();
         let deadlines = platform::grpc::Deadlines {
             connect: Duration::from_secs(1),
             request: config.grpc_timeout,
         };
-        let auth_channel = platform::grpc::channel(&config.auth_url, deadlines)
-            .with_context(|| format!("invalid auth URL {:?}", config.auth_url))?;
-        let chat_channel = platform::grpc::channel(&config.chat_url, deadlines)
-            .with_context(|| format!("invalid chat URL {:?}", config.chat_url))?;
+        let identity = service_keys.identity(Service::Broker)?;
+        let channel = |url: &str, callee: Service| {
+            platform::grpc::channel(url, deadlines, identity.calling(callee))
+                .with_context(|| format!("invalid {callee} URL {url:?}"))
+        };
+        let auth_channel = channel(&config.auth_url, Service::Auth)?;
+        let chat_channel = channel(&config.chat_url, Service::Chat)?;
         let auth =
             AuthClient::new(auth_channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let chat =
             ChatClient::new(chat_channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
-        let logger = platform::grpc::channel(&config.logger_url, deadlines)
-            .with_context(|| format!("invalid logger URL {:?}", config.logger_url))?;
-        let mail = platform::grpc::channel(&config.mail_url, deadlines)
-            .with_context(|| format!("invalid mail URL {:?}", config.mail_url))?;
+        let logger = channel(&config.logger_url, Service::Logger)?;
+        let mail = channel(&config.mail_url, Service::Mail)?;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the broker to {}", config.listen))?;

@@ -19,6 +19,8 @@ struct Cli {
     broker: broker::Config,
     #[command(flatten)]
     telemetry: platform::telemetry::TelemetryConfig,
+    #[command(flatten)]
+    service_keys: platform::service_auth::KeysConfig,
 }
 
 #[tokio::main]
@@ -26,8 +28,19 @@ async fn main() -> anyhow::Result<()> {
     broker::allocator::return_freed_memory_promptly();
     let cli = Cli::parse();
     let shutdown = platform::shutdown::on_signal();
-    let telemetry = cli.telemetry.start("broker", &shutdown).await?;
-    broker::Broker::build(cli.broker)
+    let service_keys = platform::service_auth::ServiceKeys::load(
+        &cli.service_keys.dir,
+        &[platform::service_auth::Service::Broker],
+    )?;
+    let telemetry = cli
+        .telemetry
+        .start(
+            platform::service_auth::Service::Broker,
+            &service_keys,
+            &shutdown,
+        )
+        .await?;
+    broker::Broker::build(cli.broker, &service_keys)
         .await?
         .run(shutdown)
         .await?;

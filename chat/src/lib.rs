@@ -32,6 +32,8 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// A built chat service, bound to its port, not yet serving.
 pub struct ChatService {
     listener: TcpListener,
+    /// Checks the callers of the gRPC server.
+    guard: platform::service_auth::Guard,
     chat: Arc<Chat>,
     bus: Option<Arc<dyn EventBus>>,
     live_fanout: Option<(String, String)>,
@@ -39,7 +41,11 @@ pub struct ChatService {
 
 impl ChatService {
     /// Opens the database (applying migrations) and binds the port.
-    pub async fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: &Config,
+        data_dir: &Path,
+        service_keys: &platform::service_auth::ServiceKeys,
+    ) -> anyhow::Result<Self> {
         platform::telemetry::prometheus();
         let store = store::connect(&config.database_url(data_dir))
             .await
@@ -50,6 +56,10 @@ impl ChatService {
             .with_context(|| format!("binding chat to {}", config.listen))?;
         Ok(Self {
             listener,
+            guard: platform::service_auth::Guard::new(
+                platform::service_auth::Service::Chat,
+                service_keys,
+            ),
             chat,
             bus: None,
             live_fanout: None,
@@ -92,7 +102,7 @@ impl ChatService {
         );
         let api = ChatServer::new(grpc::ChatApi::new(self.chat, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        platform::grpc::serve("chat", self.listener, api, shutdown.clone()).await?;
+        platform::grpc::serve("chat", self.listener, api, self.guard, shutdown.clone()).await?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;
         }

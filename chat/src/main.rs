@@ -24,19 +24,32 @@ struct Cli {
     events: platform::events::BusConfig,
     #[command(flatten)]
     telemetry: platform::telemetry::TelemetryConfig,
+    #[command(flatten)]
+    service_keys: platform::service_auth::KeysConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     let shutdown = platform::shutdown::on_signal();
-    let telemetry = cli.telemetry.start("chat", &shutdown).await?;
+    let service_keys = platform::service_auth::ServiceKeys::load(
+        &cli.service_keys.dir,
+        &[platform::service_auth::Service::Chat],
+    )?;
+    let telemetry = cli
+        .telemetry
+        .start(
+            platform::service_auth::Service::Chat,
+            &service_keys,
+            &shutdown,
+        )
+        .await?;
     // Alone, chat also honours the conventional DATABASE_URL.
     cli.chat.database_url = cli
         .chat
         .database_url
         .or_else(|| std::env::var("DATABASE_URL").ok());
-    let mut chat = chat::ChatService::build(&cli.chat, &cli.data_dir).await?;
+    let mut chat = chat::ChatService::build(&cli.chat, &cli.data_dir, &service_keys).await?;
     if let Some(bus) = cli.events.rabbit() {
         chat = chat.publish_events_to(bus);
     }

@@ -6,7 +6,8 @@
 use chrono::{SecondsFormat, Utc};
 use platform::{
     batch::GroupCommit,
-    grpc::{Deadlines, TracedChannel, timestamp},
+    grpc::{Deadlines, TracedChannel, channel, timestamp},
+    service_auth::{Service, token::Identity},
 };
 use proto::{
     chat::v1::{self as chat, chat_client::ChatClient},
@@ -14,7 +15,7 @@ use proto::{
     logger::v1::{self as logger, logger_client::LoggerClient},
     mail::v1::{SendMailRequest, mail_client::MailClient},
 };
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 use tonic::{Code, Status};
 
 /// Why an event's work did not happen.
@@ -59,18 +60,33 @@ fn caller(user_id: &str, username: &str) -> chat::Caller {
 }
 
 impl Handlers {
-    /// Clients for chat, mail and the logger (connecting lazily).
-    pub fn new(chat_url: &str, mail_url: &str, logger_url: &str) -> anyhow::Result<Self> {
+    /// Clients for chat, mail and the logger (connecting lazily), calling as `identity`.
+    pub fn new(
+        chat_url: &str,
+        mail_url: &str,
+        logger_url: &str,
+        identity: &Arc<Identity>,
+    ) -> anyhow::Result<Self> {
         let deadlines = Deadlines {
             connect: std::time::Duration::from_secs(1),
             // SMTP behind mail may take a few seconds.
             request: std::time::Duration::from_secs(15),
         };
         Ok(Self {
-            chat: ChatClient::new(platform::grpc::channel(chat_url, deadlines)?),
-            mail: MailClient::new(platform::grpc::channel(mail_url, deadlines)?),
-            audits: audit_writer(LoggerClient::new(platform::grpc::channel(
-                logger_url, deadlines,
+            chat: ChatClient::new(channel(
+                chat_url,
+                deadlines,
+                identity.calling(Service::Chat),
+            )?),
+            mail: MailClient::new(channel(
+                mail_url,
+                deadlines,
+                identity.calling(Service::Mail),
+            )?),
+            audits: audit_writer(LoggerClient::new(channel(
+                logger_url,
+                deadlines,
+                identity.calling(Service::Logger),
             )?)),
         })
     }

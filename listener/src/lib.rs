@@ -73,14 +73,21 @@ impl Listener {
         config: &Config,
         data_dir: &Path,
         source: Arc<dyn Source>,
+        service_keys: &platform::service_auth::ServiceKeys,
     ) -> anyhow::Result<Self> {
         let admin = AdminPort::bind(config.admin_listen, config.admin_token.clone()).await?;
         platform::telemetry::prometheus();
         let processed = ProcessedEvents::connect(&config.database_url(data_dir))
             .await
             .context("opening the listener database")?;
-        let handlers = Handlers::new(&config.chat_url, &config.mail_url, &config.logger_url)
-            .context("the chat, mail or logger URL is not valid")?;
+        let identity = service_keys.identity(platform::service_auth::Service::Listener)?;
+        let handlers = Handlers::new(
+            &config.chat_url,
+            &config.mail_url,
+            &config.logger_url,
+            &identity,
+        )
+        .context("the chat, mail or logger URL is not valid")?;
         let http = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the listener to {}", config.listen))?;

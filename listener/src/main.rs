@@ -27,6 +27,8 @@ struct Cli {
     events: platform::events::BusConfig,
     #[command(flatten)]
     telemetry: platform::telemetry::TelemetryConfig,
+    #[command(flatten)]
+    service_keys: platform::service_auth::KeysConfig,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -105,7 +107,18 @@ async fn main() -> anyhow::Result<()> {
         return admin(&admin_url, cli.listener.admin_token.as_ref(), action).await;
     }
     let shutdown = platform::shutdown::on_signal();
-    let telemetry = cli.telemetry.start("listener", &shutdown).await?;
+    let service_keys = platform::service_auth::ServiceKeys::load(
+        &cli.service_keys.dir,
+        &[platform::service_auth::Service::Listener],
+    )?;
+    let telemetry = cli
+        .telemetry
+        .start(
+            platform::service_auth::Service::Listener,
+            &service_keys,
+            &shutdown,
+        )
+        .await?;
     // Alone, the listener also honours the conventional DATABASE_URL.
     cli.listener.database_url = cli
         .listener
@@ -121,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
         cli.events.exchange.clone(),
         &cli.listener,
     ));
-    listener::Listener::build(&cli.listener, &cli.data_dir, source)
+    listener::Listener::build(&cli.listener, &cli.data_dir, source, &service_keys)
         .await?
         .run(shutdown)
         .await?;

@@ -55,7 +55,11 @@ impl TestListener {
         let source = Arc::new(
             listener::source::EmbeddedSource::bind(&bus, &config.queue, config.prefetch).await?,
         );
-        let listener = listener::Listener::build(&config, &std::env::temp_dir(), source).await?;
+        let keys = platform::testing::service_keys(
+            &std::env::temp_dir().join(format!("listener-keys-{}", uuid::Uuid::new_v4())),
+        );
+        let listener =
+            listener::Listener::build(&config, &std::env::temp_dir(), source, &keys).await?;
         let health = format!("http://{}", listener.local_addr());
         let admin = format!("http://{}", listener.admin_addr());
         let stop = Shutdown::new();

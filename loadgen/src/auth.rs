@@ -14,12 +14,16 @@ use anyhow::{Context, Result, bail, ensure};
 use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
+use platform::service_auth::{Credentials, Service, ServiceKeys};
 use proto::auth::v1::VerifyTokenRequest;
 use proto::auth::v1::auth_client::AuthClient;
 use serde_json::json;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 
 /// Clients sharing one gRPC channel (one HTTP/2 connection).
 const CLIENTS_PER_CHANNEL: u32 = 8;
@@ -39,6 +43,10 @@ pub struct Args {
     /// URL of auth's gRPC server (loopback only).
     #[arg(long = "auth-grpc", default_value = "http://127.0.0.1:50051", value_parser = LoopbackUrl::parse)]
     auth_grpc: LoopbackUrl,
+    /// The server's service keys: the gRPC phase calls auth as the broker does, with the
+    /// broker's key (`<data dir>/service-keys` of the all-in-one).
+    #[arg(long, value_name = "DIR", default_value = "./data/service-keys")]
+    service_keys: std::path::PathBuf,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -62,7 +70,9 @@ pub async fn run(args: Args) -> Result<()> {
     let broker = broker_phase(&args.broker, &token, load).await?;
     broker.print_summary();
     let token = account.log_in(&args.broker).await?;
-    let grpc = grpc_phase(&args.auth_grpc, &token, load).await?;
+    let keys = ServiceKeys::load(&args.service_keys, &[Service::Broker])?;
+    let credentials = keys.identity(Service::Broker)?.calling(Service::Auth);
+    let grpc = grpc_phase(&args.auth_grpc, credentials, &token, load).await?;
     grpc.print_summary();
 
     let p50_ratio = report::ratio(broker.p50_us, grpc.p50_us);
@@ -119,7 +129,12 @@ async fn broker_phase(broker: &LoopbackUrl, token: &str, load: &LoadArgs) -> Res
     ))
 }
 
-async fn grpc_phase(auth: &LoopbackUrl, token: &str, load: &LoadArgs) -> Result<PhaseFigures> {
+async fn grpc_phase(
+    auth: &LoopbackUrl,
+    credentials: Credentials,
+    token: &str,
+    load: &LoadArgs,
+) -> Result<PhaseFigures> {
     let channels = load.clients.div_ceil(CLIENTS_PER_CHANNEL);
     eprintln!(
         "phase grpc: connecting {} clients to {} over {channels} channels",
@@ -141,7 +156,10 @@ async fn grpc_phase(auth: &LoopbackUrl, token: &str, load: &LoadArgs) -> Result<
     .await?;
     let probes = (0..load.clients)
         .map(|index| TokenCheck {
-            client: AuthClient::new(channels[(index / CLIENTS_PER_CHANNEL) as usize].clone()),
+            client: AuthClient::with_interceptor(
+                channels[(index / CLIENTS_PER_CHANNEL) as usize].clone(),
+                Signed(credentials.clone()),
+            ),
             token: token.to_owned(),
         })
         .collect();
@@ -211,8 +229,24 @@ impl Probe for CallerLookup {
 
 /// A client checking a token with auth over a shared gRPC channel.
 struct TokenCheck {
-    client: AuthClient<Channel>,
+    client: AuthClient<InterceptedService<Channel, Signed>>,
     token: String,
+}
+
+/// Adds the broker's service token to each call, as the broker's own channels do.
+#[derive(Clone)]
+struct Signed(Credentials);
+
+impl tonic::service::Interceptor for Signed {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.authorization());
+        Ok(request)
+    }
 }
 
 impl Probe for TokenCheck {

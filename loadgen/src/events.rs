@@ -20,6 +20,7 @@ use hdrhistogram::Histogram;
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use platform::{
     events::{EmbeddedBus, Event, EventBus, outbox, rabbit},
+    service_auth::{Service, ServiceKeys},
     shutdown::Shutdown,
     sql::Pool,
 };
@@ -299,7 +300,11 @@ async fn measure(
     let logger_dir = std::env::temp_dir().join(format!("loadgen-logger-{id}"));
     let logger_config =
         LoggerCli::try_parse_from(["logger", "--logger-listen=127.0.0.1:0"])?.config;
-    let logger = logger::LoggerService::build(&logger_config, &logger_dir).await?;
+    // The logger and the listener here trust each other through keys of their own.
+    let keys_dir = logger_dir.join("service-keys");
+    ServiceKeys::generate_missing(&keys_dir)?;
+    let service_keys = ServiceKeys::load(&keys_dir, &[Service::Logger, Service::Listener])?;
+    let logger = logger::LoggerService::build(&logger_config, &logger_dir, &service_keys).await?;
     let logger_url = format!("http://{}", logger.local_addr());
     let logging = tokio::spawn(logger.run(shutdown.clone()));
     let listener_config = ListenerCli::try_parse_from([
@@ -329,7 +334,8 @@ async fn measure(
         }
     };
     let data_dir = std::env::temp_dir();
-    let listener = listener::Listener::build(&listener_config, &data_dir, source).await?;
+    let listener =
+        listener::Listener::build(&listener_config, &data_dir, source, &service_keys).await?;
     let listener_addr = listener.local_addr();
     let listening = tokio::spawn(listener.run(shutdown.clone()));
     wait_ready(listener_addr).await?;

@@ -31,6 +31,8 @@ pub const MAX_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
 /// A built logger service, bound to its port, not yet serving.
 pub struct LoggerService {
     listener: TcpListener,
+    /// Checks the callers of the gRPC server.
+    guard: platform::service_auth::Guard,
     store: Arc<dyn LogStore>,
     /// The retention to enforce by purging, for stores without a TTL of their own.
     purge_after: Option<Duration>,
@@ -39,7 +41,11 @@ pub struct LoggerService {
 impl LoggerService {
     /// Opens the store (creating MongoDB's indexes or applying SQLite's migrations) and
     /// binds the port.
-    pub async fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: &Config,
+        data_dir: &Path,
+        service_keys: &platform::service_auth::ServiceKeys,
+    ) -> anyhow::Result<Self> {
         platform::telemetry::prometheus();
         let (store, purge_after) = match config.backend(data_dir) {
             Backend::Mongo { url, database } => {
@@ -62,6 +68,10 @@ impl LoggerService {
             .with_context(|| format!("binding logger to {}", config.listen))?;
         Ok(Self {
             listener,
+            guard: platform::service_auth::Guard::new(
+                platform::service_auth::Service::Logger,
+                service_keys,
+            ),
             store,
             purge_after,
         })
@@ -89,7 +99,8 @@ impl LoggerService {
         });
         let api = LoggerServer::new(grpc::LoggerApi::new(self.store))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let served = platform::grpc::serve("logger", self.listener, api, shutdown.clone()).await;
+        let served =
+            platform::grpc::serve("logger", self.listener, api, self.guard, shutdown.clone()).await;
         stop_purge.cancel();
         if let Some(purge) = purge {
             purge.await.context("log purge task")?;

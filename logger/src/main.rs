@@ -22,14 +22,27 @@ struct Cli {
     // Its default LOGGER_URL is this service's default address: its lines come back here.
     #[command(flatten)]
     telemetry: platform::telemetry::TelemetryConfig,
+    #[command(flatten)]
+    service_keys: platform::service_auth::KeysConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let shutdown = platform::shutdown::on_signal();
-    let telemetry = cli.telemetry.start("logger", &shutdown).await?;
-    logger::LoggerService::build(&cli.logger, &cli.data_dir)
+    let service_keys = platform::service_auth::ServiceKeys::load(
+        &cli.service_keys.dir,
+        &[platform::service_auth::Service::Logger],
+    )?;
+    let telemetry = cli
+        .telemetry
+        .start(
+            platform::service_auth::Service::Logger,
+            &service_keys,
+            &shutdown,
+        )
+        .await?;
+    logger::LoggerService::build(&cli.logger, &cli.data_dir, &service_keys)
         .await?
         .run(shutdown)
         .await?;

@@ -4,7 +4,9 @@
 //! MongoDB (a SecantusDB server, skipped when scripts/test-tools.sh has not installed it).
 
 use clap::Parser;
-use platform::{shutdown::Shutdown, testing::MongoServer};
+use platform::{
+    grpc::TracedChannel, service_auth::Service, shutdown::Shutdown, testing::MongoServer,
+};
 use proto::logger::v1::{
     Level, LogEntry, QueryLogsRequest, QueryLogsResponse, WriteLogsRequest,
     logger_client::LoggerClient,
@@ -19,7 +21,7 @@ struct Cli {
 }
 
 struct Running {
-    client: LoggerClient<Channel>,
+    client: LoggerClient<TracedChannel>,
     url: String,
     stop: Shutdown,
     dir: PathBuf,
@@ -44,15 +46,20 @@ async fn start(extra: &[String]) -> Running {
     .into_iter()
     .chain(extra.iter().cloned());
     let config = Cli::parse_from(args).logger;
-    let service = logger::LoggerService::build(&config, &dir)
+    let keys = platform::testing::service_keys(&dir.join("service-keys"));
+    let service = logger::LoggerService::build(&config, &dir, &keys)
         .await
         .expect("logger starts");
     let url = format!("http://{}", service.local_addr());
     let stop = Shutdown::new();
     tokio::spawn(service.run(stop.clone()));
-    let client = LoggerClient::connect(url.clone())
-        .await
-        .expect("logger answers");
+    // The broker both writes (its own lines, `/handle` log) and reads (admins' queries).
+    let client = LoggerClient::new(platform::testing::channel_as(
+        &keys,
+        Service::Broker,
+        Service::Logger,
+        &url,
+    ));
     Running {
         client,
         url,
@@ -83,7 +90,7 @@ fn ago(seconds: i64) -> prost_types::Timestamp {
 }
 
 async fn write(
-    client: &mut LoggerClient<Channel>,
+    client: &mut LoggerClient<TracedChannel>,
     batches: Vec<Vec<LogEntry>>,
 ) -> Result<u64, tonic::Status> {
     let requests = batches
@@ -93,7 +100,10 @@ async fn write(
     Ok(response.into_inner().written)
 }
 
-async fn query(client: &mut LoggerClient<Channel>, request: QueryLogsRequest) -> QueryLogsResponse {
+async fn query(
+    client: &mut LoggerClient<TracedChannel>,
+    request: QueryLogsRequest,
+) -> QueryLogsResponse {
     client
         .query_logs(request)
         .await

@@ -8,6 +8,9 @@ use proto::mail::v1::{self as pb, mail_server};
 use std::{sync::Arc, time::Instant};
 use tonic::{Request, Response, Status};
 
+/// The template of an administrator's message: it names its sender.
+const ADMIN_MESSAGE_TEMPLATE: &str = "message";
+
 /// `microchat.mail.v1.Mail`.
 pub struct MailApi {
     sender: Arc<Sender>,
@@ -40,26 +43,25 @@ fn reason(error: &SendError) -> &'static str {
     }
 }
 
-#[tonic::async_trait]
-impl mail_server::Mail for MailApi {
-    async fn send_mail(
+impl MailApi {
+    /// Renders `template` and sends it, counting and logging the outcome.
+    async fn deliver(
         &self,
-        request: Request<pb::SendMailRequest>,
+        to: &str,
+        template: &str,
+        vars: &std::collections::HashMap<String, String>,
+        idempotency_key: &str,
     ) -> Result<Response<pb::SendMailResponse>, Status> {
-        let body = request.into_inner();
         let started = Instant::now();
         // A template name from outside is only a metric label once it is known.
         let label = TEMPLATES
             .iter()
-            .find(|template| template.name == body.template)
-            .map_or("unknown", |template| template.name);
+            .find(|known| known.name == template)
+            .map_or("unknown", |known| known.name);
         // A caller that goes away mid-send does not cut it short between the SMTP
         // transaction and remembering its key: every call runs to its end on a task of its
         // own (`platform::trace::TraceLayer`, which `platform::grpc::serve` puts in front).
-        let outcome = self
-            .sender
-            .send(&body.to, &body.template, &body.vars, &body.idempotency_key)
-            .await;
+        let outcome = self.sender.send(to, template, vars, idempotency_key).await;
         metrics::histogram!("mail_send_seconds").record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(sent) => {
@@ -81,6 +83,32 @@ impl mail_server::Mail for MailApi {
                 Err(error.into())
             }
         }
+    }
+}
+
+#[tonic::async_trait]
+impl mail_server::Mail for MailApi {
+    async fn send_mail(
+        &self,
+        request: Request<pb::SendMailRequest>,
+    ) -> Result<Response<pb::SendMailResponse>, Status> {
+        let body = request.into_inner();
+        self.deliver(&body.to, &body.template, &body.vars, &body.idempotency_key)
+            .await
+    }
+
+    async fn send_admin_message(
+        &self,
+        request: Request<pb::SendAdminMessageRequest>,
+    ) -> Result<Response<pb::SendMailResponse>, Status> {
+        let body = request.into_inner();
+        let vars = std::collections::HashMap::from([
+            ("subject".to_owned(), body.subject),
+            ("message".to_owned(), body.message),
+            ("sender".to_owned(), body.sender),
+        ]);
+        self.deliver(&body.to, ADMIN_MESSAGE_TEMPLATE, &vars, "")
+            .await
     }
 
     async fn list_templates(

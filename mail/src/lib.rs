@@ -32,13 +32,19 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// A built mail service, bound to its port, not yet serving.
 pub struct MailService {
     listener: TcpListener,
+    /// Checks the callers of the gRPC server.
+    guard: platform::service_auth::Guard,
     sender: Arc<sender::Sender>,
     sent: sent::SentMails,
 }
 
 impl MailService {
     /// Prepares the transport and binds the port.
-    pub async fn build(config: &Config, data_dir: &Path) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: &Config,
+        data_dir: &Path,
+        service_keys: &platform::service_auth::ServiceKeys,
+    ) -> anyhow::Result<Self> {
         platform::telemetry::prometheus();
         let destination = config.destination(data_dir);
         let sent = sent::SentMails::connect(&config.database_url(data_dir))
@@ -61,6 +67,10 @@ impl MailService {
             .with_context(|| format!("binding mail to {}", config.listen))?;
         Ok(Self {
             listener,
+            guard: platform::service_auth::Guard::new(
+                platform::service_auth::Service::Mail,
+                service_keys,
+            ),
             sender: Arc::new(sender),
             sent,
         })
@@ -78,7 +88,7 @@ impl MailService {
         let api = MailServer::new(grpc::MailApi::new(self.sender))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let pruner = tokio::spawn(prune(self.sent, shutdown.clone()));
-        platform::grpc::serve("mail", self.listener, api, shutdown.clone()).await?;
+        platform::grpc::serve("mail", self.listener, api, self.guard, shutdown.clone()).await?;
         pruner.abort();
         tracing::info!("mail stopped");
         Ok(())

@@ -21,19 +21,32 @@ struct Cli {
     mail: mail::Config,
     #[command(flatten)]
     telemetry: platform::telemetry::TelemetryConfig,
+    #[command(flatten)]
+    service_keys: platform::service_auth::KeysConfig,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     let shutdown = platform::shutdown::on_signal();
-    let telemetry = cli.telemetry.start("mail", &shutdown).await?;
+    let service_keys = platform::service_auth::ServiceKeys::load(
+        &cli.service_keys.dir,
+        &[platform::service_auth::Service::Mail],
+    )?;
+    let telemetry = cli
+        .telemetry
+        .start(
+            platform::service_auth::Service::Mail,
+            &service_keys,
+            &shutdown,
+        )
+        .await?;
     // Alone, mail also honours the conventional DATABASE_URL.
     cli.mail.database_url = cli
         .mail
         .database_url
         .or_else(|| std::env::var("DATABASE_URL").ok());
-    mail::MailService::build(&cli.mail, &cli.data_dir)
+    mail::MailService::build(&cli.mail, &cli.data_dir, &service_keys)
         .await?
         .run(shutdown)
         .await?;

@@ -2,10 +2,10 @@
 //! (npm maildev, installed by scripts/test-tools.sh).
 
 use clap::Parser;
-use platform::{shutdown::Shutdown, testing::MailDev};
+use platform::{grpc::TracedChannel, service_auth::Service, shutdown::Shutdown, testing::MailDev};
 use proto::mail::v1::{SendMailRequest, mail_client::MailClient};
 use std::{collections::HashMap, path::PathBuf, time::Duration};
-use tonic::{Code, transport::Channel};
+use tonic::Code;
 
 #[derive(Parser)]
 struct Cli {
@@ -14,7 +14,7 @@ struct Cli {
 }
 
 struct Running {
-    client: MailClient<Channel>,
+    client: MailClient<TracedChannel>,
     stop: Shutdown,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     dir: PathBuf,
@@ -39,13 +39,19 @@ async fn start_in(dir: PathBuf, extra: &[String]) -> Running {
         .into_iter()
         .chain(extra.iter().cloned());
     let config = Cli::parse_from(args).mail;
-    let service = mail::MailService::build(&config, &dir)
+    let keys = platform::testing::service_keys(&dir.join("service-keys"));
+    let service = mail::MailService::build(&config, &dir, &keys)
         .await
         .expect("mail starts");
     let url = format!("http://{}", service.local_addr());
     let stop = Shutdown::new();
     let task = tokio::spawn(service.run(stop.clone()));
-    let client = MailClient::connect(url).await.expect("mail answers");
+    let client = MailClient::new(platform::testing::channel_as(
+        &keys,
+        Service::Listener,
+        Service::Mail,
+        &url,
+    ));
     Running {
         client,
         stop,

@@ -1,7 +1,12 @@
-//! gRPC client helpers: every channel connects lazily (a service may start before the
-//! ones it calls), and every call has a deadline and carries the current trace id.
+//! gRPC client and server helpers: every channel connects lazily (a service may start
+//! before the ones it calls), and every call has a deadline and carries the current trace
+//! id and the calling service's token; every server checks that token
+//! ([`crate::service_auth`]).
 
-use crate::trace::{TraceInterceptor, TraceLayer};
+use crate::{
+    service_auth::{Credentials, Guard},
+    trace::{TraceId, TraceLayer},
+};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{Stream, StreamExt, wrappers::TcpListenerStream};
@@ -12,8 +17,29 @@ use tonic::{
 };
 use tower::layer::util::{Identity, Stack};
 
-/// A channel whose calls carry the current trace id.
-pub type TracedChannel = InterceptedService<Channel, TraceInterceptor>;
+/// A channel whose calls carry the current trace id and the caller's service token.
+pub type TracedChannel = InterceptedService<Channel, CallInterceptor>;
+
+/// Adds the current trace id and the calling service's token to every outgoing call.
+#[derive(Clone, Debug)]
+pub struct CallInterceptor {
+    credentials: Credentials,
+}
+
+impl tonic::service::Interceptor for CallInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let metadata = request.metadata_mut();
+        if let Some(id) = TraceId::current() {
+            let value = id
+                .to_traceparent()
+                .parse()
+                .expect("a formatted traceparent is valid ASCII metadata");
+            metadata.insert(crate::trace::TRACEPARENT, value);
+        }
+        metadata.insert("authorization", self.credentials.authorization());
+        Ok(request)
+    }
+}
 
 /// Deadlines for the calls of one client.
 #[derive(Clone, Copy, Debug)]
@@ -33,8 +59,13 @@ impl Default for Deadlines {
     }
 }
 
-/// A lazily-connecting channel to `url` with the given deadlines.
-pub fn channel(url: &str, deadlines: Deadlines) -> Result<TracedChannel, tonic::transport::Error> {
+/// A lazily-connecting channel to `url` with the given deadlines, its calls made with
+/// `credentials` (which name the service at `url`).
+pub fn channel(
+    url: &str,
+    deadlines: Deadlines,
+    credentials: Credentials,
+) -> Result<TracedChannel, tonic::transport::Error> {
     let channel = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(deadlines.connect)
         .timeout(deadlines.request)
@@ -51,7 +82,10 @@ pub fn channel(url: &str, deadlines: Deadlines) -> Result<TracedChannel, tonic::
         .http2_max_concurrent_reset_streams(16 * 1024)
         .http2_max_local_error_reset_streams(64 * 1024)
         .connect_lazy();
-    Ok(InterceptedService::new(channel, TraceInterceptor))
+    Ok(InterceptedService::new(
+        channel,
+        CallInterceptor { credentials },
+    ))
 }
 
 /// Deadline of a long-lived server stream: it lasts as long as the connection, not one
@@ -65,11 +99,14 @@ pub fn server() -> tonic::transport::Server<Stack<TraceLayer, Identity>> {
 
 /// Serves one gRPC service on `listener` until `shutdown`, then drains in-flight calls,
 /// next to the standard health service (reporting it serving) and server reflection (so
-/// `grpcurl` lists and calls it without the `.proto` files). `name` is for the logs.
+/// `grpcurl` lists and calls it without the `.proto` files). Every call but health and
+/// reflection must pass `guard` (the service's callers and their grants). `name` is for
+/// the logs.
 pub async fn serve<S>(
     name: &str,
     listener: TcpListener,
     service: S,
+    guard: Guard,
     shutdown: crate::shutdown::Shutdown,
 ) -> anyhow::Result<()>
 where
@@ -103,6 +140,7 @@ where
     let reflection_alpha = reflection().build_v1alpha()?;
     tracing::info!(%addr, "{name} serving gRPC");
     server()
+        .layer(guard)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_alpha)

@@ -14,7 +14,7 @@
 //! (`reason="logger_unavailable"`): when the logger is down, nothing else slows down, and
 //! lines flow again as soon as it is back.
 
-use crate::{grpc::TracedChannel, trace::TraceId};
+use crate::{grpc::TracedChannel, service_auth::Credentials, trace::TraceId};
 use proto::logger::v1::{
     Level as PbLevel, LogEntry, WriteLogsRequest, logger_client::LoggerClient,
 };
@@ -54,7 +54,7 @@ enum Command {
 
 struct Shipper {
     commands: mpsc::Sender<Command>,
-    destinations: Mutex<Vec<(u64, String)>>,
+    destinations: Mutex<Vec<(u64, String, Credentials)>>,
 }
 
 fn shipper() -> &'static Shipper {
@@ -88,19 +88,20 @@ impl Drop for Destination {
             .destinations
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        destinations.retain(|(id, _)| *id != self.id);
+        destinations.retain(|(id, _, _)| *id != self.id);
     }
 }
 
-/// Ships this process's lines to the logger at `url` (gRPC) while the guard lives.
-pub fn ship_to(url: &str) -> Destination {
+/// Ships this process's lines to the logger at `url` (gRPC), calling it with
+/// `credentials`, while the guard lives.
+pub fn ship_to(url: &str, credentials: Credentials) -> Destination {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shipper()
         .destinations
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .push((id, url.to_owned()));
+        .push((id, url.to_owned(), credentials));
     Destination { id }
 }
 
@@ -125,7 +126,7 @@ fn run_shipper(mut receiver: mpsc::Receiver<Command>) {
         }
     };
     runtime.block_on(async move {
-        let mut clients: HashMap<String, LoggerClient<TracedChannel>> = HashMap::new();
+        let mut clients: HashMap<u64, LoggerClient<TracedChannel>> = HashMap::new();
         let mut batch = Vec::with_capacity(BATCH);
         let mut commands = Vec::with_capacity(BATCH);
         loop {
@@ -166,26 +167,24 @@ fn has_flush(commands: &[Command]) -> bool {
         .any(|command| matches!(command, Command::Flush(_)))
 }
 
-async fn deliver(clients: &mut HashMap<String, LoggerClient<TracedChannel>>, batch: Vec<LogEntry>) {
-    let urls: Vec<String> = shipper()
+async fn deliver(clients: &mut HashMap<u64, LoggerClient<TracedChannel>>, batch: Vec<LogEntry>) {
+    let destinations = shipper()
         .destinations
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .map(|(_, url)| url.clone())
-        .collect();
+        .clone();
     let count = batch.len() as u64;
-    if urls.is_empty() {
+    if destinations.is_empty() {
         metrics::counter!("logs_dropped_total", "reason" => "no_logger").increment(count);
         return;
     }
-    clients.retain(|url, _| urls.contains(url));
-    let mut writes = Vec::with_capacity(urls.len());
-    for url in urls {
-        let client = match clients.get(&url) {
+    clients.retain(|id, _| destinations.iter().any(|(live, _, _)| live == id));
+    let mut writes = Vec::with_capacity(destinations.len());
+    for (id, url, credentials) in destinations {
+        let client = match clients.get(&id) {
             Some(client) => client.clone(),
-            None => match connect(&url) {
-                Some(client) => clients.entry(url).or_insert(client).clone(),
+            None => match connect(&url, credentials) {
+                Some(client) => clients.entry(id).or_insert(client).clone(),
                 None => {
                     metrics::counter!("logs_dropped_total", "reason" => "bad_logger_url")
                         .increment(count);
@@ -213,12 +212,12 @@ async fn deliver(clients: &mut HashMap<String, LoggerClient<TracedChannel>>, bat
     }
 }
 
-fn connect(url: &str) -> Option<LoggerClient<TracedChannel>> {
+fn connect(url: &str, credentials: Credentials) -> Option<LoggerClient<TracedChannel>> {
     let deadlines = crate::grpc::Deadlines {
         connect: Duration::from_millis(500),
         request: WRITE_DEADLINE,
     };
-    crate::grpc::channel(url, deadlines)
+    crate::grpc::channel(url, deadlines, credentials)
         .ok()
         .map(LoggerClient::new)
 }

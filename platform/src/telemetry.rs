@@ -121,16 +121,24 @@ pub struct Telemetry {
 }
 
 impl TelemetryConfig {
-    /// Installs logging for `service`, starts shipping its lines and serving its metrics.
+    /// Installs logging for `service`, starts shipping its lines (calling the logger as
+    /// `keys` allow) and serving its metrics.
     pub async fn start(
         &self,
-        service: &'static str,
+        service: crate::service_auth::Service,
+        keys: &crate::service_auth::ServiceKeys,
         shutdown: &crate::shutdown::Shutdown,
     ) -> anyhow::Result<Telemetry> {
-        init_tracing(service);
+        init_tracing(service.name());
         prometheus();
-        let destination = (!self.logger_url.eq_ignore_ascii_case("off"))
-            .then(|| crate::logship::ship_to(&self.logger_url));
+        let destination = if self.logger_url.eq_ignore_ascii_case("off") {
+            None
+        } else {
+            let credentials = keys
+                .identity(service)?
+                .calling(crate::service_auth::Service::Logger);
+            Some(crate::logship::ship_to(&self.logger_url, credentials))
+        };
         let metrics = match self.metrics_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {

@@ -409,3 +409,29 @@ pub async fn outbox_rows(pool: &crate::sql::Pool) -> Vec<OutboxRow> {
         })
         .collect()
 }
+
+/// A full set of service keys, generated into `dir` (kept if already there), loaded with
+/// every private key: a test plays any service.
+pub fn service_keys(dir: &std::path::Path) -> crate::service_auth::ServiceKeys {
+    use crate::service_auth::{Service, ServiceKeys};
+    ServiceKeys::generate_missing(dir).expect("test service keys are generated");
+    ServiceKeys::load(dir, &Service::ALL).expect("test service keys load")
+}
+
+/// A channel to the `callee` at `url` whose calls are signed as `caller`.
+pub fn channel_as(
+    keys: &crate::service_auth::ServiceKeys,
+    caller: crate::service_auth::Service,
+    callee: crate::service_auth::Service,
+    url: &str,
+) -> crate::grpc::TracedChannel {
+    let identity = keys
+        .identity(caller)
+        .expect("the test keys hold every service");
+    crate::grpc::channel(
+        url,
+        crate::grpc::Deadlines::default(),
+        identity.calling(callee),
+    )
+    .expect("a test gRPC URL is valid")
+}

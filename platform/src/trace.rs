@@ -1,7 +1,7 @@
 //! Trace ids that follow one request across services.
 //!
 //! The broker accepts a W3C `traceparent` header or creates one, and runs the request
-//! inside [`scope`]. gRPC clients built with [`TraceInterceptor`] copy the current id into
+//! inside [`scope`]. gRPC clients (`crate::grpc::channel`) copy the current id into
 //! the call's metadata, and gRPC servers wrapped in [`TraceLayer`] read it back, so every
 //! log line of every service carries the same `trace_id` field.
 
@@ -97,26 +97,6 @@ impl fmt::Debug for TraceId {
 /// Runs `future` with `id` as the current trace id.
 pub async fn scope<F: Future>(id: TraceId, future: F) -> F::Output {
     CURRENT.scope(id, future).await
-}
-
-/// Adds the current trace id to every outgoing gRPC request.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TraceInterceptor;
-
-impl tonic::service::Interceptor for TraceInterceptor {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(id) = TraceId::current() {
-            let value = id
-                .to_traceparent()
-                .parse()
-                .expect("a formatted traceparent is valid ASCII metadata");
-            request.metadata_mut().insert(TRACEPARENT, value);
-        }
-        Ok(request)
-    }
 }
 
 /// Tower layer for gRPC servers: each call runs in a span carrying the caller's trace id

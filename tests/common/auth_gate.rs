@@ -7,6 +7,10 @@
 //! auth "unreachable" in `/readyz`; its other checks still say what they see.
 
 use futures::{StreamExt, stream};
+use platform::{
+    grpc::TracedChannel,
+    service_auth::{Service, ServiceKeys},
+};
 use proto::auth::v1::{self as pb, auth_client::AuthClient, auth_server};
 use std::{
     collections::HashMap,
@@ -14,11 +18,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 use tokio::{sync::watch, task::JoinHandle};
-use tonic::{
-    Request, Response, Status,
-    codegen::BoxStream,
-    transport::{Channel, server::TcpIncoming},
-};
+use tonic::{Request, Response, Status, codegen::BoxStream, transport::server::TcpIncoming};
 
 /// `WatchRevocations`: refusing it also ends every open revocation stream.
 pub const WATCH_REVOCATIONS: &str = "WatchRevocations";
@@ -74,11 +74,15 @@ impl Rules {
 }
 
 impl AuthGate {
-    /// Listens on a free loopback port, forwarding to auth at `auth`.
-    pub async fn start(auth: SocketAddr) -> Self {
-        let channel = Channel::from_shared(format!("http://{auth}"))
-            .expect("a valid URL")
-            .connect_lazy();
+    /// Listens on a free loopback port, forwarding to auth at `auth` as the broker (with
+    /// its key in `keys`) would.
+    pub async fn start(auth: SocketAddr, keys: &ServiceKeys) -> Self {
+        let channel = platform::testing::channel_as(
+            keys,
+            Service::Broker,
+            Service::Auth,
+            &format!("http://{auth}"),
+        );
         let rules = Arc::new(Rules::default());
         let gate = Gate {
             auth: AuthClient::new(channel),
@@ -133,12 +137,12 @@ impl Drop for AuthGate {
 
 /// The auth API, forwarded to auth unless refused.
 struct Gate {
-    auth: AuthClient<Channel>,
+    auth: AuthClient<TracedChannel>,
     rules: Arc<Rules>,
 }
 
 impl Gate {
-    fn auth(&self) -> AuthClient<Channel> {
+    fn auth(&self) -> AuthClient<TracedChannel> {
         self.auth.clone()
     }
 }

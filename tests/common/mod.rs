@@ -3,12 +3,13 @@
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
 pub mod auth_gate;
+pub mod grpc_probe;
 pub mod procs;
 pub mod rabbit;
 pub mod ws;
 
 use clap::Parser;
-use platform::{shutdown::Shutdown, testing::TestPostgres};
+use platform::{service_auth::Service, shutdown::Shutdown, testing::TestPostgres};
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -156,8 +157,39 @@ impl TestApp {
 
     /// The chat service's gRPC URL.
     pub fn chat_url(&self) -> String {
+        self.grpc_url(Service::Chat)
+    }
+
+    /// The gRPC URL of `service` (auth, chat, logger or mail).
+    pub fn grpc_url(&self, service: Service) -> String {
         let running = self.running.as_ref().expect("the app is running");
-        format!("http://{}", running.chat)
+        let addr = match service {
+            Service::Auth => running.auth,
+            Service::Chat => running.chat,
+            Service::Logger => running.logger,
+            Service::Mail => running.mail,
+            Service::Broker | Service::Listener => panic!("{service} serves no gRPC"),
+        };
+        format!("http://{addr}")
+    }
+
+    /// The app's service keys (generated into its data directory at start).
+    pub fn service_keys(&self) -> platform::service_auth::ServiceKeys {
+        platform::service_auth::ServiceKeys::load(
+            &self.data_dir.join(microchat::SERVICE_KEYS_DIR),
+            &[],
+        )
+        .expect("the all-in-one generated its service keys")
+    }
+
+    /// A channel to chat whose calls are signed as the broker's, as the broker makes them.
+    pub fn chat_as_broker(&self) -> platform::grpc::TracedChannel {
+        platform::testing::channel_as(
+            &self.service_keys(),
+            Service::Broker,
+            Service::Chat,
+            &self.chat_url(),
+        )
     }
 
     /// Mail files the embedded mail service wrote, as text, oldest first.
@@ -505,6 +537,8 @@ pub fn embedded_database_urls(data_dir: &std::path::Path) -> DatabaseUrls {
 pub struct Services {
     pub dir: PathBuf,
     pub config: microchat::Config,
+    /// Every service's keys (the all-in-one's set).
+    pub keys: platform::service_auth::ServiceKeys,
     /// The broker's HTTP address.
     pub base: String,
     bus: platform::events::EmbeddedBus,
@@ -538,41 +572,48 @@ impl Services {
             .await
             .expect("the embedded bus opens");
         let others = Shutdown::new();
-        let logger = logger::LoggerService::build(&config.logger, &dir)
+        let keys = microchat::open_service_keys(&config.service_keys_dir())
+            .expect("the service keys are generated");
+        let logger = logger::LoggerService::build(&config.logger, &dir, &keys)
             .await
             .expect("the logger starts");
         config.logger.listen = logger.local_addr();
         let logger_url = format!("http://{}", logger.local_addr());
-        let log_shipping = platform::logship::ship_to(&logger_url);
+        let log_shipping = platform::logship::ship_to(
+            &logger_url,
+            keys.identity(Service::Logger)
+                .expect("every key is here")
+                .calling(Service::Logger),
+        );
         let logger_stop = Shutdown::new();
         let logger_task = tokio::spawn(logger.run(logger_stop.clone()));
         config.listener.logger_url.clone_from(&logger_url);
         config.broker.logger_url = logger_url;
-        let mail = mail::MailService::build(&config.mail, &dir)
+        let mail = mail::MailService::build(&config.mail, &dir, &keys)
             .await
             .expect("mail starts");
         config.listener.mail_url = format!("http://{}", mail.local_addr());
         config.broker.mail_url = format!("http://{}", mail.local_addr());
-        let chat = chat::ChatService::build(&config.chat, &dir)
+        let chat = chat::ChatService::build(&config.chat, &dir, &keys)
             .await
             .expect("chat starts");
         config.chat.listen = chat.local_addr();
         config.broker.chat_url = format!("http://{}", chat.local_addr());
         config.listener.chat_url = config.broker.chat_url.clone();
         let source = std::sync::Arc::new(source);
-        let listener = listener::Listener::build(&config.listener, &dir, source)
+        let listener = listener::Listener::build(&config.listener, &dir, source, &keys)
             .await
             .expect("the listener starts");
         let others_tasks = vec![
             tokio::spawn(mail.run(others.clone())),
             tokio::spawn(listener.run(others.clone())),
         ];
-        let auth = auth::Auth::build(&config.auth, &dir)
+        let auth = auth::Auth::build(&config.auth, &dir, &keys)
             .await
             .expect("auth starts")
             .publish_events_to(std::sync::Arc::new(bus.clone()));
         let auth_gate = if gated {
-            Some(auth_gate::AuthGate::start(auth.local_addr()).await)
+            Some(auth_gate::AuthGate::start(auth.local_addr(), &keys).await)
         } else {
             None
         };
@@ -587,7 +628,7 @@ impl Services {
             chat.publish_events_to(std::sync::Arc::new(bus.clone()))
                 .run(chat_stop.clone()),
         );
-        let broker = broker::Broker::build(config.broker.clone())
+        let broker = broker::Broker::build(config.broker.clone(), &keys)
             .await
             .expect("the broker starts");
         let base = format!("http://{}", broker.local_addr());
@@ -596,6 +637,7 @@ impl Services {
         Self {
             dir,
             config,
+            keys,
             base,
             bus,
             auth: (auth_stop, auth_task),
@@ -626,7 +668,7 @@ impl Services {
 
     /// Starts chat again on the same address and data directory.
     pub async fn start_chat(&mut self) {
-        let chat = chat::ChatService::build(&self.config.chat, &self.dir)
+        let chat = chat::ChatService::build(&self.config.chat, &self.dir, &self.keys)
             .await
             .expect("chat starts again on its address")
             .publish_events_to(std::sync::Arc::new(self.bus.clone()));
@@ -646,7 +688,7 @@ impl Services {
 
     /// Starts the logger again on the same address and data directory.
     pub async fn start_logger(&mut self) {
-        let logger = logger::LoggerService::build(&self.config.logger, &self.dir)
+        let logger = logger::LoggerService::build(&self.config.logger, &self.dir, &self.keys)
             .await
             .expect("the logger starts again on its address");
         let stop = Shutdown::new();

@@ -56,13 +56,18 @@ impl Process {
     /// Starts `name` from the binaries in `bin` with only `env` (and PATH) set, plus
     /// `RUST_LOG=info`, `LOGGER_URL=off` and its data directory unless `env` says otherwise.
     pub fn spawn(bin: &Path, name: &str, dir: &Path, env: &[(&str, String)]) -> Self {
-        let binary = bin.join(name.split('-').next().expect("a service name"));
+        let service = name.split('-').next().expect("a service name");
+        let binary = bin.join(service);
         let mut settings = vec![
             ("RUST_LOG".to_owned(), "info".to_owned()),
             ("LOGGER_URL".to_owned(), "off".to_owned()),
             (
                 "MICROCHAT_DATA_DIR".to_owned(),
                 dir.join(name).display().to_string(),
+            ),
+            (
+                "MICROCHAT_SERVICE_KEYS".to_owned(),
+                keys_of(service, name, dir).display().to_string(),
             ),
         ];
         settings.extend(
@@ -159,4 +164,23 @@ pub async fn listening(port: u16, within: Duration) -> bool {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The key directory of process `name` running `service`, as a cluster gives it: the
+/// service's own private key and every service's public key, from the one set of the
+/// installation in `dir` (made by the first process).
+fn keys_of(service: &str, name: &str, dir: &Path) -> std::path::PathBuf {
+    let set = dir.join("service-keys");
+    platform::service_auth::ServiceKeys::generate_missing(&set)
+        .expect("the installation's service keys are generated");
+    let own = dir.join(name).join("service-keys");
+    std::fs::create_dir_all(&own).expect("the process's key directory is created");
+    for entry in std::fs::read_dir(&set).expect("the key set is readable") {
+        let path = entry.expect("a key file").path();
+        let file = path.file_name().expect("a file name").to_string_lossy();
+        if file.ends_with(".pub") || file == format!("{service}.key") {
+            std::fs::copy(&path, own.join(&*file)).expect("a key is copied");
+        }
+    }
+    own
 }

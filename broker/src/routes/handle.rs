@@ -24,7 +24,6 @@ use axum::{
 };
 use proto::{auth::v1 as auth, logger::v1 as logger, mail::v1 as mail};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
 /// Longest log name, subject and message (characters), as the older API allowed.
 const MAX_NAME_CHARS: usize = 200;
@@ -220,20 +219,16 @@ async fn send_mail(
     }
     within("mail.subject", &payload.subject, MAX_SUBJECT_CHARS)?;
     within("mail.message", &payload.message, MAX_MESSAGE_CHARS)?;
-    let request = mail::SendMailRequest {
+    let request = mail::SendAdminMessageRequest {
         to: payload.to.clone(),
-        template: "message".to_owned(),
-        vars: HashMap::from([
-            ("subject".to_owned(), payload.subject),
-            ("message".to_owned(), payload.message),
-            ("sender".to_owned(), payload.from),
-        ]),
-        idempotency_key: String::new(),
+        subject: payload.subject,
+        message: payload.message,
+        sender: payload.from,
     };
     state
         .mail
         .clone()
-        .send_mail(request)
+        .send_admin_message(request)
         .await
         .map_err(|status| ApiError::from_grpc("mail", &status))?;
     Ok(ok(
