@@ -136,7 +136,7 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// A signed-in caller whose username `BROKER_ADMINS` names.
+/// A signed-in caller with an admin or owner role (see [`crate::Shared::is_admin`]).
 #[derive(Debug, Clone)]
 pub struct AdminUser(pub AuthUser);
 
