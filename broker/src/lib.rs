@@ -86,7 +86,31 @@ impl Shared {
     pub fn is_admin(&self, claims: &platform::token::Claims) -> bool {
         claims.role.is_admin()
     }
+
+    /// The caller's role now. A token's role can only be too low (a lost role ends the
+    /// session), never too high; a token saying `member` is checked with auth, so a
+    /// promotion counts at once rather than at the next token. Falls back to the token
+    /// when auth does not answer in time: that errs on the side of fewer rights.
+    pub async fn current_role(&self, claims: &platform::token::Claims) -> platform::role::Role {
+        if claims.role.is_admin() {
+            return claims.role;
+        }
+        let mut request = tonic::Request::new(proto::auth::v1::GetUserRequest {
+            id: claims.sub.to_string(),
+        });
+        request.set_timeout(ROLE_CHECK_DEADLINE);
+        match self.auth.clone().get_user(request).await {
+            Ok(user) => platform::role::Role::parse(&user.into_inner().role).unwrap_or(claims.role),
+            Err(status) => {
+                tracing::debug!(%status, "cannot ask auth for a role; using the token's");
+                claims.role
+            }
+        }
+    }
 }
+
+/// Deadline of asking auth for a caller's current role.
+const ROLE_CHECK_DEADLINE: Duration = Duration::from_millis(500);
 
 /// A built broker, bound to its port, not yet serving.
 pub struct Broker {

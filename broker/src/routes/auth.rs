@@ -355,8 +355,9 @@ pub async fn logout(
 /// The caller.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
-pub async fn me(caller: AuthUser) -> ApiJson<MeView> {
+pub async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiJson<MeView> {
     let claims = &caller.claims;
+    let role = state.current_role(claims).await;
     ApiJson(MeView {
         user: UserView {
             id: claims.sub.to_string(),
@@ -364,7 +365,7 @@ pub async fn me(caller: AuthUser) -> ApiJson<MeView> {
             email: claims.email.clone(),
             created_at: None,
         },
-        role: claims.role.into(),
+        role: role.into(),
         session: SessionView {
             id: claims.sid.to_string(),
             expires_at: DateTime::from_timestamp(claims.exp, 0),
