@@ -360,17 +360,21 @@ async fn auth_failing_after_chats_step_is_finished_by_the_sweep() {
     })
     .await;
     assert!(gate.forwarded(COMPLETE_ACCOUNT_DELETION) >= 1);
-    let registered = bob
-        .client
-        .post(format!("{base}/api/auth/register"))
-        .json(&json!({ "username": "ada", "email": "ada@example.com", "password": "correct horse battery" }))
-        .send()
-        .await
-        .unwrap();
+    let register = |username: &'static str| {
+        bob.client
+            .post(format!("{base}/api/auth/register"))
+            .json(&json!({ "username": username, "email": "ada@example.com", "password": "correct horse battery" }))
+            .send()
+    };
     assert_eq!(
-        registered.status(),
+        register("ada").await.unwrap().status(),
+        StatusCode::CONFLICT,
+        "the name stays taken for good"
+    );
+    assert_eq!(
+        register("ada.again").await.unwrap().status(),
         StatusCode::CREATED,
-        "the name is free again"
+        "the email address is free again"
     );
     nothing_stored_of(&databases, &ada.id, &direct).await;
     services.stop().await;
