@@ -6,6 +6,7 @@
 //! before anything is served.
 
 mod accounts;
+pub mod admin;
 mod config;
 pub mod domain;
 mod grpc;

@@ -27,6 +27,16 @@ struct Cli {
     events: platform::events::BusConfig,
     #[command(flatten)]
     telemetry: platform::telemetry::TelemetryConfig,
+    /// Without a command, auth serves; with one, it does that and exits.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Administration of accounts, on auth's database.
+    #[command(subcommand)]
+    Admin(auth::admin::AdminCommand),
 }
 
 #[tokio::main]
@@ -36,13 +46,20 @@ async fn main() -> anyhow::Result<()> {
         print!("{}", auth::keys::SigningKey::generate_pem());
         return Ok(());
     }
-    let shutdown = platform::shutdown::on_signal();
-    let telemetry = cli.telemetry.start("auth", &shutdown).await?;
     // Alone, auth also honours the conventional DATABASE_URL.
     cli.auth.database_url = cli
         .auth
         .database_url
         .or_else(|| std::env::var("DATABASE_URL").ok());
+    if let Some(Command::Admin(command)) = &cli.command {
+        println!(
+            "{}",
+            auth::admin::run(&cli.auth, &cli.data_dir, command).await?
+        );
+        return Ok(());
+    }
+    let shutdown = platform::shutdown::on_signal();
+    let telemetry = cli.telemetry.start("auth", &shutdown).await?;
     let mut auth = auth::Auth::build(&cli.auth, &cli.data_dir).await?;
     if let Some(bus) = cli.events.rabbit() {
         auth = auth.publish_events_to(bus);
