@@ -20,6 +20,8 @@
 //! outboxes and the bus's queue are on disk, and the listener leaves what it has not
 //! settled in the queue for the next start (docs/RELIABILITY.md).
 
+pub mod admin;
+
 use anyhow::Context;
 use platform::{
     events::{EmbeddedBus, EventBus},
@@ -80,6 +82,17 @@ pub struct Config {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub frontend: frontend::Config,
+    /// Without a command, microchat runs; with one, it does that and exits.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary does instead of running the services.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Administration: accounts (on the databases the services use), service keys.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
 }
 
 /// The running services and their addresses.

@@ -11,6 +11,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     broker::allocator::return_freed_memory_promptly();
     let config = microchat::Config::parse();
+    if let Some(microchat::Command::Admin(command)) = &config.command {
+        let done = microchat::admin::run(&config, &config.data_dir, command).await?;
+        println!("{done}");
+        return Ok(());
+    }
     let mail = match config.mail.destination(&config.data_dir) {
         mail::Destination::Files(dir) => format!("written as .eml files under {}", dir.display()),
         mail::Destination::Smtp(_) => "sent to the SMTP server of MAIL_SMTP_URL".to_owned(),
@@ -35,7 +40,9 @@ async fn main() -> anyhow::Result<()> {
         "    gRPC       auth {}  chat {}  logger {}  mail {}",
         running.auth, running.chat, running.logger, running.mail
     );
-    println!("    logs       {api}/api/logs  (administrators: BROKER_ADMINS)");
+    println!(
+        "    logs       {api}/api/logs  (administrators; `microchat admin grant USER` names them)"
+    );
     println!(
         "    listener   http://{}/metrics  (parked events: http://{}/admin/parked)",
         running.listener, running.listener_admin

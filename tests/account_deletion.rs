@@ -70,7 +70,7 @@ async fn deleting_an_account(db: Db) {
     live(&mut bob_socket).await;
     assert_eq!(carol.online_usernames().await, ["ada", "bob"]);
 
-    let deleted = ada.delete("/api/users/me").await;
+    let deleted = ada.delete_account().await;
     assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
     expect_error(ada.get("/api/auth/me").await, StatusCode::UNAUTHORIZED).await;
     assert_eq!(
@@ -113,6 +113,10 @@ async fn deleting_an_account(db: Db) {
     assert_eq!(
         room_history["messages"][0]["id"], said["id"],
         "what was said in a room stays in its history"
+    );
+    assert_eq!(
+        room_history["messages"][0]["sender_name"], "deleted user",
+        "but no longer under the deleted account's name"
     );
     assert_eq!(carol.conversation_ids().await, [room_id]);
 
@@ -223,11 +227,8 @@ async fn deleting_twice_or_without_a_token_is_unauthorized() {
         "nothing was deleted"
     );
 
-    assert_eq!(
-        ada.delete("/api/users/me").await.status(),
-        StatusCode::NO_CONTENT
-    );
-    expect_error(ada.delete("/api/users/me").await, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(ada.delete_account().await.status(), StatusCode::NO_CONTENT);
+    expect_error(ada.delete_account().await, StatusCode::UNAUTHORIZED).await;
     app.stop().await;
 }
 
@@ -243,7 +244,7 @@ async fn a_failure_between_the_steps_is_finished_by_the_sweep() {
     ada.send(&direct, "hi bob").await;
 
     services.stop_chat().await;
-    let deleted = ada.delete("/api/users/me").await;
+    let deleted = ada.delete_account().await;
     assert_eq!(deleted.status(), StatusCode::ACCEPTED);
     let body: Value = deleted.json().await.unwrap();
     assert_eq!(body["status"], "pending", "{body}");
@@ -277,21 +278,21 @@ async fn a_failure_between_the_steps_is_finished_by_the_sweep() {
     let registered = || {
         bob.client
             .post(format!("{base}/api/auth/register"))
-            .json(&json!({ "username": "ada", "email": "ada@example.com", "password": "correct horse battery" }))
+            .json(&json!({ "username": "ada.again", "email": "ada@example.com", "password": "correct horse battery" }))
             .send()
     };
     eventually(
-        "the sweep deletes the account, freeing the name",
+        "the sweep deletes the account, freeing the email address (never the name)",
         || async { registered().await.unwrap().status() == StatusCode::CREATED },
     )
     .await;
-    let again = User::sign_in(&base, "ada").await;
+    let again = User::sign_in(&base, "ada.again").await;
     assert_ne!(again.id, ada.id, "a new account, not the old one");
     assert!(
         again.conversation_ids().await.is_empty(),
         "nothing of the old account is attached to the new one"
     );
-    assert_eq!(usernames(&bob).await, ["ada", "bob"]);
+    assert_eq!(usernames(&bob).await, ["ada.again", "bob"]);
     expect_error(ada.get("/api/auth/me").await, StatusCode::UNAUTHORIZED).await;
     nothing_stored_of(&embedded_database_urls(&services.dir), &ada.id, &direct).await;
     services.stop().await;
@@ -311,7 +312,7 @@ async fn auth_failing_after_chats_step_is_finished_by_the_sweep() {
 
     // Step 3 fails: auth cannot be reached for it, though it was for steps 1 and 2.
     gate.refuse(COMPLETE_ACCOUNT_DELETION);
-    let deleted = ada.delete("/api/users/me").await;
+    let deleted = ada.delete_account().await;
     assert_eq!(deleted.status(), StatusCode::ACCEPTED);
     let body: Value = deleted.json().await.unwrap();
     assert_eq!(body["status"], "pending", "{body}");
@@ -359,17 +360,21 @@ async fn auth_failing_after_chats_step_is_finished_by_the_sweep() {
     })
     .await;
     assert!(gate.forwarded(COMPLETE_ACCOUNT_DELETION) >= 1);
-    let registered = bob
-        .client
-        .post(format!("{base}/api/auth/register"))
-        .json(&json!({ "username": "ada", "email": "ada@example.com", "password": "correct horse battery" }))
-        .send()
-        .await
-        .unwrap();
+    let register = |username: &'static str| {
+        bob.client
+            .post(format!("{base}/api/auth/register"))
+            .json(&json!({ "username": username, "email": "ada@example.com", "password": "correct horse battery" }))
+            .send()
+    };
     assert_eq!(
-        registered.status(),
+        register("ada").await.unwrap().status(),
+        StatusCode::CONFLICT,
+        "the name stays taken for good"
+    );
+    assert_eq!(
+        register("ada.again").await.unwrap().status(),
         StatusCode::CREATED,
-        "the name is free again"
+        "the email address is free again"
     );
     nothing_stored_of(&databases, &ada.id, &direct).await;
     services.stop().await;

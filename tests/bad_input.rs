@@ -159,6 +159,7 @@ fn claims(sub: &str, sid: &str, exp: i64) -> Claims {
         iat: exp - 900,
         exp,
         csrf: "x".into(),
+        role: platform::role::Role::Member,
     }
 }
 

@@ -6,7 +6,7 @@ use crate::{
     keys::SigningKey,
     password,
     revocations::RevocationFeed,
-    store::{NewAccount, NewSession, Revocation, StoreError, Taken, UserStore},
+    store::{NewAccount, NewSession, StoreError, Taken, UserStore},
     throttle::{Charge, LoginThrottle},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
@@ -23,6 +23,10 @@ use std::{
     time::{Duration, Instant},
 };
 use uuid::Uuid;
+
+mod roles;
+
+pub use roles::{Changed, end_sessions_after};
 
 /// Why an account operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,15 @@ pub enum AuthError {
     /// No such user.
     #[error("no such user")]
     NotFound,
+    /// The right password, but an administrator deactivated the account.
+    #[error("this account has been deactivated; ask an administrator to reactivate it")]
+    Deactivated,
+    /// The caller may not do this (not an owner or admin).
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// Not allowed in the account's current state (e.g. one's own account).
+    #[error("{0}")]
+    Refused(&'static str),
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -283,6 +296,11 @@ impl Accounts {
         };
         self.per_account.clear(&account_key);
         self.per_ip.forgive(&ip_key);
+        // Said only after the right password, so it tells nothing to a guesser.
+        if account.user.deactivated_at.is_some() {
+            tracing::info!(user_id = %account.user.id, "login refused: account deactivated");
+            return Err(AuthError::Deactivated);
+        }
         let created_at = now();
         let session = Session {
             id: Uuid::now_v7(),
@@ -382,6 +400,7 @@ impl Accounts {
             .store
             .user(session.user_id)
             .await?
+            .filter(|user| user.deactivated_at.is_none())
             .ok_or(AuthError::SessionEnded)?;
         Ok(self.issue(user, session, next))
     }
@@ -426,6 +445,7 @@ impl Accounts {
             iat: issued_at.timestamp(),
             exp: access_expires_at.timestamp(),
             csrf: self.keys.csrf_token(session.id),
+            role: user.role,
         };
         Issued {
             access_token: self.keys.sign(&claims),
@@ -462,13 +482,7 @@ impl Accounts {
 
     /// Revokes one session in the store and in the feed, with its event if given.
     async fn end_session(&self, session: Uuid, event: Option<&Event>) -> Result<(), AuthError> {
-        let revoked_at = Utc::now();
-        let entry = Revocation {
-            session_id: session,
-            revoked_at_ms: revoked_at.timestamp_millis(),
-            // Every token of the session expires within one access lifetime from now.
-            forget_after: (revoked_at + chrono_duration(self.policy.access_ttl)).timestamp() + 1,
-        };
+        let entry = roles::revocation_now(session, self.policy.access_ttl);
         if self.store.revoke_session(session, entry, event).await? && event.is_some() {
             self.outbox.wake();
         }

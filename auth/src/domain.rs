@@ -2,6 +2,7 @@
 //! invalid username, email or password cannot exist past the gRPC edge. No I/O here.
 
 use chrono::{DateTime, Utc};
+pub use platform::role::Role;
 use std::fmt;
 use uuid::Uuid;
 
@@ -160,6 +161,10 @@ pub struct User {
     pub email: String,
     /// When the account was created.
     pub created_at: DateTime<Utc>,
+    /// What they may do beyond chatting.
+    pub role: Role,
+    /// When an administrator deactivated the account, if one did (logins are refused).
+    pub deactivated_at: Option<DateTime<Utc>>,
 }
 
 /// A user with the password hash, for checking a login.

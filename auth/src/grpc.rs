@@ -3,8 +3,8 @@
 
 use crate::{
     Accounts,
-    accounts::{AuthError, Client, Issued},
-    domain::{Session, User},
+    accounts::{AuthError, Changed, Client, Issued},
+    domain::{Role, Session, User},
     store::{StoreError, Taken},
 };
 use chrono::DateTime;
@@ -41,6 +41,8 @@ fn user_message(user: User) -> pb::User {
         username: user.username,
         email: user.email,
         created_at: Some(timestamp(user.created_at)),
+        role: user.role.as_str().to_owned(),
+        deactivated_at: user.deactivated_at.map(timestamp),
     }
 }
 
@@ -85,6 +87,12 @@ impl From<AuthError> for Status {
                 status
             }
             AuthError::NotFound => Status::not_found(error.to_string()),
+            AuthError::Deactivated | AuthError::Forbidden(_) => {
+                Status::permission_denied(error.to_string())
+            }
+            AuthError::Refused(_) | AuthError::Store(StoreError::LastOwner) => {
+                Status::failed_precondition(error.to_string())
+            }
             AuthError::Store(StoreError::Unavailable(_)) => {
                 tracing::error!(%error, "database unavailable");
                 Status::unavailable("the account database is unavailable")
@@ -111,6 +119,20 @@ fn client_of<T>(request: &Request<T>, info: Option<&pb::ClientInfo>) -> Client {
 
 fn parse_uuid(field: &'static str, text: &str) -> Result<Uuid, Status> {
     Uuid::try_parse(text).map_err(|_| Status::invalid_argument(format!("{field}: must be a UUID")))
+}
+
+fn change_message(changed: Changed) -> pb::AccountChangeResponse {
+    pb::AccountChangeResponse {
+        user: Some(user_message(changed.user)),
+        ended: changed
+            .ended
+            .iter()
+            .map(|entry| pb::RevokedSession {
+                session_id: entry.session_id.to_string(),
+                forget_after: Some(epoch_timestamp(entry.forget_after)),
+            })
+            .collect(),
+    }
 }
 
 type RevocationStream = Pin<Box<dyn Stream<Item = Result<pb::RevocationBatch, Status>> + Send>>;
@@ -200,6 +222,8 @@ impl auth_server::Auth for AuthApi {
                 username: claims.name.clone(),
                 email: claims.email.clone(),
                 created_at: None,
+                role: claims.role.as_str().to_owned(),
+                deactivated_at: None,
             }),
             session: Some(pb::Session {
                 id: claims.sid.to_string(),
@@ -289,6 +313,43 @@ impl auth_server::Auth for AuthApi {
                 x: keys.public_x().to_owned(),
             }],
         }))
+    }
+
+    async fn set_user_role(
+        &self,
+        request: Request<pb::SetUserRoleRequest>,
+    ) -> Result<Response<pb::AccountChangeResponse>, Status> {
+        let body = request.into_inner();
+        let actor = parse_uuid("actor_id", &body.actor_id)?;
+        let user = parse_uuid("user_id", &body.user_id)?;
+        let role =
+            Role::parse(&body.role).map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let changed = self.accounts.change_role(actor, user, role).await?;
+        Ok(Response::new(change_message(changed)))
+    }
+
+    async fn set_user_active(
+        &self,
+        request: Request<pb::SetUserActiveRequest>,
+    ) -> Result<Response<pb::AccountChangeResponse>, Status> {
+        let body = request.into_inner();
+        let actor = parse_uuid("actor_id", &body.actor_id)?;
+        let user = parse_uuid("user_id", &body.user_id)?;
+        let changed = self.accounts.set_active(actor, user, body.active).await?;
+        Ok(Response::new(change_message(changed)))
+    }
+
+    async fn confirm_password(
+        &self,
+        request: Request<pb::ConfirmPasswordRequest>,
+    ) -> Result<Response<pb::ConfirmPasswordResponse>, Status> {
+        let client = client_of(&request, request.get_ref().client.as_ref());
+        let body = request.into_inner();
+        let user = parse_uuid("user_id", &body.user_id)?;
+        self.accounts
+            .confirm_password(user, &body.password, client)
+            .await?;
+        Ok(Response::new(pb::ConfirmPasswordResponse {}))
     }
 
     type WatchRevocationsStream = RevocationStream;

@@ -147,6 +147,7 @@ mod tests {
             iat: 0,
             exp,
             csrf: "x".into(),
+            role: platform::role::Role::Member,
         }
     }
 

@@ -6,6 +6,7 @@
 //! before anything is served.
 
 mod accounts;
+pub mod admin;
 mod config;
 pub mod domain;
 mod grpc;
@@ -15,7 +16,7 @@ mod revocations;
 pub mod store;
 mod throttle;
 
-pub use accounts::{Accounts, AuthError, Client, Issued, Policy};
+pub use accounts::{Accounts, AuthError, Changed, Client, Issued, Policy, end_sessions_after};
 pub use config::Config;
 
 use anyhow::Context;

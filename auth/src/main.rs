@@ -29,6 +29,16 @@ struct Cli {
     telemetry: platform::telemetry::TelemetryConfig,
     #[command(flatten)]
     service_keys: platform::service_auth::KeysConfig,
+    /// Without a command, auth serves; with one, it does that and exits.
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Administration of accounts, on auth's database.
+    #[command(subcommand)]
+    Admin(auth::admin::AdminCommand),
 }
 
 #[tokio::main]
@@ -36,6 +46,18 @@ async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     if cli.new_signing_key {
         print!("{}", auth::keys::SigningKey::generate_pem());
+        return Ok(());
+    }
+    // Alone, auth also honours the conventional DATABASE_URL.
+    cli.auth.database_url = cli
+        .auth
+        .database_url
+        .or_else(|| std::env::var("DATABASE_URL").ok());
+    if let Some(Command::Admin(command)) = &cli.command {
+        println!(
+            "{}",
+            auth::admin::run(&cli.auth, &cli.data_dir, command).await?
+        );
         return Ok(());
     }
     let shutdown = platform::shutdown::on_signal();
@@ -51,11 +73,6 @@ async fn main() -> anyhow::Result<()> {
             &shutdown,
         )
         .await?;
-    // Alone, auth also honours the conventional DATABASE_URL.
-    cli.auth.database_url = cli
-        .auth
-        .database_url
-        .or_else(|| std::env::var("DATABASE_URL").ok());
     let mut auth = auth::Auth::build(&cli.auth, &cli.data_dir, &service_keys).await?;
     if let Some(bus) = cli.events.rabbit() {
         auth = auth.publish_events_to(bus);

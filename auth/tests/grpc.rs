@@ -665,6 +665,7 @@ async fn tokens_with_the_wrong_issuer_audience_or_expiry_are_refused() {
         iat: now,
         exp: now + 60,
         csrf: issued.csrf_token.clone(),
+        role: platform::role::Role::Member,
     };
     auth.verify(&key.sign(&genuine))
         .await

@@ -5,7 +5,7 @@
 //! Without a reachable PostgreSQL the `postgres::` tests say they are skipped (outside CI).
 
 use auth::{
-    domain::{Email, Session, User, Username},
+    domain::{Email, Role, Session, User, Username},
     store::{self, NewAccount, NewSession, Revocation, StoreError, Taken, UserStore},
 };
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
@@ -101,6 +101,13 @@ on_both_backends!(
     revoking_without_an_event_writes_none,
     a_failed_revocation_writes_no_event(url),
     deleting_an_account_writes_its_event_once,
+    first_account_is_the_owner_and_the_next_are_members,
+    concurrent_first_registrations_make_exactly_one_owner,
+    a_deleted_accounts_username_stays_taken,
+    role_changes_report_the_previous_role_and_active_sessions,
+    the_last_active_owner_cannot_be_demoted_or_deactivated,
+    deactivation_keeps_the_account_and_reactivation_restores_it,
+    changes_to_unknown_or_deleted_accounts_find_nothing,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -852,4 +859,201 @@ async fn deleting_an_account_writes_its_event_once(store: &dyn UserStore) {
         })
     );
     assert_eq!(store.user(user.id).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// Roles, deactivation and names taken for good
+
+async fn first_account_is_the_owner_and_the_next_are_members(store: &dyn UserStore) {
+    let first = insert_user(store, "founder").await;
+    let second = insert_user(store, "newcomer").await;
+    assert_eq!(first.role, Role::Owner);
+    assert_eq!(second.role, Role::Member);
+    assert_eq!(
+        store.user(first.id).await.unwrap().unwrap().role,
+        Role::Owner
+    );
+    assert_eq!(
+        store.user(second.id).await.unwrap().unwrap().role,
+        Role::Member
+    );
+    // The owner leaving does not make the next newcomer an owner.
+    assert!(store.delete_account(first.id, &deleted).await.unwrap());
+    assert_eq!(insert_user(store, "latecomer").await.role, Role::Member);
+}
+
+async fn concurrent_first_registrations_make_exactly_one_owner(store: &dyn UserStore) {
+    let accounts: Vec<NewAccount> = (0..6)
+        .map(|n| new_account(&format!("racer{n}"), &format!("racer{n}@example.com")))
+        .collect();
+    let (a, b, c, d, e, f) = tokio::join!(
+        register(store, &accounts[0]),
+        register(store, &accounts[1]),
+        register(store, &accounts[2]),
+        register(store, &accounts[3]),
+        register(store, &accounts[4]),
+        register(store, &accounts[5]),
+    );
+    let users: Vec<User> = [a, b, c, d, e, f]
+        .into_iter()
+        .map(|user| user.expect("every racer registers"))
+        .collect();
+    let owners = users.iter().filter(|user| user.role == Role::Owner).count();
+    assert_eq!(owners, 1, "{users:?}");
+}
+
+async fn a_deleted_accounts_username_stays_taken(store: &dyn UserStore) {
+    let admin = insert_user(store, "admin").await;
+    assert!(
+        store
+            .begin_deletion(admin.id, now())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(store.delete_account(admin.id, &deleted).await.unwrap());
+    let impostor = new_account("Admin", "someone.else@example.com");
+    assert!(matches!(
+        register(store, &impostor).await,
+        Err(StoreError::Taken(Taken::Username))
+    ));
+    // The email address is free again: its owner may come back under a new name.
+    let returning = new_account("admin2", "admin@example.com");
+    assert!(register(store, &returning).await.is_ok());
+    let written = outbox(store).await;
+    assert_eq!(
+        keys(&written),
+        ["user.registered", "user.deleted", "user.registered"],
+        "the refused registration wrote nothing"
+    );
+}
+
+async fn role_changes_report_the_previous_role_and_active_sessions(store: &dyn UserStore) {
+    insert_user(store, "owner").await;
+    let ada = insert_user(store, "ada").await;
+    let laptop = open_session(store, &ada, "hash-laptop").await;
+    let phone = open_session(store, &ada, "hash-phone").await;
+    assert!(
+        store
+            .revoke_session(phone.session.id, revocation_now(phone.session.id), None)
+            .await
+            .unwrap()
+    );
+
+    let promoted = store
+        .change_role(ada.id, Role::Admin)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(promoted.previous_role, Role::Member);
+    assert_eq!(promoted.user.role, Role::Admin);
+    assert_eq!(promoted.active_sessions, [laptop.session.id]);
+    assert_eq!(store.user(ada.id).await.unwrap().unwrap().role, Role::Admin);
+
+    let demoted = store
+        .change_role(ada.id, Role::Member)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(demoted.previous_role, Role::Admin);
+    assert_eq!(demoted.user.role, Role::Member);
+}
+
+async fn the_last_active_owner_cannot_be_demoted_or_deactivated(store: &dyn UserStore) {
+    let founder = insert_user(store, "founder").await;
+    let grace = insert_user(store, "grace").await;
+    assert!(matches!(
+        store.change_role(founder.id, Role::Admin).await,
+        Err(StoreError::LastOwner)
+    ));
+    assert!(matches!(
+        store.set_deactivated(founder.id, Some(now())).await,
+        Err(StoreError::LastOwner)
+    ));
+    assert_eq!(
+        store.user(founder.id).await.unwrap().unwrap().role,
+        Role::Owner
+    );
+
+    // A second owner, deactivated, does not count; active, it does.
+    store
+        .change_role(grace.id, Role::Owner)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .set_deactivated(grace.id, Some(now()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        store.change_role(founder.id, Role::Member).await,
+        Err(StoreError::LastOwner)
+    ));
+    store
+        .set_deactivated(grace.id, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let stepped_down = store
+        .change_role(founder.id, Role::Member)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stepped_down.user.role, Role::Member);
+    assert!(matches!(
+        store.change_role(grace.id, Role::Admin).await,
+        Err(StoreError::LastOwner)
+    ));
+}
+
+async fn deactivation_keeps_the_account_and_reactivation_restores_it(store: &dyn UserStore) {
+    insert_user(store, "owner").await;
+    let ada = insert_user(store, "ada").await;
+    let session = open_session(store, &ada, "hash-1").await;
+    let at = now();
+    let deactivated = store
+        .set_deactivated(ada.id, Some(at))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(deactivated.user.deactivated_at, Some(at));
+    assert_eq!(deactivated.active_sessions, [session.session.id]);
+    // Deactivating again keeps the first time.
+    let again = store
+        .set_deactivated(ada.id, Some(at + chrono::Duration::minutes(5)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.user.deactivated_at, Some(at));
+    // Still found by name and id (the name stays), marked deactivated.
+    let by_name = store
+        .account_by_username(&Username::parse("ada").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_name.user.deactivated_at, Some(at));
+    let listed = store.users_after("", 10).await.unwrap();
+    assert!(
+        listed
+            .iter()
+            .any(|user| user.id == ada.id && user.deactivated_at == Some(at))
+    );
+
+    let reactivated = store.set_deactivated(ada.id, None).await.unwrap().unwrap();
+    assert_eq!(reactivated.user.deactivated_at, None);
+    assert_eq!(
+        store.user(ada.id).await.unwrap().unwrap().deactivated_at,
+        None
+    );
+}
+
+async fn changes_to_unknown_or_deleted_accounts_find_nothing(store: &dyn UserStore) {
+    insert_user(store, "owner").await;
+    let leaving = insert_user(store, "leaving").await;
+    store.begin_deletion(leaving.id, now()).await.unwrap();
+    for id in [Uuid::now_v7(), leaving.id] {
+        assert_eq!(store.change_role(id, Role::Admin).await.unwrap(), None);
+        assert_eq!(store.set_deactivated(id, Some(now())).await.unwrap(), None);
+    }
 }

@@ -53,18 +53,6 @@ pub struct Config {
         default_value = "http://127.0.0.1:50054"
     )]
     pub mail_url: String,
-    /// The administrators (they read logs and send mail), comma-separated: user ids, or
-    /// usernames. An id names one account for good; a username names whoever holds it,
-    /// also someone who registers it first or after the account was deleted — prefer ids
-    /// outside development.
-    #[arg(
-        long = "broker-admins",
-        id = "broker-admins",
-        value_name = "IDS_OR_USERNAMES",
-        env = "BROKER_ADMINS",
-        value_delimiter = ','
-    )]
-    pub admins: Vec<String>,
     /// This instance's name among brokers (for presence bookkeeping) [default: random per start].
     #[arg(
         long = "broker-id",

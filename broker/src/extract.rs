@@ -136,7 +136,7 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// A signed-in caller whose username `BROKER_ADMINS` names.
+/// A signed-in caller with an admin or owner role (see [`crate::Shared::is_admin`]).
 #[derive(Debug, Clone)]
 pub struct AdminUser(pub AuthUser);
 
@@ -145,7 +145,7 @@ impl FromRequestParts<AppState> for AdminUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let user = AuthUser::from_request_parts(parts, state).await?;
-        if state.is_admin(&user.claims) {
+        if state.current_role(&user.claims).await.is_admin() {
             Ok(Self(user))
         } else {
             Err(ApiError::forbidden(

@@ -79,15 +79,38 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Whether the caller is one of the administrators the configuration names: by user
-    /// id (a UUID: only that account, ever) or by username (whoever holds the name).
+    /// Whether the caller has administrator rights: an admin or owner role, stored by
+    /// user id in auth and carried in the token. Never stale: auth ends every session of
+    /// an account that loses the role or is deactivated, and the revocation feed ends
+    /// them here at once.
     pub fn is_admin(&self, claims: &platform::token::Claims) -> bool {
-        self.config
-            .admins
-            .iter()
-            .any(|admin| names_admin(admin, claims))
+        claims.role.is_admin()
+    }
+
+    /// The caller's role now. A token's role can only be too low (a lost role ends the
+    /// session), never too high; a token saying `member` is checked with auth, so a
+    /// promotion counts at once rather than at the next token. Falls back to the token
+    /// when auth does not answer in time: that errs on the side of fewer rights.
+    pub async fn current_role(&self, claims: &platform::token::Claims) -> platform::role::Role {
+        if claims.role.is_admin() {
+            return claims.role;
+        }
+        let mut request = tonic::Request::new(proto::auth::v1::GetUserRequest {
+            id: claims.sub.to_string(),
+        });
+        request.set_timeout(ROLE_CHECK_DEADLINE);
+        match self.auth.clone().get_user(request).await {
+            Ok(user) => platform::role::Role::parse(&user.into_inner().role).unwrap_or(claims.role),
+            Err(status) => {
+                tracing::debug!(%status, "cannot ask auth for a role; using the token's");
+                claims.role
+            }
+        }
     }
 }
+
+/// Deadline of asking auth for a caller's current role.
+const ROLE_CHECK_DEADLINE: Duration = Duration::from_millis(500);
 
 /// A built broker, bound to its port, not yet serving.
 pub struct Broker {
@@ -104,6 +127,11 @@ impl Broker {
     ) -> anyhow::Result<Self> {
         // Install the recorder before the first request records anything.
         platform::telemetry::prometheus();
+        if std::env::var_os("BROKER_ADMINS").is_some() {
+            tracing::warn!(
+                "BROKER_ADMINS is no longer read: roles are stored by user id in auth (the first account is the owner; `microchat admin grant USER` names more)"
+            );
+        }
         let deadlines = platform::grpc::Deadlines {
             connect: Duration::from_secs(1),
             request: config.grpc_timeout,
@@ -266,49 +294,5 @@ async fn forget_idle_clients(limiters: rate_limit::Limiters, shutdown: Shutdown)
             return;
         }
         limiters.forget_idle_clients();
-    }
-}
-
-/// Whether one `BROKER_ADMINS` entry names the caller: a UUID matches the user id only,
-/// anything else the username (case-insensitively).
-fn names_admin(entry: &str, claims: &platform::token::Claims) -> bool {
-    let entry = entry.trim();
-    match uuid::Uuid::try_parse(entry) {
-        Ok(id) => id == claims.sub,
-        Err(_) => !entry.is_empty() && entry.eq_ignore_ascii_case(&claims.name),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::names_admin;
-    use platform::token::Claims;
-    use uuid::Uuid;
-
-    fn claims(name: &str) -> Claims {
-        Claims {
-            iss: String::new(),
-            aud: String::new(),
-            sub: Uuid::now_v7(),
-            sid: Uuid::now_v7(),
-            name: name.to_owned(),
-            email: String::new(),
-            iat: 0,
-            exp: 0,
-            csrf: String::new(),
-        }
-    }
-
-    #[test]
-    fn admins_are_named_by_id_or_by_username() {
-        let root = claims("root");
-        assert!(names_admin(&root.sub.to_string(), &root));
-        assert!(names_admin(&format!(" {} ", root.sub), &root));
-        assert!(names_admin("ROOT", &root));
-        // An id names that account only: another account of the same name is no admin.
-        let impostor = claims("root");
-        assert!(!names_admin(&root.sub.to_string(), &impostor));
-        assert!(!names_admin("", &root));
-        assert!(!names_admin("rooted", &root));
     }
 }

@@ -3,7 +3,7 @@
 use crate::{
     error,
     live::frames,
-    routes::{account, auth, chat, logs},
+    routes::{account, admin, auth, chat, logs},
 };
 use utoipa::OpenApi;
 
@@ -13,14 +13,16 @@ use utoipa::OpenApi;
     paths(
         auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::users, account::delete_me,
         chat::rooms, chat::create_room, chat::join_room, chat::leave_room, chat::conversations,
-        chat::open_direct, chat::history, chat::send, chat::mark_read, logs::logs
+        chat::open_direct, chat::history, chat::send, chat::mark_read, logs::logs,
+        admin::users, admin::set_role, admin::deactivate, admin::reactivate
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, frames::MessageView, frames::PresenceView)),
     tags(
         (name = "auth", description = "Accounts and sessions"),
         (name = "users", description = "Users and presence"),
         (name = "chat", description = "Rooms, direct conversations and messages"),
-        (name = "ops", description = "Logs and operations (administrators)")
+        (name = "ops", description = "Logs and operations (administrators)"),
+        (name = "admin", description = "Accounts, roles and deactivation (administrators; roles by owners)")
     )
 )]
 struct ApiDoc;

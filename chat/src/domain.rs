@@ -103,6 +103,10 @@ impl MessageBody {
     }
 }
 
+/// The author shown on messages of a deleted account (not a valid username, so it
+/// never names a real one).
+pub const DELETED_USER_NAME: &str = "deleted user";
+
 /// A user as chat knows them: id and username, both given by the broker from the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRef {

@@ -845,6 +845,7 @@ async fn deleting_user_data_removes_directs_and_presence_but_keeps_rooms(store: 
     let general = create_room(store, "general", &grace).await;
     store.join(general.id, &ada, now()).await.unwrap();
     let said_in_room = post(store, &general, &ada, "hello room").await;
+    let graces_reply = post(store, &general, &grace, "hello ada").await;
     let with_grace = open_direct(store, &ada, &grace).await;
     let private = post_many(store, &with_grace, &grace, 3).await;
     let with_linus = open_direct(store, &linus, &ada).await;
@@ -888,15 +889,18 @@ async fn deleting_user_data_removes_directs_and_presence_but_keeps_rooms(store: 
     assert!(store.conversations_of(ada.id).await.unwrap().is_empty());
     assert!(store.presence(&[ada.id]).await.unwrap().is_empty());
 
-    // The room stays, without ada as a member but with what ada said in it.
+    // The room stays, without ada as a member but with what ada said in it, now said
+    // by "deleted user"; grace's messages keep her name.
     assert!(!store.is_member(general.id, ada.id).await.unwrap());
     assert_eq!(store.members(general.id).await.unwrap().len(), 1);
+    let mut anonymous = said_in_room;
+    anonymous.sender.username = chat::domain::DELETED_USER_NAME.to_owned();
     assert_eq!(
         store
             .messages(general.id, Page::Before(None), 50)
             .await
             .unwrap(),
-        vec![said_in_room]
+        vec![graces_reply, anonymous]
     );
     // Other users' conversations and presence are untouched.
     let mut graces: Vec<Uuid> = store.membership_ids(grace.id).await.unwrap();

@@ -264,6 +264,18 @@ await step('rooms: alice creates one, bob finds and joins it, they talk live, bo
   expect(leaked === 0, 'bob received a message of a room he left');
 });
 
+await step('bob, the first account, owns the install: he makes alice an administrator on the People page', async () => {
+  const { page } = bob;
+  // alice is no administrator yet.
+  await alice.page.goto(`${BASE}/logs`);
+  await alice.page.getByRole('alert').filter({ hasText: 'Only administrators' }).waitFor();
+  await page.goto(`${BASE}/admin`);
+  await page.getByRole('link', { name: 'People' }).waitFor();
+  await page.getByLabel('Role of alice').selectOption('admin');
+  await page.getByRole('status').filter({ hasText: 'alice is now admin.' }).waitFor();
+  await shot(page, 'people');
+});
+
 await step('alice (an administrator) reads the logs; the dev mailbox lists the welcome mails', async () => {
   const { page } = alice;
   await page.goto(`${BASE}/logs`);
@@ -275,9 +287,6 @@ await step('alice (an administrator) reads the logs; the dev mailbox lists the w
   await page.locator('#logs-body tr').first().waitFor();
   const services = await page.locator('#logs-body tr td:nth-child(3)').allTextContents();
   expect(services.every((s) => s === 'auth'), `the auth filter shows ${[...new Set(services)]}`);
-  // bob is no administrator.
-  await bob.page.goto(`${BASE}/logs`);
-  await bob.page.getByRole('alert').filter({ hasText: 'Only administrators' }).waitFor();
   // The welcome mails, newest first (the listener sends them from the register events).
   await page.goto(`${BASE}/dev/mailbox`);
   for (let i = 0; i < 20 && (await page.locator('.mail', { hasText: 'alice@example.com' }).count()) === 0; i += 1) {
@@ -304,6 +313,11 @@ await step('bob deletes his account: his conversation with alice is gone, he can
   await page.locator('#delete-error', { hasText: 'Type your username, bob, to confirm.' }).waitFor();
   expect(page.url().endsWith('/account'), 'a wrong confirmation left the account page');
   await page.getByLabel('Type your username to confirm').fill('bob');
+  // Deleting needs the password too: a session alone (a borrowed laptop) is not enough.
+  await page.getByLabel('Your password').fill('not my password');
+  await page.getByRole('button', { name: 'Delete my account' }).click();
+  await page.locator('#delete-error', { hasText: 'That is not your password.' }).waitFor();
+  await page.getByLabel('Your password').fill(password);
   await page.getByRole('button', { name: 'Delete my account' }).click();
   await page.waitForURL(/\/login\?deleted=1/);
   await page.getByText('Your account has been deleted.').waitFor();

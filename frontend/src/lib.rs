@@ -108,6 +108,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/chat", get(page_chat))
         .route("/account", get(page_account))
         .route("/logs", get(page_logs))
+        .route("/admin", get(page_admin))
         .route("/dev/mailbox", get(mailbox_list))
         .route("/dev/mailbox/{name}", get(mailbox_one))
         .route("/assets/{*path}", get(asset))
@@ -182,6 +183,10 @@ async fn page_account(State(state): Shared) -> Response {
 
 async fn page_logs(State(state): Shared) -> Response {
     html(StatusCode::OK, pages::logs(&state.site))
+}
+
+async fn page_admin(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::admin(&state.site))
 }
 
 async fn not_found(State(state): Shared) -> Response {

@@ -13,11 +13,13 @@ pub struct Site {
     pub mailbox: bool,
 }
 
-/// Navigation: (page id, href, label, shown when signed `in`, `out` or `any`).
-const NAV: [(&str, &str, &str, &str); 6] = [
+/// Navigation: (page id, href, label, shown when signed `in`, `out`, `any`, or to
+/// `admin`s — a convenience only: the broker refuses everyone else).
+const NAV: [(&str, &str, &str, &str); 7] = [
     ("chat", "/chat", "Chat", "in"),
     ("account", "/account", "Account", "in"),
-    ("logs", "/logs", "Logs", "in"),
+    ("logs", "/logs", "Logs", "admin"),
+    ("admin", "/admin", "People", "admin"),
     ("mailbox", "/dev/mailbox", "Mailbox", "any"),
     ("login", "/login", "Sign in", "out"),
     ("register", "/register", "Register", "out"),
@@ -93,6 +95,12 @@ pub fn account(site: &Site) -> String {
 pub fn logs(site: &Site) -> String {
     let main = include_str!("../assets/pages/logs.html");
     render(site, "logs", "Logs", Some("logs.js"), main)
+}
+
+/// `/admin`: accounts, roles and deactivation, for administrators.
+pub fn admin(site: &Site) -> String {
+    let main = include_str!("../assets/pages/admin.html");
+    render(site, "admin", "People", Some("admin.js"), main)
 }
 
 /// A 404 page, with an explanation.

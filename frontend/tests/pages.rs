@@ -96,6 +96,7 @@ async fn pages_have_landmarks_and_security_headers() {
         ("/chat", "id=\"messages\""),
         ("/account", "delete-form"),
         ("/logs", "logs-form"),
+        ("/admin", "admin-table"),
     ] {
         let response = app.get(path).await;
         assert_eq!(response.status(), 200, "{path}");

@@ -11,6 +11,7 @@ pub mod events;
 pub mod grpc;
 pub mod logship;
 pub mod revocation;
+pub mod role;
 pub mod service_auth;
 pub mod settings;
 pub mod shutdown;

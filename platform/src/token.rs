@@ -43,6 +43,9 @@ pub struct Claims {
     pub exp: i64,
     /// The session's CSRF token, echoed by cookie-authenticated writes.
     pub csrf: String,
+    /// The user's role when the token was issued (a lost role ends the session).
+    #[serde(default)]
+    pub role: crate::role::Role,
 }
 
 /// Why a token was refused.

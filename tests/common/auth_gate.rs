@@ -149,6 +149,30 @@ impl Gate {
 
 #[tonic::async_trait]
 impl auth_server::Auth for Gate {
+    async fn set_user_role(
+        &self,
+        request: Request<pb::SetUserRoleRequest>,
+    ) -> Result<Response<pb::AccountChangeResponse>, Status> {
+        self.rules.pass("SetUserRole")?;
+        self.auth().set_user_role(request).await
+    }
+
+    async fn set_user_active(
+        &self,
+        request: Request<pb::SetUserActiveRequest>,
+    ) -> Result<Response<pb::AccountChangeResponse>, Status> {
+        self.rules.pass("SetUserActive")?;
+        self.auth().set_user_active(request).await
+    }
+
+    async fn confirm_password(
+        &self,
+        request: Request<pb::ConfirmPasswordRequest>,
+    ) -> Result<Response<pb::ConfirmPasswordResponse>, Status> {
+        self.rules.pass("ConfirmPassword")?;
+        self.auth().confirm_password(request).await
+    }
+
     async fn register(
         &self,
         request: Request<pb::RegisterRequest>,

@@ -400,6 +400,34 @@ impl User {
             .expect("the broker answers")
     }
 
+    /// Deletes this user's account, confirming with the password (as signed up).
+    pub async fn delete_account(&self) -> Response {
+        self.delete_account_with(&json!({ "password": "correct horse battery" }))
+            .await
+    }
+
+    /// `DELETE /api/users/me` with `body`.
+    pub async fn delete_account_with(&self, body: &Value) -> Response {
+        self.client
+            .delete(format!("{}/api/users/me", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("the broker answers")
+    }
+
+    /// `PUT path` with a JSON body as this user.
+    pub async fn put(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .put(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("the broker answers")
+    }
+
     /// `GET path`, expecting 200 and JSON.
     pub async fn get_ok(&self, path: &str) -> Value {
         let response = self.get(path).await;

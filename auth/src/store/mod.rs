@@ -4,7 +4,7 @@
 
 mod sql;
 
-use crate::domain::{Account, Email, Session, User, Username};
+use crate::domain::{Account, Email, Role, Session, User, Username};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::events::Event;
@@ -28,6 +28,9 @@ pub enum StoreError {
     /// A unique field is already in use.
     #[error("{0:?} is already taken")]
     Taken(Taken),
+    /// The change would leave the install without an active owner.
+    #[error("the last owner must stay an active owner")]
+    LastOwner,
     /// The database could not be reached or answered in time.
     #[error("the database is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -85,6 +88,17 @@ pub struct Revocation {
     pub forget_after: i64,
 }
 
+/// What a role change or a (de)activation did to an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountChange {
+    /// The account as it is now.
+    pub user: User,
+    /// Its role before the change.
+    pub previous_role: Role,
+    /// Its sessions still active, for ending them when it lost rights.
+    pub active_sessions: Vec<Uuid>,
+}
+
 /// Accounts, sessions and the revocation feed.
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
@@ -94,8 +108,8 @@ pub trait UserStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// The pool, for the outbox relay.
     fn pool(&self) -> platform::sql::Pool;
-    /// Inserts an account and its `user.registered` event; `Taken` when the username or
-    /// email is in use.
+    /// Inserts an account and its `user.registered` event; `Taken` when the email is in use
+    /// or the username is or ever was. The first account of an install becomes its owner.
     async fn insert_account(&self, account: &NewAccount, event: &Event)
     -> Result<User, StoreError>;
     /// The account a username names.
@@ -155,6 +169,17 @@ pub trait UserStore: Send + Sync + 'static {
         begun_before: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<Uuid>, StoreError>;
+    /// Gives an account `role`; `LastOwner` when that would leave no active owner, `None`
+    /// when there is no such account. Role changes run one at a time.
+    async fn change_role(&self, id: Uuid, role: Role) -> Result<Option<AccountChange>, StoreError>;
+    /// Deactivates an account as of `at` (kept if it already was), or reactivates it
+    /// (`None`); `LastOwner` when that would deactivate the last active owner, `None`
+    /// when there is no such account.
+    async fn set_deactivated(
+        &self,
+        id: Uuid,
+        at: Option<DateTime<Utc>>,
+    ) -> Result<Option<AccountChange>, StoreError>;
     /// Drops feed entries whose tokens have all expired by `now` (epoch seconds).
     async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError>;
 }

@@ -3,8 +3,8 @@
 //! written once and instantiated for each backend by `sql_user_store!`, which keeps each
 //! instance fully concrete (no generic sqlx bounds) while never duplicating a query.
 
-use super::{NewAccount, NewSession, Revocation, StoreError, Taken, UserStore};
-use crate::domain::{Account, Email, Session, User, Username};
+use super::{AccountChange, NewAccount, NewSession, Revocation, StoreError, Taken, UserStore};
+use crate::domain::{Account, Email, Role, Session, User, Username};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use platform::events::{Event, outbox};
@@ -16,6 +16,8 @@ struct UserRow {
     username: String,
     email: String,
     created_at: DateTime<Utc>,
+    role: String,
+    deactivated_at: Option<DateTime<Utc>>,
 }
 
 impl From<UserRow> for User {
@@ -25,6 +27,10 @@ impl From<UserRow> for User {
             username: row.username,
             email: row.email,
             created_at: row.created_at,
+            // The schema's CHECK admits only known names; were one ever unknown, the
+            // account gets no rights rather than some.
+            role: Role::parse(&row.role).unwrap_or_default(),
+            deactivated_at: row.deactivated_at,
         }
     }
 }
@@ -62,7 +68,67 @@ struct RevocationRow {
     forget_after: i64,
 }
 
-const ACCOUNT_COLUMNS: &str = "id, username, email, password_hash, created_at";
+const ACCOUNT_COLUMNS: &str =
+    "id, username, email, password_hash, created_at, role, deactivated_at";
+/// The columns of a [`UserRow`].
+const USER_COLUMNS: &str = "id, username, email, created_at, role, deactivated_at";
+
+/// Takes the lock every role change holds (a row lock on PostgreSQL, the write lock on
+/// SQLite), so two owners demoting each other cannot both succeed.
+macro_rules! lock_role_changes {
+    ($tx:ident) => {
+        sqlx::query("UPDATE ownership SET role_changes = role_changes + 1 WHERE id = 1")
+            .execute(&mut *$tx)
+            .await?;
+    };
+}
+
+/// The account `id` (not being deleted) as a [`User`], inside the transaction.
+macro_rules! active_account {
+    ($tx:ident, $id:expr) => {{
+        let sql =
+            format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleting_since IS NULL");
+        let row: Option<UserRow> = sqlx::query_as(&sql)
+            .bind($id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        row.map(User::from)
+    }};
+}
+
+/// Returns `LastOwner` unless an active owner other than `id` remains.
+macro_rules! keep_an_owner {
+    ($tx:ident, $id:expr) => {
+        let (others,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM users WHERE role = 'owner' AND id <> $1 \
+             AND deactivated_at IS NULL AND deleting_since IS NULL",
+        )
+        .bind($id)
+        .fetch_one(&mut *$tx)
+        .await?;
+        if others == 0 {
+            return Err(StoreError::LastOwner);
+        }
+    };
+}
+
+/// The account after a change, with its role before and its active sessions.
+macro_rules! account_change {
+    ($tx:ident, $id:expr, $before:ident) => {{
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let after: UserRow = sqlx::query_as(&sql).bind($id).fetch_one(&mut *$tx).await?;
+        let sessions: Vec<(Uuid,)> =
+            sqlx::query_as("SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL")
+                .bind($id)
+                .fetch_all(&mut *$tx)
+                .await?;
+        AccountChange {
+            user: User::from(after),
+            previous_role: $before.role,
+            active_sessions: sessions.into_iter().map(|(session,)| session).collect(),
+        }
+    }};
+}
 
 macro_rules! sql_user_store {
     ($(#[$doc:meta])* $name:ident, $db:ty, $migrations:literal, $variant:ident) => {
@@ -96,14 +162,33 @@ macro_rules! sql_user_store {
 
             async fn insert_account(&self, account: &NewAccount, event: &Event) -> Result<User, StoreError> {
                 let mut tx = self.pool.begin().await?;
+                // Names are taken for good: the row outlives the account.
+                let reserved = sqlx::query(
+                    "INSERT INTO usernames (username, user_id, taken_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(account.username.as_str())
+                .bind(account.id)
+                .bind(account.created_at)
+                .execute(&mut *tx)
+                .await?;
+                if reserved.rows_affected() == 0 {
+                    return Err(StoreError::Taken(Taken::Username));
+                }
+                // Only one registration ever inserts the ownership row: the install's first.
+                let first = sqlx::query("INSERT INTO ownership (id, first_owner) VALUES (1, $1) ON CONFLICT DO NOTHING")
+                    .bind(account.id)
+                    .execute(&mut *tx)
+                    .await?;
+                let role = if first.rows_affected() == 1 { Role::Owner } else { Role::Member };
                 let inserted = sqlx::query(
-                    "INSERT INTO users (id, username, email, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO users (id, username, email, password_hash, created_at, role) VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(account.id)
                 .bind(account.username.as_str())
                 .bind(account.email.as_str())
                 .bind(&account.password_hash)
                 .bind(account.created_at)
+                .bind(role.as_str())
                 .execute(&mut *tx)
                 .await;
                 match inserted {
@@ -115,6 +200,8 @@ macro_rules! sql_user_store {
                         username: account.username.as_str().to_owned(),
                         email: account.email.as_str().to_owned(),
                         created_at: account.created_at,
+                        role,
+                        deactivated_at: None,
                         })
                     }
                     Err(error) if platform::sql::is_unique_violation(&error) => {
@@ -144,8 +231,9 @@ macro_rules! sql_user_store {
             }
 
             async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1 AND deleting_since IS NULL");
                 let row: Option<UserRow> =
-                    sqlx::query_as("SELECT id, username, email, created_at FROM users WHERE id = $1 AND deleting_since IS NULL")
+                    sqlx::query_as(&sql)
                         .bind(id)
                         .fetch_optional(&self.pool)
                         .await?;
@@ -153,10 +241,11 @@ macro_rules! sql_user_store {
             }
 
             async fn users_after(&self, after: &str, limit: u32) -> Result<Vec<User>, StoreError> {
-                let rows: Vec<UserRow> = sqlx::query_as(
-                    "SELECT id, username, email, created_at FROM users \
-                     WHERE username > $1 AND deleting_since IS NULL ORDER BY username LIMIT $2",
-                )
+                let sql = format!(
+                    "SELECT {USER_COLUMNS} FROM users \
+                     WHERE username > $1 AND deleting_since IS NULL ORDER BY username LIMIT $2"
+                );
+                let rows: Vec<UserRow> = sqlx::query_as(&sql)
                 .bind(after)
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
@@ -305,8 +394,9 @@ macro_rules! sql_user_store {
                 event_for: &(dyn for<'u> Fn(&'u User) -> Event + Send + Sync),
             ) -> Result<bool, StoreError> {
                 let mut tx = self.pool.begin().await?;
+                let sql = format!("DELETE FROM users WHERE id = $1 RETURNING {USER_COLUMNS}");
                 let deleted: Option<UserRow> =
-                    sqlx::query_as("DELETE FROM users WHERE id = $1 RETURNING id, username, email, created_at")
+                    sqlx::query_as(&sql)
                         .bind(id)
                         .fetch_optional(&mut *tx)
                         .await?;
@@ -332,6 +422,53 @@ macro_rules! sql_user_store {
                     .map(|(id, _)| id)
                     .take(limit as usize)
                     .collect())
+            }
+
+            async fn change_role(&self, id: Uuid, role: Role) -> Result<Option<AccountChange>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                lock_role_changes!(tx);
+                let Some(before) = active_account!(tx, id) else {
+                    return Ok(None);
+                };
+                let loses_ownership = before.role == Role::Owner && role != Role::Owner;
+                if loses_ownership && before.deactivated_at.is_none() {
+                    keep_an_owner!(tx, id);
+                }
+                sqlx::query("UPDATE users SET role = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(role.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                let change = account_change!(tx, id, before);
+                tx.commit().await?;
+                Ok(Some(change))
+            }
+
+            async fn set_deactivated(
+                &self,
+                id: Uuid,
+                at: Option<DateTime<Utc>>,
+            ) -> Result<Option<AccountChange>, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                lock_role_changes!(tx);
+                let Some(before) = active_account!(tx, id) else {
+                    return Ok(None);
+                };
+                let update = match at {
+                    Some(at) => {
+                        if before.role == Role::Owner && before.deactivated_at.is_none() {
+                            keep_an_owner!(tx, id);
+                        }
+                        sqlx::query("UPDATE users SET deactivated_at = COALESCE(deactivated_at, $2) WHERE id = $1")
+                            .bind(id)
+                            .bind(at)
+                    }
+                    None => sqlx::query("UPDATE users SET deactivated_at = NULL WHERE id = $1").bind(id),
+                };
+                update.execute(&mut *tx).await?;
+                let change = account_change!(tx, id, before);
+                tx.commit().await?;
+                Ok(Some(change))
             }
 
             async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError> {

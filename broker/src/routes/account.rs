@@ -5,15 +5,28 @@ use crate::{
     deletion::{self, Outcome},
     error::{ApiError, ErrorBody},
     extract::{AuthUser, REFRESH_COOKIE, SESSION_COOKIE},
+    middleware::ClientAddr,
 };
 use axum::{
-    Json,
+    Extension, Json,
+    body::Bytes,
     extract::State,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use cookie::{Cookie, SameSite};
+use proto::auth::v1 as pb;
+use serde::Deserialize;
 use serde_json::json;
+use utoipa::ToSchema;
+
+/// `DELETE /api/users/me` (no `Debug`: it holds a password).
+#[derive(Deserialize, ToSchema)]
+pub struct DeleteAccountBody {
+    /// The account's current password: whoever holds a session (a borrowed laptop, a
+    /// stolen cookie) cannot delete the account without it.
+    password: String,
+}
 
 /// Adds Set-Cookie headers that remove the session cookies.
 pub fn clear_session_cookies(response: &mut Response) {
@@ -31,14 +44,21 @@ pub fn clear_session_cookies(response: &mut Response) {
 }
 
 /// Delete the caller's account: their private conversations, then the account itself.
-#[utoipa::path(delete, path = "/api/users/me", tag = "users",
+/// Needs the current password; wrong ones count toward the sign-in throttle.
+#[utoipa::path(delete, path = "/api/users/me", tag = "users", request_body = DeleteAccountBody,
     responses((status = 204, description = "deleted"),
         (status = 202, description = "the account is unusable now; the rest finishes shortly"),
-        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 400, body = ErrorBody, description = "no password in the body"),
+        (status = 401, body = ErrorBody, description = "not signed in, or the wrong password (`wrong_password`)"),
+        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn delete_me(
     State(state): State<AppState>,
+    Extension(client): Extension<ClientAddr>,
+    headers: HeaderMap,
     user: AuthUser,
+    body: Bytes,
 ) -> Result<Response, ApiError> {
+    confirm_password(&state, &user, client, &headers, &body).await?;
     let outcome = deletion::delete_account(&state, user.claims.sub).await?;
     state
         .sessions
@@ -53,4 +73,42 @@ pub async fn delete_me(
     };
     clear_session_cookies(&mut response);
     Ok(response)
+}
+
+/// Checks the password in a `DeleteAccountBody` with auth (which throttles it like a login).
+async fn confirm_password(
+    state: &AppState,
+    user: &AuthUser,
+    client: ClientAddr,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let missing = || {
+        ApiError::bad_request(
+            "password_required",
+            "password: your current password is required to delete your account",
+        )
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(missing());
+    }
+    let body: DeleteAccountBody = serde_json::from_slice(body)
+        .map_err(|error| ApiError::bad_request("invalid_body", error.to_string()))?;
+    if body.password.is_empty() {
+        return Err(missing());
+    }
+    let request = pb::ConfirmPasswordRequest {
+        user_id: user.claims.sub.to_string(),
+        password: body.password,
+        client: Some(crate::routes::auth::client_info(client, headers)),
+    };
+    match state.auth.clone().confirm_password(request).await {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong_password",
+            "the password is not right",
+        )),
+        Err(status) => Err(ApiError::from_grpc("auth", &status)),
+    }
 }

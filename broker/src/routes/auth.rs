@@ -107,6 +107,8 @@ pub struct LoginView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MeView {
     user: UserView,
+    /// What the caller may do beyond chatting.
+    role: crate::routes::admin::RoleName,
     session: SessionView,
     /// For cookie-authenticated callers: send it as `X-CSRF-Token` on writes.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -252,10 +254,20 @@ pub async fn register(
     ))
 }
 
+/// Why auth refused a login: a deactivated account (told only after the right
+/// password) gets its own code, so pages can say so.
+fn login_refused(status: tonic::Status) -> ApiError {
+    if status.code() == tonic::Code::PermissionDenied {
+        return ApiError::forbidden("account_deactivated", status.message().to_owned());
+    }
+    from_auth(status)
+}
+
 /// Log in with a username or email and a password.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginBody,
-    responses((status = 200, body = LoginView), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+    responses((status = 200, body = LoginView), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "`account_deactivated`: an administrator deactivated the account"),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
@@ -273,7 +285,7 @@ pub async fn login(
         .clone()
         .login(request)
         .await
-        .map_err(from_auth)?
+        .map_err(login_refused)?
         .into_inner();
     logged_in(&state, answer)
 }
@@ -343,8 +355,9 @@ pub async fn logout(
 /// The caller.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
-pub async fn me(caller: AuthUser) -> ApiJson<MeView> {
+pub async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiJson<MeView> {
     let claims = &caller.claims;
+    let role = state.current_role(claims).await;
     ApiJson(MeView {
         user: UserView {
             id: claims.sub.to_string(),
@@ -352,6 +365,7 @@ pub async fn me(caller: AuthUser) -> ApiJson<MeView> {
             email: claims.email.clone(),
             created_at: None,
         },
+        role: role.into(),
         session: SessionView {
             id: claims.sid.to_string(),
             expires_at: DateTime::from_timestamp(claims.exp, 0),

@@ -206,7 +206,7 @@ async fn send_mail(
     caller: &AuthUser,
     payload: MailPayload,
 ) -> Result<Response, Failure> {
-    if !state.is_admin(&caller.claims) {
+    if !state.current_role(&caller.claims).await.is_admin() {
         return Err(Failure(
             StatusCode::FORBIDDEN,
             "only administrators may send mail".into(),

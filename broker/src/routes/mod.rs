@@ -1,6 +1,7 @@
 //! The broker's routes and the layers around them.
 
 pub mod account;
+pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod compat;
@@ -16,7 +17,7 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, header},
     middleware::{from_fn, from_fn_with_state},
     response::IntoResponse,
-    routing::{delete, get, post},
+    routing::{delete, get, post, put},
 };
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer};
 
@@ -78,6 +79,19 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             limiters.limit(api, post(compat::send)),
         )
         .route("/api/logs", limiters.limit(api, get(logs::logs)))
+        .route("/api/admin/users", limiters.limit(api, get(admin::users)))
+        .route(
+            "/api/admin/users/{id}/role",
+            limiters.limit(api, put(admin::set_role)),
+        )
+        .route(
+            "/api/admin/users/{id}/deactivate",
+            limiters.limit(api, post(admin::deactivate)),
+        )
+        .route(
+            "/api/admin/users/{id}/reactivate",
+            limiters.limit(api, post(admin::reactivate)),
+        )
         .route("/handle", limiters.limit(strict, post(handle::handle)))
         .route("/ws", limiters.limit(api, get(live::json_socket)))
         .route(

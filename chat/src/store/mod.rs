@@ -210,7 +210,8 @@ pub trait ChatStore: Send + Sync + 'static {
     async fn open_chat_sessions(&self, users: &[Uuid]) -> Result<Vec<ChatSession>, StoreError>;
 
     /// Deletes a user's direct conversations (with their messages), memberships and
-    /// presence, in one transaction; returns how many conversations went. Idempotent.
+    /// presence, and shows their room messages as the deleted user's, in one
+    /// transaction; returns how many conversations went. Idempotent.
     async fn delete_user_data(&self, user: Uuid) -> Result<u32, StoreError>;
 }
 

@@ -853,7 +853,14 @@ macro_rules! sql_chat_store {
                 .bind(user)
                 .execute(&mut *tx)
                 .await?;
-                // What they said in rooms stays: it is part of the room's history.
+                // What they said in rooms stays: it is part of the room's history, but no
+                // longer under their name (auth never gives the name to anyone else, and
+                // the history should not point at a person who asked to be gone).
+                sqlx::query("UPDATE messages SET sender_name = $2 WHERE sender_id = $1")
+                    .bind(user)
+                    .bind(crate::domain::DELETED_USER_NAME)
+                    .execute(&mut *tx)
+                    .await?;
                 for sql in [
                     "DELETE FROM memberships WHERE user_id = $1",
                     "DELETE FROM connections WHERE user_id = $1",

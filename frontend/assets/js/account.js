@@ -1,4 +1,5 @@
-// The account page: who you are, and deleting the account (typed confirmation).
+// The account page: who you are, and deleting the account (typed confirmation and the
+// current password).
 // Signing out is the header's button (layout.js).
 import { api, describe } from './api.js';
 import { requireSession, showError, formatTime } from './layout.js';
@@ -30,10 +31,12 @@ async function start() {
     const button = $('delete');
     button.disabled = true;
     try {
-      await api('/api/users/me', { method: 'DELETE' });
+      await api('/api/users/me', { method: 'DELETE', body: { password: $('delete-password').value } });
       window.location.assign('/login?deleted=1');
     } catch (error) {
-      showError(errorBox, describe(error));
+      const wrong = error.code === 'wrong_password' || error.code === 'password_required';
+      $('delete-password').setAttribute('aria-invalid', wrong ? 'true' : 'false');
+      showError(errorBox, wrong ? 'That is not your password.' : describe(error));
       button.disabled = false;
     }
   });

@@ -13,6 +13,8 @@ export async function session() {
     answer = null;
   }
   document.body.dataset.auth = answer ? 'in' : 'out';
+  // Shows the administrators' links; the broker decides what they may really do.
+  document.body.dataset.role = answer?.role || '';
   const who = document.getElementById('whoami');
   if (who) who.textContent = answer ? `Signed in as ${answer.user.username}` : '';
   const signout = document.getElementById('signout');

@@ -53,6 +53,9 @@ pub const AUTH: Policy = Policy {
         ("ListPendingDeletions", BROKER),
         ("GetPublicKeys", BROKER),
         ("WatchRevocations", BROKER),
+        ("SetUserRole", BROKER),
+        ("SetUserActive", BROKER),
+        ("ConfirmPassword", BROKER),
     ],
 };
 
