@@ -108,6 +108,8 @@ pub struct LoginView {
 pub struct MeView {
     user: UserView,
     session: SessionView,
+    /// Whether the caller is an administrator (reads logs; the dev mailbox asks this).
+    is_admin: bool,
     /// For cookie-authenticated callers: send it as `X-CSRF-Token` on writes.
     #[serde(skip_serializing_if = "Option::is_none")]
     csrf_token: Option<String>,
@@ -343,9 +345,10 @@ pub async fn logout(
 /// The caller.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
-pub async fn me(caller: AuthUser) -> ApiJson<MeView> {
+pub async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiJson<MeView> {
     let claims = &caller.claims;
     ApiJson(MeView {
+        is_admin: state.is_admin(claims),
         user: UserView {
             id: claims.sub.to_string(),
             username: claims.name.clone(),

@@ -29,7 +29,10 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             "/api/auth/register",
             limiters.limit(strict, post(auth::register)),
         )
-        .route("/api/auth/login", limiters.limit(strict, post(auth::login)))
+        .route(
+            "/api/auth/login",
+            limiters.limit_logins(&state.login_limit, post(auth::login)),
+        )
         .route(
             "/api/auth/refresh",
             limiters.limit(strict, post(auth::refresh)),
@@ -78,7 +81,8 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             limiters.limit(api, post(compat::send)),
         )
         .route("/api/logs", limiters.limit(api, get(logs::logs)))
-        .route("/handle", limiters.limit(strict, post(handle::handle)))
+        // Its `auth` action draws on the login limit, like `/api/auth/login`.
+        .route("/handle", limiters.limit(api, post(handle::handle)))
         .route("/ws", limiters.limit(api, get(live::json_socket)))
         .route(
             "/ws/rooms/{id}/text",
@@ -98,6 +102,7 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             middleware::deadline,
         ))
         .layer(cors(&config.allowed_origins))
+        .layer(from_fn(middleware::no_store))
         .layer(CatchPanicLayer::custom(|_| {
             crate::error::ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,
