@@ -51,6 +51,15 @@ pub struct Config {
     #[arg(long, value_name = "NICE", env = "MICROCHAT_DEFERRED_NICE", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub deferred_nice: i32,
+    /// The operator port: `/metrics` (every service's, Prometheus text) and `/healthz`.
+    /// Apart from the public API port, so what the system counts is not public.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "MICROCHAT_METRICS_LISTEN",
+        default_value = "127.0.0.1:9100"
+    )]
+    pub metrics_listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: auth::Config,
@@ -95,6 +104,8 @@ pub struct Running {
     pub listener: SocketAddr,
     /// The listener's parked-event admin API.
     pub listener_admin: SocketAddr,
+    /// The operator port: `/metrics` and `/healthz`.
+    pub metrics: SocketAddr,
     services: JoinSet<(Stage, anyhow::Result<()>)>,
     /// How many services of each stage still run.
     running: [usize; STAGES],
@@ -222,6 +233,10 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         .await
         .context("starting the frontend")?;
     let frontend_addr = frontend.local_addr();
+    let metrics = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("binding the operator port to {}", config.metrics_listen))?;
+    let metrics_addr = metrics.local_addr()?;
 
     let stops = [shutdown, Shutdown::new(), Shutdown::new(), Shutdown::new()];
     let mut running = [0; STAGES];
@@ -236,8 +251,15 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         services.spawn(async move { (stage, service.await) });
         running[stage] += 1;
     }
-    let main_services: [(Stage, ServiceFuture); 4] = [
+    let main_services: [(Stage, ServiceFuture); 5] = [
         (ENTRY, Box::pin(broker.run(stops[ENTRY].clone()))),
+        (
+            ENTRY,
+            Box::pin(platform::telemetry::serve_metrics(
+                metrics,
+                stops[ENTRY].clone(),
+            )),
+        ),
         (ENTRY, Box::pin(frontend.run(stops[ENTRY].clone()))),
         (CORE, Box::pin(auth.run(stops[CORE].clone()))),
         (CORE, Box::pin(chat.run(stops[CORE].clone()))),
@@ -255,6 +277,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         mail: mail_addr,
         listener: listener_addr,
         listener_admin: listener_admin_addr,
+        metrics: metrics_addr,
         services,
         running,
         stops,

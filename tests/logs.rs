@@ -246,12 +246,13 @@ async fn the_older_handle_endpoint_checks_credentials_writes_logs_and_sends_mail
         (StatusCode::OK, &json!(false)),
         "{body}"
     );
-    let entries = logs(&root, &format!("user={}&service=broker", ada.id)).await;
+    let entries = logs(&root, &format!("user={}&service=user", ada.id)).await;
     let entry = entries
         .iter()
         .find(|entry| entry["name"] == "legacy event")
         .expect("the entry is stored");
     assert_eq!(entry["data"]["data"], "some details");
+    assert_eq!(entry["kind"], "user_written", "marked as what a user wrote");
 
     let mail = json!({ "action": "mail", "mail": {
         "from": "root@example.com", "to": "grace@example.com",
@@ -362,11 +363,13 @@ async fn logger_down_slows_nothing_counts_dropped_lines_and_logs_flow_again_afte
     let with_logger = chat_rounds(&base, &ada, &conversation, 15).await;
 
     services.stop_logger().await;
-    let dropped_before = dropped_logs(&base).await;
+    // Metrics are process-wide; the operator port serves them (never the broker's port).
+    let (metrics, metrics_stop) = common::metrics_server().await;
+    let dropped_before = dropped_logs(&metrics).await;
     let registered = User::sign_up(&base, "linus").await;
     let without_logger = chat_rounds(&base, &ada, &conversation, 15).await;
     eventually("dropped lines are counted", || async {
-        dropped_logs(&base).await > dropped_before
+        dropped_logs(&metrics).await > dropped_before
     })
     .await;
     assert!(
@@ -429,5 +432,6 @@ async fn logger_down_slows_nothing_counts_dropped_lines_and_logs_flow_again_afte
         },
     )
     .await;
+    metrics_stop.cancel();
     services.stop().await;
 }

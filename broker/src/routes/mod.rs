@@ -91,7 +91,6 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
         .route("/api/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(platform::telemetry::metrics))
         .route_layer(from_fn(middleware::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed);
