@@ -51,6 +51,11 @@ pub struct Config {
     #[arg(long, value_name = "NICE", env = "MICROCHAT_DEFERRED_NICE", default_value_t = 10,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub deferred_nice: i32,
+    /// Development mode: the pages serve the dev mailbox (`/dev/mailbox`, every mail the
+    /// system wrote, to administrators only). Off by default: mail holds people's
+    /// addresses, sign-in times and addresses.
+    #[arg(long, env = "MICROCHAT_DEV", default_value_t = false)]
+    pub dev: bool,
     /// The operator port: `/metrics` (every service's, Prometheus text) and `/healthz`.
     /// Apart from the public API port, so what the system counts is not public.
     #[arg(
@@ -104,6 +109,11 @@ pub struct Running {
     pub listener: SocketAddr,
     /// The listener's parked-event admin API.
     pub listener_admin: SocketAddr,
+    /// Development mode: the pages serve the dev mailbox (`/dev/mailbox`, every mail the
+    /// system wrote, to administrators only). Off by default: mail holds people's
+    /// addresses, sign-in times and addresses.
+    #[arg(long, env = "MICROCHAT_DEV", default_value_t = false)]
+    pub dev: bool,
     /// The operator port: `/metrics` and `/healthz`.
     pub metrics: SocketAddr,
     services: JoinSet<(Stage, anyhow::Result<()>)>,
@@ -222,9 +232,17 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         .await
         .context("starting the broker")?;
     let broker_addr = broker.local_addr();
-    // The pages talk to this process's broker, and show the mail it writes.
+    // The pages talk to this process's broker, and in development mode show the mail it
+    // writes (to administrators); never outside it, whatever FRONTEND_MAIL_DIR says.
     config.frontend.broker_url = format!("http://{broker_addr}");
-    if config.frontend.mail_dir.is_none()
+    config.frontend.broker_api_url = None;
+    if !config.dev {
+        if config.frontend.mail_dir.take().is_some() {
+            tracing::warn!(
+                "FRONTEND_MAIL_DIR is ignored: the dev mailbox is on only with MICROCHAT_DEV=1"
+            );
+        }
+    } else if config.frontend.mail_dir.is_none()
         && let mail::Destination::Files(dir) = config.mail.destination(&config.data_dir)
     {
         config.frontend.mail_dir = Some(dir);
