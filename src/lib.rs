@@ -109,11 +109,6 @@ pub struct Running {
     pub listener: SocketAddr,
     /// The listener's parked-event admin API.
     pub listener_admin: SocketAddr,
-    /// Development mode: the pages serve the dev mailbox (`/dev/mailbox`, every mail the
-    /// system wrote, to administrators only). Off by default: mail holds people's
-    /// addresses, sign-in times and addresses.
-    #[arg(long, env = "MICROCHAT_DEV", default_value_t = false)]
-    pub dev: bool,
     /// The operator port: `/metrics` and `/healthz`.
     pub metrics: SocketAddr,
     services: JoinSet<(Stage, anyhow::Result<()>)>,
