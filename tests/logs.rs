@@ -162,7 +162,7 @@ async fn logs_page_newest_first_with_a_cursor() {
         assert_eq!(logged.status(), StatusCode::OK);
     }
     let mut names = Vec::new();
-    let mut query = format!("user={}&service=broker&limit=2", root.id);
+    let mut query = format!("user={}&service=user&limit=2", root.id);
     loop {
         let page = root.get_ok(&format!("/api/logs?{query}")).await;
         for entry in page["logs"].as_array().unwrap() {
@@ -173,7 +173,7 @@ async fn logs_page_newest_first_with_a_cursor() {
         }
         match page["next_cursor"].as_str() {
             Some(cursor) => {
-                query = format!("user={}&service=broker&limit=2&cursor={cursor}", root.id)
+                query = format!("user={}&service=user&limit=2&cursor={cursor}", root.id)
             }
             None => break,
         }

@@ -256,7 +256,9 @@ pub async fn register(
 
 /// Log in with a username or email and a password.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginBody,
-    responses((status = 200, body = LoginView), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody),
+    responses((status = 200, body = LoginView), (status = 401, body = ErrorBody),
+        (status = 429, description = "Too many logins from this client, or failed logins at this account (docs/SECURITY.md, login throttling)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 503, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
