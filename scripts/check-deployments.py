@@ -67,7 +67,7 @@ class AdminApi:
 class Service:
     port: int  # DESIGN.md, "listens (default)"
     listen: str  # the variable of its listen address
-    grpc: bool  # a gRPC service: its /metrics and /healthz are on METRICS_LISTEN
+    grpc: bool  # its /metrics and /healthz are on METRICS_LISTEN (the gRPC services, the broker)
     admin: AdminApi | None = None  # an admin API on a port of its own
 
 
@@ -77,7 +77,8 @@ SERVICES = {
     "chat": Service(50052, "CHAT_LISTEN", True),
     "logger": Service(50053, "LOGGER_LISTEN", True),
     "mail": Service(50054, "MAIL_LISTEN", True),
-    "broker": Service(8080, "BROKER_LISTEN", False),
+    # Its /metrics is on the ops port 9100, never on the public 8080.
+    "broker": Service(8080, "BROKER_LISTEN", True),
     "listener": Service(8082, "LISTENER_LISTEN", False,
                         AdminApi(8083, "LISTENER_ADMIN_LISTEN", "LISTENER_ADMIN_TOKEN")),
     "frontend": Service(8081, "FRONTEND_LISTEN", False),
@@ -1085,6 +1086,9 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
     public = {"broker", "frontend"}
     workload_names = {name for (_, name) in workloads}
     guarded: set[str] = set()
+    # A public workload may have a policy that keeps its other ports (the broker's ops
+    # port) to the namespace, as long as one rule admits its public port from anywhere.
+    open_to_all: set[str] = set()
     for name, (path, doc) in by_kind.get("NetworkPolicy", {}).items():
         spec = doc.get("spec") or {}
         if "Ingress" not in (spec.get("policyTypes") or []):
@@ -1098,6 +1102,10 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
         if label:
             covers.add(label)
         guarded |= covers
+        for workload in covers & public:
+            if any("from" not in rule and admits_port(rule, SERVICES[workload].port)
+                   for rule in (spec.get("ingress") or [])):
+                open_to_all.add(workload)
         admins = {SERVICES[w].admin.port for w in covers if w in SERVICES and SERVICES[w].admin}
         for rule in (spec.get("ingress") or []):
             outside = False
@@ -1111,7 +1119,7 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
                     error(path, f"NetworkPolicy/{name}: admits another namespace to the admin API on port {port}")
     for name in sorted(workload_names - public - guarded):
         error(K8S, f"{name}: no NetworkPolicy keeps its ports to the namespace")
-    for name in sorted(guarded & public):
+    for name in sorted((guarded & public) - open_to_all):
         error(K8S, f"{name} is public (Ingress) but a NetworkPolicy closes it to the namespace")
 
     # The whole kustomization renders (when kubectl is here; it needs no cluster for that).

@@ -103,8 +103,8 @@ CLEAN_ENV=(env -u AMQP_URL -u MAIL_SMTP_URL -u AUTH_DATABASE_URL -u CHAT_DATABAS
 ARGS=(--data-dir="$DATA_DIR" --broker-listen="127.0.0.1:$BROKER_PORT"
     --auth-listen=127.0.0.1:0 --chat-listen=127.0.0.1:0 --logger-listen=127.0.0.1:0
     --mail-listen=127.0.0.1:0 --listener-listen=127.0.0.1:0 --listener-admin-listen=127.0.0.1:0
-    --broker-rate-limit-auth=off
-    --broker-allowed-origins="$FRONTEND_ORIGIN")
+    --metrics-listen=127.0.0.1:0 --broker-rate-limit-auth=off
+    --broker-allowed-origins="$FRONTEND_ORIGIN" --dev)
 if $EMBEDDED_FRONTEND && [[ -z "${E2E_FRONTEND_URL:-}" ]]; then
     ARGS+=(--frontend-listen="127.0.0.1:$FRONTEND_PORT" --frontend-broker-url="$BROKER_URL")
 fi

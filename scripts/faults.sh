@@ -78,7 +78,8 @@ run_schemathesis() {
         "$CARGO_TARGET_DIR/debug/microchat" --auth-listen=127.0.0.1:0 --chat-listen=127.0.0.1:0 \
         --broker-listen=127.0.0.1:0 --mail-listen=127.0.0.1:0 --listener-listen=127.0.0.1:0 \
         --listener-admin-listen=127.0.0.1:0 \
-        --logger-listen=127.0.0.1:0 --frontend-listen=127.0.0.1:0 > "$data/out" 2> "$data/err" &
+        --logger-listen=127.0.0.1:0 --frontend-listen=127.0.0.1:0 --metrics-listen=127.0.0.1:0 \
+        > "$data/out" 2> "$data/err" &
     server=$!
     # shellcheck disable=SC2064 # expand now: these are this run's
     trap "kill $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -rf '$data'" RETURN

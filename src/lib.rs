@@ -58,6 +58,20 @@ pub struct Config {
     /// `<data dir>/service-keys`, generated on first start].
     #[arg(long, value_name = "DIR", env = "MICROCHAT_SERVICE_KEYS")]
     pub service_keys: Option<PathBuf>,
+    /// Development mode: the pages serve the dev mailbox (`/dev/mailbox`, every mail the
+    /// system wrote, to administrators only). Off by default: mail holds people's
+    /// addresses, sign-in times and addresses.
+    #[arg(long, env = "MICROCHAT_DEV", default_value_t = false)]
+    pub dev: bool,
+    /// The operator port: `/metrics` (every service's, Prometheus text) and `/healthz`.
+    /// Apart from the public API port, so what the system counts is not public.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "MICROCHAT_METRICS_LISTEN",
+        default_value = "127.0.0.1:9100"
+    )]
+    pub metrics_listen: SocketAddr,
     #[command(flatten)]
     #[allow(missing_docs)]
     pub auth: auth::Config,
@@ -113,6 +127,8 @@ pub struct Running {
     pub listener: SocketAddr,
     /// The listener's parked-event admin API.
     pub listener_admin: SocketAddr,
+    /// The operator port: `/metrics` and `/healthz`.
+    pub metrics: SocketAddr,
     services: JoinSet<(Stage, anyhow::Result<()>)>,
     /// How many services of each stage still run.
     running: [usize; STAGES],
@@ -258,9 +274,17 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         .await
         .context("starting the broker")?;
     let broker_addr = broker.local_addr();
-    // The pages talk to this process's broker, and show the mail it writes.
+    // The pages talk to this process's broker, and in development mode show the mail it
+    // writes (to administrators); never outside it, whatever FRONTEND_MAIL_DIR says.
     config.frontend.broker_url = format!("http://{broker_addr}");
-    if config.frontend.mail_dir.is_none()
+    config.frontend.broker_api_url = None;
+    if !config.dev {
+        if config.frontend.mail_dir.take().is_some() {
+            tracing::warn!(
+                "FRONTEND_MAIL_DIR is ignored: the dev mailbox is on only with MICROCHAT_DEV=1"
+            );
+        }
+    } else if config.frontend.mail_dir.is_none()
         && let mail::Destination::Files(dir) = config.mail.destination(&config.data_dir)
     {
         config.frontend.mail_dir = Some(dir);
@@ -269,6 +293,10 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         .await
         .context("starting the frontend")?;
     let frontend_addr = frontend.local_addr();
+    let metrics = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("binding the operator port to {}", config.metrics_listen))?;
+    let metrics_addr = metrics.local_addr()?;
 
     let stops = [shutdown, Shutdown::new(), Shutdown::new(), Shutdown::new()];
     let mut running = [0; STAGES];
@@ -283,8 +311,15 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         services.spawn(async move { (stage, service.await) });
         running[stage] += 1;
     }
-    let main_services: [(Stage, ServiceFuture); 4] = [
+    let main_services: [(Stage, ServiceFuture); 5] = [
         (ENTRY, Box::pin(broker.run(stops[ENTRY].clone()))),
+        (
+            ENTRY,
+            Box::pin(platform::telemetry::serve_metrics(
+                metrics,
+                stops[ENTRY].clone(),
+            )),
+        ),
         (ENTRY, Box::pin(frontend.run(stops[ENTRY].clone()))),
         (CORE, Box::pin(auth.run(stops[CORE].clone()))),
         (CORE, Box::pin(chat.run(stops[CORE].clone()))),
@@ -302,6 +337,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         mail: mail_addr,
         listener: listener_addr,
         listener_admin: listener_admin_addr,
+        metrics: metrics_addr,
         services,
         running,
         stops,

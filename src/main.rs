@@ -34,7 +34,11 @@ async fn main() -> anyhow::Result<()> {
     println!("  microchat is running (all services in one process; Ctrl-C stops it)");
     println!("    pages      http://{}/", running.frontend);
     println!("    API        {api}/api   (OpenAPI: {api}/api/openapi.json)");
-    println!("    health     {api}/healthz  {api}/readyz  {api}/metrics");
+    println!("    health     {api}/healthz  {api}/readyz");
+    println!(
+        "    metrics    http://{}/metrics  (operator port, MICROCHAT_METRICS_LISTEN)",
+        running.metrics
+    );
     println!("    WebSocket  ws://{}/ws", running.broker);
     println!(
         "    gRPC       auth {}  chat {}  logger {}  mail {}",

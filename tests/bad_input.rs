@@ -278,7 +278,7 @@ async fn ops_endpoints_answer() {
     assert_eq!(ready.status(), StatusCode::OK);
     app.signed_up(&client, "metered").await;
     let metrics = client
-        .get(app.url("/metrics"))
+        .get(app.metrics_url("/metrics"))
         .send()
         .await
         .unwrap()

@@ -164,7 +164,7 @@ async fn logs_page_newest_first_with_a_cursor() {
         assert_eq!(logged.status(), StatusCode::OK);
     }
     let mut names = Vec::new();
-    let mut query = format!("user={}&service=broker&limit=2", root.id);
+    let mut query = format!("user={}&service=user&limit=2", root.id);
     loop {
         let page = root.get_ok(&format!("/api/logs?{query}")).await;
         for entry in page["logs"].as_array().unwrap() {
@@ -175,7 +175,7 @@ async fn logs_page_newest_first_with_a_cursor() {
         }
         match page["next_cursor"].as_str() {
             Some(cursor) => {
-                query = format!("user={}&service=broker&limit=2&cursor={cursor}", root.id)
+                query = format!("user={}&service=user&limit=2&cursor={cursor}", root.id)
             }
             None => break,
         }
@@ -248,12 +248,13 @@ async fn the_older_handle_endpoint_checks_credentials_writes_logs_and_sends_mail
         (StatusCode::OK, &json!(false)),
         "{body}"
     );
-    let entries = logs(&root, &format!("user={}&service=broker", ada.id)).await;
+    let entries = logs(&root, &format!("user={}&service=user", ada.id)).await;
     let entry = entries
         .iter()
         .find(|entry| entry["name"] == "legacy event")
         .expect("the entry is stored");
     assert_eq!(entry["data"]["data"], "some details");
+    assert_eq!(entry["kind"], "user_written", "marked as what a user wrote");
 
     let mail = json!({ "action": "mail", "mail": {
         "from": "root@example.com", "to": "grace@example.com",
@@ -363,11 +364,13 @@ async fn logger_down_slows_nothing_counts_dropped_lines_and_logs_flow_again_afte
     let with_logger = chat_rounds(&base, &ada, &conversation, 15).await;
 
     services.stop_logger().await;
-    let dropped_before = dropped_logs(&base).await;
+    // Metrics are process-wide; the operator port serves them (never the broker's port).
+    let (metrics, metrics_stop) = common::metrics_server().await;
+    let dropped_before = dropped_logs(&metrics).await;
     let registered = User::sign_up(&base, "linus").await;
     let without_logger = chat_rounds(&base, &ada, &conversation, 15).await;
     eventually("dropped lines are counted", || async {
-        dropped_logs(&base).await > dropped_before
+        dropped_logs(&metrics).await > dropped_before
     })
     .await;
     assert!(
@@ -430,5 +433,6 @@ async fn logger_down_slows_nothing_counts_dropped_lines_and_logs_flow_again_afte
         },
     )
     .await;
+    metrics_stop.cancel();
     services.stop().await;
 }

@@ -57,6 +57,7 @@ fn start() -> Running {
             "--listener-admin-listen=127.0.0.1:0",
             "--logger-listen=127.0.0.1:0",
             "--frontend-listen=127.0.0.1:0",
+            "--metrics-listen=127.0.0.1:0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -7,7 +7,7 @@ use crate::{
     password,
     revocations::RevocationFeed,
     store::{NewAccount, NewSession, StoreError, Taken, UserStore},
-    throttle::{Charge, LoginThrottle},
+    throttle::{self, LoginThrottle},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SubsecRound, Utc};
@@ -85,12 +85,8 @@ pub struct Policy {
     /// How long a replaced refresh token is only refused; after that, presenting it ends
     /// the session.
     pub refresh_reuse_grace: Duration,
-    /// Failed logins allowed per account within `failure_window`.
-    pub max_failures_per_account: u32,
-    /// Failed logins allowed per client address within `failure_window`.
-    pub max_failures_per_ip: u32,
-    /// The throttling window.
-    pub failure_window: Duration,
+    /// Failed-login limits (docs/SECURITY.md, "Login throttling").
+    pub throttle: throttle::Limits,
     /// The argon2id cost of new password hashes.
     pub password_cost: password::Cost,
 }
@@ -118,8 +114,7 @@ pub struct Accounts {
     keys: SigningKey,
     verifier: TokenVerifier,
     revocations: Arc<RevocationFeed>,
-    per_account: LoginThrottle,
-    per_ip: LoginThrottle,
+    throttle: LoginThrottle,
     decoy_hash: String,
     policy: Policy,
     outbox: OutboxWaker,
@@ -179,16 +174,7 @@ impl Accounts {
             .set_keys([(keys.kid(), keys.public_x())])
             .expect("our own public key is well-formed");
         Self {
-            per_account: LoginThrottle::new(
-                policy.max_failures_per_account,
-                policy.failure_window,
-                Charge::UpFront,
-            ),
-            per_ip: LoginThrottle::new(
-                policy.max_failures_per_ip,
-                policy.failure_window,
-                Charge::OnFailure,
-            ),
+            throttle: LoginThrottle::new(policy.throttle),
             decoy_hash: password::decoy(&policy.password_cost).await,
             store,
             keys,
@@ -276,8 +262,13 @@ impl Accounts {
                 login.chars().take(64).collect::<String>().to_lowercase()
             ),
         };
-        let ip_key = format!("ip:{}", client.ip);
-        self.charge_attempt(&account_key, &ip_key)?;
+        let attempt = self
+            .throttle
+            .attempt(&account_key, &client.ip, Instant::now())
+            .map_err(|retry_after| {
+                metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
+                AuthError::Throttled(retry_after)
+            })?;
         let bounded = password
             .chars()
             .take(*Password::LEN.end())
@@ -287,15 +278,12 @@ impl Accounts {
             .map_or_else(|| self.decoy_hash.clone(), |a| a.password_hash.clone());
         let matches = password::verify(bounded, hash).await;
         let Some(account) = account.filter(|_| matches) else {
-            let failed_at = Instant::now();
-            self.per_account.failed(&account_key, failed_at);
-            self.per_ip.failed(&ip_key, failed_at);
+            self.throttle.failed(attempt, Instant::now());
             metrics::counter!("auth_logins_total", "outcome" => "failed").increment(1);
             tracing::info!(client_ip = %client.ip, "login failed");
             return Err(AuthError::BadCredentials);
         };
-        self.per_account.clear(&account_key);
-        self.per_ip.forgive(&ip_key);
+        self.throttle.succeeded(attempt, Instant::now());
         // Said only after the right password, so it tells nothing to a guesser.
         if account.user.deactivated_at.is_some() {
             tracing::info!(user_id = %account.user.id, "login refused: account deactivated");
@@ -336,29 +324,6 @@ impl Accounts {
         metrics::counter!("auth_logins_total", "outcome" => "succeeded").increment(1);
         tracing::info!(user_id = %account.user.id, session_id = %session.id, "logged in");
         Ok(self.issue(account.user, session, refresh_token))
-    }
-
-    /// Lets a login attempt go ahead unless the account or the client address has used up
-    /// its failures; the account's count is charged before the password is checked (both
-    /// throttles or neither), so parallel guesses at one account cannot exceed its limit.
-    fn charge_attempt(&self, account_key: &str, ip_key: &str) -> Result<(), AuthError> {
-        let now = Instant::now();
-        let charged = [(&self.per_account, account_key), (&self.per_ip, ip_key)]
-            .map(|(throttle, key)| (throttle, key, throttle.attempt(key, now)));
-        let Some(retry_after) = charged
-            .iter()
-            .filter_map(|(_, _, charged)| charged.err())
-            .max()
-        else {
-            return Ok(());
-        };
-        for (throttle, key, charged) in charged {
-            if charged.is_ok() {
-                throttle.forgive(key);
-            }
-        }
-        metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
-        Err(AuthError::Throttled(retry_after))
     }
 
     /// Trades a refresh token for fresh tokens; the old refresh token stops working. The

@@ -44,16 +44,27 @@ pub struct Config {
     /// refreshing at once); presented later, it ends the session (someone else holds its tokens).
     #[arg(long = "auth-refresh-reuse-grace", id = "auth-refresh-reuse-grace", value_name = "DURATION", env = "AUTH_REFRESH_REUSE_GRACE", default_value = "10s", value_parser = parse_duration)]
     pub refresh_reuse_grace: Duration,
-    /// Failed logins allowed per account within the failure window.
+    /// Failed logins one client address may make at one account before each next attempt
+    /// from it waits (1 min, doubling, up to 15 min).
+    #[arg(
+        long = "auth-max-failures-per-source",
+        id = "auth-max-failures-per-source",
+        value_name = "N",
+        env = "AUTH_MAX_FAILURES_PER_SOURCE",
+        default_value_t = 5
+    )]
+    pub max_failures_per_source: u32,
+    /// Failed logins at one account from every address before attempts from addresses it
+    /// has not logged in from wait (5 s, doubling, up to 1 min); known addresses go ahead.
     #[arg(
         long = "auth-max-failures-per-account",
         id = "auth-max-failures-per-account",
         value_name = "N",
         env = "AUTH_MAX_FAILURES_PER_ACCOUNT",
-        default_value_t = 5
+        default_value_t = 20
     )]
     pub max_failures_per_account: u32,
-    /// Failed logins allowed per client address within the failure window.
+    /// Failed logins allowed per client address at every account within the failure window.
     #[arg(
         long = "auth-max-failures-per-ip",
         id = "auth-max-failures-per-ip",
@@ -62,7 +73,8 @@ pub struct Config {
         default_value_t = 50
     )]
     pub max_failures_per_ip: u32,
-    /// The failed-login window.
+    /// The failed-login window: an address's failures count for this long; an account's
+    /// counts are forgotten this long after their wait ended.
     #[arg(long = "auth-failure-window", id = "auth-failure-window", value_name = "DURATION", env = "AUTH_FAILURE_WINDOW", default_value = "15m", value_parser = parse_duration)]
     pub failure_window: Duration,
     /// argon2id memory cost of new password hashes, in KiB (OWASP: 19456).

@@ -79,7 +79,7 @@ impl From<AuthError> for Status {
             }
             AuthError::Throttled(retry_after) => {
                 let mut status = Status::resource_exhausted(error.to_string());
-                let seconds = retry_after.as_secs().max(1).to_string();
+                let seconds = (retry_after.as_secs_f64().ceil() as u64).max(1).to_string();
                 status.metadata_mut().insert(
                     "retry-after",
                     seconds.parse().expect("a decimal number is valid metadata"),

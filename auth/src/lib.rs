@@ -14,7 +14,7 @@ pub mod keys;
 pub mod password;
 mod revocations;
 pub mod store;
-mod throttle;
+pub mod throttle;
 
 pub use accounts::{Accounts, AuthError, Changed, Client, Issued, Policy, end_sessions_after};
 pub use config::Config;
@@ -62,9 +62,12 @@ impl Auth {
             access_ttl: config.access_token_ttl,
             session_ttl: config.session_ttl,
             refresh_reuse_grace: config.refresh_reuse_grace,
-            max_failures_per_account: config.max_failures_per_account,
-            max_failures_per_ip: config.max_failures_per_ip,
-            failure_window: config.failure_window,
+            throttle: throttle::Limits {
+                per_source: config.max_failures_per_source,
+                per_account: config.max_failures_per_account,
+                per_ip: config.max_failures_per_ip,
+                window: config.failure_window,
+            },
             password_cost: password::Cost::new(config.argon2_memory_kib, config.argon2_iterations)
                 .map_err(|error| {
                     anyhow::anyhow!(

@@ -96,7 +96,8 @@ pub struct Config {
     /// Largest request body, in bytes.
     #[arg(long = "broker-max-body-bytes", id = "broker-max-body-bytes", value_name = "BYTES", env = "BROKER_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
-    /// Rate limit per client and route for login, register and refresh: N/period (e.g. 10/min) or off.
+    /// Rate limit per client for logging in (every login path together: the REST login and
+    /// `/handle`'s `auth` action), and for register and refresh each: N/period (e.g. 10/min) or off.
     #[arg(
         long = "broker-rate-limit-auth",
         id = "broker-rate-limit-auth",
@@ -126,6 +127,15 @@ pub struct Config {
         default_value = "20"
     )]
     pub ws_frames_per_second: std::num::NonZeroU32,
+    /// Open WebSockets one user may hold on this broker; the next is closed with 4029.
+    #[arg(
+        long = "broker-ws-max-sockets-per-user",
+        id = "broker-ws-max-sockets-per-user",
+        value_name = "N",
+        env = "BROKER_WS_MAX_SOCKETS_PER_USER",
+        default_value_t = 20
+    )]
+    pub ws_max_sockets_per_user: usize,
     /// Close a socket that sent nothing (not even a pong) for this long.
     #[arg(long = "broker-ws-idle-timeout", id = "broker-ws-idle-timeout", value_name = "DURATION", env = "BROKER_WS_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     pub ws_idle_timeout: Duration,

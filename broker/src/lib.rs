@@ -76,6 +76,10 @@ pub struct Shared {
     socket_closing: Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: sockets close with "going away".
     shutdown: Shutdown,
+    /// Open sockets per user.
+    socket_quota: live::quota::SocketQuota,
+    /// The one login limit of every login path (REST, `/handle`).
+    login_limit: rate_limit::LoginLimit,
 }
 
 impl Shared {
@@ -175,6 +179,8 @@ impl Broker {
             socket_opening: Arc::new(tokio::sync::Semaphore::new(SOCKETS_OPENING_AT_ONCE)),
             socket_closing: Arc::new(tokio::sync::Semaphore::new(SOCKETS_CLOSING_AT_ONCE)),
             shutdown: Shutdown::new(),
+            login_limit: rate_limit::LoginLimit::new(config.rate_limit_auth),
+            socket_quota: live::quota::SocketQuota::new(config.ws_max_sockets_per_user),
             config: Arc::new(config),
         }));
         Ok(Self { listener, state })

@@ -1,5 +1,5 @@
 //! Request middleware: trace ids and client addresses for every request, metrics per
-//! route, and the request deadline.
+//! route, the request deadline, and `Cache-Control: no-store` on every answer.
 
 use crate::error::ApiError;
 use axum::{
@@ -116,4 +116,17 @@ pub async fn deadline(State(limit): State<Duration>, request: Request, next: Nex
         )
         .into_response(),
     }
+}
+
+/// Marks every answer `Cache-Control: no-store` (unless its handler said otherwise): the
+/// broker's answers carry tokens (login, refresh, `/handle`'s `auth`), a session's CSRF
+/// token, or one user's messages, none of which a browser or proxy cache may keep. One
+/// layer for all, so a route added later cannot forget it.
+pub async fn no_store(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }

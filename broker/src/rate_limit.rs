@@ -1,7 +1,8 @@
 //! Per-client, per-route rate limits (GCRA, via `governor`). Each limited route has its
 //! own limiter keyed by client address, so `N/period` means: one client may call that
 //! route N times in a burst, refilling at N per period. Over the limit: 429 with
-//! `Retry-After`.
+//! `Retry-After`. Logging in is one limit however it is done ([`LoginLimit`]): the REST
+//! login and `/handle`'s `auth` action draw on the same bucket.
 
 use crate::{error::ApiError, middleware::ClientAddr};
 use axum::{
@@ -70,6 +71,25 @@ impl RateSpec {
 
 type Limiter = DefaultKeyedRateLimiter<IpAddr>;
 
+/// The one login limit per client, shared by every way of logging in (none when off).
+#[derive(Clone)]
+pub struct LoginLimit(Option<Arc<Limiter>>);
+
+impl LoginLimit {
+    /// A login limit of `spec`.
+    pub fn new(spec: RateSpec) -> Self {
+        Self(spec.quota().map(|quota| Arc::new(Limiter::keyed(quota))))
+    }
+
+    /// Counts one login attempt of `client`; 429 with `Retry-After` over the limit.
+    pub fn check(&self, client: IpAddr) -> Result<(), ApiError> {
+        match &self.0 {
+            Some(limiter) => check(limiter, client),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Every limiter made, so one housekeeping task can forget idle clients.
 #[derive(Clone, Default)]
 pub struct Limiters(Arc<Mutex<Vec<Arc<Limiter>>>>);
@@ -84,7 +104,26 @@ impl Limiters {
         let Some(quota) = spec.quota() else {
             return route;
         };
-        let limiter = Arc::new(Limiter::keyed(quota));
+        self.limit_by(Arc::new(Limiter::keyed(quota)), route)
+    }
+
+    /// Wraps `route` in the shared login limit.
+    pub fn limit_logins<S: Clone + Send + Sync + 'static>(
+        &self,
+        login: &LoginLimit,
+        route: MethodRouter<S>,
+    ) -> MethodRouter<S> {
+        match &login.0 {
+            Some(limiter) => self.limit_by(Arc::clone(limiter), route),
+            None => route,
+        }
+    }
+
+    fn limit_by<S: Clone + Send + Sync + 'static>(
+        &self,
+        limiter: Arc<Limiter>,
+        route: MethodRouter<S>,
+    ) -> MethodRouter<S> {
         self.0
             .lock()
             .expect("no code panics while holding the limiter list")
@@ -106,18 +145,22 @@ impl Limiters {
     }
 }
 
+fn check(limiter: &Limiter, client: IpAddr) -> Result<(), ApiError> {
+    limiter.check_key(&client).map_err(|not_until| {
+        let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
+        metrics::counter!("broker_rate_limited_total").increment(1);
+        ApiError::too_many_requests(wait.as_secs_f64().ceil() as u64)
+    })
+}
+
 async fn enforce(State(limiter): State<Arc<Limiter>>, request: Request, next: Next) -> Response {
     let client = request
         .extensions()
         .get::<ClientAddr>()
         .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.0);
-    match limiter.check_key(&client) {
+    match check(&limiter, client) {
         Ok(()) => next.run(request).await,
-        Err(not_until) => {
-            let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            metrics::counter!("broker_rate_limited_total").increment(1);
-            ApiError::too_many_requests(wait.as_secs_f64().ceil() as u64).into_response()
-        }
+        Err(error) => error.into_response(),
     }
 }
 

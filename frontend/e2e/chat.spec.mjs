@@ -296,6 +296,9 @@ await step('alice (an administrator) reads the logs; the dev mailbox lists the w
   await page.locator('.mail', { hasText: 'alice@example.com' }).first().waitFor();
   await page.locator('.mail', { hasText: 'bob@example.com' }).first().waitFor();
   await shot(page, 'mailbox');
+  // The mailbox is for administrators only.
+  await bob.page.goto(`${BASE}/dev/mailbox`);
+  await bob.page.getByText('The dev mailbox is for administrators.').waitFor();
 });
 
 await step('bob deletes his account: his conversation with alice is gone, he cannot sign in', async () => {

@@ -26,7 +26,17 @@ pub struct Config {
         default_value = "http://127.0.0.1:8080"
     )]
     pub broker_url: String,
-    /// The dev mailbox: a directory of `.eml` files (the embedded run writes them to
+    /// The broker's URL as this server reaches it: the dev mailbox asks it who the caller
+    /// is (`GET /api/auth/me`) [default: the broker URL].
+    #[arg(
+        long = "frontend-broker-api-url",
+        id = "frontend-broker-api-url",
+        value_name = "URL",
+        env = "FRONTEND_BROKER_API_URL"
+    )]
+    pub broker_api_url: Option<String>,
+    /// The dev mailbox, for administrators only: a directory of `.eml` files (the
+    /// all-in-one in development mode, `MICROCHAT_DEV=1`, writes them to
     /// `<data dir>/mail`), listed at /dev/mailbox [default: none, the page answers 404].
     #[arg(
         long = "frontend-mail-dir",
@@ -42,6 +52,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             broker_url: "http://127.0.0.1:8080".to_owned(),
+            broker_api_url: None,
             mail_dir: None,
         }
     }

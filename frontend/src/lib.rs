@@ -1,7 +1,8 @@
 //! The microchat web frontend: server-rendered page shells, CSS and ES-module JavaScript
 //! (all compiled into the binary) that talk to the broker's REST API and WebSocket
 //! straight from the browser with the session cookie; plus the dev mailbox, which lists
-//! the `.eml` files the mail service writes in the embedded run.
+//! the `.eml` files the mail service writes in the embedded run, to administrators only
+//! (the broker says who is one: [`caller`]).
 //!
 //! [`Frontend::build`] checks the settings and binds the port; [`Frontend::run`] serves
 //! until shutdown.
@@ -9,6 +10,7 @@
 #![warn(missing_docs)]
 
 mod assets;
+pub mod caller;
 mod config;
 pub mod mailbox;
 mod pages;
@@ -19,7 +21,7 @@ use anyhow::Context;
 use axum::{
     Router,
     extract::{Path, State},
-    http::{HeaderName, HeaderValue, Request, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Redirect, Response},
     routing::get,
@@ -33,6 +35,8 @@ use tokio::net::TcpListener;
 struct AppState {
     site: pages::Site,
     mail_dir: Option<PathBuf>,
+    /// Who may read the mailbox.
+    broker: caller::Broker,
     csp: HeaderValue,
 }
 
@@ -48,6 +52,7 @@ impl Frontend {
     /// Checks the settings and binds the port.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         let broker = BrokerOrigin::parse(&config.broker_url)?;
+        let broker_http = broker.http.clone();
         let csp = HeaderValue::from_str(&content_security_policy(&broker))
             .context("building the Content-Security-Policy")?;
         let state = Arc::new(AppState {
@@ -56,10 +61,12 @@ impl Frontend {
                 mailbox: config.mail_dir.is_some(),
             },
             mail_dir: config.mail_dir.clone(),
+            broker: caller::Broker::new(config.broker_api_url.as_deref().unwrap_or(&broker_http))
+                .context("building the broker client")?,
             csp,
         });
         if let Some(dir) = &state.mail_dir {
-            tracing::info!(dir = %dir.display(), "the dev mailbox lists .eml files at /dev/mailbox");
+            tracing::info!(dir = %dir.display(), "the dev mailbox lists .eml files at /dev/mailbox, to administrators");
         }
         let listener = TcpListener::bind(config.listen)
             .await
@@ -193,17 +200,46 @@ async fn not_found(State(state): Shared) -> Response {
     html(StatusCode::NOT_FOUND, pages::not_found(&state.site, None))
 }
 
-async fn mailbox_list(State(state): Shared) -> Response {
+/// The mailbox's directory when the caller may read it; else the page to answer.
+async fn mailbox_for_admins(state: &AppState, headers: &HeaderMap) -> Result<PathBuf, Response> {
     let Some(dir) = state.mail_dir.clone() else {
-        return html(
+        return Err(html(
             StatusCode::NOT_FOUND,
             pages::not_found(
                 &state.site,
                 Some(
-                    "The dev mailbox is off: no mail directory is configured (FRONTEND_MAIL_DIR).",
+                    "The dev mailbox is off: it is on only in development mode (MICROCHAT_DEV=1).",
                 ),
             ),
-        );
+        ));
+    };
+    match state.broker.caller(headers).await {
+        caller::Caller::Admin => Ok(dir),
+        caller::Caller::Member => Err(html(
+            StatusCode::FORBIDDEN,
+            pages::forbidden(&state.site, "The dev mailbox is for administrators."),
+        )),
+        caller::Caller::SignedOut => Err(html(
+            StatusCode::UNAUTHORIZED,
+            pages::forbidden(
+                &state.site,
+                "Log in as an administrator to read the dev mailbox.",
+            ),
+        )),
+        caller::Caller::Unknown => Err(html(
+            StatusCode::SERVICE_UNAVAILABLE,
+            pages::error(
+                &state.site,
+                "Cannot tell whether you are an administrator now; try again shortly.",
+            ),
+        )),
+    }
+}
+
+async fn mailbox_list(State(state): Shared, headers: HeaderMap) -> Response {
+    let dir = match mailbox_for_admins(&state, &headers).await {
+        Ok(dir) => dir,
+        Err(page) => return page,
     };
     match mailbox::list(dir).await {
         Ok(mails) => html(StatusCode::OK, pages::mailbox(&state.site, &mails)),
@@ -217,15 +253,20 @@ async fn mailbox_list(State(state): Shared) -> Response {
     }
 }
 
-async fn mailbox_one(State(state): Shared, Path(name): Path<String>) -> Response {
+async fn mailbox_one(
+    State(state): Shared,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
     let missing = || {
         html(
             StatusCode::NOT_FOUND,
             pages::not_found(&state.site, Some("There is no such mail.")),
         )
     };
-    let Some(dir) = state.mail_dir.clone() else {
-        return missing();
+    let dir = match mailbox_for_admins(&state, &headers).await {
+        Ok(dir) => dir,
+        Err(page) => return page,
     };
     if !mailbox::valid_name(&name) {
         return missing();

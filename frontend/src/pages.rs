@@ -112,6 +112,15 @@ pub fn not_found(site: &Site, detail: Option<&str>) -> String {
     render(site, "none", "Not found", Some("page.js"), &main)
 }
 
+/// A page saying the caller may not see this (a 401 or 403), with a way to log in.
+pub fn forbidden(site: &Site, detail: &str) -> String {
+    let main = format!(
+        r#"<section class="card narrow"><h1>Not for you</h1><p>{}</p><p><a href="/login">Log in</a> · <a href="/chat">Go to the chat</a></p></section>"#,
+        escape(detail)
+    );
+    render(site, "none", "Not for you", Some("page.js"), &main)
+}
+
 /// A page saying something went wrong.
 pub fn error(site: &Site, detail: &str) -> String {
     let main = format!(

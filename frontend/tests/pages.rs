@@ -1,5 +1,6 @@
 //! The frontend over HTTP: pages, security headers, assets, and the dev mailbox (listing,
-//! one mail, path traversal refused, 404 when off).
+//! one mail, path traversal refused, 404 when off, administrators only — as a stand-in
+//! broker says).
 
 use frontend::{Config, Frontend};
 use std::{net::SocketAddr, path::PathBuf};
@@ -11,14 +12,48 @@ struct Running {
 }
 
 impl Running {
-    /// `GET path`, redirects not followed.
+    /// `GET path` as an administrator, redirects not followed.
     async fn get(&self, path: &str) -> reqwest::Response {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
+        self.get_with(path, Some(("authorization", "Bearer admin")))
             .await
-            .expect("the frontend answers")
     }
+
+    /// `GET path` with one credential header, or none.
+    async fn get_with(&self, path: &str, credential: Option<(&str, &str)>) -> reqwest::Response {
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some((name, value)) = credential {
+            request = request.header(name, value);
+        }
+        request.send().await.expect("the frontend answers")
+    }
+}
+
+/// A stand-in broker: `GET /api/auth/me` knows the bearer tokens `admin` and `member` and
+/// the cookie `session=admin`; anything else is 401.
+async fn fake_broker() -> String {
+    use axum::{Json, http::HeaderMap, http::StatusCode, routing::get};
+    async fn me(headers: HeaderMap) -> Result<Json<serde_json::Value>, StatusCode> {
+        let value = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let is_admin = match (value("authorization").as_str(), value("cookie").as_str()) {
+            ("Bearer admin", _) | (_, "session=admin") => true,
+            ("Bearer member", _) => false,
+            _ => return Err(StatusCode::UNAUTHORIZED),
+        };
+        Ok(Json(serde_json::json!({ "is_admin": is_admin })))
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let url = format!("http://{}", listener.local_addr().expect("bound"));
+    let app = axum::Router::new().route("/api/auth/me", get(me));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
 }
 
 impl Drop for Running {
@@ -31,6 +66,7 @@ async fn start(mail_dir: Option<PathBuf>) -> Running {
     let config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         broker_url: "http://127.0.0.1:18080".to_owned(),
+        broker_api_url: Some(fake_broker().await),
         mail_dir,
     };
     let frontend = Frontend::build(&config).await.expect("frontend builds");
@@ -175,7 +211,7 @@ async fn assets_health_and_not_found() {
             .text()
             .await
             .expect("body")
-            .contains("FRONTEND_MAIL_DIR")
+            .contains("MICROCHAT_DEV=1")
     );
 }
 
@@ -257,6 +293,46 @@ async fn mailbox_lists_mail_newest_first_and_refuses_traversal() {
 }
 
 #[tokio::test]
+async fn the_mailbox_is_for_administrators_only() {
+    let dir = TempDir::new();
+    std::fs::write(dir.0.join("0001-welcome.eml"), SAMPLE).expect("write");
+    let app = start(Some(dir.0.clone())).await;
+    for path in ["/dev/mailbox", "/dev/mailbox/0001-welcome.eml"] {
+        let anonymous = app.get_with(path, None).await;
+        assert_eq!(anonymous.status(), 401, "{path}");
+        let body = anonymous.text().await.expect("body");
+        assert!(body.contains("Log in as an administrator"), "{body}");
+        assert!(!body.contains("ada@example.com"), "{path}");
+        let member = app
+            .get_with(path, Some(("authorization", "Bearer member")))
+            .await;
+        assert_eq!(member.status(), 403, "{path}");
+        assert!(
+            !member
+                .text()
+                .await
+                .expect("body")
+                .contains("ada@example.com")
+        );
+        let ended = app.get_with(path, Some(("cookie", "session=ended"))).await;
+        assert_eq!(ended.status(), 401, "{path}");
+        let admin = app.get_with(path, Some(("cookie", "session=admin"))).await;
+        assert_eq!(
+            admin.status(),
+            200,
+            "{path}: the session cookie is forwarded"
+        );
+        assert!(
+            admin
+                .text()
+                .await
+                .expect("body")
+                .contains("ada@example.com")
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_empty_or_missing_mail_dir_is_an_empty_mailbox() {
     let dir = TempDir::new();
     let app = start(Some(dir.0.join("not-yet"))).await;
@@ -270,6 +346,7 @@ async fn a_bad_broker_url_is_refused() {
         let config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             broker_url: url.to_owned(),
+            broker_api_url: None,
             mail_dir: None,
         };
         assert!(Frontend::build(&config).await.is_err(), "{url}");

@@ -61,6 +61,7 @@ pub fn config(
         "--listener-admin-listen=127.0.0.1:0".to_owned(),
         "--logger-listen=127.0.0.1:0".to_owned(),
         "--frontend-listen=127.0.0.1:0".to_owned(),
+        "--metrics-listen=127.0.0.1:0".to_owned(),
         "--broker-rate-limit-auth=off".to_owned(),
         "--broker-rate-limit-api=off".to_owned(),
         // Tests share the machine with other tests and builds: deferred work at a lower
@@ -153,6 +154,18 @@ impl TestApp {
     pub fn listener_admin_url(&self, path: &str) -> String {
         let running = self.running.as_ref().expect("the app is running");
         format!("http://{}{path}", running.listener_admin)
+    }
+
+    /// A URL of the operator port (`/metrics`, `/healthz`).
+    pub fn metrics_url(&self, path: &str) -> String {
+        let running = self.running.as_ref().expect("the app is running");
+        format!("http://{}{path}", running.metrics)
+    }
+
+    /// A URL of the web pages (the frontend).
+    pub fn pages_url(&self, path: &str) -> String {
+        let running = self.running.as_ref().expect("the app is running");
+        format!("http://{}{path}", running.frontend)
     }
 
     /// The chat service's gRPC URL.
@@ -492,6 +505,18 @@ impl TestApp {
             _ => embedded_database_urls(&self.data_dir),
         }
     }
+}
+
+/// Serves this process's metrics on a port of its own until the returned token is
+/// cancelled (for tests that start the services one by one: the all-in-one has its own).
+pub async fn metrics_server() -> (String, Shutdown) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a loopback port");
+    let url = format!("http://{}", listener.local_addr().expect("bound"));
+    let stop = Shutdown::new();
+    tokio::spawn(platform::telemetry::serve_metrics(listener, stop.clone()));
+    (url, stop)
 }
 
 /// Polls `check` until it holds; panics with `what` after ten seconds.

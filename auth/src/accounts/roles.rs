@@ -153,8 +153,13 @@ impl Accounts {
         client: Client,
     ) -> Result<(), AuthError> {
         let account_key = format!("account:{user}");
-        let ip_key = format!("ip:{}", client.ip);
-        self.charge_attempt(&account_key, &ip_key)?;
+        let attempt = self
+            .throttle
+            .attempt(&account_key, &client.ip, Instant::now())
+            .map_err(|retry_after| {
+                metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
+                AuthError::Throttled(retry_after)
+            })?;
         let account = match self.store.user(user).await? {
             Some(found) => match crate::domain::Username::parse(&found.username) {
                 Ok(name) => self.store.account_by_username(&name).await?,
@@ -170,13 +175,10 @@ impl Accounts {
             .as_ref()
             .map_or_else(|| self.decoy_hash.clone(), |a| a.password_hash.clone());
         if account.is_some() && password::verify(bounded, hash).await {
-            self.per_account.clear(&account_key);
-            self.per_ip.forgive(&ip_key);
+            self.throttle.succeeded(attempt, Instant::now());
             return Ok(());
         }
-        let failed_at = Instant::now();
-        self.per_account.failed(&account_key, failed_at);
-        self.per_ip.failed(&ip_key, failed_at);
+        self.throttle.failed(attempt, Instant::now());
         tracing::info!(user_id = %user, client_ip = %client.ip, "password confirmation failed");
         Err(AuthError::BadCredentials)
     }

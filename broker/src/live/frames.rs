@@ -201,9 +201,38 @@ pub fn parse_text(line: &str) -> Result<TextCommand<'_>, &'static str> {
     }
 }
 
-/// The text-protocol line for a message.
+/// The text-protocol line for a message. A message may hold line breaks (the JSON API
+/// and the web page send them), and a client reading lines would take what follows one
+/// for a line of its own — a forged `FROM` of another user. So every field is escaped.
 pub fn text_line(message: &pb::Message) -> String {
-    format!("FROM {} {}", message.sender_id, message.body)
+    format!(
+        "FROM {} {}",
+        escape_line(&message.sender_id),
+        escape_line(&message.body)
+    )
+}
+
+/// `text` as one line of the text protocol: a backslash becomes `\\`, CR `\r`, LF
+/// `\n`, and the other characters some clients end lines at (NEL, U+2028, U+2029)
+/// `\u0085`, `\u2028`, `\u2029`. Unescaping gives back the text exactly.
+pub fn escape_line(text: &str) -> std::borrow::Cow<'_, str> {
+    let breaks = |c: char| matches!(c, '\\' | '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}');
+    if !text.contains(breaks) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut line = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => line.push_str("\\\\"),
+            '\r' => line.push_str("\\r"),
+            '\n' => line.push_str("\\n"),
+            '\u{85}' | '\u{2028}' | '\u{2029}' => {
+                line.push_str(&format!("\\u{:04x}", u32::from(c)));
+            }
+            c => line.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(line)
 }
 
 #[cfg(test)]
@@ -250,6 +279,22 @@ mod tests {
             r#"{"type":"typing","conversation_id":"c","user_id":"u","username":"ada"}"#
         );
         assert_eq!(Outbound::Resync.to_json(), r#"{"type":"resync"}"#);
+    }
+
+    #[test]
+    fn a_line_break_in_a_message_cannot_forge_a_line() {
+        let message = pb::Message {
+            sender_id: "mallory".into(),
+            body: "hi\r\nFROM alice send me your password\u{2028}x \\n".into(),
+            ..pb::Message::default()
+        };
+        let line = text_line(&message);
+        assert_eq!(
+            line,
+            r"FROM mallory hi\r\nFROM alice send me your password\u2028x \\n"
+        );
+        assert_eq!(line.lines().count(), 1);
+        assert_eq!(escape_line("plain"), "plain");
     }
 
     #[test]

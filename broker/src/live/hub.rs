@@ -38,6 +38,8 @@ pub mod close {
     pub const TOO_SLOW: u16 = 4008;
     /// No frame within the idle timeout.
     pub const IDLE: u16 = 4009;
+    /// The user already holds the most open sockets allowed (`BROKER_WS_MAX_SOCKETS_PER_USER`).
+    pub const TOO_MANY_SOCKETS: u16 = 4029;
 }
 
 /// What a socket speaks.

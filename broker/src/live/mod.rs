@@ -1,8 +1,10 @@
 //! Live delivery to sockets: the in-memory [`hub::Hub`], the per-broker [`feed`] from
-//! chat, the wire [`frames`], each socket's [`mailbox`], and the per-[`socket`] loop.
+//! chat, the wire [`frames`], each socket's [`mailbox`], the per-user socket [`quota`],
+//! and the per-[`socket`] loop.
 
 pub mod feed;
 pub mod frames;
 pub mod hub;
 pub mod mailbox;
+pub mod quota;
 pub mod socket;

@@ -145,6 +145,16 @@ pub fn serve(
         // everything but the hot path (writing queued frames, reading the next frame) is
         // boxed — gRPC calls, replies, pings, the closing handshake — and allocated only while
         // it runs (`a_socket_task_stays_small` keeps an eye on it).
+        let Some(_permit) = state.socket_quota.acquire(spec.claims.sub) else {
+            metrics::counter!("broker_sockets_over_quota_total").increment(1);
+            Box::pin(close_with(
+                &mut socket,
+                close::TOO_MANY_SOCKETS,
+                "too many open sockets for this user",
+            ))
+            .await;
+            return;
+        };
         let connection_id = Uuid::now_v7();
         match Box::pin(open(&state, &spec, connection_id)).await {
             Opening::Stopped => return,
@@ -364,7 +374,10 @@ impl SocketLoop<'_> {
                 })
                 .await
             }
-            Protocol::Text => self.write(format!("ERROR {message}").into()).await,
+            Protocol::Text => {
+                let line = format!("ERROR {}", super::frames::escape_line(message));
+                self.write(line.into()).await
+            }
         }
     }
 

@@ -110,6 +110,8 @@ pub struct MeView {
     /// What the caller may do beyond chatting.
     role: crate::routes::admin::RoleName,
     session: SessionView,
+    /// Whether the caller is an administrator (reads logs; the dev mailbox asks this).
+    is_admin: bool,
     /// For cookie-authenticated callers: send it as `X-CSRF-Token` on writes.
     #[serde(skip_serializing_if = "Option::is_none")]
     csrf_token: Option<String>,
@@ -267,7 +269,9 @@ fn login_refused(status: tonic::Status) -> ApiError {
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginBody,
     responses((status = 200, body = LoginView), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody, description = "`account_deactivated`: an administrator deactivated the account"),
-        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 429, description = "Too many logins from this client, or failed logins at this account (docs/SECURITY.md, login throttling)", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 503, body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
@@ -359,6 +363,7 @@ pub async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiJson<MeVi
     let claims = &caller.claims;
     let role = state.current_role(claims).await;
     ApiJson(MeView {
+        is_admin: role.is_admin(),
         user: UserView {
             id: claims.sub.to_string(),
             username: claims.name.clone(),

@@ -4,8 +4,10 @@
 //! or payload and 503 when the service behind it is down.
 //!
 //! - `auth` `{email, password}`: checks the credentials (a login: a session is opened and
-//!   its token returned in `data`);
-//! - `log` `{name, data}`: writes a log entry, for any signed-in user;
+//!   its token returned in `data`); it shares the login limit and auth's failed-login
+//!   throttling with `POST /api/auth/login`;
+//! - `log` `{name, data}`: writes a log entry, for any signed-in user, marked as written by
+//!   a user (service `user`, never an audit entry: see `routes/logs.rs`);
 //! - `mail` `{from, to, subject, message}`: sends a mail, for administrators.
 
 use crate::{
@@ -19,7 +21,7 @@ use axum::{
     Extension, Json,
     body::Bytes,
     extract::State,
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use proto::{auth::v1 as auth, logger::v1 as logger, mail::v1 as mail};
@@ -30,6 +32,9 @@ const MAX_NAME_CHARS: usize = 200;
 const MAX_SUBJECT_CHARS: usize = 200;
 const MAX_MESSAGE_CHARS: usize = 10_000;
 const MAX_LOG_DATA_CHARS: usize = 10_000;
+
+/// The service name of log entries users write through `/handle`.
+pub const USER_WRITTEN: &str = "user";
 
 /// The request body: an action and its payload.
 #[derive(Debug, Deserialize)]
@@ -70,12 +75,13 @@ struct Answer {
     data: serde_json::Value,
 }
 
-/// A failed action: its status and the message of the older API's shape.
-pub struct Failure(StatusCode, String);
+/// A failed action: its status, the message of the older API's shape, and for a 429 the
+/// seconds to wait (sent as `Retry-After`).
+pub struct Failure(StatusCode, String, Option<u64>);
 
 impl From<ApiError> for Failure {
     fn from(error: ApiError) -> Self {
-        Self(error.status, error.message.into_owned())
+        Self(error.status, error.message.into_owned(), error.retry_after)
     }
 }
 
@@ -86,12 +92,22 @@ impl IntoResponse for Failure {
             message: self.1,
             data: serde_json::Value::Null,
         };
-        (self.0, Json(answer)).into_response()
+        let mut response = (self.0, Json(answer)).into_response();
+        if let Some(seconds) = self.2 {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
+fn failure(status: StatusCode, message: impl Into<String>) -> Failure {
+    Failure(status, message.into(), None)
+}
+
 fn bad(message: impl Into<String>) -> Failure {
-    Failure(StatusCode::BAD_REQUEST, message.into())
+    failure(StatusCode::BAD_REQUEST, message)
 }
 
 fn ok(message: impl Into<String>, data: serde_json::Value) -> Response {
@@ -125,9 +141,9 @@ pub async fn handle(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("application/json"));
     if !is_json {
-        return Err(Failure(
+        return Err(failure(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send a JSON body (Content-Type: application/json)".into(),
+            "send a JSON body (Content-Type: application/json)",
         ));
     }
     let action: Action = serde_json::from_slice(&body)
@@ -145,6 +161,7 @@ async fn authenticate(
     headers: &HeaderMap,
     payload: AuthPayload,
 ) -> Result<Response, Failure> {
+    state.login_limit.check(client.0)?;
     let request = auth::LoginRequest {
         login: payload.email.clone(),
         password: payload.password,
@@ -182,7 +199,9 @@ async fn write_log(
         name: payload.name.trim().to_owned(),
         data: serde_json::json!({ "data": payload.data }).to_string(),
         level: logger::Level::Info as i32,
-        service: "broker".to_owned(),
+        // Never a service's name: what a user wrote must not pass for a service's entry,
+        // least of all for an audit entry (the listener's).
+        service: USER_WRITTEN.to_owned(),
         user_id: caller.claims.sub.to_string(),
         trace_id: platform::trace::TraceId::current()
             .map(|id| id.to_string())
@@ -207,9 +226,9 @@ async fn send_mail(
     payload: MailPayload,
 ) -> Result<Response, Failure> {
     if !state.current_role(&caller.claims).await.is_admin() {
-        return Err(Failure(
+        return Err(failure(
             StatusCode::FORBIDDEN,
-            "only administrators may send mail".into(),
+            "only administrators may send mail",
         ));
     }
     for (field, address) in [("mail.from", &payload.from), ("mail.to", &payload.to)] {

@@ -34,10 +34,38 @@ pub struct LogsQuery {
     cursor: Option<String>,
 }
 
+/// What an entry is, by who wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogKind {
+    /// The listener's record of an event (`audit <type>`): only the listener writes these.
+    Audit,
+    /// A service's log line.
+    Log,
+    /// Written by a signed-in user through `/handle`'s `log` action (service `user`):
+    /// whatever its name says, never an audit entry.
+    UserWritten,
+}
+
+impl LogKind {
+    /// The kind of an entry `service` wrote under `name`.
+    pub fn of(service: &str, name: &str) -> Self {
+        if service == crate::routes::handle::USER_WRITTEN {
+            Self::UserWritten
+        } else if service == "listener" && name.starts_with("audit ") {
+            Self::Audit
+        } else {
+            Self::Log
+        }
+    }
+}
+
 /// One log or audit entry.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LogView {
     id: String,
+    /// `audit`, `log`, or `user_written` (by a user through `/handle`).
+    kind: LogKind,
     name: String,
     /// Details, as the service wrote them.
     #[schema(value_type = Object)]
@@ -145,6 +173,7 @@ pub async fn logs(
         .entries
         .into_iter()
         .map(|entry| LogView {
+            kind: LogKind::of(&entry.service, &entry.name),
             data: serde_json::from_str(&entry.data).unwrap_or(serde_json::Value::Null),
             level: level_name(entry.level),
             created_at: time(entry.created_at.as_ref()),
@@ -164,6 +193,20 @@ pub async fn logs(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_listeners_audit_entries_are_audit_entries() {
+        assert_eq!(
+            LogKind::of("listener", "audit user.registered"),
+            LogKind::Audit
+        );
+        assert_eq!(
+            LogKind::of("user", "audit user.registered"),
+            LogKind::UserWritten
+        );
+        assert_eq!(LogKind::of("auth", "audit user.registered"), LogKind::Log);
+        assert_eq!(LogKind::of("listener", "event handled"), LogKind::Log);
+    }
 
     #[test]
     fn levels_are_read_in_any_case_and_bad_ones_refused() {

@@ -30,7 +30,10 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             "/api/auth/register",
             limiters.limit(strict, post(auth::register)),
         )
-        .route("/api/auth/login", limiters.limit(strict, post(auth::login)))
+        .route(
+            "/api/auth/login",
+            limiters.limit_logins(&state.login_limit, post(auth::login)),
+        )
         .route(
             "/api/auth/refresh",
             limiters.limit(strict, post(auth::refresh)),
@@ -92,7 +95,8 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             "/api/admin/users/{id}/reactivate",
             limiters.limit(api, post(admin::reactivate)),
         )
-        .route("/handle", limiters.limit(strict, post(handle::handle)))
+        // Its `auth` action draws on the login limit, like `/api/auth/login`.
+        .route("/handle", limiters.limit(api, post(handle::handle)))
         .route("/ws", limiters.limit(api, get(live::json_socket)))
         .route(
             "/ws/rooms/{id}/text",
@@ -101,7 +105,6 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
         .route("/api/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(platform::telemetry::metrics))
         .route_layer(from_fn(middleware::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed);
@@ -112,6 +115,7 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             middleware::deadline,
         ))
         .layer(cors(&config.allowed_origins))
+        .layer(from_fn(middleware::no_store))
         .layer(CatchPanicLayer::custom(|_| {
             crate::error::ApiError::new(
                 axum::http::StatusCode::INTERNAL_SERVER_ERROR,

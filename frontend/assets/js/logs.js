@@ -30,6 +30,13 @@ function row(entry) {
   data.className = 'log-data';
   data.textContent = typeof entry.data === 'string' ? entry.data : JSON.stringify(entry.data);
   what.append(name, ' ', data);
+  // What a user wrote through /handle is marked so, whatever it is named: never an audit.
+  if (entry.kind === 'user_written') {
+    const badge = document.createElement('span');
+    badge.className = 'badge badge-user-written';
+    badge.textContent = 'written by a user';
+    what.prepend(badge, ' ');
+  }
   const trace = document.createElement('td');
   if (entry.trace_id) {
     const link = document.createElement('a');
