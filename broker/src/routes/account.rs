@@ -3,7 +3,7 @@
 use crate::{
     AppState,
     deletion::{self, Outcome},
-    error::{ApiError, ErrorBody},
+    error::ApiError,
     extract::{AuthUser, REFRESH_COOKIE, SESSION_COOKIE},
 };
 use axum::{
@@ -13,7 +13,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use cookie::{Cookie, SameSite};
-use serde_json::json;
 
 /// Adds Set-Cookie headers that remove the session cookies.
 pub fn clear_session_cookies(response: &mut Response) {
@@ -30,11 +29,19 @@ pub fn clear_session_cookies(response: &mut Response) {
     }
 }
 
+/// Answer of a deletion that finishes in the background.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PendingView {
+    /// Always `pending`.
+    status: &'static str,
+    /// What it means, for people.
+    message: &'static str,
+}
+
 /// Delete the caller's account: their private conversations, then the account itself.
-#[utoipa::path(delete, path = "/api/users/me", tag = "users",
-    responses((status = 204, description = "deleted"),
-        (status = 202, description = "the account is unusable now; the rest finishes shortly"),
-        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(delete, path = "/api/users/me", tag = "users", security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 204, description = "Deleted; the session cookies are removed."),
+        (status = 202, description = "The account is unusable now; the rest finishes shortly.", body = inline(PendingView))))]
 pub async fn delete_me(
     State(state): State<AppState>,
     user: AuthUser,
@@ -47,7 +54,10 @@ pub async fn delete_me(
         Outcome::Done => StatusCode::NO_CONTENT.into_response(),
         Outcome::Pending => (
             StatusCode::ACCEPTED,
-            Json(json!({ "status": "pending", "message": "your account can no longer be used; its deletion will finish shortly" })),
+            Json(PendingView {
+                status: "pending",
+                message: "your account can no longer be used; its deletion will finish shortly",
+            }),
         )
             .into_response(),
     };
