@@ -561,11 +561,20 @@ async fn paging_back_while_new_messages_arrive(db: Db) {
         "?limit=101".to_owned(),
         "?limit=-1".to_owned(),
         "?limit=many".to_owned(),
-        format!("?before={}&after={}", first[3], first[1]),
+        "?limit=5.0".to_owned(),
     ] {
         let refused = ada.get(&format!("{path}{bad}")).await;
         expect_error(refused, StatusCode::BAD_REQUEST).await;
     }
+    // Both cursors: the gap between two known messages, oldest first.
+    let gap = bob
+        .get_ok(&format!("{path}?after={}&before={}", first[1], first[4]))
+        .await;
+    assert_eq!(ids(&gap), first[2..4].to_vec());
+    let crossed = bob
+        .get_ok(&format!("{path}?after={}&before={}", first[4], first[1]))
+        .await;
+    assert_eq!(ids(&crossed), Vec::<String>::new());
     let all = ada.get_ok(&format!("{path}?limit=100")).await;
     assert_eq!(ids(&all).len(), 37, "exactly what was sent");
     app.stop().await;

@@ -141,8 +141,7 @@ impl IntoResponse for Failure {
     }
 }
 
-/// A failure of `/handle`'s own ([`Answer`]), or of the layers around every route
-/// ([`ErrorBody`]).
+/// A failure of `/handle`'s own, or of the layers around every route (the usual error body).
 #[derive(ToSchema)]
 #[allow(dead_code)] // only its schema is used
 #[serde(untagged)]
@@ -173,8 +172,8 @@ fn within(field: &str, text: &str, max: usize) -> Result<(), Failure> {
 }
 
 /// The older single-endpoint API: one action per call. Its own refusals have its own
-/// shape ([`Answer`]); the rate limit and the deadline, which wrap every route, answer
-/// with the API's usual error body.
+/// shape, `{"error": true, "message"}`; the rate limit and the deadline, which wrap every
+/// route, answer with the API's usual error body.
 #[utoipa::path(post, path = "/handle", tag = "compat", request_body = Action,
     security((), ("bearer" = []), ("session_cookie" = [])),
     responses(
