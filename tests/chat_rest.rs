@@ -234,12 +234,13 @@ async fn opening_a_direct_conversation_twice_even_concurrently_gives_the_same_on
 async fn a_direct_conversation_needs_another_existing_user() {
     let app = TestApp::start(&[]).await;
     let ada = app.user("ada").await;
+    // A well-formed request the caller's own identity makes impossible: 409, not 400.
     let with_self = ada
         .post("/api/conversations", &json!({ "user_id": ada.id }))
         .await;
     assert_eq!(
-        expect_error(with_self, StatusCode::BAD_REQUEST).await,
-        "invalid_argument"
+        expect_error(with_self, StatusCode::CONFLICT).await,
+        "failed_precondition"
     );
     let unknown = ada
         .post("/api/conversations", &json!({ "user_id": Uuid::new_v4() }))
@@ -257,7 +258,7 @@ async fn a_direct_conversation_needs_another_existing_user() {
     ] {
         let refused = ada.post("/api/conversations", &malformed).await;
         assert_eq!(
-            expect_error(refused, StatusCode::UNPROCESSABLE_ENTITY).await,
+            expect_error(refused, StatusCode::BAD_REQUEST).await,
             "invalid_body",
             "{malformed}"
         );
@@ -400,7 +401,7 @@ async fn non_member_cannot_read_post_or_mark_read_by_guessing_ids() {
         )
         .await;
     assert_eq!(
-        expect_error(mistyped, StatusCode::UNPROCESSABLE_ENTITY).await,
+        expect_error(mistyped, StatusCode::BAD_REQUEST).await,
         "invalid_body"
     );
 
@@ -560,11 +561,20 @@ async fn paging_back_while_new_messages_arrive(db: Db) {
         "?limit=101".to_owned(),
         "?limit=-1".to_owned(),
         "?limit=many".to_owned(),
-        format!("?before={}&after={}", first[3], first[1]),
+        "?limit=5.0".to_owned(),
     ] {
         let refused = ada.get(&format!("{path}{bad}")).await;
         expect_error(refused, StatusCode::BAD_REQUEST).await;
     }
+    // Both cursors: the gap between two known messages, oldest first.
+    let gap = bob
+        .get_ok(&format!("{path}?after={}&before={}", first[1], first[4]))
+        .await;
+    assert_eq!(ids(&gap), first[2..4].to_vec());
+    let crossed = bob
+        .get_ok(&format!("{path}?after={}&before={}", first[4], first[1]))
+        .await;
+    assert_eq!(ids(&crossed), Vec::<String>::new());
     let all = ada.get_ok(&format!("{path}?limit=100")).await;
     assert_eq!(ids(&all).len(), 37, "exactly what was sent");
     app.stop().await;

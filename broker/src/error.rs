@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    extract::rejection::JsonRejection,
+    extract::rejection::{BytesRejection, JsonRejection},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -135,16 +135,37 @@ impl ApiError {
     }
 }
 
+/// One status per kind of bad input, the same on every route (and in the OpenAPI document,
+/// see [`crate::openapi`]): a body that is not JSON, not the right shape or not the right
+/// types is 400, a body over the size limit 413, a body not sent as JSON 415. Axum's own
+/// 422 for a well-formed body of the wrong shape would be a fourth answer to the same
+/// mistake, so it becomes 400 like the rest.
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        let code = match rejection {
-            JsonRejection::JsonDataError(_) => "invalid_body",
-            JsonRejection::JsonSyntaxError(_) => "malformed_json",
-            JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
-            JsonRejection::BytesRejection(_) => "body_too_large",
-            _ => "bad_request",
-        };
-        Self::new(rejection.status(), code, rejection.body_text())
+        let message = rejection.body_text();
+        match rejection {
+            JsonRejection::JsonDataError(_) => Self::bad_request("invalid_body", message),
+            JsonRejection::JsonSyntaxError(_) => Self::bad_request("malformed_json", message),
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                message,
+            ),
+            JsonRejection::BytesRejection(bytes) => bytes.into(),
+            _ => Self::bad_request("bad_request", message),
+        }
+    }
+}
+
+/// A body that could not be read: over the size limit (413), or cut off (400).
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        let (status, message) = (rejection.status(), rejection.body_text());
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(status, "body_too_large", message)
+        } else {
+            Self::bad_request("unreadable_body", message)
+        }
     }
 }
 

@@ -34,6 +34,43 @@ impl<T: serde::Serialize> axum::response::IntoResponse for ApiJson<T> {
     }
 }
 
+/// A raw body; one over the size limit becomes a JSON 413.
+#[derive(Debug, Clone, Default)]
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(request, state).await?;
+        Ok(Self(bytes))
+    }
+}
+
+/// Refuses a body not sent as JSON (415) by the rule [`ApiJson`] applies
+/// (`application/json` or `application/*+json`), for routes that read the body themselves.
+pub fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase());
+    let json = essence.is_some_and(|essence| {
+        essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype == "json" || subtype.ends_with("+json"))
+    });
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON (Content-Type: application/json)",
+        ))
+    }
+}
+
 /// A query string; unparsable ones become JSON 400 errors.
 #[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]

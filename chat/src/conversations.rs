@@ -310,14 +310,7 @@ impl Chat {
         };
         let page = match (query.before, query.after) {
             (before, None) => Page::Before(before),
-            (None, Some(after)) => Page::After(after),
-            (Some(_), Some(_)) => {
-                return Err(Invalid {
-                    field: "after",
-                    reason: "give before or after, not both",
-                }
-                .into());
-            }
+            (before, Some(after)) => Page::After { after, before },
         };
         self.require_member(conversation, caller.id).await?;
         let mut messages = self.store.messages(conversation, page, limit + 1).await?;

@@ -51,10 +51,11 @@ impl RoomName {
 pub struct Topic(String);
 
 impl Topic {
-    /// Trims and checks length and characters.
+    /// Checks length and characters of the topic as sent, then trims it: the rule is the
+    /// one the OpenAPI document states (at most 200 characters, none a control character).
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let topic = raw.trim();
-        if topic.len() > 800 || topic.chars().count() > 200 || topic.chars().any(char::is_control) {
+        if raw.len() > 800 || raw.chars().count() > 200 || raw.chars().any(char::is_control) {
             return Err(Invalid {
                 field: "topic",
                 reason: "must be at most 200 characters, on one line",
@@ -250,6 +251,13 @@ mod tests {
         assert!(Topic::parse("Everything about Rust").is_ok());
         assert!(Topic::parse("two\nlines").is_err());
         assert!(Topic::parse(&"t".repeat(201)).is_err());
+        // The rule holds for the topic as sent: a trailing newline is no loophole.
+        assert!(Topic::parse("one line\n").is_err());
+        assert!(Topic::parse(&format!(" {}", "t".repeat(200))).is_err());
+        assert_eq!(
+            Topic::parse("  spaced  ").map(|t| t.0),
+            Ok("spaced".to_owned())
+        );
     }
 
     #[test]

@@ -146,9 +146,9 @@ fn view_message(view: &ConversationView, members: &[Member]) -> pb::Conversation
 impl From<ChatError> for Status {
     fn from(error: ChatError) -> Self {
         match &error {
-            ChatError::Invalid(_) | ChatError::WithSelf => {
-                Status::invalid_argument(error.to_string())
-            }
+            ChatError::Invalid(_) => Status::invalid_argument(error.to_string()),
+            // A valid request that names the caller: the state, not the input, is wrong.
+            ChatError::WithSelf => Status::failed_precondition(error.to_string()),
             ChatError::NotMember => Status::permission_denied(error.to_string()),
             ChatError::NoSuchRoom | ChatError::NoSuchMessage => {
                 Status::not_found(error.to_string())

@@ -92,6 +92,7 @@ on_both_backends!(
     message_ids_made_in_sequence_sort_in_time_order,
     history_pages_back_return_every_message_once_despite_new_ones,
     history_pages_forward_return_every_message_once_including_new_ones,
+    history_between_two_messages_is_the_gap_oldest_first,
     message_is_found_only_in_its_own_conversation,
     read_marker_never_moves_back,
     presence_counts_sockets_over_two_brokers,
@@ -554,7 +555,14 @@ async fn message_ids_made_in_sequence_sort_in_time_order(store: &dyn ChatStore) 
     }
 
     let oldest_first = store
-        .messages(general.id, Page::After(Uuid::nil()), 1_000)
+        .messages(
+            general.id,
+            Page::After {
+                after: Uuid::nil(),
+                before: None,
+            },
+            1_000,
+        )
         .await
         .unwrap();
     assert_eq!(oldest_first, made);
@@ -605,7 +613,14 @@ async fn history_pages_forward_return_every_message_once_including_new_ones(stor
     let mut cursor = Uuid::nil();
     for fetch in 0.. {
         let page = store
-            .messages(general.id, Page::After(cursor), 3)
+            .messages(
+                general.id,
+                Page::After {
+                    after: cursor,
+                    before: None,
+                },
+                3,
+            )
             .await
             .unwrap();
         // Messages arriving while the client catches up come in later pages.
@@ -618,6 +633,36 @@ async fn history_pages_forward_return_every_message_once_including_new_ones(stor
     }
     assert_eq!(seen.len(), 11);
     assert_eq!(seen, expected);
+}
+
+async fn history_between_two_messages_is_the_gap_oldest_first(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    let sent = post_many(store, &general, &ada, 6).await;
+    let gap = store
+        .messages(
+            general.id,
+            Page::After {
+                after: sent[1].id,
+                before: Some(sent[4].id),
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(gap, sent[2..4].to_vec());
+    let none = store
+        .messages(
+            general.id,
+            Page::After {
+                after: sent[4].id,
+                before: Some(sent[1].id),
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(none.is_empty());
 }
 
 async fn message_is_found_only_in_its_own_conversation(store: &dyn ChatStore) {

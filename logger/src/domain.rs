@@ -397,6 +397,9 @@ pub struct Cursor {
     pub id: Uuid,
 }
 
+/// Cursor times end before 2^52 milliseconds after 1970.
+const CURSOR_MILLIS_END: i64 = 1 << 52;
+
 impl Cursor {
     /// The cursor just past `entry`.
     pub fn after(entry: &LogEntry) -> Self {
@@ -420,8 +423,14 @@ impl Cursor {
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| refused.clone())?;
         let (millis, id) = bytes.split_first_chunk::<8>().ok_or(refused.clone())?;
         let id = Uuid::from_slice(id).map_err(|_| refused.clone())?;
-        let created_at =
-            DateTime::from_timestamp_millis(i64::from_be_bytes(*millis)).ok_or(refused)?;
+        // Entries are written after 1970 and long before 2^52 ms (year 144,683): any time in
+        // between reads, so a cursor is exactly 32 characters starting `AA` (the API's
+        // documented pattern), and none can be out of the time range the stores keep.
+        let millis = i64::from_be_bytes(*millis);
+        if !(0..CURSOR_MILLIS_END).contains(&millis) {
+            return Err(refused);
+        }
+        let created_at = DateTime::from_timestamp_millis(millis).ok_or(refused)?;
         Ok(Self { created_at, id })
     }
 }
@@ -493,13 +502,10 @@ impl LogQuery {
         };
         // Stored times are whole milliseconds: `t >= since` and `t < until` hold for a
         // stored `t` exactly when they hold for the bounds rounded up.
+        // An empty window (`since` at or after `until`) is no mistake: it holds no entry,
+        // and the page is empty.
         let since = raw.since.map(ceil_millis);
         let until = raw.until.map(ceil_millis);
-        if let (Some(since), Some(until)) = (since, until)
-            && since >= until
-        {
-            return Err(invalid("until", "must be after since"));
-        }
         Ok(Self {
             service: optional(&raw.service, Service::parse)?,
             min_level: raw.min_level,
@@ -774,7 +780,15 @@ mod tests {
         let entry = LogEntry::parse(&raw(), Utc::now()).expect("valid");
         let cursor = Cursor::after(&entry);
         assert_eq!(Cursor::decode(&cursor.encode()), Ok(cursor));
-        for text in ["x", "not a cursor!", &URL_SAFE_NO_PAD.encode([0u8; 10])] {
+        let far_future = URL_SAFE_NO_PAD.encode([[0x00, 0x10].as_slice(), &[0u8; 22]].concat());
+        let before_1970 = URL_SAFE_NO_PAD.encode([0xffu8; 24]);
+        for text in [
+            "x",
+            "not a cursor!",
+            &URL_SAFE_NO_PAD.encode([0u8; 10]),
+            &far_future,
+            &before_1970,
+        ] {
             assert_eq!(Cursor::decode(text).map_err(|e| e.field), Err("cursor"));
         }
     }
@@ -816,15 +830,14 @@ mod tests {
             assert!(LogQuery::parse(&raw).is_err(), "{raw:?}");
         }
         let now = Utc::now();
-        let backwards = RawQuery {
+        let empty_window = LogQuery::parse(&RawQuery {
             since: Some(now),
             until: Some(now),
             ..RawQuery::default()
-        };
-        assert_eq!(
-            LogQuery::parse(&backwards).map_err(|e| e.field),
-            Err("until")
-        );
+        })
+        .expect("an empty window is a valid query");
+        let entry = LogEntry::parse(&raw(), now).expect("valid");
+        assert!(!empty_window.matches(&entry));
     }
 
     #[test]

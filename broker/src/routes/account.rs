@@ -17,7 +17,6 @@ use axum::{
 use cookie::{Cookie, SameSite};
 use proto::auth::v1 as pb;
 use serde::Deserialize;
-use serde_json::json;
 use utoipa::ToSchema;
 
 /// `DELETE /api/users/me` (no `Debug`: it holds a password).
@@ -25,6 +24,7 @@ use utoipa::ToSchema;
 pub struct DeleteAccountBody {
     /// The account's current password: whoever holds a session (a borrowed laptop, a
     /// stolen cookie) cannot delete the account without it.
+    #[schema(min_length = 1)]
     password: String,
 }
 
@@ -43,14 +43,22 @@ pub fn clear_session_cookies(response: &mut Response) {
     }
 }
 
+/// Answer of a deletion that finishes in the background.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PendingView {
+    /// Always `pending`.
+    status: &'static str,
+    /// What it means, for people.
+    message: &'static str,
+}
+
 /// Delete the caller's account: their private conversations, then the account itself.
 /// Needs the current password; wrong ones count toward the sign-in throttle.
 #[utoipa::path(delete, path = "/api/users/me", tag = "users", request_body = DeleteAccountBody,
-    responses((status = 204, description = "deleted"),
-        (status = 202, description = "the account is unusable now; the rest finishes shortly"),
-        (status = 400, body = ErrorBody, description = "no password in the body"),
-        (status = 401, body = ErrorBody, description = "not signed in, or the wrong password (`wrong_password`)"),
-        (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 204, description = "Deleted; the session cookies are removed."),
+        (status = 202, description = "The account is unusable now; the rest finishes shortly.", body = inline(PendingView)),
+        (status = 401, body = ErrorBody, description = "Not signed in, or the wrong password (`wrong_password`).")))]
 pub async fn delete_me(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
@@ -67,7 +75,10 @@ pub async fn delete_me(
         Outcome::Done => StatusCode::NO_CONTENT.into_response(),
         Outcome::Pending => (
             StatusCode::ACCEPTED,
-            Json(json!({ "status": "pending", "message": "your account can no longer be used; its deletion will finish shortly" })),
+            Json(PendingView {
+                status: "pending",
+                message: "your account can no longer be used; its deletion will finish shortly",
+            }),
         )
             .into_response(),
     };

@@ -4,15 +4,14 @@ use crate::{
     AppState,
     error::{ApiError, ErrorBody},
     extract::{
-        ApiJson, ApiQuery, AuthUser, Credential, REFRESH_COOKIE, SESSION_COOKIE, check_origin,
-        cookie,
+        ApiBytes, ApiJson, ApiQuery, AuthUser, Credential, REFRESH_COOKIE, SESSION_COOKIE,
+        check_origin, cookie, require_json,
     },
     live::frames::time,
     middleware::ClientAddr,
 };
 use axum::{
     Extension,
-    body::Bytes,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -26,23 +25,64 @@ use utoipa::{IntoParams, ToSchema};
 /// `POST /api/auth/register` (no `Debug`: it holds a password).
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterBody {
-    /// 3–32 of a-z, 0-9, `_`, `.`, `-` (case is folded).
+    /// 3–32 of a-z, 0-9, `_`, `.`, `-` (case is folded; spaces around are dropped).
+    #[schema(
+        pattern = "^[\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[A-Za-z0-9_.-]{3,32}[\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     username: String,
-    /// An email address.
+    /// An email address (it is stored lowercase).
+    #[schema(format = Email, max_length = 254)]
     email: String,
-    /// 8–128 characters.
+    /// 8–128 characters, any of them.
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
 }
 
 /// `POST /api/auth/login`: `login` may also be sent as `username` or `email` (no
-/// `Debug`: it holds a password).
-#[derive(Deserialize, ToSchema)]
+/// `Debug`: it holds a password). Its schema is written out in [`login_body_schema`]:
+/// the derived one could not say "exactly one of the three names".
+#[derive(Deserialize)]
 pub struct LoginBody {
     /// A username or an email address.
     #[serde(alias = "username", alias = "email")]
     login: String,
     /// The password.
     password: String,
+}
+
+impl utoipa::PartialSchema for LoginBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        login_body_schema()
+    }
+}
+
+impl ToSchema for LoginBody {}
+
+/// The schema of [`LoginBody`]: a password and the login under exactly one of its names.
+fn login_body_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let login =
+        serde_json::json!({ "type": "string", "description": "A username or an email address." });
+    crate::openapi::schema(serde_json::json!({
+        "description": "A login (under exactly one of three names) and a password.",
+        "allOf": [
+            {
+                "type": "object",
+                "properties": {
+                    "login": login,
+                    "username": login,
+                    "email": login,
+                    "password": { "type": "string", "description": "The password." }
+                },
+                "required": ["password"]
+            },
+            // Exactly one subschema holds: exactly one of the names is sent.
+            { "oneOf": [
+                { "type": "object", "required": ["login"] },
+                { "type": "object", "required": ["username"] },
+                { "type": "object", "required": ["email"] }
+            ] }
+        ]
+    }))
 }
 
 /// `POST /api/auth/refresh`: the refresh token, unless the refresh cookie carries it.
@@ -119,12 +159,17 @@ pub struct MeView {
 
 /// Query of `GET /api/users`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UsersQuery {
     /// `true`: only the users online now (all of them, no paging).
     online: Option<bool>,
     /// Page size, 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(
+        pattern = "^([\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[A-Za-z0-9_.-]{3,32}[\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*)?$"
+    )]
     cursor: Option<String>,
 }
 
@@ -135,6 +180,17 @@ pub struct UsersView {
     /// Absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     next_cursor: Option<String>,
+}
+
+/// Whether `cursor` can be a `next_cursor` of `GET /api/users`: empty (the first page), or
+/// a username as auth reads one (spaces around, 3–32 of a-z, A-Z, 0-9, `_`, `.`, `-`).
+fn is_username_cursor(cursor: &str) -> bool {
+    let name = cursor.trim();
+    cursor.is_empty()
+        || ((3..=32).contains(&name.len())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)))
 }
 
 fn user_view(user: pb::User) -> UserView {
@@ -227,8 +283,9 @@ fn logged_in(state: &AppState, answer: pb::LoginResponse) -> Result<Response, Ap
 
 /// Create an account.
 #[utoipa::path(post, path = "/api/auth/register", tag = "auth", request_body = RegisterBody,
-    responses((status = 201, body = RegisteredView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses((status = 201, description = "Registered.", body = RegisteredView),
+        (status = 403, description = "Sent from a page of another origin.", body = ErrorBody),
+        (status = 409, description = "The username or email is taken.", body = ErrorBody)))]
 pub async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -267,11 +324,11 @@ fn login_refused(status: tonic::Status) -> ApiError {
 
 /// Log in with a username or email and a password.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginBody,
-    responses((status = 200, body = LoginView), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody, description = "`account_deactivated`: an administrator deactivated the account"),
+    responses((status = 200, description = "Logged in; the tokens are also set as cookies.", body = LoginView),
+        (status = 401, description = "Wrong login or password.", body = ErrorBody),
+        (status = 403, description = "Sent from a page of another origin, or `account_deactivated`: an administrator deactivated the account.", body = ErrorBody),
         (status = 429, description = "Too many logins from this client, or failed logins at this account (docs/SECURITY.md, login throttling)", body = ErrorBody,
-            headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        (status = 503, body = ErrorBody)))]
+            headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 pub async fn login(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
@@ -295,18 +352,22 @@ pub async fn login(
 }
 
 /// Trade a refresh token (body or cookie) for a new access token.
-#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshBody,
-    responses((status = 200, body = LoginView), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
+    request_body(content = RefreshBody, description = "Optional: without it, the refresh cookie is used."),
+    responses((status = 200, description = "The next tokens; also set as cookies.", body = LoginView),
+        (status = 401, description = "No refresh token, or not a live one.", body = ErrorBody),
+        (status = 403, description = "Sent from a page of another origin.", body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     check_origin(&state, &headers)?;
     let body: RefreshBody = if body.iter().all(u8::is_ascii_whitespace) {
         RefreshBody::default()
     } else {
+        require_json(&headers)?;
         serde_json::from_slice(&body)
             .map_err(|error| ApiError::bad_request("invalid_body", error.to_string()))?
     };
@@ -329,9 +390,8 @@ pub async fn refresh(
 }
 
 /// End the caller's session everywhere, at once.
-#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
-    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 204, description = "Logged out; the session cookies are removed.")))]
 pub async fn logout(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
@@ -357,8 +417,8 @@ pub async fn logout(
 }
 
 /// The caller.
-#[utoipa::path(get, path = "/api/auth/me", tag = "auth",
-    responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The caller, their role and their session.", body = MeView)))]
 pub async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiJson<MeView> {
     let claims = &caller.claims;
     let role = state.current_role(claims).await;
@@ -380,13 +440,29 @@ pub async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiJson<MeVi
 }
 
 /// Users in username order, a page at a time, with presence; or everyone online.
-#[utoipa::path(get, path = "/api/users", tag = "users", params(UsersQuery),
-    responses((status = 200, body = UsersView), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/users", tag = "users", params(UsersQuery), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "A page of users.", body = UsersView)))]
 pub async fn users(
     State(state): State<AppState>,
     _caller: AuthUser,
     ApiQuery(query): ApiQuery<UsersQuery>,
 ) -> Result<ApiJson<UsersView>, ApiError> {
+    let page_size = query.limit.unwrap_or(50);
+    if !(1..=100).contains(&page_size) {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "limit: must be 1 to 100",
+        ));
+    }
+    // Checked even when `online` makes it unused: a malformed query is refused alike.
+    if let Some(cursor) = &query.cursor
+        && !is_username_cursor(cursor)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "cursor: must be the next_cursor of an earlier page",
+        ));
+    }
     if query.online == Some(true) {
         let online = crate::routes::chat::online_users(&state).await?;
         let users = online
@@ -402,13 +478,6 @@ pub async fn users(
             users,
             next_cursor: None,
         }));
-    }
-    let page_size = query.limit.unwrap_or(50);
-    if !(1..=100).contains(&page_size) {
-        return Err(ApiError::bad_request(
-            "invalid_argument",
-            "limit: must be 1 to 100",
-        ));
     }
     let request = pb::ListUsersRequest {
         page_size,

@@ -102,10 +102,15 @@ pub struct RoomsView {
 /// `POST /api/rooms`
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewRoomBody {
-    /// 2–32 of a-z, 0-9, `_`, `-` (an optional leading `#` is dropped).
+    /// 2–32 of a-z, 0-9, `_`, `-` (case is folded; an optional leading `#` and spaces
+    /// around are dropped).
+    #[schema(
+        pattern = "^[\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*#?[A-Za-z0-9_-]{2,32}[\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*$"
+    )]
     name: String,
-    /// At most 200 characters.
+    /// At most 200 characters, on one line (no control characters).
     #[serde(default)]
+    #[schema(max_length = 200, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     topic: String,
 }
 
@@ -116,10 +121,24 @@ pub struct NewDirectBody {
     user_id: Uuid,
 }
 
+/// Longest message body, in characters (chat's rule).
+pub(crate) const MAX_BODY_CHARS: usize = 4_000;
+
+/// What a message body is, as a JSON Schema pattern (chat's rule): optional spaces, then
+/// a character that is neither a space nor a control character, then anything but
+/// control characters other than tabs and newlines. [`NewMessageBody`] states the same
+/// (the derive takes a literal only; a test keeps the two equal).
+pub(crate) const BODY_PATTERN: &str = "^[\\t\\n \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$";
+
 /// `POST /api/conversations/{id}/messages`
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewMessageBody {
-    /// 1–4,000 characters.
+    /// 1–4,000 characters, not only spaces; no control characters but tabs and newlines.
+    #[schema(
+        min_length = 1,
+        max_length = 4000,
+        pattern = "^[\\t\\n \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$"
+    )]
     body: String,
 }
 
@@ -141,12 +160,15 @@ pub struct ReadView {
 
 /// Query of `GET /api/conversations/{id}/messages`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Newest messages older than this id (newest first). Default: the newest.
     before: Option<Uuid>,
-    /// Oldest messages newer than this id (oldest first): catching up after a gap.
+    /// Oldest messages newer than this id (oldest first): catching up after a gap. With
+    /// `before` too: the messages between the two, oldest first.
     after: Option<Uuid>,
     /// 1–100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
 }
 
@@ -159,8 +181,8 @@ pub struct MessagesView {
 }
 
 /// Public rooms, with whether the caller is in each.
-#[utoipa::path(get, path = "/api/rooms", tag = "chat",
-    responses((status = 200, body = RoomsView), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/rooms", tag = "chat", security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Every public room.", body = RoomsView)))]
 pub async fn rooms(
     State(state): State<AppState>,
     user: AuthUser,
@@ -185,8 +207,9 @@ pub async fn rooms(
 }
 
 /// Create a public room; the caller joins it.
-#[utoipa::path(post, path = "/api/rooms", tag = "chat", request_body = NewRoomBody,
-    responses((status = 201, body = ConversationView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/rooms", tag = "chat", request_body = NewRoomBody, security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 201, description = "Created; the caller is its first member.", body = ConversationView),
+        (status = 409, description = "A room has that name.", body = ErrorBody)))]
 pub async fn create_room(
     State(state): State<AppState>,
     user: AuthUser,
@@ -208,8 +231,9 @@ pub async fn create_room(
 }
 
 /// Join a public room.
-#[utoipa::path(post, path = "/api/rooms/{id}/join", tag = "chat", params(("id" = Uuid, Path, description = "room id")),
-    responses((status = 200, body = ConversationView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/rooms/{id}/join", tag = "chat", params(("id" = Uuid, Path, description = "room id")), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "Joined (or already a member).", body = ConversationView),
+        (status = 404, description = "No such room.", body = ErrorBody)))]
 pub async fn join_room(
     State(state): State<AppState>,
     user: AuthUser,
@@ -230,8 +254,9 @@ pub async fn join_room(
 }
 
 /// Leave a public room.
-#[utoipa::path(post, path = "/api/rooms/{id}/leave", tag = "chat", params(("id" = Uuid, Path, description = "room id")),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/rooms/{id}/leave", tag = "chat", params(("id" = Uuid, Path, description = "room id")), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 204, description = "Left (or was not a member)."),
+        (status = 404, description = "No such room.", body = ErrorBody)))]
 pub async fn leave_room(
     State(state): State<AppState>,
     user: AuthUser,
@@ -251,8 +276,8 @@ pub async fn leave_room(
 }
 
 /// The caller's conversations: joined rooms and direct conversations.
-#[utoipa::path(get, path = "/api/conversations", tag = "chat",
-    responses((status = 200, body = ConversationsView), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/conversations", tag = "chat", security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The caller's conversations.", body = ConversationsView)))]
 pub async fn conversations(
     State(state): State<AppState>,
     user: AuthUser,
@@ -273,8 +298,10 @@ pub async fn conversations(
 }
 
 /// Open the 1:1 conversation with another user (the same one every time).
-#[utoipa::path(post, path = "/api/conversations", tag = "chat", request_body = NewDirectBody,
-    responses((status = 200, body = ConversationView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/api/conversations", tag = "chat", request_body = NewDirectBody, security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The conversation with that user.", body = ConversationView),
+        (status = 404, description = "No such user.", body = ErrorBody),
+        (status = 409, description = "The user is the caller.", body = ErrorBody)))]
 pub async fn open_direct(
     State(state): State<AppState>,
     user: AuthUser,
@@ -312,8 +339,9 @@ pub async fn open_direct(
 
 /// A page of a conversation's history (members only).
 #[utoipa::path(get, path = "/api/conversations/{id}/messages", tag = "chat",
-    params(("id" = Uuid, Path, description = "conversation id"), HistoryQuery),
-    responses((status = 200, body = MessagesView), (status = 403, body = ErrorBody)))]
+    params(("id" = Uuid, Path, description = "conversation id"), HistoryQuery), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "A page of messages.", body = MessagesView),
+        (status = 403, description = "The caller is not a member.", body = ErrorBody)))]
 pub async fn history(
     State(state): State<AppState>,
     user: AuthUser,
@@ -349,8 +377,9 @@ pub async fn history(
 
 /// Send a message (members only); it is delivered live to every member's sockets.
 #[utoipa::path(post, path = "/api/conversations/{id}/messages", tag = "chat", request_body = NewMessageBody,
-    params(("id" = Uuid, Path, description = "conversation id")),
-    responses((status = 201, body = MessageView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    params(("id" = Uuid, Path, description = "conversation id")), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 201, description = "Sent.", body = MessageView),
+        (status = 403, description = "The caller is not a member.", body = ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
     user: AuthUser,
@@ -379,8 +408,10 @@ pub(crate) async fn send_message(
 
 /// Mark a conversation read up to a message (members only).
 #[utoipa::path(post, path = "/api/conversations/{id}/read", tag = "chat", request_body = ReadBody,
-    params(("id" = Uuid, Path, description = "conversation id")),
-    responses((status = 200, body = ReadView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    params(("id" = Uuid, Path, description = "conversation id")), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The caller's read marker.", body = ReadView),
+        (status = 403, description = "The caller is not a member.", body = ErrorBody),
+        (status = 404, description = "No such message in the conversation.", body = ErrorBody)))]
 pub async fn mark_read(
     State(state): State<AppState>,
     user: AuthUser,

@@ -4,7 +4,7 @@
 
 use crate::{
     AppState,
-    error::ApiError,
+    error::{ApiError, ErrorBody},
     extract::{ApiJson, ApiPath, AuthUser},
     live::frames::{MessageView, time},
     routes::chat::{caller, from_chat, presence_of, send_message},
@@ -17,10 +17,11 @@ use axum::{
 use chrono::{DateTime, Utc};
 use proto::chat::v1 as pb;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// A participant of a chat session.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Participant {
     user_id: String,
     username: String,
@@ -28,9 +29,11 @@ pub struct Participant {
 }
 
 /// A chat session.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UserSession {
     session_id: String,
+    /// `room` or `direct`.
+    #[schema(value_type = String, pattern = "^(room|direct)$")]
     kind: &'static str,
     #[serde(skip_serializing_if = "String::is_empty")]
     name: String,
@@ -82,21 +85,47 @@ async fn sessions(state: &AppState, user: &AuthUser) -> Result<Vec<UserSession>,
         .collect())
 }
 
-/// `GET /apiv2/usersession/`: the caller's chat sessions.
+/// Answer of `GET /apiv2/usersession/`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserSessionsView {
+    sessions: Vec<UserSession>,
+}
+
+/// Answer of `GET /apiv2/usersession/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserSessionView {
+    session: UserSession,
+    /// The latest 50 messages, oldest first.
+    messages: Vec<MessageView>,
+}
+
+/// Answer of `POST /apiv2/usersession/{id}/message`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SentView {
+    message: MessageView,
+}
+
+/// The caller's chat sessions.
+#[utoipa::path(get, path = "/apiv2/usersession/", tag = "compat", security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The caller's chat sessions.", body = UserSessionsView)))]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
-) -> Result<ApiJson<serde_json::Value>, ApiError> {
+) -> Result<ApiJson<UserSessionsView>, ApiError> {
     let sessions = sessions(&state, &user).await?;
-    Ok(ApiJson(serde_json::json!({ "sessions": sessions })))
+    Ok(ApiJson(UserSessionsView { sessions }))
 }
 
-/// `GET /apiv2/usersession/{sessionId}`: one session with its latest 50 messages, oldest first.
+/// One chat session with its latest 50 messages, oldest first (members only).
+#[utoipa::path(get, path = "/apiv2/usersession/{id}", tag = "compat",
+    params(("id" = Uuid, Path, description = "the session (conversation) id")), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The session and its latest messages.", body = UserSessionView),
+        (status = 403, description = "The caller is not a member.", body = ErrorBody)))]
 pub async fn show(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<ApiJson<serde_json::Value>, ApiError> {
+) -> Result<ApiJson<UserSessionView>, ApiError> {
     let request = pb::ListMessagesRequest {
         caller: Some(caller(&user)),
         conversation_id: id.to_string(),
@@ -118,13 +147,12 @@ pub async fn show(
         .find(|session| session.session_id == id.to_string());
     let session = session
         .ok_or_else(|| ApiError::forbidden("forbidden", "not a member of this conversation"))?;
-    let messages: Vec<MessageView> = messages.iter().map(MessageView::from).collect();
-    Ok(ApiJson(
-        serde_json::json!({ "session": session, "messages": messages }),
-    ))
+    let messages = messages.iter().map(MessageView::from).collect();
+    Ok(ApiJson(UserSessionView { session, messages }))
 }
 
-/// `POST /apiv2/usersession/{sessionId}/message` body.
+/// `POST /apiv2/usersession/{sessionId}/message` body: the text as `message` or as
+/// `body` (exactly one; see [`new_message_schema`]).
 #[derive(Debug, Deserialize)]
 pub struct NewMessage {
     /// The text (`body` is accepted too).
@@ -132,7 +160,41 @@ pub struct NewMessage {
     message: String,
 }
 
-/// `POST /apiv2/usersession/{sessionId}/message`: send to every other participant.
+impl utoipa::PartialSchema for NewMessage {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        new_message_schema()
+    }
+}
+
+impl ToSchema for NewMessage {}
+
+/// The schema of [`NewMessage`]: the derive cannot say "one of two names".
+fn new_message_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    let text = serde_json::json!({
+        "type": "string",
+        "description": "The text, as in `POST /api/conversations/{id}/messages`.",
+        "minLength": 1,
+        "maxLength": crate::routes::chat::MAX_BODY_CHARS,
+        "pattern": crate::routes::chat::BODY_PATTERN,
+    });
+    crate::openapi::schema(serde_json::json!({
+        "description": "The message text, named `message` or `body` (exactly one).",
+        "allOf": [
+            { "type": "object", "properties": { "message": text, "body": text } },
+            // Exactly one subschema holds: exactly one of the names is sent.
+            { "oneOf": [
+                { "type": "object", "required": ["message"] },
+                { "type": "object", "required": ["body"] }
+            ] }
+        ]
+    }))
+}
+
+/// Send a message to every other participant (members only).
+#[utoipa::path(post, path = "/apiv2/usersession/{id}/message", tag = "compat", request_body = NewMessage,
+    params(("id" = Uuid, Path, description = "the session (conversation) id")), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 201, description = "Sent.", body = SentView),
+        (status = 403, description = "The caller is not a member.", body = ErrorBody)))]
 pub async fn send(
     State(state): State<AppState>,
     user: AuthUser,
@@ -140,9 +202,5 @@ pub async fn send(
     ApiJson(body): ApiJson<NewMessage>,
 ) -> Result<Response, ApiError> {
     let message = send_message(&state, &user, id, body.message).await?;
-    Ok((
-        StatusCode::CREATED,
-        ApiJson(serde_json::json!({ "message": message })),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, ApiJson(SentView { message })).into_response())
 }

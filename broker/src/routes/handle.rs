@@ -12,20 +12,20 @@
 
 use crate::{
     AppState,
-    error::ApiError,
-    extract::{AuthUser, check_origin},
+    error::{ApiError, ErrorBody},
+    extract::{ApiBytes, AuthUser, check_origin, require_json},
     middleware::ClientAddr,
     routes::auth::client_info,
 };
 use axum::{
     Extension, Json,
-    body::Bytes,
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use proto::{auth::v1 as auth, logger::v1 as logger, mail::v1 as mail};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Longest log name, subject and message (characters), as the older API allowed.
 const MAX_NAME_CHARS: usize = 200;
@@ -36,42 +36,92 @@ const MAX_LOG_DATA_CHARS: usize = 10_000;
 /// The service name of log entries users write through `/handle`.
 pub const USER_WRITTEN: &str = "user";
 
-/// The request body: an action and its payload.
-#[derive(Debug, Deserialize)]
+/// The request body of `/handle`: an `action` and, under the action's name, its payload.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(tag = "action", rename_all = "lowercase")]
-enum Action {
-    Auth { auth: AuthPayload },
-    Log { log: LogPayload },
-    Mail { mail: MailPayload },
+pub enum Action {
+    /// Check credentials and open a session.
+    Auth {
+        /// The credentials.
+        auth: AuthPayload,
+    },
+    /// Write a log entry.
+    Log {
+        /// The entry.
+        log: LogPayload,
+    },
+    /// Send a mail.
+    Mail {
+        /// The mail.
+        mail: MailPayload,
+    },
 }
 
-#[derive(Debug, Deserialize)]
-struct AuthPayload {
+/// `auth`: log in (no `Debug`: it holds a password).
+#[derive(Deserialize, ToSchema)]
+pub struct AuthPayload {
+    /// A username or an email address.
     email: String,
+    /// The password.
     password: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct LogPayload {
+impl std::fmt::Debug for AuthPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthPayload")
+            .field("email", &self.email)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `log`: write a log entry, for any signed-in user.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LogPayload {
+    /// 1–200 characters on one line (no control characters), not only spaces.
+    #[schema(
+        max_length = 200,
+        pattern = "^[ \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x1f\\x7f-\\x9f]*$"
+    )]
     name: String,
+    /// At most 10,000 characters.
     #[serde(default)]
+    #[schema(max_length = 10000)]
     data: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct MailPayload {
+/// `mail`: send a mail, for administrators.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MailPayload {
+    /// The sender named in the mail.
+    #[schema(format = Email, max_length = 254)]
     from: String,
+    /// The recipient.
+    #[schema(format = Email, max_length = 254)]
     to: String,
+    /// 1–200 characters, not only spaces.
+    #[schema(
+        max_length = 200,
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     subject: String,
+    /// 1–10,000 characters, not only spaces.
+    #[schema(
+        max_length = 10000,
+        pattern = "[^\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"
+    )]
     message: String,
 }
 
-/// Every answer of `/handle`.
-#[derive(Debug, Serialize)]
-struct Answer {
+/// Every answer of `/handle`, success or failure.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Answer {
+    /// Whether the action failed.
     error: bool,
+    /// What happened, for people.
     message: String,
+    /// `auth`: the user and the token.
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    #[schema(value_type = Option<Object>)]
     data: serde_json::Value,
 }
 
@@ -106,6 +156,15 @@ fn failure(status: StatusCode, message: impl Into<String>) -> Failure {
     Failure(status, message.into(), None)
 }
 
+/// A failure of `/handle`'s own, or of the layers around every route (the usual error body).
+#[derive(ToSchema)]
+#[allow(dead_code)] // only its schema is used
+#[serde(untagged)]
+enum AnswerOrError {
+    Answer(Answer),
+    Error(ErrorBody),
+}
+
 fn bad(message: impl Into<String>) -> Failure {
     failure(StatusCode::BAD_REQUEST, message)
 }
@@ -127,25 +186,31 @@ fn within(field: &str, text: &str, max: usize) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The older single-endpoint API.
+/// The older single-endpoint API: one action per call. Its own refusals have its own
+/// shape, `{"error": true, "message"}`; the rate limit and the deadline, which wrap every
+/// route, answer with the API's usual error body.
+#[utoipa::path(post, path = "/handle", tag = "compat", request_body = Action,
+    security((), ("bearer" = []), ("session_cookie" = [])),
+    responses(
+        (status = 200, description = "Done.", body = Answer),
+        (status = 400, description = "Not a known action, or its payload does not fit.", body = Answer),
+        (status = 401, description = "`auth`: wrong login or password; `log`, `mail`: not signed in.", body = Answer),
+        (status = 403, description = "From a page of another origin; a cookie write without X-CSRF-Token; `mail` by a non-administrator.", body = Answer),
+        (status = 413, description = "The body is larger than the broker accepts.", body = Answer),
+        (status = 415, description = "The body is not sent as application/json.", body = Answer),
+        (status = 429, description = "Too many logins, or over the rate limit.", body = inline(AnswerOrError)),
+        (status = 502, description = "A service behind the broker failed.", body = Answer),
+        (status = 503, description = "A service is unavailable, or the request took too long.", body = inline(AnswerOrError))))]
 pub async fn handle(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
     headers: HeaderMap,
     caller: Result<AuthUser, ApiError>,
-    body: Bytes,
+    body: Result<ApiBytes, ApiError>,
 ) -> Result<Response, Failure> {
     check_origin(&state, &headers)?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("application/json"));
-    if !is_json {
-        return Err(failure(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send a JSON body (Content-Type: application/json)",
-        ));
-    }
+    require_json(&headers)?;
+    let ApiBytes(body) = body?;
     let action: Action = serde_json::from_slice(&body)
         .map_err(|error| bad(format!("not a valid request: {error}")))?;
     match action {
@@ -190,6 +255,11 @@ async fn write_log(
     payload: LogPayload,
 ) -> Result<Response, Failure> {
     within("log.name", &payload.name, MAX_NAME_CHARS)?;
+    if payload.name.chars().any(char::is_control) {
+        return Err(bad(
+            "log.name must be on one line, without control characters",
+        ));
+    }
     if payload.data.chars().count() > MAX_LOG_DATA_CHARS {
         return Err(bad(format!(
             "log.data must be at most {MAX_LOG_DATA_CHARS} characters"

@@ -41,8 +41,14 @@ impl From<sqlx::Error> for StoreError {
 pub enum Page {
     /// The newest messages older than the cursor (or the newest of all), newest first.
     Before(Option<Uuid>),
-    /// The oldest messages newer than the cursor, oldest first.
-    After(Uuid),
+    /// The oldest messages newer than `after` (and older than `before`, when given: the
+    /// gap between two known messages), oldest first.
+    After {
+        /// Newer than this message.
+        after: Uuid,
+        /// Older than this message.
+        before: Option<Uuid>,
+    },
 }
 
 /// One open socket's share of a user's presence.

@@ -135,11 +135,11 @@ const MEMBER_COUNT: &str =
 
 /// A page of history going back from a cursor: `$1` conversation, `$2` cursor, `$3` limit.
 const NEWEST_BEFORE: &str = "SELECT id, conversation_id, sender_id, sender_name, body, created_at \
-     FROM messages WHERE conversation_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3";
+     FROM messages WHERE conversation_id = $1 AND id > $2 AND id < $3 ORDER BY id DESC LIMIT $4";
 
 /// A page of history going forward from a cursor, with the same parameters.
 const OLDEST_AFTER: &str = "SELECT id, conversation_id, sender_id, sender_name, body, created_at \
-     FROM messages WHERE conversation_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+     FROM messages WHERE conversation_id = $1 AND id > $2 AND id < $3 ORDER BY id LIMIT $4";
 
 /// Inserts messages whose sender is a member of their conversation (one statement, so
 /// membership cannot change in between): `VALUES` rows go between the two parts (their
@@ -560,14 +560,16 @@ macro_rules! sql_chat_store {
                 page: Page,
                 limit: u32,
             ) -> Result<Vec<Message>, StoreError> {
-                // No cursor means the newest of all: older than the largest possible id.
-                let (sql, cursor) = match page {
-                    Page::Before(cursor) => (NEWEST_BEFORE, cursor.unwrap_or(Uuid::max())),
-                    Page::After(cursor) => (OLDEST_AFTER, cursor),
+                // Both pages lie strictly between two ids; a missing bound is the smallest
+                // or the largest possible id.
+                let (sql, newer_than, older_than) = match page {
+                    Page::Before(before) => (NEWEST_BEFORE, Uuid::nil(), before),
+                    Page::After { after, before } => (OLDEST_AFTER, after, before),
                 };
                 let rows: Vec<MessageRow> = sqlx::query_as(sql)
                     .bind(conversation)
-                    .bind(cursor)
+                    .bind(newer_than)
+                    .bind(older_than.unwrap_or(Uuid::max()))
                     .bind(i64::from(limit))
                     .fetch_all(&self.pool)
                     .await?;
