@@ -15,7 +15,7 @@ mod revocations;
 pub mod store;
 mod throttle;
 
-pub use accounts::{Accounts, AuthError, Client, Issued, Policy};
+pub use accounts::{Accounts, AuthError, Client, EndedSessions, Issued, Policy};
 pub use config::Config;
 
 use anyhow::Context;
@@ -64,6 +64,8 @@ impl Auth {
                         "invalid argon2 cost ({error}): memory at least 8 KiB, at least 1 pass"
                     )
                 })?,
+            reset_link_ttl: config.reset_link_ttl,
+            verify_link_ttl: config.verify_link_ttl,
         };
         let accounts = Arc::new(Accounts::new(store, keys, feed, policy).await);
         let listener = TcpListener::bind(config.listen)

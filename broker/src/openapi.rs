@@ -3,7 +3,7 @@
 use crate::{
     error,
     live::frames,
-    routes::{account, auth, chat, logs},
+    routes::{account, auth, chat, logs, passwords},
 };
 use utoipa::OpenApi;
 
@@ -13,7 +13,10 @@ use utoipa::OpenApi;
     paths(
         auth::register, auth::login, auth::refresh, auth::logout, auth::me, auth::users, account::delete_me,
         chat::rooms, chat::create_room, chat::join_room, chat::leave_room, chat::conversations,
-        chat::open_direct, chat::history, chat::send, chat::mark_read, logs::logs
+        chat::open_direct, chat::history, chat::send, chat::mark_read, logs::logs,
+        passwords::change_password, passwords::forgot_password, passwords::reset_password,
+        passwords::my_sessions, passwords::end_session, passwords::end_other_sessions,
+        passwords::verify_email, passwords::resend_verification
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, frames::MessageView, frames::PresenceView)),
     tags(

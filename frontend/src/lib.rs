@@ -47,6 +47,15 @@ pub struct Frontend {
 impl Frontend {
     /// Checks the settings and binds the port.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the frontend to {}", config.listen))?;
+        Self::build_on(config, listener)
+    }
+
+    /// Checks the settings and serves on `listener`, bound earlier (the all-in-one binds
+    /// it first, so the links in mails can name the pages' address).
+    pub fn build_on(config: &Config, listener: TcpListener) -> anyhow::Result<Self> {
         let broker = BrokerOrigin::parse(&config.broker_url)?;
         let csp = HeaderValue::from_str(&content_security_policy(&broker))
             .context("building the Content-Security-Policy")?;
@@ -61,9 +70,6 @@ impl Frontend {
         if let Some(dir) = &state.mail_dir {
             tracing::info!(dir = %dir.display(), "the dev mailbox lists .eml files at /dev/mailbox");
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding the frontend to {}", config.listen))?;
         Ok(Self {
             listener,
             router: router(state),

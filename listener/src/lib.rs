@@ -79,8 +79,13 @@ impl Listener {
         let processed = ProcessedEvents::connect(&config.database_url(data_dir))
             .await
             .context("opening the listener database")?;
-        let handlers = Handlers::new(&config.chat_url, &config.mail_url, &config.logger_url)
-            .context("the chat, mail or logger URL is not valid")?;
+        let handlers = Handlers::new(
+            &config.chat_url,
+            &config.mail_url,
+            &config.logger_url,
+            &config.pages_url(),
+        )
+        .context("the chat, mail or logger URL is not valid")?;
         let http = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the listener to {}", config.listen))?;

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // Each test file uses a different part of the harness.
 
 pub mod auth_gate;
+pub mod links;
 pub mod procs;
 pub mod rabbit;
 pub mod ws;

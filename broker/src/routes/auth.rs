@@ -60,6 +60,9 @@ pub struct UserView {
     email: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     created_at: Option<DateTime<Utc>>,
+    /// Whether the address is verified (in `/api/auth/me`; absent when auth cannot say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
 }
 
 /// Another user, as everyone may see them.
@@ -139,6 +142,7 @@ fn user_view(user: pb::User) -> UserView {
         id: user.id,
         username: user.username,
         email: user.email,
+        email_verified: None,
     }
 }
 
@@ -343,14 +347,16 @@ pub async fn logout(
 /// The caller.
 #[utoipa::path(get, path = "/api/auth/me", tag = "auth",
     responses((status = 200, body = MeView), (status = 401, body = ErrorBody)))]
-pub async fn me(caller: AuthUser) -> ApiJson<MeView> {
+pub async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiJson<MeView> {
     let claims = &caller.claims;
+    let email_verified = crate::routes::passwords::email_verified(&state, claims.sub).await;
     ApiJson(MeView {
         user: UserView {
             id: claims.sub.to_string(),
             username: claims.name.clone(),
             email: claims.email.clone(),
             created_at: None,
+            email_verified,
         },
         session: SessionView {
             id: claims.sid.to_string(),
