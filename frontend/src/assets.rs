@@ -17,6 +17,7 @@ pub fn get(path: &str) -> Option<(&'static str, &'static [u8])> {
         "js/live.js" => (JS, include_bytes!("../assets/js/live.js")),
         "js/account.js" => (JS, include_bytes!("../assets/js/account.js")),
         "js/logs.js" => (JS, include_bytes!("../assets/js/logs.js")),
+        "js/passwords.js" => (JS, include_bytes!("../assets/js/passwords.js")),
         _ => return None,
     };
     Some(found)

@@ -114,6 +114,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/chat", get(page_chat))
         .route("/account", get(page_account))
         .route("/logs", get(page_logs))
+        .route("/account/password", get(page_change_password))
+        .route("/account/sessions", get(page_sessions))
+        .route("/forgot-password", get(page_forgot_password))
+        .route("/reset-password", get(page_reset_password))
+        .route("/verify-email", get(page_verify_email))
         .route("/dev/mailbox", get(mailbox_list))
         .route("/dev/mailbox/{name}", get(mailbox_one))
         .route("/assets/{*path}", get(asset))
@@ -188,6 +193,26 @@ async fn page_account(State(state): Shared) -> Response {
 
 async fn page_logs(State(state): Shared) -> Response {
     html(StatusCode::OK, pages::logs(&state.site))
+}
+
+async fn page_change_password(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::change_password(&state.site))
+}
+
+async fn page_sessions(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::sessions(&state.site))
+}
+
+async fn page_forgot_password(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::forgot_password(&state.site))
+}
+
+async fn page_reset_password(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::reset_password(&state.site))
+}
+
+async fn page_verify_email(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::verify_email(&state.site))
 }
 
 async fn not_found(State(state): Shared) -> Response {
