@@ -104,7 +104,7 @@ INFRA_PORTS = {
 DEFAULT_SCHEME_PORTS = {"postgres": 5432, "postgresql": 5432, "amqp": 5672, "mongodb": 27017,
                         "smtp": 25, "http": 80, "https": 443}
 # Browser-facing URLs: they name the broker as the browser sees it, not as a container does.
-BROWSER_URLS = {"FRONTEND_BROKER_URL", "BROKER_ALLOWED_ORIGINS"}
+BROWSER_URLS = {"FRONTEND_BROKER_URL", "BROKER_ALLOWED_ORIGINS", "LISTENER_PAGES_URL"}
 # The routes the Ingress must send to the broker, and the frontend's.
 BROKER_ROUTES = {"/api", "/ws", "/handle", "/apiv2"}
 # Metrics the dashboard must show (the brief of the dev stack's Grafana).

@@ -223,6 +223,18 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         .await
         .context("starting chat")?;
     let chat_addr = chat.local_addr();
+    // The pages' port first: the links in mails name it.
+    let pages = tokio::net::TcpListener::bind(config.frontend.listen)
+        .await
+        .with_context(|| format!("binding the frontend to {}", config.frontend.listen))?;
+    if config.listener.pages_url.is_none() {
+        let mut addr = pages.local_addr()?;
+        if addr.ip().is_unspecified() {
+            // Listening everywhere: this machine's own name for itself is the safe guess.
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        config.listener.pages_url = Some(format!("http://{addr}"));
+    }
     // The listener binds its queue before any producer publishes.
     config.listener.chat_url = format!("http://{chat_addr}");
     config.listener.mail_url = format!("http://{mail_addr}");
@@ -289,9 +301,8 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     {
         config.frontend.mail_dir = Some(dir);
     }
-    let frontend = frontend::Frontend::build(&config.frontend)
-        .await
-        .context("starting the frontend")?;
+    let frontend =
+        frontend::Frontend::build_on(&config.frontend, pages).context("starting the frontend")?;
     let frontend_addr = frontend.local_addr();
     let metrics = tokio::net::TcpListener::bind(config.metrics_listen)
         .await

@@ -435,7 +435,8 @@ impl DataDir {
             });
         }
         let sessions = sqlx::query(
-            "SELECT sessions.id, sessions.created_at, sessions.revoked_at, users.email \
+            "SELECT sessions.id, sessions.created_at, sessions.revoked_at, \
+             CASE WHEN users.email_verified_at IS NULL THEN NULL ELSE users.email END AS email \
              FROM sessions JOIN users ON users.id = sessions.user_id",
         )
         .fetch_all(&self.auth)
@@ -454,7 +455,10 @@ impl DataDir {
                     kind: Kind::LoggedOut,
                     key: id,
                     at: revoked_at,
-                    email: Some(session.get::<String, _>("email").to_lowercase()),
+                    // Only a verified address gets a logout mail.
+                    email: session
+                        .get::<Option<String>, _>("email")
+                        .map(|email| email.to_lowercase()),
                 });
             }
         }

@@ -25,13 +25,21 @@ fn args(list: &[String]) -> Vec<&str> {
 }
 
 /// Registers, logs in and logs out `username` with a recognisable User-Agent.
-async fn register_login_logout(app: &TestApp, username: &str) {
-    let client = Client::builder()
+fn browser() -> Client {
+    Client::builder()
         .user_agent(USER_AGENT)
         .build()
-        .expect("a client builds");
-    let registered = app.register(&client, username, PASSWORD).await;
+        .expect("a client builds")
+}
+
+async fn register(app: &TestApp, username: &str) {
+    let registered = app.register(&browser(), username, PASSWORD).await;
     assert_eq!(registered.status(), StatusCode::CREATED);
+}
+
+/// Logs in and out again; the address must be verified for the logout mail.
+async fn login_logout(app: &TestApp, username: &str) {
+    let client = browser();
     let login: Value = app
         .login(&client, username, PASSWORD)
         .await
@@ -87,7 +95,9 @@ async fn wait_listener_ready(app: &TestApp) {
 #[tokio::test]
 async fn embedded_register_and_logout_write_welcome_and_logout_mails() {
     let app = TestApp::start(&[]).await;
-    register_login_logout(&app, "ada").await;
+    register(&app, "ada").await;
+    app.verify_address("ada@example.com").await;
+    login_logout(&app, "ada").await;
     eventually("a welcome and a logout mail are written", || async {
         mails_to(&app.mail_files(), "ada@example.com").len() == 2
     })
@@ -123,7 +133,23 @@ async fn register_and_logout_mails_arrive_at_a_real_smtp_server_through_rabbitmq
         return;
     };
     wait_listener_ready(&app).await;
-    register_login_logout(&app, "grace").await;
+    register(&app, "grace").await;
+    let welcome = maildev
+        .wait_for(1, Duration::from_secs(15))
+        .await
+        .expect("the registration mail arrives");
+    let text = welcome[0]["text"].as_str().unwrap_or_default();
+    let token = common::links::tokens_in(text, common::links::VERIFY_PAGE)
+        .pop()
+        .expect("the registration mail carries a verification link");
+    let verified = Client::new()
+        .post(app.url("/api/auth/email/verify"))
+        .json(&serde_json::json!({ "token": token }))
+        .send()
+        .await
+        .expect("the broker answers");
+    assert_eq!(verified.status(), StatusCode::OK);
+    login_logout(&app, "grace").await;
     let emails = maildev
         .wait_for(2, Duration::from_secs(15))
         .await
@@ -212,6 +238,7 @@ fn registered(username: &str) -> Event {
             user_id: uuid::Uuid::now_v7().to_string(),
             username: username.to_owned(),
             email: format!("{username}@example.com"),
+            verify_token: String::new(),
         }),
     )
 }
@@ -312,6 +339,7 @@ async fn events_published_together_are_settled_one_by_one() {
             user_id: uuid::Uuid::now_v7().to_string(),
             username: "unmailable".to_owned(),
             email: "not an address".to_owned(),
+            verify_token: String::new(),
         }),
     );
     let batch: Vec<&Event> = vec![

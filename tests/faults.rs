@@ -564,12 +564,13 @@ async fn churn(traffic: Arc<Traffic>) {
         traffic.churn_idle.store(false, Ordering::SeqCst);
         n += 1;
         let username = format!("churn{n}");
-        let email = email_of(&username);
         let registered = traffic.register(&username).await;
         if registered.outcome.ok() {
             let login = traffic.login("login", &username).await;
             if let Some(token) = login.body["token"].as_str().filter(|_| login.outcome.ok()) {
-                let logout = traffic
+                // The address is not verified: its registration mail is the only one
+                // it gets, so the logout owes no mail (one would count as extra).
+                traffic
                     .call(
                         "logout",
                         Method::POST,
@@ -578,7 +579,6 @@ async fn churn(traffic: Arc<Traffic>) {
                         Some(&json!({})),
                     )
                     .await;
-                traffic.owe(&logout.outcome, 204, email, MailKind::Logout);
             }
         }
         tokio::time::sleep(Duration::from_millis(150)).await;

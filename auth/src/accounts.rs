@@ -64,6 +64,12 @@ pub enum AuthError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A mailed link's token is wrong, used, expired or not for this purpose.
+    #[error("token: the link is invalid, already used or expired; ask for a new one")]
+    BadLink,
+    /// The address is verified already.
+    #[error("the email address is already verified")]
+    AlreadyVerified,
 }
 
 /// Where a login or refresh came from.
@@ -89,6 +95,10 @@ pub struct Policy {
     pub throttle: throttle::Limits,
     /// The argon2id cost of new password hashes.
     pub password_cost: password::Cost,
+    /// How long a mailed password-reset link works.
+    pub reset_link_ttl: Duration,
+    /// How long a mailed email-verification link works.
+    pub verify_link_ttl: Duration,
 }
 
 /// The result of a login or refresh.
@@ -118,6 +128,7 @@ pub struct Accounts {
     decoy_hash: String,
     policy: Policy,
     outbox: OutboxWaker,
+    links: passwords::LinkThrottles,
 }
 
 /// Who produces auth's events.
@@ -132,8 +143,24 @@ fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::MAX)
 }
 
+/// How a session ended, for its `user.logged_out` event.
+#[derive(Debug, Clone, Copy)]
+struct Ending {
+    /// Whether the user's address is verified (only those are mailed).
+    email_verified: bool,
+    /// No logout mail: another mail tells the user (a password change).
+    silent: bool,
+}
+
 /// The `user.logged_out` event of a session ended by (or on behalf of) `client`.
-fn logged_out(user_id: Uuid, username: &str, email: &str, session: Uuid, client: &Client) -> Event {
+fn logged_out(
+    user_id: Uuid,
+    username: &str,
+    email: &str,
+    session: Uuid,
+    client: &Client,
+    ending: Ending,
+) -> Event {
     Event::new(
         PRODUCER,
         Payload::UserLoggedOut(events::UserLoggedOut {
@@ -145,6 +172,8 @@ fn logged_out(user_id: Uuid, username: &str, email: &str, session: Uuid, client:
                 ip: client.ip.chars().take(64).collect(),
                 user_agent: client.user_agent.chars().take(256).collect(),
             }),
+            email_verified: ending.email_verified,
+            silent: ending.silent,
         }),
     )
 }
@@ -180,6 +209,7 @@ impl Accounts {
             keys,
             verifier,
             revocations,
+            links: passwords::LinkThrottles::new(policy.throttle.window),
             policy,
             outbox: OutboxWaker::default(),
         }
@@ -220,16 +250,20 @@ impl Accounts {
                 .await,
             created_at: now(),
         };
+        // The registration mail is the verification mail: it carries the link.
+        let (verify_token, verify_hash) = passwords::new_link_token();
         let event = Event::new(
             PRODUCER,
             Payload::UserRegistered(events::UserRegistered {
                 user_id: account.id.to_string(),
                 username: account.username.as_str().to_owned(),
                 email: account.email.as_str().to_owned(),
+                verify_token,
             }),
         );
         match self.store.insert_account(&account, &event).await {
             Ok(user) => {
+                self.store_verify_link(&user, verify_hash).await;
                 self.outbox.wake();
                 metrics::counter!("auth_registrations_total").increment(1);
                 tracing::info!(user_id = %user.id, username = %user.username, "account registered");
@@ -390,7 +424,18 @@ impl Accounts {
         let Some(user) = self.store.user(session.user_id).await? else {
             return Ok(());
         };
-        let event = logged_out(user.id, &user.username, &user.email, session.id, &client);
+        let ending = Ending {
+            email_verified: self.email_verified(user.id).await?,
+            silent: false,
+        };
+        let event = logged_out(
+            user.id,
+            &user.username,
+            &user.email,
+            session.id,
+            &client,
+            ending,
+        );
         self.end_session(session.id, Some(&event)).await?;
         metrics::counter!("auth_refresh_reuse_total").increment(1);
         tracing::warn!(user_id = %user.id, session_id = %session.id, client_ip = %client.ip, "a replaced refresh token was presented again: session ended");
@@ -438,21 +483,33 @@ impl Accounts {
         client: Client,
     ) -> Result<Arc<Claims>, AuthError> {
         let claims = self.verify(access_token)?;
-        let event = logged_out(claims.sub, &claims.name, &claims.email, claims.sid, &client);
+        let ending = Ending {
+            email_verified: self.email_verified(claims.sub).await?,
+            silent: false,
+        };
+        let event = logged_out(
+            claims.sub,
+            &claims.name,
+            &claims.email,
+            claims.sid,
+            &client,
+            ending,
+        );
         self.end_session(claims.sid, Some(&event)).await?;
         metrics::counter!("auth_logouts_total").increment(1);
         tracing::info!(user_id = %claims.sub, session_id = %claims.sid, "logged out");
         Ok(claims)
     }
 
-    /// Revokes one session in the store and in the feed, with its event if given.
-    async fn end_session(&self, session: Uuid, event: Option<&Event>) -> Result<(), AuthError> {
+    /// Revokes one session in the store and in the feed, with its event if given; returns
+    /// the epoch second after which its tokens have all expired.
+    async fn end_session(&self, session: Uuid, event: Option<&Event>) -> Result<i64, AuthError> {
         let entry = roles::revocation_now(session, self.policy.access_ttl);
         if self.store.revoke_session(session, entry, event).await? && event.is_some() {
             self.outbox.wake();
         }
         self.revocations.record(&entry);
-        Ok(())
+        Ok(entry.forget_after)
     }
 
     /// Starts deleting an account: no more logins, and every session ends now.
@@ -533,3 +590,7 @@ impl Accounts {
         Ok((users, next))
     }
 }
+
+mod passwords;
+
+pub use passwords::EndedSessions;

@@ -83,6 +83,12 @@ pub struct Config {
     /// argon2id passes of new password hashes (OWASP: 2).
     #[arg(long = "auth-argon2-iterations", id = "auth-argon2-iterations", value_name = "N", env = "AUTH_ARGON2_ITERATIONS", default_value_t = crate::password::DEFAULT_ITERATIONS)]
     pub argon2_iterations: u32,
+    /// How long a mailed password-reset link works.
+    #[arg(long = "auth-reset-link-ttl", id = "auth-reset-link-ttl", value_name = "DURATION", env = "AUTH_RESET_LINK_TTL", default_value = "30m", value_parser = parse_duration)]
+    pub reset_link_ttl: Duration,
+    /// How long a mailed email-verification link works.
+    #[arg(long = "auth-verify-link-ttl", id = "auth-verify-link-ttl", value_name = "DURATION", env = "AUTH_VERIFY_LINK_TTL", default_value = "2days", value_parser = parse_duration)]
+    pub verify_link_ttl: Duration,
 }
 
 impl Config {

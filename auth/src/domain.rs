@@ -77,10 +77,32 @@ impl Email {
             || lower.chars().any(|c| c.is_whitespace() || c.is_control())
             || !email_address::EmailAddress::is_valid(&lower)
             || lower.starts_with('"')
+            || !Self::deliverable_domain(&lower)
         {
             return Err(invalid);
         }
         Ok(Self(lower))
+    }
+
+    /// Whether the part after the last `@` is a DNS name mail can be addressed to: at
+    /// least two labels, none empty, and a top-level label that is not all digits. No IP
+    /// literals (`[127.0.0.1]`), bare addresses (`127.0.0.1`) or single labels
+    /// (`localhost`): mail to those goes nowhere a user reads.
+    fn deliverable_domain(address: &str) -> bool {
+        let Some((_, domain)) = address.rsplit_once('@') else {
+            return false;
+        };
+        let labels: Vec<&str> = domain.split('.').collect();
+        labels.len() >= 2
+            && labels.iter().all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            })
+            && labels
+                .last()
+                .is_some_and(|tld| !tld.chars().all(|c| c.is_ascii_digit()))
     }
 
     /// The address as stored.
@@ -249,6 +271,12 @@ mod tests {
             "a b@example.com",
             "ada@exa mple.com",
             "\"q\"@example.com",
+            "x@[127.0.0.1]",
+            "x@[ipv6:::1]",
+            "x@127.0.0.1",
+            "x@localhost",
+            "x@example.",
+            "x@-example.com",
         ] {
             assert!(Email::parse(bad).is_err(), "{bad:?} must be refused");
         }

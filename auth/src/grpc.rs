@@ -1,6 +1,8 @@
 //! The tonic implementation of `microchat.auth.v1.Auth`: translates requests into
 //! [`Accounts`] calls and [`AuthError`]s into gRPC statuses. No rules live here.
 
+mod passwords;
+
 use crate::{
     Accounts,
     accounts::{AuthError, Changed, Client, Issued},
@@ -93,6 +95,8 @@ impl From<AuthError> for Status {
             AuthError::Refused(_) | AuthError::Store(StoreError::LastOwner) => {
                 Status::failed_precondition(error.to_string())
             }
+            AuthError::BadLink => Status::invalid_argument(error.to_string()),
+            AuthError::AlreadyVerified => Status::failed_precondition(error.to_string()),
             AuthError::Store(StoreError::Unavailable(_)) => {
                 tracing::error!(%error, "database unavailable");
                 Status::unavailable("the account database is unavailable")
@@ -350,6 +354,71 @@ impl auth_server::Auth for AuthApi {
             .confirm_password(user, &body.password, client)
             .await?;
         Ok(Response::new(pb::ConfirmPasswordResponse {}))
+    }
+
+    // --- Passwords, sessions and email verification (grpc/passwords.rs) ---
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::EndedSessions>, Status> {
+        self.change_password_call(request).await
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        self.request_password_reset_call(request).await
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::EndedSessions>, Status> {
+        self.reset_password_call(request).await
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        self.list_sessions_call(request).await
+    }
+
+    async fn end_session(
+        &self,
+        request: Request<pb::EndSessionRequest>,
+    ) -> Result<Response<pb::EndedSessions>, Status> {
+        self.end_session_call(request).await
+    }
+
+    async fn end_other_sessions(
+        &self,
+        request: Request<pb::EndOtherSessionsRequest>,
+    ) -> Result<Response<pb::EndedSessions>, Status> {
+        self.end_other_sessions_call(request).await
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        self.verify_email_call(request).await
+    }
+
+    async fn resend_verification(
+        &self,
+        request: Request<pb::ResendVerificationRequest>,
+    ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
+        self.resend_verification_call(request).await
+    }
+
+    async fn get_email_status(
+        &self,
+        request: Request<pb::GetEmailStatusRequest>,
+    ) -> Result<Response<pb::EmailStatus>, Status> {
+        self.get_email_status_call(request).await
     }
 
     type WatchRevocationsStream = RevocationStream;

@@ -16,7 +16,9 @@ mod revocations;
 pub mod store;
 pub mod throttle;
 
-pub use accounts::{Accounts, AuthError, Changed, Client, Issued, Policy, end_sessions_after};
+pub use accounts::{
+    Accounts, AuthError, Changed, Client, EndedSessions, Issued, Policy, end_sessions_after,
+};
 pub use config::Config;
 
 use anyhow::Context;
@@ -74,6 +76,8 @@ impl Auth {
                         "invalid argon2 cost ({error}): memory at least 8 KiB, at least 1 pass"
                     )
                 })?,
+            reset_link_ttl: config.reset_link_ttl,
+            verify_link_ttl: config.verify_link_ttl,
         };
         let accounts = Arc::new(Accounts::new(store, keys, feed, policy).await);
         let listener = TcpListener::bind(config.listen)

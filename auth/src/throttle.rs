@@ -127,6 +127,12 @@ impl LoginThrottle {
         self.per_ip.failed(&attempt.ip, now);
     }
 
+    /// The account's owner proved themselves another way (a password reset through a
+    /// mailed link): the account-wide count starts afresh.
+    pub fn clear_account(&self, account: &str) {
+        self.per_account.clear(account);
+    }
+
     /// The attempt succeeded: this address starts afresh at this account and is known to
     /// it from now on; the account-wide count only gets this attempt back (the owner
     /// logging in does not wipe out what a guesser elsewhere has used up).
@@ -275,6 +281,25 @@ impl AddressLimit {
             *entry = (0, now);
         }
         entry.0 = entry.0.saturating_add(1);
+    }
+}
+
+/// At most a number of requests per key in each window, counted as they are made: how
+/// often one account may have links mailed (password reset, verification).
+#[derive(Debug)]
+pub struct RequestLimit(AddressLimit);
+
+impl RequestLimit {
+    /// `max` requests per key per `window`.
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self(AddressLimit::new(max, window))
+    }
+
+    /// Counts one request under `key`, or says how long to wait (counting nothing).
+    pub fn take(&self, key: &str, now: Instant) -> Result<(), Duration> {
+        self.0.check(key, now)?;
+        self.0.failed(key, now);
+        Ok(())
     }
 }
 

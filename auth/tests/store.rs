@@ -134,6 +134,7 @@ fn registered(account: &NewAccount) -> Event {
             user_id: account.id.to_string(),
             username: account.username.as_str().to_owned(),
             email: account.email.as_str().to_owned(),
+            verify_token: String::new(),
         }),
     )
 }
@@ -170,6 +171,7 @@ fn logged_out(user: &User, new: &NewSession) -> Event {
             email: user.email.clone(),
             session_id: new.session.id.to_string(),
             client: client(new),
+            ..Default::default()
         }),
     )
 }
@@ -664,6 +666,7 @@ async fn registering_writes_one_user_registered_event(store: &dyn UserStore) {
             user_id: user.id.to_string(),
             username: "ada".into(),
             email: "ada@example.com".into(),
+            verify_token: String::new(),
         })
     );
 }

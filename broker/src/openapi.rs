@@ -23,7 +23,7 @@
 use crate::{
     error,
     live::frames,
-    routes::{account, admin, auth, chat, compat, handle, logs},
+    routes::{account, admin, auth, chat, compat, handle, logs, passwords},
 };
 use utoipa::{
     Modify, OpenApi,
@@ -47,7 +47,10 @@ pub const SESSION_COOKIE: &str = "session_cookie";
         chat::rooms, chat::create_room, chat::join_room, chat::leave_room, chat::conversations,
         chat::open_direct, chat::history, chat::send, chat::mark_read, logs::logs,
         admin::users, admin::set_role, admin::deactivate, admin::reactivate,
-        compat::list, compat::show, compat::send, handle::handle
+        compat::list, compat::show, compat::send, handle::handle,
+        passwords::change_password, passwords::forgot_password, passwords::reset_password,
+        passwords::my_sessions, passwords::end_session, passwords::end_other_sessions,
+        passwords::verify_email, passwords::resend_verification
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, frames::MessageView, frames::PresenceView)),
     modifiers(&Contract),

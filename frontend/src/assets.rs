@@ -18,6 +18,7 @@ pub fn get(path: &str) -> Option<(&'static str, &'static [u8])> {
         "js/account.js" => (JS, include_bytes!("../assets/js/account.js")),
         "js/logs.js" => (JS, include_bytes!("../assets/js/logs.js")),
         "js/admin.js" => (JS, include_bytes!("../assets/js/admin.js")),
+        "js/passwords.js" => (JS, include_bytes!("../assets/js/passwords.js")),
         _ => return None,
     };
     Some(found)

@@ -51,6 +51,15 @@ pub struct Frontend {
 impl Frontend {
     /// Checks the settings and binds the port.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding the frontend to {}", config.listen))?;
+        Self::build_on(config, listener)
+    }
+
+    /// Checks the settings and serves on `listener`, bound earlier (the all-in-one binds
+    /// it first, so the links in mails can name the pages' address).
+    pub fn build_on(config: &Config, listener: TcpListener) -> anyhow::Result<Self> {
         let broker = BrokerOrigin::parse(&config.broker_url)?;
         let broker_http = broker.http.clone();
         let csp = HeaderValue::from_str(&content_security_policy(&broker))
@@ -68,9 +77,6 @@ impl Frontend {
         if let Some(dir) = &state.mail_dir {
             tracing::info!(dir = %dir.display(), "the dev mailbox lists .eml files at /dev/mailbox, to administrators");
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding the frontend to {}", config.listen))?;
         Ok(Self {
             listener,
             router: router(state),
@@ -116,6 +122,11 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/account", get(page_account))
         .route("/logs", get(page_logs))
         .route("/admin", get(page_admin))
+        .route("/account/password", get(page_change_password))
+        .route("/account/sessions", get(page_sessions))
+        .route("/forgot-password", get(page_forgot_password))
+        .route("/reset-password", get(page_reset_password))
+        .route("/verify-email", get(page_verify_email))
         .route("/dev/mailbox", get(mailbox_list))
         .route("/dev/mailbox/{name}", get(mailbox_one))
         .route("/assets/{*path}", get(asset))
@@ -194,6 +205,26 @@ async fn page_logs(State(state): Shared) -> Response {
 
 async fn page_admin(State(state): Shared) -> Response {
     html(StatusCode::OK, pages::admin(&state.site))
+}
+
+async fn page_change_password(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::change_password(&state.site))
+}
+
+async fn page_sessions(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::sessions(&state.site))
+}
+
+async fn page_forgot_password(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::forgot_password(&state.site))
+}
+
+async fn page_reset_password(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::reset_password(&state.site))
+}
+
+async fn page_verify_email(State(state): Shared) -> Response {
+    html(StatusCode::OK, pages::verify_email(&state.site))
 }
 
 async fn not_found(State(state): Shared) -> Response {

@@ -103,6 +103,66 @@ pub fn admin(site: &Site) -> String {
     render(site, "admin", "People", Some("admin.js"), main)
 }
 
+/// `/account/password`
+pub fn change_password(site: &Site) -> String {
+    let main = include_str!("../assets/pages/password.html");
+    render(
+        site,
+        "change-password",
+        "Change your password",
+        Some("passwords.js"),
+        main,
+    )
+}
+
+/// `/forgot-password`
+pub fn forgot_password(site: &Site) -> String {
+    let main = include_str!("../assets/pages/forgot.html");
+    render(
+        site,
+        "forgot-password",
+        "Forgot your password?",
+        Some("passwords.js"),
+        main,
+    )
+}
+
+/// `/reset-password` (the token is in the URL fragment, read by the script)
+pub fn reset_password(site: &Site) -> String {
+    let main = include_str!("../assets/pages/reset.html");
+    render(
+        site,
+        "reset-password",
+        "Choose a new password",
+        Some("passwords.js"),
+        main,
+    )
+}
+
+/// `/account/sessions`
+pub fn sessions(site: &Site) -> String {
+    let main = include_str!("../assets/pages/sessions.html");
+    render(
+        site,
+        "sessions",
+        "Your sessions",
+        Some("passwords.js"),
+        main,
+    )
+}
+
+/// `/verify-email` (the token is in the URL fragment, read by the script)
+pub fn verify_email(site: &Site) -> String {
+    let main = include_str!("../assets/pages/verify.html");
+    render(
+        site,
+        "verify-email",
+        "Confirm your email address",
+        Some("passwords.js"),
+        main,
+    )
+}
+
 /// A 404 page, with an explanation.
 pub fn not_found(site: &Site, detail: Option<&str>) -> String {
     let detail = escape(detail.unwrap_or("There is nothing at this address."));

@@ -133,6 +133,11 @@ async fn pages_have_landmarks_and_security_headers() {
         ("/account", "delete-form"),
         ("/logs", "logs-form"),
         ("/admin", "admin-table"),
+        ("/account/password", "password-form"),
+        ("/account/sessions", "session-rows"),
+        ("/forgot-password", "forgot-form"),
+        ("/reset-password", "reset-form"),
+        ("/verify-email", "verify-title"),
     ] {
         let response = app.get(path).await;
         assert_eq!(response.status(), 200, "{path}");

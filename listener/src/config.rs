@@ -130,12 +130,35 @@ pub struct Config {
         value_parser = parse_duration
     )]
     pub dedup_retention: Duration,
+    /// The web pages' public URL (http[s]://host[:port][/path]), for the links in mails:
+    /// verify an address, reset a password, change it [default: http://127.0.0.1:8081;
+    /// the all-in-one uses its own pages' address].
+    #[arg(
+        long = "listener-pages-url",
+        id = "listener-pages-url",
+        value_name = "URL",
+        env = "LISTENER_PAGES_URL"
+    )]
+    pub pages_url: Option<String>,
 }
 
 /// Longest wait between two attempts.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 
+/// Where the pages are when `LISTENER_PAGES_URL` is not set: the frontend's default.
+pub const DEFAULT_PAGES_URL: &str = "http://127.0.0.1:8081";
+
 impl Config {
+    /// The pages' URL mail links start with, without a trailing slash.
+    pub fn pages_url(&self) -> String {
+        self.pages_url
+            .as_deref()
+            .unwrap_or(DEFAULT_PAGES_URL)
+            .trim()
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
     /// The database URL, defaulting to a SQLite file in `data_dir`.
     pub fn database_url(&self, data_dir: &Path) -> String {
         self.database_url

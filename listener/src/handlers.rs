@@ -50,6 +50,39 @@ pub struct Handlers {
     chat: ChatClient<TracedChannel>,
     mail: MailClient<TracedChannel>,
     audits: AuditWriter,
+    /// The pages mail links point at.
+    pages: MailLinks,
+}
+
+/// Links in mails, to the web pages (a token goes in the fragment, which browsers send
+/// to no server and put in no Referer).
+#[derive(Debug, Clone)]
+pub struct MailLinks {
+    base: String,
+}
+
+impl MailLinks {
+    /// Links under `base` (`http[s]://host[:port][/path]`).
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        let base = base.trim().trim_end_matches('/');
+        let scheme_ok = base.starts_with("https://") || base.starts_with("http://");
+        if !scheme_ok || base.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            anyhow::bail!("the pages URL must be http[s]://host[:port][/path], got {base:?}");
+        }
+        Ok(Self {
+            base: base.to_owned(),
+        })
+    }
+
+    /// A page with a token: `{base}{path}#token={token}`.
+    pub fn with_token(&self, path: &str, token: &str) -> String {
+        format!("{}{path}#token={token}", self.base)
+    }
+
+    /// A page.
+    pub fn page(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
 }
 
 fn caller(user_id: &str, username: &str) -> chat::Caller {
@@ -60,12 +93,14 @@ fn caller(user_id: &str, username: &str) -> chat::Caller {
 }
 
 impl Handlers {
-    /// Clients for chat, mail and the logger (connecting lazily), calling as `identity`.
+    /// Clients for chat, mail and the logger (connecting lazily), calling as `identity`;
+    /// mail links point at the pages at `pages_url`.
     pub fn new(
         chat_url: &str,
         mail_url: &str,
         logger_url: &str,
         identity: &Arc<Identity>,
+        pages_url: &str,
     ) -> anyhow::Result<Self> {
         let deadlines = Deadlines {
             connect: std::time::Duration::from_secs(1),
@@ -88,6 +123,7 @@ impl Handlers {
                 deadlines,
                 identity.calling(Service::Logger),
             )?)),
+            pages: MailLinks::new(pages_url)?,
         })
     }
 
@@ -121,13 +157,29 @@ impl Handlers {
     ) -> Result<(), HandleError> {
         match payload {
             Payload::UserRegistered(user) => {
+                // The registration mail is the verification mail: the one mail an
+                // unverified address gets.
+                let verify_url = if user.verify_token.is_empty() {
+                    String::new()
+                } else {
+                    self.pages.with_token(VERIFY_PAGE, &user.verify_token)
+                };
                 self.mail(
                     &envelope.event_id,
                     &user.email,
                     "welcome",
-                    [("username", user.username.clone())],
+                    [
+                        ("username", user.username.clone()),
+                        ("verify_url", verify_url),
+                    ],
                 )
                 .await
+            }
+            Payload::PasswordChanged(_)
+            | Payload::PasswordResetRequested(_)
+            | Payload::VerificationRequested(_) => {
+                self.mail_for_passwords(&envelope.event_id, payload, occurred_at)
+                    .await
             }
             Payload::UserLoggedIn(login) => {
                 let client = login.client.clone().unwrap_or_default();
@@ -163,17 +215,26 @@ impl Handlers {
                     .map_err(|status| HandleError::from_status("chat", &status))
                 };
                 let client = logout.client.clone().unwrap_or_default();
-                let mailed = self.mail(
-                    &envelope.event_id,
-                    &logout.email,
-                    "logout",
-                    [
-                        ("username", logout.username.clone()),
-                        ("at", occurred_at.to_rfc3339_opts(SecondsFormat::Secs, true)),
-                        ("client_ip", client.ip),
-                        ("user_agent", client.user_agent),
-                    ],
-                );
+                // Only verified addresses get it; a silent logout (a password change
+                // ended the session) has a mail of its own.
+                let mailed = async {
+                    if !logout.email_verified || logout.silent {
+                        return Ok(());
+                    }
+                    self.mail(
+                        &envelope.event_id,
+                        &logout.email,
+                        "logout",
+                        [
+                            ("username", logout.username.clone()),
+                            ("at", occurred_at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                            ("client_ip", client.ip),
+                            ("user_agent", client.user_agent),
+                            ("password_url", self.pages.page(PASSWORD_PAGE)),
+                        ],
+                    )
+                    .await
+                };
                 let (ended, mailed) = tokio::join!(ended, mailed);
                 ended.and(mailed)
             }
@@ -202,6 +263,72 @@ impl Handlers {
             .map_err(|status| HandleError::from_status("logger", &status))
     }
 
+    /// The mails of password and verification events.
+    async fn mail_for_passwords(
+        &self,
+        event_id: &str,
+        payload: &Payload,
+        occurred_at: chrono::DateTime<Utc>,
+    ) -> Result<(), HandleError> {
+        let expiry = |at: &Option<prost_types::Timestamp>| {
+            at.as_ref()
+                .and_then(|at| chrono::DateTime::from_timestamp(at.seconds, 0))
+                .map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true))
+                .unwrap_or_default()
+        };
+        match payload {
+            Payload::VerificationRequested(asked) => {
+                self.mail(
+                    event_id,
+                    &asked.email,
+                    "verify_email",
+                    [
+                        ("username", asked.username.clone()),
+                        ("email", asked.email.clone()),
+                        (
+                            "verify_url",
+                            self.pages.with_token(VERIFY_PAGE, &asked.token),
+                        ),
+                        ("expires_at", expiry(&asked.expires_at)),
+                    ],
+                )
+                .await
+            }
+            Payload::PasswordResetRequested(asked) => {
+                self.mail(
+                    event_id,
+                    &asked.email,
+                    "password_reset",
+                    [
+                        ("username", asked.username.clone()),
+                        ("reset_url", self.pages.with_token(RESET_PAGE, &asked.token)),
+                        ("expires_at", expiry(&asked.expires_at)),
+                    ],
+                )
+                .await
+            }
+            Payload::PasswordChanged(changed) if changed.email_verified => {
+                let client = changed.client.clone().unwrap_or_default();
+                self.mail(
+                    event_id,
+                    &changed.email,
+                    "password_changed",
+                    [
+                        ("username", changed.username.clone()),
+                        ("at", occurred_at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                        ("client_ip", client.ip),
+                        ("user_agent", client.user_agent),
+                        ("by_reset", changed.by_reset.to_string()),
+                        ("reset_url", self.pages.page(FORGOT_PAGE)),
+                    ],
+                )
+                .await
+            }
+            // An unverified address gets no mail but the verification.
+            _ => Ok(()),
+        }
+    }
+
     async fn mail<const N: usize>(
         &self,
         event_id: &str,
@@ -226,6 +353,15 @@ impl Handlers {
         Ok(())
     }
 }
+
+/// The page that verifies an address with the token of its link.
+const VERIFY_PAGE: &str = "/verify-email";
+/// The page that sets a new password with the token of a reset link.
+const RESET_PAGE: &str = "/reset-password";
+/// The page that asks for a reset link.
+const FORGOT_PAGE: &str = "/forgot-password";
+/// The page that changes the password (signed in).
+const PASSWORD_PAGE: &str = "/account/password";
 
 /// Audit entries of events handled at the same time go to the logger in one batch (a
 /// group commit): one `WriteLogs` call for whatever is waiting, each handler told the
@@ -318,6 +454,26 @@ pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
                 username: &user.username,
             },
         ),
+        // Never the token: an audit entry outlives the link, and anyone reading logs
+        // must not be able to use it.
+        Some(Payload::PasswordChanged(changed)) => (
+            changed.user_id.as_str(),
+            Details::User {
+                username: &changed.username,
+            },
+        ),
+        Some(Payload::PasswordResetRequested(asked)) => (
+            asked.user_id.as_str(),
+            Details::User {
+                username: &asked.username,
+            },
+        ),
+        Some(Payload::VerificationRequested(asked)) => (
+            asked.user_id.as_str(),
+            Details::User {
+                username: &asked.username,
+            },
+        ),
         Some(Payload::MessageSent(message)) => (
             message.sender_id.as_str(),
             Details::Message {
@@ -380,6 +536,7 @@ mod tests {
             user_id: user_id.clone(),
             username: "ada".into(),
             email: "ada@example.com".into(),
+            verify_token: "a-secret-token".into(),
         }));
         let entry = audit_entry(&event);
         assert_eq!(entry.name, "audit user.registered");
@@ -390,6 +547,36 @@ mod tests {
         assert_eq!(data["event_id"], event.event_id);
         assert_eq!(data["details"]["username"], "ada");
         assert!(!entry.data.contains("ada@example.com"), "{}", entry.data);
+        assert!(!entry.data.contains("a-secret-token"), "{}", entry.data);
+    }
+
+    #[test]
+    fn a_reset_audit_names_the_user_but_never_the_token() {
+        let event = envelope(Payload::PasswordResetRequested(
+            proto::events::v1::PasswordResetRequested {
+                user_id: "u1".into(),
+                username: "ada".into(),
+                email: "ada@example.com".into(),
+                token: "reset-secret".into(),
+                expires_at: None,
+            },
+        ));
+        let entry = audit_entry(&event);
+        assert_eq!(entry.name, "audit user.password_reset_requested");
+        assert_eq!(entry.user_id, "u1");
+        assert!(!entry.data.contains("reset-secret"), "{}", entry.data);
+        assert!(!entry.data.contains("ada@example.com"), "{}", entry.data);
+    }
+
+    #[test]
+    fn mail_links_put_the_token_in_the_fragment() {
+        let links = MailLinks::new("https://chat.example.com/").expect("valid");
+        assert_eq!(
+            links.with_token(RESET_PAGE, "abc"),
+            "https://chat.example.com/reset-password#token=abc"
+        );
+        assert!(MailLinks::new("ftp://x").is_err());
+        assert!(MailLinks::new("https://a b").is_err());
     }
 
     #[test]

@@ -86,6 +86,7 @@ impl Listener {
             &config.mail_url,
             &config.logger_url,
             &identity,
+            &config.pages_url(),
         )
         .context("the chat, mail or logger URL is not valid")?;
         let http = TcpListener::bind(config.listen)

@@ -33,6 +33,37 @@ pub const TEMPLATES: &[Template] = &[
         text: include_str!("../templates/logout.txt"),
         html: include_str!("../templates/logout.html"),
     },
+    // The link that verifies an address (the registration mail carries one too).
+    Template {
+        name: "verify_email",
+        vars: &["username", "email", "verify_url", "expires_at"],
+        subject: include_str!("../templates/verify_email.subject.txt"),
+        text: include_str!("../templates/verify_email.txt"),
+        html: include_str!("../templates/verify_email.html"),
+    },
+    // A one-time password reset link (verified addresses only).
+    Template {
+        name: "password_reset",
+        vars: &["username", "reset_url", "expires_at"],
+        subject: include_str!("../templates/password_reset.subject.txt"),
+        text: include_str!("../templates/password_reset.txt"),
+        html: include_str!("../templates/password_reset.html"),
+    },
+    // The notice that a password changed, with a way back if it was not the user.
+    Template {
+        name: "password_changed",
+        vars: &[
+            "username",
+            "at",
+            "client_ip",
+            "user_agent",
+            "by_reset",
+            "reset_url",
+        ],
+        subject: include_str!("../templates/password_changed.subject.txt"),
+        text: include_str!("../templates/password_changed.txt"),
+        html: include_str!("../templates/password_changed.html"),
+    },
     // A message an administrator writes (the older `/handle` mail action).
     Template {
         name: "message",
@@ -210,6 +241,91 @@ mod tests {
             )
             .expect("renders");
         assert!(unknown.text.contains("an unknown client"));
+    }
+
+    #[test]
+    fn the_registration_mail_carries_the_verification_link_when_given() {
+        let link = "https://chat.example.com/verify-email#token=abc";
+        let mail = Templates::default()
+            .render(
+                "welcome",
+                &vars(&[("username", "ada"), ("verify_url", link)]),
+            )
+            .expect("renders");
+        assert!(mail.text.contains(link), "{}", mail.text);
+        assert!(mail.html.contains("Confirm your email address"));
+        let without = Templates::default()
+            .render("welcome", &vars(&[("username", "ada")]))
+            .expect("renders");
+        assert!(!without.text.contains("confirm"), "{}", without.text);
+    }
+
+    #[test]
+    fn reset_and_verification_mails_carry_their_link_and_expiry() {
+        let templates = Templates::default();
+        let reset = templates
+            .render(
+                "password_reset",
+                &vars(&[
+                    ("username", "ada"),
+                    (
+                        "reset_url",
+                        "https://chat.example.com/reset-password#token=t1",
+                    ),
+                    ("expires_at", "2026-12-06T22:00:00Z"),
+                ]),
+            )
+            .expect("renders");
+        assert_eq!(reset.subject, "Reset your microchat password");
+        assert!(
+            reset
+                .text
+                .contains("https://chat.example.com/reset-password#token=t1")
+        );
+        assert!(reset.html.contains("2026-12-06T22:00:00Z"));
+        let verify = templates
+            .render(
+                "verify_email",
+                &vars(&[
+                    ("username", "ada"),
+                    ("email", "ada@example.com"),
+                    (
+                        "verify_url",
+                        "https://chat.example.com/verify-email#token=t2",
+                    ),
+                    ("expires_at", "2026-12-08T22:00:00Z"),
+                ]),
+            )
+            .expect("renders");
+        assert!(verify.text.contains("ada@example.com"));
+        assert!(verify.text.contains("#token=t2"));
+    }
+
+    #[test]
+    fn the_logout_mail_links_the_password_page_when_given() {
+        let mail = Templates::default()
+            .render(
+                "logout",
+                &vars(&[
+                    ("username", "grace"),
+                    ("at", "now"),
+                    ("client_ip", ""),
+                    ("user_agent", ""),
+                    ("password_url", "https://chat.example.com/account/password"),
+                ]),
+            )
+            .expect("renders");
+        assert!(
+            mail.text
+                .contains("https://chat.example.com/account/password")
+        );
+        assert!(
+            mail.html.contains(
+                r#"href="https:&#x2f;&#x2f;chat.example.com&#x2f;account&#x2f;password""#
+            ),
+            "{}",
+            mail.html
+        );
     }
 
     #[test]

@@ -155,6 +155,7 @@ fn events(n: usize) -> Vec<Event> {
                     user_id: id,
                     username: format!("user{i}"),
                     email: format!("user{i}@example.com"),
+                    verify_token: String::new(),
                 }),
                 1 => Payload::MessageSent(MessageSent {
                     message_id: id,

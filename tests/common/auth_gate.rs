@@ -261,6 +261,80 @@ impl auth_server::Auth for Gate {
         self.auth().get_public_keys(request).await
     }
 
+    // Passwords, sessions and email verification: forwarded like the rest.
+
+    async fn change_password(
+        &self,
+        request: Request<pb::ChangePasswordRequest>,
+    ) -> Result<Response<pb::EndedSessions>, Status> {
+        self.rules.pass("ChangePassword")?;
+        self.auth().change_password(request).await
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<pb::RequestPasswordResetRequest>,
+    ) -> Result<Response<pb::RequestPasswordResetResponse>, Status> {
+        self.rules.pass("RequestPasswordReset")?;
+        self.auth().request_password_reset(request).await
+    }
+
+    async fn reset_password(
+        &self,
+        request: Request<pb::ResetPasswordRequest>,
+    ) -> Result<Response<pb::EndedSessions>, Status> {
+        self.rules.pass("ResetPassword")?;
+        self.auth().reset_password(request).await
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        self.rules.pass("ListSessions")?;
+        self.auth().list_sessions(request).await
+    }
+
+    async fn end_session(
+        &self,
+        request: Request<pb::EndSessionRequest>,
+    ) -> Result<Response<pb::EndedSessions>, Status> {
+        self.rules.pass("EndSession")?;
+        self.auth().end_session(request).await
+    }
+
+    async fn end_other_sessions(
+        &self,
+        request: Request<pb::EndOtherSessionsRequest>,
+    ) -> Result<Response<pb::EndedSessions>, Status> {
+        self.rules.pass("EndOtherSessions")?;
+        self.auth().end_other_sessions(request).await
+    }
+
+    async fn verify_email(
+        &self,
+        request: Request<pb::VerifyEmailRequest>,
+    ) -> Result<Response<pb::VerifyEmailResponse>, Status> {
+        self.rules.pass("VerifyEmail")?;
+        self.auth().verify_email(request).await
+    }
+
+    async fn resend_verification(
+        &self,
+        request: Request<pb::ResendVerificationRequest>,
+    ) -> Result<Response<pb::ResendVerificationResponse>, Status> {
+        self.rules.pass("ResendVerification")?;
+        self.auth().resend_verification(request).await
+    }
+
+    async fn get_email_status(
+        &self,
+        request: Request<pb::GetEmailStatusRequest>,
+    ) -> Result<Response<pb::EmailStatus>, Status> {
+        self.rules.pass("GetEmailStatus")?;
+        self.auth().get_email_status(request).await
+    }
+
     type WatchRevocationsStream = BoxStream<pb::RevocationBatch>;
 
     async fn watch_revocations(

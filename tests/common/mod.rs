@@ -4,6 +4,7 @@
 
 pub mod auth_gate;
 pub mod grpc_probe;
+pub mod links;
 pub mod procs;
 pub mod rabbit;
 pub mod ws;

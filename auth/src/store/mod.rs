@@ -2,6 +2,7 @@
 //! One SQL implementation serves PostgreSQL (dev stack, cluster) and SQLite (embedded);
 //! the URL scheme picks which.
 
+mod passwords;
 mod sql;
 
 use crate::domain::{Account, Email, Role, Session, User, Username};
@@ -11,6 +12,7 @@ use platform::events::Event;
 use std::sync::Arc;
 use uuid::Uuid;
 
+pub use passwords::{AccountToken, NewAccountToken, PasswordStore, SessionRecord, TokenPurpose};
 pub use sql::{PostgresUserStore, SqliteUserStore};
 
 /// Which unique field a new account collided on.
@@ -101,7 +103,7 @@ pub struct AccountChange {
 
 /// Accounts, sessions and the revocation feed.
 #[async_trait]
-pub trait UserStore: Send + Sync + 'static {
+pub trait UserStore: PasswordStore + Send + Sync + 'static {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<(), StoreError>;
     /// Cheap round trip, for readiness.

@@ -135,7 +135,7 @@ macro_rules! sql_user_store {
         $(#[$doc])*
         #[derive(Debug, Clone)]
         pub struct $name {
-            pool: sqlx::Pool<$db>,
+            pub(super) pool: sqlx::Pool<$db>,
         }
 
         impl $name {
@@ -302,7 +302,7 @@ macro_rules! sql_user_store {
             ) -> Result<bool, StoreError> {
                 let done = sqlx::query(
                     "UPDATE sessions SET refresh_hash = $3, expires_at = $4, \
-                     previous_refresh_hash = $2, rotated_at = $5 \
+                     previous_refresh_hash = $2, rotated_at = $5, last_used_at = $5 \
                      WHERE id = $1 AND refresh_hash = $2 AND revoked_at IS NULL",
                 )
                 .bind(id)

@@ -100,6 +100,9 @@ pub struct UserView {
     email: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     created_at: Option<DateTime<Utc>>,
+    /// Whether the address is verified (in `/api/auth/me`; absent when auth cannot say).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
 }
 
 /// Another user, as everyone may see them.
@@ -199,6 +202,7 @@ fn user_view(user: pb::User) -> UserView {
         id: user.id,
         username: user.username,
         email: user.email,
+        email_verified: None,
     }
 }
 
@@ -422,6 +426,7 @@ pub async fn logout(
 pub async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiJson<MeView> {
     let claims = &caller.claims;
     let role = state.current_role(claims).await;
+    let email_verified = crate::routes::passwords::email_verified(&state, claims.sub).await;
     ApiJson(MeView {
         is_admin: role.is_admin(),
         user: UserView {
@@ -429,6 +434,7 @@ pub async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiJson<MeVi
             username: claims.name.clone(),
             email: claims.email.clone(),
             created_at: None,
+            email_verified,
         },
         role: role.into(),
         session: SessionView {

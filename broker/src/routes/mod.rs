@@ -9,6 +9,7 @@ pub mod handle;
 pub mod live;
 pub mod logs;
 pub mod ops;
+pub mod passwords;
 
 use crate::{AppState, middleware, rate_limit::Limiters};
 use axum::{
@@ -41,6 +42,39 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
         .route("/api/auth/logout", limiters.limit(api, post(auth::logout)))
         .route("/api/auth/me", limiters.limit(api, get(auth::me)))
         .route("/api/users", limiters.limit(api, get(auth::users)))
+        // Passwords, sessions and email verification (routes/passwords.rs).
+        .route(
+            "/api/auth/password",
+            limiters.limit(strict, post(passwords::change_password)),
+        )
+        .route(
+            "/api/auth/password/forgot",
+            limiters.limit(strict, post(passwords::forgot_password)),
+        )
+        .route(
+            "/api/auth/password/reset",
+            limiters.limit(strict, post(passwords::reset_password)),
+        )
+        .route(
+            "/api/auth/sessions",
+            limiters.limit(api, get(passwords::my_sessions)),
+        )
+        .route(
+            "/api/auth/sessions/end-others",
+            limiters.limit(api, post(passwords::end_other_sessions)),
+        )
+        .route(
+            "/api/auth/sessions/{id}",
+            limiters.limit(api, delete(passwords::end_session)),
+        )
+        .route(
+            "/api/auth/email/verify",
+            limiters.limit(strict, post(passwords::verify_email)),
+        )
+        .route(
+            "/api/auth/email/resend",
+            limiters.limit(strict, post(passwords::resend_verification)),
+        )
         .route(
             "/api/users/me",
             limiters.limit(strict, delete(account::delete_me)),

@@ -15,6 +15,8 @@ async function start() {
     $('acc-since-row').hidden = false;
   }
 
+  showVerification(user);
+
   const form = $('delete-form');
   const confirmInput = $('confirm');
   form.addEventListener('submit', async (event) => {
@@ -39,6 +41,33 @@ async function start() {
       showError(errorBox, wrong ? 'That is not your password.' : describe(error));
       button.disabled = false;
     }
+  });
+}
+
+/** Whether the address is confirmed; if not, a button that mails a new link. */
+function showVerification(user) {
+  const status = $('acc-verified');
+  if (user.email_verified === undefined) {
+    status.textContent = 'Unknown right now';
+    return;
+  }
+  status.textContent = user.email_verified
+    ? 'Confirmed'
+    : 'Not confirmed: until it is, microchat mails you nothing else';
+  if (user.email_verified) return;
+  $('verify-row').hidden = false;
+  const button = $('resend');
+  const notice = $('verify-notice');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      await api('/api/auth/email/resend', { method: 'POST' });
+      notice.textContent = 'A new link is on its way. Check your mail.';
+    } catch (error) {
+      notice.textContent = describe(error);
+    }
+    notice.hidden = false;
+    button.disabled = false;
   });
 }
 

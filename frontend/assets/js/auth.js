@@ -71,6 +71,9 @@ if (loginForm) {
   if (params.has('deleted')) {
     notice.textContent = 'Your account has been deleted.';
     notice.hidden = false;
+  } else if (params.has('password_reset')) {
+    notice.textContent = 'Your password is set. Sign in with the new one.';
+    notice.hidden = false;
   } else if (params.has('signed_out')) {
     notice.textContent = 'You are signed out.';
     notice.hidden = false;

@@ -15,6 +15,9 @@ pub fn routing_key(payload: &Payload) -> &'static str {
         Payload::UserDeleted(_) => "user.deleted",
         Payload::MessageSent(_) => "message.sent",
         Payload::MessageRead(_) => "message.read",
+        Payload::PasswordChanged(_) => "user.password_changed",
+        Payload::PasswordResetRequested(_) => "user.password_reset_requested",
+        Payload::VerificationRequested(_) => "user.verification_requested",
     }
 }
 
@@ -102,6 +105,7 @@ mod tests {
             user_id: Uuid::now_v7().to_string(),
             username: "ada".into(),
             email: "ada@example.com".into(),
+            verify_token: String::new(),
         });
         let trace = TraceId::generate();
         let event = tokio::runtime::Builder::new_current_thread()

@@ -56,6 +56,15 @@ pub const AUTH: Policy = Policy {
         ("SetUserRole", BROKER),
         ("SetUserActive", BROKER),
         ("ConfirmPassword", BROKER),
+        ("ChangePassword", BROKER),
+        ("RequestPasswordReset", BROKER),
+        ("ResetPassword", BROKER),
+        ("ListSessions", BROKER),
+        ("EndSession", BROKER),
+        ("EndOtherSessions", BROKER),
+        ("VerifyEmail", BROKER),
+        ("ResendVerification", BROKER),
+        ("GetEmailStatus", BROKER),
     ],
 };
 
