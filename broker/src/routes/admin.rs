@@ -76,10 +76,15 @@ pub struct AdminUsersView {
 
 /// Query of `GET /api/admin/users`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AdminUsersQuery {
     /// Page size, 1–100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(
+        pattern = "^([\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[A-Za-z0-9_.-]{3,32}[\\t\\n\\x0b\\x0c\\r \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*)?$"
+    )]
     cursor: Option<String>,
 }
 
@@ -129,7 +134,7 @@ fn applied(
 }
 
 /// Every account, in username order, with its role and state.
-#[utoipa::path(get, path = "/api/admin/users", tag = "admin", params(AdminUsersQuery),
+#[utoipa::path(get, path = "/api/admin/users", tag = "admin", security(("bearer" = []), ("session_cookie" = [])), params(AdminUsersQuery),
     responses((status = 200, body = AdminUsersView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -165,7 +170,7 @@ pub async fn users(
 /// Give an account a role (owners only). Losing admin rights signs the account out
 /// everywhere at once; a gained role applies from its next token. The last active owner
 /// cannot be demoted (409).
-#[utoipa::path(put, path = "/api/admin/users/{id}/role", tag = "admin", request_body = RoleBody,
+#[utoipa::path(put, path = "/api/admin/users/{id}/role", tag = "admin", security(("bearer" = []), ("session_cookie" = [])), request_body = RoleBody,
     params(("id" = Uuid, Path, description = "The account's user id")),
     responses((status = 200, body = AdminUserView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -196,7 +201,7 @@ pub async fn set_role(
 /// Deactivate an account: its sessions end and its sockets close at once, sign-in is
 /// refused, its name and messages stay. Admins deactivate members; owners anyone but
 /// themselves.
-#[utoipa::path(post, path = "/api/admin/users/{id}/deactivate", tag = "admin",
+#[utoipa::path(post, path = "/api/admin/users/{id}/deactivate", tag = "admin", security(("bearer" = []), ("session_cookie" = [])),
     params(("id" = Uuid, Path, description = "The account's user id")),
     responses((status = 200, body = AdminUserView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -211,7 +216,7 @@ pub async fn deactivate(
 }
 
 /// Reactivate a deactivated account: it may sign in again.
-#[utoipa::path(post, path = "/api/admin/users/{id}/reactivate", tag = "admin",
+#[utoipa::path(post, path = "/api/admin/users/{id}/reactivate", tag = "admin", security(("bearer" = []), ("session_cookie" = [])),
     params(("id" = Uuid, Path, description = "The account's user id")),
     responses((status = 200, body = AdminUserView), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),

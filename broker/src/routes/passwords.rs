@@ -163,7 +163,7 @@ fn sessions_ended(count: usize) -> Response {
 }
 
 /// Change the password; every other session of the caller ends at once.
-#[utoipa::path(post, path = "/api/auth/password", tag = "auth", request_body = ChangePasswordBody,
+#[utoipa::path(post, path = "/api/auth/password", tag = "auth", security(("bearer" = []), ("session_cookie" = [])), request_body = ChangePasswordBody,
     responses((status = 200, body = SessionsEndedView, description = "changed; the other sessions are signed out"),
         (status = 400, body = ErrorBody, description = "the new password breaks the rules, or the body is malformed"),
         (status = 401, body = ErrorBody, description = "not signed in, or the old password is wrong"),
@@ -254,7 +254,7 @@ pub async fn reset_password(
 }
 
 /// My active sessions: where and with what each was opened, and when last used.
-#[utoipa::path(get, path = "/api/auth/sessions", tag = "auth",
+#[utoipa::path(get, path = "/api/auth/sessions", tag = "auth", security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 200, body = MySessionsView), (status = 401, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn my_sessions(
@@ -295,7 +295,7 @@ pub async fn my_sessions(
 
 /// End one of my sessions: its tokens stop working and its sockets close at once.
 /// Ending the current one signs out here too.
-#[utoipa::path(delete, path = "/api/auth/sessions/{id}", tag = "auth",
+#[utoipa::path(delete, path = "/api/auth/sessions/{id}", tag = "auth", security(("bearer" = []), ("session_cookie" = [])),
     params(("id" = Uuid, Path, description = "session id")),
     responses((status = 204, description = "ended"),
         (status = 400, body = ErrorBody, description = "not a session id"),
@@ -330,7 +330,7 @@ pub async fn end_session(
 }
 
 /// Sign out everywhere else: every session of mine but this one ends at once.
-#[utoipa::path(post, path = "/api/auth/sessions/end-others", tag = "auth",
+#[utoipa::path(post, path = "/api/auth/sessions/end-others", tag = "auth", security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 200, body = SessionsEndedView), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn end_other_sessions(
@@ -379,7 +379,7 @@ pub async fn verify_email(
 }
 
 /// Mail me a new verification link.
-#[utoipa::path(post, path = "/api/auth/email/resend", tag = "auth",
+#[utoipa::path(post, path = "/api/auth/email/resend", tag = "auth", security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 202, body = AcceptedView, description = "a new link is on its way"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the address is verified already"),
