@@ -954,7 +954,7 @@ def check_k8s_keys(workloads: dict, by_kind: dict, known: dict[str, Known]) -> N
             error(cctx, f"{own} items {sorted(items)}: a pod needs {name}.key and every .pub")
         mode = secret.get("defaultMode")
         if mode is None or mode & 0o007:
-            error(cctx, f"{own}: defaultMode {oct(mode) if mode is not None else 'unset (0644)'} lets every user "
+            error(cctx, f"{own}: defaultMode {format(mode, '04o') if mode is not None else 'unset (0644)'} lets every user "
                         f"of the pod read the private key; use 0440 (the pod's fsGroup reads it)")
 
 
