@@ -696,6 +696,11 @@ def check_compose_keys(services: dict, envs: dict, named: set[str], known: dict[
             continue
         if mounted[0][1]:
             error(ctx, f"mounts {mounted[0][0]} read-only, but writes the service keys into it")
+        # A fresh named volume takes the owner of the image's directory it is mounted on:
+        # without that directory (owned by uid 10001), root owns it and the write fails.
+        dockerfile = (DEPLOY / "Dockerfile").read_text() if (DEPLOY / "Dockerfile").exists() else ""
+        if not re.search(rf"mkdir\b[^\n]*\s{re.escape(directory)}(\s|$)", dockerfile):
+            error(ctx, f"writes to {directory}, which deployments/Dockerfile does not create for uid 10001")
         generators[mounted[0][0]] = (name, directory)
     for name, spec in services.items():
         if not isinstance(spec, dict) or name in {g for g, _ in generators.values()}:
