@@ -17,7 +17,14 @@ Fails (exit 1, one line per problem) when
     token or from outside the namespace: its address defaults to something but loopback,
     compose moves it off the container's loopback, Kubernetes binds it beyond loopback
     without the token from a Secret, a Service targets it, or a NetworkPolicy rule admits
-    another namespace to it (or to every port).
+    another namespace to it (or to every port);
+  - a service that signs or checks gRPC calls (auth, chat, broker, logger, mail, listener)
+    does not read MICROCHAT_SERVICE_KEYS, or it points where its keys are not mounted: in
+    compose, read-only from the volume a one-shot `admin service-keys DIR` writes before
+    the service starts (nothing else mounts it); in Kubernetes, its own Secret
+    microchat-service-keys-<service>, read-only and unreadable by other users; a pod reads
+    another service's key Secret; such a Secret is committed rather than made by
+    deployments/k8s/service-keys.sh.
 
 The names a binary knows come from `<target>/debug/<service> --help` (the `[env: NAME]`
 entries, subcommands included), the target dir being CARGO_TARGET_DIR or ./target, when
