@@ -14,7 +14,8 @@
 # per loadgen process, default 16000), CARGO_TARGET_DIR. The loadgen processes meet at a
 # barrier twice: every user is set up before any socket opens, and every socket is open
 # before the hold begins. Ports: brokers 18180.., chats 15152..,
-# auth 15151. Everything is stopped and dropped at the end.
+# auth 15151. Every process signs its gRPC calls with its own key from one set of service
+# keys made for the run. Everything is stopped and dropped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,7 @@ pg="postgres://postgres@127.0.0.1:5432"
 amqp="amqp://guest:guest@127.0.0.1:5672/%2f"
 tag="bench$$"
 
-cargo build --release -p loadgen -p auth -p chat -p broker
+cargo build --release -p microchat -p loadgen -p auth -p chat -p broker
 
 pids=() databases=()
 cleanup() {
@@ -47,6 +48,10 @@ for service in auth chat; do
 done
 
 ulimit -n "$(ulimit -Hn)"
+# The service keys, made before any process starts (`admin service-keys` of the all-in-one
+# binary). One directory for all: one machine, one user; the cluster gives each pod its own.
+"$target_dir/release/microchat" admin service-keys "$data_dir/service-keys" >/dev/null
+export MICROCHAT_SERVICE_KEYS="$data_dir/service-keys"
 export RUST_LOG="${RUST_LOG:-warn}" LOGGER_URL=off AMQP_URL="$amqp" EVENTS_EXCHANGE="$tag.events" \
   CHAT_LIVE_EXCHANGE="$tag.live" BROKER_RATE_LIMIT_API=off BROKER_RATE_LIMIT_AUTH=off \
   BROKER_WS_FRAMES_PER_SECOND=1000 AUTH_ARGON2_MEMORY_KIB=64 AUTH_ARGON2_ITERATIONS=1 \

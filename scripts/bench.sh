@@ -12,7 +12,8 @@
 #   PIN=1              server on CPU 0, loadgen on CPU 1 (taskset), as in a fair side-by-side run
 #   DB=postgres        auth and chat on fresh databases of the local PostgreSQL (default: SQLite)
 #   SPLIT=1            auth, chat and broker as separate processes (memory figures are then the
-#                      broker's alone; with PIN=1 the broker gets CPU 0 and the others share CPU 1)
+#                      broker's alone; with PIN=1 the broker gets CPU 0 and the others share CPU 1),
+#                      signing their calls with one set of service keys made for the run
 #   RFS=1              Receive Flow Steering on the loopback device (root; restored at the end):
 #                      the kernel handles each TCP segment's receiving side on the core of the
 #                      process that reads it, as two machines would. Without it, loopback runs
@@ -77,6 +78,12 @@ fi
 vmstat 1 > "$data_dir/vmstat.log" 2>/dev/null & vmstat_pid=$!
 
 ulimit -n "$(ulimit -Hn)"
+# The service keys the processes sign their calls to each other with (and loadgen's
+# direct VerifyToken calls, as the broker): the all-in-one would make them on its first
+# start, the split processes need them before. One directory for all: one machine, one user.
+keys_dir="$data_dir/service-keys"
+"$target_dir/release/microchat" admin service-keys "$keys_dir" >/dev/null
+export MICROCHAT_SERVICE_KEYS="$keys_dir"
 export BROKER_LISTEN="$broker_addr" AUTH_LISTEN="$auth_addr" CHAT_LISTEN="$chat_addr" \
   BROKER_AUTH_URL="http://$auth_addr" BROKER_CHAT_URL="http://$chat_addr" \
   LISTENER_LISTEN=127.0.0.1:0 LISTENER_ADMIN_LISTEN=127.0.0.1:0 \
@@ -103,7 +110,7 @@ until curl -fsS -o /dev/null --max-time 2 "http://$broker_addr/readyz" 2>/dev/nu
 done
 
 case "$scenario" in
-  auth) extra=(--auth-grpc "http://$auth_addr" --service-keys "$data_dir/service-keys") ;;
+  auth) extra=(--auth-grpc "http://$auth_addr" --service-keys "$keys_dir") ;;
   ws) extra=(--server-pid "$server_pid") ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac

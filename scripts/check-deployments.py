@@ -17,7 +17,14 @@ Fails (exit 1, one line per problem) when
     token or from outside the namespace: its address defaults to something but loopback,
     compose moves it off the container's loopback, Kubernetes binds it beyond loopback
     without the token from a Secret, a Service targets it, or a NetworkPolicy rule admits
-    another namespace to it (or to every port).
+    another namespace to it (or to every port);
+  - a service that signs or checks gRPC calls (auth, chat, broker, logger, mail, listener)
+    does not read MICROCHAT_SERVICE_KEYS, or it points where its keys are not mounted: in
+    compose, read-only from the volume a one-shot `admin service-keys DIR` writes before
+    the service starts (nothing else mounts it); in Kubernetes, its own Secret
+    microchat-service-keys-<service>, read-only and unreadable by other users; a pod reads
+    another service's key Secret; such a Secret is committed rather than made by
+    deployments/k8s/service-keys.sh.
 
 The names a binary knows come from `<target>/debug/<service> --help` (the `[env: NAME]`
 entries, subcommands included), the target dir being CARGO_TARGET_DIR or ./target, when
@@ -117,6 +124,12 @@ K8S_NAMESPACE = "microchat"
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PersistentVolume",
                   "StorageClass", "IngressClass", "CustomResourceDefinition"}
 BROKER_WS_IDLE_SECONDS = 75
+# The services that sign or check gRPC calls (platform/src/service_auth): each needs its
+# own private key and every public key, in the directory MICROCHAT_SERVICE_KEYS names.
+KEY_HOLDERS = ("auth", "chat", "broker", "logger", "mail", "listener")
+KEYS_VAR = "MICROCHAT_SERVICE_KEYS"
+KEYS_SECRET = "microchat-service-keys-"  # + the service: its Kubernetes Secret
+KEYS_SCRIPT = K8S / "service-keys.sh"
 
 errors: list[str] = []
 notes: list[str] = []
@@ -523,6 +536,7 @@ def check_compose(known: dict[str, Known]) -> tuple[int, dict]:
 
     for missing in sorted(set(SERVICES) - set(services)):
         error(COMPOSE, f"no service {missing}")
+    one_shots = one_shot_services(services)
     for name, spec in services.items():
         if not isinstance(spec, dict):
             error(COMPOSE, f"service {name} is not a mapping")
@@ -531,7 +545,10 @@ def check_compose(known: dict[str, Known]) -> tuple[int, dict]:
         if "image" not in spec and "build" not in spec:
             error(ctx, "has neither image nor build")
         health = spec.get("healthcheck")
-        if not isinstance(health, dict) or health.get("disable") or not health.get("test"):
+        if name in one_shots:
+            if str(spec.get("restart", "no")) != "no":
+                error(ctx, f"restart: {spec.get('restart')}: a one-shot that others wait to complete runs once")
+        elif not isinstance(health, dict) or health.get("disable") or not health.get("test"):
             error(ctx, "has no healthcheck")
         env = envs[name]
         ours = name in SERVICES
@@ -625,7 +642,101 @@ def check_compose(known: dict[str, Known]) -> tuple[int, dict]:
             source = volume.get("source") if isinstance(volume, dict) else str(volume).split(":")[0]
             if source and source.startswith((".", "/")) and not (COMPOSE.parent / source).exists():
                 error(ctx, f"mounts {source}, which does not exist")
+    check_compose_keys(services, envs, set(doc.get("volumes") or {}), known)
     return len(services), {"services": services, "envs": envs}
+
+
+def depends_of(spec: dict) -> dict[str, str]:
+    """A compose service's depends_on as {service: condition}."""
+    depends = spec.get("depends_on") or {}
+    if isinstance(depends, dict):
+        return {str(d): str((c or {}).get("condition", "service_started")) for d, c in depends.items()}
+    return {str(d): "service_started" for d in depends}
+
+
+def one_shot_services(services: dict) -> set[str]:
+    """Services another waits on to complete (`service_completed_successfully`): they exit."""
+    return {dep for spec in services.values() if isinstance(spec, dict)
+            for dep, condition in depends_of(spec).items() if condition == "service_completed_successfully"}
+
+
+def compose_mounts(spec: dict) -> list[tuple[str, str, bool]]:
+    """(source, target, read_only) of each of a compose service's `volumes` entries."""
+    mounts = []
+    for volume in spec.get("volumes") or []:
+        if isinstance(volume, dict):
+            mounts.append((str(volume.get("source", "")), str(volume.get("target", "")),
+                           bool(volume.get("read_only"))))
+            continue
+        parts = str(volume).split(":")
+        if len(parts) == 1:
+            mounts.append(("", parts[0], False))
+        else:
+            options = parts[2].split(",") if len(parts) > 2 else []
+            mounts.append((parts[0], parts[1], "ro" in options))
+    return mounts
+
+
+def check_compose_keys(services: dict, envs: dict, named: set[str], known: dict[str, Known]) -> None:
+    """Every service that signs or checks gRPC calls reads its keys from a volume that a
+    one-shot generator wrote before it started; nothing else mounts that volume."""
+    where = rel(COMPOSE)
+    # Generators: one-shots running `admin service-keys DIR` on the all-in-one's image.
+    generators: dict[str, tuple[str, str]] = {}  # volume -> (generator, its mount target)
+    for name in sorted(one_shot_services(services)):
+        spec = services.get(name) or {}
+        command = spec.get("command") or []
+        command = command.split() if isinstance(command, str) else [str(c) for c in command]
+        if command[:2] != ["admin", "service-keys"]:
+            continue
+        ctx = f"{where}: services.{name}"
+        args = (spec.get("build") or {}).get("args") or {}
+        if isinstance(args, list):
+            args = dict(a.split("=", 1) for a in args)
+        if str(args.get("SERVICE")) != "microchat":
+            error(ctx, f"generates service keys with build arg SERVICE={args.get('SERVICE')!r}; "
+                       f"`admin service-keys` is the all-in-one's (SERVICE=microchat)")
+        directory = command[2] if len(command) > 2 else ""
+        mounted = [(source, ro) for source, target, ro in compose_mounts(spec) if target == directory]
+        if not mounted or mounted[0][0] not in named:
+            error(ctx, f"writes the service keys to {directory or '?'}, which is not a named volume it mounts")
+            continue
+        if mounted[0][1]:
+            error(ctx, f"mounts {mounted[0][0]} read-only, but writes the service keys into it")
+        # A fresh named volume takes the owner of the image's directory it is mounted on:
+        # without that directory (owned by uid 10001), root owns it and the write fails.
+        dockerfile = (DEPLOY / "Dockerfile").read_text() if (DEPLOY / "Dockerfile").exists() else ""
+        if not re.search(rf"mkdir\b[^\n]*\s{re.escape(directory)}(\s|$)", dockerfile):
+            error(ctx, f"writes to {directory}, which deployments/Dockerfile does not create for uid 10001")
+        generators[mounted[0][0]] = (name, directory)
+    for name, spec in services.items():
+        if not isinstance(spec, dict) or name in {g for g, _ in generators.values()}:
+            continue
+        ctx = f"{where}: services.{name}"
+        key_mounts = {target: (source, ro) for source, target, ro in compose_mounts(spec) if source in generators}
+        if name not in KEY_HOLDERS:
+            for target, (source, _) in sorted(key_mounts.items()):
+                error(ctx, f"mounts the service keys ({source} at {target}), which only the gRPC services need")
+            continue
+        if KEYS_VAR not in known[name].names:
+            error(ctx, f"{name}'s binary does not read {KEYS_VAR} ({known[name].source})")
+        directory = envs[name].get(KEYS_VAR)
+        if not directory:
+            error(ctx, f"{KEYS_VAR} is not set (the default ./data/service-keys is not where the keys are mounted)")
+            continue
+        if directory not in key_mounts:
+            error(ctx, f"{KEYS_VAR}={directory}: no service-keys volume is mounted there "
+                       f"(generated by {', '.join(g for g, _ in generators.values()) or 'no one-shot'})")
+            continue
+        source, read_only = key_mounts[directory]
+        if not read_only:
+            error(ctx, f"mounts the service keys ({source}) writable; mount them :ro")
+        generator = generators[source][0]
+        if depends_of(spec).get(generator) != "service_completed_successfully":
+            error(ctx, f"does not wait for {generator} (depends_on condition: service_completed_successfully), "
+                       f"so it may start before its key exists")
+    if not generators and any(n in services for n in KEY_HOLDERS):
+        error(COMPOSE, "no one-shot service generates the service keys (`command: [admin, service-keys, DIR]`)")
 
 
 def check_prometheus(compose: dict) -> int:
@@ -782,6 +893,81 @@ def admits_port(rule: dict, port: int) -> bool:
         if isinstance(low, int) and low <= port <= entry.get("endPort", low):
             return True
     return False
+
+
+def secrets_used(pod: dict) -> set[str]:
+    """Every Secret a pod spec reads: volumes (projected too), env and envFrom."""
+    used = set()
+    for volume in pod.get("volumes") or []:
+        if "secret" in volume:
+            used.add((volume["secret"] or {}).get("secretName"))
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if "secret" in source:
+                used.add((source["secret"] or {}).get("name"))
+    for container in (pod.get("containers") or []) + (pod.get("initContainers") or []):
+        for ref in container.get("envFrom") or []:
+            if "secretRef" in ref:
+                used.add(ref["secretRef"].get("name"))
+        for var in container.get("env") or []:
+            ref = (var.get("valueFrom") or {}).get("secretKeyRef")
+            if ref:
+                used.add(ref.get("name"))
+    return {name for name in used if name}
+
+
+def check_k8s_keys(workloads: dict, by_kind: dict, known: dict[str, Known]) -> None:
+    """Each gRPC service's pod mounts its own key Secret read-only where MICROCHAT_SERVICE_KEYS
+    points, and no pod reads another service's; the Secrets are made by service-keys.sh,
+    never committed."""
+    for name, (path, _) in sorted(by_kind.get("Secret", {}).items()):
+        if name.startswith(KEYS_SECRET):
+            error(path, f"Secret/{name} is committed; deployments/k8s/service-keys.sh creates it from a fresh set")
+    if not KEYS_SCRIPT.exists():
+        error(KEYS_SCRIPT, "missing (it creates the Secrets microchat-service-keys-<service>)")
+    else:
+        listed = re.search(r"^services=\(([^)]*)\)", KEYS_SCRIPT.read_text(), re.M)
+        if not listed or set(listed.group(1).split()) != set(KEY_HOLDERS):
+            error(KEYS_SCRIPT, f"its services=(...) should be {' '.join(KEY_HOLDERS)}")
+    for (kind, name), (path, doc) in sorted(workloads.items()):
+        ctx = f"{rel(path)}: {kind}/{name}"
+        pod = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+        own = KEYS_SECRET + name
+        for other in sorted(s for s in secrets_used(pod) if s.startswith(KEYS_SECRET) and s != own):
+            error(ctx, f"reads the Secret {other}: a pod holds only its own service's key")
+        if name not in KEY_HOLDERS:
+            if own in secrets_used(pod):
+                error(ctx, f"reads the Secret {own}, but {name} does not call or serve gRPC")
+            continue
+        if KEYS_VAR not in known[name].names:
+            error(ctx, f"{name}'s binary does not read {KEYS_VAR} ({known[name].source})")
+        volumes = {v.get("name"): v for v in pod.get("volumes") or []}
+        container = next((c for c in pod.get("containers") or [] if c.get("name") == name), None)
+        if container is None:
+            continue  # reported with the container checks
+        cctx = f"{ctx}: container {name}"
+        directory = next((str(v.get("value")) for v in container.get("env") or []
+                          if v.get("name") == KEYS_VAR and "value" in v), None)
+        if not directory:
+            error(cctx, f"{KEYS_VAR} is not set to the directory its key Secret is mounted at")
+            continue
+        mount = next((m for m in container.get("volumeMounts") or [] if m.get("mountPath") == directory), None)
+        if mount is None:
+            error(cctx, f"{KEYS_VAR}={directory}: nothing is mounted there")
+            continue
+        secret = (volumes.get(mount.get("name")) or {}).get("secret")
+        if not secret or secret.get("secretName") != own:
+            error(cctx, f"{KEYS_VAR}={directory}: the volume mounted there is not the Secret {own}")
+            continue
+        if mount.get("readOnly") is not True or mount.get("subPath"):
+            error(cctx, f"mounts {own} without readOnly: true (or with a subPath, which never updates)")
+        items = {item.get("key") for item in secret.get("items") or []}
+        needed = {f"{name}.key"} | {f"{s}.pub" for s in KEY_HOLDERS}
+        if items and items != needed:
+            error(cctx, f"{own} items {sorted(items)}: a pod needs {name}.key and every .pub")
+        mode = secret.get("defaultMode")
+        if mode is None or mode & 0o007:
+            error(cctx, f"{own}: defaultMode {format(mode, '04o') if mode is not None else 'unset (0644)'} lets every user "
+                        f"of the pod read the private key; use 0440 (the pod's fsGroup reads it)")
 
 
 def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
@@ -982,6 +1168,8 @@ def check_k8s(known: dict[str, Known]) -> tuple[int, int]:
             elif name in SERVICES:
                 error(cctx, f"the container of {name} should be named {name}")
         pod_ports[name] = (labels, ports)
+
+    check_k8s_keys(workloads, by_kind, known)
 
     # Services: selectors match a workload, target ports exist, gRPC stays ClusterIP.
     for name, (path, doc) in sorted(services.items()):
