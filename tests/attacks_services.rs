@@ -84,14 +84,12 @@ async fn services_are_held_to_their_grants() {
         (Service::Broker, Service::Chat, "StartChatSession"),
     ];
     for (caller, callee, method) in refused {
-        let path = format!("/{}/{method}", proto_service(callee));
-        let code = call(
-            &app.grpc_url(callee),
-            &path,
-            Some(&token(&keys, caller, callee)),
-        )
-        .await;
-        assert_eq!(code, Code::PermissionDenied, "{caller} calling {path}");
+        let code = call_as(&app, &keys, caller, callee, method).await;
+        assert_eq!(
+            code,
+            Code::PermissionDenied,
+            "{caller} calling {callee}'s {method}"
+        );
     }
     // And what they are granted gets past the guard to the handler (which then judges
     // the empty request on its own terms).
@@ -102,19 +100,30 @@ async fn services_are_held_to_their_grants() {
         (Service::Chat, Service::Logger, "WriteLogs"),
     ];
     for (caller, callee, method) in granted {
-        let path = format!("/{}/{method}", proto_service(callee));
-        let code = call(
-            &app.grpc_url(callee),
-            &path,
-            Some(&token(&keys, caller, callee)),
-        )
-        .await;
+        let code = call_as(&app, &keys, caller, callee, method).await;
         assert!(
             ![Code::Unauthenticated, Code::PermissionDenied].contains(&code),
-            "{caller} calling {path} got {code:?}"
+            "{caller} calling {callee}'s {method} got {code:?}"
         );
     }
     app.stop().await;
+}
+
+/// What `callee` answers `method` called by `caller` with a valid token of its own.
+async fn call_as(
+    app: &TestApp,
+    keys: &platform::service_auth::ServiceKeys,
+    caller: Service,
+    callee: Service,
+    method: &str,
+) -> Code {
+    let path = format!("/{}/{method}", proto_service(callee));
+    call(
+        &app.grpc_url(callee),
+        &path,
+        Some(&token(keys, caller, callee)),
+    )
+    .await
 }
 
 #[tokio::test]

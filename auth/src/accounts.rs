@@ -274,6 +274,21 @@ impl Accounts {
         }
     }
 
+    /// Lets a password check at `account_key` from `ip` go ahead (login, confirmation,
+    /// password change: one throttle for all of them), or refuses it for a while.
+    pub(super) fn throttle_attempt(
+        &self,
+        account_key: &str,
+        ip: &str,
+    ) -> Result<throttle::Attempt, AuthError> {
+        self.throttle
+            .attempt(account_key, ip, Instant::now())
+            .map_err(|retry_after| {
+                metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
+                AuthError::Throttled(retry_after)
+            })
+    }
+
     /// Checks credentials and opens a session.
     pub async fn login(
         &self,
@@ -296,13 +311,7 @@ impl Accounts {
                 login.chars().take(64).collect::<String>().to_lowercase()
             ),
         };
-        let attempt = self
-            .throttle
-            .attempt(&account_key, &client.ip, Instant::now())
-            .map_err(|retry_after| {
-                metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
-                AuthError::Throttled(retry_after)
-            })?;
+        let attempt = self.throttle_attempt(&account_key, &client.ip)?;
         let bounded = password
             .chars()
             .take(*Password::LEN.end())

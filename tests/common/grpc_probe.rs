@@ -31,8 +31,8 @@ pub fn method_paths(full_name: &str) -> Vec<String> {
     set.file
         .iter()
         .flat_map(|file| {
-            file.service.iter().filter_map(move |service| {
-                (format!("{}.{}", file.package(), service.name()) == full_name).then_some(service)
+            file.service.iter().filter(move |service| {
+                format!("{}.{}", file.package(), service.name()) == full_name
             })
         })
         .flat_map(|service| &service.method)

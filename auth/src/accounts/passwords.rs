@@ -195,13 +195,7 @@ impl Accounts {
             .await?
             .ok_or(AuthError::SessionEnded)?;
         let account_key = format!("account:{}", account.user.id);
-        let attempt = self
-            .throttle
-            .attempt(&account_key, &client.ip, Instant::now())
-            .map_err(|retry_after| {
-                metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
-                AuthError::Throttled(retry_after)
-            })?;
+        let attempt = self.throttle_attempt(&account_key, &client.ip)?;
         let bounded = old_password
             .chars()
             .take(*Password::LEN.end())

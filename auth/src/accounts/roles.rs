@@ -153,13 +153,7 @@ impl Accounts {
         client: Client,
     ) -> Result<(), AuthError> {
         let account_key = format!("account:{user}");
-        let attempt = self
-            .throttle
-            .attempt(&account_key, &client.ip, Instant::now())
-            .map_err(|retry_after| {
-                metrics::counter!("auth_logins_total", "outcome" => "throttled").increment(1);
-                AuthError::Throttled(retry_after)
-            })?;
+        let attempt = self.throttle_attempt(&account_key, &client.ip)?;
         let account = match self.store.user(user).await? {
             Some(found) => match crate::domain::Username::parse(&found.username) {
                 Ok(name) => self.store.account_by_username(&name).await?,

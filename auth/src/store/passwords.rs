@@ -3,7 +3,7 @@
 //! sessions. Same SQL on PostgreSQL and SQLite, like the rest of the store; times are
 //! compared in Rust, since SQLite keeps them as text.
 
-use super::{PostgresUserStore, SqliteUserStore, StoreError};
+use super::{PostgresUserStore, SqliteUserStore, StoreError, sql::UserRow};
 use crate::domain::{Account, Session, User};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -118,7 +118,7 @@ pub trait PasswordStore {
 #[derive(sqlx::FromRow)]
 struct AccountByIdRow {
     #[sqlx(flatten)]
-    user: TokenUserRow,
+    user: UserRow,
     password_hash: String,
 }
 
@@ -139,30 +139,6 @@ struct TokenRow {
     email: String,
     expires_at: DateTime<Utc>,
     used_at: Option<DateTime<Utc>>,
-}
-
-#[derive(sqlx::FromRow)]
-struct TokenUserRow {
-    id: Uuid,
-    username: String,
-    email: String,
-    created_at: DateTime<Utc>,
-    role: String,
-    deactivated_at: Option<DateTime<Utc>>,
-}
-
-impl From<TokenUserRow> for User {
-    fn from(row: TokenUserRow) -> Self {
-        Self {
-            id: row.id,
-            username: row.username,
-            email: row.email,
-            created_at: row.created_at,
-            // An unknown role (the schema admits none) gives no rights rather than some.
-            role: crate::domain::Role::parse(&row.role).unwrap_or_default(),
-            deactivated_at: row.deactivated_at,
-        }
-    }
 }
 
 /// Marks every unused reset token of a user used (a new password makes them useless),
@@ -319,7 +295,7 @@ macro_rules! sql_password_store {
                 if spent.rows_affected() != 1 {
                     return Ok(None);
                 }
-                let user: Option<TokenUserRow> = sqlx::query_as(
+                let user: Option<UserRow> = sqlx::query_as(
                     "SELECT id, username, email, created_at, role, deactivated_at FROM users \
                      WHERE id = $1 AND deleting_since IS NULL",
                 )

@@ -10,11 +10,12 @@ use chrono::{DateTime, SubsecRound, Utc};
 use platform::events::{Event, outbox};
 use uuid::Uuid;
 
+/// A row of `users`, as `USER_COLUMNS` selects it.
 #[derive(sqlx::FromRow)]
-struct UserRow {
-    id: Uuid,
-    username: String,
-    email: String,
+pub(super) struct UserRow {
+    pub(super) id: Uuid,
+    pub(super) username: String,
+    pub(super) email: String,
     created_at: DateTime<Utc>,
     role: String,
     deactivated_at: Option<DateTime<Utc>>,

@@ -150,17 +150,7 @@ pub async fn users(
             "limit: must be 1 to 100",
         ));
     }
-    let request = pb::ListUsersRequest {
-        page_size,
-        page_token: query.cursor.unwrap_or_default(),
-    };
-    let answer = state
-        .auth
-        .clone()
-        .list_users(request)
-        .await
-        .map_err(from_auth)?
-        .into_inner();
+    let answer = crate::routes::auth::users_page(&state, page_size, query.cursor).await?;
     Ok(ApiJson(AdminUsersView {
         users: answer.users.into_iter().map(admin_view).collect(),
         next_cursor: Some(answer.next_page_token).filter(|token| !token.is_empty()),

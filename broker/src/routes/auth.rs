@@ -485,17 +485,7 @@ pub async fn users(
             next_cursor: None,
         }));
     }
-    let request = pb::ListUsersRequest {
-        page_size,
-        page_token: query.cursor.unwrap_or_default(),
-    };
-    let answer = state
-        .auth
-        .clone()
-        .list_users(request)
-        .await
-        .map_err(from_auth)?
-        .into_inner();
+    let answer = users_page(&state, page_size, query.cursor).await?;
     let ids = answer.users.iter().map(|user| user.id.clone()).collect();
     // Presence is a nicety here: without chat, the list still answers.
     let presence = crate::routes::chat::presence_of(&state, ids).await.ok();
@@ -518,4 +508,23 @@ pub async fn users(
         users,
         next_cursor: Some(answer.next_page_token).filter(|token| !token.is_empty()),
     }))
+}
+
+/// One page of accounts from auth, in username order, after `cursor`.
+pub(crate) async fn users_page(
+    state: &AppState,
+    page_size: u32,
+    cursor: Option<String>,
+) -> Result<pb::ListUsersResponse, ApiError> {
+    let request = pb::ListUsersRequest {
+        page_size,
+        page_token: cursor.unwrap_or_default(),
+    };
+    Ok(state
+        .auth
+        .clone()
+        .list_users(request)
+        .await
+        .map_err(from_auth)?
+        .into_inner())
 }
