@@ -147,7 +147,8 @@ async fn password_change_needs_the_old_password() {
 
 #[tokio::test]
 async fn wrong_old_passwords_count_as_failed_logins() {
-    let app = TestApp::start(&["--auth-max-failures-per-account=3"]).await;
+    // Guesses from one address at one account: the per-source limit of the login throttle.
+    let app = TestApp::start(&["--auth-max-failures-per-source=3"]).await;
     let ada = User::sign_up(&app.base, "ada").await;
     let guess = json!({ "old_password": "a wrong guess", "new_password": NEW_PASSWORD });
     for _ in 0..3 {

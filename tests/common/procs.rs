@@ -65,11 +65,15 @@ impl Process {
                 "MICROCHAT_DATA_DIR".to_owned(),
                 dir.join(name).display().to_string(),
             ),
-            (
+        ];
+        // The all-in-one makes its own set in its data directory; a service alone gets
+        // its own key and every public one, as in the cluster.
+        if service != "microchat" {
+            settings.push((
                 "MICROCHAT_SERVICE_KEYS".to_owned(),
                 keys_of(service, name, dir).display().to_string(),
-            ),
-        ];
+            ));
+        }
         settings.extend(
             env.iter()
                 .map(|(key, value)| ((*key).to_owned(), value.clone())),

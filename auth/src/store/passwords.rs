@@ -272,29 +272,24 @@ macro_rules! sql_password_store {
                 event_for: &(dyn for<'u> Fn(&'u User, bool) -> Option<Event> + Send + Sync),
             ) -> Result<Option<AccountToken>, StoreError> {
                 let mut tx = self.pool.begin().await?;
+                // Spent first, in the transaction's first statement: single use even when
+                // two requests race (only one marks it), and on SQLite the write lock is
+                // taken (waiting its turn) before anything is read, so the transaction
+                // never has to upgrade a read snapshot another writer has outdated.
                 let row: Option<TokenRow> = sqlx::query_as(
-                    "SELECT user_id, email, expires_at, used_at FROM account_tokens \
-                     WHERE token_hash = $1 AND purpose = $2",
+                    "UPDATE account_tokens SET used_at = $3 \
+                     WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL \
+                     RETURNING user_id, email, expires_at, used_at",
                 )
                 .bind(hash)
                 .bind(purpose.as_str())
+                .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some(row) = row.filter(|row| row.used_at.is_none() && now < row.expires_at)
-                else {
+                // An expired token is not spent: dropping the transaction rolls it back.
+                let Some(row) = row.filter(|row| now < row.expires_at) else {
                     return Ok(None);
                 };
-                // Single use even when two requests race: only one of them marks it.
-                let spent = sqlx::query(
-                    "UPDATE account_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL",
-                )
-                .bind(hash)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if spent.rows_affected() != 1 {
-                    return Ok(None);
-                }
                 let user: Option<UserRow> = sqlx::query_as(
                     "SELECT id, username, email, created_at, role, deactivated_at FROM users \
                      WHERE id = $1 AND deleting_since IS NULL",

@@ -52,6 +52,17 @@ pub enum KeyError {
     /// A key file holds something else than an Ed25519 key in the expected PEM form.
     #[error("service key file {0} is not an Ed25519 key in PEM (PKCS#8 private, SPKI public)")]
     Format(String),
+    /// A service's private and public key files hold halves of different keys.
+    #[error(
+        "{service}.key and {service}.pub in {dir} are not one key pair: replace both from one \
+         generated set"
+    )]
+    Mismatch {
+        /// The service.
+        service: Service,
+        /// The key directory.
+        dir: String,
+    },
     /// This process runs a service whose private key is not in the directory.
     #[error(
         "no private key for the {service} service in {dir}: give the service its `{service}.key` \
@@ -97,19 +108,25 @@ impl ServiceKeys {
         restrict(dir, 0o700).map_err(file_error(dir))?;
         for service in Service::ALL {
             let private = dir.join(format!("{service}.key"));
-            let pair = match std::fs::read_to_string(&private) {
-                Ok(text) => parse_private(&text).ok_or_else(|| format_error(&private))?,
+            let (pair, fresh) = match std::fs::read_to_string(&private) {
+                Ok(text) => (
+                    parse_private(&text).ok_or_else(|| format_error(&private))?,
+                    false,
+                ),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                     let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                         .expect("the system random generator is available");
                     let text = pem::encode(&pem::Pem::new("PRIVATE KEY", document.as_ref()));
                     write_new(&private, &text, 0o600).map_err(file_error(&private))?;
-                    parse_private(&text).expect("a freshly generated key parses")
+                    let pair = parse_private(&text).expect("a freshly generated key parses");
+                    (pair, true)
                 }
                 Err(error) => return Err(file_error(&private)(error)),
             };
+            // A new private key replaces whatever public key was there: it belonged to
+            // another key.
             let public = dir.join(format!("{service}.pub"));
-            if !public.exists() {
+            if fresh || !public.exists() {
                 let der = [&ED25519_SPKI_PREFIX[..], pair.1.as_slice()].concat();
                 let text = pem::encode(&pem::Pem::new("PUBLIC KEY", der));
                 write_new(&public, &text, 0o644).map_err(file_error(&public))?;
@@ -125,13 +142,29 @@ impl ServiceKeys {
         let mut public = HashMap::new();
         for service in Service::ALL {
             let key_file = dir.join(format!("{service}.key"));
-            if let Some(text) = read_if_present(&key_file)? {
-                let (der, _) = parse_private(&text).ok_or_else(|| format_error(&key_file))?;
+            let pub_file = dir.join(format!("{service}.pub"));
+            let own = match read_if_present(&key_file)? {
+                Some(text) => Some(parse_private(&text).ok_or_else(|| format_error(&key_file))?),
+                None => None,
+            };
+            let raw = match read_if_present(&pub_file)? {
+                Some(text) => Some(parse_public(&text).ok_or_else(|| format_error(&pub_file))?),
+                None => None,
+            };
+            // Two halves of different keys: every call this service makes would be
+            // refused, so it is refused at start instead, naming the files.
+            if let (Some((_, own_public)), Some(raw)) = (&own, &raw)
+                && own_public != raw
+            {
+                return Err(KeyError::Mismatch {
+                    service,
+                    dir: dir.display().to_string(),
+                });
+            }
+            if let Some((der, _)) = own {
                 private.insert(service, Arc::new(Identity::new(service, &der)));
             }
-            let pub_file = dir.join(format!("{service}.pub"));
-            if let Some(text) = read_if_present(&pub_file)? {
-                let raw = parse_public(&text).ok_or_else(|| format_error(&pub_file))?;
+            if let Some(raw) = raw {
                 public.insert(service, DecodingKey::from_ed_der(&raw));
             }
         }
@@ -277,6 +310,31 @@ mod tests {
         let error = ServiceKeys::load(&dir, &[]).expect_err("refused");
         assert!(error.to_string().contains("mail.pub"), "{error}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn halves_of_different_keys_are_refused_and_a_new_key_gets_its_own_public_half() {
+        let (dir, other) = (temp_dir(), temp_dir());
+        ServiceKeys::generate_missing(&dir).expect("generated");
+        ServiceKeys::generate_missing(&other).expect("generated");
+        std::fs::copy(other.join("chat.pub"), dir.join("chat.pub")).expect("copied");
+        let error = ServiceKeys::load(&dir, &[]).expect_err("refused");
+        assert!(
+            matches!(
+                error,
+                KeyError::Mismatch {
+                    service: Service::Chat,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        // A private key generated next to a stale public one replaces it.
+        std::fs::remove_file(dir.join("chat.key")).expect("removed");
+        ServiceKeys::generate_missing(&dir).expect("generated again");
+        ServiceKeys::load(&dir, &Service::ALL).expect("one pair again");
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(other);
     }
 
     #[cfg(unix)]
