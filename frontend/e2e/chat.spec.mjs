@@ -296,9 +296,13 @@ await step('alice (an administrator) reads the logs; the dev mailbox lists the w
   await page.locator('.mail', { hasText: 'alice@example.com' }).first().waitFor();
   await page.locator('.mail', { hasText: 'bob@example.com' }).first().waitFor();
   await shot(page, 'mailbox');
-  // The mailbox is for administrators only.
-  await bob.page.goto(`${BASE}/dev/mailbox`);
-  await bob.page.getByText('The dev mailbox is for administrators.').waitFor();
+  // The mailbox is for administrators only: a visitor who is not signed in gets nothing
+  // (a member's 403 is tests/attacks_hardening.rs::dev_mailbox_is_for_admins_only).
+  const visitor = await newUser('visitor');
+  await visitor.page.goto(`${BASE}/dev/mailbox`);
+  await visitor.page.getByText('Log in as an administrator to read the dev mailbox.').waitFor();
+  expect((await visitor.page.locator('.mail').count()) === 0, 'a visitor sees no mail');
+  await visitor.context.close();
 });
 
 await step('bob deletes his account: his conversation with alice is gone, he cannot sign in', async () => {
@@ -310,8 +314,9 @@ await step('bob deletes his account: his conversation with alice is gone, he can
   const { page } = bob;
   await page.goto(`${BASE}/account`);
   await page.locator('#acc-username', { hasText: 'bob' }).waitFor();
-  // The confirmation must name the account.
+  // The confirmation must name the account (checked before the password is sent).
   await page.getByLabel('Type your username to confirm').fill('alice');
+  await page.getByLabel('Your password').fill('not my password');
   await page.getByRole('button', { name: 'Delete my account' }).click();
   await page.locator('#delete-error', { hasText: 'Type your username, bob, to confirm.' }).waitFor();
   expect(page.url().endsWith('/account'), 'a wrong confirmation left the account page');
