@@ -251,7 +251,7 @@ async fn reset_link_works_once() {
         StatusCode::UNAUTHORIZED
     );
     let again = reset(&app, &token, "a third password").await;
-    expect_error(again, StatusCode::BAD_REQUEST).await;
+    expect_error(again, StatusCode::NOT_FOUND).await;
     assert_eq!(
         login_status(&app, "ada", NEW_PASSWORD).await,
         StatusCode::OK
@@ -267,7 +267,7 @@ async fn expired_reset_link_is_refused() {
     let token = reset_token(&app, "ada@example.com").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let late = reset(&app, &token, NEW_PASSWORD).await;
-    expect_error(late, StatusCode::BAD_REQUEST).await;
+    expect_error(late, StatusCode::NOT_FOUND).await;
     assert_eq!(login_status(&app, "ada", PASSWORD).await, StatusCode::OK);
     app.stop().await;
 }
@@ -299,7 +299,7 @@ async fn another_users_reset_token_does_not_work_for_me() {
         .next()
         .expect("ada's verification link");
     let misused = reset(&app, &verify, NEW_PASSWORD).await;
-    expect_error(misused, StatusCode::BAD_REQUEST).await;
+    expect_error(misused, StatusCode::NOT_FOUND).await;
     assert_eq!(login_status(&app, "ada", PASSWORD).await, StatusCode::OK);
     app.stop().await;
 }
@@ -316,7 +316,7 @@ async fn a_password_change_makes_an_unused_reset_link_useless() {
     )
     .await;
     let stale = reset(&app, &token, "an attacker's pick").await;
-    expect_error(stale, StatusCode::BAD_REQUEST).await;
+    expect_error(stale, StatusCode::NOT_FOUND).await;
     assert_eq!(
         login_status(&app, "ada", NEW_PASSWORD).await,
         StatusCode::OK
@@ -356,7 +356,7 @@ async fn bad_reset_and_verification_tokens_get_a_clear_4xx() {
             let status = answer.status();
             assert!(status.is_client_error(), "{path} {token:.20}: {status}");
             let body: Value = answer.json().await.expect("errors are JSON");
-            if status == StatusCode::BAD_REQUEST && path.ends_with("reset") {
+            if status == StatusCode::NOT_FOUND && path.ends_with("reset") {
                 messages.insert(body["error"]["message"].to_string());
             }
         }
@@ -523,7 +523,7 @@ async fn verification_link_marks_the_email_verified() {
     let me = ada.get_ok("/api/auth/me").await;
     assert_eq!(me["user"]["email_verified"], true);
     let again = post(&app, "/api/auth/email/verify", &json!({ "token": token })).await;
-    expect_error(again, StatusCode::BAD_REQUEST).await;
+    expect_error(again, StatusCode::NOT_FOUND).await;
     let resend = ada.post("/api/auth/email/resend", &json!({})).await;
     expect_error(resend, StatusCode::CONFLICT).await;
     // Verified: the sign-out notice now arrives, pointing at the password page.

@@ -95,7 +95,9 @@ impl From<AuthError> for Status {
             AuthError::Refused(_) | AuthError::Store(StoreError::LastOwner) => {
                 Status::failed_precondition(error.to_string())
             }
-            AuthError::BadLink => Status::invalid_argument(error.to_string()),
+            // One answer for every token that opens nothing (wrong, used, expired, another
+            // kind, malformed): the link is simply not there.
+            AuthError::BadLink => Status::not_found(error.to_string()),
             AuthError::AlreadyVerified => Status::failed_precondition(error.to_string()),
             AuthError::Store(StoreError::Unavailable(_)) => {
                 tracing::error!(%error, "database unavailable");

@@ -305,6 +305,49 @@ await step('alice (an administrator) reads the logs; the dev mailbox lists the w
   await visitor.context.close();
 });
 
+await step('alice confirms her address from the mailed link, changes her password and sees her sessions', async () => {
+  const { page } = alice;
+  // The link of her welcome mail, as the dev mailbox shows it.
+  await page.goto(`${BASE}/dev/mailbox`);
+  const welcome = await page.locator('.mail', { hasText: 'alice@example.com' }).first().textContent();
+  const link = welcome.match(/https?:\/\/\S+\/verify-email#token=[A-Za-z0-9_-]+/);
+  expect(link !== null, `no verification link in alice's welcome mail: ${welcome}`);
+  await page.goto(link[0]);
+  await page.getByText('Thank you: alice@example.com is confirmed.').waitFor();
+  await shot(page, 'verified');
+  await page.goto(`${BASE}/account`);
+  await page.getByText('Not confirmed').waitFor({ state: 'detached' });
+
+  // A wrong current password is refused; the right one changes it.
+  const next = 'a brand new horse battery';
+  await page.goto(`${BASE}/account/password`);
+  await page.getByLabel('Current password').fill('not my password');
+  await page.getByLabel('New password').fill(next);
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await page.locator('#form-error:not([hidden])').waitFor();
+  await page.getByLabel('Current password').fill(password);
+  await page.getByLabel('New password').fill(next);
+  await page.getByRole('button', { name: 'Change password' }).click();
+  await page.getByText(/Your password is changed\./).waitFor();
+  await shot(page, 'password-changed');
+
+  // Her sessions: this one stays, marked as such.
+  await page.goto(`${BASE}/account/sessions`);
+  await page.locator('#session-rows', { hasText: 'This session' }).waitFor();
+  await shot(page, 'sessions');
+  // The old password no longer signs in; the new one does (another browser).
+  const elsewhere = await newUser('alice-elsewhere');
+  await elsewhere.page.goto(`${BASE}/login`);
+  await elsewhere.page.getByLabel('Username or email').fill('alice');
+  await elsewhere.page.getByLabel('Password').fill(password);
+  await elsewhere.page.getByRole('button', { name: 'Sign in' }).click();
+  await elsewhere.page.getByRole('alert').filter({ hasText: 'Wrong username or password' }).waitFor();
+  await elsewhere.page.getByLabel('Password').fill(next);
+  await elsewhere.page.getByRole('button', { name: 'Sign in' }).click();
+  await elsewhere.page.waitForURL(/\/chat/);
+  await elsewhere.context.close();
+});
+
 await step('bob deletes his account: his conversation with alice is gone, he cannot sign in', async () => {
   await alice.page.goto(`${BASE}/chat`);
   await alice.page.locator('#connection[data-state="open"]').waitFor();

@@ -48,7 +48,7 @@ pub struct ChangePasswordBody {
 #[serde(deny_unknown_fields)]
 pub struct ForgotPasswordBody {
     /// The account's email address.
-    #[schema(max_length = 254)]
+    #[schema(format = Email, max_length = 254)]
     email: String,
 }
 
@@ -167,7 +167,7 @@ fn sessions_ended(count: usize) -> Response {
     responses((status = 200, body = SessionsEndedView, description = "changed; the other sessions are signed out"),
         (status = 400, body = ErrorBody, description = "the new password breaks the rules, or the body is malformed"),
         (status = 401, body = ErrorBody, description = "not signed in, or the old password is wrong"),
-        (status = 403, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn change_password(
     State(state): State<AppState>,
@@ -197,7 +197,7 @@ pub async fn change_password(
 #[utoipa::path(post, path = "/api/auth/password/forgot", tag = "auth", request_body = ForgotPasswordBody,
     responses((status = 202, body = AcceptedView, description = "if an account has this (verified) address, a link is on its way"),
         (status = 400, body = ErrorBody, description = "not an email address, or the body is malformed"),
-        (status = 403, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 415, body = ErrorBody),
         (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn forgot_password(
     State(state): State<AppState>,
@@ -228,9 +228,7 @@ pub async fn forgot_password(
 /// Set a new password with the token of a mailed reset link; every session ends.
 #[utoipa::path(post, path = "/api/auth/password/reset", tag = "auth", request_body = ResetPasswordBody,
     responses((status = 200, body = SessionsEndedView, description = "set; sign in with the new password"),
-        (status = 400, body = ErrorBody, description = "the link is wrong, used or expired, or the new password breaks the rules"),
-        (status = 403, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody, description = "the link is wrong, used or expired (one answer for all)")))]
 pub async fn reset_password(
     State(state): State<AppState>,
     Extension(client): Extension<ClientAddr>,
@@ -355,9 +353,7 @@ pub async fn end_other_sessions(
 /// link may be opened on another device).
 #[utoipa::path(post, path = "/api/auth/email/verify", tag = "auth", request_body = VerifyEmailBody,
     responses((status = 200, body = EmailVerifiedView),
-        (status = 400, body = ErrorBody, description = "the link is wrong, used or expired"),
-        (status = 403, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody, description = "the link is wrong, used or expired (one answer for all)")))]
 pub async fn verify_email(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -21,7 +21,7 @@ function takeToken() {
 }
 
 function linkProblem(error) {
-  if (error instanceof ApiError && error.status === 400 && /token|link/.test(error.message)) {
+  if (error instanceof ApiError && error.status === 404 && /token|link/.test(error.message)) {
     return 'This link is invalid, already used or expired. Ask for a new one.';
   }
   return describe(error);
