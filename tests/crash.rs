@@ -240,6 +240,8 @@ struct Change {
     at: DateTime<Utc>,
     /// The user's address, for the changes that owe a mail.
     email: Option<String>,
+    /// Whose change it is, by address (a logout, mail owed or not).
+    user: Option<String>,
 }
 
 impl Change {
@@ -432,10 +434,11 @@ impl DataDir {
                 key: user.get("username"),
                 at: user.get("created_at"),
                 email: Some(user.get::<String, _>("email").to_lowercase()),
+                user: None,
             });
         }
         let sessions = sqlx::query(
-            "SELECT sessions.id, sessions.created_at, sessions.revoked_at, \
+            "SELECT sessions.id, sessions.created_at, sessions.revoked_at, users.email AS address, \
              CASE WHEN users.email_verified_at IS NULL THEN NULL ELSE users.email END AS email \
              FROM sessions JOIN users ON users.id = sessions.user_id",
         )
@@ -449,6 +452,7 @@ impl DataDir {
                 key: id.clone(),
                 at: session.get("created_at"),
                 email: None,
+                user: None,
             });
             if let Some(revoked_at) = session.get::<Option<DateTime<Utc>>, _>("revoked_at") {
                 changes.push(Change {
@@ -459,6 +463,7 @@ impl DataDir {
                     email: session
                         .get::<Option<String>, _>("email")
                         .map(|email| email.to_lowercase()),
+                    user: Some(session.get::<String, _>("address").to_lowercase()),
                 });
             }
         }
@@ -472,6 +477,7 @@ impl DataDir {
                 key: message.get::<Uuid, _>("id").to_string(),
                 at: message.get("created_at"),
                 email: None,
+                user: None,
             });
         }
         changes
@@ -1502,7 +1508,7 @@ fn unkept_answers(last: &Snapshot, ledger: &Ledger) -> Vec<String> {
         .iter()
         .filter_map(|change| {
             (change.kind == Kind::LoggedOut)
-                .then_some(change.email.as_deref())
+                .then_some(change.user.as_deref())
                 .flatten()
         })
         .collect();
