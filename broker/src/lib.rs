@@ -13,6 +13,7 @@ pub mod live;
 mod middleware;
 mod openapi;
 pub mod rate_limit;
+mod recent;
 mod routes;
 pub mod sends;
 pub mod sessions;
@@ -80,6 +81,10 @@ pub struct Shared {
     socket_quota: live::quota::SocketQuota,
     /// The one login limit of every login path (REST, `/handle`).
     login_limit: rate_limit::LoginLimit,
+    /// Roles auth gave member tokens' sessions a moment ago.
+    recent_roles: recent::Recent<uuid::Uuid, platform::role::Role>,
+    /// Whether users' addresses were verified, as auth said a moment ago.
+    pub(crate) recent_verified: recent::Recent<uuid::Uuid, bool>,
 }
 
 impl Shared {
@@ -93,18 +98,27 @@ impl Shared {
 
     /// The caller's role now. A token's role can only be too low (a lost role ends the
     /// session), never too high; a token saying `member` is checked with auth, so a
-    /// promotion counts at once rather than at the next token. Falls back to the token
+    /// promotion counts within seconds rather than at the next token (auth's answer is
+    /// remembered per session for [`recent::FRESH_FOR`]). Falls back to the token
     /// when auth does not answer in time: that errs on the side of fewer rights.
     pub async fn current_role(&self, claims: &platform::token::Claims) -> platform::role::Role {
         if claims.role.is_admin() {
             return claims.role;
+        }
+        if let Some(role) = self.recent_roles.get(&claims.sid) {
+            return role;
         }
         let mut request = tonic::Request::new(proto::auth::v1::GetUserRequest {
             id: claims.sub.to_string(),
         });
         request.set_timeout(ROLE_CHECK_DEADLINE);
         match self.auth.clone().get_user(request).await {
-            Ok(user) => platform::role::Role::parse(&user.into_inner().role).unwrap_or(claims.role),
+            Ok(user) => {
+                let role =
+                    platform::role::Role::parse(&user.into_inner().role).unwrap_or(claims.role);
+                self.recent_roles.put(claims.sid, role);
+                role
+            }
             Err(status) => {
                 tracing::debug!(%status, "cannot ask auth for a role; using the token's");
                 claims.role
@@ -180,6 +194,8 @@ impl Broker {
             socket_closing: Arc::new(tokio::sync::Semaphore::new(SOCKETS_CLOSING_AT_ONCE)),
             shutdown: Shutdown::new(),
             login_limit: rate_limit::LoginLimit::new(config.rate_limit_auth),
+            recent_roles: recent::Recent::new(),
+            recent_verified: recent::Recent::new(),
             socket_quota: live::quota::SocketQuota::new(config.ws_max_sockets_per_user),
             config: Arc::new(config),
         }));

@@ -367,6 +367,9 @@ pub async fn verify_email(
         .await
         .map_err(from_auth)?
         .into_inner();
+    if let Ok(user) = Uuid::parse_str(&answer.user_id) {
+        state.recent_verified.put(user, true);
+    }
     let view = EmailVerifiedView {
         email: answer.email,
         email_verified: true,
@@ -406,12 +409,19 @@ pub async fn resend_verification(
 /// Whether the caller's address is verified; `None` when auth cannot say right now (the
 /// rest of `/api/auth/me` answers from the token alone).
 pub(crate) async fn email_verified(state: &AppState, user: Uuid) -> Option<bool> {
+    if let Some(verified) = state.recent_verified.get(&user) {
+        return Some(verified);
+    }
     let mut request = tonic::Request::new(pb::GetEmailStatusRequest {
         user_id: user.to_string(),
     });
     request.set_timeout(std::time::Duration::from_millis(500));
     match state.auth.clone().get_email_status(request).await {
-        Ok(answer) => Some(answer.into_inner().verified),
+        Ok(answer) => {
+            let verified = answer.into_inner().verified;
+            state.recent_verified.put(user, verified);
+            Some(verified)
+        }
         Err(status) => {
             tracing::debug!(%status, "cannot tell whether the caller's address is verified");
             None
