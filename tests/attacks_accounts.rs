@@ -69,6 +69,24 @@ async fn concurrent_first_registrations_make_one_owner() {
 }
 
 #[tokio::test]
+async fn a_promotion_counts_on_the_next_request_without_signing_in_again() {
+    let app = TestApp::start(&[]).await;
+    let owner = app.user("owner").await;
+    let ada = app.user("ada").await;
+    // The broker has asked auth about ada's session (and remembers the answer).
+    assert_eq!(role_of(&ada).await, "member");
+    expect_error(ada.get("/api/logs").await, StatusCode::FORBIDDEN).await;
+    assert_eq!(
+        set_role(&owner, &ada, "admin").await.status(),
+        StatusCode::OK
+    );
+    // Same token, next request: an administrator.
+    assert_eq!(ada.get("/api/logs").await.status(), StatusCode::OK);
+    assert_eq!(role_of(&ada).await, "admin");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn member_cannot_reach_admin_api() {
     let app = TestApp::start(&[]).await;
     let _owner = app.user("owner").await;

@@ -96,6 +96,12 @@ impl Shared {
         claims.role.is_admin()
     }
 
+    /// Forgets the roles auth gave sessions a moment ago: a role just changed. Roles
+    /// change seldom, so all of them go rather than looking up the account's sessions.
+    pub(crate) fn forget_recent_roles(&self) {
+        self.recent_roles.clear();
+    }
+
     /// The caller's role now. A token's role can only be too low (a lost role ends the
     /// session), never too high; a token saying `member` is checked with auth, so a
     /// promotion counts within seconds rather than at the next token (auth's answer is

@@ -5,7 +5,8 @@
 //! Staleness only ever errs on the side of fewer rights or less information:
 //! - a role is remembered per *session*: losing a role or being deactivated ends every
 //!   session of the account (the revocation feed), so a remembered role can never outlive
-//!   a demotion; a promotion shows within [`FRESH_FOR`];
+//!   a demotion; a promotion made through this broker shows at once (it forgets every
+//!   remembered role), one made elsewhere within [`FRESH_FOR`];
 //! - an address's verification only goes from unverified to verified, and the broker
 //!   remembers the new answer when it verifies one.
 
@@ -39,6 +40,11 @@ impl<K: Eq + Hash + Clone, V: Clone> Recent<K, V> {
             .get(key)
             .filter(|(at, _)| at.elapsed() < FRESH_FOR)
             .map(|(_, value)| value)
+    }
+
+    /// Forgets every answer.
+    pub fn clear(&self) {
+        self.answers.clear();
     }
 
     /// Remembers `value` for `key`, from now.

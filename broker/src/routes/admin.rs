@@ -185,6 +185,9 @@ pub async fn set_role(
         .await
         .map_err(from_auth)?
         .into_inner();
+    // Whoever was promoted uses the new role from their next request here (other
+    // brokers remember the old answer for at most `recent::FRESH_FOR`).
+    state.forget_recent_roles();
     applied(&state, answer)
 }
 
