@@ -168,8 +168,7 @@ impl Config {
 /// The keys of every service, generating what is missing in `dir`: the all-in-one runs
 /// them all.
 pub fn open_service_keys(dir: &Path) -> anyhow::Result<ServiceKeys> {
-    ServiceKeys::generate_missing(dir).context("generating the service keys")?;
-    ServiceKeys::load(dir, &Service::ALL).context("loading the service keys")
+    ServiceKeys::open_full_set(dir).context("opening the service keys")
 }
 
 /// Opens the embedded event bus in `data_dir` and binds the listener's queue on it,

@@ -173,7 +173,7 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// A signed-in caller with an admin or owner role (see [`crate::Shared::is_admin`]).
+/// A signed-in caller with an admin or owner role (see [`crate::Shared::current_role`]).
 #[derive(Debug, Clone)]
 pub struct AdminUser(pub AuthUser);
 

@@ -88,14 +88,6 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Whether the caller has administrator rights: an admin or owner role, stored by
-    /// user id in auth and carried in the token. Never stale: auth ends every session of
-    /// an account that loses the role or is deactivated, and the revocation feed ends
-    /// them here at once.
-    pub fn is_admin(&self, claims: &platform::token::Claims) -> bool {
-        claims.role.is_admin()
-    }
-
     /// Forgets the roles auth gave sessions a moment ago: a role just changed. Roles
     /// change seldom, so all of them go rather than looking up the account's sessions.
     pub(crate) fn forget_recent_roles(&self) {

@@ -14,16 +14,16 @@ use anyhow::{Context, Result, bail, ensure};
 use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
-use platform::service_auth::{Credentials, Service, ServiceKeys};
+use platform::{
+    grpc::{CallInterceptor, TracedChannel},
+    service_auth::{Credentials, Service, ServiceKeys},
+};
 use proto::auth::v1::VerifyTokenRequest;
 use proto::auth::v1::auth_client::AuthClient;
 use serde_json::json;
 use std::hash::{BuildHasher, RandomState};
 use std::time::Duration;
-use tonic::{
-    service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint},
-};
+use tonic::transport::{Channel, Endpoint};
 
 /// Clients sharing one gRPC channel (one HTTP/2 connection).
 const CLIENTS_PER_CHANNEL: u32 = 8;
@@ -158,7 +158,7 @@ async fn grpc_phase(
         .map(|index| TokenCheck {
             client: AuthClient::with_interceptor(
                 channels[(index / CLIENTS_PER_CHANNEL) as usize].clone(),
-                Signed(credentials.clone()),
+                CallInterceptor::new(credentials.clone()),
             ),
             token: token.to_owned(),
         })
@@ -229,24 +229,8 @@ impl Probe for CallerLookup {
 
 /// A client checking a token with auth over a shared gRPC channel.
 struct TokenCheck {
-    client: AuthClient<InterceptedService<Channel, Signed>>,
+    client: AuthClient<TracedChannel>,
     token: String,
-}
-
-/// Adds the broker's service token to each call, as the broker's own channels do.
-#[derive(Clone)]
-struct Signed(Credentials);
-
-impl tonic::service::Interceptor for Signed {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.authorization());
-        Ok(request)
-    }
 }
 
 impl Probe for TokenCheck {

@@ -26,6 +26,13 @@ pub struct CallInterceptor {
     credentials: Credentials,
 }
 
+impl CallInterceptor {
+    /// Calls made with `credentials` (for a channel built by hand, e.g. connected eagerly).
+    pub fn new(credentials: Credentials) -> Self {
+        Self { credentials }
+    }
+}
+
 impl tonic::service::Interceptor for CallInterceptor {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
         let metadata = request.metadata_mut();
@@ -84,7 +91,7 @@ pub fn channel(
         .connect_lazy();
     Ok(InterceptedService::new(
         channel,
-        CallInterceptor { credentials },
+        CallInterceptor::new(credentials),
     ))
 }
 

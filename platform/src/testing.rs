@@ -413,9 +413,8 @@ pub async fn outbox_rows(pool: &crate::sql::Pool) -> Vec<OutboxRow> {
 /// A full set of service keys, generated into `dir` (kept if already there), loaded with
 /// every private key: a test plays any service.
 pub fn service_keys(dir: &std::path::Path) -> crate::service_auth::ServiceKeys {
-    use crate::service_auth::{Service, ServiceKeys};
-    ServiceKeys::generate_missing(dir).expect("test service keys are generated");
-    ServiceKeys::load(dir, &Service::ALL).expect("test service keys load")
+    crate::service_auth::ServiceKeys::open_full_set(dir)
+        .expect("test service keys are generated and load")
 }
 
 /// A channel to the `callee` at `url` whose calls are signed as `caller`.

@@ -14,13 +14,9 @@ use tonic::{
 
 /// The protobuf service each microchat gRPC server serves.
 pub fn proto_service(service: Service) -> &'static str {
-    match service {
-        Service::Auth => "microchat.auth.v1.Auth",
-        Service::Chat => "microchat.chat.v1.Chat",
-        Service::Logger => "microchat.logger.v1.Logger",
-        Service::Mail => "microchat.mail.v1.Mail",
-        Service::Broker | Service::Listener => panic!("{service} serves no gRPC"),
-    }
+    platform::service_auth::policy::of(service)
+        .unwrap_or_else(|| panic!("{service} serves no gRPC"))
+        .service
 }
 
 /// Every method's path of the protobuf service `full_name`, e.g.

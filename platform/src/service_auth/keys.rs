@@ -135,6 +135,13 @@ impl ServiceKeys {
         Ok(())
     }
 
+    /// Every service's keys from `dir`, generating what is missing first: for a process
+    /// that runs (or plays) every service — the all-in-one, tests.
+    pub fn open_full_set(dir: &Path) -> Result<Self, KeyError> {
+        Self::generate_missing(dir)?;
+        Self::load(dir, &Service::ALL)
+    }
+
     /// Loads every key in `dir`: the private keys present and every public key. It
     /// fails unless the private key of each of `runs` is there.
     pub fn load(dir: &Path, runs: &[Service]) -> Result<Self, KeyError> {
