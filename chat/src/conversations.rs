@@ -45,6 +45,12 @@ pub enum ChatError {
     /// The database failed.
     #[error(transparent)]
     Store(StoreError),
+    /// Only the message's sender (or, to delete, a moderator) may do that.
+    #[error("only the sender of a message may do that")]
+    NotAuthor,
+    /// The message is deleted: nothing can be done to a tombstone.
+    #[error("the message is deleted")]
+    MessageDeleted,
 }
 
 impl From<StoreError> for ChatError {
@@ -62,7 +68,7 @@ pub const MAX_PAGE: u32 = 100;
 const MAX_USERS_PER_QUERY: usize = 1000;
 
 /// Now, at the microsecond precision both databases keep.
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
@@ -86,7 +92,7 @@ pub struct Chat {
 }
 
 /// Who produces chat's durable events.
-const PRODUCER: &str = "chat";
+pub(crate) const PRODUCER: &str = "chat";
 
 fn presence_event(presence: &Presence, conversation_ids: Vec<Uuid>) -> Event {
     Event::Presence(pb::PresenceChanged {
@@ -266,6 +272,9 @@ impl Chat {
             sender: caller.clone(),
             body: MessageBody::parse(body)?.as_str().to_owned(),
             created_at: now(),
+            edited_at: None,
+            deleted_at: None,
+            reactions: Vec::new(),
         };
         let event = DurableEvent::at(
             PRODUCER,
@@ -316,6 +325,7 @@ impl Chat {
         let mut messages = self.store.messages(conversation, page, limit + 1).await?;
         let more = messages.len() > limit as usize;
         messages.truncate(limit as usize);
+        self.with_reactions(caller.id, &mut messages).await?;
         Ok((messages, more))
     }
 
@@ -530,3 +540,4 @@ impl Chat {
         Ok(sessions)
     }
 }
+

@@ -193,6 +193,57 @@ pub struct Message {
     pub body: String,
     /// When it was stored.
     pub created_at: DateTime<Utc>,
+    /// When its body was last edited, if ever.
+    pub edited_at: Option<DateTime<Utc>>,
+    /// When it was deleted (a tombstone: empty body, no reactions), if it was.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Its reactions as one viewer sees them, in the order first given (history fills
+    /// them in; empty elsewhere).
+    pub reactions: Vec<Reaction>,
+}
+
+/// One emoji's reactions to a message, as one viewer sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    /// The emoji, canonical.
+    pub emoji: ReactionEmoji,
+    /// How many users reacted with it.
+    pub count: u32,
+    /// Whether the viewer is one of them.
+    pub me: bool,
+}
+
+/// An emoji a reaction may use: one of [`proto::chat::v1::REACTION_EMOJI`], kept in its
+/// canonical spelling.
+///
+/// Variation selectors: an emoji like ❤️ is spelled U+2764 U+FE0F (fully qualified) or
+/// bare U+2764, and keyboards send either. Both are accepted and stored canonical, so one
+/// heart is one reaction whichever way it was typed. Nothing else is folded: a skin tone,
+/// a zero-width joiner, a text-style selector (U+FE0E) or any extra code point makes a
+/// different string that is not in the set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ReactionEmoji(&'static str);
+
+impl ReactionEmoji {
+    /// The set's entry that `raw` spells, with or without U+FE0F after its one code point.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let bare = |text: &str| text.strip_suffix('\u{fe0f}').unwrap_or(text).to_owned();
+        // Longest entry: two code points (8 bytes); anything longer is not one.
+        let candidate = (raw.len() <= 8).then(|| bare(raw));
+        proto::chat::v1::REACTION_EMOJI
+            .iter()
+            .find(|emoji| candidate.as_deref() == Some(bare(emoji).as_str()))
+            .map(|emoji| Self(emoji))
+            .ok_or(Invalid {
+                field: "emoji",
+                reason: "must be one of the reaction emoji (GET /api/reactions)",
+            })
+    }
+
+    /// The canonical spelling, as stored.
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
 }
 
 /// A user's presence.
@@ -258,6 +309,40 @@ mod tests {
             Topic::parse("  spaced  ").map(|t| t.0),
             Ok("spaced".to_owned())
         );
+    }
+
+    #[test]
+    fn reaction_emoji_are_the_bounded_set_with_or_without_the_selector() {
+        let heart = ReactionEmoji::parse("\u{2764}\u{fe0f}").expect("the heart");
+        assert_eq!(ReactionEmoji::parse("\u{2764}"), Ok(heart), "bare heart folds");
+        assert_eq!(heart.as_str(), "\u{2764}\u{fe0f}");
+        let thumbs = ReactionEmoji::parse("\u{1f44d}").expect("thumbs up");
+        assert_eq!(ReactionEmoji::parse("\u{1f44d}\u{fe0f}"), Ok(thumbs));
+        for bad in [
+            "",
+            "x",
+            ":+1:",
+            "\u{1f44d}\u{1f3fd}",        // skin tone
+            "\u{2764}\u{fe0e}",          // text style
+            "\u{1f44d}\u{fe0f}\u{fe0f}", // two selectors
+            "\u{1f44d}\u{200d}\u{1f44d}", // joined
+            "\u{1f44d}\u{1f44d}",
+            " \u{1f44d}",
+            "\u{fe0f}",
+            "\u{1f9a9}", // flamingo: an emoji, not in the set
+        ] {
+            assert!(ReactionEmoji::parse(bad).is_err(), "{bad:?}");
+        }
+        for emoji in proto::chat::v1::REACTION_EMOJI {
+            assert_eq!(ReactionEmoji::parse(emoji).map(ReactionEmoji::as_str), Ok(*emoji));
+            let points = emoji.chars().count();
+            assert!(
+                points == 1 || (points == 2 && emoji.ends_with('\u{fe0f}')),
+                "{emoji:?} is one code point, or one and U+FE0F"
+            );
+        }
+        let distinct: std::collections::HashSet<_> = proto::chat::v1::REACTION_EMOJI.iter().collect();
+        assert_eq!(distinct.len(), proto::chat::v1::REACTION_EMOJI.len());
     }
 
     #[test]

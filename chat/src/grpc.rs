@@ -93,6 +93,17 @@ pub fn message_message(message: &Message) -> pb::Message {
         sender_name: message.sender.username.clone(),
         body: message.body.clone(),
         created_at: Some(timestamp(message.created_at)),
+        edited_at: message.edited_at.map(timestamp),
+        deleted_at: message.deleted_at.map(timestamp),
+        reactions: message
+            .reactions
+            .iter()
+            .map(|reaction| pb::Reaction {
+                emoji: reaction.emoji.as_str().to_owned(),
+                count: reaction.count,
+                me: reaction.me,
+            })
+            .collect(),
     }
 }
 
@@ -162,6 +173,8 @@ impl From<ChatError> for Status {
                 tracing::error!(%error, "database failure");
                 Status::internal("internal error")
             }
+            ChatError::NotAuthor => Status::permission_denied(error.to_string()),
+            ChatError::MessageDeleted => Status::failed_precondition(error.to_string()),
         }
     }
 }
@@ -611,6 +624,65 @@ impl chat_server::Chat for ChatApi {
             api.unsubscribed(broker_id, shutdown).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn edit_message(
+        &self,
+        request: Request<pb::EditMessageRequest>,
+    ) -> Result<Response<pb::Message>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let message = self
+            .chat
+            .edit(
+                &caller,
+                uuid("conversation_id", &body.conversation_id)?,
+                uuid("message_id", &body.message_id)?,
+                &body.body,
+            )
+            .await?;
+        Ok(Response::new(message_message(&message)))
+    }
+
+    async fn delete_message(
+        &self,
+        request: Request<pb::DeleteMessageRequest>,
+    ) -> Result<Response<pb::DeleteMessageResponse>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let deleted = self
+            .chat
+            .delete(
+                &caller,
+                uuid("conversation_id", &body.conversation_id)?,
+                uuid("message_id", &body.message_id)?,
+                body.moderator,
+            )
+            .await?;
+        Ok(Response::new(pb::DeleteMessageResponse { deleted }))
+    }
+
+    async fn set_reaction(
+        &self,
+        request: Request<pb::SetReactionRequest>,
+    ) -> Result<Response<pb::SetReactionResponse>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let reaction = self
+            .chat
+            .react(
+                &caller,
+                uuid("conversation_id", &body.conversation_id)?,
+                uuid("message_id", &body.message_id)?,
+                &body.emoji,
+                body.add,
+            )
+            .await?;
+        Ok(Response::new(pb::SetReactionResponse {
+            emoji: reaction.emoji.as_str().to_owned(),
+            count: reaction.count,
+            changed: reaction.changed,
+        }))
     }
 }
 

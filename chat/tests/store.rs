@@ -238,6 +238,9 @@ fn message(conversation: &Conversation, sender: &UserRef, body: &str) -> Message
         sender: sender.clone(),
         body: body.to_owned(),
         created_at: now(),
+        edited_at: None,
+        deleted_at: None,
+        reactions: Vec::new(),
     }
 }
 

@@ -127,9 +127,16 @@ impl Handlers {
         })
     }
 
-    /// Whether an event calls for nothing but its audit entry: a message sent or read.
+    /// Whether an event calls for nothing but its audit entry: a message sent, read,
+    /// edited or deleted.
     pub fn audit_only(payload: &Payload) -> bool {
-        matches!(payload, Payload::MessageSent(_) | Payload::MessageRead(_))
+        matches!(
+            payload,
+            Payload::MessageSent(_)
+                | Payload::MessageRead(_)
+                | Payload::MessageEdited(_)
+                | Payload::MessageDeleted(_)
+        )
     }
 
     /// Does the work of one event.
@@ -249,7 +256,10 @@ impl Handlers {
                 Ok(())
             }
             // Returned early in `handle`: they call nothing.
-            Payload::MessageSent(_) | Payload::MessageRead(_) => Ok(()),
+            Payload::MessageSent(_)
+            | Payload::MessageRead(_)
+            | Payload::MessageEdited(_)
+            | Payload::MessageDeleted(_) => Ok(()),
         }
     }
 
@@ -418,6 +428,13 @@ enum Details<'a> {
     },
     /// An envelope without a payload.
     None,
+    /// A message deleted: whose it was, and whether a moderator deleted it.
+    Deleted {
+        message_id: &'a str,
+        conversation_id: &'a str,
+        sender_id: &'a str,
+        moderator: bool,
+    },
 }
 
 /// The audit entry of one event: `audit <type>`, about the user it concerns.
@@ -487,6 +504,24 @@ pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
             Details::Read {
                 conversation_id: &read.conversation_id,
                 up_to: &read.up_to,
+            },
+        ),
+        // Who edited (the sender), never the body, old or new.
+        Some(Payload::MessageEdited(edited)) => (
+            edited.editor_id.as_str(),
+            Details::Message {
+                message_id: &edited.message_id,
+                conversation_id: &edited.conversation_id,
+                body_chars: edited.body_chars,
+            },
+        ),
+        Some(Payload::MessageDeleted(deleted)) => (
+            deleted.deleted_by.as_str(),
+            Details::Deleted {
+                message_id: &deleted.message_id,
+                conversation_id: &deleted.conversation_id,
+                sender_id: &deleted.sender_id,
+                moderator: deleted.moderator,
             },
         ),
         None => ("", Details::None),
@@ -617,5 +652,42 @@ mod tests {
         let data: serde_json::Value = serde_json::from_str(&audit_entry(&event).data).unwrap();
         assert_eq!(data["details"]["session_id"], "s1");
         assert_eq!(data["details"]["client_ip"], "127.0.0.1");
+    }
+
+    #[test]
+    fn edit_and_delete_audits_name_who_acted_and_how_but_never_a_body() {
+        let edited = envelope(Payload::MessageEdited(proto::events::v1::MessageEdited {
+            message_id: "m1".into(),
+            conversation_id: "c1".into(),
+            editor_id: "u1".into(),
+            body_chars: 7,
+        }));
+        let entry = audit_entry(&edited);
+        assert_eq!(entry.name, "audit message.edited");
+        assert_eq!(entry.user_id, "u1");
+        let data: serde_json::Value = serde_json::from_str(&entry.data).unwrap();
+        assert_eq!(
+            data["details"],
+            serde_json::json!({ "message_id": "m1", "conversation_id": "c1", "body_chars": 7 })
+        );
+        let deleted = envelope(Payload::MessageDeleted(proto::events::v1::MessageDeleted {
+            message_id: "m1".into(),
+            conversation_id: "c1".into(),
+            sender_id: "u1".into(),
+            deleted_by: "admin".into(),
+            moderator: true,
+        }));
+        let entry = audit_entry(&deleted);
+        assert_eq!(entry.name, "audit message.deleted");
+        assert_eq!(entry.user_id, "admin", "the entry is about who acted");
+        let data: serde_json::Value = serde_json::from_str(&entry.data).unwrap();
+        assert_eq!(
+            data["details"],
+            serde_json::json!({
+                "message_id": "m1", "conversation_id": "c1", "sender_id": "u1", "moderator": true
+            })
+        );
+        assert!(Handlers::audit_only(edited.payload.as_ref().unwrap()));
+        assert!(Handlers::audit_only(deleted.payload.as_ref().unwrap()));
     }
 }

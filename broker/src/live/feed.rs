@@ -113,6 +113,48 @@ pub fn dispatch(hub: &Hub, event: Event) {
             hub.forget_conversation(conversation);
         }
         Event::Resync(_) => resync(hub),
+        Event::MessageEdited(message) => {
+            let json = || {
+                Outbound::MessageEdited {
+                    message: (&message).into(),
+                }
+                .to_json()
+            };
+            deliver_about(hub, &message.conversation_id, &json);
+        }
+        Event::MessageDeleted(message) => {
+            let json = || {
+                Outbound::MessageDeleted {
+                    message: (&message).into(),
+                }
+                .to_json()
+            };
+            deliver_about(hub, &message.conversation_id, &json);
+        }
+        Event::Reaction(reaction) => {
+            let Some(conversation) = id(&reaction.conversation_id) else {
+                return;
+            };
+            let json = || {
+                Outbound::Reaction {
+                    conversation_id: &reaction.conversation_id,
+                    message_id: &reaction.message_id,
+                    emoji: &reaction.emoji,
+                    count: reaction.count,
+                    user_id: &reaction.user_id,
+                    added: reaction.added,
+                }
+                .to_json()
+            };
+            hub.deliver(&[conversation], None, &mut Frames::new(&json, None));
+        }
+    }
+}
+
+/// Queues a JSON-only frame to the sockets of one conversation.
+fn deliver_about(hub: &Hub, conversation_id: &str, json: &dyn Fn() -> String) {
+    if let Some(conversation) = id(conversation_id) {
+        hub.deliver(&[conversation], None, &mut Frames::new(json, None));
     }
 }
 

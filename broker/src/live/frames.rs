@@ -1,6 +1,6 @@
 //! WebSocket frames: JSON in (`send`, `typing`, `read`, `ping`) and out (`message`,
 //! `presence`, `typing`, `read`, `membership`, `conversation_deleted`, `resync`, `ack`,
-//! `pong`, `error`), and the plain-text room protocol (`SEND <message>` in,
+//! `pong`, `error`, `message_edited`, `message_deleted`, `reaction`), and the plain-text room protocol (`SEND <message>` in,
 //! `FROM <user_id> <message>` out).
 
 use chrono::{DateTime, Utc};
@@ -53,10 +53,32 @@ pub struct MessageView {
     pub sender_id: String,
     /// Their username.
     pub sender_name: String,
-    /// The text.
+    /// The text (empty once deleted).
     pub body: String,
     /// When it was stored.
     pub created_at: Option<DateTime<Utc>>,
+    /// When its body was last edited (absent if never).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<DateTime<Utc>>,
+    /// When it was deleted (absent if not): a tombstone, with an empty body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Its reactions as the caller sees them, in the order first given (absent when none;
+    /// live frames carry none: `reaction` frames carry the changes).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(nullable = false)]
+    pub reactions: Vec<ReactionView>,
+}
+
+/// One emoji's reactions to a message, as the caller sees them.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ReactionView {
+    /// The emoji (one of `GET /api/reactions`).
+    pub emoji: String,
+    /// How many users reacted with it.
+    pub count: u32,
+    /// Whether the caller is one of them.
+    pub me: bool,
 }
 
 /// Reads a protobuf timestamp.
@@ -73,6 +95,17 @@ impl From<&pb::Message> for MessageView {
             sender_name: message.sender_name.clone(),
             body: message.body.clone(),
             created_at: time(message.created_at.as_ref()),
+            edited_at: time(message.edited_at.as_ref()),
+            deleted_at: time(message.deleted_at.as_ref()),
+            reactions: message
+                .reactions
+                .iter()
+                .map(|reaction| ReactionView {
+                    emoji: reaction.emoji.clone(),
+                    count: reaction.count,
+                    me: reaction.me,
+                })
+                .collect(),
         }
     }
 }
@@ -170,6 +203,31 @@ pub enum Outbound<'a> {
         /// The client id of the refused send, if any.
         #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<&'a str>,
+    },
+    /// A message's body was edited (its reactions did not change and are not repeated).
+    MessageEdited {
+        /// The message after.
+        message: MessageView,
+    },
+    /// A message was deleted: it shows as a tombstone (empty body, no reactions).
+    MessageDeleted {
+        /// The tombstone.
+        message: MessageView,
+    },
+    /// A user added or removed a reaction to a message.
+    Reaction {
+        /// Where.
+        conversation_id: &'a str,
+        /// To which message.
+        message_id: &'a str,
+        /// Which emoji.
+        emoji: &'a str,
+        /// How many users react with it now.
+        count: u32,
+        /// Who.
+        user_id: &'a str,
+        /// Added (or removed).
+        added: bool,
     },
 }
 

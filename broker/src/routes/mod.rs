@@ -8,6 +8,7 @@ pub mod compat;
 pub mod handle;
 pub mod live;
 pub mod logs;
+pub mod message_actions;
 pub mod ops;
 pub mod passwords;
 
@@ -18,7 +19,7 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, header},
     middleware::{from_fn, from_fn_with_state},
     response::IntoResponse,
-    routing::{delete, get, post, put},
+    routing::{delete, get, patch, post, put},
 };
 use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer};
 
@@ -135,6 +136,25 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
         .route(
             "/ws/rooms/{id}/text",
             limiters.limit(api, get(live::text_socket)),
+        )
+        // Edits, deletes, reactions (routes/message_actions.rs).
+        .route(
+            "/api/conversations/{id}/messages/{message_id}",
+            limiters.limit(
+                api,
+                patch(message_actions::edit).delete(message_actions::delete),
+            ),
+        )
+        .route(
+            "/api/conversations/{id}/messages/{message_id}/reactions/{emoji}",
+            limiters.limit(
+                api,
+                put(message_actions::add_reaction).delete(message_actions::remove_reaction),
+            ),
+        )
+        .route(
+            "/api/reactions",
+            limiters.limit(api, get(message_actions::reaction_emoji)),
         )
         .route("/api/openapi.json", get(ops::openapi))
         .route("/healthz", get(ops::healthz))

@@ -3,7 +3,9 @@
 
 mod sql;
 
-use crate::domain::{Conversation, ConversationView, Member, Message, Presence, UserRef};
+use crate::domain::{
+    Conversation, ConversationView, Member, Message, Presence, Reaction, ReactionEmoji, UserRef,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::events::Event;
@@ -71,6 +73,48 @@ pub struct NewMessage {
     pub message: Message,
     /// Its event, written to the outbox in the same transaction.
     pub event: Event,
+}
+
+/// What became of an edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edited {
+    /// The body was replaced (the event written with it): the message after.
+    Done(Message),
+    /// No such message in this conversation.
+    Missing,
+    /// Someone else sent it.
+    NotAuthor,
+    /// It is a tombstone.
+    Deleted,
+}
+
+/// What became of a deletion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    /// It is a tombstone now (the event written with it): the message after.
+    Done(Message),
+    /// It was a tombstone already: nothing written.
+    Already(Message),
+    /// No such message in this conversation.
+    Missing,
+    /// Someone else sent it and the caller does not moderate.
+    NotAuthor,
+}
+
+/// What became of adding or removing a reaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reacted {
+    /// Done (`changed` false when it was so already); `count` users react with the emoji now.
+    Done {
+        /// Whether a row was added or removed.
+        changed: bool,
+        /// Reactions with that emoji to that message after.
+        count: u32,
+    },
+    /// No such message in this conversation.
+    Missing,
+    /// The message is a tombstone.
+    Deleted,
 }
 
 /// A login session as chat knows it (from `user.logged_in` / `user.logged_out` events):
@@ -219,6 +263,49 @@ pub trait ChatStore: Send + Sync + 'static {
     /// presence, and shows their room messages as the deleted user's, in one
     /// transaction; returns how many conversations went. Idempotent.
     async fn delete_user_data(&self, user: Uuid) -> Result<u32, StoreError>;
+
+    /// Replaces the body of message `id` of `conversation` if `editor` sent it and it is
+    /// not a tombstone, recording `at` as its edit time and writing `event`, in one
+    /// transaction.
+    async fn edit_message(
+        &self,
+        conversation: Uuid,
+        id: Uuid,
+        editor: Uuid,
+        body: &str,
+        at: DateTime<Utc>,
+        event: &Event,
+    ) -> Result<Edited, StoreError>;
+    /// Makes message `id` of `conversation` a tombstone (empty body, `deleted_at` = `at`,
+    /// reactions gone) if `actor` sent it or `moderator` is set, writing the event that
+    /// `event` makes of the message, in one transaction. Idempotent.
+    async fn delete_message(
+        &self,
+        conversation: Uuid,
+        id: Uuid,
+        actor: Uuid,
+        moderator: bool,
+        at: DateTime<Utc>,
+        event: &(dyn for<'m> Fn(&'m Message) -> Event + Sync),
+    ) -> Result<Deleted, StoreError>;
+    /// Adds (`add`) or removes `user`'s reaction with `emoji` to message `id` of
+    /// `conversation`; idempotent; never on a tombstone.
+    async fn set_reaction(
+        &self,
+        conversation: Uuid,
+        id: Uuid,
+        user: Uuid,
+        emoji: ReactionEmoji,
+        add: bool,
+        at: DateTime<Utc>,
+    ) -> Result<Reacted, StoreError>;
+    /// The reactions to each of `messages` as `viewer` sees them, in one query: per
+    /// message, in the order first given. Messages without reactions are absent.
+    async fn reactions(
+        &self,
+        messages: &[Uuid],
+        viewer: Uuid,
+    ) -> Result<Vec<(Uuid, Reaction)>, StoreError>;
 }
 
 /// Bytes per page of chat's SQLite database: 1 KiB instead of SQLite's 4. Each stored

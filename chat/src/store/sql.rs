@@ -7,8 +7,13 @@
 //! UUIDs byte-wise, SQLite compares BLOBs byte-wise), so `id` is the history cursor.
 //! Timestamps in SQLite are RFC 3339 TEXT in UTC, which also sorts in time order.
 
-use super::{ChatSession, ChatStore, Connection, NewMessage, Page, StoreError};
-use crate::domain::{Conversation, ConversationView, Kind, Member, Message, Presence, UserRef};
+use super::{
+    ChatSession, ChatStore, Connection, Deleted, Edited, NewMessage, Page, Reacted, StoreError,
+};
+use crate::domain::{
+    Conversation, ConversationView, Kind, Member, Message, Presence, Reaction, ReactionEmoji,
+    UserRef,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::events::{Event, outbox};
@@ -88,6 +93,8 @@ struct MessageRow {
     sender_name: String,
     body: String,
     created_at: DateTime<Utc>,
+    edited_at: Option<DateTime<Utc>>,
+    deleted_at: Option<DateTime<Utc>>,
 }
 
 impl From<MessageRow> for Message {
@@ -101,6 +108,9 @@ impl From<MessageRow> for Message {
             },
             body: row.body,
             created_at: row.created_at,
+            edited_at: row.edited_at,
+            deleted_at: row.deleted_at,
+            reactions: Vec::new(),
         }
     }
 }
@@ -134,11 +144,13 @@ const MEMBER_COUNT: &str =
     "(SELECT COUNT(*) FROM memberships m WHERE m.conversation_id = c.id) AS member_count";
 
 /// A page of history going back from a cursor: `$1` conversation, `$2` cursor, `$3` limit.
-const NEWEST_BEFORE: &str = "SELECT id, conversation_id, sender_id, sender_name, body, created_at \
+const NEWEST_BEFORE: &str = "SELECT id, conversation_id, sender_id, sender_name, body, created_at, \
+     edited_at, deleted_at \
      FROM messages WHERE conversation_id = $1 AND id > $2 AND id < $3 ORDER BY id DESC LIMIT $4";
 
 /// A page of history going forward from a cursor, with the same parameters.
-const OLDEST_AFTER: &str = "SELECT id, conversation_id, sender_id, sender_name, body, created_at \
+const OLDEST_AFTER: &str = "SELECT id, conversation_id, sender_id, sender_name, body, created_at, \
+     edited_at, deleted_at \
      FROM messages WHERE conversation_id = $1 AND id > $2 AND id < $3 ORDER BY id LIMIT $4";
 
 /// Inserts messages whose sender is a member of their conversation (one statement, so
@@ -211,6 +223,49 @@ impl From<ChatSessionRow> for ChatSession {
             user_agent: row.user_agent,
         }
     }
+}
+
+/// What SQL differs between the backends, for the statements the macro writes once.
+trait Dialect {
+    /// Appended to a `SELECT` of one message row that must not become a tombstone before
+    /// this transaction ends: PostgreSQL locks the row (a deletion waits, then sees what
+    /// this transaction added); SQLite needs nothing, as its writers take turns whole.
+    const KEEP_MESSAGE: &'static str;
+}
+
+impl Dialect for sqlx::Postgres {
+    const KEEP_MESSAGE: &'static str = " FOR SHARE";
+}
+
+impl Dialect for sqlx::Sqlite {
+    const KEEP_MESSAGE: &'static str = "";
+}
+
+/// A message's columns.
+const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, sender_id, sender_name, body, created_at, edited_at, deleted_at";
+
+/// The reactions of the messages `$2..`, as user `$1` sees them: one row per message and
+/// emoji, in the order each emoji was first given.
+fn reactions_sql(messages: usize) -> String {
+    let ids = (2..messages + 2)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "SELECT message_id, emoji, COUNT(*) AS count, \
+         CAST(MAX(CASE WHEN user_id = $1 THEN 1 ELSE 0 END) AS BIGINT) AS me \
+         FROM reactions WHERE message_id IN ({ids}) \
+         GROUP BY message_id, emoji ORDER BY message_id, MIN(created_at), emoji"
+    )
+}
+
+#[derive(sqlx::FromRow)]
+struct ReactionRow {
+    message_id: Uuid,
+    emoji: String,
+    count: i64,
+    me: i64,
 }
 
 macro_rules! sql_chat_store {
@@ -317,6 +372,23 @@ macro_rules! sql_chat_store {
                     presence.extend(rows.into_iter().map(Presence::from));
                 }
                 Ok(presence)
+            }
+
+            /// Message `id` if it belongs to `conversation`.
+            async fn message_in<'e>(
+                executor: impl sqlx::Executor<'e, Database = $db>,
+                conversation: Uuid,
+                id: Uuid,
+            ) -> Result<Option<Message>, sqlx::Error> {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1 AND conversation_id = $2"
+                );
+                let row: Option<MessageRow> = sqlx::query_as(&sql)
+                    .bind(id)
+                    .bind(conversation)
+                    .fetch_optional(executor)
+                    .await?;
+                Ok(row.map(Message::from))
             }
 
             /// Presence of `user`, who has just been written about in this transaction.
@@ -867,11 +939,187 @@ macro_rules! sql_chat_store {
                     "DELETE FROM memberships WHERE user_id = $1",
                     "DELETE FROM connections WHERE user_id = $1",
                     "DELETE FROM last_seen WHERE user_id = $1",
+                    "DELETE FROM reactions WHERE user_id = $1",
                 ] {
                     sqlx::query(sql).bind(user).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(u32::try_from(directs.rows_affected()).unwrap_or(u32::MAX))
+            }
+
+            async fn edit_message(
+                &self,
+                conversation: Uuid,
+                id: Uuid,
+                editor: Uuid,
+                body: &str,
+                at: DateTime<Utc>,
+                event: &Event,
+            ) -> Result<Edited, StoreError> {
+                // The write comes first, so a SQLite transaction holds the write lock
+                // from its first statement (no read snapshot to upgrade).
+                let mut tx = self.writer.begin().await?;
+                let sql = format!(
+                    "UPDATE messages SET body = $4, edited_at = $5 \
+                     WHERE id = $1 AND conversation_id = $2 AND sender_id = $3 \
+                     AND deleted_at IS NULL RETURNING {MESSAGE_COLUMNS}"
+                );
+                let edited: Option<MessageRow> = sqlx::query_as(&sql)
+                    .bind(id)
+                    .bind(conversation)
+                    .bind(editor)
+                    .bind(body)
+                    .bind(at)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(edited) = edited else {
+                    let found = Self::message_in(&mut *tx, conversation, id).await?;
+                    return Ok(match found {
+                        None => Edited::Missing,
+                        Some(message) if message.sender.id != editor => Edited::NotAuthor,
+                        Some(_) => Edited::Deleted,
+                    });
+                };
+                outbox::insert(event).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(Edited::Done(edited.into()))
+            }
+
+            async fn delete_message(
+                &self,
+                conversation: Uuid,
+                id: Uuid,
+                actor: Uuid,
+                moderator: bool,
+                at: DateTime<Utc>,
+                event: &(dyn for<'m> Fn(&'m Message) -> Event + Sync),
+            ) -> Result<Deleted, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let sql = format!(
+                    "UPDATE messages SET body = '', deleted_at = $4 \
+                     WHERE id = $1 AND conversation_id = $2 AND deleted_at IS NULL \
+                     AND ($5 OR sender_id = $3) RETURNING {MESSAGE_COLUMNS}"
+                );
+                let deleted: Option<MessageRow> = sqlx::query_as(&sql)
+                    .bind(id)
+                    .bind(conversation)
+                    .bind(actor)
+                    .bind(at)
+                    .bind(moderator)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let Some(deleted) = deleted else {
+                    let found = Self::message_in(&mut *tx, conversation, id).await?;
+                    return Ok(match found {
+                        None => Deleted::Missing,
+                        Some(message) if message.sender.id != actor && !moderator => {
+                            Deleted::NotAuthor
+                        }
+                        Some(message) => Deleted::Already(message),
+                    });
+                };
+                let deleted = Message::from(deleted);
+                sqlx::query("DELETE FROM reactions WHERE message_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                outbox::insert(&event(&deleted)).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(Deleted::Done(deleted))
+            }
+
+            async fn set_reaction(
+                &self,
+                conversation: Uuid,
+                id: Uuid,
+                user: Uuid,
+                emoji: ReactionEmoji,
+                add: bool,
+                at: DateTime<Utc>,
+            ) -> Result<Reacted, StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let changed = if add {
+                    let sql = format!(
+                        "INSERT INTO reactions (message_id, emoji, user_id, created_at) \
+                         SELECT id, $3, $4, $5 FROM messages \
+                         WHERE id = $1 AND conversation_id = $2 AND deleted_at IS NULL{} \
+                         ON CONFLICT (message_id, emoji, user_id) DO NOTHING",
+                        <$db as Dialect>::KEEP_MESSAGE
+                    );
+                    sqlx::query(&sql)
+                        .bind(id)
+                        .bind(conversation)
+                        .bind(emoji.as_str())
+                        .bind(user)
+                        .bind(at)
+                        .execute(&mut *tx)
+                        .await?
+                } else {
+                    sqlx::query(
+                        "DELETE FROM reactions WHERE message_id = $1 AND emoji = $3 \
+                         AND user_id = $4 AND EXISTS (SELECT 1 FROM messages \
+                         WHERE id = $1 AND conversation_id = $2)",
+                    )
+                    .bind(id)
+                    .bind(conversation)
+                    .bind(emoji.as_str())
+                    .bind(user)
+                    .execute(&mut *tx)
+                    .await?
+                }
+                .rows_affected()
+                    == 1;
+                let deleted_at: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+                    "SELECT deleted_at FROM messages WHERE id = $1 AND conversation_id = $2",
+                )
+                .bind(id)
+                .bind(conversation)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match deleted_at {
+                    None => return Ok(Reacted::Missing),
+                    Some(Some(_)) => return Ok(Reacted::Deleted),
+                    Some(None) => {}
+                }
+                let (total,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM reactions WHERE message_id = $1 AND emoji = $2",
+                )
+                .bind(id)
+                .bind(emoji.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Reacted::Done {
+                    changed,
+                    count: count(total),
+                })
+            }
+
+            async fn reactions(
+                &self,
+                messages: &[Uuid],
+                viewer: Uuid,
+            ) -> Result<Vec<(Uuid, Reaction)>, StoreError> {
+                let mut reactions = Vec::new();
+                for chunk in messages.chunks(IDS_PER_STATEMENT) {
+                    let sql = reactions_sql(chunk.len());
+                    let mut query = sqlx::query_as::<_, ReactionRow>(&sql).bind(viewer);
+                    for id in chunk {
+                        query = query.bind(*id);
+                    }
+                    let rows = query.fetch_all(&self.pool).await?;
+                    // An emoji dropped from the set since is no longer shown.
+                    reactions.extend(rows.into_iter().filter_map(|row| {
+                        let emoji = ReactionEmoji::parse(&row.emoji).ok()?;
+                        let reaction = Reaction {
+                            emoji,
+                            count: count(row.count),
+                            me: row.me != 0,
+                        };
+                        Some((row.message_id, reaction))
+                    }));
+                }
+                Ok(reactions)
             }
         }
     };

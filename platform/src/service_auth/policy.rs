@@ -95,6 +95,9 @@ pub const CHAT: Policy = Policy {
         ("ForgetChatSessions", LISTENER),
         ("ListChatSessions", BROKER),
         ("Subscribe", BROKER),
+        ("EditMessage", BROKER),
+        ("DeleteMessage", BROKER),
+        ("SetReaction", BROKER),
     ],
 };
 

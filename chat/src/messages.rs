@@ -1,0 +1,197 @@
+//! Edits, deletes and reactions: what a member may do to a message once it is sent. The
+//! sender alone edits; the sender or a moderator deletes (the message becomes a
+//! tombstone); any member reacts with one of a bounded set of emoji. A non-member gets
+//! the answer a missing message gets, so guessing ids reveals nothing. Edits and deletes
+//! commit with their durable events (the audit trail); all three are published live.
+
+use crate::{
+    conversations::{Chat, ChatError, PRODUCER, now},
+    domain::{Message, MessageBody, ReactionEmoji, UserRef},
+    store::{Deleted, Edited, Reacted},
+};
+use platform::events::Event as DurableEvent;
+use proto::{
+    chat::v1::{self as pb, live_event::Event},
+    events::v1::{self as events, envelope::Payload},
+};
+use uuid::Uuid;
+
+/// A reaction after a change: its emoji, how many react with it, whether it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReactionCount {
+    /// The emoji, canonical.
+    pub emoji: ReactionEmoji,
+    /// How many users react with it now.
+    pub count: u32,
+    /// False when the caller's reaction was already so.
+    pub changed: bool,
+}
+
+impl Chat {
+    /// A member's way to a message: anyone else is told there is no such message.
+    async fn require_member_for_message(
+        &self,
+        conversation: Uuid,
+        user: Uuid,
+    ) -> Result<(), ChatError> {
+        if self.store().is_member(conversation, user).await? {
+            Ok(())
+        } else {
+            Err(ChatError::NoSuchMessage)
+        }
+    }
+
+    /// Fills in the reactions of `messages` as `viewer` sees them, in one query.
+    pub(crate) async fn with_reactions(
+        &self,
+        viewer: Uuid,
+        messages: &mut [Message],
+    ) -> Result<(), ChatError> {
+        let ids: Vec<Uuid> = messages
+            .iter()
+            .filter(|message| message.deleted_at.is_none())
+            .map(|message| message.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut reactions = self.store().reactions(&ids, viewer).await?.into_iter();
+        let mut next = reactions.next();
+        // Both come back in id order (the page either way round): match them up by id.
+        let mut by_id: Vec<&mut Message> = messages.iter_mut().collect();
+        by_id.sort_by_key(|message| message.id);
+        for message in by_id {
+            while let Some((id, reaction)) = next.take_if(|(id, _)| *id <= message.id) {
+                if id == message.id {
+                    message.reactions.push(reaction);
+                }
+                next = reactions.next();
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the body of the caller's own message and tells the members.
+    pub async fn edit(
+        &self,
+        caller: &UserRef,
+        conversation: Uuid,
+        id: Uuid,
+        body: &str,
+    ) -> Result<Message, ChatError> {
+        let body = MessageBody::parse(body)?;
+        self.require_member_for_message(conversation, caller.id)
+            .await?;
+        let at = now();
+        let event = DurableEvent::at(
+            PRODUCER,
+            Payload::MessageEdited(events::MessageEdited {
+                message_id: id.to_string(),
+                conversation_id: conversation.to_string(),
+                editor_id: caller.id.to_string(),
+                body_chars: u32::try_from(body.as_str().chars().count()).unwrap_or(u32::MAX),
+            }),
+            at,
+        );
+        let edited = self
+            .store()
+            .edit_message(conversation, id, caller.id, body.as_str(), at, &event)
+            .await?;
+        let mut message = match edited {
+            Edited::Done(message) => message,
+            Edited::Missing => return Err(ChatError::NoSuchMessage),
+            Edited::NotAuthor => return Err(ChatError::NotAuthor),
+            Edited::Deleted => return Err(ChatError::MessageDeleted),
+        };
+        self.outbox_waker().wake();
+        self.live()
+            .publish(Event::MessageEdited(crate::grpc::message_message(&message)));
+        tracing::info!(message_id = %id, conversation_id = %conversation, "message edited");
+        self.with_reactions(caller.id, std::slice::from_mut(&mut message))
+            .await?;
+        Ok(message)
+    }
+
+    /// Makes a message a tombstone, by its sender or (`moderator`) anyone the broker says
+    /// moderates, and tells the members. False when it was one already.
+    pub async fn delete(
+        &self,
+        caller: &UserRef,
+        conversation: Uuid,
+        id: Uuid,
+        moderator: bool,
+    ) -> Result<bool, ChatError> {
+        self.require_member_for_message(conversation, caller.id)
+            .await?;
+        let at = now();
+        let event = |message: &Message| {
+            let by_moderator = message.sender.id != caller.id;
+            DurableEvent::at(
+                PRODUCER,
+                Payload::MessageDeleted(events::MessageDeleted {
+                    message_id: message.id.to_string(),
+                    conversation_id: conversation.to_string(),
+                    sender_id: message.sender.id.to_string(),
+                    deleted_by: caller.id.to_string(),
+                    moderator: by_moderator,
+                }),
+                at,
+            )
+        };
+        let deleted = self
+            .store()
+            .delete_message(conversation, id, caller.id, moderator, at, &event)
+            .await?;
+        match deleted {
+            Deleted::Done(message) => {
+                self.outbox_waker().wake();
+                self.live()
+                    .publish(Event::MessageDeleted(crate::grpc::message_message(&message)));
+                let by_moderator = message.sender.id != caller.id;
+                tracing::info!(message_id = %id, conversation_id = %conversation, by_moderator, "message deleted");
+                Ok(true)
+            }
+            Deleted::Already(_) => Ok(false),
+            Deleted::Missing => Err(ChatError::NoSuchMessage),
+            Deleted::NotAuthor => Err(ChatError::NotAuthor),
+        }
+    }
+
+    /// Adds (`add`) or removes the caller's reaction to a message and tells the members.
+    pub async fn react(
+        &self,
+        caller: &UserRef,
+        conversation: Uuid,
+        id: Uuid,
+        emoji: &str,
+        add: bool,
+    ) -> Result<ReactionCount, ChatError> {
+        let emoji = ReactionEmoji::parse(emoji)?;
+        self.require_member_for_message(conversation, caller.id)
+            .await?;
+        let reacted = self
+            .store()
+            .set_reaction(conversation, id, caller.id, emoji, add, now())
+            .await?;
+        let (changed, count) = match reacted {
+            Reacted::Done { changed, count } => (changed, count),
+            Reacted::Missing => return Err(ChatError::NoSuchMessage),
+            Reacted::Deleted => return Err(ChatError::MessageDeleted),
+        };
+        if changed {
+            self.live().publish(Event::Reaction(pb::ReactionChanged {
+                conversation_id: conversation.to_string(),
+                message_id: id.to_string(),
+                emoji: emoji.as_str().to_owned(),
+                count,
+                user_id: caller.id.to_string(),
+                added: add,
+            }));
+        }
+        Ok(ReactionCount {
+            emoji,
+            count,
+            changed,
+        })
+    }
+}
