@@ -6,9 +6,13 @@
 
 use chat::{
     domain::{
-        Conversation, ConversationView, Kind, Message, Presence, RoomName, UserRef, direct_key,
+        Conversation, ConversationView, Kind, Message, Presence, Reaction, ReactionEmoji,
+        RoomName, UserRef, direct_key,
     },
-    store::{self, ChatSession, ChatStore, Connection, NewMessage, Page, StoreError},
+    store::{
+        self, ChatSession, ChatStore, Connection, Deleted, Edited, NewMessage, Page, Reacted,
+        StoreError,
+    },
 };
 use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
 use platform::{
@@ -111,6 +115,11 @@ on_both_backends!(
     an_end_that_overtakes_its_start_keeps_the_session_ended,
     open_chat_sessions_are_listed_by_user_without_ended_ones,
     forgetting_a_users_chat_sessions_keeps_everyone_elses,
+    only_the_sender_edits_and_each_edit_writes_its_event,
+    a_deleted_message_stays_in_its_place_as_a_tombstone,
+    only_the_sender_or_a_moderator_deletes_and_each_deletion_writes_its_event,
+    reactions_are_idempotent_and_counted_with_me_over_a_page,
+    no_reaction_on_a_tombstone_or_another_conversations_message,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -1345,4 +1354,335 @@ async fn a_new_sqlite_chat_database_has_small_pages() {
         .await
         .expect("PRAGMA page_size answers");
     assert_eq!(size, i64::from(store::SQLITE_PAGE_SIZE));
+}
+
+// ---------------------------------------------------------------------------------------
+// Edits, deletes, reactions
+
+/// The `message.edited` event of `editor` editing `id`.
+fn edited_event(conversation: Uuid, id: Uuid, editor: Uuid, body: &str) -> Event {
+    Event::new(
+        "chat",
+        Payload::MessageEdited(events::MessageEdited {
+            message_id: id.to_string(),
+            conversation_id: conversation.to_string(),
+            editor_id: editor.to_string(),
+            body_chars: u32::try_from(body.chars().count()).unwrap(),
+        }),
+    )
+}
+
+/// Edits as chat does, with its event.
+async fn edit(
+    store: &dyn ChatStore,
+    conversation: Uuid,
+    id: Uuid,
+    editor: Uuid,
+    body: &str,
+) -> Edited {
+    let event = edited_event(conversation, id, editor, body);
+    store
+        .edit_message(conversation, id, editor, body, now(), &event)
+        .await
+        .expect("the edit is written")
+}
+
+/// Deletes as chat does, with its event.
+async fn delete(
+    store: &dyn ChatStore,
+    conversation: Uuid,
+    id: Uuid,
+    actor: Uuid,
+    moderator: bool,
+) -> Deleted {
+    let event = |message: &Message| {
+        Event::new(
+            "chat",
+            Payload::MessageDeleted(events::MessageDeleted {
+                message_id: message.id.to_string(),
+                conversation_id: message.conversation_id.to_string(),
+                sender_id: message.sender.id.to_string(),
+                deleted_by: actor.to_string(),
+                moderator: message.sender.id != actor,
+            }),
+        )
+    };
+    store
+        .delete_message(conversation, id, actor, moderator, now(), &event)
+        .await
+        .expect("the deletion is written")
+}
+
+fn emoji(text: &str) -> ReactionEmoji {
+    ReactionEmoji::parse(text).expect("a reaction emoji")
+}
+
+async fn react(
+    store: &dyn ChatStore,
+    message: &Message,
+    user: &UserRef,
+    with: &str,
+    add: bool,
+) -> Reacted {
+    store
+        .set_reaction(
+            message.conversation_id,
+            message.id,
+            user.id,
+            emoji(with),
+            add,
+            now(),
+        )
+        .await
+        .expect("the reaction is written")
+}
+
+async fn newest(store: &dyn ChatStore, conversation: Uuid, limit: u32) -> Vec<Message> {
+    store
+        .messages(conversation, Page::Before(None), limit)
+        .await
+        .expect("history reads")
+}
+
+const THUMBS: &str = "\u{1f44d}";
+const HEART: &str = "\u{2764}\u{fe0f}";
+
+async fn only_the_sender_edits_and_each_edit_writes_its_event(store: &dyn ChatStore) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &bob, now()).await.unwrap();
+    let other = create_room(store, "other", &ada).await;
+    let said = post(store, &general, &ada, "helo").await;
+
+    assert_eq!(
+        edit(store, general.id, said.id, bob.id, "mine now").await,
+        Edited::NotAuthor
+    );
+    assert_eq!(
+        edit(store, other.id, said.id, ada.id, "wrong room").await,
+        Edited::Missing,
+        "a message is found only in its own conversation"
+    );
+    assert_eq!(
+        edit(store, general.id, Uuid::now_v7(), ada.id, "nothing").await,
+        Edited::Missing
+    );
+    let Edited::Done(edited) = edit(store, general.id, said.id, ada.id, "hello").await else {
+        panic!("the sender edits");
+    };
+    assert_eq!(edited.body, "hello");
+    assert_eq!((edited.id, edited.created_at), (said.id, said.created_at));
+    let edited_at = edited.edited_at.expect("the edit time is kept");
+    assert!(edited_at >= said.created_at);
+    assert_eq!(edited.deleted_at, None);
+
+    let history = newest(store, general.id, 10).await;
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].body, "hello");
+    assert_eq!(history[0].edited_at, Some(edited_at));
+
+    let written = outbox_of(store, "message.edited").await;
+    assert_eq!(written.len(), 1, "refused edits write nothing: {written:?}");
+    assert_eq!(
+        written[0].payload,
+        Payload::MessageEdited(events::MessageEdited {
+            message_id: said.id.to_string(),
+            conversation_id: general.id.to_string(),
+            editor_id: ada.id.to_string(),
+            body_chars: 5,
+        })
+    );
+}
+
+async fn a_deleted_message_stays_in_its_place_as_a_tombstone(store: &dyn ChatStore) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &bob, now()).await.unwrap();
+    let first = post(store, &general, &ada, "one").await;
+    let second = post(store, &general, &ada, "two").await;
+    let third = post(store, &general, &bob, "three").await;
+    react(store, &second, &bob, THUMBS, true).await;
+
+    let Deleted::Done(tombstone) = delete(store, general.id, second.id, ada.id, false).await
+    else {
+        panic!("the sender deletes");
+    };
+    assert_eq!(tombstone.body, "", "a tombstone keeps no body");
+    assert!(tombstone.deleted_at.is_some());
+
+    let history = newest(store, general.id, 10).await;
+    let ids: Vec<Uuid> = history.iter().map(|m| m.id).collect();
+    assert_eq!(ids, [third.id, second.id, first.id], "it keeps its place");
+    assert_eq!(history[1].body, "");
+    assert_eq!(history[1].deleted_at, tombstone.deleted_at);
+    assert_eq!(
+        store
+            .reactions(&[second.id], bob.id)
+            .await
+            .unwrap(),
+        [],
+        "its reactions went with it"
+    );
+    // Cursors through it keep working.
+    let older = store
+        .messages(general.id, Page::Before(Some(second.id)), 10)
+        .await
+        .unwrap();
+    assert_eq!(older.iter().map(|m| m.id).collect::<Vec<_>>(), [first.id]);
+
+    // Twice is fine, and writes nothing more; a tombstone is not edited.
+    assert!(matches!(
+        delete(store, general.id, second.id, ada.id, false).await,
+        Deleted::Already(ref message) if message.body.is_empty()
+    ));
+    assert_eq!(
+        edit(store, general.id, second.id, ada.id, "back").await,
+        Edited::Deleted
+    );
+    assert_eq!(outbox_of(store, "message.deleted").await.len(), 1);
+    assert_eq!(outbox_of(store, "message.edited").await.len(), 0);
+}
+
+async fn only_the_sender_or_a_moderator_deletes_and_each_deletion_writes_its_event(
+    store: &dyn ChatStore,
+) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &bob, now()).await.unwrap();
+    let other = create_room(store, "other", &bob).await;
+    let said = post(store, &general, &ada, "mine").await;
+    let again = post(store, &general, &ada, "mine too").await;
+
+    assert_eq!(
+        delete(store, general.id, said.id, bob.id, false).await,
+        Deleted::NotAuthor
+    );
+    assert_eq!(
+        delete(store, other.id, said.id, bob.id, true).await,
+        Deleted::Missing,
+        "not even a moderator finds it under another conversation"
+    );
+    assert!(matches!(
+        delete(store, general.id, said.id, bob.id, true).await,
+        Deleted::Done(_)
+    ));
+    assert!(matches!(
+        delete(store, general.id, again.id, ada.id, true).await,
+        Deleted::Done(_)
+    ));
+    assert_eq!(newest(store, general.id, 10).await[0].body, "");
+
+    let written = outbox_of(store, "message.deleted").await;
+    let payloads: Vec<&Payload> = written.iter().map(|row| &row.payload).collect();
+    assert_eq!(
+        payloads,
+        [
+            &Payload::MessageDeleted(events::MessageDeleted {
+                message_id: said.id.to_string(),
+                conversation_id: general.id.to_string(),
+                sender_id: ada.id.to_string(),
+                deleted_by: bob.id.to_string(),
+                moderator: true,
+            }),
+            &Payload::MessageDeleted(events::MessageDeleted {
+                message_id: again.id.to_string(),
+                conversation_id: general.id.to_string(),
+                sender_id: ada.id.to_string(),
+                deleted_by: ada.id.to_string(),
+                moderator: false,
+            }),
+        ]
+    );
+}
+
+async fn reactions_are_idempotent_and_counted_with_me_over_a_page(store: &dyn ChatStore) {
+    let (ada, bob, cy) = (user("ada"), user("bob"), user("cy"));
+    let general = create_room(store, "general", &ada).await;
+    for member in [&bob, &cy] {
+        store.join(general.id, member, now()).await.unwrap();
+    }
+    let first = post(store, &general, &ada, "one").await;
+    let second = post(store, &general, &bob, "two").await;
+    let quiet = post(store, &general, &bob, "nobody reacts").await;
+
+    assert_eq!(
+        react(store, &first, &ada, THUMBS, true).await,
+        Reacted::Done { changed: true, count: 1 }
+    );
+    assert_eq!(
+        react(store, &first, &ada, "\u{1f44d}\u{fe0f}", true).await,
+        Reacted::Done { changed: false, count: 1 },
+        "adding twice (in either spelling) is one reaction"
+    );
+    assert_eq!(
+        react(store, &first, &bob, THUMBS, true).await,
+        Reacted::Done { changed: true, count: 2 }
+    );
+    react(store, &first, &cy, HEART, true).await;
+    react(store, &second, &cy, HEART, true).await;
+    react(store, &second, &cy, THUMBS, true).await;
+    assert_eq!(
+        react(store, &second, &cy, THUMBS, false).await,
+        Reacted::Done { changed: true, count: 0 }
+    );
+    assert_eq!(
+        react(store, &second, &cy, THUMBS, false).await,
+        Reacted::Done { changed: false, count: 0 },
+        "removing twice is fine"
+    );
+
+    let page = [quiet.id, second.id, first.id];
+    let seen = |emoji_text: &str, count: u32, me: bool| Reaction {
+        emoji: emoji(emoji_text),
+        count,
+        me,
+    };
+    assert_eq!(
+        store.reactions(&page, ada.id).await.unwrap(),
+        [
+            (first.id, seen(THUMBS, 2, true)),
+            (first.id, seen(HEART, 1, false)),
+            (second.id, seen(HEART, 1, false)),
+        ],
+        "per message, in the order first given"
+    );
+    assert_eq!(
+        store.reactions(&page, cy.id).await.unwrap(),
+        [
+            (first.id, seen(THUMBS, 2, false)),
+            (first.id, seen(HEART, 1, true)),
+            (second.id, seen(HEART, 1, true)),
+        ]
+    );
+    assert_eq!(store.reactions(&[], ada.id).await.unwrap(), []);
+
+    // A deleted account's reactions go with it.
+    store.delete_user_data(bob.id).await.unwrap();
+    assert_eq!(
+        store.reactions(&[first.id], ada.id).await.unwrap(),
+        [(first.id, seen(THUMBS, 1, true)), (first.id, seen(HEART, 1, false))]
+    );
+}
+
+async fn no_reaction_on_a_tombstone_or_another_conversations_message(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    let other = create_room(store, "other", &ada).await;
+    let said = post(store, &general, &ada, "soon gone").await;
+    let elsewhere = Message {
+        conversation_id: other.id,
+        ..said.clone()
+    };
+    assert_eq!(
+        react(store, &elsewhere, &ada, THUMBS, true).await,
+        Reacted::Missing
+    );
+    assert_eq!(
+        react(store, &elsewhere, &ada, THUMBS, false).await,
+        Reacted::Missing
+    );
+    delete(store, general.id, said.id, ada.id, false).await;
+    assert_eq!(react(store, &said, &ada, THUMBS, true).await, Reacted::Deleted);
+    assert_eq!(react(store, &said, &ada, THUMBS, false).await, Reacted::Deleted);
+    assert_eq!(store.reactions(&[said.id], ada.id).await.unwrap(), []);
 }
