@@ -364,3 +364,99 @@ async fn presence_of(socket: &mut Socket, user: &str, online: bool) -> Value {
         }
     }
 }
+
+/// Sends probes through `via` until one reaches `socket` (the chat instances link up
+/// over RabbitMQ in the background).
+async fn until_linked(cluster: &Cluster, via: &User, room: &str, socket: &mut Socket) {
+    let started = Instant::now();
+    loop {
+        let probe = send_via(&via.base, via, room, "probe").await;
+        let arrived = timeout(Duration::from_millis(500), async {
+            loop {
+                let frame = next_frame(socket).await;
+                if frame["type"] == "message" && frame["message"]["id"] == probe.as_str() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if arrived.is_ok() {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "live events never crossed the replicas\n{}",
+            cluster.logs()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_deletes_and_reactions_cross_the_replicas() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let [b0, b1] = cluster.brokers.clone();
+    let ada = User::sign_up(&b0, "ada").await;
+    let bob = User {
+        base: b1.clone(),
+        ..User::sign_up(&b1, "bob").await
+    };
+    let room = ada
+        .post_expecting("/api/rooms", &json!({ "name": "edits" }), StatusCode::CREATED)
+        .await["id"]
+        .as_str()
+        .expect("a room id")
+        .to_owned();
+    bob.post_expecting(&format!("/api/rooms/{room}/join"), &json!({}), StatusCode::OK)
+        .await;
+    let mut bob_socket = socket_on(&b1, &bob).await;
+    until_linked(&cluster, &ada, &room, &mut bob_socket).await;
+
+    // ada acts through broker 0 (chat 0); bob follows broker 1 (chat 1).
+    let said = send_via(&b0, &ada, &room, "typo").await;
+    let message = format!("/api/conversations/{room}/messages/{said}");
+    let edited = ada
+        .client
+        .patch(format!("{b0}{message}"))
+        .bearer_auth(&ada.token)
+        .json(&json!({ "body": "fixed" }))
+        .send()
+        .await
+        .expect("broker 0 answers");
+    assert_eq!(edited.status(), StatusCode::OK);
+    let frame = next_of_type(&mut bob_socket, "message_edited").await;
+    assert_eq!(
+        (frame["message"]["id"].as_str(), frame["message"]["body"].as_str()),
+        (Some(said.as_str()), Some("fixed"))
+    );
+
+    // ada reacts through broker 0; bob sees it live and in history through broker 1.
+    let thumbs = format!("{message}/reactions/\u{1f44d}");
+    let reacted = ada
+        .client
+        .put(format!("{b0}{thumbs}"))
+        .bearer_auth(&ada.token)
+        .send()
+        .await
+        .expect("broker 0 answers");
+    assert_eq!(reacted.status(), StatusCode::NO_CONTENT);
+    let frame = next_of_type(&mut bob_socket, "reaction").await;
+    assert_eq!(
+        (frame["count"].as_u64(), frame["added"].as_bool(), frame["user_id"].as_str()),
+        (Some(1), Some(true), Some(ada.id.as_str()))
+    );
+    let page = bob
+        .get_ok(&format!("/api/conversations/{room}/messages"))
+        .await;
+    assert_eq!(
+        page["messages"][0]["reactions"],
+        json!([{ "emoji": "\u{1f44d}", "count": 1, "me": false }])
+    );
+
+    assert_eq!(ada.delete(&message).await.status(), StatusCode::NO_CONTENT);
+    let frame = next_of_type(&mut bob_socket, "message_deleted").await;
+    assert_eq!(frame["message"]["id"], said.as_str());
+    assert_eq!(frame["message"]["body"], "");
+    cluster.stop().await;
+}
