@@ -325,7 +325,11 @@ async fn bad_edits_and_reaction_emoji_get_json_400s() {
     let app = TestApp::start(&[]).await;
     let ada = common::User::sign_up(&app.base, "ada").await;
     let room = ada
-        .post_expecting("/api/rooms", &json!({ "name": "general" }), StatusCode::CREATED)
+        .post_expecting(
+            "/api/rooms",
+            &json!({ "name": "general" }),
+            StatusCode::CREATED,
+        )
         .await;
     let room = room["id"].as_str().unwrap().to_owned();
     let said = ada.send(&room, "hello").await;
@@ -343,35 +347,65 @@ async fn bad_edits_and_reaction_emoji_get_json_400s() {
     };
     let json_type = "application/json";
     for (case, body, status) in [
-        ("over-long edit", json!({ "body": "x".repeat(4_001) }).to_string(), StatusCode::BAD_REQUEST),
-        ("huge edit", json!({ "body": "é".repeat(20_000) }).to_string(), StatusCode::BAD_REQUEST),
-        ("blank edit", json!({ "body": " \n\t" }).to_string(), StatusCode::BAD_REQUEST),
-        ("control characters", json!({ "body": "a\u{0}b" }).to_string(), StatusCode::BAD_REQUEST),
-        ("no body field", json!({ "text": "hi" }).to_string(), StatusCode::BAD_REQUEST),
-        ("body not a string", r#"{"body": 7}"#.to_owned(), StatusCode::BAD_REQUEST),
-        ("malformed JSON", r#"{"body": "#.to_owned(), StatusCode::BAD_REQUEST),
+        (
+            "over-long edit",
+            json!({ "body": "x".repeat(4_001) }).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "huge edit",
+            json!({ "body": "é".repeat(20_000) }).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "blank edit",
+            json!({ "body": " \n\t" }).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "control characters",
+            json!({ "body": "a\u{0}b" }).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "no body field",
+            json!({ "text": "hi" }).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "body not a string",
+            r#"{"body": 7}"#.to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "malformed JSON",
+            r#"{"body": "#.to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
     ] {
         let response = patch(body.into(), json_type).await.unwrap();
         assert_eq!(response.status(), status, "{case}");
         expect_error(response, status).await;
     }
-    let not_json = patch(r#"{"body":"hi"}"#.into(), "text/plain").await.unwrap();
+    let not_json = patch(r#"{"body":"hi"}"#.into(), "text/plain")
+        .await
+        .unwrap();
     expect_error(not_json, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
 
     // Path segments as a client may send them, already percent-encoded.
     let long = "%F0%9F%91%8D".repeat(250);
     for emoji in [
-        "%F0%9F%A6%A9",                         // flamingo: an emoji, not in the set
-        "%F0%9F%91%8D%F0%9F%8F%BD",             // thumbs up with a skin tone
-        "%F0%9F%91%8D%E2%80%8D%F0%9F%91%8D",    // two joined by a ZWJ
-        "%F0%9F%91%8D%EF%B8%8F%EF%B8%8F",       // two variation selectors
-        "%E2%9D%A4%EF%B8%8E",                   // heart, text style
-        "%F0%9F%91%8D%F0%9F%91%8D",             // two thumbs
-        "%EF%B8%8F",                            // the selector alone
-        "%FF%FE",                               // not UTF-8
+        "%F0%9F%A6%A9",                      // flamingo: an emoji, not in the set
+        "%F0%9F%91%8D%F0%9F%8F%BD",          // thumbs up with a skin tone
+        "%F0%9F%91%8D%E2%80%8D%F0%9F%91%8D", // two joined by a ZWJ
+        "%F0%9F%91%8D%EF%B8%8F%EF%B8%8F",    // two variation selectors
+        "%E2%9D%A4%EF%B8%8E",                // heart, text style
+        "%F0%9F%91%8D%F0%9F%91%8D",          // two thumbs
+        "%EF%B8%8F",                         // the selector alone
+        "%FF%FE",                            // not UTF-8
         "%00",
         "%3Cscript%3E",
-        "%25F0%259F%2591%258D",                 // encoded twice
+        "%25F0%259F%2591%258D", // encoded twice
         "thumbsup",
         long.as_str(),
     ] {

@@ -34,7 +34,12 @@ async fn patch(user: &User, path: &str, body: &Value) -> Response {
 }
 
 async fn edit(user: &User, conversation: &str, message: &str, body: &str) -> Response {
-    patch(user, &message_path(conversation, message), &json!({ "body": body })).await
+    patch(
+        user,
+        &message_path(conversation, message),
+        &json!({ "body": body }),
+    )
+    .await
 }
 
 async fn put(user: &User, path: &str) -> Response {
@@ -54,7 +59,9 @@ async fn room(user: &User, name: &str) -> String {
 }
 
 async fn join(user: &User, room: &str) {
-    let joined = user.post(&format!("/api/rooms/{room}/join"), &json!({})).await;
+    let joined = user
+        .post(&format!("/api/rooms/{room}/join"), &json!({}))
+        .await;
     assert_eq!(joined.status(), StatusCode::OK);
 }
 
@@ -84,13 +91,21 @@ async fn only_the_sender_edits_and_everyone_sees_the_edit_in_history() {
     let said = ada.send(&general, "helo wrld").await;
     let said = id(&said);
 
-    let code = expect_error(edit(&bob, &general, said, "bob's now").await, StatusCode::FORBIDDEN).await;
+    let code = expect_error(
+        edit(&bob, &general, said, "bob's now").await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
     assert_eq!(code, "forbidden");
     for (who, conversation, message) in [
         (&mallory, general.as_str(), said),
         // Another room's message under a room of the caller's.
         (&mallory, elsewhere.as_str(), said),
-        (&ada, general.as_str(), "0192f0c1-0000-7000-8000-000000000000"),
+        (
+            &ada,
+            general.as_str(),
+            "0192f0c1-0000-7000-8000-000000000000",
+        ),
     ] {
         expect_error(
             edit(who, conversation, message, "guess").await,
@@ -99,7 +114,11 @@ async fn only_the_sender_edits_and_everyone_sees_the_edit_in_history() {
         .await;
     }
     for bad in [String::new(), "   ".to_owned(), "x".repeat(4_001)] {
-        expect_error(edit(&ada, &general, said, &bad).await, StatusCode::BAD_REQUEST).await;
+        expect_error(
+            edit(&ada, &general, said, &bad).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
     }
 
     let edited = edit(&ada, &general, said, "hello world").await;
@@ -134,7 +153,9 @@ async fn a_deleted_message_is_a_tombstone_and_administrators_may_delete_any() {
     let bobs = bob.send(&general, "spam").await;
     let (first, doomed, bobs) = (id(&first), id(&doomed), id(&bobs));
     assert_eq!(
-        put(&bob, &reaction_path(&general, doomed, THUMBS)).await.status(),
+        put(&bob, &reaction_path(&general, doomed, THUMBS))
+            .await
+            .status(),
         StatusCode::NO_CONTENT
     );
 
@@ -158,7 +179,10 @@ async fn a_deleted_message_is_a_tombstone_and_administrators_may_delete_any() {
     let tombstone = &seen[1];
     assert_eq!(tombstone["body"], "");
     assert!(tombstone["deleted_at"].is_string(), "{tombstone}");
-    assert!(tombstone.get("reactions").is_none(), "its reactions went: {tombstone}");
+    assert!(
+        tombstone.get("reactions").is_none(),
+        "its reactions went: {tombstone}"
+    );
     let older = bob
         .get_ok(&format!(
             "/api/conversations/{general}/messages?before={doomed}"
@@ -166,7 +190,11 @@ async fn a_deleted_message_is_a_tombstone_and_administrators_may_delete_any() {
         .await;
     assert_eq!(older["messages"][0]["id"], first, "cursors keep working");
 
-    expect_error(edit(&ada, &general, doomed, "undo").await, StatusCode::CONFLICT).await;
+    expect_error(
+        edit(&ada, &general, doomed, "undo").await,
+        StatusCode::CONFLICT,
+    )
+    .await;
     expect_error(
         put(&ada, &reaction_path(&general, doomed, HEART)).await,
         StatusCode::CONFLICT,
@@ -213,7 +241,10 @@ async fn reactions_are_idempotent_and_history_counts_them_with_me() {
     assert_eq!(put(&bob, &thumbs).await.status(), StatusCode::NO_CONTENT);
     // The heart without its variation selector is the same heart.
     let bare_heart = reaction_path(&general, said, "\u{2764}");
-    assert_eq!(put(&bob, &bare_heart).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        put(&bob, &bare_heart).await.status(),
+        StatusCode::NO_CONTENT
+    );
 
     let seen = history(&ada, &general).await;
     assert_eq!(
@@ -224,13 +255,19 @@ async fn reactions_are_idempotent_and_history_counts_them_with_me() {
         ])
     );
     let seen = history(&bob, &general).await;
-    assert_eq!(seen[0]["reactions"][1], json!({ "emoji": HEART, "count": 1, "me": true }));
+    assert_eq!(
+        seen[0]["reactions"][1],
+        json!({ "emoji": HEART, "count": 1, "me": true })
+    );
 
     for _ in 0..2 {
         assert_eq!(ada.delete(&thumbs).await.status(), StatusCode::NO_CONTENT);
     }
     let seen = history(&ada, &general).await;
-    assert_eq!(seen[0]["reactions"][0], json!({ "emoji": THUMBS, "count": 1, "me": false }));
+    assert_eq!(
+        seen[0]["reactions"][0],
+        json!({ "emoji": THUMBS, "count": 1, "me": false })
+    );
 
     expect_error(put(&mallory, &thumbs).await, StatusCode::NOT_FOUND).await;
     let code = expect_error(
@@ -252,7 +289,10 @@ async fn edits_deletes_and_reactions_reach_the_other_members_sockets() {
     let mut socket = bob.open_socket().await;
     ready(&mut socket).await;
 
-    assert_eq!(edit(&ada, &direct, &said, "fixed").await.status(), StatusCode::OK);
+    assert_eq!(
+        edit(&ada, &direct, &said, "fixed").await.status(),
+        StatusCode::OK
+    );
     let frame = next_of_type(&mut socket, "message_edited").await;
     assert_eq!(frame["message"]["id"], said);
     assert_eq!(frame["message"]["body"], "fixed");
@@ -270,7 +310,10 @@ async fn edits_deletes_and_reactions_reach_the_other_members_sockets() {
     );
     assert_eq!(ada.delete(&thumbs).await.status(), StatusCode::NO_CONTENT);
     let frame = next_of_type(&mut socket, "reaction").await;
-    assert_eq!((frame["count"].clone(), frame["added"].clone()), (json!(0), json!(false)));
+    assert_eq!(
+        (frame["count"].clone(), frame["added"].clone()),
+        (json!(0), json!(false))
+    );
 
     assert_eq!(
         ada.delete(&message_path(&direct, &said)).await.status(),
@@ -309,9 +352,8 @@ async fn edits_and_deletes_are_audited_with_who_acted_but_never_a_body() {
             page["logs"].as_array().expect("a list of logs").clone()
         }
     };
-    let named = |entries: &[Value], name: &str| {
-        entries.iter().find(|entry| entry["name"] == name).cloned()
-    };
+    let named =
+        |entries: &[Value], name: &str| entries.iter().find(|entry| entry["name"] == name).cloned();
     eventually("the edit and the deletion are audited", || {
         let (ada, root) = (audits(ada.id.clone()), audits(root.id.clone()));
         async move {

@@ -403,13 +403,21 @@ async fn edits_deletes_and_reactions_cross_the_replicas() {
         ..User::sign_up(&b1, "bob").await
     };
     let room = ada
-        .post_expecting("/api/rooms", &json!({ "name": "edits" }), StatusCode::CREATED)
+        .post_expecting(
+            "/api/rooms",
+            &json!({ "name": "edits" }),
+            StatusCode::CREATED,
+        )
         .await["id"]
         .as_str()
         .expect("a room id")
         .to_owned();
-    bob.post_expecting(&format!("/api/rooms/{room}/join"), &json!({}), StatusCode::OK)
-        .await;
+    bob.post_expecting(
+        &format!("/api/rooms/{room}/join"),
+        &json!({}),
+        StatusCode::OK,
+    )
+    .await;
     let mut bob_socket = socket_on(&b1, &bob).await;
     until_linked(&cluster, &ada, &room, &mut bob_socket).await;
 
@@ -427,7 +435,10 @@ async fn edits_deletes_and_reactions_cross_the_replicas() {
     assert_eq!(edited.status(), StatusCode::OK);
     let frame = next_of_type(&mut bob_socket, "message_edited").await;
     assert_eq!(
-        (frame["message"]["id"].as_str(), frame["message"]["body"].as_str()),
+        (
+            frame["message"]["id"].as_str(),
+            frame["message"]["body"].as_str()
+        ),
         (Some(said.as_str()), Some("fixed"))
     );
 
@@ -443,7 +454,11 @@ async fn edits_deletes_and_reactions_cross_the_replicas() {
     assert_eq!(reacted.status(), StatusCode::NO_CONTENT);
     let frame = next_of_type(&mut bob_socket, "reaction").await;
     assert_eq!(
-        (frame["count"].as_u64(), frame["added"].as_bool(), frame["user_id"].as_str()),
+        (
+            frame["count"].as_u64(),
+            frame["added"].as_bool(),
+            frame["user_id"].as_str()
+        ),
         (Some(1), Some(true), Some(ada.id.as_str()))
     );
     let page = bob

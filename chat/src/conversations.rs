@@ -540,4 +540,3 @@ impl Chat {
         Ok(sessions)
     }
 }
-

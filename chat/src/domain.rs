@@ -314,7 +314,11 @@ mod tests {
     #[test]
     fn reaction_emoji_are_the_bounded_set_with_or_without_the_selector() {
         let heart = ReactionEmoji::parse("\u{2764}\u{fe0f}").expect("the heart");
-        assert_eq!(ReactionEmoji::parse("\u{2764}"), Ok(heart), "bare heart folds");
+        assert_eq!(
+            ReactionEmoji::parse("\u{2764}"),
+            Ok(heart),
+            "bare heart folds"
+        );
         assert_eq!(heart.as_str(), "\u{2764}\u{fe0f}");
         let thumbs = ReactionEmoji::parse("\u{1f44d}").expect("thumbs up");
         assert_eq!(ReactionEmoji::parse("\u{1f44d}\u{fe0f}"), Ok(thumbs));
@@ -322,9 +326,9 @@ mod tests {
             "",
             "x",
             ":+1:",
-            "\u{1f44d}\u{1f3fd}",        // skin tone
-            "\u{2764}\u{fe0e}",          // text style
-            "\u{1f44d}\u{fe0f}\u{fe0f}", // two selectors
+            "\u{1f44d}\u{1f3fd}",         // skin tone
+            "\u{2764}\u{fe0e}",           // text style
+            "\u{1f44d}\u{fe0f}\u{fe0f}",  // two selectors
             "\u{1f44d}\u{200d}\u{1f44d}", // joined
             "\u{1f44d}\u{1f44d}",
             " \u{1f44d}",
@@ -334,14 +338,18 @@ mod tests {
             assert!(ReactionEmoji::parse(bad).is_err(), "{bad:?}");
         }
         for emoji in proto::chat::v1::REACTION_EMOJI {
-            assert_eq!(ReactionEmoji::parse(emoji).map(ReactionEmoji::as_str), Ok(*emoji));
+            assert_eq!(
+                ReactionEmoji::parse(emoji).map(ReactionEmoji::as_str),
+                Ok(*emoji)
+            );
             let points = emoji.chars().count();
             assert!(
                 points == 1 || (points == 2 && emoji.ends_with('\u{fe0f}')),
                 "{emoji:?} is one code point, or one and U+FE0F"
             );
         }
-        let distinct: std::collections::HashSet<_> = proto::chat::v1::REACTION_EMOJI.iter().collect();
+        let distinct: std::collections::HashSet<_> =
+            proto::chat::v1::REACTION_EMOJI.iter().collect();
         assert_eq!(distinct.len(), proto::chat::v1::REACTION_EMOJI.len());
     }
 

@@ -146,7 +146,9 @@ impl Chat {
             Deleted::Done(message) => {
                 self.outbox_waker().wake();
                 self.live()
-                    .publish(Event::MessageDeleted(crate::grpc::message_message(&message)));
+                    .publish(Event::MessageDeleted(crate::grpc::message_message(
+                        &message,
+                    )));
                 let by_moderator = message.sender.id != caller.id;
                 tracing::info!(message_id = %id, conversation_id = %conversation, by_moderator, "message deleted");
                 Ok(true)

@@ -6,8 +6,8 @@
 
 use chat::{
     domain::{
-        Conversation, ConversationView, Kind, Message, Presence, Reaction, ReactionEmoji,
-        RoomName, UserRef, direct_key,
+        Conversation, ConversationView, Kind, Message, Presence, Reaction, ReactionEmoji, RoomName,
+        UserRef, direct_key,
     },
     store::{
         self, ChatSession, ChatStore, Connection, Deleted, Edited, NewMessage, Page, Reacted,
@@ -1503,8 +1503,7 @@ async fn a_deleted_message_stays_in_its_place_as_a_tombstone(store: &dyn ChatSto
     let third = post(store, &general, &bob, "three").await;
     react(store, &second, &bob, THUMBS, true).await;
 
-    let Deleted::Done(tombstone) = delete(store, general.id, second.id, ada.id, false).await
-    else {
+    let Deleted::Done(tombstone) = delete(store, general.id, second.id, ada.id, false).await else {
         panic!("the sender deletes");
     };
     assert_eq!(tombstone.body, "", "a tombstone keeps no body");
@@ -1516,10 +1515,7 @@ async fn a_deleted_message_stays_in_its_place_as_a_tombstone(store: &dyn ChatSto
     assert_eq!(history[1].body, "");
     assert_eq!(history[1].deleted_at, tombstone.deleted_at);
     assert_eq!(
-        store
-            .reactions(&[second.id], bob.id)
-            .await
-            .unwrap(),
+        store.reactions(&[second.id], bob.id).await.unwrap(),
         [],
         "its reactions went with it"
     );
@@ -1607,27 +1603,42 @@ async fn reactions_are_idempotent_and_counted_with_me_over_a_page(store: &dyn Ch
 
     assert_eq!(
         react(store, &first, &ada, THUMBS, true).await,
-        Reacted::Done { changed: true, count: 1 }
+        Reacted::Done {
+            changed: true,
+            count: 1
+        }
     );
     assert_eq!(
         react(store, &first, &ada, "\u{1f44d}\u{fe0f}", true).await,
-        Reacted::Done { changed: false, count: 1 },
+        Reacted::Done {
+            changed: false,
+            count: 1
+        },
         "adding twice (in either spelling) is one reaction"
     );
     assert_eq!(
         react(store, &first, &bob, THUMBS, true).await,
-        Reacted::Done { changed: true, count: 2 }
+        Reacted::Done {
+            changed: true,
+            count: 2
+        }
     );
     react(store, &first, &cy, HEART, true).await;
     react(store, &second, &cy, HEART, true).await;
     react(store, &second, &cy, THUMBS, true).await;
     assert_eq!(
         react(store, &second, &cy, THUMBS, false).await,
-        Reacted::Done { changed: true, count: 0 }
+        Reacted::Done {
+            changed: true,
+            count: 0
+        }
     );
     assert_eq!(
         react(store, &second, &cy, THUMBS, false).await,
-        Reacted::Done { changed: false, count: 0 },
+        Reacted::Done {
+            changed: false,
+            count: 0
+        },
         "removing twice is fine"
     );
 
@@ -1660,7 +1671,10 @@ async fn reactions_are_idempotent_and_counted_with_me_over_a_page(store: &dyn Ch
     store.delete_user_data(bob.id).await.unwrap();
     assert_eq!(
         store.reactions(&[first.id], ada.id).await.unwrap(),
-        [(first.id, seen(THUMBS, 1, true)), (first.id, seen(HEART, 1, false))]
+        [
+            (first.id, seen(THUMBS, 1, true)),
+            (first.id, seen(HEART, 1, false))
+        ]
     );
 }
 
@@ -1682,7 +1696,13 @@ async fn no_reaction_on_a_tombstone_or_another_conversations_message(store: &dyn
         Reacted::Missing
     );
     delete(store, general.id, said.id, ada.id, false).await;
-    assert_eq!(react(store, &said, &ada, THUMBS, true).await, Reacted::Deleted);
-    assert_eq!(react(store, &said, &ada, THUMBS, false).await, Reacted::Deleted);
+    assert_eq!(
+        react(store, &said, &ada, THUMBS, true).await,
+        Reacted::Deleted
+    );
+    assert_eq!(
+        react(store, &said, &ada, THUMBS, false).await,
+        Reacted::Deleted
+    );
     assert_eq!(store.reactions(&[said.id], ada.id).await.unwrap(), []);
 }

@@ -23,6 +23,8 @@ const browser = await chromium.launch({
 });
 
 const results = [];
+/** Users made by later steps, screenshotted too when a step fails. */
+const laterUsers = [];
 let broken = false;
 
 async function step(name, body) {
@@ -40,7 +42,7 @@ async function step(name, body) {
     results.push({ name, ok: false, error });
     broken = true;
     const n = results.length;
-    for (const user of [alice, bob]) {
+    for (const user of [alice, bob, ...laterUsers]) {
       await user.page.screenshot({ path: path.join(SHOTS, `failed-${n}-${user.name}.png`), fullPage: true }).catch(() => {});
     }
     console.log(`  FAIL ${name}\n       ${String(error?.stack || error).split('\n').slice(0, 6).join('\n       ')}`);
@@ -387,6 +389,94 @@ await step('bob deletes his account: his conversation with alice is gone, he can
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByRole('alert').filter({ hasText: 'Wrong username or password' }).waitFor();
+});
+
+// ---- edits, deletes and reactions (js/message-actions.js) ----
+const carol = await newUser('carol');
+laterUsers.push(carol);
+const carolsMessage = (page, text) => page.locator('#messages li.message', { hasText: text });
+
+await step('alice edits and deletes her own message; carol sees both live', async () => {
+  await register(carol, false);
+  await alice.page.goto(`${BASE}/chat`);
+  await alice.page.locator('#connection[data-state="open"]').waitFor();
+  await person(alice.page, 'carol').and(alice.page.locator('[data-online="true"]')).waitFor();
+  await alice.page.getByRole('button', { name: 'Message carol' }).click();
+  await alice.page.locator('#conv-title', { hasText: 'carol' }).waitFor();
+  const composer = alice.page.getByLabel('Message', { exact: true });
+  await composer.fill('Lunch at 12?');
+  await alice.page.keyboard.press('Enter');
+  await composer.fill('oops, wrong conversation');
+  await alice.page.keyboard.press('Enter');
+  await messageText(alice.page, 'oops, wrong conversation').waitFor();
+  await carol.page.locator('#dm-list button.conv', { hasText: 'alice' }).click();
+  await messageText(carol.page, 'oops, wrong conversation').waitFor();
+  // carol may not edit or delete alice's messages: no such buttons for her.
+  await carolsMessage(carol.page, 'Lunch at 12?').hover();
+  expect((await carol.page.getByRole('button', { name: 'Edit message' }).count()) === 0, 'carol can edit alice\'s message');
+
+  const lunch = carolsMessage(alice.page, 'Lunch at 12?');
+  await lunch.hover();
+  await lunch.getByRole('button', { name: 'Edit message' }).click();
+  // The item's text is in the field now: find the field by its form.
+  const field = alice.page.locator('#messages form.edit').getByLabel('Edit message');
+  await field.fill('Lunch at 12:30?');
+  await field.press('Enter');
+  await messageText(alice.page, 'Lunch at 12:30?').waitFor();
+  await carolsMessage(alice.page, 'Lunch at 12:30?').locator('.edited', { hasText: '(edited)' }).waitFor();
+  await carolsMessage(carol.page, 'Lunch at 12:30?').locator('.edited', { hasText: '(edited)' }).waitFor();
+  const tooltip = await carolsMessage(carol.page, 'Lunch at 12:30?').locator('.edited').getAttribute('title');
+  expect(/^Edited /.test(tooltip || ''), `the edited marker's tooltip is ${tooltip}`);
+
+  const oops = carolsMessage(alice.page, 'oops, wrong conversation');
+  await oops.hover();
+  await oops.getByRole('button', { name: 'Delete message' }).click();
+  await oops.getByRole('button', { name: 'Yes, delete' }).click();
+  await alice.page.locator('#messages li.message.deleted', { hasText: 'message deleted' }).waitFor();
+  await carol.page.locator('#messages li.message.deleted', { hasText: 'message deleted' }).waitFor();
+  expect((await messageText(carol.page, 'oops, wrong conversation').count()) === 0, 'the deleted text still shows for carol');
+  await alice.page.mouse.move(0, 0);
+  await shot(alice.page, 'e2e-edit-delete');
+});
+
+await step('carol and alice react; chips count and highlight their own, live', async () => {
+  const offered = await carol.page.evaluate(async (broker) => {
+    const answer = await fetch(`${broker}/api/reactions`).then((r) => r.json());
+    return answer.emoji;
+  }, await carol.page.locator('meta[name="broker"]').getAttribute('content'));
+  const lunch = carolsMessage(carol.page, 'Lunch at 12:30?');
+  await lunch.hover();
+  await lunch.getByRole('button', { name: 'Add a reaction' }).click();
+  const picks = lunch.locator('.picker button.pick');
+  await picks.first().waitFor();
+  const shown = await picks.allTextContents();
+  expect(JSON.stringify(shown) === JSON.stringify(offered), `the picker shows ${shown.length} emoji, not the server's ${offered.length}`);
+  await lunch.getByRole('button', { name: 'React with 👍' }).click();
+  await lunch.locator('.chip.me', { hasText: '👍 1' }).waitFor();
+  const alicesLunch = carolsMessage(alice.page, 'Lunch at 12:30?');
+  await alicesLunch.locator('.chip', { hasText: '👍 1' }).waitFor();
+  expect((await alicesLunch.locator('.chip.me').count()) === 0, 'carol\'s reaction is highlighted for alice');
+  // alice adds hers by clicking the chip: 2 for both, highlighted for each.
+  await alicesLunch.locator('.chip', { hasText: '👍 1' }).click();
+  await alicesLunch.locator('.chip.me', { hasText: '👍 2' }).waitFor();
+  await lunch.locator('.chip.me', { hasText: '👍 2' }).waitFor();
+  // ... and a heart from the picker.
+  await alicesLunch.hover();
+  await alicesLunch.getByRole('button', { name: 'Add a reaction' }).click();
+  await alicesLunch.getByRole('button', { name: 'React with ❤️' }).click();
+  await lunch.locator('.chip', { hasText: '❤️ 1' }).waitFor();
+  await carol.page.mouse.move(0, 0);
+  await shot(carol.page, 'e2e-reactions');
+  // Clicking her chip again takes carol's back.
+  await lunch.locator('.chip.me', { hasText: '👍 2' }).click();
+  await alicesLunch.locator('.chip.me', { hasText: '👍 1' }).waitFor();
+  // History agrees after a reload.
+  await carol.page.reload();
+  await carol.page.locator('#connection[data-state="open"]').waitFor();
+  await carol.page.locator('#dm-list button.conv', { hasText: 'alice' }).click();
+  await carolsMessage(carol.page, 'Lunch at 12:30?').locator('.chip', { hasText: '👍 1' }).waitFor();
+  await carol.page.locator('#messages li.message.deleted', { hasText: 'message deleted' }).waitFor();
+  alice.problems.push(...carol.problems);
 });
 
 const problems = [...alice.problems, ...bob.problems];

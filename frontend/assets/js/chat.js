@@ -4,6 +4,7 @@
 import { api, describe } from './api.js';
 import { requireSession, showError, formatTime } from './layout.js';
 import { Live } from './live.js';
+import { setupMessageActions, decorateMessage, applyMessageFrame } from './message-actions.js';
 
 const PAGE = 50;
 const TYPING_SEND_EVERY_MS = 3_000;
@@ -385,7 +386,7 @@ function closeConversation(reason) {
 
 function messageItem(message) {
   const mine = message.sender_id === state.me.id;
-  return el('li', {
+  return decorateMessage(el('li', {
     class: `message${mine ? ' mine' : ''}${message.pending ? ' pending' : ''}`,
     dataset: { id: message.id || '', sender: message.sender_id },
   },
@@ -394,7 +395,16 @@ function messageItem(message) {
     ' ',
     el('time', { datetime: message.created_at || '', text: formatTime(message.created_at) })),
   el('p', { class: 'body', text: message.body }),
-  message.pending ? el('p', { class: 'status', text: message.failed || 'Sending…' }) : null);
+  message.pending ? el('p', { class: 'status', text: message.failed || 'Sending…' }) : null), message);
+}
+
+/** Re-renders one kept message in place (edits, deletes, reactions: message-actions.js). */
+function redrawMessage(message) {
+  if (message.conversation_id !== state.active) return;
+  const item = els.messages.querySelector(`li[data-id="${CSS.escape(message.id)}"]`);
+  if (!item) return;
+  item.replaceWith(messageItem(message));
+  renderReceipts();
 }
 
 function renderMessages() {
@@ -705,6 +715,11 @@ function onFrame(frame) {
     case 'resync':
       catchUpAll();
       break;
+    case 'message_edited':
+    case 'message_deleted':
+    case 'reaction':
+      applyMessageFrame(frame);
+      break;
     case 'error':
       if (frame.client_id) failPending(frame.client_id, frame.message || 'refused');
       else showError(els.sendError, frame.message || 'The server refused that.');
@@ -740,6 +755,12 @@ async function onOpen(reconnect) {
 async function start() {
   const session = await requireSession();
   state.me = session.user;
+  setupMessageActions({
+    me: state.me,
+    find: (conversationId, id) => state.threads.get(conversationId)?.messages.find((m) => m.id === id),
+    redraw: redrawMessage,
+    showError: (text) => showError(els.sendError, text),
+  });
   els.composer.addEventListener('submit', send);
   els.body.addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
