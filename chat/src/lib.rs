@@ -11,6 +11,7 @@ mod conversations;
 pub mod domain;
 mod grpc;
 pub mod live;
+pub mod mentions;
 pub mod store;
 mod writer;
 

@@ -8,6 +8,7 @@ pub mod compat;
 pub mod handle;
 pub mod live;
 pub mod logs;
+pub mod notifications;
 pub mod ops;
 pub mod passwords;
 
@@ -102,6 +103,14 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
         .route(
             "/api/conversations/{id}/read",
             limiters.limit(api, post(chat::mark_read)),
+        )
+        .route(
+            "/api/notifications",
+            limiters.limit(api, get(notifications::list)),
+        )
+        .route(
+            "/api/notifications/read",
+            limiters.limit(api, post(notifications::mark_read)),
         )
         .route(
             "/apiv2/usersession/",

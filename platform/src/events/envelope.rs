@@ -18,6 +18,7 @@ pub fn routing_key(payload: &Payload) -> &'static str {
         Payload::PasswordChanged(_) => "user.password_changed",
         Payload::PasswordResetRequested(_) => "user.password_reset_requested",
         Payload::VerificationRequested(_) => "user.verification_requested",
+        Payload::MessageMentioned(_) => "message.mentioned",
     }
 }
 

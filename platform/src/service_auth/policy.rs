@@ -35,6 +35,7 @@ impl Policy {
 
 const BROKER: &[Service] = &[Broker];
 const LISTENER: &[Service] = &[Listener];
+const BROKER_AND_LISTENER: &[Service] = &[Broker, Listener];
 const EVERY_SERVICE: &[Service] = &[Auth, Chat, Broker, Logger, Mail, Listener];
 
 /// Auth: only the broker, which acts for users.
@@ -46,7 +47,8 @@ pub const AUTH: Policy = Policy {
         ("Refresh", BROKER),
         ("Logout", BROKER),
         ("VerifyToken", BROKER),
-        ("GetUser", BROKER),
+        // The listener's mention digest finds the address of the user mentioned.
+        ("GetUser", BROKER_AND_LISTENER),
         ("ListUsers", BROKER),
         ("BeginAccountDeletion", BROKER),
         ("CompleteAccountDeletion", BROKER),
@@ -64,7 +66,8 @@ pub const AUTH: Policy = Policy {
         ("EndOtherSessions", BROKER),
         ("VerifyEmail", BROKER),
         ("ResendVerification", BROKER),
-        ("GetEmailStatus", BROKER),
+        // The listener's mention digest mails verified addresses only.
+        ("GetEmailStatus", BROKER_AND_LISTENER),
     ],
 };
 
@@ -87,7 +90,8 @@ pub const CHAT: Policy = Policy {
         ("OpenConnection", BROKER),
         ("CloseConnection", BROKER),
         ("LeaveBroker", BROKER),
-        ("ListPresence", BROKER),
+        // The listener mails a mention digest only to users who are offline.
+        ("ListPresence", BROKER_AND_LISTENER),
         ("ListMemberships", BROKER),
         ("DeleteUserData", BROKER),
         ("StartChatSession", LISTENER),
@@ -95,6 +99,9 @@ pub const CHAT: Policy = Policy {
         ("ForgetChatSessions", LISTENER),
         ("ListChatSessions", BROKER),
         ("Subscribe", BROKER),
+        // Notifications. The listener reads a user's unread mentions for their digest.
+        ("ListNotifications", BROKER_AND_LISTENER),
+        ("MarkNotificationsRead", BROKER),
     ],
 };
 
