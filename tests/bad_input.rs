@@ -339,9 +339,7 @@ async fn bad_notification_queries_and_bodies_get_400s() {
             "{query}: {code}"
         );
     }
-    let too_many: Vec<String> = (0..101)
-        .map(|_| uuid::Uuid::now_v7().to_string())
-        .collect();
+    let too_many: Vec<String> = (0..101).map(|_| uuid::Uuid::now_v7().to_string()).collect();
     for body in [
         json!({}),
         json!({ "ids": [] }),

@@ -8,8 +8,11 @@ mod common;
 
 use common::{
     TestApp, User, eventually,
+    rabbit::TestRabbit,
     ws::{Socket, next_of_type, nothing_of_type, ready},
 };
+use platform::events::{Event, rabbit};
+use proto::events::v1::{MessageMentioned, envelope::Payload};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -20,11 +23,7 @@ async fn room_with(owner: &User, name: &str, members: &[&User]) -> String {
     let id = room["id"].as_str().expect("a room id").to_owned();
     for member in members {
         member
-            .post_expecting(
-                &format!("/api/rooms/{id}/join"),
-                &json!({}),
-                StatusCode::OK,
-            )
+            .post_expecting(&format!("/api/rooms/{id}/join"), &json!({}), StatusCode::OK)
             .await;
     }
     id
@@ -99,7 +98,10 @@ async fn mentions_of_members_notify_them_and_nobody_else() {
     let general = room_with(&ada, "general", &[&bob]).await;
     // cyd is not a member; ada is the sender; nobody is unknown.
     let said = ada
-        .send(&general, "hi @Bob, @cyd and @ada and @nobody, mail bob@example.com")
+        .send(
+            &general,
+            "hi @Bob, @cyd and @ada and @nobody, mail bob@example.com",
+        )
         .await;
     let page = notifications(&bob, "").await;
     assert_eq!(page["unread_count"], 1, "{page}");
@@ -178,7 +180,11 @@ async fn notifications_page_newest_first_and_only_ones_own_are_marked_read() {
         .await;
     assert_eq!(all["marked"], 4);
     assert_eq!(all["unread_count"], 0);
-    assert_eq!(notifications(&cyd, "").await["unread_count"], 5, "cyd's stay");
+    assert_eq!(
+        notifications(&cyd, "").await["unread_count"],
+        5,
+        "cyd's stay"
+    );
     app.stop().await;
 }
 
@@ -268,7 +274,8 @@ async fn offline_users_get_one_digest_of_their_unread_mentions_per_period() {
     // dan is online: he sees his notifications live, and gets no mail.
     let _dans = socket(&dan).await;
     for n in 0..3 {
-        ada.send(&general, &format!("@bob @dan @eve ping {n}")).await;
+        ada.send(&general, &format!("@bob @dan @eve ping {n}"))
+            .await;
     }
     // cyd reads one of her two mentions in the app before the period ends.
     ada.send(&general, "@cyd first").await;
@@ -293,15 +300,31 @@ async fn offline_users_get_one_digest_of_their_unread_mentions_per_period() {
     assert_eq!(bobs.len(), 1, "one digest for three mentions");
     assert_eq!(bobs[0].subject, "3 new mentions on microchat");
     for n in 0..3 {
-        assert!(bobs[0].text.contains(&format!("ada in #general: @bob @dan @eve ping {n}")), "{}", bobs[0].text);
+        assert!(
+            bobs[0]
+                .text
+                .contains(&format!("ada in #general: @bob @dan @eve ping {n}")),
+            "{}",
+            bobs[0].text
+        );
     }
     let cyds = digests_to(&app, "cyd@example.com");
     assert_eq!(cyds.len(), 1);
     assert_eq!(cyds[0].subject, "1 new mention on microchat");
     assert!(cyds[0].text.contains("@cyd second"), "{}", cyds[0].text);
-    assert!(!cyds[0].text.contains("@cyd first"), "read in the app: {}", cyds[0].text);
-    assert!(digests_to(&app, "dan@example.com").is_empty(), "dan was online");
-    assert!(digests_to(&app, "eve@example.com").is_empty(), "eve's address is unverified");
+    assert!(
+        !cyds[0].text.contains("@cyd first"),
+        "read in the app: {}",
+        cyds[0].text
+    );
+    assert!(
+        digests_to(&app, "dan@example.com").is_empty(),
+        "dan was online"
+    );
+    assert!(
+        digests_to(&app, "eve@example.com").is_empty(),
+        "eve's address is unverified"
+    );
 
     // A new mention later starts the next digest.
     ada.send(&general, "@bob again").await;
@@ -309,5 +332,78 @@ async fn offline_users_get_one_digest_of_their_unread_mentions_per_period() {
         digests_to(&app, "bob@example.com").len() == 2
     })
     .await;
+    app.stop().await;
+}
+
+/// Publishes an event to the test's exchange, as a relay that crashed after publishing
+/// (before deleting its outbox row) would: the listener sees it again.
+async fn publish(test_rabbit: &TestRabbit, event: &Event) {
+    let connection = rabbit::connect(&test_rabbit.url, "test publisher")
+        .await
+        .expect("RabbitMQ answers");
+    let channel = connection.create_channel().await.expect("a channel");
+    channel
+        .confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let published = platform::events::Published {
+        event_id: event.id,
+        routing_key: event.routing_key.to_owned(),
+        payload: event.payload.clone(),
+    };
+    let confirm = channel
+        .basic_publish(
+            test_rabbit.exchange.as_str().into(),
+            event.routing_key.into(),
+            Default::default(),
+            &event.payload,
+            rabbit::properties(&published),
+        )
+        .await
+        .expect("published")
+        .await
+        .expect("confirmed");
+    assert!(confirm.is_ack());
+    let _ = connection.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn a_mention_event_delivered_again_makes_no_second_digest() {
+    let Some(test_rabbit) = TestRabbit::create(8, std::time::Duration::from_secs(1)).await else {
+        return;
+    };
+    let mut extra = test_rabbit.args(&test_rabbit.url);
+    extra.push("--listener-mention-digest-period=2s".to_owned());
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let app = TestApp::start(&extra).await;
+    let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+    app.verify_address("bob@example.com").await;
+    let general = room_with(&ada, "general", &[&bob]).await;
+    let said = ada.send(&general, "@bob are you there?").await;
+    let notification = listed(&notifications(&bob, "").await)[0]["id"].clone();
+    // chat's own event reaches the listener; then the same event again, twice (a relay
+    // that crashed after publishing): the digest still holds one mention, mailed once.
+    let again = Event::new(
+        "chat",
+        Payload::MessageMentioned(MessageMentioned {
+            notification_id: notification.as_str().unwrap().to_owned(),
+            message_id: said["id"].as_str().unwrap().to_owned(),
+            conversation_id: general.clone(),
+            sender_id: ada.id.clone(),
+            sender_name: "ada".into(),
+            user_id: bob.id.clone(),
+            username: "bob".into(),
+        }),
+    );
+    publish(&test_rabbit, &again).await;
+    publish(&test_rabbit, &again).await;
+    eventually("bob's digest is mailed", || async {
+        !digests_to(&app, "bob@example.com").is_empty()
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    let mails = digests_to(&app, "bob@example.com");
+    assert_eq!(mails.len(), 1, "one digest");
+    assert_eq!(mails[0].subject, "1 new mention on microchat");
     app.stop().await;
 }

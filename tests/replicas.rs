@@ -377,12 +377,20 @@ async fn a_mention_notifies_the_mentioned_users_sockets_on_both_replicas_only() 
     let bob = User::sign_up(&b0, "bob").await;
     let cyd = User::sign_up(&b1, "cyd").await;
     let room = ada
-        .post_expecting("/api/rooms", &json!({ "name": "mentions" }), StatusCode::CREATED)
+        .post_expecting(
+            "/api/rooms",
+            &json!({ "name": "mentions" }),
+            StatusCode::CREATED,
+        )
         .await;
     let room = room["id"].as_str().expect("a room id").to_owned();
     for member in [&bob, &cyd] {
         member
-            .post_expecting(&format!("/api/rooms/{room}/join"), &json!({}), StatusCode::OK)
+            .post_expecting(
+                &format!("/api/rooms/{room}/join"),
+                &json!({}),
+                StatusCode::OK,
+            )
             .await;
     }
     let mut bobs = [socket_on(&b0, &bob).await, socket_on(&b1, &bob).await];
@@ -390,7 +398,11 @@ async fn a_mention_notifies_the_mentioned_users_sockets_on_both_replicas_only() 
     let said = send_via(&b1, &ada, &room, "replica @bob look").await;
     for socket in &mut bobs {
         let frame = next_of_type(socket, "notification").await;
-        assert_eq!(frame["notification"]["message_id"], said.as_str(), "{frame}");
+        assert_eq!(
+            frame["notification"]["message_id"],
+            said.as_str(),
+            "{frame}"
+        );
     }
     // cyd's sockets see the message itself, then nothing addressed to bob.
     for socket in &mut cyds {

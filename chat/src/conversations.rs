@@ -295,9 +295,10 @@ impl Chat {
         self.live
             .publish(Event::Message(crate::grpc::message_message(&message)));
         for notification in &notifications {
-            self.live.publish(Event::Notification(
-                crate::grpc::notification_message(notification),
-            ));
+            self.live
+                .publish(Event::Notification(crate::grpc::notification_message(
+                    notification,
+                )));
         }
         Ok(message)
     }

@@ -116,7 +116,10 @@ mod tests {
         for body in ["mail bob@example.com", "@", "@ @ @", "@ab", "x@@", "@…"] {
             assert!(mentioned_names(body).is_empty(), "{body:?}");
         }
-        assert_eq!(mentioned_names(&format!("@{}", "a".repeat(33))), Vec::<String>::new());
+        assert_eq!(
+            mentioned_names(&format!("@{}", "a".repeat(33))),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

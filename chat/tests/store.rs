@@ -1375,13 +1375,21 @@ async fn unread_counts_are_others_messages_after_the_marker(store: &dyn ChatStor
     let from_bob = post_many(store, &general, &bob, 3).await;
     post(store, &general, &ada, "my own does not count").await;
     assert_eq!(unread_of(store, &general, &ada).await, 3);
-    assert_eq!(unread_of(store, &general, &bob).await, 1, "ada's one, none of his");
+    assert_eq!(
+        unread_of(store, &general, &bob).await,
+        1,
+        "ada's one, none of his"
+    );
     mark_read(store, general.id, ada.id, from_bob[1].id).await;
     assert_eq!(unread_of(store, &general, &ada).await, 1);
     mark_read(store, general.id, ada.id, from_bob[2].id).await;
     assert_eq!(unread_of(store, &general, &ada).await, 0);
     let stranger = user("eve");
-    assert_eq!(unread_of(store, &general, &stranger).await, 0, "a non-member has none");
+    assert_eq!(
+        unread_of(store, &general, &stranger).await,
+        0,
+        "a non-member has none"
+    );
 }
 
 async fn unread_counts_stop_at_the_cap(store: &dyn ChatStore) {
@@ -1410,7 +1418,13 @@ async fn unread_counts_of_every_conversation_come_from_one_call(store: &dyn Chat
     let mut expected = vec![(general.id, 2), (quiet.id, 0), (dm.id, 4)];
     expected.sort();
     assert_eq!(counts, expected);
-    assert!(store.unread_counts(user("eve").id).await.unwrap().is_empty());
+    assert!(
+        store
+            .unread_counts(user("eve").id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A message mentioning `mentioned`, with their notifications and events, as chat
@@ -1482,7 +1496,10 @@ async fn mentions_are_stored_with_their_message_and_events_in_one_transaction(
         2,
         "one event per mention, with the message"
     );
-    let listed = store.notifications(bob.id, page(false, None, 10)).await.unwrap();
+    let listed = store
+        .notifications(bob.id, page(false, None, 10))
+        .await
+        .unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].message_id, hello.id);
     assert_eq!(listed[0].sender, ada);
@@ -1524,7 +1541,13 @@ async fn members_are_found_by_name_only_in_their_conversation(store: &dyn ChatSt
     assert_eq!(found, vec![bob.clone()], "eve is not a member here");
     let found = store.members_named(other.id, &names).await.unwrap();
     assert_eq!(found, vec![eve]);
-    assert!(store.members_named(general.id, &[]).await.unwrap().is_empty());
+    assert!(
+        store
+            .members_named(general.id, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn notifications_page_newest_first_and_hide_what_a_leaver_may_not_read(
@@ -1542,7 +1565,10 @@ async fn notifications_page_newest_first_and_hide_what_a_leaver_may_not_read(
             .unwrap();
         mentions.push(said.id);
     }
-    let first = store.notifications(bob.id, page(false, None, 3)).await.unwrap();
+    let first = store
+        .notifications(bob.id, page(false, None, 3))
+        .await
+        .unwrap();
     let second = store
         .notifications(bob.id, page(false, Some(first[2].id), 3))
         .await
@@ -1551,10 +1577,19 @@ async fn notifications_page_newest_first_and_hide_what_a_leaver_may_not_read(
     let mut newest_first = mentions.clone();
     newest_first.reverse();
     assert_eq!(seen, newest_first, "every notification once, newest first");
-    assert!(store.notifications(ada.id, page(false, None, 10)).await.unwrap().is_empty());
+    assert!(
+        store
+            .notifications(ada.id, page(false, None, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     store.leave(general.id, bob.id).await.unwrap();
-    let after = store.notifications(bob.id, page(false, None, 10)).await.unwrap();
+    let after = store
+        .notifications(bob.id, page(false, None, 10))
+        .await
+        .unwrap();
     assert_eq!(after.len(), 5, "the list keeps them");
     assert!(
         after.iter().all(|n| n.snippet.is_empty()),
@@ -1575,8 +1610,14 @@ async fn marking_notifications_read_touches_only_ones_own(store: &dyn ChatStore)
             .await
             .unwrap();
     }
-    let bobs = store.notifications(bob.id, page(false, None, 10)).await.unwrap();
-    let cyds = store.notifications(cyd.id, page(false, None, 10)).await.unwrap();
+    let bobs = store
+        .notifications(bob.id, page(false, None, 10))
+        .await
+        .unwrap();
+    let cyds = store
+        .notifications(cyd.id, page(false, None, 10))
+        .await
+        .unwrap();
     // Bob names one of his and one of Cyd's: only his moves.
     let marked = store
         .mark_notifications_read(bob.id, Some(&[bobs[0].id, cyds[0].id]), now())
@@ -1585,17 +1626,30 @@ async fn marking_notifications_read_touches_only_ones_own(store: &dyn ChatStore)
     assert_eq!(marked, 1);
     assert_eq!(store.unread_notifications(bob.id).await.unwrap(), 2);
     assert_eq!(store.unread_notifications(cyd.id).await.unwrap(), 3);
-    let unread = store.notifications(bob.id, page(true, None, 10)).await.unwrap();
+    let unread = store
+        .notifications(bob.id, page(true, None, 10))
+        .await
+        .unwrap();
     assert_eq!(unread.len(), 2);
-    assert!(unread.iter().all(|n| n.read_at.is_none() && n.id != bobs[0].id));
+    assert!(
+        unread
+            .iter()
+            .all(|n| n.read_at.is_none() && n.id != bobs[0].id)
+    );
     assert_eq!(
-        store.mark_notifications_read(bob.id, None, now()).await.unwrap(),
+        store
+            .mark_notifications_read(bob.id, None, now())
+            .await
+            .unwrap(),
         2
     );
     assert_eq!(store.unread_notifications(bob.id).await.unwrap(), 0);
     assert_eq!(store.unread_notifications(cyd.id).await.unwrap(), 3);
     assert_eq!(
-        store.mark_notifications_read(bob.id, None, now()).await.unwrap(),
+        store
+            .mark_notifications_read(bob.id, None, now())
+            .await
+            .unwrap(),
         0,
         "twice marks nothing"
     );

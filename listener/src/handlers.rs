@@ -292,9 +292,7 @@ impl Handlers {
                     .map_err(|status| HandleError::from_status("chat", &status))?;
                 Ok(())
             }
-            Payload::MessageMentioned(mention) => {
-                self.note_mention(mention, occurred_at).await
-            }
+            Payload::MessageMentioned(mention) => self.note_mention(mention, occurred_at).await,
             // Returned early in `handle`: they call nothing.
             Payload::MessageSent(_) | Payload::MessageRead(_) => Ok(()),
         }

@@ -90,10 +90,7 @@ impl Listener {
         };
         let handlers = Handlers::new(urls, &identity, &config.pages_url())
             .context("the chat, mail, auth or logger URL is not valid")?
-            .with_digests(Digests::new(
-                processed.pool(),
-                config.mention_digest_period,
-            ));
+            .with_digests(Digests::new(processed.pool(), config.mention_digest_period));
         let http = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the listener to {}", config.listen))?;

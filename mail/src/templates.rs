@@ -401,10 +401,23 @@ mod tests {
             )
             .expect("renders");
         assert_eq!(mail.subject, "2 new mentions on microchat");
-        assert!(mail.text.contains("  - bob in #general: hi @ada <b>\n"), "{}", mail.text);
-        assert!(mail.text.contains("  - cyd: @ada lunch?\n"), "{}", mail.text);
+        assert!(
+            mail.text.contains("  - bob in #general: hi @ada <b>\n"),
+            "{}",
+            mail.text
+        );
+        assert!(
+            mail.text.contains("  - cyd: @ada lunch?\n"),
+            "{}",
+            mail.text
+        );
         assert!(!mail.text.contains("more."), "{}", mail.text);
-        assert!(mail.html.contains("<li>bob in #general: hi @ada &lt;b&gt;</li>"), "{}", mail.html);
+        assert!(
+            mail.html
+                .contains("<li>bob in #general: hi @ada &lt;b&gt;</li>"),
+            "{}",
+            mail.html
+        );
         assert!(!mail.html.contains("<b>"), "{}", mail.html);
         let one = Templates::default()
             .render(

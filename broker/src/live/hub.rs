@@ -279,7 +279,12 @@ impl Hub {
             .read()
             .expect("no code panics while holding the hub lock");
         let mut queued = 0;
-        for id in registry.by_user.get(&user).map(Vec::as_slice).unwrap_or_default() {
+        for id in registry
+            .by_user
+            .get(&user)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
             let Some(entry) = registry.sockets.get(id) else {
                 continue;
             };
@@ -490,8 +495,14 @@ mod tests {
         assert_eq!(first_frame(&tab).await, "{\"type\":\"notification\"}");
         assert_eq!(first_frame(&other_tab).await, "{\"type\":\"notification\"}");
         assert_eq!(bobs.mailbox.close_code(), None);
-        assert_eq!(hub.deliver(&[room], Some(ada), &mut Frames::new(&json, None)), 1);
-        assert_eq!(hub.deliver_to_user(Uuid::now_v7(), &mut Frames::new(&json, None)), 0);
+        assert_eq!(
+            hub.deliver(&[room], Some(ada), &mut Frames::new(&json, None)),
+            1
+        );
+        assert_eq!(
+            hub.deliver_to_user(Uuid::now_v7(), &mut Frames::new(&json, None)),
+            0
+        );
     }
 
     #[test]

@@ -163,14 +163,18 @@ const IDS_PER_STATEMENT: usize = 500;
 const NOTIFICATIONS_PER_INSERT: usize = 500;
 
 /// The unread messages of membership `mine` (its user `$1`): others' messages after the
-/// read marker (`$2`, the nil id, when there is none), counted up to `$3`. An index range
-/// scan over `messages (conversation_id, id)` that stops at the cap; the caller's own
-/// messages in the range are skipped by a filter (a sender marks read as they read, so
-/// few lie after their marker).
+/// read marker (`$2`, the nil id, when there is none), counted up to `$3`; `$4` is the
+/// largest id. One index range scan over `messages (conversation_id, id)` from the marker
+/// to the conversation's end, stopping at the cap; the caller's own messages in the range
+/// are skipped by a filter (the pages mark read as they show messages, so few lie after
+/// the marker). Both bounds are row comparisons on the index's two columns, and the order
+/// is the index's: a plain `id > marker` let PostgreSQL walk the primary key instead, over
+/// the messages of every conversation since the marker (docs/PERFORMANCE.md, "Unread
+/// counts").
 const UNREAD_AFTER_MARKER: &str = "(SELECT COUNT(*) FROM (SELECT 1 FROM messages m \
-     WHERE m.conversation_id = mine.conversation_id \
-     AND m.id > COALESCE(mine.last_read_id, $2) AND m.sender_id <> $1 \
-     ORDER BY m.id LIMIT $3) AS capped)";
+     WHERE (m.conversation_id, m.id) > (mine.conversation_id, COALESCE(mine.last_read_id, $2)) \
+     AND (m.conversation_id, m.id) <= (mine.conversation_id, $4) AND m.sender_id <> $1 \
+     ORDER BY m.conversation_id, m.id LIMIT $3) AS capped)";
 
 #[derive(sqlx::FromRow)]
 struct NotificationRow {
@@ -1008,6 +1012,7 @@ macro_rules! sql_chat_store {
                     .bind(user)
                     .bind(Uuid::nil())
                     .bind(i64::from(UNREAD_CAP))
+                    .bind(Uuid::max())
                     .fetch_all(&self.pool)
                     .await?;
                 Ok(rows.into_iter().map(|(id, n)| (id, count(n))).collect())
@@ -1016,12 +1021,13 @@ macro_rules! sql_chat_store {
             async fn unread_count(&self, conversation: Uuid, user: Uuid) -> Result<u32, StoreError> {
                 let sql = format!(
                     "SELECT {UNREAD_AFTER_MARKER} AS unread \
-                     FROM memberships mine WHERE mine.user_id = $1 AND mine.conversation_id = $4"
+                     FROM memberships mine WHERE mine.user_id = $1 AND mine.conversation_id = $5"
                 );
                 let unread: Option<i64> = sqlx::query_scalar(&sql)
                     .bind(user)
                     .bind(Uuid::nil())
                     .bind(i64::from(UNREAD_CAP))
+                    .bind(Uuid::max())
                     .bind(conversation)
                     .fetch_optional(&self.pool)
                     .await?;

@@ -67,12 +67,7 @@ impl Digests {
 
     /// Notes a mention of `user` made at `at`: starts their digest, or adds to the one
     /// pending. Idempotent.
-    async fn note(
-        &self,
-        user: Uuid,
-        username: &str,
-        at: DateTime<Utc>,
-    ) -> Result<(), sqlx::Error> {
+    async fn note(&self, user: Uuid, username: &str, at: DateTime<Utc>) -> Result<(), sqlx::Error> {
         const SQL: &str = "INSERT INTO mention_digests (user_id, username, since, last_at, due_at) \
              VALUES ($1, $2, $3, $3, $4) ON CONFLICT (user_id) DO UPDATE \
              SET last_at = excluded.last_at WHERE mention_digests.last_at < excluded.last_at";
@@ -344,8 +339,14 @@ mod tests {
             pool: Pool::Sqlite(sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap()),
             period,
         };
-        assert_eq!(pool(Duration::from_secs(900)).tick(), Duration::from_secs(30));
-        assert_eq!(pool(Duration::from_secs(2)).tick(), Duration::from_millis(200));
+        assert_eq!(
+            pool(Duration::from_secs(900)).tick(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            pool(Duration::from_secs(2)).tick(),
+            Duration::from_millis(200)
+        );
         assert_eq!(pool(Duration::from_secs(60)).tick(), Duration::from_secs(6));
     }
 }

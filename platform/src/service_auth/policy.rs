@@ -38,7 +38,8 @@ const LISTENER: &[Service] = &[Listener];
 const BROKER_AND_LISTENER: &[Service] = &[Broker, Listener];
 const EVERY_SERVICE: &[Service] = &[Auth, Chat, Broker, Logger, Mail, Listener];
 
-/// Auth: only the broker, which acts for users.
+/// Auth: only the broker, which acts for users; the listener asks whether an address it
+/// would mail a mention digest is verified.
 pub const AUTH: Policy = Policy {
     service: "microchat.auth.v1.Auth",
     methods: &[
@@ -47,8 +48,7 @@ pub const AUTH: Policy = Policy {
         ("Refresh", BROKER),
         ("Logout", BROKER),
         ("VerifyToken", BROKER),
-        // The listener's mention digest finds the address of the user mentioned.
-        ("GetUser", BROKER_AND_LISTENER),
+        ("GetUser", BROKER),
         ("ListUsers", BROKER),
         ("BeginAccountDeletion", BROKER),
         ("CompleteAccountDeletion", BROKER),
@@ -72,7 +72,8 @@ pub const AUTH: Policy = Policy {
 };
 
 /// Chat: the broker for everything users do and for its sockets; the listener for the
-/// chat sessions it records from sign-in and sign-out events.
+/// chat sessions it records from sign-in and sign-out events, and for the unread mentions
+/// and presence of the users its mention digests are for (it reads; it never acts).
 pub const CHAT: Policy = Policy {
     service: "microchat.chat.v1.Chat",
     methods: &[
