@@ -234,6 +234,13 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         }
         config.listener.pages_url = Some(format!("http://{addr}"));
     }
+    // Before the listener, which asks auth for the addresses of mention digests (auth
+    // publishes nothing until it runs).
+    let auth = auth::Auth::build(&config.auth, &config.data_dir, &keys)
+        .await
+        .context("starting auth")?;
+    let auth_addr = auth.local_addr();
+    config.listener.auth_url = format!("http://{auth_addr}");
     // The listener binds its queue before any producer publishes.
     config.listener.chat_url = format!("http://{chat_addr}");
     config.listener.mail_url = format!("http://{mail_addr}");
@@ -272,11 +279,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         .context("starting the listener")?;
     let (listener_addr, listener_admin_addr) = (listener.local_addr(), listener.admin_addr());
     let chat = chat.publish_events_to(Arc::clone(&bus));
-    let auth = auth::Auth::build(&config.auth, &config.data_dir, &keys)
-        .await
-        .context("starting auth")?
-        .publish_events_to(bus);
-    let auth_addr = auth.local_addr();
+    let auth = auth.publish_events_to(bus);
     config.broker.auth_url = format!("http://{auth_addr}");
     config.broker.chat_url = format!("http://{chat_addr}");
     config.broker.logger_url = logger_url;

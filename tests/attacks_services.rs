@@ -82,6 +82,9 @@ async fn services_are_held_to_their_grants() {
         (Service::Chat, Service::Logger, "QueryLogs"),
         // Chat sessions are recorded from sign-in events by the listener alone.
         (Service::Broker, Service::Chat, "StartChatSession"),
+        // The mention digest reads notifications; marking them is the user's (broker).
+        (Service::Listener, Service::Chat, "MarkNotificationsRead"),
+        (Service::Listener, Service::Auth, "ListUsers"),
     ];
     for (caller, callee, method) in refused {
         let code = call_as(&app, &keys, caller, callee, method).await;
@@ -98,6 +101,10 @@ async fn services_are_held_to_their_grants() {
         (Service::Listener, Service::Mail, "SendMail"),
         (Service::Broker, Service::Mail, "ListTemplates"),
         (Service::Chat, Service::Logger, "WriteLogs"),
+        // The mention digest: unread mentions, presence, whether the address is verified.
+        (Service::Listener, Service::Chat, "ListNotifications"),
+        (Service::Listener, Service::Chat, "ListPresence"),
+        (Service::Listener, Service::Auth, "GetEmailStatus"),
     ];
     for (caller, callee, method) in granted {
         let code = call_as(&app, &keys, caller, callee, method).await;

@@ -429,3 +429,72 @@ async fn bad_edits_and_reaction_emoji_get_json_400s() {
     still_serving(&app).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn bad_notification_queries_and_bodies_get_400s() {
+    let app = TestApp::start(&[]).await;
+    let ada = app.user("ada").await;
+    for query in [
+        "limit=0",
+        "limit=101",
+        "limit=-1",
+        "limit=abc",
+        "before=not-a-uuid",
+        "unread_only=maybe",
+    ] {
+        let refused = ada.get(&format!("/api/notifications?{query}")).await;
+        let code = expect_error(refused, StatusCode::BAD_REQUEST).await;
+        assert!(
+            code == "invalid_argument" || code == "invalid_query",
+            "{query}: {code}"
+        );
+    }
+    let too_many: Vec<String> = (0..101).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    for body in [
+        json!({}),
+        json!({ "ids": [] }),
+        json!({ "all": false }),
+        json!({ "ids": [uuid::Uuid::now_v7()], "all": true }),
+        json!({ "ids": too_many }),
+        json!({ "ids": ["not-a-uuid"] }),
+        json!({ "ids": "everything" }),
+    ] {
+        let refused = ada.post("/api/notifications/read", &body).await;
+        let status = refused.status();
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        expect_error(refused, status).await;
+    }
+    still_serving(&app).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn odd_mentions_are_sent_as_text_and_notify_no_one() {
+    let app = TestApp::start(&[]).await;
+    let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+    let room = ada
+        .post_expecting("/api/rooms", &json!({ "name": "odd" }), StatusCode::CREATED)
+        .await;
+    let id = room["id"].as_str().unwrap();
+    bob.post_expecting(&format!("/api/rooms/{id}/join"), &json!({}), StatusCode::OK)
+        .await;
+    // `@` alone; 1,333 mentions of a too-short name (within the 4,000-character limit);
+    // 800 of one real name; look-alikes of `@bob` in other scripts.
+    let many_short = "@a ".repeat(1_333);
+    let many_same = "@bob ".repeat(800);
+    for body in [
+        "@",
+        many_short.as_str(),
+        "\u{ff20}bob \u{fe6b}bob @\u{432}ob @b\u{43e}b",
+    ] {
+        let sent = ada.send(id, body).await;
+        assert_eq!(sent["body"], body);
+    }
+    let none: Value = bob.get_ok("/api/notifications").await;
+    assert_eq!(none["unread_count"], 0, "{none}");
+    ada.send(id, &many_same).await;
+    let one: Value = bob.get_ok("/api/notifications").await;
+    assert_eq!(one["unread_count"], 1, "one mention however often named");
+    still_serving(&app).await;
+    app.stop().await;
+}

@@ -694,6 +694,7 @@ impl System {
                     ("LISTENER_ADMIN_LISTEN", listen("listener-admin")),
                     ("DATABASE_URL", databases[2].url.clone()),
                     ("LISTENER_CHAT_URL", url("chat")),
+                    ("LISTENER_AUTH_URL", url("auth")),
                     ("LISTENER_MAIL_URL", url("mail")),
                     ("LISTENER_LOGGER_URL", url("logger")),
                     ("LISTENER_QUEUE", rabbit.queue.clone()),

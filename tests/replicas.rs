@@ -475,3 +475,54 @@ async fn edits_deletes_and_reactions_cross_the_replicas() {
     assert_eq!(frame["message"]["body"], "");
     cluster.stop().await;
 }
+
+/// A mention sent through one broker reaches the mentioned user's sockets on both
+/// brokers (each following its own chat instance), and no other user's socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mention_notifies_the_mentioned_users_sockets_on_both_replicas_only() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let [b0, b1] = cluster.brokers.clone();
+    let ada = User::sign_up(&b0, "ada").await;
+    let bob = User::sign_up(&b0, "bob").await;
+    let cyd = User::sign_up(&b1, "cyd").await;
+    let room = ada
+        .post_expecting(
+            "/api/rooms",
+            &json!({ "name": "mentions" }),
+            StatusCode::CREATED,
+        )
+        .await;
+    let room = room["id"].as_str().expect("a room id").to_owned();
+    for member in [&bob, &cyd] {
+        member
+            .post_expecting(
+                &format!("/api/rooms/{room}/join"),
+                &json!({}),
+                StatusCode::OK,
+            )
+            .await;
+    }
+    let mut bobs = [socket_on(&b0, &bob).await, socket_on(&b1, &bob).await];
+    let mut cyds = [socket_on(&b0, &cyd).await, socket_on(&b1, &cyd).await];
+    let said = send_via(&b1, &ada, &room, "replica @bob look").await;
+    for socket in &mut bobs {
+        let frame = next_of_type(socket, "notification").await;
+        assert_eq!(
+            frame["notification"]["message_id"],
+            said.as_str(),
+            "{frame}"
+        );
+    }
+    // cyd's sockets see the message itself, then nothing addressed to bob.
+    for socket in &mut cyds {
+        let (skipped, _) = common::ws::frames_until(socket, |frame| {
+            frame["type"] == "message" && frame["message"]["id"] == said.as_str()
+        })
+        .await;
+        assert!(skipped.iter().all(|frame| frame["type"] != "notification"));
+        common::ws::nothing_of_type(socket, "notification").await;
+    }
+    cluster.stop().await;
+}

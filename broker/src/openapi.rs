@@ -23,7 +23,9 @@
 use crate::{
     error,
     live::frames,
-    routes::{account, admin, auth, chat, compat, handle, logs, message_actions, passwords},
+    routes::{
+        account, admin, auth, chat, compat, handle, logs, message_actions, notifications, passwords,
+    },
 };
 use utoipa::{
     Modify, OpenApi,
@@ -52,7 +54,8 @@ pub const SESSION_COOKIE: &str = "session_cookie";
         passwords::my_sessions, passwords::end_session, passwords::end_other_sessions,
         passwords::verify_email, passwords::resend_verification,
         message_actions::edit, message_actions::delete, message_actions::add_reaction,
-        message_actions::remove_reaction, message_actions::reaction_emoji
+        message_actions::remove_reaction, message_actions::reaction_emoji,
+        notifications::list, notifications::mark_read
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, frames::MessageView, frames::PresenceView)),
     modifiers(&Contract),

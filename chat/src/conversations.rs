@@ -8,7 +8,11 @@ use crate::{
         RoomName, Topic, UserRef, direct_key,
     },
     live::LiveHub,
-    store::{ChatSession, ChatStore, Connection, NewMessage, Page, StoreError},
+    mentions::{self, Notification},
+    store::{
+        ChatSession, ChatStore, Connection, NewMention, NewMessage, NotificationPage, Page,
+        StoreError,
+    },
     writer::MessageWriter,
 };
 use chrono::{DateTime, SubsecRound, Utc};
@@ -64,6 +68,8 @@ impl From<StoreError> for ChatError {
 
 /// History page size bounds.
 pub const MAX_PAGE: u32 = 100;
+/// Most notification ids one call may mark read.
+pub const MAX_NOTIFICATIONS_MARKED: usize = 100;
 /// Most user ids one presence or session query may name.
 const MAX_USERS_PER_QUERY: usize = 1000;
 
@@ -287,16 +293,70 @@ impl Chat {
             message.created_at,
         );
         let new = NewMessage {
+            mentions: self.mentions_in(&message).await?,
             message: message.clone(),
             event,
         };
-        if !self.writer.insert(new).await? {
+        let Some(notifications) = self.writer.insert(new).await? else {
             return Err(ChatError::NotMember);
-        }
+        };
         metrics::counter!("chat_messages_total").increment(1);
         self.live
             .publish(Event::Message(crate::grpc::message_message(&message)));
+        for notification in &notifications {
+            self.live
+                .publish(Event::Notification(crate::grpc::notification_message(
+                    notification,
+                )));
+        }
         Ok(message)
+    }
+
+    /// The members a new message mentions (never its sender), each with a notification
+    /// and its `message.mentioned` event. Only a body with `@` costs a lookup.
+    async fn mentions_in(&self, message: &Message) -> Result<Vec<NewMention>, ChatError> {
+        let names = mentions::mentioned_names(&message.body);
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let members = self
+            .store
+            .members_named(message.conversation_id, &names)
+            .await?;
+        Ok(members
+            .into_iter()
+            .filter(|member| member.id != message.sender.id)
+            .map(|member| {
+                let notification = Notification {
+                    id: Uuid::now_v7(),
+                    user_id: member.id,
+                    message_id: message.id,
+                    conversation_id: message.conversation_id,
+                    conversation_name: String::new(),
+                    sender: message.sender.clone(),
+                    snippet: mentions::snippet(&message.body),
+                    created_at: message.created_at,
+                    read_at: None,
+                };
+                let event = DurableEvent::at(
+                    PRODUCER,
+                    Payload::MessageMentioned(events::MessageMentioned {
+                        notification_id: notification.id.to_string(),
+                        message_id: message.id.to_string(),
+                        conversation_id: message.conversation_id.to_string(),
+                        sender_id: message.sender.id.to_string(),
+                        sender_name: message.sender.username.clone(),
+                        user_id: member.id.to_string(),
+                        username: member.username.clone(),
+                    }),
+                    message.created_at,
+                );
+                NewMention {
+                    notification,
+                    event,
+                }
+            })
+            .collect())
     }
 
     /// A page of history, for members only. Also returns whether more lie beyond.
@@ -329,13 +389,14 @@ impl Chat {
         Ok((messages, more))
     }
 
-    /// Moves the caller's read marker forward and tells the other members.
+    /// Moves the caller's read marker forward and tells the other members; returns the
+    /// marker and the caller's unread messages left in the conversation.
     pub async fn mark_read(
         &self,
         caller: &UserRef,
         conversation: Uuid,
         up_to: Uuid,
-    ) -> Result<Option<Uuid>, ChatError> {
+    ) -> Result<(Option<Uuid>, u32), ChatError> {
         self.require_member(conversation, caller.id).await?;
         if !self.store.has_message(conversation, up_to).await? {
             return Err(ChatError::NoSuchMessage);
@@ -355,14 +416,16 @@ impl Chat {
         if marker == Some(up_to) {
             self.outbox.wake();
         }
+        let unread = self.store.unread_count(conversation, caller.id).await?;
         if let Some(marker) = marker {
             self.live.publish(Event::Read(pb::ReadReceipt {
                 conversation_id: conversation.to_string(),
                 user_id: caller.id.to_string(),
                 up_to: marker.to_string(),
+                unread_count: unread,
             }));
         }
-        Ok(marker)
+        Ok((marker, unread))
     }
 
     /// Tells the other members that the caller is typing.
@@ -538,5 +601,74 @@ impl Chat {
         let mut sessions = self.store.open_chat_sessions(users).await?;
         sessions.retain(|session| session.expires_at.is_none_or(|expires| expires > now));
         Ok(sessions)
+    }
+
+    /// The caller's unread messages in each of their conversations (capped, see
+    /// [`crate::store::UNREAD_CAP`]), in one query.
+    pub async fn unread_counts(
+        &self,
+        caller: &UserRef,
+    ) -> Result<std::collections::HashMap<Uuid, u32>, ChatError> {
+        Ok(self
+            .store
+            .unread_counts(caller.id)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// A page of the caller's notifications, newest first, whether more lie beyond, and
+    /// how many are unread.
+    pub async fn notifications(
+        &self,
+        caller: &UserRef,
+        unread_only: bool,
+        before: Option<Uuid>,
+        limit: u32,
+    ) -> Result<(Vec<Notification>, bool, u32), ChatError> {
+        let limit = match limit {
+            0 => 50,
+            n if n <= MAX_PAGE => n,
+            _ => {
+                return Err(Invalid {
+                    field: "limit",
+                    reason: "must be 1 to 100",
+                }
+                .into());
+            }
+        };
+        let page = NotificationPage {
+            unread_only,
+            before,
+            limit: limit + 1,
+        };
+        let mut listed = self.store.notifications(caller.id, page).await?;
+        let more = listed.len() > limit as usize;
+        listed.truncate(limit as usize);
+        let unread = self.store.unread_notifications(caller.id).await?;
+        Ok((listed, more, unread))
+    }
+
+    /// Marks the caller's notifications read (those of `ids`, or all); ids of other
+    /// users' notifications change nothing. Returns how many moved, and how many unread
+    /// are left.
+    pub async fn mark_notifications_read(
+        &self,
+        caller: &UserRef,
+        ids: Option<&[Uuid]>,
+    ) -> Result<(u32, u32), ChatError> {
+        if ids.is_some_and(|ids| ids.len() > MAX_NOTIFICATIONS_MARKED) {
+            return Err(Invalid {
+                field: "ids",
+                reason: "at most 100 at a time",
+            }
+            .into());
+        }
+        let marked = self
+            .store
+            .mark_notifications_read(caller.id, ids, now())
+            .await?;
+        let unread = self.store.unread_notifications(caller.id).await?;
+        Ok((marked, unread))
     }
 }

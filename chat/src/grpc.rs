@@ -4,6 +4,7 @@
 use crate::{
     conversations::{Chat, ChatError, HistoryQuery},
     domain::{Conversation, ConversationView, Kind, Member, Message, Presence, UserRef},
+    mentions::Notification,
     store::{ChatSession, StoreError},
 };
 use chrono::{DateTime, Utc};
@@ -107,6 +108,22 @@ pub fn message_message(message: &Message) -> pb::Message {
     }
 }
 
+/// A notification on the wire.
+pub fn notification_message(notification: &Notification) -> pb::Notification {
+    pb::Notification {
+        id: notification.id.to_string(),
+        user_id: notification.user_id.to_string(),
+        message_id: notification.message_id.to_string(),
+        conversation_id: notification.conversation_id.to_string(),
+        conversation_name: notification.conversation_name.clone(),
+        sender_id: notification.sender.id.to_string(),
+        sender_name: notification.sender.username.clone(),
+        snippet: notification.snippet.clone(),
+        created_at: Some(timestamp(notification.created_at)),
+        read_at: notification.read_at.map(timestamp),
+    }
+}
+
 /// A presence on the wire.
 pub fn presence_message(presence: &Presence) -> pb::Presence {
     pb::Presence {
@@ -147,6 +164,7 @@ fn conversation_message(
         member_count,
         joined,
         members: members.iter().map(member_message).collect(),
+        unread_count: 0,
     }
 }
 
@@ -329,9 +347,16 @@ impl chat_server::Chat for ChatApi {
     ) -> Result<Response<pb::ListConversationsResponse>, Status> {
         let caller = user("caller", request.into_inner().caller)?;
         let listed = self.chat.conversations(&caller).await?;
+        let unread = self.chat.unread_counts(&caller).await?;
         let conversations = listed
             .iter()
-            .map(|(view, members)| view_message(view, members))
+            .map(|(view, members)| pb::Conversation {
+                unread_count: unread
+                    .get(&view.conversation.id)
+                    .copied()
+                    .unwrap_or_default(),
+                ..view_message(view, members)
+            })
             .collect();
         Ok(Response::new(pb::ListConversationsResponse {
             conversations,
@@ -413,7 +438,7 @@ impl chat_server::Chat for ChatApi {
         let body = request.into_inner();
         let caller = user("caller", body.caller)?;
         let conversation = uuid("conversation_id", &body.conversation_id)?;
-        let marker = self
+        let (marker, unread_count) = self
             .chat
             .mark_read(&caller, conversation, uuid("up_to", &body.up_to)?)
             .await?;
@@ -421,6 +446,7 @@ impl chat_server::Chat for ChatApi {
             conversation_id: conversation.to_string(),
             user_id: caller.id.to_string(),
             up_to: marker.map(|id| id.to_string()).unwrap_or_default(),
+            unread_count,
         }))
     }
 
@@ -573,6 +599,48 @@ impl chat_server::Chat for ChatApi {
         let sessions = self.chat.open_chat_sessions(&ids).await?;
         Ok(Response::new(pb::ListChatSessionsResponse {
             sessions: sessions.iter().map(chat_session_message).collect(),
+        }))
+    }
+
+    async fn list_notifications(
+        &self,
+        request: Request<pb::ListNotificationsRequest>,
+    ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let before = optional_uuid("before", &body.before)?;
+        let (listed, has_more, unread_count) = self
+            .chat
+            .notifications(&caller, body.unread_only, before, body.limit)
+            .await?;
+        Ok(Response::new(pb::ListNotificationsResponse {
+            notifications: listed.iter().map(notification_message).collect(),
+            has_more,
+            unread_count,
+        }))
+    }
+
+    async fn mark_notifications_read(
+        &self,
+        request: Request<pb::MarkNotificationsReadRequest>,
+    ) -> Result<Response<pb::MarkNotificationsReadResponse>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let ids = if body.all {
+            None
+        } else {
+            if body.ids.len() > crate::conversations::MAX_NOTIFICATIONS_MARKED {
+                return Err(Status::invalid_argument("ids: at most 100 at a time"));
+            }
+            Some(uuids("ids", &body.ids)?)
+        };
+        let (marked, unread_count) = self
+            .chat
+            .mark_notifications_read(&caller, ids.as_deref())
+            .await?;
+        Ok(Response::new(pb::MarkNotificationsReadResponse {
+            marked,
+            unread_count,
         }))
     }
 

@@ -12,6 +12,7 @@ pub mod domain;
 mod grpc;
 pub mod live;
 mod messages;
+pub mod mentions;
 pub mod store;
 mod writer;
 

@@ -4,9 +4,16 @@
 //! which is what lets one core persist thousands of messages a second (and PostgreSQL
 //! pay one WAL flush per batch instead of per message).
 
-use crate::store::{ChatStore, NewMessage, StoreError};
+use crate::{
+    mentions::Notification,
+    store::{ChatStore, NewMessage, StoreError},
+};
 use platform::{batch::GroupCommit, events::outbox::OutboxWaker};
 use std::sync::Arc;
+
+/// What storing one message did: the notifications of its mentions, or `None` when the
+/// sender is not a member.
+pub type Stored = Option<Vec<Notification>>;
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 256;
@@ -14,7 +21,7 @@ const MAX_BATCH: usize = 256;
 /// Hands messages to the writer task.
 #[derive(Debug, Clone)]
 pub struct MessageWriter {
-    batches: GroupCommit<NewMessage, Result<bool, StoreError>>,
+    batches: GroupCommit<NewMessage, Result<Stored, StoreError>>,
 }
 
 impl MessageWriter {
@@ -27,8 +34,9 @@ impl MessageWriter {
         Self { batches }
     }
 
-    /// Stores a message with its event if its sender is a member; false when not.
-    pub async fn insert(&self, message: NewMessage) -> Result<bool, StoreError> {
+    /// Stores a message with its event (and its mentions' notifications) if its sender
+    /// is a member: the notifications stored; `None` when not a member.
+    pub async fn insert(&self, message: NewMessage) -> Result<Stored, StoreError> {
         self.batches
             .submit(message)
             .await
@@ -40,9 +48,9 @@ async fn write(
     store: Arc<dyn ChatStore>,
     outbox: OutboxWaker,
     messages: Vec<NewMessage>,
-) -> Vec<Result<bool, StoreError>> {
+) -> Vec<Result<Stored, StoreError>> {
     metrics::histogram!("chat_message_batch_size").record(messages.len() as f64);
-    match store.insert_messages(&messages).await {
+    match store.insert_messages_mentioning(&messages).await {
         Ok(stored) => {
             outbox.wake();
             stored.into_iter().map(Ok).collect()
@@ -53,7 +61,11 @@ async fn write(
             tracing::warn!(%error, size = messages.len(), "message batch failed; storing one by one");
             let mut outcomes = Vec::with_capacity(messages.len());
             for message in &messages {
-                outcomes.push(store.insert_message(message).await);
+                let stored = store
+                    .insert_messages_mentioning(std::slice::from_ref(message))
+                    .await
+                    .map(|mut stored| stored.pop().flatten());
+                outcomes.push(stored);
             }
             outbox.wake();
             outcomes

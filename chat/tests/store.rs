@@ -9,9 +9,10 @@ use chat::{
         Conversation, ConversationView, Kind, Message, Presence, Reaction, ReactionEmoji, RoomName,
         UserRef, direct_key,
     },
+    mentions::Notification,
     store::{
-        self, ChatSession, ChatStore, Connection, Deleted, Edited, NewMessage, Page, Reacted,
-        StoreError,
+        self, ChatSession, ChatStore, Connection, Deleted, Edited, NewMention, NewMessage,
+        NotificationPage, Page, Reacted, StoreError,
     },
 };
 use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
@@ -120,6 +121,14 @@ on_both_backends!(
     only_the_sender_or_a_moderator_deletes_and_each_deletion_writes_its_event,
     reactions_are_idempotent_and_counted_with_me_over_a_page,
     no_reaction_on_a_tombstone_or_another_conversations_message,
+    unread_counts_are_others_messages_after_the_marker,
+    unread_counts_stop_at_the_cap,
+    unread_counts_of_every_conversation_come_from_one_call,
+    mentions_are_stored_with_their_message_and_events_in_one_transaction,
+    mentions_of_a_message_that_is_not_stored_are_not_stored,
+    members_are_found_by_name_only_in_their_conversation,
+    notifications_page_newest_first_and_hide_what_a_leaver_may_not_read,
+    marking_notifications_read_touches_only_ones_own,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -189,6 +198,7 @@ fn sent(message: &Message) -> NewMessage {
                 body_chars: u32::try_from(message.body.chars().count()).unwrap(),
             }),
         ),
+        mentions: Vec::new(),
     }
 }
 
@@ -1705,4 +1715,301 @@ async fn no_reaction_on_a_tombstone_or_another_conversations_message(store: &dyn
         Reacted::Deleted
     );
     assert_eq!(store.reactions(&[said.id], ada.id).await.unwrap(), []);
+}
+
+// Unread counts and notifications
+
+async fn unread_of(store: &dyn ChatStore, conversation: &Conversation, user: &UserRef) -> u32 {
+    store
+        .unread_count(conversation.id, user.id)
+        .await
+        .expect("the unread count is read")
+}
+
+async fn unread_counts_are_others_messages_after_the_marker(store: &dyn ChatStore) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &bob, now()).await.unwrap();
+    assert_eq!(unread_of(store, &general, &ada).await, 0);
+    let from_bob = post_many(store, &general, &bob, 3).await;
+    post(store, &general, &ada, "my own does not count").await;
+    assert_eq!(unread_of(store, &general, &ada).await, 3);
+    assert_eq!(
+        unread_of(store, &general, &bob).await,
+        1,
+        "ada's one, none of his"
+    );
+    mark_read(store, general.id, ada.id, from_bob[1].id).await;
+    assert_eq!(unread_of(store, &general, &ada).await, 1);
+    mark_read(store, general.id, ada.id, from_bob[2].id).await;
+    assert_eq!(unread_of(store, &general, &ada).await, 0);
+    let stranger = user("eve");
+    assert_eq!(
+        unread_of(store, &general, &stranger).await,
+        0,
+        "a non-member has none"
+    );
+}
+
+async fn unread_counts_stop_at_the_cap(store: &dyn ChatStore) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &bob, now()).await.unwrap();
+    let many: Vec<Message> = (0..store::UNREAD_CAP + 20)
+        .map(|n| message(&general, &bob, &format!("m{n}")))
+        .collect();
+    store.insert_messages(&all_sent(&many)).await.unwrap();
+    assert_eq!(unread_of(store, &general, &ada).await, store::UNREAD_CAP);
+    mark_read(store, general.id, ada.id, many[many.len() - 6].id).await;
+    assert_eq!(unread_of(store, &general, &ada).await, 5);
+}
+
+async fn unread_counts_of_every_conversation_come_from_one_call(store: &dyn ChatStore) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let general = create_room(store, "general", &ada).await;
+    let quiet = create_room(store, "quiet", &ada).await;
+    store.join(general.id, &bob, now()).await.unwrap();
+    let dm = open_direct(store, &ada, &bob).await;
+    post_many(store, &general, &bob, 2).await;
+    post_many(store, &dm, &bob, 4).await;
+    let mut counts = store.unread_counts(ada.id).await.unwrap();
+    counts.sort();
+    let mut expected = vec![(general.id, 2), (quiet.id, 0), (dm.id, 4)];
+    expected.sort();
+    assert_eq!(counts, expected);
+    assert!(
+        store
+            .unread_counts(user("eve").id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A message mentioning `mentioned`, with their notifications and events, as chat
+/// makes it.
+fn mentioning(message: &Message, mentioned: &[&UserRef]) -> NewMessage {
+    let mentions = mentioned
+        .iter()
+        .map(|user| {
+            let notification = Notification {
+                id: Uuid::now_v7(),
+                user_id: user.id,
+                message_id: message.id,
+                conversation_id: message.conversation_id,
+                conversation_name: String::new(),
+                sender: message.sender.clone(),
+                snippet: String::new(),
+                created_at: message.created_at,
+                read_at: None,
+            };
+            NewMention {
+                event: Event::new(
+                    "chat",
+                    Payload::MessageMentioned(events::MessageMentioned {
+                        notification_id: notification.id.to_string(),
+                        message_id: message.id.to_string(),
+                        conversation_id: message.conversation_id.to_string(),
+                        sender_id: message.sender.id.to_string(),
+                        sender_name: message.sender.username.clone(),
+                        user_id: user.id.to_string(),
+                        username: user.username.clone(),
+                    }),
+                ),
+                notification,
+            }
+        })
+        .collect();
+    NewMessage {
+        mentions,
+        ..sent(message)
+    }
+}
+
+fn page(unread_only: bool, before: Option<Uuid>, limit: u32) -> NotificationPage {
+    NotificationPage {
+        unread_only,
+        before,
+        limit,
+    }
+}
+
+async fn mentions_are_stored_with_their_message_and_events_in_one_transaction(
+    store: &dyn ChatStore,
+) {
+    let (ada, bob, cyd) = (user("ada"), user("bob"), user("cyd"));
+    let general = create_room(store, "general", &ada).await;
+    for member in [&bob, &cyd] {
+        store.join(general.id, member, now()).await.unwrap();
+    }
+    let hello = message(&general, &ada, "hi @bob and @cyd");
+    let stored = store
+        .insert_messages_mentioning(&[mentioning(&hello, &[&bob, &cyd])])
+        .await
+        .unwrap();
+    let notified = stored[0].as_ref().expect("a member's message is stored");
+    assert_eq!(notified.len(), 2);
+    let written = outbox_of(store, "message.mentioned").await;
+    assert_eq!(
+        event_ids(&written).len(),
+        2,
+        "one event per mention, with the message"
+    );
+    let listed = store
+        .notifications(bob.id, page(false, None, 10))
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].message_id, hello.id);
+    assert_eq!(listed[0].sender, ada);
+    assert_eq!(listed[0].snippet, "hi @bob and @cyd");
+    assert_eq!(listed[0].conversation_name, "general");
+    assert_eq!(listed[0].read_at, None);
+    assert_eq!(store.unread_notifications(cyd.id).await.unwrap(), 1);
+    assert_eq!(store.unread_notifications(ada.id).await.unwrap(), 0);
+
+    // The batch fails whole (an event id twice): neither message nor mention is kept.
+    let again = message(&general, &ada, "@bob again");
+    let mut broken = mentioning(&again, &[&bob]);
+    broken.mentions[0].event = broken.event.clone();
+    assert!(store.insert_messages_mentioning(&[broken]).await.is_err());
+    assert_eq!(store.unread_notifications(bob.id).await.unwrap(), 1);
+    assert!(!store.has_message(general.id, again.id).await.unwrap());
+}
+
+async fn mentions_of_a_message_that_is_not_stored_are_not_stored(store: &dyn ChatStore) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let general = create_room(store, "general", &ada).await;
+    let intruder = message(&general, &bob, "@ada look");
+    let stored = store
+        .insert_messages_mentioning(&[mentioning(&intruder, &[&ada])])
+        .await
+        .unwrap();
+    assert_eq!(stored, vec![None]);
+    assert_eq!(store.unread_notifications(ada.id).await.unwrap(), 0);
+    assert!(outbox_of(store, "message.mentioned").await.is_empty());
+}
+
+async fn members_are_found_by_name_only_in_their_conversation(store: &dyn ChatStore) {
+    let (ada, bob, eve) = (user("ada"), user("bob"), user("eve"));
+    let general = create_room(store, "general", &ada).await;
+    let other = create_room(store, "other", &eve).await;
+    store.join(general.id, &bob, now()).await.unwrap();
+    let names = ["bob".to_owned(), "eve".to_owned(), "nobody".to_owned()];
+    let found = store.members_named(general.id, &names).await.unwrap();
+    assert_eq!(found, vec![bob.clone()], "eve is not a member here");
+    let found = store.members_named(other.id, &names).await.unwrap();
+    assert_eq!(found, vec![eve]);
+    assert!(
+        store
+            .members_named(general.id, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn notifications_page_newest_first_and_hide_what_a_leaver_may_not_read(
+    store: &dyn ChatStore,
+) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &bob, now()).await.unwrap();
+    let mut mentions = Vec::new();
+    for n in 0..5 {
+        let said = message(&general, &ada, &format!("@bob number {n}"));
+        store
+            .insert_messages_mentioning(&[mentioning(&said, &[&bob])])
+            .await
+            .unwrap();
+        mentions.push(said.id);
+    }
+    let first = store
+        .notifications(bob.id, page(false, None, 3))
+        .await
+        .unwrap();
+    let second = store
+        .notifications(bob.id, page(false, Some(first[2].id), 3))
+        .await
+        .unwrap();
+    let seen: Vec<Uuid> = first.iter().chain(&second).map(|n| n.message_id).collect();
+    let mut newest_first = mentions.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first, "every notification once, newest first");
+    assert!(
+        store
+            .notifications(ada.id, page(false, None, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store.leave(general.id, bob.id).await.unwrap();
+    let after = store
+        .notifications(bob.id, page(false, None, 10))
+        .await
+        .unwrap();
+    assert_eq!(after.len(), 5, "the list keeps them");
+    assert!(
+        after.iter().all(|n| n.snippet.is_empty()),
+        "but not the text of a room he left"
+    );
+}
+
+async fn marking_notifications_read_touches_only_ones_own(store: &dyn ChatStore) {
+    let (ada, bob, cyd) = (user("ada"), user("bob"), user("cyd"));
+    let general = create_room(store, "general", &ada).await;
+    for member in [&bob, &cyd] {
+        store.join(general.id, member, now()).await.unwrap();
+    }
+    for n in 0..3 {
+        let said = message(&general, &ada, &format!("@bob @cyd {n}"));
+        store
+            .insert_messages_mentioning(&[mentioning(&said, &[&bob, &cyd])])
+            .await
+            .unwrap();
+    }
+    let bobs = store
+        .notifications(bob.id, page(false, None, 10))
+        .await
+        .unwrap();
+    let cyds = store
+        .notifications(cyd.id, page(false, None, 10))
+        .await
+        .unwrap();
+    // Bob names one of his and one of Cyd's: only his moves.
+    let marked = store
+        .mark_notifications_read(bob.id, Some(&[bobs[0].id, cyds[0].id]), now())
+        .await
+        .unwrap();
+    assert_eq!(marked, 1);
+    assert_eq!(store.unread_notifications(bob.id).await.unwrap(), 2);
+    assert_eq!(store.unread_notifications(cyd.id).await.unwrap(), 3);
+    let unread = store
+        .notifications(bob.id, page(true, None, 10))
+        .await
+        .unwrap();
+    assert_eq!(unread.len(), 2);
+    assert!(
+        unread
+            .iter()
+            .all(|n| n.read_at.is_none() && n.id != bobs[0].id)
+    );
+    assert_eq!(
+        store
+            .mark_notifications_read(bob.id, None, now())
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.unread_notifications(bob.id).await.unwrap(), 0);
+    assert_eq!(store.unread_notifications(cyd.id).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .mark_notifications_read(bob.id, None, now())
+            .await
+            .unwrap(),
+        0,
+        "twice marks nothing"
+    );
 }

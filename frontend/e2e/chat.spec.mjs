@@ -476,10 +476,60 @@ await step('carol and alice react; chips count and highlight their own, live', a
   await carol.page.locator('#dm-list button.conv', { hasText: 'alice' }).click();
   await carolsMessage(carol.page, 'Lunch at 12:30?').locator('.chip', { hasText: '👍 1' }).waitFor();
   await carol.page.locator('#messages li.message.deleted', { hasText: 'message deleted' }).waitFor();
-  alice.problems.push(...carol.problems);
 });
 
-const problems = [...alice.problems, ...bob.problems];
+// ---- unread counts and @mentions (js/unread.js, js/notifications.js): carol is away from a room where alice writes ----
+
+/** Calls the broker's API from `page`, as the page's own scripts do. */
+async function apiFrom(page, path, options) {
+  return page.evaluate(async ([path, options]) => {
+    const { api } = await import('/assets/js/api.js');
+    return api(path, options);
+  }, [path, options]);
+}
+
+await step('carol sees unread badges and the count in the tab title as alice writes', async () => {
+  const room = await apiFrom(carol.page, '/api/rooms', { method: 'POST', body: { name: 'lunch' } });
+  await apiFrom(alice.page, `/api/rooms/${room.id}/join`, { method: 'POST', body: {} });
+  await carol.page.locator('#room-list button.conv', { hasText: 'lunch' }).waitFor();
+  for (const body of ['Who is in for lunch?', 'Noodles at noon', 'Bring @carol along!']) {
+    await apiFrom(alice.page, `/api/conversations/${room.id}/messages`, { method: 'POST', body: { body } });
+  }
+  const badge = carol.page.locator('#room-list button.conv', { hasText: 'lunch' }).locator('.badge');
+  await badge.filter({ hasText: '3' }).waitFor();
+  await carol.page.waitForFunction(() => document.title.startsWith('(3) '));
+  await shot(carol.page, 'e2e-unread');
+  // A reload counts from the server: the same.
+  await carol.page.reload();
+  await carol.page.locator('#connection[data-state="open"]').waitFor();
+  await badge.filter({ hasText: '3' }).waitFor();
+  await carol.page.waitForFunction(() => document.title.startsWith('(3) '));
+});
+
+await step('carol opens her mention from the bell: the room shows, and every count clears', async () => {
+  const { page } = carol;
+  await page.locator('#bell .bell-count', { hasText: '1' }).waitFor();
+  await page.locator('#bell').click();
+  const mention = page.locator('#notification-list li.notification.unread', { hasText: 'alice mentioned you in #lunch' });
+  await mention.waitFor();
+  await mention.locator('.notification-snippet', { hasText: 'Bring @carol along!' }).waitFor();
+  await shot(page, 'e2e-mentions');
+  await mention.locator('button').click();
+  await page.locator('#conv-title', { hasText: '#lunch' }).waitFor();
+  await messageText(page, 'Bring @carol along!').waitFor();
+  await page.locator('#room-list button.conv', { hasText: 'lunch' }).locator('.badge').waitFor({ state: 'detached' });
+  await page.waitForFunction(() => !document.title.startsWith('('));
+  await page.locator('#bell .bell-count').waitFor({ state: 'hidden' });
+  // Another tab of carol's agrees once the read receipt reaches it.
+  const other = await carol.context.newPage();
+  await other.goto(`${BASE}/chat`);
+  await other.locator('#connection[data-state="open"]').waitFor();
+  await other.locator('#room-list button.conv', { hasText: 'lunch' }).waitFor();
+  expect((await other.locator('#room-list .badge').count()) === 0, 'the other tab still shows unread messages');
+  await other.close();
+});
+
+const problems = [...alice.problems, ...bob.problems, ...carol.problems];
 await step('no script errors on any page', async () => {
   expect(problems.length === 0, problems.join('\n'));
 });

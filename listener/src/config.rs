@@ -140,6 +140,26 @@ pub struct Config {
         env = "LISTENER_PAGES_URL"
     )]
     pub pages_url: Option<String>,
+    /// Auth's gRPC URL (the addresses of users a mention digest mails).
+    #[arg(
+        long = "listener-auth-url",
+        id = "listener-auth-url",
+        value_name = "URL",
+        env = "LISTENER_AUTH_URL",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub auth_url: String,
+    /// The period of mention digests: an offline user's first @mention starts one, mailed
+    /// this long after with the mentions still unread (one mail per user per period).
+    #[arg(
+        long = "listener-mention-digest-period",
+        id = "listener-mention-digest-period",
+        value_name = "DURATION",
+        env = "LISTENER_MENTION_DIGEST_PERIOD",
+        default_value = "15m",
+        value_parser = parse_duration
+    )]
+    pub mention_digest_period: Duration,
 }
 
 /// Longest wait between two attempts.

@@ -9,7 +9,12 @@ use platform::{
     grpc::{Deadlines, TracedChannel, channel, timestamp},
     service_auth::{Service, token::Identity},
 };
+mod digest;
+
+pub use digest::{Digests, run as send_digests};
+
 use proto::{
+    auth::v1::auth_client::AuthClient,
     chat::v1::{self as chat, chat_client::ChatClient},
     events::v1::{Envelope, envelope::Payload},
     logger::v1::{self as logger, logger_client::LoggerClient},
@@ -49,9 +54,13 @@ impl HandleError {
 pub struct Handlers {
     chat: ChatClient<TracedChannel>,
     mail: MailClient<TracedChannel>,
+    /// For the address (and whether it is verified) of a user a digest mails.
+    auth: AuthClient<TracedChannel>,
     audits: AuditWriter,
     /// The pages mail links point at.
     pages: MailLinks,
+    /// Pending mention digests; without them, mentions start no mail.
+    digests: Option<Digests>,
 }
 
 /// Links in mails, to the web pages (a token goes in the fragment, which browsers send
@@ -85,6 +94,19 @@ impl MailLinks {
     }
 }
 
+/// Where the services the listener calls are.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceUrls<'a> {
+    /// Chat's gRPC URL.
+    pub chat: &'a str,
+    /// Mail's.
+    pub mail: &'a str,
+    /// The logger's.
+    pub logger: &'a str,
+    /// Auth's.
+    pub auth: &'a str,
+}
+
 fn caller(user_id: &str, username: &str) -> chat::Caller {
     chat::Caller {
         user_id: user_id.to_owned(),
@@ -93,15 +115,19 @@ fn caller(user_id: &str, username: &str) -> chat::Caller {
 }
 
 impl Handlers {
-    /// Clients for chat, mail and the logger (connecting lazily), calling as `identity`;
-    /// mail links point at the pages at `pages_url`.
+    /// Clients for chat, mail, auth and the logger (connecting lazily), calling as
+    /// `identity`; mail links point at the pages at `pages_url`.
     pub fn new(
-        chat_url: &str,
-        mail_url: &str,
-        logger_url: &str,
+        urls: ServiceUrls<'_>,
         identity: &Arc<Identity>,
         pages_url: &str,
     ) -> anyhow::Result<Self> {
+        let ServiceUrls {
+            chat: chat_url,
+            mail: mail_url,
+            logger: logger_url,
+            auth: auth_url,
+        } = urls;
         let deadlines = Deadlines {
             connect: std::time::Duration::from_secs(1),
             // SMTP behind mail may take a few seconds.
@@ -118,13 +144,31 @@ impl Handlers {
                 deadlines,
                 identity.calling(Service::Mail),
             )?),
+            auth: AuthClient::new(channel(
+                auth_url,
+                deadlines,
+                identity.calling(Service::Auth),
+            )?),
             audits: audit_writer(LoggerClient::new(channel(
                 logger_url,
                 deadlines,
                 identity.calling(Service::Logger),
             )?)),
             pages: MailLinks::new(pages_url)?,
+            digests: None,
         })
+    }
+
+    /// Mentions of offline users start digests kept in `digests`.
+    #[must_use]
+    pub fn with_digests(mut self, digests: Digests) -> Self {
+        self.digests = Some(digests);
+        self
+    }
+
+    /// Whether an event gets an audit entry (every one but a mention).
+    pub fn audited(envelope: &Envelope) -> bool {
+        !matches!(envelope.payload, Some(Payload::MessageMentioned(_)))
     }
 
     /// Whether an event calls for nothing but its audit entry: a message sent, read,
@@ -255,6 +299,7 @@ impl Handlers {
                     .map_err(|status| HandleError::from_status("chat", &status))?;
                 Ok(())
             }
+            Payload::MessageMentioned(mention) => self.note_mention(mention, occurred_at).await,
             // Returned early in `handle`: they call nothing.
             Payload::MessageSent(_)
             | Payload::MessageRead(_)
@@ -265,7 +310,14 @@ impl Handlers {
 
     /// Stores the event's audit entry in the logger: who did what, when, in which trace
     /// (never an email address, a message body or a client's secrets).
+    ///
+    /// A mention has none: it is not a security event (no one's access or account
+    /// changes), its message is audited already as `message.sent`, and an entry per
+    /// mentioned user would multiply the audit log by a message's mentions.
     pub async fn audit(&self, envelope: &Envelope) -> Result<(), HandleError> {
+        if !Self::audited(envelope) {
+            return Ok(());
+        }
         self.audits
             .submit(audit_entry(envelope))
             .await
@@ -426,6 +478,11 @@ enum Details<'a> {
         conversation_id: &'a str,
         up_to: &'a str,
     },
+    Mention {
+        message_id: &'a str,
+        conversation_id: &'a str,
+        user_id: &'a str,
+    },
     /// An envelope without a payload.
     None,
     /// A message deleted: whose it was, and whether a moderator deleted it.
@@ -522,6 +579,15 @@ pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
                 conversation_id: &deleted.conversation_id,
                 sender_id: &deleted.sender_id,
                 moderator: deleted.moderator,
+            },
+        ),
+        // Not written (see `Handlers::audit`); described for completeness.
+        Some(Payload::MessageMentioned(mention)) => (
+            mention.sender_id.as_str(),
+            Details::Mention {
+                message_id: &mention.message_id,
+                conversation_id: &mention.conversation_id,
+                user_id: &mention.user_id,
             },
         ),
         None => ("", Details::None),

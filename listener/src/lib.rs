@@ -1,5 +1,6 @@
 //! The listener: consumes domain events and starts the work they call for — welcome and
-//! logout mail through the mail service, chat sessions through chat. Delivery is at least
+//! logout mail through the mail service, chat sessions through chat, and digests of the
+//! @mentions of offline users (`handlers/digest.rs`). Delivery is at least
 //! once; the listener makes the work happen once:
 //!
 //! - an event whose only work is its audit entry (a message sent or read: most events)
@@ -26,7 +27,7 @@ pub mod source;
 
 pub use admin::{AdminToken, InvalidAdminToken};
 pub use config::Config;
-pub use handlers::{HandleError, Handlers};
+pub use handlers::{Digests, HandleError, Handlers, ServiceUrls};
 pub use processed::{ProcessedEvents, Progress, Record};
 
 use admin::AdminPort;
@@ -81,14 +82,15 @@ impl Listener {
             .await
             .context("opening the listener database")?;
         let identity = service_keys.identity(platform::service_auth::Service::Listener)?;
-        let handlers = Handlers::new(
-            &config.chat_url,
-            &config.mail_url,
-            &config.logger_url,
-            &identity,
-            &config.pages_url(),
-        )
-        .context("the chat, mail or logger URL is not valid")?;
+        let urls = ServiceUrls {
+            chat: &config.chat_url,
+            mail: &config.mail_url,
+            logger: &config.logger_url,
+            auth: &config.auth_url,
+        };
+        let handlers = Handlers::new(urls, &identity, &config.pages_url())
+            .context("the chat, mail, auth or logger URL is not valid")?
+            .with_digests(Digests::new(processed.pool(), config.mention_digest_period));
         let http = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the listener to {}", config.listen))?;
@@ -133,6 +135,10 @@ impl Listener {
             self.retention,
             shutdown.clone(),
         ));
+        let digests = tokio::spawn(handlers::send_digests(
+            self.worker.handlers.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!(%addr, "listener serving health and metrics over HTTP");
         tracing::info!(addr = %admin_addr, token_required, "listener serving its admin API over HTTP");
         let permits = Arc::new(Semaphore::new(usize::from(self.prefetch)));
@@ -163,6 +169,7 @@ impl Listener {
         server.await.context("listener HTTP server")??;
         admin_server.await.context("listener admin server")??;
         pruner.await.context("pruner")?;
+        digests.await.context("mention digests")?;
         tracing::info!("listener stopped");
         Ok(())
     }

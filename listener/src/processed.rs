@@ -125,6 +125,11 @@ impl ProcessedEvents {
         }))
     }
 
+    /// The database, for the other tables the listener keeps in it (mention digests).
+    pub fn pool(&self) -> Pool {
+        self.pool.clone()
+    }
+
     /// Cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         on_pool!(&self.pool, |pool| {

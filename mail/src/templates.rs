@@ -72,6 +72,15 @@ pub const TEMPLATES: &[Template] = &[
         text: include_str!("../templates/message.txt"),
         html: include_str!("../templates/message.html"),
     },
+    // The mentions of a user who was offline, one digest per period (the listener's).
+    // `mentions` is one line per mention; `more` how many did not fit.
+    Template {
+        name: "mention_digest",
+        vars: &["username", "count", "mentions", "more", "chat_url"],
+        subject: include_str!("../templates/mention_digest.subject.txt"),
+        text: include_str!("../templates/mention_digest.txt"),
+        html: include_str!("../templates/mention_digest.html"),
+    },
 ];
 
 /// A rendered mail.
@@ -375,5 +384,54 @@ mod tests {
         );
         assert!(mail.html.contains("&lt;22:00&gt;"), "{}", mail.html);
         assert!(mail.text.contains("admin@example.com"));
+    }
+
+    #[test]
+    fn a_mention_digest_lists_each_mention_and_escapes_them_in_html() {
+        let mail = Templates::default()
+            .render(
+                "mention_digest",
+                &vars(&[
+                    ("username", "ada"),
+                    ("count", "2"),
+                    ("mentions", "bob in #general: hi @ada <b>\ncyd: @ada lunch?"),
+                    ("more", "0"),
+                    ("chat_url", "https://chat.example.com/chat"),
+                ]),
+            )
+            .expect("renders");
+        assert_eq!(mail.subject, "2 new mentions on microchat");
+        assert!(
+            mail.text.contains("  - bob in #general: hi @ada <b>\n"),
+            "{}",
+            mail.text
+        );
+        assert!(
+            mail.text.contains("  - cyd: @ada lunch?\n"),
+            "{}",
+            mail.text
+        );
+        assert!(!mail.text.contains("more."), "{}", mail.text);
+        assert!(
+            mail.html
+                .contains("<li>bob in #general: hi @ada &lt;b&gt;</li>"),
+            "{}",
+            mail.html
+        );
+        assert!(!mail.html.contains("<b>"), "{}", mail.html);
+        let one = Templates::default()
+            .render(
+                "mention_digest",
+                &vars(&[
+                    ("username", "ada"),
+                    ("count", "1"),
+                    ("mentions", "bob: hi"),
+                    ("more", "3"),
+                    ("chat_url", "https://chat.example.com/chat"),
+                ]),
+            )
+            .expect("renders");
+        assert_eq!(one.subject, "1 new mention on microchat");
+        assert!(one.text.contains("and 3 more."), "{}", one.text);
     }
 }

@@ -654,6 +654,10 @@ impl Services {
         config.chat.listen = chat.local_addr();
         config.broker.chat_url = format!("http://{}", chat.local_addr());
         config.listener.chat_url = config.broker.chat_url.clone();
+        let auth = auth::Auth::build(&config.auth, &dir, &keys)
+            .await
+            .expect("auth starts");
+        config.listener.auth_url = format!("http://{}", auth.local_addr());
         let source = std::sync::Arc::new(source);
         let listener = listener::Listener::build(&config.listener, &dir, source, &keys)
             .await
@@ -662,10 +666,7 @@ impl Services {
             tokio::spawn(mail.run(others.clone())),
             tokio::spawn(listener.run(others.clone())),
         ];
-        let auth = auth::Auth::build(&config.auth, &dir, &keys)
-            .await
-            .expect("auth starts")
-            .publish_events_to(std::sync::Arc::new(bus.clone()));
+        let auth = auth.publish_events_to(std::sync::Arc::new(bus.clone()));
         let auth_gate = if gated {
             Some(auth_gate::AuthGate::start(auth.local_addr(), &keys).await)
         } else {

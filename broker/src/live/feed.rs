@@ -43,15 +43,24 @@ pub fn dispatch(hub: &Hub, event: Event) {
             let Some(conversation) = id(&read.conversation_id) else {
                 return;
             };
-            let json = || {
+            let frame = |unread_count| {
                 Outbound::Read {
                     conversation_id: &read.conversation_id,
                     user_id: &read.user_id,
                     up_to: &read.up_to,
+                    unread_count,
                 }
                 .to_json()
             };
-            hub.deliver(&[conversation], None, &mut Frames::new(&json, None));
+            let json = || frame(None);
+            let reader = id(&read.user_id);
+            hub.deliver(&[conversation], reader, &mut Frames::new(&json, None));
+            // The reader's own sockets (every tab and device) learn what is left unread;
+            // nobody else does.
+            if let Some(reader) = reader {
+                let own = || frame(Some(read.unread_count));
+                hub.deliver_to_user(reader, &mut Frames::new(&own, None));
+            }
         }
         Event::Typing(typing) => {
             let Some(conversation) = id(&typing.conversation_id) else {
@@ -147,6 +156,18 @@ pub fn dispatch(hub: &Hub, event: Event) {
                 .to_json()
             };
             hub.deliver(&[conversation], None, &mut Frames::new(&json, None));
+        }
+        Event::Notification(notification) => {
+            let Some(user) = id(&notification.user_id) else {
+                return;
+            };
+            let json = || {
+                Outbound::Notification {
+                    notification: (&notification).into(),
+                }
+                .to_json()
+            };
+            hub.deliver_to_user(user, &mut Frames::new(&json, None));
         }
     }
 }

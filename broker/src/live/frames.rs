@@ -1,6 +1,6 @@
 //! WebSocket frames: JSON in (`send`, `typing`, `read`, `ping`) and out (`message`,
 //! `presence`, `typing`, `read`, `membership`, `conversation_deleted`, `resync`, `ack`,
-//! `pong`, `error`, `message_edited`, `message_deleted`, `reaction`), and the plain-text room protocol (`SEND <message>` in,
+//! `pong`, `error`, `message_edited`, `message_deleted`, `reaction`, `notification`), and the plain-text room protocol (`SEND <message>` in,
 //! `FROM <user_id> <message>` out).
 
 use chrono::{DateTime, Utc};
@@ -110,6 +110,48 @@ impl From<&pb::Message> for MessageView {
     }
 }
 
+/// An @mention of the user, as frames and the REST API show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct NotificationView {
+    /// UUIDv7: also the list's cursor.
+    pub id: String,
+    /// The message that mentions the user.
+    pub message_id: String,
+    /// Where.
+    pub conversation_id: String,
+    /// The room's name; absent for a direct conversation.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub conversation_name: String,
+    /// Who mentioned them.
+    pub sender_id: String,
+    /// Their username.
+    pub sender_name: String,
+    /// The message's text (at most 200 characters), empty when the user may no longer
+    /// read it (left the conversation, or the message was deleted).
+    pub snippet: String,
+    /// When.
+    pub created_at: Option<DateTime<Utc>>,
+    /// When the user marked it read; absent while unread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl From<&pb::Notification> for NotificationView {
+    fn from(notification: &pb::Notification) -> Self {
+        Self {
+            id: notification.id.clone(),
+            message_id: notification.message_id.clone(),
+            conversation_id: notification.conversation_id.clone(),
+            conversation_name: notification.conversation_name.clone(),
+            sender_id: notification.sender_id.clone(),
+            sender_name: notification.sender_name.clone(),
+            snippet: notification.snippet.clone(),
+            created_at: time(notification.created_at.as_ref()),
+            read_at: time(notification.read_at.as_ref()),
+        }
+    }
+}
+
 /// A user's presence as frames and the REST API show it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PresenceView {
@@ -165,6 +207,10 @@ pub enum Outbound<'a> {
         user_id: &'a str,
         /// The newest message they have read.
         up_to: &'a str,
+        /// In the reader's own frames only: their messages still unread there, so every
+        /// tab of theirs shows the same count.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        unread_count: Option<u32>,
     },
     /// Someone joined or left a conversation.
     Membership {
@@ -228,6 +274,11 @@ pub enum Outbound<'a> {
         user_id: &'a str,
         /// Added (or removed).
         added: bool,
+    },
+    /// Someone mentioned the user (to that user's sockets only).
+    Notification {
+        /// The notification, as `GET /api/notifications` lists it.
+        notification: NotificationView,
     },
 }
 

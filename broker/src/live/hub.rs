@@ -271,6 +271,32 @@ impl Hub {
         queued
     }
 
+    /// Queues the event's frames to every socket of `user` on this broker (whatever they
+    /// follow), and to no other socket. Returns how many were queued.
+    pub fn deliver_to_user(&self, user: Uuid, frames: &mut Frames<'_>) -> usize {
+        let registry = self
+            .registry
+            .read()
+            .expect("no code panics while holding the hub lock");
+        let mut queued = 0;
+        for id in registry
+            .by_user
+            .get(&user)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let Some(entry) = registry.sockets.get(id) else {
+                continue;
+            };
+            let Some(frame) = frames.for_protocol(entry.protocol) else {
+                continue;
+            };
+            queued += usize::from(Self::offer(entry, frame));
+        }
+        metrics::counter!("broker_frames_queued_total").increment(queued as u64);
+        queued
+    }
+
     /// Queues one frame to every socket of the hub (e.g. "resync").
     pub fn broadcast(&self, frames: &mut Frames<'_>) {
         let registry = self
@@ -455,6 +481,28 @@ mod tests {
             1
         );
         assert_eq!(first_frame(&plain).await, "FROM u hi");
+    }
+
+    #[tokio::test]
+    async fn frames_for_a_user_reach_that_users_sockets_only() {
+        let hub = Hub::default();
+        let (ada, bob, room) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let tab = hub.register(ada, Uuid::now_v7(), Protocol::Json, [room]);
+        let other_tab = hub.register(ada, Uuid::now_v7(), Protocol::Json, []);
+        let bobs = hub.register(bob, Uuid::now_v7(), Protocol::Json, [room]);
+        let json = text("{\"type\":\"notification\"}");
+        assert_eq!(hub.deliver_to_user(ada, &mut Frames::new(&json, None)), 2);
+        assert_eq!(first_frame(&tab).await, "{\"type\":\"notification\"}");
+        assert_eq!(first_frame(&other_tab).await, "{\"type\":\"notification\"}");
+        assert_eq!(bobs.mailbox.close_code(), None);
+        assert_eq!(
+            hub.deliver(&[room], Some(ada), &mut Frames::new(&json, None)),
+            1
+        );
+        assert_eq!(
+            hub.deliver_to_user(Uuid::now_v7(), &mut Frames::new(&json, None)),
+            0
+        );
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct ConversationView {
     /// Direct conversations: both members.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     members: Vec<MemberView>,
+    /// `GET /api/conversations`: messages of others after the caller's read marker,
+    /// counted up to 100 (100 means "99+").
+    #[schema(maximum = 100)]
+    unread_count: u32,
 }
 
 impl From<pb::Conversation> for ConversationView {
@@ -83,6 +87,7 @@ impl From<pb::Conversation> for ConversationView {
             id: conversation.id,
             name: conversation.name,
             topic: conversation.topic,
+            unread_count: conversation.unread_count,
         }
     }
 }
@@ -156,6 +161,9 @@ pub struct ReadView {
     user_id: String,
     /// The caller's read marker after the call (it never moves back).
     up_to: String,
+    /// The caller's messages still unread in the conversation (up to 100).
+    #[schema(maximum = 100)]
+    unread_count: u32,
 }
 
 /// Query of `GET /api/conversations/{id}/messages`.
@@ -434,6 +442,7 @@ pub async fn mark_read(
         conversation_id: receipt.conversation_id,
         user_id: receipt.user_id,
         up_to: receipt.up_to,
+        unread_count: receipt.unread_count,
     }))
 }
 

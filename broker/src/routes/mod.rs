@@ -9,6 +9,7 @@ pub mod handle;
 pub mod live;
 pub mod logs;
 pub mod message_actions;
+pub mod notifications;
 pub mod ops;
 pub mod passwords;
 
@@ -103,6 +104,14 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
         .route(
             "/api/conversations/{id}/read",
             limiters.limit(api, post(chat::mark_read)),
+        )
+        .route(
+            "/api/notifications",
+            limiters.limit(api, get(notifications::list)),
+        )
+        .route(
+            "/api/notifications/read",
+            limiters.limit(api, post(notifications::mark_read)),
         )
         .route(
             "/apiv2/usersession/",

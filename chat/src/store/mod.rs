@@ -6,6 +6,7 @@ mod sql;
 use crate::domain::{
     Conversation, ConversationView, Member, Message, Presence, Reaction, ReactionEmoji, UserRef,
 };
+use crate::mentions::Notification;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::events::Event;
@@ -73,6 +74,34 @@ pub struct NewMessage {
     pub message: Message,
     /// Its event, written to the outbox in the same transaction.
     pub event: Event,
+    /// The members it mentions: stored (with their events) only if the message is.
+    pub mentions: Vec<NewMention>,
+}
+
+/// A notification of a member mentioned in a new message, with its `message.mentioned`
+/// event.
+#[derive(Debug, Clone)]
+pub struct NewMention {
+    /// The notification (its snippet and conversation name are not stored: the list
+    /// reads them from the message and the conversation).
+    pub notification: Notification,
+    /// Its event, written to the outbox in the message's transaction.
+    pub event: Event,
+}
+
+/// The most messages of others counted as unread in one conversation: more show as this
+/// many ("99+"), so a count is one bounded index range scan.
+pub const UNREAD_CAP: u32 = 100;
+
+/// Which page of a user's notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotificationPage {
+    /// Unread ones only.
+    pub unread_only: bool,
+    /// Older than this notification (newest first); `None`: the newest.
+    pub before: Option<Uuid>,
+    /// At most this many.
+    pub limit: u32,
 }
 
 /// What became of an edit.
@@ -306,6 +335,41 @@ pub trait ChatStore: Send + Sync + 'static {
         messages: &[Uuid],
         viewer: Uuid,
     ) -> Result<Vec<(Uuid, Reaction)>, StoreError>;
+    /// Stores messages like [`ChatStore::insert_messages`], with the notifications of
+    /// the members each mentions and their events, all in one transaction; per message,
+    /// the notifications stored, or `None` when the sender is not a member.
+    async fn insert_messages_mentioning(
+        &self,
+        messages: &[NewMessage],
+    ) -> Result<Vec<Option<Vec<Notification>>>, StoreError>;
+    /// The members of `conversation` with these (lowercase) usernames.
+    async fn members_named(
+        &self,
+        conversation: Uuid,
+        usernames: &[String],
+    ) -> Result<Vec<UserRef>, StoreError>;
+    /// For each conversation of `user`: the messages of others after their read marker,
+    /// at most [`UNREAD_CAP`] each. One statement.
+    async fn unread_counts(&self, user: Uuid) -> Result<Vec<(Uuid, u32)>, StoreError>;
+    /// The same count for one conversation (0 when not a member).
+    async fn unread_count(&self, conversation: Uuid, user: Uuid) -> Result<u32, StoreError>;
+    /// A page of `user`'s notifications, newest first; the snippet is empty where the
+    /// user is no longer a member.
+    async fn notifications(
+        &self,
+        user: Uuid,
+        page: NotificationPage,
+    ) -> Result<Vec<Notification>, StoreError>;
+    /// How many of `user`'s notifications are unread.
+    async fn unread_notifications(&self, user: Uuid) -> Result<u32, StoreError>;
+    /// Marks `user`'s notifications read at `at`: those of `ids` (others' ids change
+    /// nothing), or all when `ids` is `None`; returns how many were unread.
+    async fn mark_notifications_read(
+        &self,
+        user: Uuid,
+        ids: Option<&[Uuid]>,
+        at: DateTime<Utc>,
+    ) -> Result<u32, StoreError>;
 }
 
 /// Bytes per page of chat's SQLite database: 1 KiB instead of SQLite's 4. Each stored

@@ -8,12 +8,14 @@
 //! Timestamps in SQLite are RFC 3339 TEXT in UTC, which also sorts in time order.
 
 use super::{
-    ChatSession, ChatStore, Connection, Deleted, Edited, NewMessage, Page, Reacted, StoreError,
+    ChatSession, ChatStore, Connection, Deleted, Edited, NewMention, NewMessage, NotificationPage,
+    Page, Reacted, StoreError, UNREAD_CAP,
 };
 use crate::domain::{
     Conversation, ConversationView, Kind, Member, Message, Presence, Reaction, ReactionEmoji,
     UserRef,
 };
+use crate::mentions::{Notification, snippet};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::events::{Event, outbox};
@@ -166,6 +168,56 @@ const INSERT_MESSAGES_OF_MEMBERS: &str = ") AS new_messages WHERE EXISTS (SELECT
 const MESSAGES_PER_INSERT: usize = 500;
 /// The most ids bound in one statement: well under both backends' parameter limits.
 const IDS_PER_STATEMENT: usize = 500;
+
+/// Notifications per multi-row insert: 7 parameters each.
+const NOTIFICATIONS_PER_INSERT: usize = 500;
+
+/// The unread messages of membership `mine` (its user `$1`): others' messages after the
+/// read marker (`$2`, the nil id, when there is none), counted up to `$3`; `$4` is the
+/// largest id. One index range scan over `messages (conversation_id, id)` from the marker
+/// to the conversation's end, stopping at the cap; the caller's own messages in the range
+/// are skipped by a filter (the pages mark read as they show messages, so few lie after
+/// the marker). Both bounds are row comparisons on the index's two columns, and the order
+/// is the index's: a plain `id > marker` let PostgreSQL walk the primary key instead, over
+/// the messages of every conversation since the marker (docs/PERFORMANCE.md, "Unread
+/// counts").
+const UNREAD_AFTER_MARKER: &str = "(SELECT COUNT(*) FROM (SELECT 1 FROM messages m \
+     WHERE (m.conversation_id, m.id) > (mine.conversation_id, COALESCE(mine.last_read_id, $2)) \
+     AND (m.conversation_id, m.id) <= (mine.conversation_id, $4) AND m.sender_id <> $1 \
+     ORDER BY m.conversation_id, m.id LIMIT $3) AS capped)";
+
+#[derive(sqlx::FromRow)]
+struct NotificationRow {
+    id: Uuid,
+    user_id: Uuid,
+    message_id: Uuid,
+    conversation_id: Uuid,
+    conversation_name: String,
+    sender_id: Uuid,
+    sender_name: String,
+    body: String,
+    created_at: DateTime<Utc>,
+    read_at: Option<DateTime<Utc>>,
+}
+
+impl From<NotificationRow> for Notification {
+    fn from(row: NotificationRow) -> Self {
+        Self {
+            id: row.id,
+            user_id: row.user_id,
+            message_id: row.message_id,
+            conversation_id: row.conversation_id,
+            conversation_name: row.conversation_name,
+            sender: UserRef {
+                id: row.sender_id,
+                username: row.sender_name,
+            },
+            snippet: snippet(&row.body),
+            created_at: row.created_at,
+            read_at: row.read_at,
+        }
+    }
+}
 
 /// Presence of the users `$1..$n`: online ones from their sockets, offline ones from when
 /// their last socket closed; users never seen are left out.
@@ -401,6 +453,29 @@ macro_rules! sql_chat_store {
                     .pop()
                     .ok_or(sqlx::Error::RowNotFound)
             }
+
+            /// Inserts the notifications of mentions, in one statement.
+            async fn insert_notifications(
+                tx: &mut sqlx::Transaction<'_, $db>,
+                mentions: &[&NewMention],
+            ) -> Result<(), sqlx::Error> {
+                let mut insert = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO notifications (id, user_id, message_id, conversation_id, \
+                     sender_id, sender_name, created_at) ",
+                );
+                insert.push_values(mentions, |mut row, mention| {
+                    let notification = &mention.notification;
+                    row.push_bind(notification.id)
+                        .push_bind(notification.user_id)
+                        .push_bind(notification.message_id)
+                        .push_bind(notification.conversation_id)
+                        .push_bind(notification.sender.id)
+                        .push_bind(&notification.sender.username)
+                        .push_bind(notification.created_at);
+                });
+                insert.build().execute(&mut **tx).await?;
+                Ok(())
+            }
         }
 
         #[async_trait]
@@ -590,40 +665,8 @@ macro_rules! sql_chat_store {
             }
 
             async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
-                // Two statements per batch, whatever its size: the messages whose sender
-                // is a member, then the events of those.
-                let mut tx = self.writer.begin().await?;
-                let mut stored = Vec::with_capacity(messages.len());
-                for chunk in messages.chunks(MESSAGES_PER_INSERT) {
-                    let mut insert = sqlx::QueryBuilder::<$db>::new(INSERT_MESSAGES);
-                    insert.push_values(chunk, |mut row, new| {
-                        let message = &new.message;
-                        row.push_bind(message.id)
-                            .push_bind(message.conversation_id)
-                            .push_bind(message.sender.id)
-                            .push_bind(&message.sender.username)
-                            .push_bind(&message.body)
-                            .push_bind(message.created_at);
-                    });
-                    insert.push(INSERT_MESSAGES_OF_MEMBERS);
-                    let inserted: HashSet<Uuid> = insert
-                        .build_query_scalar()
-                        .fetch_all(&mut *tx)
-                        .await?
-                        .into_iter()
-                        .collect();
-                    let events: Vec<&Event> = chunk
-                        .iter()
-                        .filter(|new| inserted.contains(&new.message.id))
-                        .map(|new| &new.event)
-                        .collect();
-                    if let Some(mut insert) = outbox::insert_all::<$db>(&events) {
-                        insert.build().execute(&mut *tx).await?;
-                    }
-                    stored.extend(chunk.iter().map(|new| inserted.contains(&new.message.id)));
-                }
-                tx.commit().await?;
-                Ok(stored)
+                let stored = self.insert_messages_mentioning(messages).await?;
+                Ok(stored.iter().map(Option::is_some).collect())
             }
 
             async fn messages(
@@ -935,7 +978,13 @@ macro_rules! sql_chat_store {
                     .bind(crate::domain::DELETED_USER_NAME)
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query("UPDATE notifications SET sender_name = $2 WHERE sender_id = $1")
+                    .bind(user)
+                    .bind(crate::domain::DELETED_USER_NAME)
+                    .execute(&mut *tx)
+                    .await?;
                 for sql in [
+                    "DELETE FROM notifications WHERE user_id = $1",
                     "DELETE FROM memberships WHERE user_id = $1",
                     "DELETE FROM connections WHERE user_id = $1",
                     "DELETE FROM last_seen WHERE user_id = $1",
@@ -1120,6 +1169,180 @@ macro_rules! sql_chat_store {
                     }));
                 }
                 Ok(reactions)
+            }
+
+            async fn insert_messages_mentioning(
+                &self,
+                messages: &[NewMessage],
+            ) -> Result<Vec<Option<Vec<Notification>>>, StoreError> {
+                // Two statements per batch, whatever its size: the messages whose sender
+                // is a member, then the events of those; two more only when some of those
+                // mention members (the notifications).
+                let mut tx = self.writer.begin().await?;
+                let mut stored = Vec::with_capacity(messages.len());
+                for chunk in messages.chunks(MESSAGES_PER_INSERT) {
+                    let mut insert = sqlx::QueryBuilder::<$db>::new(INSERT_MESSAGES);
+                    insert.push_values(chunk, |mut row, new| {
+                        let message = &new.message;
+                        row.push_bind(message.id)
+                            .push_bind(message.conversation_id)
+                            .push_bind(message.sender.id)
+                            .push_bind(&message.sender.username)
+                            .push_bind(&message.body)
+                            .push_bind(message.created_at);
+                    });
+                    insert.push(INSERT_MESSAGES_OF_MEMBERS);
+                    let inserted: HashSet<Uuid> = insert
+                        .build_query_scalar()
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    let kept = || chunk.iter().filter(|new| inserted.contains(&new.message.id));
+                    let mentions: Vec<&NewMention> =
+                        kept().flat_map(|new| new.mentions.iter()).collect();
+                    let events: Vec<&Event> = kept()
+                        .map(|new| &new.event)
+                        .chain(mentions.iter().map(|mention| &mention.event))
+                        .collect();
+                    for rows in mentions.chunks(NOTIFICATIONS_PER_INSERT) {
+                        Self::insert_notifications(&mut tx, rows).await?;
+                    }
+                    if let Some(mut insert) = outbox::insert_all::<$db>(&events) {
+                        insert.build().execute(&mut *tx).await?;
+                    }
+                    stored.extend(chunk.iter().map(|new| {
+                        inserted.contains(&new.message.id).then(|| {
+                            new.mentions
+                                .iter()
+                                .map(|mention| mention.notification.clone())
+                                .collect()
+                        })
+                    }));
+                }
+                tx.commit().await?;
+                Ok(stored)
+            }
+
+            async fn members_named(
+                &self,
+                conversation: Uuid,
+                usernames: &[String],
+            ) -> Result<Vec<UserRef>, StoreError> {
+                if usernames.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut select = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT user_id, username FROM memberships WHERE conversation_id = ",
+                );
+                select.push_bind(conversation).push(" AND username IN (");
+                let mut names = select.separated(", ");
+                for name in usernames.iter().take(IDS_PER_STATEMENT) {
+                    names.push_bind(name);
+                }
+                select.push(")");
+                let rows: Vec<(Uuid, String)> =
+                    select.build_query_as().fetch_all(&self.pool).await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, username)| UserRef { id, username })
+                    .collect())
+            }
+
+            async fn unread_counts(&self, user: Uuid) -> Result<Vec<(Uuid, u32)>, StoreError> {
+                let sql = format!(
+                    "SELECT mine.conversation_id, {UNREAD_AFTER_MARKER} AS unread \
+                     FROM memberships mine WHERE mine.user_id = $1"
+                );
+                let rows: Vec<(Uuid, i64)> = sqlx::query_as(&sql)
+                    .bind(user)
+                    .bind(Uuid::nil())
+                    .bind(i64::from(UNREAD_CAP))
+                    .bind(Uuid::max())
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(|(id, n)| (id, count(n))).collect())
+            }
+
+            async fn unread_count(&self, conversation: Uuid, user: Uuid) -> Result<u32, StoreError> {
+                let sql = format!(
+                    "SELECT {UNREAD_AFTER_MARKER} AS unread \
+                     FROM memberships mine WHERE mine.user_id = $1 AND mine.conversation_id = $5"
+                );
+                let unread: Option<i64> = sqlx::query_scalar(&sql)
+                    .bind(user)
+                    .bind(Uuid::nil())
+                    .bind(i64::from(UNREAD_CAP))
+                    .bind(Uuid::max())
+                    .bind(conversation)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(unread.map_or(0, count))
+            }
+
+            async fn notifications(
+                &self,
+                user: Uuid,
+                page: NotificationPage,
+            ) -> Result<Vec<Notification>, StoreError> {
+                let unread = if page.unread_only { "AND n.read_at IS NULL" } else { "" };
+                let sql = format!(
+                    "SELECT n.id, n.user_id, n.message_id, n.conversation_id, \
+                     COALESCE(c.name, '') AS conversation_name, n.sender_id, n.sender_name, \
+                     CASE WHEN EXISTS (SELECT 1 FROM memberships m \
+                                       WHERE m.conversation_id = n.conversation_id \
+                                       AND m.user_id = n.user_id) \
+                          THEN msg.body ELSE '' END AS body, \
+                     n.created_at, n.read_at \
+                     FROM notifications n \
+                     JOIN messages msg ON msg.id = n.message_id \
+                     JOIN conversations c ON c.id = n.conversation_id \
+                     WHERE n.user_id = $1 AND n.id < $2 {unread} \
+                     ORDER BY n.id DESC LIMIT $3"
+                );
+                let rows: Vec<NotificationRow> = sqlx::query_as(&sql)
+                    .bind(user)
+                    .bind(page.before.unwrap_or(Uuid::max()))
+                    .bind(i64::from(page.limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Notification::from).collect())
+            }
+
+            async fn unread_notifications(&self, user: Uuid) -> Result<u32, StoreError> {
+                let unread: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM notifications WHERE user_id = $1 AND read_at IS NULL",
+                )
+                .bind(user)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(count(unread))
+            }
+
+            async fn mark_notifications_read(
+                &self,
+                user: Uuid,
+                ids: Option<&[Uuid]>,
+                at: DateTime<Utc>,
+            ) -> Result<u32, StoreError> {
+                let mut update = sqlx::QueryBuilder::<$db>::new("UPDATE notifications SET read_at = ");
+                update
+                    .push_bind(at)
+                    .push(" WHERE read_at IS NULL AND user_id = ")
+                    .push_bind(user);
+                if let Some(ids) = ids {
+                    if ids.is_empty() {
+                        return Ok(0);
+                    }
+                    update.push(" AND id IN (");
+                    let mut list = update.separated(", ");
+                    for id in ids.iter().take(IDS_PER_STATEMENT) {
+                        list.push_bind(*id);
+                    }
+                    update.push(")");
+                }
+                let done = update.build().execute(&self.pool).await?;
+                Ok(u32::try_from(done.rows_affected()).unwrap_or(u32::MAX))
             }
         }
     };

@@ -5,6 +5,8 @@ import { api, describe } from './api.js';
 import { requireSession, showError, formatTime } from './layout.js';
 import { Live } from './live.js';
 import { setupMessageActions, decorateMessage, applyMessageFrame } from './message-actions.js';
+import { unreadLabel, showUnreadTotal, unreadFromList, applyOwnRead } from './unread.js';
+import { startNotifications, onNotification, refreshNotifications } from './notifications.js';
 
 const PAGE = 50;
 const TYPING_SEND_EVERY_MS = 3_000;
@@ -124,7 +126,7 @@ async function loadConversations() {
   const previous = state.conversations;
   state.conversations = new Map();
   for (const conversation of answer.conversations || []) {
-    conversation.unread = previous.get(conversation.id)?.unread || 0;
+    conversation.unread = unreadFromList(conversation, state.active);
     state.conversations.set(conversation.id, conversation);
     const reads = readsOf(conversation.id);
     for (const member of conversation.members || []) {
@@ -161,7 +163,7 @@ function conversationItem(conversation) {
     other ? el('span', { class: `dot ${online ? 'on' : 'off'}`, 'aria-hidden': 'true' }) : null,
     el('span', { class: 'conv-name', text: conversationName(conversation) }),
     other ? el('span', { class: 'visually-hidden', text: online ? ' (online)' : ' (offline)' }) : null,
-    unread ? el('span', { class: 'badge', text: String(unread), 'aria-label': `${unread} unread` }) : null));
+    unread ? el('span', { class: 'badge', text: unreadLabel(unread), 'aria-label': `${unread} unread` }) : null));
 }
 
 function renderConversations() {
@@ -173,6 +175,7 @@ function renderConversations() {
   if (!rooms.length) els.roomList.append(el('li', { class: 'none', text: 'No rooms joined yet.' }));
   els.dmList.replaceChildren(...directs.map(conversationItem));
   if (!directs.length) els.dmList.append(el('li', { class: 'none', text: 'Message someone from People below.' }));
+  showUnreadTotal(all);
 }
 
 async function loadRooms() {
@@ -554,6 +557,7 @@ function markRead(conversationId) {
 }
 
 function onRead(frame) {
+  if (applyOwnRead(frame, state.me, state.conversations)) renderConversations();
   const reads = readsOf(frame.conversation_id);
   if (newer(frame.up_to, reads.get(frame.user_id))) reads.set(frame.user_id, frame.up_to);
   if (frame.conversation_id === state.active) renderReceipts();
@@ -714,6 +718,10 @@ function onFrame(frame) {
       break;
     case 'resync':
       catchUpAll();
+      refreshNotifications();
+      break;
+    case 'notification':
+      onNotification(frame);
       break;
     case 'message_edited':
     case 'message_deleted':
@@ -745,6 +753,7 @@ async function onOpen(reconnect) {
   try {
     await loadConversations();
     await Promise.all([catchUpAll(), loadUsers()]);
+    refreshNotifications();
   } catch {
     // Shown by the connection state; the next reconnect tries again.
   }
@@ -792,6 +801,7 @@ async function start() {
   });
   window.addEventListener('focus', refreshUsers);
 
+  startNotifications((conversationId) => select(conversationId));
   live = new Live({ onFrame, onState, onOpen });
   live.connect();
   try {

@@ -20,6 +20,7 @@ pub fn routing_key(payload: &Payload) -> &'static str {
         Payload::VerificationRequested(_) => "user.verification_requested",
         Payload::MessageEdited(_) => "message.edited",
         Payload::MessageDeleted(_) => "message.deleted",
+        Payload::MessageMentioned(_) => "message.mentioned",
     }
 }
 

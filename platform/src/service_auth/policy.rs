@@ -35,9 +35,11 @@ impl Policy {
 
 const BROKER: &[Service] = &[Broker];
 const LISTENER: &[Service] = &[Listener];
+const BROKER_AND_LISTENER: &[Service] = &[Broker, Listener];
 const EVERY_SERVICE: &[Service] = &[Auth, Chat, Broker, Logger, Mail, Listener];
 
-/// Auth: only the broker, which acts for users.
+/// Auth: only the broker, which acts for users; the listener asks whether an address it
+/// would mail a mention digest is verified.
 pub const AUTH: Policy = Policy {
     service: "microchat.auth.v1.Auth",
     methods: &[
@@ -64,12 +66,14 @@ pub const AUTH: Policy = Policy {
         ("EndOtherSessions", BROKER),
         ("VerifyEmail", BROKER),
         ("ResendVerification", BROKER),
-        ("GetEmailStatus", BROKER),
+        // The listener's mention digest mails verified addresses only.
+        ("GetEmailStatus", BROKER_AND_LISTENER),
     ],
 };
 
 /// Chat: the broker for everything users do and for its sockets; the listener for the
-/// chat sessions it records from sign-in and sign-out events.
+/// chat sessions it records from sign-in and sign-out events, and for the unread mentions
+/// and presence of the users its mention digests are for (it reads; it never acts).
 pub const CHAT: Policy = Policy {
     service: "microchat.chat.v1.Chat",
     methods: &[
@@ -87,7 +91,8 @@ pub const CHAT: Policy = Policy {
         ("OpenConnection", BROKER),
         ("CloseConnection", BROKER),
         ("LeaveBroker", BROKER),
-        ("ListPresence", BROKER),
+        // The listener mails a mention digest only to users who are offline.
+        ("ListPresence", BROKER_AND_LISTENER),
         ("ListMemberships", BROKER),
         ("DeleteUserData", BROKER),
         ("StartChatSession", LISTENER),
@@ -98,6 +103,9 @@ pub const CHAT: Policy = Policy {
         ("EditMessage", BROKER),
         ("DeleteMessage", BROKER),
         ("SetReaction", BROKER),
+        // Notifications. The listener reads a user's unread mentions for their digest.
+        ("ListNotifications", BROKER_AND_LISTENER),
+        ("MarkNotificationsRead", BROKER),
     ],
 };
 
