@@ -23,7 +23,7 @@
 use crate::{
     error,
     live::frames,
-    routes::{account, admin, auth, chat, compat, handle, logs, passwords},
+    routes::{account, admin, auth, chat, compat, handle, logs, passwords, search},
 };
 use utoipa::{
     Modify, OpenApi,
@@ -50,7 +50,7 @@ pub const SESSION_COOKIE: &str = "session_cookie";
         compat::list, compat::show, compat::send, handle::handle,
         passwords::change_password, passwords::forgot_password, passwords::reset_password,
         passwords::my_sessions, passwords::end_session, passwords::end_other_sessions,
-        passwords::verify_email, passwords::resend_verification
+        passwords::verify_email, passwords::resend_verification, search::search
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, frames::MessageView, frames::PresenceView)),
     modifiers(&Contract),

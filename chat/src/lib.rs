@@ -11,11 +11,12 @@ mod conversations;
 pub mod domain;
 mod grpc;
 pub mod live;
+pub mod search;
 pub mod store;
 mod writer;
 
 pub use config::Config;
-pub use conversations::{Chat, ChatError, HistoryQuery};
+pub use conversations::{Chat, ChatError, HistoryQuery, SearchRequest};
 
 use anyhow::Context;
 use platform::{

@@ -10,6 +10,7 @@ pub mod live;
 pub mod logs;
 pub mod ops;
 pub mod passwords;
+pub mod search;
 
 use crate::{AppState, middleware, rate_limit::Limiters};
 use axum::{
@@ -103,6 +104,7 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             "/api/conversations/{id}/read",
             limiters.limit(api, post(chat::mark_read)),
         )
+        .route("/api/search", limiters.limit(api, get(search::search)))
         .route(
             "/apiv2/usersession/",
             limiters.limit(api, get(compat::list)),

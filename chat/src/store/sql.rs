@@ -7,8 +7,9 @@
 //! UUIDs byte-wise, SQLite compares BLOBs byte-wise), so `id` is the history cursor.
 //! Timestamps in SQLite are RFC 3339 TEXT in UTC, which also sorts in time order.
 
-use super::{ChatSession, ChatStore, Connection, NewMessage, Page, StoreError};
+use super::{ChatSession, ChatStore, Connection, NewMessage, Page, StoreError, search::SearchSql};
 use crate::domain::{Conversation, ConversationView, Kind, Member, Message, Presence, UserRef};
+use crate::search::{SearchHit, SearchQuery};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::events::{Event, outbox};
@@ -81,7 +82,7 @@ impl From<MemberRow> for Member {
 }
 
 #[derive(sqlx::FromRow)]
-struct MessageRow {
+pub(super) struct MessageRow {
     id: Uuid,
     conversation_id: Uuid,
     sender_id: Uuid,
@@ -872,6 +873,13 @@ macro_rules! sql_chat_store {
                 }
                 tx.commit().await?;
                 Ok(u32::try_from(directs.rows_affected()).unwrap_or(u32::MAX))
+            }
+
+            async fn search_messages(
+                &self,
+                query: &SearchQuery,
+            ) -> Result<Vec<SearchHit>, StoreError> {
+                Ok(<$db as SearchSql>::search(&self.pool, query).await?)
             }
         }
     };

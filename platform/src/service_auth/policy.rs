@@ -95,6 +95,7 @@ pub const CHAT: Policy = Policy {
         ("ForgetChatSessions", LISTENER),
         ("ListChatSessions", BROKER),
         ("Subscribe", BROKER),
+        ("SearchMessages", BROKER),
     ],
 };
 
