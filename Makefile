@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-ws-idle bench-ws-multi bench-ws-idle-cluster bench-events faults help \
+.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-ws-idle bench-ws-multi bench-ws-idle-cluster bench-events bench-search faults help \
 	up_build up down logs start stop
 
 # The dev stack (deployments/docker-compose.yml) and the frontend run next to it.
@@ -90,4 +90,8 @@ bench-events: ## Benchmark the durable event paths, outbox -> RabbitMQ or the em
 	$(CARGO) run --release -p loadgen -- events --events 100000
 	$(CARGO) run --release -p loadgen -- events --events 100000 --rate 10000
 	$(CARGO) run --release -p loadgen -- events --bus embedded --events 100000
+
+bench-search: ## Benchmark full-text search over 1,000,000 stored messages, on SQLite and on PostgreSQL (each its own database), with the insert cost of the index
+	$(CARGO) run --release -p loadgen -- search --backend sqlite --insert-cost 100000
+	$(CARGO) run --release -p loadgen -- search --backend postgres --insert-cost 100000
 	$(CARGO) run --release -p loadgen -- events --bus embedded --events 100000 --rate 10000

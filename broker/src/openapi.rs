@@ -25,6 +25,7 @@ use crate::{
     live::frames,
     routes::{
         account, admin, auth, chat, compat, handle, logs, message_actions, notifications, passwords,
+        search,
     },
 };
 use utoipa::{
@@ -55,7 +56,7 @@ pub const SESSION_COOKIE: &str = "session_cookie";
         passwords::verify_email, passwords::resend_verification,
         message_actions::edit, message_actions::delete, message_actions::add_reaction,
         message_actions::remove_reaction, message_actions::reaction_emoji,
-        notifications::list, notifications::mark_read
+        notifications::list, notifications::mark_read, search::search
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, frames::MessageView, frames::PresenceView)),
     modifiers(&Contract),

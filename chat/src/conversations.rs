@@ -9,6 +9,7 @@ use crate::{
     },
     live::LiveHub,
     mentions::{self, Notification},
+    search::{self, SearchCursor, SearchHit, SearchQuery, SearchText},
     store::{
         ChatSession, ChatStore, Connection, NewMention, NewMessage, NotificationPage, Page,
         StoreError,
@@ -671,4 +672,70 @@ impl Chat {
         let unread = self.store.unread_notifications(caller.id).await?;
         Ok((marked, unread))
     }
+
+    /// Searches the messages of the caller's conversations (or of one of them, for its
+    /// members only); returns a page of hits and the cursor of the next one, if any.
+    pub async fn search(
+        &self,
+        caller: &UserRef,
+        request: &SearchRequest,
+    ) -> Result<(Vec<SearchHit>, Option<String>), ChatError> {
+        let text = SearchText::parse(&request.text)?;
+        let limit = match request.limit {
+            0 => 20,
+            n if n <= MAX_SEARCH_PAGE => n,
+            _ => {
+                return Err(Invalid {
+                    field: "limit",
+                    reason: "must be 1 to 50",
+                }
+                .into());
+            }
+        };
+        let cursor = match request.cursor.as_str() {
+            "" => None,
+            raw => Some(SearchCursor::decode(raw, &text, request.conversation)?),
+        };
+        if let Some(conversation) = request.conversation {
+            self.require_member(conversation, caller.id).await?;
+        }
+        let snapshot = cursor.map_or_else(|| search::snapshot_at(now()), |c| c.snapshot);
+        let query = SearchQuery {
+            user: caller.id,
+            text,
+            conversation: request.conversation,
+            snapshot,
+            offset: cursor.map_or(0, |cursor| cursor.offset),
+            limit: limit + 1,
+            window: search::SEARCH_WINDOW,
+        };
+        let mut hits = self.store.search_messages(&query).await?;
+        let next = if hits.len() > limit as usize {
+            hits.truncate(limit as usize);
+            let next = SearchCursor {
+                snapshot,
+                offset: query.offset + limit,
+            };
+            Some(next.encode(&query.text, request.conversation))
+        } else {
+            None
+        };
+        Ok((hits, next))
+    }
+}
+
+/// Most search hits per page.
+pub const MAX_SEARCH_PAGE: u32 = 50;
+
+/// A search from a client.
+#[derive(Debug, Clone, Default)]
+pub struct SearchRequest {
+    /// The words (see [`SearchText`]).
+    pub text: String,
+    /// Only this conversation, when given.
+    pub conversation: Option<Uuid>,
+    /// The previous page's `next_cursor`, or empty for the first page.
+    pub cursor: String,
+    /// Page size, 1..=50 (0 means 20).
+    pub limit: u32,
 }

@@ -2,9 +2,10 @@
 //! [`Chat`] calls and [`ChatError`]s into gRPC statuses. No rules live here.
 
 use crate::{
-    conversations::{Chat, ChatError, HistoryQuery},
+    conversations::{Chat, ChatError, HistoryQuery, SearchRequest},
     domain::{Conversation, ConversationView, Kind, Member, Message, Presence, UserRef},
     mentions::Notification,
+    search::SearchHit,
     store::{ChatSession, StoreError},
 };
 use chrono::{DateTime, Utc};
@@ -751,6 +752,47 @@ impl chat_server::Chat for ChatApi {
             count: reaction.count,
             changed: reaction.changed,
         }))
+    }
+
+    async fn search_messages(
+        &self,
+        request: Request<pb::SearchMessagesRequest>,
+    ) -> Result<Response<pb::SearchMessagesResponse>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let search = SearchRequest {
+            conversation: optional_uuid("conversation_id", &body.conversation_id)?,
+            text: body.query,
+            cursor: body.cursor,
+            limit: body.limit,
+        };
+        let (hits, next) = self.chat.search(&caller, &search).await?;
+        Ok(Response::new(pb::SearchMessagesResponse {
+            hits: hits.iter().map(search_hit_message).collect(),
+            next_cursor: next.unwrap_or_default(),
+        }))
+    }
+}
+
+/// A search hit on the wire.
+fn search_hit_message(hit: &SearchHit) -> pb::SearchHit {
+    pb::SearchHit {
+        message: Some(message_message(&hit.message)),
+        conversation_kind: match hit.conversation_kind {
+            Kind::Room => pb::ConversationKind::Room,
+            Kind::Direct => pb::ConversationKind::Direct,
+        } as i32,
+        conversation_name: hit.conversation_name.clone(),
+        snippet: hit.snippet.text.clone(),
+        highlights: hit
+            .snippet
+            .highlights
+            .iter()
+            .map(|range| pb::HighlightRange {
+                start: range.start,
+                end: range.end,
+            })
+            .collect(),
     }
 }
 

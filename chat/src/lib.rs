@@ -13,11 +13,12 @@ mod grpc;
 pub mod live;
 mod messages;
 pub mod mentions;
+pub mod search;
 pub mod store;
 mod writer;
 
 pub use config::Config;
-pub use conversations::{Chat, ChatError, HistoryQuery};
+pub use conversations::{Chat, ChatError, HistoryQuery, SearchRequest};
 
 use anyhow::Context;
 use platform::{

@@ -5,6 +5,7 @@
 //! Without a reachable PostgreSQL the `postgres::` tests say they are skipped (outside CI).
 
 use chat::{
+    search::{SearchHit, SearchQuery, SearchText},
     domain::{
         Conversation, ConversationView, Kind, Message, Presence, Reaction, ReactionEmoji, RoomName,
         UserRef, direct_key,
@@ -129,6 +130,13 @@ on_both_backends!(
     members_are_found_by_name_only_in_their_conversation,
     notifications_page_newest_first_and_hide_what_a_leaver_may_not_read,
     marking_notifications_read_touches_only_ones_own,
+    search_ranks_better_matches_first_and_ties_newest_first,
+    search_snippets_locate_the_matched_words,
+    search_pages_cover_every_hit_once_despite_new_messages,
+    search_never_shows_a_conversation_of_others,
+    search_treats_query_syntax_as_text,
+    search_follows_edits_tombstones_and_deletions,
+    search_ranks_only_the_newest_window_of_matches,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2012,4 +2020,251 @@ async fn marking_notifications_read_touches_only_ones_own(store: &dyn ChatStore)
         0,
         "twice marks nothing"
     );
+}
+
+// Full-text search
+
+/// A first-page search by `user` over all their conversations.
+fn search_query(user: &UserRef, text: &str) -> SearchQuery {
+    SearchQuery {
+        user: user.id,
+        text: SearchText::parse(text).expect("a valid search text"),
+        conversation: None,
+        snapshot: Uuid::max(),
+        offset: 0,
+        limit: 50,
+        window: 1000,
+    }
+}
+
+async fn search(store: &dyn ChatStore, user: &UserRef, text: &str) -> Vec<SearchHit> {
+    store
+        .search_messages(&search_query(user, text))
+        .await
+        .expect("a search answers")
+}
+
+fn hit_ids(hits: &[SearchHit]) -> Vec<Uuid> {
+    hits.iter().map(|hit| hit.message.id).collect()
+}
+
+/// Changes a stored body with a plain UPDATE, as an edit or a deletion's tombstone does.
+async fn set_body(store: &dyn ChatStore, id: Uuid, body: &str) {
+    const SQL: &str = "UPDATE messages SET body = $1 WHERE id = $2";
+    let updated = match store.pool() {
+        Pool::Postgres(pool) => sqlx::query(SQL)
+            .bind(body)
+            .bind(id)
+            .execute(&pool)
+            .await
+            .map(|done| done.rows_affected()),
+        Pool::Sqlite(pool) => sqlx::query(SQL)
+            .bind(body)
+            .bind(id)
+            .execute(&pool)
+            .await
+            .map(|done| done.rows_affected()),
+    };
+    assert_eq!(updated.expect("the UPDATE runs"), 1);
+}
+
+async fn search_ranks_better_matches_first_and_ties_newest_first(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let lobby = create_room(store, "lobby", &ada).await;
+    let once = post(store, &lobby, &ada, "the harbor at dawn, boats and gulls").await;
+    let thrice = post(store, &lobby, &ada, "harbor harbor harbor").await;
+    let other = post(store, &lobby, &ada, "nothing to see here").await;
+    let tie_old = post(store, &lobby, &ada, "harbor lights").await;
+    let tie_new = post(store, &lobby, &ada, "harbor lights").await;
+    let hits = search(store, &ada, "HARBOR").await;
+    assert_eq!(hits.len(), 4, "case does not matter; {other:?} does not match");
+    assert_eq!(hits[0].message.id, thrice.id, "the most mentions ranks first");
+    let position = |id| hits.iter().position(|hit| hit.message.id == id).unwrap();
+    assert!(position(tie_new.id) < position(tie_old.id), "equal scores: newest first");
+    assert!(position(tie_old.id) < position(once.id), "a short match outranks a long one");
+    assert!(hits.windows(2).all(|pair| pair[0].score >= pair[1].score));
+    assert_eq!(hits[0].message, thrice, "the message comes back whole");
+    assert_eq!(hits[0].conversation_kind, Kind::Room);
+    assert_eq!(hits[0].conversation_name, "lobby");
+    // Every word must match.
+    assert_eq!(hit_ids(&search(store, &ada, "harbor gulls").await), [once.id]);
+    assert!(search(store, &ada, "harbor zebra").await.is_empty());
+}
+
+async fn search_snippets_locate_the_matched_words(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let bob = user("bob");
+    let direct = open_direct(store, &ada, &bob).await;
+    let said = post(store, &direct, &bob, "Hello World, hello again — «bonjour» world").await;
+    let hits = search(store, &ada, "hello").await;
+    assert_eq!(hit_ids(&hits), [said.id]);
+    assert_eq!(hits[0].conversation_kind, Kind::Direct);
+    assert_eq!(hits[0].conversation_name, "");
+    let snippet = &hits[0].snippet;
+    assert_eq!(snippet.text, said.body, "a short body is its own snippet");
+    assert_eq!(snippet.highlights, vec![0..5, 13..18]);
+    let marked: Vec<String> = snippet
+        .highlights
+        .iter()
+        .map(|range| {
+            let chars: Vec<char> = snippet.text.chars().collect();
+            chars[range.start as usize..range.end as usize].iter().collect()
+        })
+        .collect();
+    assert_eq!(marked, ["Hello", "hello"]);
+    // Offsets count characters, not bytes: past the « and — of this body.
+    let hits = search(store, &ada, "world bonjour").await;
+    assert_eq!(hits[0].snippet.highlights, vec![6..11, 28..35, 37..42]);
+    // A long body is cut around the words found.
+    let long = format!("{} needle {}", "hay ".repeat(200), "straw ".repeat(200));
+    post(store, &direct, &ada, &long).await;
+    let hits = search(store, &bob, "needle").await;
+    let snippet = &hits[0].snippet;
+    assert!(snippet.text.contains("needle") && snippet.text.chars().count() < 600);
+    assert_eq!(snippet.highlights.len(), 1);
+    let range = snippet.highlights[0].clone();
+    let found: String = snippet
+        .text
+        .chars()
+        .skip(range.start as usize)
+        .take((range.end - range.start) as usize)
+        .collect();
+    assert_eq!(found, "needle");
+}
+
+async fn search_pages_cover_every_hit_once_despite_new_messages(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let lobby = create_room(store, "lobby", &ada).await;
+    let mut expected = Vec::new();
+    for n in 0..23 {
+        // Three scores, many ties.
+        let body = format!("{} {n}", "common ".repeat(1 + n % 3));
+        expected.push(post(store, &lobby, &ada, &body).await.id);
+    }
+    let mut query = search_query(&ada, "common");
+    query.limit = 5;
+    query.snapshot = chat::search::snapshot_at(Utc::now());
+    let mut seen = Vec::new();
+    loop {
+        let page = store.search_messages(&query).await.unwrap();
+        // Sent meanwhile, after the snapshot: never part of this search.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        post(store, &lobby, &ada, "common and new").await;
+        seen.extend(hit_ids(&page));
+        if page.is_empty() {
+            break;
+        }
+        query.offset += query.limit;
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), seen.len(), "no hit twice");
+    expected.sort();
+    assert_eq!(sorted, expected, "every hit once, none sent after the first page");
+}
+
+async fn search_never_shows_a_conversation_of_others(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let bob = user("bob");
+    let eve = user("eve");
+    let lobby = create_room(store, "lobby", &ada).await;
+    let secret = create_room(store, "secret", &bob).await;
+    let direct = open_direct(store, &bob, &eve).await;
+    let mine = post(store, &lobby, &ada, "the password is swordfish").await;
+    post(store, &secret, &bob, "the password is swordfish too").await;
+    post(store, &direct, &eve, "swordfish between us").await;
+    assert_eq!(hit_ids(&search(store, &ada, "swordfish").await), [mine.id]);
+    // Narrowed to a conversation that is not theirs: nothing, even though words match.
+    let mut query = search_query(&ada, "swordfish");
+    query.conversation = Some(secret.id);
+    assert!(store.search_messages(&query).await.unwrap().is_empty());
+    query.conversation = Some(direct.id);
+    assert!(store.search_messages(&query).await.unwrap().is_empty());
+    // A stranger finds nothing at all; whoever leaves a room stops finding its messages.
+    assert!(search(store, &user("mallory"), "swordfish").await.is_empty());
+    assert_eq!(search(store, &bob, "swordfish").await.len(), 2);
+    assert!(store.leave(secret.id, bob.id).await.unwrap());
+    assert_eq!(search(store, &bob, "swordfish").await.len(), 1);
+    // Narrowed to one of theirs: only that one.
+    assert!(store.join(lobby.id, &eve, now()).await.unwrap());
+    let mut query = search_query(&eve, "swordfish");
+    query.conversation = Some(lobby.id);
+    let hits = store.search_messages(&query).await.unwrap();
+    assert_eq!(hit_ids(&hits), [mine.id]);
+}
+
+async fn search_treats_query_syntax_as_text(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let lobby = create_room(store, "lobby", &ada).await;
+    let near = post(store, &lobby, &ada, "meet me near the gate").await;
+    let star = post(store, &lobby, &ada, "pointer a*b deref").await;
+    let quoted = post(store, &lobby, &ada, r#"she said "bye" loudly"#).await;
+    post(store, &lobby, &ada, "unrelated words").await;
+    for text in [
+        "*", "\"", "\"\"", "(((", ")", "NEAR(", "NEAR(a b, 2)", "AND OR NOT", "^", ":", "-",
+        "body:x", "col : x", "{body}", "a OR", "NOT unrelated", "'", "'; DROP TABLE messages; --",
+        "&", "|", "!", "<->", "\\",
+    ] {
+        // Answers (no syntax error), and finds only messages holding its words as text.
+        let found = search(store, &ada, text).await;
+        assert!(found.len() <= 1, "{text:?} found {found:?}");
+    }
+    assert_eq!(hit_ids(&search(store, &ada, "NEAR").await), [near.id], "a word");
+    assert_eq!(hit_ids(&search(store, &ada, "near(").await), [near.id]);
+    assert_eq!(hit_ids(&search(store, &ada, "a*b").await), [star.id]);
+    assert_eq!(hit_ids(&search(store, &ada, r#""bye""#).await), [quoted.id]);
+    assert!(search(store, &ada, "a*").await.iter().all(|hit| hit.message.id == star.id));
+    assert!(search(store, &ada, "poin*").await.is_empty(), "no prefix operator");
+    assert!(search(store, &ada, "NOT unrelated").await.is_empty(), "NOT is a word");
+    assert!(search(store, &ada, "(((").await.is_empty());
+    assert!(search(store, &ada, "AND OR NOT").await.is_empty());
+    assert_eq!(search(store, &ada, "unrelated").await.len(), 1);
+}
+
+async fn search_follows_edits_tombstones_and_deletions(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let bob = user("bob");
+    let lobby = create_room(store, "lobby", &ada).await;
+    let edited = post(store, &lobby, &ada, "first draft with typo").await;
+    let gone = post(store, &lobby, &ada, "regrettable draft").await;
+    assert_eq!(search(store, &ada, "draft").await.len(), 2);
+    set_body(store, edited.id, "final version, corrected").await;
+    assert!(search(store, &ada, "typo").await.is_empty(), "old words forgotten");
+    let hits = search(store, &ada, "corrected").await;
+    assert_eq!(hit_ids(&hits), [edited.id], "new words found");
+    assert_eq!(hits[0].message.body, "final version, corrected");
+    // A tombstone's body is empty: found by none of its words.
+    set_body(store, gone.id, "").await;
+    assert!(search(store, &ada, "regrettable").await.is_empty());
+    assert!(search(store, &ada, "draft").await.is_empty());
+    // Messages deleted with their conversation leave the index too (SQLite may hand
+    // their rowids to new messages).
+    let direct = open_direct(store, &ada, &bob).await;
+    post(store, &direct, &bob, "ephemeral whisper").await;
+    assert_eq!(search(store, &ada, "whisper").await.len(), 1);
+    store.delete_user_data(bob.id).await.unwrap();
+    let later = post(store, &lobby, &ada, "something else entirely").await;
+    assert!(search(store, &ada, "whisper").await.is_empty());
+    assert_eq!(hit_ids(&search(store, &ada, "entirely").await), [later.id]);
+}
+
+async fn search_ranks_only_the_newest_window_of_matches(store: &dyn ChatStore) {
+    let ada = user("ada");
+    let lobby = create_room(store, "lobby", &ada).await;
+    // The oldest is the best match, but it is outside a window of three.
+    let best_but_old = post(store, &lobby, &ada, "echo echo echo").await;
+    let mut newest = Vec::new();
+    for n in 0..4 {
+        newest.push(post(store, &lobby, &ada, &format!("echo number {n}")).await.id);
+    }
+    let mut query = search_query(&ada, "echo");
+    query.window = 3;
+    let mut found = hit_ids(&store.search_messages(&query).await.unwrap());
+    found.sort();
+    assert_eq!(found, newest[1..]);
+    query.window = 1000;
+    let all = store.search_messages(&query).await.unwrap();
+    assert_eq!(all.len(), 5);
+    assert_eq!(all[0].message.id, best_but_old.id);
 }

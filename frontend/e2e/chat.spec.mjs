@@ -529,6 +529,64 @@ await step('carol opens her mention from the bell: the room shows, and every cou
   await other.close();
 });
 
+// ---- search (js/search.js) ----
+await step('search: alice finds an old message by a word, sees it highlighted, and lands on it in its history', async () => {
+  // One message with the word, then 60 more over the REST API: the found one is older
+  // than the newest 50 a conversation opens with, so opening it loads history around it.
+  const posted = await alice.page.evaluate(async () => {
+    const broker = document.querySelector('meta[name="broker"]').content;
+    const me = await (await fetch(`${broker}/api/auth/me`, { credentials: 'include' })).json();
+    const list = await (await fetch(`${broker}/api/conversations`, { credentials: 'include' })).json();
+    const id = list.conversations.find((c) => c.kind === 'room' && c.name === 'general').id;
+    const bodies = ['The Lighthouse keeper waved at the lighthouse (NEAR* "quoted")'];
+    for (let i = 1; i <= 60; i += 1) bodies.push(`filler message ${i}`);
+    let ok = 0;
+    for (const body of bodies) {
+      const response = await fetch(`${broker}/api/conversations/${id}/messages`, {
+        method: 'POST',
+        credentials: 'include',
+        headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': me.csrf_token },
+        body: JSON.stringify({ body }),
+      });
+      if (response.status === 201) ok += 1;
+    }
+    return ok;
+  });
+  expect(posted === 61, `alice posted ${posted} of 61 messages`);
+  const { page } = alice;
+  await page.goto(`${BASE}/chat`);
+  await page.locator('#connection[data-state="open"]').waitFor();
+
+  // FTS syntax is only text: no error, no results.
+  await page.getByLabel('Search messages').fill('((( AND * "');
+  await page.getByLabel('Search messages').press('Enter');
+  await page.locator('#search-status', { hasText: 'No messages match' }).waitFor();
+
+  await page.getByLabel('Search messages').fill('lighthouse');
+  await page.getByLabel('Search messages').press('Enter');
+  const hit = page.locator('#search-list .search-hit').first();
+  await hit.waitFor();
+  expect((await page.locator('#search-list .search-hit').count()) === 1, 'one message has the word');
+  const marks = await hit.locator('mark').allTextContents();
+  expect(marks.join(',') === 'Lighthouse,lighthouse', `highlighted: ${marks.join(',')}`);
+  const meta = await hit.locator('.search-meta').textContent();
+  expect(meta.includes('#general') && meta.includes('alice'), `result names ${meta}`);
+  await shot(page, 'e2e-search-results');
+
+  await hit.click();
+  await page.locator('#conv-title', { hasText: '#general' }).waitFor();
+  const found = page.locator('#messages li.message.jumped', { hasText: 'The Lighthouse keeper' });
+  await found.waitFor();
+  const box = await found.boundingBox();
+  const view = await page.locator('#messages-scroll').boundingBox();
+  expect(box && view && box.y >= view.y && box.y + box.height <= view.y + view.height,
+    'the found message is not in view');
+  const bodies = await page.locator('#messages li.message .body').allTextContents();
+  expect(bodies.includes('filler message 60') && bodies.includes('Is anyone still here?'),
+    'the history around the found message is not loaded');
+  await shot(page, 'e2e-search');
+});
+
 const problems = [...alice.problems, ...bob.problems, ...carol.problems];
 await step('no script errors on any page', async () => {
   expect(problems.length === 0, problems.join('\n'));

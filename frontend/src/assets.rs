@@ -20,6 +20,7 @@ pub fn get(path: &str) -> Option<(&'static str, &'static [u8])> {
         "js/admin.js" => (JS, include_bytes!("../assets/js/admin.js")),
         "js/passwords.js" => (JS, include_bytes!("../assets/js/passwords.js")),
         "js/message-actions.js" => (JS, include_bytes!("../assets/js/message-actions.js")),
+        "js/search.js" => (JS, include_bytes!("../assets/js/search.js")),
         _ => return None,
     };
     Some(found)

@@ -9,6 +9,7 @@ mod events;
 mod http;
 mod phase;
 mod report;
+mod search;
 mod target;
 mod ws;
 
@@ -38,6 +39,9 @@ enum Scenario {
     /// The durable event path: outbox → relay → RabbitMQ → listener, at full speed;
     /// events/s end to end and commit→handled latency, every event exactly once.
     Events(events::Args),
+    /// Full-text search over a million stored messages (SQLite or PostgreSQL): seeds them
+    /// through chat's store, then p50/p90/p99/max of common, rare and two-word searches.
+    Search(search::Args),
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -46,5 +50,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Auth(args) => auth::run(args).await,
         Scenario::Ws(args) => ws::run(args).await,
         Scenario::Events(args) => events::run(args).await,
+        Scenario::Search(args) => search::run(args).await,
     }
 }

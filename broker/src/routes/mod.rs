@@ -12,6 +12,7 @@ pub mod message_actions;
 pub mod notifications;
 pub mod ops;
 pub mod passwords;
+pub mod search;
 
 use crate::{AppState, middleware, rate_limit::Limiters};
 use axum::{
@@ -105,6 +106,7 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             "/api/conversations/{id}/read",
             limiters.limit(api, post(chat::mark_read)),
         )
+        .route("/api/search", limiters.limit(api, get(search::search)))
         .route(
             "/api/notifications",
             limiters.limit(api, get(notifications::list)),

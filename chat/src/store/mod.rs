@@ -1,12 +1,14 @@
 //! The chat store port: conversations, memberships, messages, read receipts and presence.
 //! One SQL implementation serves PostgreSQL and SQLite; the URL scheme picks which.
 
+mod search;
 mod sql;
 
 use crate::domain::{
     Conversation, ConversationView, Member, Message, Presence, Reaction, ReactionEmoji, UserRef,
 };
 use crate::mentions::Notification;
+use crate::search::{SearchHit, SearchQuery};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::events::Event;
@@ -370,6 +372,11 @@ pub trait ChatStore: Send + Sync + 'static {
         ids: Option<&[Uuid]>,
         at: DateTime<Utc>,
     ) -> Result<u32, StoreError>;
+    /// The messages matching a search in the conversations its user belongs to (decided
+    /// in the same query), ranked best first, ties newest first: at most `query.limit`
+    /// hits after `query.after`, among the newest `query.window` matches up to
+    /// `query.snapshot`.
+    async fn search_messages(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError>;
 }
 
 /// Bytes per page of chat's SQLite database: 1 KiB instead of SQLite's 4. Each stored

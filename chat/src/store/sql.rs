@@ -9,13 +9,14 @@
 
 use super::{
     ChatSession, ChatStore, Connection, Deleted, Edited, NewMention, NewMessage, NotificationPage,
-    Page, Reacted, StoreError, UNREAD_CAP,
+    Page, Reacted, StoreError, UNREAD_CAP, search::SearchSql,
 };
 use crate::domain::{
     Conversation, ConversationView, Kind, Member, Message, Presence, Reaction, ReactionEmoji,
     UserRef,
 };
 use crate::mentions::{Notification, snippet};
+use crate::search::{SearchHit, SearchQuery};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use platform::events::{Event, outbox};
@@ -88,7 +89,7 @@ impl From<MemberRow> for Member {
 }
 
 #[derive(sqlx::FromRow)]
-struct MessageRow {
+pub(super) struct MessageRow {
     id: Uuid,
     conversation_id: Uuid,
     sender_id: Uuid,
@@ -1343,6 +1344,13 @@ macro_rules! sql_chat_store {
                 }
                 let done = update.build().execute(&self.pool).await?;
                 Ok(u32::try_from(done.rows_affected()).unwrap_or(u32::MAX))
+            }
+
+            async fn search_messages(
+                &self,
+                query: &SearchQuery,
+            ) -> Result<Vec<SearchHit>, StoreError> {
+                Ok(<$db as SearchSql>::search(&self.pool, query).await?)
             }
         }
     };

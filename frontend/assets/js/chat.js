@@ -7,6 +7,7 @@ import { Live } from './live.js';
 import { setupMessageActions, decorateMessage, applyMessageFrame } from './message-actions.js';
 import { unreadLabel, showUnreadTotal, unreadFromList, applyOwnRead } from './unread.js';
 import { startNotifications, onNotification, refreshNotifications } from './notifications.js';
+import { startSearch } from './search.js';
 
 const PAGE = 50;
 const TYPING_SEND_EVERY_MS = 3_000;
@@ -759,6 +760,56 @@ async function onOpen(reconnect) {
   }
 }
 
+// ---- search results --------------------------------------------------------------------
+
+/** The UUID right after `id` (history's `before` is exclusive). */
+function nextId(id) {
+  const hex = (BigInt(`0x${id.replace(/-/g, '')}`) + 1n).toString(16).padStart(32, '0');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/**
+ * Opens a conversation at one of its messages (a search result): when the message is not
+ * loaded, its history is loaded around it (a page up to it, then forward to the newest),
+ * then it is scrolled into view and marked for a moment.
+ */
+async function openAt(conversationId, messageId) {
+  if (!state.conversations.has(conversationId)) await loadConversations().catch(() => {});
+  if (!state.conversations.has(conversationId)) return;
+  const current = thread(conversationId);
+  if (!current.ids.has(messageId)) {
+    const path = `/api/conversations/${conversationId}/messages`;
+    try {
+      const upTo = await api(path, { query: { before: nextId(messageId), limit: 25 } });
+      const messages = (upTo.messages || []).reverse();
+      for (let round = 0, more = true; more && messages.length && round < 20; round += 1) {
+        const page = await api(path, { query: { after: messages[messages.length - 1].id, limit: 100 } });
+        messages.push(...(page.messages || []));
+        more = Boolean(page.has_more);
+      }
+      Object.assign(current, {
+        messages, ids: new Set(messages.map((m) => m.id)), hasMore: Boolean(upTo.has_more), loaded: true,
+      });
+    } catch (error) {
+      showError(els.sendError, describe(error));
+      return;
+    }
+  }
+  await select(conversationId);
+  const item = els.messages.querySelector(`li[data-id="${CSS.escape(messageId)}"]`);
+  if (!item) return;
+  item.scrollIntoView({ block: 'center' });
+  item.classList.add('jumped');
+  setTimeout(() => item.classList.remove('jumped'), 3_000);
+}
+
+/** A search hit's conversation, as the sidebar names it. */
+function hitLabel(hit) {
+  const conversation = state.conversations.get(hit.conversation_id);
+  if (conversation) return conversationName(conversation);
+  return hit.conversation_kind === 'room' ? `#${hit.conversation_name}` : 'Direct conversation';
+}
+
 // ---- start -----------------------------------------------------------------------------
 
 async function start() {
@@ -789,6 +840,7 @@ async function start() {
     }
   });
   els.roomForm.addEventListener('submit', createRoom);
+  startSearch({ open: openAt, label: hitLabel });
   els.leave.addEventListener('click', leaveRoom);
   // Rooms others made since the page loaded show up when the list is opened.
   els.roomTools.addEventListener('toggle', () => {

@@ -106,6 +106,7 @@ pub const CHAT: Policy = Policy {
         // Notifications. The listener reads a user's unread mentions for their digest.
         ("ListNotifications", BROKER_AND_LISTENER),
         ("MarkNotificationsRead", BROKER),
+        ("SearchMessages", BROKER),
     ],
 };
 
