@@ -276,6 +276,9 @@ async fn seed_messages(
             },
             body: sentence(words, zipf, random),
             created_at: at,
+            edited_at: None,
+            deleted_at: None,
+            reactions: Vec::new(),
         });
         if batch.len() == ROWS_PER_INSERT || n + 1 == args.messages {
             stored += insert_rows(pool, &batch).await?;
@@ -612,6 +615,9 @@ async fn timed_sends(
             sender: sender.clone(),
             body: sentence(words, zipf, random),
             created_at: Utc::now(),
+            edited_at: None,
+            deleted_at: None,
+            reactions: Vec::new(),
         };
         let event = Event::new(
             "chat",
@@ -622,7 +628,11 @@ async fn timed_sends(
                 body_chars: u32::try_from(message.body.chars().count())?,
             }),
         );
-        batch.push(NewMessage { message, event });
+        batch.push(NewMessage {
+            message,
+            event,
+            mentions: Vec::new(),
+        });
         if batch.len() == 128 || n + 1 == count {
             batches.push(std::mem::take(&mut batch));
         }
