@@ -73,13 +73,14 @@ WITH window_ AS MATERIALIZED (
     LIMIT $5
 ), cut AS (
     SELECT m.id, m.conversation_id, m.sender_id, m.sender_name, m.body, m.created_at,
+           m.edited_at, m.deleted_at,
            ts_rank(to_tsvector('simple', m.body), plainto_tsquery('simple', $2))::float8 AS score
     FROM window_ JOIN messages m ON m.id = window_.id
     ORDER BY score DESC, m.id DESC
     OFFSET $6 LIMIT $7
 )
 SELECT cut.id, cut.conversation_id, cut.sender_id, cut.sender_name, cut.body, cut.created_at,
-       cut.score, c.kind, c.name,
+       cut.edited_at, cut.deleted_at, cut.score, c.kind, c.name,
        ts_headline('simple', cut.body, plainto_tsquery('simple', $2),
                    'StartSel=\u{1}, StopSel=\u{2}, MaxWords=40, MinWords=15, ShortWord=0') AS snippet
 FROM cut JOIN conversations c ON c.id = cut.conversation_id
@@ -127,7 +128,7 @@ WITH window_ AS MATERIALIZED (
     LIMIT $5
 )
 SELECT m.id, m.conversation_id, m.sender_id, m.sender_name, m.body, m.created_at,
-       w.score, w.rid, c.kind, c.name
+       m.edited_at, m.deleted_at, w.score, w.rid, c.kind, c.name
 FROM window_ w JOIN messages m ON m.rowid = w.rid JOIN conversations c ON c.id = m.conversation_id
 ORDER BY w.score DESC, m.id DESC
 LIMIT $7 OFFSET $6";
