@@ -7,7 +7,7 @@ mod common;
 
 use common::{
     TestApp, User, eventually, expect_error,
-    ws::{next_of_type, ready},
+    ws::{next_of_type, ready, send},
 };
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
@@ -378,5 +378,44 @@ async fn edits_and_deletes_are_audited_with_who_acted_but_never_a_body() {
     for entry in [&edited, &deleted] {
         assert!(!entry.to_string().contains("plans"), "no body: {entry}");
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_edits_its_users_own_messages_and_is_refused_others() {
+    let app = TestApp::start(&[]).await;
+    let (ada, bob) = (app.user("ada").await, app.user("bob").await);
+    let direct = ada.open_direct(&bob).await;
+    let adas = ada.send(&direct, "helo").await;
+    let bobs = bob.send(&direct, "mine").await;
+    let (adas, bobs) = (id(&adas).to_owned(), id(&bobs).to_owned());
+    let mut ada_socket = ada.open_socket().await;
+    let mut bob_socket = bob.open_socket().await;
+    ready(&mut ada_socket).await;
+    ready(&mut bob_socket).await;
+
+    let edit = |message: &str, body: &str| json!({ "type": "edit", "conversation_id": direct, "message_id": message, "body": body });
+    send(&mut ada_socket, edit(&adas, "hello")).await;
+    let frame = next_of_type(&mut bob_socket, "message_edited").await;
+    assert_eq!(
+        (
+            frame["message"]["id"].as_str(),
+            frame["message"]["body"].as_str()
+        ),
+        (Some(adas.as_str()), Some("hello"))
+    );
+    let own = next_of_type(&mut ada_socket, "message_edited").await;
+    assert_eq!(
+        own["message"]["body"], "hello",
+        "the editor's sockets hear it too"
+    );
+
+    send(&mut ada_socket, edit(&bobs, "ada was here")).await;
+    let refused = next_of_type(&mut ada_socket, "error").await;
+    assert_eq!(refused["code"], "forbidden");
+    send(&mut ada_socket, edit(&adas, &"x".repeat(4_001))).await;
+    let refused = next_of_type(&mut ada_socket, "error").await;
+    assert_eq!(refused["code"], "invalid_argument");
+    assert_eq!(history(&bob, &direct).await[0]["body"], "mine");
     app.stop().await;
 }

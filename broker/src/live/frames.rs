@@ -1,4 +1,4 @@
-//! WebSocket frames: JSON in (`send`, `typing`, `read`, `ping`) and out (`message`,
+//! WebSocket frames: JSON in (`send`, `typing`, `read`, `ping`, `edit`) and out (`message`,
 //! `presence`, `typing`, `read`, `membership`, `conversation_deleted`, `resync`, `ack`,
 //! `pong`, `error`, `message_edited`, `message_deleted`, `reaction`, `notification`), and the plain-text room protocol (`SEND <message>` in,
 //! `FROM <user_id> <message>` out).
@@ -39,6 +39,16 @@ pub enum Inbound {
         /// Echoed back.
         #[serde(default)]
         id: Option<u64>,
+    },
+    /// Edit one of the user's own messages (as `PATCH .../messages/{id}`): the change
+    /// comes back as a `message_edited` frame, a refusal as an `error` frame.
+    Edit {
+        /// Where.
+        conversation_id: Uuid,
+        /// Which message.
+        message_id: Uuid,
+        /// The new text.
+        body: String,
     },
 }
 
@@ -416,5 +426,41 @@ mod tests {
         for bad in ["SEND", "SEND ", "SEND    ", "FROM x y", "", "hello"] {
             assert!(parse_text(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn edit_frames_parse_and_reaction_frames_are_tagged() {
+        let (conversation, message) = (Uuid::now_v7(), Uuid::now_v7());
+        let edit: Inbound = serde_json::from_str(&format!(
+            r#"{{"type":"edit","conversation_id":"{conversation}","message_id":"{message}","body":"fixed"}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            edit,
+            Inbound::Edit {
+                conversation_id: conversation,
+                message_id: message,
+                body: "fixed".into()
+            }
+        );
+        assert!(
+            serde_json::from_str::<Inbound>(&format!(
+                r#"{{"type":"edit","conversation_id":"{conversation}","body":"no message id"}}"#
+            ))
+            .is_err()
+        );
+        let frame = Outbound::Reaction {
+            conversation_id: "c",
+            message_id: "m",
+            emoji: "\u{1f44d}",
+            count: 2,
+            user_id: "u",
+            added: true,
+        }
+        .to_json();
+        assert_eq!(
+            frame,
+            "{\"type\":\"reaction\",\"conversation_id\":\"c\",\"message_id\":\"m\",\"emoji\":\"\u{1f44d}\",\"count\":2,\"user_id\":\"u\",\"added\":true}"
+        );
     }
 }

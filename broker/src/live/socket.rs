@@ -489,6 +489,22 @@ impl SocketLoop<'_> {
                 }
             }
             Inbound::Ping { id } => self.reply(Outbound::Pong { id }).await,
+            Inbound::Edit {
+                conversation_id,
+                message_id,
+                body,
+            } => {
+                let request = pb::EditMessageRequest {
+                    caller: Some(caller_message(&self.spec.claims)),
+                    conversation_id: conversation_id.to_string(),
+                    message_id: message_id.to_string(),
+                    body,
+                };
+                match self.chat().edit_message(request).await {
+                    Ok(_) => Flow::Continue,
+                    Err(status) => self.refuse_status(&status, None).await,
+                }
+            }
         }
     }
 }
