@@ -19,6 +19,8 @@ pub fn get(path: &str) -> Option<(&'static str, &'static [u8])> {
         "js/logs.js" => (JS, include_bytes!("../assets/js/logs.js")),
         "js/admin.js" => (JS, include_bytes!("../assets/js/admin.js")),
         "js/passwords.js" => (JS, include_bytes!("../assets/js/passwords.js")),
+        "js/unread.js" => (JS, include_bytes!("../assets/js/unread.js")),
+        "js/notifications.js" => (JS, include_bytes!("../assets/js/notifications.js")),
         _ => return None,
     };
     Some(found)
