@@ -458,6 +458,9 @@ async fn bad_notification_queries_and_bodies_get_400s() {
         json!({ "ids": too_many }),
         json!({ "ids": ["not-a-uuid"] }),
         json!({ "ids": "everything" }),
+        json!({ "ids": null, "all": true }),
+        json!({ "all": null }),
+        json!([]),
     ] {
         let refused = ada.post("/api/notifications/read", &body).await;
         let status = refused.status();

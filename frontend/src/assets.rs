@@ -21,6 +21,8 @@ pub fn get(path: &str) -> Option<(&'static str, &'static [u8])> {
         "js/passwords.js" => (JS, include_bytes!("../assets/js/passwords.js")),
         "js/message-actions.js" => (JS, include_bytes!("../assets/js/message-actions.js")),
         "js/search.js" => (JS, include_bytes!("../assets/js/search.js")),
+        "js/unread.js" => (JS, include_bytes!("../assets/js/unread.js")),
+        "js/notifications.js" => (JS, include_bytes!("../assets/js/notifications.js")),
         _ => return None,
     };
     Some(found)

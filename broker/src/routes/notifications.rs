@@ -41,14 +41,36 @@ pub struct NotificationsView {
     unread_count: u32,
 }
 
-/// `POST /api/notifications/read`: `{"ids": [...]}` or `{"all": true}`. Its schema is
-/// written out in [`mark_body_schema`]: the derive cannot say "exactly one of".
-#[derive(Debug, Deserialize)]
-pub struct MarkBody {
-    /// Notifications of the caller to mark read (others' are ignored).
-    ids: Option<Vec<Uuid>>,
-    /// Mark every notification of the caller read.
-    all: Option<bool>,
+/// `POST /api/notifications/read`: `{"ids": [...]}` or `{"all": true}`, exactly one. Its
+/// schema is written out in [`mark_body_schema`] (the derive cannot say "exactly one
+/// of"), and it is read by hand so that what the schema refuses is refused: a `null`, an
+/// `all` that is not `true`, both or neither.
+#[derive(Debug)]
+pub enum MarkBody {
+    /// These notifications of the caller (others' are ignored).
+    Ids(Vec<Uuid>),
+    /// Every notification of the caller.
+    All,
+}
+
+impl<'de> Deserialize<'de> for MarkBody {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let body = serde_json::Map::<String, serde_json::Value>::deserialize(deserializer)?;
+        match (body.get("ids"), body.get("all")) {
+            (Some(ids), None) => {
+                let ids = Vec::<Uuid>::deserialize(ids).map_err(D::Error::custom)?;
+                if !(1..=MAX_IDS).contains(&ids.len()) {
+                    return Err(D::Error::custom("ids: 1 to 100 notification ids"));
+                }
+                Ok(Self::Ids(ids))
+            }
+            (None, Some(serde_json::Value::Bool(true))) => Ok(Self::All),
+            _ => Err(D::Error::custom(
+                "send either ids (1 to 100 notification ids) or all: true",
+            )),
+        }
+    }
 }
 
 impl utoipa::PartialSchema for MarkBody {
@@ -144,15 +166,9 @@ pub async fn mark_read(
     user: AuthUser,
     ApiJson(body): ApiJson<MarkBody>,
 ) -> Result<ApiJson<MarkedView>, ApiError> {
-    let (ids, all) = match (body.ids, body.all) {
-        (Some(ids), None) if (1..=MAX_IDS).contains(&ids.len()) => (ids, false),
-        (None, Some(true)) => (Vec::new(), true),
-        _ => {
-            return Err(ApiError::bad_request(
-                "invalid_argument",
-                "send either ids (1 to 100 notification ids) or all: true",
-            ));
-        }
+    let (ids, all) = match body {
+        MarkBody::Ids(ids) => (ids, false),
+        MarkBody::All => (Vec::new(), true),
     };
     let request = pb::MarkNotificationsReadRequest {
         caller: Some(caller(&user)),

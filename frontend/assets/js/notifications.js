@@ -31,6 +31,22 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+/** A bell drawn as SVG (no emoji font needed), from DOM nodes. */
+function bellIcon() {
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  for (const [key, value] of Object.entries({
+    viewBox: '0 0 24 24', width: '18', height: '18', fill: 'none', stroke: 'currentColor',
+    'stroke-width': '2', 'stroke-linecap': 'round', 'stroke-linejoin': 'round', 'aria-hidden': 'true',
+  })) svg.setAttribute(key, value);
+  for (const d of ['M6 8a6 6 0 0 1 12 0c0 7 3 9 3 9H3s3-2 3-9', 'M10.3 21a1.94 1.94 0 0 0 3.4 0']) {
+    const path = document.createElementNS(ns, 'path');
+    path.setAttribute('d', d);
+    svg.append(path);
+  }
+  return svg;
+}
+
 function renderCount() {
   const { count, bell } = state.els;
   count.hidden = state.unread === 0;
@@ -134,7 +150,7 @@ export function startNotifications(open) {
   const bell = el('button', {
     type: 'button', class: 'small bell', id: 'bell', 'aria-haspopup': 'true', 'aria-expanded': 'false',
     'aria-controls': 'notifications', onclick: () => setOpen(state.els.panel.hidden),
-  }, el('span', { 'aria-hidden': 'true', text: '🔔' }), count);
+  }, bellIcon(), count);
   const list = el('ul', { class: 'notification-list', id: 'notification-list' });
   const empty = el('p', { class: 'none', text: 'Nobody has mentioned you yet.' });
   const more = el('button', { type: 'button', class: 'small', hidden: true, onclick: () => load({ older: true }) },

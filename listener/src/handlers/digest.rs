@@ -62,7 +62,7 @@ impl Digests {
     /// How often the task looks for due digests: a tenth of the period, between 200 ms
     /// and 30 s.
     pub fn tick(&self) -> Duration {
-        (self.period / 10).clamp(Duration::from_millis(200), Duration::from_secs(30))
+        tick_of(self.period)
     }
 
     /// Notes a mention of `user` made at `at`: starts their digest, or adds to the one
@@ -121,6 +121,11 @@ impl Digests {
             Ok(())
         })
     }
+}
+
+/// A tenth of `period`, between 200 ms and 30 s.
+fn tick_of(period: Duration) -> Duration {
+    (period / 10).clamp(Duration::from_millis(200), Duration::from_secs(30))
 }
 
 /// Reads a protobuf timestamp.
@@ -335,18 +340,8 @@ mod tests {
 
     #[test]
     fn the_task_ticks_a_tenth_of_the_period_within_bounds() {
-        let pool = |period| Digests {
-            pool: Pool::Sqlite(sqlx::SqlitePool::connect_lazy("sqlite::memory:").unwrap()),
-            period,
-        };
-        assert_eq!(
-            pool(Duration::from_secs(900)).tick(),
-            Duration::from_secs(30)
-        );
-        assert_eq!(
-            pool(Duration::from_secs(2)).tick(),
-            Duration::from_millis(200)
-        );
-        assert_eq!(pool(Duration::from_secs(60)).tick(), Duration::from_secs(6));
+        assert_eq!(tick_of(Duration::from_secs(900)), Duration::from_secs(30));
+        assert_eq!(tick_of(Duration::from_secs(2)), Duration::from_millis(200));
+        assert_eq!(tick_of(Duration::from_secs(60)), Duration::from_secs(6));
     }
 }
