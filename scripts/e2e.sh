@@ -45,6 +45,14 @@ if [[ ! -x "$CHROMIUM" ]]; then
         || unavailable "apt-get install chromium failed"
     [[ -x "$CHROMIUM" ]] || unavailable "chromium was installed but $CHROMIUM is missing"
 fi
+# Reactions are emoji: without a colour emoji font the screenshots show empty boxes where
+# people would see 👍 (a cosmetic gap only, so a failed install is no failure).
+if [[ ! -e /usr/share/fonts/truetype/noto/NotoColorEmoji.ttf ]] && command -v apt-get >/dev/null \
+    && [[ "$(id -u)" == 0 ]]; then
+    echo "e2e: installing fonts-noto-color-emoji with apt-get"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-noto-color-emoji >/dev/null; } \
+        || echo "e2e: fonts-noto-color-emoji could not be installed; emoji show as boxes in screenshots"
+fi
 command -v node >/dev/null || unavailable "node is missing"
 PLAYWRIGHT="$TOOLS/node_modules/playwright-core"
 if [[ ! -f "$PLAYWRIGHT/package.json" ]]; then
