@@ -24,8 +24,8 @@ use crate::{
     error,
     live::frames,
     routes::{
-        account, admin, auth, chat, compat, handle, logs, message_actions, notifications, passwords,
-        search,
+        account, admin, auth, chat, compat, handle, logs, message_actions, notifications,
+        passwords, search,
     },
 };
 use utoipa::{
