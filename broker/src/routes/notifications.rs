@@ -96,7 +96,7 @@ fn mark_body_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>
                         "maxItems": MAX_IDS,
                         "description": "Ids of the caller's notifications; others' are ignored."
                     },
-                    "all": { "type": "boolean", "const": true, "description": "Every one of the caller's." }
+                    "all": { "type": "boolean", "enum": [true], "description": "Every one of the caller's." }
                 }
             },
             // Exactly one subschema holds: exactly one of the two is sent.
