@@ -23,7 +23,7 @@ pub const MARK_END: char = '\u{2}';
 /// may match a hundred thousand messages, and ranking them all costs more than anyone
 /// waits for a search box. Older matches beyond these are not found by that search (a
 /// narrower search, more words or one conversation, finds them).
-pub const SEARCH_WINDOW: u32 = 1_000;
+pub const SEARCH_WINDOW: u32 = 200;
 
 /// What one may search for: 1–200 characters after trimming, at most 16 words (split at
 /// white space), no control characters. Matched literally, every word.
@@ -243,6 +243,38 @@ impl Snippet {
     }
 }
 
+impl Snippet {
+    /// At most `max_chars` characters of the text, around its first highlight, with `…`
+    /// where text was cut; highlights that do not fit are dropped.
+    pub fn around_first_match(self, max_chars: usize) -> Self {
+        let chars: Vec<char> = self.text.chars().collect();
+        if chars.len() <= max_chars {
+            return self;
+        }
+        let first = self.highlights.first().map_or(0, |range| range.start as usize);
+        // A little context before the first match, the rest after it.
+        let start = first.saturating_sub(max_chars / 4).min(chars.len() - max_chars);
+        let end = start + max_chars;
+        let mut text = String::new();
+        let lead = usize::from(start > 0);
+        if start > 0 {
+            text.push('…');
+        }
+        text.extend(&chars[start..end]);
+        if end < chars.len() {
+            text.push('…');
+        }
+        let shift = |at: u32| at as usize - start + lead;
+        let highlights = self
+            .highlights
+            .into_iter()
+            .filter(|range| range.start as usize >= start && range.end as usize <= end)
+            .map(|range| shift(range.start) as u32..shift(range.end) as u32)
+            .collect();
+        Self { text, highlights }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +349,14 @@ mod tests {
         let snippet = Snippet::from_marked("\u{1}Élan\u{2} vital, \u{1}élan\u{2}!");
         assert_eq!(snippet.text, "Élan vital, élan!");
         assert_eq!(snippet.highlights, vec![0..4, 12..16]);
+        let long = format!("{} \u{1}needle\u{2} {}", "hay ".repeat(100), "straw ".repeat(100));
+        let cut = Snippet::from_marked(&long).around_first_match(40);
+        assert_eq!(cut.text.chars().count(), 42);
+        assert!(cut.text.starts_with('…') && cut.text.ends_with('…'));
+        let chars: Vec<char> = cut.text.chars().collect();
+        let range = cut.highlights[0].clone();
+        let found: String = chars[range.start as usize..range.end as usize].iter().collect();
+        assert_eq!(found, "needle");
         let unpaired = Snippet::from_marked("a\u{2}b\u{1}c");
         assert_eq!(unpaired.text, "abc");
         assert!(unpaired.highlights.is_empty());
