@@ -77,7 +77,6 @@ impl SearchText {
             .collect::<Vec<_>>()
             .join(" ")
     }
-
 }
 
 /// FNV-1a over bytes: the same on every replica and every run.
@@ -92,9 +91,7 @@ fn fnv1a<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
 
 /// Where the next page of results starts: at `offset` in the ranked matches among the
 /// messages stored before `snapshot`. New messages never shift a search that is being
-/// paged through, and an offset (rather than the last hit's score) stays right when
-/// scores move a little as the corpus grows (SQLite's bm25 weighs words by how rare they
-/// are among all messages).
+/// paged through: the window of matches, and so each one's rank, stays the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchCursor {
     /// No message newer than this id is searched (the first page's time, see [`snapshot_at`]).
@@ -148,9 +145,7 @@ impl SearchCursor {
         if raw.len() > 128 {
             return Err(invalid);
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(raw)
-            .map_err(|_| invalid.clone())?;
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid.clone())?;
         if bytes.len() != CURSOR_BYTES || bytes[0] != CURSOR_VERSION {
             return Err(invalid);
         }
@@ -251,9 +246,14 @@ impl Snippet {
         if chars.len() <= max_chars {
             return self;
         }
-        let first = self.highlights.first().map_or(0, |range| range.start as usize);
+        let first = self
+            .highlights
+            .first()
+            .map_or(0, |range| range.start as usize);
         // A little context before the first match, the rest after it.
-        let start = first.saturating_sub(max_chars / 4).min(chars.len() - max_chars);
+        let start = first
+            .saturating_sub(max_chars / 4)
+            .min(chars.len() - max_chars);
         let end = start + max_chars;
         let mut text = String::new();
         let lead = usize::from(start > 0);
@@ -349,13 +349,19 @@ mod tests {
         let snippet = Snippet::from_marked("\u{1}Élan\u{2} vital, \u{1}élan\u{2}!");
         assert_eq!(snippet.text, "Élan vital, élan!");
         assert_eq!(snippet.highlights, vec![0..4, 12..16]);
-        let long = format!("{} \u{1}needle\u{2} {}", "hay ".repeat(100), "straw ".repeat(100));
+        let long = format!(
+            "{} \u{1}needle\u{2} {}",
+            "hay ".repeat(100),
+            "straw ".repeat(100)
+        );
         let cut = Snippet::from_marked(&long).around_first_match(40);
         assert_eq!(cut.text.chars().count(), 42);
         assert!(cut.text.starts_with('…') && cut.text.ends_with('…'));
         let chars: Vec<char> = cut.text.chars().collect();
         let range = cut.highlights[0].clone();
-        let found: String = chars[range.start as usize..range.end as usize].iter().collect();
+        let found: String = chars[range.start as usize..range.end as usize]
+            .iter()
+            .collect();
         assert_eq!(found, "needle");
         let unpaired = Snippet::from_marked("a\u{2}b\u{1}c");
         assert_eq!(unpaired.text, "abc");

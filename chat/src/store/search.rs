@@ -5,9 +5,10 @@
 //! Both run the same plan in two steps. First the newest [`SearchQuery::window`] matches
 //! among the messages of the caller's conversations (membership is a condition of the
 //! query itself, so no other conversation can appear), found through the word index.
-//! Then those are ranked (`ts_rank`, `bm25`), ties by recency, and the page at the
-//! cursor's offset is cut out of them; only its rows get a snippet. Bounding the ranked set keeps a
-//! common word (matching a good part of a million messages) as fast as a rare one.
+//! Then those are ranked (PostgreSQL's `ts_rank`; on SQLite BM25's frequency and length
+//! parts, see [`rank_window`]), ties by recency, and the page at the cursor's offset is
+//! cut out of them. Bounding the ranked set keeps a common word (matching a good part of
+//! a million messages) about as fast as a rare one.
 
 use super::sql::MessageRow;
 use crate::domain::{Kind, Message};
@@ -218,8 +219,7 @@ fn rank_window(rows: Vec<HitRow>) -> Vec<HitRow> {
         .map(|(mut row, length)| {
             let marked = row.snippet.as_deref().unwrap_or_default();
             let matches = marked.matches(crate::search::MARK_START).count() as f64;
-            row.score =
-                matches * (K1 + 1.0) / (matches + K1 * (1.0 - B + B * length / average));
+            row.score = matches * (K1 + 1.0) / (matches + K1 * (1.0 - B + B * length / average));
             row
         })
         .collect();
