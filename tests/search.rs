@@ -33,7 +33,11 @@ fn results(page: &Value) -> &Vec<Value> {
 
 /// The highlighted parts of a hit's snippet, cut by character offsets.
 fn highlighted(hit: &Value) -> Vec<String> {
-    let chars: Vec<char> = hit["snippet"].as_str().expect("a snippet").chars().collect();
+    let chars: Vec<char> = hit["snippet"]
+        .as_str()
+        .expect("a snippet")
+        .chars()
+        .collect();
     hit["highlights"]
         .as_array()
         .expect("highlights")
@@ -62,7 +66,8 @@ async fn finds_ranked_highlighted_hits_in_own_conversations_only(app: &TestApp) 
     let lobby = room(&ada, "lobby").await;
     let secret = room(&eve, "secret").await;
     let direct = ada.open_direct(&bob).await;
-    ada.send(&lobby, "Lighthouse keepers wave at the lighthouse").await;
+    ada.send(&lobby, "Lighthouse keepers wave at the lighthouse")
+        .await;
     ada.send(&lobby, "nothing to see").await;
     bob.send(&direct, "meet me by the lighthouse").await;
     eve.send(&secret, "the lighthouse code is 1234").await;
@@ -90,23 +95,36 @@ async fn finds_ranked_highlighted_hits_in_own_conversations_only(app: &TestApp) 
 
     // Narrowed to one conversation of theirs; another's is a 404, like a missing one.
     let only_direct = ada
-        .get_ok(&search_path(&[("q", "lighthouse"), ("conversation_id", &direct)]))
+        .get_ok(&search_path(&[
+            ("q", "lighthouse"),
+            ("conversation_id", &direct),
+        ]))
         .await;
     assert_eq!(bodies(&only_direct), ["meet me by the lighthouse"]);
     for conversation in [secret.as_str(), "0190b5a0-0000-7000-8000-000000000000"] {
         let refused = ada
-            .get(&search_path(&[("q", "lighthouse"), ("conversation_id", conversation)]))
+            .get(&search_path(&[
+                ("q", "lighthouse"),
+                ("conversation_id", conversation),
+            ]))
             .await;
-        assert_eq!(expect_error(refused, StatusCode::NOT_FOUND).await, "not_found");
+        assert_eq!(
+            expect_error(refused, StatusCode::NOT_FOUND).await,
+            "not_found"
+        );
     }
-    assert_eq!(bodies(&search(&eve, "lighthouse").await), ["the lighthouse code is 1234"]);
+    assert_eq!(
+        bodies(&search(&eve, "lighthouse").await),
+        ["the lighthouse code is 1234"]
+    );
 }
 
 async fn pages_follow_the_cursor_over_every_hit_once(app: &TestApp) {
     let ada = app.user("ada").await;
     let lobby = room(&ada, "lobby").await;
     for n in 0..12 {
-        ada.send(&lobby, &format!("{} {n}", "ping ".repeat(1 + n % 2))).await;
+        ada.send(&lobby, &format!("{} {n}", "ping ".repeat(1 + n % 2)))
+            .await;
     }
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -130,9 +148,14 @@ async fn pages_follow_the_cursor_over_every_hit_once(app: &TestApp) {
         .collect();
     expected.sort();
     seen.sort();
-    assert_eq!(seen, expected, "every hit once, none sent after the first page");
+    assert_eq!(
+        seen, expected,
+        "every hit once, none sent after the first page"
+    );
     // A cursor is for its own search only.
-    let first = ada.get_ok(&search_path(&[("q", "ping"), ("limit", "1")])).await;
+    let first = ada
+        .get_ok(&search_path(&[("q", "ping"), ("limit", "1")]))
+        .await;
     let cursor = first["next_cursor"].as_str().expect("more pages");
     let elsewhere = ada
         .get(&search_path(&[("q", "pong"), ("cursor", cursor)]))
@@ -195,9 +218,18 @@ async fn hostile_searches_get_a_json_400_or_a_literal_search_never_a_500() {
         ("limit 0", vec![("q", "plain"), ("limit", "0")]),
         ("limit 51", vec![("q", "plain"), ("limit", "51")]),
         ("limit text", vec![("q", "plain"), ("limit", "many")]),
-        ("bad conversation id", vec![("q", "plain"), ("conversation_id", "nope")]),
-        ("garbage cursor", vec![("q", "plain"), ("cursor", "garbage")]),
-        ("cursor of other characters", vec![("q", "plain"), ("cursor", "%%%")]),
+        (
+            "bad conversation id",
+            vec![("q", "plain"), ("conversation_id", "nope")],
+        ),
+        (
+            "garbage cursor",
+            vec![("q", "plain"), ("cursor", "garbage")],
+        ),
+        (
+            "cursor of other characters",
+            vec![("q", "plain"), ("cursor", "%%%")],
+        ),
         ("long cursor", vec![("q", "plain"), ("cursor", &long)]),
     ];
     for (what, params) in refused {
@@ -212,13 +244,19 @@ async fn hostile_searches_get_a_json_400_or_a_literal_search_never_a_500() {
     }
     // A forged cursor (right shape, changed bytes) is refused too.
     ada.send(&lobby, "plain again").await;
-    let first = ada.get_ok(&search_path(&[("q", "plain"), ("limit", "1")])).await;
+    let first = ada
+        .get_ok(&search_path(&[("q", "plain"), ("limit", "1")]))
+        .await;
     let cursor = first["next_cursor"].as_str().expect("a second page");
     let mut forged: Vec<char> = cursor.chars().collect();
     forged[20] = if forged[20] == 'A' { 'B' } else { 'A' };
     let forged: String = forged.into_iter().collect();
     let response = ada
-        .get(&search_path(&[("q", "plain"), ("limit", "1"), ("cursor", &forged)]))
+        .get(&search_path(&[
+            ("q", "plain"),
+            ("limit", "1"),
+            ("cursor", &forged),
+        ]))
         .await;
     assert_eq!(
         expect_error(response, StatusCode::BAD_REQUEST).await,
@@ -226,9 +264,28 @@ async fn hostile_searches_get_a_json_400_or_a_literal_search_never_a_500() {
     );
     // FTS and tsquery syntax is text: a safe search that finds nothing here.
     for literal in [
-        "\"", "\"\"", "*", "NEAR(", "NEAR(plain words, 1)", "(((", ")))", "AND OR NOT",
-        "plain*", "words:*", "plain & words", "!plain", "plain <-> words", "'", "\\",
-        "{words}", "body:plain", "-plain", "^plain", "%", "_", "😀",
+        "\"",
+        "\"\"",
+        "*",
+        "NEAR(",
+        "NEAR(plain words, 1)",
+        "(((",
+        ")))",
+        "AND OR NOT",
+        "plain*",
+        "words:*",
+        "plain & words",
+        "!plain",
+        "plain <-> words",
+        "'",
+        "\\",
+        "{words}",
+        "body:plain",
+        "-plain",
+        "^plain",
+        "%",
+        "_",
+        "😀",
     ] {
         let page = ada.get_ok(&search_path(&[("q", literal)])).await;
         assert!(

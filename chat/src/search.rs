@@ -23,7 +23,7 @@ pub const MARK_END: char = '\u{2}';
 /// may match a hundred thousand messages, and ranking them all costs more than anyone
 /// waits for a search box. Older matches beyond these are not found by that search (a
 /// narrower search, more words or one conversation, finds them).
-pub const SEARCH_WINDOW: u32 = 1_000;
+pub const SEARCH_WINDOW: u32 = 200;
 
 /// What one may search for: 1–200 characters after trimming, at most 16 words (split at
 /// white space), no control characters. Matched literally, every word.
@@ -77,7 +77,6 @@ impl SearchText {
             .collect::<Vec<_>>()
             .join(" ")
     }
-
 }
 
 /// FNV-1a over bytes: the same on every replica and every run.
@@ -92,9 +91,7 @@ fn fnv1a<'a>(bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
 
 /// Where the next page of results starts: at `offset` in the ranked matches among the
 /// messages stored before `snapshot`. New messages never shift a search that is being
-/// paged through, and an offset (rather than the last hit's score) stays right when
-/// scores move a little as the corpus grows (SQLite's bm25 weighs words by how rare they
-/// are among all messages).
+/// paged through: the window of matches, and so each one's rank, stays the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchCursor {
     /// No message newer than this id is searched (the first page's time, see [`snapshot_at`]).
@@ -148,9 +145,7 @@ impl SearchCursor {
         if raw.len() > 128 {
             return Err(invalid);
         }
-        let bytes = URL_SAFE_NO_PAD
-            .decode(raw)
-            .map_err(|_| invalid.clone())?;
+        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid.clone())?;
         if bytes.len() != CURSOR_BYTES || bytes[0] != CURSOR_VERSION {
             return Err(invalid);
         }
@@ -243,6 +238,43 @@ impl Snippet {
     }
 }
 
+impl Snippet {
+    /// At most `max_chars` characters of the text, around its first highlight, with `…`
+    /// where text was cut; highlights that do not fit are dropped.
+    pub fn around_first_match(self, max_chars: usize) -> Self {
+        let chars: Vec<char> = self.text.chars().collect();
+        if chars.len() <= max_chars {
+            return self;
+        }
+        let first = self
+            .highlights
+            .first()
+            .map_or(0, |range| range.start as usize);
+        // A little context before the first match, the rest after it.
+        let start = first
+            .saturating_sub(max_chars / 4)
+            .min(chars.len() - max_chars);
+        let end = start + max_chars;
+        let mut text = String::new();
+        let lead = usize::from(start > 0);
+        if start > 0 {
+            text.push('…');
+        }
+        text.extend(&chars[start..end]);
+        if end < chars.len() {
+            text.push('…');
+        }
+        let shift = |at: u32| at as usize - start + lead;
+        let highlights = self
+            .highlights
+            .into_iter()
+            .filter(|range| range.start as usize >= start && range.end as usize <= end)
+            .map(|range| shift(range.start) as u32..shift(range.end) as u32)
+            .collect();
+        Self { text, highlights }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +349,20 @@ mod tests {
         let snippet = Snippet::from_marked("\u{1}Élan\u{2} vital, \u{1}élan\u{2}!");
         assert_eq!(snippet.text, "Élan vital, élan!");
         assert_eq!(snippet.highlights, vec![0..4, 12..16]);
+        let long = format!(
+            "{} \u{1}needle\u{2} {}",
+            "hay ".repeat(100),
+            "straw ".repeat(100)
+        );
+        let cut = Snippet::from_marked(&long).around_first_match(40);
+        assert_eq!(cut.text.chars().count(), 42);
+        assert!(cut.text.starts_with('…') && cut.text.ends_with('…'));
+        let chars: Vec<char> = cut.text.chars().collect();
+        let range = cut.highlights[0].clone();
+        let found: String = chars[range.start as usize..range.end as usize]
+            .iter()
+            .collect();
+        assert_eq!(found, "needle");
         let unpaired = Snippet::from_marked("a\u{2}b\u{1}c");
         assert_eq!(unpaired.text, "abc");
         assert!(unpaired.highlights.is_empty());

@@ -147,7 +147,8 @@ impl Database {
         match args.backend {
             Backend::Postgres => {
                 ensure!(
-                    args.database_url.contains("@127.0.0.1") || args.database_url.contains("@localhost"),
+                    args.database_url.contains("@127.0.0.1")
+                        || args.database_url.contains("@localhost"),
                     "load only goes to loopback"
                 );
                 let mut admin = PgConnection::connect(&args.database_url)
@@ -563,8 +564,16 @@ async fn insert_cost(args: &Args, words: &[String], zipf: &Zipf, count: u32) -> 
         for room in &rooms {
             store.join(*room, &sender, Utc::now()).await?;
         }
-        let rate = timed_sends(store.as_ref(), &rooms, &sender, words, zipf, count, &mut random)
-            .await?;
+        let rate = timed_sends(
+            store.as_ref(),
+            &rooms,
+            &sender,
+            words,
+            zipf,
+            count,
+            &mut random,
+        )
+        .await?;
         println!(
             "insert_messages on {:?}, {} the search index: {count} messages in batches of 128, {rate:.0} messages/s",
             args.backend,
@@ -580,7 +589,9 @@ async fn insert_cost(args: &Args, words: &[String], zipf: &Zipf, count: u32) -> 
 async fn drop_index(pool: &Pool) -> Result<()> {
     match pool {
         Pool::Postgres(pool) => {
-            sqlx::query("DROP INDEX messages_search").execute(pool).await?;
+            sqlx::query("DROP INDEX messages_search")
+                .execute(pool)
+                .await?;
         }
         Pool::Sqlite(pool) => {
             for sql in [
@@ -640,7 +651,10 @@ async fn timed_sends(
     let started = Instant::now();
     for batch in &batches {
         let stored = store.insert_messages(batch).await?;
-        ensure!(stored.iter().all(|stored| *stored), "every message is stored");
+        ensure!(
+            stored.iter().all(|stored| *stored),
+            "every message is stored"
+        );
     }
     Ok(f64::from(count) / started.elapsed().as_secs_f64())
 }

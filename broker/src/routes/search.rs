@@ -103,10 +103,11 @@ pub struct SearchView {
 }
 
 /// Search the messages of the caller's conversations (or of one of them). Every word must
-/// match; results are ranked best first (PostgreSQL `ts_rank`, SQLite `bm25`), ties
-/// newest first, among the newest 1,000 matching messages of those conversations (older
-/// matches of a very common word are not ranked: narrow the search to find them). Pages
-/// follow `next_cursor`, and messages sent after the first page do not shift later pages.
+/// match; results are ranked best first (PostgreSQL `ts_rank`; SQLite: BM25's
+/// term-frequency and length parts), ties newest first, among the newest 200 matching
+/// messages of those conversations (older matches of a very common word are not ranked:
+/// more words or one conversation find them). Pages follow `next_cursor`, and messages
+/// sent after the first page do not shift later pages.
 #[utoipa::path(get, path = "/api/search", tag = "chat",
     params(SearchParams), security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 200, description = "A page of results, best first.", body = SearchView),

@@ -5,24 +5,37 @@
 -- are the messages' rowids, which VACUUM could renumber: chat never runs it, and after
 -- one `INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')` restores the index.
 -- unicode61 with remove_diacritics 2 folds case and accents, so "Élan" finds "elan".
+--
+-- Each message's conversation is indexed too, as one word (its id in hex, a generated
+-- column that takes no space), so a search ANDs the words with the caller's
+-- conversations inside FTS5 and stops at the newest matches in them, however common
+-- the words are elsewhere (chat/src/store/search.rs).
+ALTER TABLE messages
+    ADD COLUMN conversation_key TEXT GENERATED ALWAYS AS (hex(conversation_id)) VIRTUAL;
+
 CREATE VIRTUAL TABLE messages_fts USING fts5(
     body,
+    conversation_key,
     content = 'messages',
     content_rowid = 'rowid',
     tokenize = 'unicode61 remove_diacritics 2'
 );
 
 CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
+    INSERT INTO messages_fts (rowid, body, conversation_key)
+    VALUES (new.rowid, new.body, new.conversation_key);
 END;
 
 CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
-    INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
+    INSERT INTO messages_fts (messages_fts, rowid, body, conversation_key)
+    VALUES ('delete', old.rowid, old.body, old.conversation_key);
 END;
 
 CREATE TRIGGER messages_fts_update AFTER UPDATE OF body ON messages BEGIN
-    INSERT INTO messages_fts (messages_fts, rowid, body) VALUES ('delete', old.rowid, old.body);
-    INSERT INTO messages_fts (rowid, body) VALUES (new.rowid, new.body);
+    INSERT INTO messages_fts (messages_fts, rowid, body, conversation_key)
+    VALUES ('delete', old.rowid, old.body, old.conversation_key);
+    INSERT INTO messages_fts (rowid, body, conversation_key)
+    VALUES (new.rowid, new.body, new.conversation_key);
 END;
 
 -- The messages already there.

@@ -5,15 +5,15 @@
 //! Both run the same plan in two steps. First the newest [`SearchQuery::window`] matches
 //! among the messages of the caller's conversations (membership is a condition of the
 //! query itself, so no other conversation can appear), found through the word index.
-//! Then those are ranked (`ts_rank`, `bm25`), ties by recency, and the page at the
-//! cursor's offset is cut out of them; only its rows get a snippet. Bounding the ranked set keeps a
-//! common word (matching a good part of a million messages) as fast as a rare one.
+//! Then those are ranked (PostgreSQL's `ts_rank`; on SQLite BM25's frequency and length
+//! parts, see [`rank_window`]), ties by recency, and the page at the cursor's offset is
+//! cut out of them. Bounding the ranked set keeps a common word (matching a good part of
+//! a million messages) about as fast as a rare one.
 
 use super::sql::MessageRow;
 use crate::domain::{Kind, Message};
 use crate::search::{SearchHit, SearchQuery, Snippet};
 use async_trait::async_trait;
-use std::collections::HashMap;
 
 /// The search of one backend.
 #[async_trait]
@@ -32,12 +32,12 @@ struct HitRow {
     kind: String,
     name: Option<String>,
     score: f64,
-    /// Matched words wrapped in marks (PostgreSQL), or the FTS rowid to fetch it (SQLite).
-    #[sqlx(default)]
+    /// The snippet (PostgreSQL) or the whole body (SQLite) with the matched words marked.
     snippet: Option<String>,
-    #[sqlx(default)]
-    rid: Option<i64>,
 }
+
+/// Longest snippet made from a whole highlighted body (SQLite), in characters.
+const SNIPPET_CHARS: usize = 240;
 
 impl HitRow {
     fn into_hit(self, marked: Option<&str>) -> Result<SearchHit, sqlx::Error> {
@@ -56,35 +56,91 @@ impl HitRow {
     }
 }
 
-/// PostgreSQL: `$1` user, `$2` words, `$3` conversation or NULL, `$4` snapshot, `$5`
-/// window, `$6` offset, `$7` limit. The window's
-/// condition on `conversation_id = ANY(...)` lets the planner AND the word's GIN bitmap
-/// with the conversations' b-tree bitmap, so a common word costs the caller's share of
-/// it; the ranked rows only then compute their `tsvector` again.
-const POSTGRES_SEARCH: &str = "\
-WITH window_ AS MATERIALIZED (
+/// PostgreSQL: the share of messages the words are expected to match together (each
+/// word's share from the planner's statistics of `body_words`, multiplied; a word not
+/// among the most common counts as rare). `$1` words.
+const POSTGRES_SHARE: &str = "\
+SELECT COALESCE(exp(sum(ln(COALESCE(common.share, 0.0001))))::float8, 1.0)
+FROM unnest(tsvector_to_array(to_tsvector('simple', $1))) AS word(lexeme)
+LEFT JOIN (
+    SELECT unnest(most_common_elems::text::text[]) AS lexeme,
+           unnest(most_common_elem_freqs) AS share
+    FROM pg_stats
+    WHERE schemaname = current_schema() AND tablename = 'messages' AND attname = 'body_words'
+) common USING (lexeme)";
+
+/// From this expected share of matches on, the window is found by walking the newest
+/// messages ([`postgres_window_merged`]): at 2 %, 200 matches take some 10,000 rows.
+/// Below it, by the word's GIN bitmap ANDed with the caller's conversations'
+/// ([`POSTGRES_WINDOW_SPARSE`]), which reads the word's whole index entry once.
+const WALK_SHARE: f64 = 0.02;
+
+/// PostgreSQL: the window's matches for words of few messages: the GIN bitmap of the
+/// words ANDed with the b-tree bitmap of the caller's conversations (from `memberships`
+/// in the same query). Also used when the caller is in more than
+/// [`MERGED_CONVERSATIONS`]. `$1` user, `$2` words, `$3` conversation or NULL, `$4`
+/// snapshot, `$5` window.
+const POSTGRES_WINDOW_SPARSE: &str = "\
     SELECT m.id FROM messages m
-    WHERE to_tsvector('simple', m.body) @@ plainto_tsquery('simple', $2)
+    WHERE m.body_words @@ plainto_tsquery('simple', $2)
       AND m.conversation_id = ANY (ARRAY(
           SELECT mine.conversation_id FROM memberships mine
           WHERE mine.user_id = $1 AND ($3::uuid IS NULL OR mine.conversation_id = $3)))
       AND m.id <= $4
     ORDER BY m.id DESC
-    LIMIT $5
-), cut AS (
-    SELECT m.id, m.conversation_id, m.sender_id, m.sender_name, m.body, m.created_at,
-           m.edited_at, m.deleted_at,
-           ts_rank(to_tsvector('simple', m.body), plainto_tsquery('simple', $2))::float8 AS score
-    FROM window_ JOIN messages m ON m.id = window_.id
-    ORDER BY score DESC, m.id DESC
-    OFFSET $6 LIMIT $7
-)
-SELECT cut.id, cut.conversation_id, cut.sender_id, cut.sender_name, cut.body, cut.created_at,
-       cut.edited_at, cut.deleted_at, cut.score, c.kind, c.name,
-       ts_headline('simple', cut.body, plainto_tsquery('simple', $2),
-                   'StartSel=\u{1}, StopSel=\u{2}, MaxWords=40, MinWords=15, ShortWord=0') AS snippet
-FROM cut JOIN conversations c ON c.id = cut.conversation_id
-ORDER BY cut.score DESC, cut.id DESC";
+    LIMIT $5";
+
+/// Up to this many conversations, the window is one branch per conversation merged in id
+/// order ([`postgres_window_merged`]).
+const MERGED_CONVERSATIONS: usize = 64;
+
+/// PostgreSQL: the window's matches as the newest of one branch per conversation (ids
+/// from `$8` on), each branch only if the caller is a member (checked in the query).
+/// PostgreSQL merges the branches newest first (Merge Append) and stops when the window
+/// is full. For a common word each branch walks its conversation's newest messages
+/// backwards, testing their stored words: a few hundred rows in all, where taking each
+/// conversation's window whole would read thousands. For a rare word each branch ANDs
+/// the word's GIN bitmap with its conversation's. The planner chooses by the word, so the
+/// statement is planned for each search's own values (never prepared once).
+fn postgres_window_merged(conversations: usize) -> String {
+    let branches: Vec<String> = (8..8 + conversations)
+        .map(|k| {
+            format!(
+                "(SELECT m.id FROM messages m \
+                 WHERE m.conversation_id = ${k} \
+                   AND m.body_words @@ plainto_tsquery('simple', $2) AND m.id <= $4 \
+                   AND ($3::uuid IS NULL OR ${k} = $3) \
+                   AND EXISTS (SELECT 1 FROM memberships mine \
+                               WHERE mine.conversation_id = ${k} AND mine.user_id = $1) \
+                 ORDER BY m.id DESC LIMIT $5)"
+            )
+        })
+        .collect();
+    format!(
+        "SELECT branch.id FROM ({}) branch ORDER BY branch.id DESC LIMIT $5",
+        branches.join(" UNION ALL ")
+    )
+}
+
+/// PostgreSQL: a page of the ranked window (`$6` offset, `$7` limit), with snippets.
+fn postgres_search(window: &str) -> String {
+    format!(
+        "WITH window_ AS MATERIALIZED ({window}), \
+         cut AS ( \
+             SELECT m.id, m.conversation_id, m.sender_id, m.sender_name, m.body, m.created_at, \
+                    m.edited_at, m.deleted_at, \
+                    ts_rank(m.body_words, plainto_tsquery('simple', $2))::float8 AS score \
+             FROM window_ JOIN messages m ON m.id = window_.id \
+             ORDER BY score DESC, m.id DESC \
+             OFFSET $6 LIMIT $7) \
+         SELECT cut.id, cut.conversation_id, cut.sender_id, cut.sender_name, cut.body, \
+                cut.created_at, cut.edited_at, cut.deleted_at, cut.score, c.kind, c.name, \
+                ts_headline('simple', cut.body, plainto_tsquery('simple', $2), \
+                    'StartSel=\u{1}, StopSel=\u{2}, MaxWords=40, MinWords=15, ShortWord=0') AS snippet \
+         FROM cut JOIN conversations c ON c.id = cut.conversation_id \
+         ORDER BY cut.score DESC, cut.id DESC"
+    )
+}
 
 #[async_trait]
 impl SearchSql for sqlx::Postgres {
@@ -92,16 +148,52 @@ impl SearchSql for sqlx::Postgres {
         pool: &sqlx::Pool<Self>,
         query: &SearchQuery,
     ) -> Result<Vec<SearchHit>, sqlx::Error> {
-        let rows: Vec<HitRow> = sqlx::query_as(POSTGRES_SEARCH)
+        let mut tx = pool.begin().await?;
+        let conversations: Vec<uuid::Uuid> = match query.conversation {
+            Some(conversation) => vec![conversation],
+            None => {
+                sqlx::query_scalar("SELECT conversation_id FROM memberships WHERE user_id = $1")
+                    .bind(query.user)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let share: f64 = sqlx::query_scalar(POSTGRES_SHARE)
+            .bind(query.text.plain())
+            .fetch_one(&mut *tx)
+            .await?;
+        let merged = share >= WALK_SHARE && conversations.len() <= MERGED_CONVERSATIONS;
+        let sql = if merged {
+            // Walk each conversation's newest messages: a bitmap of such a word (or of
+            // each branch) would read a good part of the word's index entry per branch.
+            sqlx::query("SET LOCAL enable_bitmapscan = off")
+                .execute(&mut *tx)
+                .await?;
+            postgres_search(&postgres_window_merged(conversations.len()))
+        } else {
+            postgres_search(POSTGRES_WINDOW_SPARSE)
+        };
+        // Not a prepared statement: PostgreSQL plans the unnamed one for the values bound
+        // (a prepared one would soon get a generic plan, the same for every word).
+        let mut select = sqlx::query_as::<_, HitRow>(&sql)
+            .persistent(false)
             .bind(query.user)
             .bind(query.text.plain())
             .bind(query.conversation)
             .bind(query.snapshot)
             .bind(i64::from(query.window))
             .bind(i64::from(query.offset))
-            .bind(i64::from(query.limit))
-            .fetch_all(pool)
-            .await?;
+            .bind(i64::from(query.limit));
+        if merged {
+            for conversation in &conversations {
+                select = select.bind(*conversation);
+            }
+        }
+        let rows = select.fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         rows.into_iter()
             .map(|row| {
                 let snippet = row.snippet.clone();
@@ -111,27 +203,84 @@ impl SearchSql for sqlx::Postgres {
     }
 }
 
-/// SQLite: the same parameters as [`POSTGRES_SEARCH`], `$2` an FTS5 query of quoted
-/// words. FTS5 walks the word's rows newest first (`rowid DESC`, the order messages were
-/// stored in), each looked up in `messages` by rowid, until the window is full; `bm25`
-/// is lower for better matches, hence its negation.
-const SQLITE_SEARCH: &str = "\
-WITH window_ AS MATERIALIZED (
-    SELECT messages_fts.rowid AS rid, -bm25(messages_fts) AS score
-    FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
-    WHERE messages_fts MATCH $2
-      AND m.conversation_id IN (
-          SELECT mine.conversation_id FROM memberships mine WHERE mine.user_id = $1)
-      AND ($3 IS NULL OR m.conversation_id = $3)
-      AND m.id <= $4
-    ORDER BY messages_fts.rowid DESC
-    LIMIT $5
-)
+/// SQLite: the window, newest first. `$1` user, `$2` the FTS5 query ([`fts5_query`]),
+/// `$3` conversation or NULL, `$4` snapshot, `$5` window. FTS5 walks the matching rows
+/// newest first (`rowid DESC`, the order messages were stored in) and stops when the
+/// window is full; each is looked up in `messages` by rowid, where membership is checked
+/// again in SQL. `highlight` marks the matched words of each body (it reads that row
+/// only); the ranking is done on these rows ([`rank_window`]), not with FTS5's `bm25`,
+/// which counts every row holding each word for its weights: the whole index entry of a
+/// common word, hundreds of thousands of rows, on every search.
+const SQLITE_WINDOW: &str = "\
 SELECT m.id, m.conversation_id, m.sender_id, m.sender_name, m.body, m.created_at,
-       m.edited_at, m.deleted_at, w.score, w.rid, c.kind, c.name
-FROM window_ w JOIN messages m ON m.rowid = w.rid JOIN conversations c ON c.id = m.conversation_id
-ORDER BY w.score DESC, m.id DESC
-LIMIT $7 OFFSET $6";
+       m.edited_at, m.deleted_at,
+       c.kind, c.name, 0.0 AS score,
+       highlight(messages_fts, 0, char(1), char(2)) AS snippet
+FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid
+     JOIN conversations c ON c.id = m.conversation_id
+WHERE messages_fts MATCH $2
+  AND m.conversation_id IN (
+      SELECT mine.conversation_id FROM memberships mine WHERE mine.user_id = $1)
+  AND ($3 IS NULL OR m.conversation_id = $3)
+  AND m.id <= $4
+ORDER BY messages_fts.rowid DESC
+LIMIT $5";
+
+/// BM25's term frequency and length parts (k1 = 1.2, b = 0.75) over the window: a body
+/// scores higher the more of its words are matches and the shorter it is against the
+/// window's average. (Every hit holds every word of the search, so BM25's word weights
+/// would only weigh the words against each other.) Ties: newest first. The scores depend
+/// on the window alone, so every page of a search ranks alike.
+fn rank_window(rows: Vec<HitRow>) -> Vec<HitRow> {
+    const K1: f64 = 1.2;
+    const B: f64 = 0.75;
+    let lengths: Vec<f64> = rows
+        .iter()
+        .map(|row| words_in(&row.message.body).max(1) as f64)
+        .collect();
+    let average = lengths.iter().sum::<f64>() / lengths.len().max(1) as f64;
+    let mut rows: Vec<HitRow> = rows
+        .into_iter()
+        .zip(lengths)
+        .map(|(mut row, length)| {
+            let marked = row.snippet.as_deref().unwrap_or_default();
+            let matches = marked.matches(crate::search::MARK_START).count() as f64;
+            row.score = matches * (K1 + 1.0) / (matches + K1 * (1.0 - B + B * length / average));
+            row
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| b.message.id.cmp(&a.message.id))
+    });
+    rows
+}
+
+/// How many words a body has, as FTS5's unicode61 splits them (near enough: runs of
+/// letters and digits).
+fn words_in(body: &str) -> usize {
+    body.split(|c: char| !c.is_alphanumeric())
+        .filter(|word| !word.is_empty())
+        .count()
+}
+
+/// The FTS5 query of a search: the words in the body column only, and, for a caller in
+/// at most [`MERGED_CONVERSATIONS`] conversations, one of those conversations (their
+/// keys, as the `conversation_key` column holds them): FTS5 then intersects the word's
+/// rows with the conversations' as it walks them, instead of looking up every message
+/// of a common word in `messages` to find the few of the caller's.
+fn fts5_query(query: &SearchQuery, conversations: &[uuid::Uuid]) -> String {
+    let words = format!("body : ({})", query.text.fts5());
+    if conversations.is_empty() || conversations.len() > MERGED_CONVERSATIONS {
+        return words;
+    }
+    let keys: Vec<String> = conversations
+        .iter()
+        .map(|id| format!("\"{}\"", id.simple()))
+        .collect();
+    format!("{words} AND conversation_key : ({})", keys.join(" OR "))
+}
 
 #[async_trait]
 impl SearchSql for sqlx::Sqlite {
@@ -139,43 +288,40 @@ impl SearchSql for sqlx::Sqlite {
         pool: &sqlx::Pool<Self>,
         query: &SearchQuery,
     ) -> Result<Vec<SearchHit>, sqlx::Error> {
-        let words = query.text.fts5();
-        // One read transaction: the snippets come from the rows the page was cut from.
+        // One read transaction: the conversations, the page and its snippets agree.
         let mut tx = pool.begin().await?;
-        let rows: Vec<HitRow> = sqlx::query_as(SQLITE_SEARCH)
+        let conversations: Vec<uuid::Uuid> = match query.conversation {
+            Some(conversation) => vec![conversation],
+            None => {
+                sqlx::query_scalar("SELECT conversation_id FROM memberships WHERE user_id = $1")
+                    .bind(query.user)
+                    .fetch_all(&mut *tx)
+                    .await?
+            }
+        };
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let window: Vec<HitRow> = sqlx::query_as(SQLITE_WINDOW)
             .bind(query.user)
-            .bind(&words)
+            .bind(fts5_query(query, &conversations))
             .bind(query.conversation)
             .bind(query.snapshot)
             .bind(i64::from(query.window))
-            .bind(i64::from(query.offset))
-            .bind(i64::from(query.limit))
             .fetch_all(&mut *tx)
             .await?;
-        let rids: Vec<i64> = rows.iter().filter_map(|row| row.rid).collect();
-        let mut snippets = HashMap::new();
-        if !rids.is_empty() {
-            // FTS5's auxiliary functions run only in a query that matches; the page's rows
-            // are found again by rowid, which FTS5 looks up directly.
-            let sql = format!(
-                "SELECT rowid, snippet(messages_fts, 0, char(1), char(2), '…', 32) \
-                 FROM messages_fts WHERE messages_fts MATCH $1 AND rowid IN ({})",
-                (2..rids.len() + 2)
-                    .map(|i| format!("${i}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let mut select = sqlx::query_as::<_, (i64, String)>(&sql).bind(&words);
-            for rid in &rids {
-                select = select.bind(rid);
-            }
-            snippets.extend(select.fetch_all(&mut *tx).await?);
-        }
         tx.commit().await?;
-        rows.into_iter()
+        rank_window(window)
+            .into_iter()
+            .skip(query.offset as usize)
+            .take(query.limit as usize)
             .map(|row| {
-                let marked = row.rid.and_then(|rid| snippets.get(&rid)).cloned();
-                row.into_hit(marked.as_deref())
+                let marked = row.snippet.clone();
+                let hit = row.into_hit(marked.as_deref())?;
+                Ok(SearchHit {
+                    snippet: hit.snippet.around_first_match(SNIPPET_CHARS),
+                    ..hit
+                })
             })
             .collect()
     }

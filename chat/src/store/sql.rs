@@ -90,11 +90,11 @@ impl From<MemberRow> for Member {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct MessageRow {
-    id: Uuid,
+    pub(super) id: Uuid,
     conversation_id: Uuid,
     sender_id: Uuid,
     sender_name: String,
-    body: String,
+    pub(super) body: String,
     created_at: DateTime<Utc>,
     edited_at: Option<DateTime<Utc>>,
     deleted_at: Option<DateTime<Utc>>,
