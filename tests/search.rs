@@ -160,9 +160,10 @@ async fn pages_follow_the_cursor_over_every_hit_once(app: &TestApp) {
     let elsewhere = ada
         .get(&search_path(&[("q", "pong"), ("cursor", cursor)]))
         .await;
+    // The right shape, but no page of this search: what a spent link answers.
     assert_eq!(
-        expect_error(elsewhere, StatusCode::BAD_REQUEST).await,
-        "invalid_argument"
+        expect_error(elsewhere, StatusCode::NOT_FOUND).await,
+        "not_found"
     );
 }
 
@@ -231,6 +232,7 @@ async fn hostile_searches_get_a_json_400_or_a_literal_search_never_a_500() {
             vec![("q", "plain"), ("cursor", "%%%")],
         ),
         ("long cursor", vec![("q", "plain"), ("cursor", &long)]),
+        ("empty cursor", vec![("q", "plain"), ("cursor", "")]),
     ];
     for (what, params) in refused {
         let response = ada.get(&search_path(&params)).await;
@@ -242,7 +244,7 @@ async fn hostile_searches_get_a_json_400_or_a_literal_search_never_a_500() {
         let error: Value = response.json().await.expect("a JSON error");
         assert!(error["error"]["message"].is_string(), "{what}: {error}");
     }
-    // A forged cursor (right shape, changed bytes) is refused too.
+    // A forged cursor (right shape, changed bytes) names no page: 404, as for a spent link.
     ada.send(&lobby, "plain again").await;
     let first = ada
         .get_ok(&search_path(&[("q", "plain"), ("limit", "1")]))
@@ -259,8 +261,8 @@ async fn hostile_searches_get_a_json_400_or_a_literal_search_never_a_500() {
         ]))
         .await;
     assert_eq!(
-        expect_error(response, StatusCode::BAD_REQUEST).await,
-        "invalid_argument"
+        expect_error(response, StatusCode::NOT_FOUND).await,
+        "not_found"
     );
     // FTS and tsquery syntax is text: a safe search that finds nothing here.
     for literal in [

@@ -9,7 +9,7 @@ use crate::{
     },
     live::LiveHub,
     mentions::{self, Notification},
-    search::{self, SearchCursor, SearchHit, SearchQuery, SearchText},
+    search::{self, CursorRefused, SearchCursor, SearchHit, SearchQuery, SearchText},
     store::{
         ChatSession, ChatStore, Connection, NewMention, NewMessage, NotificationPage, Page,
         StoreError,
@@ -41,6 +41,10 @@ pub enum ChatError {
     /// The message named is not in this conversation.
     #[error("no such message in this conversation")]
     NoSuchMessage,
+    /// A search cursor of the right shape that this search did not make (another
+    /// search's, or altered): it names no page.
+    #[error("no such page of this search: start again from the first page")]
+    NoSuchCursor,
     /// A room with that name exists.
     #[error("a room with that name already exists")]
     NameTaken,
@@ -694,7 +698,14 @@ impl Chat {
         };
         let cursor = match request.cursor.as_str() {
             "" => None,
-            raw => Some(SearchCursor::decode(raw, &text, request.conversation)?),
+            raw => Some(
+                SearchCursor::decode(raw, &text, request.conversation).map_err(|refused| {
+                    match refused {
+                        CursorRefused::Malformed(invalid) => ChatError::Invalid(invalid),
+                        CursorRefused::Foreign => ChatError::NoSuchCursor,
+                    }
+                })?,
+            ),
         };
         if let Some(conversation) = request.conversation {
             self.require_member(conversation, caller.id).await?;

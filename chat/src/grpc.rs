@@ -180,7 +180,7 @@ impl From<ChatError> for Status {
             // A valid request that names the caller: the state, not the input, is wrong.
             ChatError::WithSelf => Status::failed_precondition(error.to_string()),
             ChatError::NotMember => Status::permission_denied(error.to_string()),
-            ChatError::NoSuchRoom | ChatError::NoSuchMessage => {
+            ChatError::NoSuchRoom | ChatError::NoSuchMessage | ChatError::NoSuchCursor => {
                 Status::not_found(error.to_string())
             }
             ChatError::NameTaken => Status::already_exists(error.to_string()),

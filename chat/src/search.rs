@@ -131,33 +131,56 @@ impl SearchCursor {
         URL_SAFE_NO_PAD.encode(self.bytes(text, conversation))
     }
 
-    /// Reads a cursor a client sent back; refused unless it is well formed and was made by
-    /// a search of the same words in the same conversation.
+    /// Reads a cursor a client sent back. A text that is not a cursor's shape is
+    /// [`CursorRefused::Malformed`] (the client sent something else); one of the right
+    /// shape that this search did not make (another search's, changed bytes, a version
+    /// gone) is [`CursorRefused::Foreign`]: it names no page of this search.
     pub fn decode(
         raw: &str,
         text: &SearchText,
         conversation: Option<Uuid>,
-    ) -> Result<Self, Invalid> {
-        let invalid = Invalid {
-            field: "cursor",
-            reason: "must be a next_cursor of this same search",
-        };
-        if raw.len() > 128 {
-            return Err(invalid);
+    ) -> Result<Self, CursorRefused> {
+        let shaped = raw.len() == CURSOR_CHARS
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !shaped {
+            return Err(CursorRefused::Malformed(Invalid {
+                field: "cursor",
+                reason: "must be a next_cursor as given: 39 characters of A-Z, a-z, 0-9, '-' and '_'",
+            }));
         }
-        let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid.clone())?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(raw)
+            .map_err(|_| CursorRefused::Foreign)?;
         if bytes.len() != CURSOR_BYTES || bytes[0] != CURSOR_VERSION {
-            return Err(invalid);
+            return Err(CursorRefused::Foreign);
         }
         let cursor = Self {
-            snapshot: Uuid::from_slice(&bytes[1..17]).map_err(|_| invalid.clone())?,
-            offset: u32::from_be_bytes(bytes[17..21].try_into().map_err(|_| invalid.clone())?),
+            snapshot: Uuid::from_slice(&bytes[1..17]).map_err(|_| CursorRefused::Foreign)?,
+            offset: u32::from_be_bytes(
+                bytes[17..21]
+                    .try_into()
+                    .map_err(|_| CursorRefused::Foreign)?,
+            ),
         };
         if cursor.offset > SEARCH_WINDOW || cursor.bytes(text, conversation) != bytes {
-            return Err(invalid);
+            return Err(CursorRefused::Foreign);
         }
         Ok(cursor)
     }
+}
+
+/// Characters of a cursor's text form: [`CURSOR_BYTES`] in unpadded base64url.
+pub const CURSOR_CHARS: usize = (CURSOR_BYTES * 8).div_ceil(6);
+
+/// Why a cursor was not taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CursorRefused {
+    /// Not a cursor's shape: a bad request.
+    Malformed(Invalid),
+    /// A cursor's shape, but not one this search made: it names no page of it.
+    Foreign,
 }
 
 /// The largest message id a message stored at `at` (or before) can have: UUIDv7 ids
@@ -325,8 +348,30 @@ mod tests {
         flipped[10] = if flipped[10] == b'A' { b'B' } else { b'A' };
         let flipped = String::from_utf8(flipped).expect("ASCII");
         assert!(SearchCursor::decode(&flipped, &words, room).is_err());
-        for bad in ["", "!!!", "AAAA", &"A".repeat(500)] {
-            assert!(SearchCursor::decode(bad, &words, room).is_err(), "{bad:?}");
+        assert_eq!(
+            SearchCursor::decode(&flipped, &words, room),
+            Err(CursorRefused::Foreign)
+        );
+        assert_eq!(encoded.len(), CURSOR_CHARS);
+        assert_eq!(
+            SearchCursor::decode(&"A".repeat(CURSOR_CHARS), &words, room),
+            Err(CursorRefused::Foreign),
+            "the right shape names no page"
+        );
+        for bad in [
+            "",
+            "!!!",
+            "AAAA",
+            &"A".repeat(500),
+            &"%".repeat(CURSOR_CHARS),
+        ] {
+            assert!(
+                matches!(
+                    SearchCursor::decode(bad, &words, room),
+                    Err(CursorRefused::Malformed(_))
+                ),
+                "{bad:?}"
+            );
         }
         let beyond = SearchCursor {
             snapshot: Uuid::now_v7(),

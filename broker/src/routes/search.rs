@@ -34,8 +34,8 @@ pub struct SearchParams {
     /// Only this conversation (the caller must be a member).
     conversation_id: Option<Uuid>,
     /// `next_cursor` of the previous page of this same search (same `q` and
-    /// `conversation_id`); anything else is refused.
-    #[param(max_length = 128, pattern = "^[A-Za-z0-9_-]*$")]
+    /// `conversation_id`); a cursor this search did not make answers 404.
+    #[param(min_length = 39, max_length = 39, pattern = "^[A-Za-z0-9_-]{39}$")]
     cursor: Option<String>,
     /// 1–50, default 20.
     #[param(minimum = 1, maximum = 50)]
@@ -111,7 +111,7 @@ pub struct SearchView {
 #[utoipa::path(get, path = "/api/search", tag = "chat",
     params(SearchParams), security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 200, description = "A page of results, best first.", body = SearchView),
-        (status = 404, description = "`conversation_id` names no conversation of the caller's.", body = ErrorBody)))]
+        (status = 404, description = "`conversation_id` names no conversation of the caller's, or `cursor` no page of this search.", body = ErrorBody)))]
 pub async fn search(
     State(state): State<AppState>,
     user: AuthUser,
@@ -122,6 +122,13 @@ pub async fn search(
         return Err(ApiError::bad_request(
             "invalid_argument",
             "q: must be 1 to 200 characters of text (no control characters), at most 16 words",
+        ));
+    }
+    // An empty `cursor=` is no cursor's shape (chat reads "" as the first page).
+    if params.cursor.as_deref() == Some("") {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "cursor: must be a next_cursor as given: 39 characters of A-Z, a-z, 0-9, '-' and '_'",
         ));
     }
     if params.limit.is_some_and(|limit| !(1..=50).contains(&limit)) {
