@@ -137,6 +137,7 @@ on_both_backends!(
     search_treats_query_syntax_as_text,
     search_follows_edits_tombstones_and_deletions,
     search_ranks_only_the_newest_window_of_matches,
+    search_answers_every_text_the_parser_takes,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -2356,4 +2357,54 @@ async fn search_ranks_only_the_newest_window_of_matches(store: &dyn ChatStore) {
         query.conversation = Some(lobby.id);
         assert_eq!(store.search_messages(&query).await.unwrap().len(), 5);
     }
+}
+
+/// A property over generated texts rather than a list: whatever the parser takes as a
+/// search text, the backend answers it (never a query-syntax error, which the broker
+/// would have to answer 500) and finds only messages holding every word. The texts mix
+/// the characters FTS5 and tsquery treat as syntax with words, operators, non-Latin
+/// letters and emoji; a fixed seed keeps a failure repeatable.
+async fn search_answers_every_text_the_parser_takes(store: &dyn ChatStore) {
+    const PIECES: &[&str] = &[
+        "\"", "'", "*", "(", ")", ":", "^", "-", "+", "{", "}", "[", "]", "|", "&", "!", "<", ">",
+        "~", ",", ";", "\\", "/", "%", "_", "@", "#", "NEAR", "NEAR/2", "AND", "OR", "NOT", "body",
+        "col", "é", "ß", "日本", "😀", "0", "x", "gate", "meet", " ", " ", " ", "\t",
+    ];
+    let ada = user("ada");
+    let lobby = create_room(store, "lobby", &ada).await;
+    post(store, &lobby, &ada, "meet me near the gate").await;
+    post(
+        store,
+        &lobby,
+        &ada,
+        "x AND y OR z: body(col) \"quoted\" 日本 😀",
+    )
+    .await;
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |bound: usize| {
+        // xorshift64*: a fixed, dependency-free sequence.
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        usize::try_from(state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33).unwrap() % bound
+    };
+    let mut searched = 0;
+    for _ in 0..400 {
+        let text: String = (0..1 + next(12))
+            .map(|_| PIECES[next(PIECES.len())])
+            .collect();
+        if SearchText::parse(&text).is_err() {
+            continue; // refused as input: the client gets a 400
+        }
+        searched += 1;
+        let hits = store
+            .search_messages(&search_query(&ada, &text))
+            .await
+            .unwrap_or_else(|error| panic!("{text:?} failed: {error}"));
+        assert!(hits.len() <= 2, "{text:?} found {} hits", hits.len());
+    }
+    assert!(
+        searched > 200,
+        "only {searched} of 400 texts were searchable"
+    );
 }
