@@ -315,7 +315,24 @@ async fn insert_rows(pool: &Pool, messages: &[Message]) -> Result<u32> {
     }
     let done = match pool {
         Pool::Postgres(pool) => insert!(sqlx::Postgres, pool),
-        Pool::Sqlite(pool) => insert!(sqlx::Sqlite, pool),
+        Pool::Sqlite(pool) => {
+            // SQLite's full-text index does not follow inserts by itself (chat's store
+            // indexes each batch it stores): index these rows, all newer than any before.
+            let mut tx = pool.begin().await?;
+            let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM messages")
+                .fetch_one(&mut *tx)
+                .await?;
+            let done = insert!(sqlx::Sqlite, &mut *tx);
+            sqlx::query(
+                "INSERT INTO messages_fts (rowid, body, conversation_key) \
+                 SELECT rowid, body, conversation_key FROM messages WHERE rowid > $1",
+            )
+            .bind(before)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            done
+        }
     };
     Ok(u32::try_from(done)?)
 }

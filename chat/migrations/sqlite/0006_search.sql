@@ -1,7 +1,8 @@
 -- Full-text search over message bodies (issue 25): an FTS5 index over `messages`
 -- (external content: the words are indexed, the bodies stay in `messages` only), kept in
--- step by triggers on every insert, update of `body` (an edit, or a deletion's tombstone,
--- whose body is '') and delete (including those cascading from a conversation). Its rows
+-- step with every insert (by the store, see below), and by triggers with every update of
+-- `body` (an edit, or a deletion's tombstone, whose body is '') and delete (including
+-- those cascading from a conversation). Its rows
 -- are the messages' rowids, which VACUUM could renumber: chat never runs it, and after
 -- one `INSERT INTO messages_fts(messages_fts) VALUES ('rebuild')` restores the index.
 -- unicode61 with remove_diacritics 2 folds case and accents, so "Élan" finds "elan".
@@ -21,11 +22,9 @@ CREATE VIRTUAL TABLE messages_fts USING fts5(
     tokenize = 'unicode61 remove_diacritics 2'
 );
 
-CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
-    INSERT INTO messages_fts (rowid, body, conversation_key)
-    VALUES (new.rowid, new.body, new.conversation_key);
-END;
-
+-- New messages are indexed by the store, one INSERT ... SELECT per batch in the batch's
+-- own transaction (SearchSql::index_inserted in chat/src/store/search.rs): a trigger per
+-- row cost about three times as much CPU per message, on the path of every send.
 CREATE TRIGGER messages_fts_delete AFTER DELETE ON messages BEGIN
     INSERT INTO messages_fts (messages_fts, rowid, body, conversation_key)
     VALUES ('delete', old.rowid, old.body, old.conversation_key);

@@ -14,6 +14,7 @@ use super::sql::MessageRow;
 use crate::domain::{Kind, Message};
 use crate::search::{SearchHit, SearchQuery, Snippet};
 use async_trait::async_trait;
+use uuid::Uuid;
 
 /// The search of one backend.
 #[async_trait]
@@ -23,6 +24,13 @@ pub(super) trait SearchSql: sqlx::Database {
         pool: &sqlx::Pool<Self>,
         query: &SearchQuery,
     ) -> Result<Vec<SearchHit>, sqlx::Error>;
+
+    /// Indexes the messages just inserted in this transaction (`ids`: one chunk of a
+    /// batch, at most 500), where the index does not follow inserts by itself.
+    async fn index_inserted(
+        connection: &mut Self::Connection,
+        ids: &[Uuid],
+    ) -> Result<(), sqlx::Error>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -144,6 +152,14 @@ fn postgres_search(window: &str) -> String {
 
 #[async_trait]
 impl SearchSql for sqlx::Postgres {
+    /// The stored `body_words` column is generated from `body` on insert: nothing to do.
+    async fn index_inserted(
+        _connection: &mut Self::Connection,
+        _ids: &[Uuid],
+    ) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
     async fn search(
         pool: &sqlx::Pool<Self>,
         query: &SearchQuery,
@@ -284,6 +300,29 @@ fn fts5_query(query: &SearchQuery, conversations: &[uuid::Uuid]) -> String {
 
 #[async_trait]
 impl SearchSql for sqlx::Sqlite {
+    /// One `INSERT … SELECT` per batch into the FTS5 table, in the batch's transaction (so
+    /// a message is searchable exactly when it is stored). A trigger per row did the same
+    /// at about three times the cost (PERFORMANCE.md, "What the search index costs a send").
+    async fn index_inserted(
+        connection: &mut Self::Connection,
+        ids: &[Uuid],
+    ) -> Result<(), sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut insert = sqlx::QueryBuilder::<Self>::new(
+            "INSERT INTO messages_fts (rowid, body, conversation_key) \
+             SELECT rowid, body, conversation_key FROM messages WHERE id IN (",
+        );
+        let mut list = insert.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        insert.push(")");
+        insert.build().execute(connection).await?;
+        Ok(())
+    }
+
     async fn search(
         pool: &sqlx::Pool<Self>,
         query: &SearchQuery,

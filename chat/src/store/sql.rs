@@ -1199,6 +1199,8 @@ macro_rules! sql_chat_store {
                         .await?
                         .into_iter()
                         .collect();
+                    let ids: Vec<Uuid> = inserted.iter().copied().collect();
+                    <$db as SearchSql>::index_inserted(&mut *tx, &ids).await?;
                     let kept = || chunk.iter().filter(|new| inserted.contains(&new.message.id));
                     let mentions: Vec<&NewMention> =
                         kept().flat_map(|new| new.mentions.iter()).collect();
