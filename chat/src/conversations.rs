@@ -78,6 +78,19 @@ pub const MAX_NOTIFICATIONS_MARKED: usize = 100;
 /// Most user ids one presence or session query may name.
 const MAX_USERS_PER_QUERY: usize = 1000;
 
+/// A page size from a client: 0 means `default`, 1..=`max` is taken as sent, more is
+/// refused with `reason` (which states the bounds).
+fn page_limit(raw: u32, default: u32, max: u32, reason: &'static str) -> Result<u32, Invalid> {
+    match raw {
+        0 => Ok(default),
+        n if n <= max => Ok(n),
+        _ => Err(Invalid {
+            field: "limit",
+            reason,
+        }),
+    }
+}
+
 /// Now, at the microsecond precision both databases keep.
 pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
@@ -371,17 +384,7 @@ impl Chat {
         conversation: Uuid,
         query: HistoryQuery,
     ) -> Result<(Vec<Message>, bool), ChatError> {
-        let limit = match query.limit {
-            0 => 50,
-            n if n <= MAX_PAGE => n,
-            _ => {
-                return Err(Invalid {
-                    field: "limit",
-                    reason: "must be 1 to 100",
-                }
-                .into());
-            }
-        };
+        let limit = page_limit(query.limit, 50, MAX_PAGE, "must be 1 to 100")?;
         let page = match (query.before, query.after) {
             (before, None) => Page::Before(before),
             (before, Some(after)) => Page::After { after, before },
@@ -631,17 +634,7 @@ impl Chat {
         before: Option<Uuid>,
         limit: u32,
     ) -> Result<(Vec<Notification>, bool, u32), ChatError> {
-        let limit = match limit {
-            0 => 50,
-            n if n <= MAX_PAGE => n,
-            _ => {
-                return Err(Invalid {
-                    field: "limit",
-                    reason: "must be 1 to 100",
-                }
-                .into());
-            }
-        };
+        let limit = page_limit(limit, 50, MAX_PAGE, "must be 1 to 100")?;
         let page = NotificationPage {
             unread_only,
             before,
@@ -685,17 +678,7 @@ impl Chat {
         request: &SearchRequest,
     ) -> Result<(Vec<SearchHit>, Option<String>), ChatError> {
         let text = SearchText::parse(&request.text)?;
-        let limit = match request.limit {
-            0 => 20,
-            n if n <= MAX_SEARCH_PAGE => n,
-            _ => {
-                return Err(Invalid {
-                    field: "limit",
-                    reason: "must be 1 to 50",
-                }
-                .into());
-            }
-        };
+        let limit = page_limit(request.limit, 20, MAX_SEARCH_PAGE, "must be 1 to 50")?;
         let cursor = match request.cursor.as_str() {
             "" => None,
             raw => Some(
