@@ -116,7 +116,7 @@ impl Auth {
         );
         let relay = spawn_relay(
             self.bus,
-            self.accounts.store().pool(),
+            self.accounts.store().outbox(),
             self.accounts.outbox_waker().clone(),
             "auth",
             shutdown.clone(),

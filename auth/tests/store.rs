@@ -118,7 +118,7 @@ type Written = OutboxRow;
 
 /// The outbox, in commit order.
 async fn outbox(store: &dyn UserStore) -> Vec<Written> {
-    outbox_rows(&store.pool()).await
+    outbox_rows(&store.outbox()).await
 }
 
 /// The routing keys of outbox rows.

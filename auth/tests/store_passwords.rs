@@ -142,7 +142,7 @@ async fn redeem_reset(store: &dyn UserStore, hash: &str, new_hash: &str) -> bool
 }
 
 async fn events_of(store: &dyn UserStore, key: &str) -> usize {
-    outbox_rows(&store.pool())
+    outbox_rows(&store.outbox())
         .await
         .iter()
         .filter(|row| row.routing_key == key)

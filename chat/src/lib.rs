@@ -98,7 +98,7 @@ impl ChatService {
         }
         let relay = spawn_relay(
             self.bus,
-            self.chat.store().pool(),
+            self.chat.store().outbox(),
             self.chat.outbox_waker().clone(),
             "chat",
             shutdown.clone(),

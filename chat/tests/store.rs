@@ -245,7 +245,7 @@ type Written = OutboxRow;
 
 /// The outbox, in commit order.
 async fn outbox(store: &dyn ChatStore) -> Vec<Written> {
-    outbox_rows(&store.pool()).await
+    outbox_rows(&store.outbox()).await
 }
 
 /// The outbox rows with one routing key, in commit order.

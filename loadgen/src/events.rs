@@ -294,7 +294,9 @@ async fn measure(
 ) -> Result<()> {
     // The producer's schema is chat's: its migrations create the outbox.
     let store = chat::store::connect(producer_url).await?;
-    let pool = store.pool();
+    // The writers stand in for chat's own: they write outbox rows alone, on a pool of their
+    // own on chat's database.
+    let pool = platform::sql::connect_paged(producer_url, chat::store::SQLITE_PAGE_SIZE).await?;
     let shutdown = Shutdown::new();
     // The listener writes an audit entry per event: to a logger of its own (SQLite).
     let logger_dir = std::env::temp_dir().join(format!("loadgen-logger-{id}"));
@@ -342,7 +344,12 @@ async fn measure(
 
     let waker = outbox::OutboxWaker::default();
     let relay = tokio::spawn(
-        outbox::Relay::new(pool.clone(), bus, waker.clone(), "loadgen").run(shutdown.clone()),
+        outbox::Relay::new(
+            outbox::Outbox::new(pool.clone()),
+            bus,
+            waker.clone(),
+            "loadgen",
+        ).run(shutdown.clone()),
     );
 
     let offered = match args.rate {
@@ -416,11 +423,7 @@ async fn measure(
                 .context("a valid audit time")
         })
         .collect::<Result<Vec<_>>>()?;
-    let (left,): (i64,) = platform::on_pool!(&pool, |pool| {
-        sqlx::query_as("SELECT COUNT(*) FROM outbox")
-            .fetch_one(pool)
-            .await?
-    });
+    let left = store.outbox().pending().await?;
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut finished = started_at;
     // The slowest event of each second of the run, by when it was made.

@@ -95,14 +95,93 @@ pub fn describe(url: &str) -> String {
     }
 }
 
-/// Runs the same code on whichever backend a [`Pool`] is: `on_pool!(&pool, |p| ...)`,
-/// with `p` the `PgPool` or the `SqlitePool` (the code is compiled for each).
+impl Pool {
+    /// Which backend this pool is on.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Begins a transaction on a connection of the pool.
+    pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
+        Ok(match self {
+            Self::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
+            Self::Sqlite(pool) => Transaction::Sqlite(pool.begin().await?),
+        })
+    }
+
+    /// A cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        crate::on_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        Ok(())
+    }
+
+    /// Applies the migrations of this pool's backend.
+    pub async fn migrate(
+        &self,
+        postgres: &sqlx::migrate::Migrator,
+        sqlite: &sqlx::migrate::Migrator,
+    ) -> Result<(), sqlx::migrate::MigrateError> {
+        match self {
+            Self::Postgres(pool) => postgres.run(pool).await,
+            Self::Sqlite(pool) => sqlite.run(pool).await,
+        }
+    }
+}
+
+/// An open transaction of either backend, from [`Pool::begin`]. Dropped without
+/// [`Transaction::commit`], it rolls back.
+#[derive(Debug)]
+pub enum Transaction {
+    /// PostgreSQL.
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+    /// SQLite.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+impl Transaction {
+    /// Which backend this transaction is on.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Postgres(_) => Backend::Postgres,
+            Self::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(tx) => tx.commit().await,
+            Self::Sqlite(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// Runs one piece of SQL code on whichever backend a [`Pool`] is: `on_pool!(&pool, |p|
+/// ...)`, with `p` the `PgPool` or the `SqlitePool`. The code is written once and
+/// compiled for each backend (so it stays fully concrete: no generic sqlx bounds); the
+/// match costs one branch. This is how every SQL store of the workspace is written:
+/// ordinary methods, each statement dispatched where it runs (see also [`on_tx!`]).
 #[macro_export]
 macro_rules! on_pool {
     ($pool:expr, |$p:ident| $body:expr) => {
         match $pool {
             $crate::sql::Pool::Postgres($p) => $body,
             $crate::sql::Pool::Sqlite($p) => $body,
+        }
+    };
+}
+
+/// [`on_pool!`] for a [`Transaction`]: `on_tx!(&mut tx, |c| query.execute(&mut **c))`,
+/// with `c` the `&mut sqlx::Transaction` of the backend.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, |$c:ident| $body:expr) => {
+        match $tx {
+            $crate::sql::Transaction::Postgres($c) => $body,
+            $crate::sql::Transaction::Sqlite($c) => $body,
         }
     };
 }

@@ -387,13 +387,8 @@ pub struct OutboxRow {
 
 /// A producer's outbox, in commit order. Each row's id and routing key are checked
 /// against the envelope it holds.
-pub async fn outbox_rows(pool: &crate::sql::Pool) -> Vec<OutboxRow> {
-    const SQL: &str = "SELECT event_id, routing_key, payload FROM outbox ORDER BY seq";
-    let rows: Vec<(uuid::Uuid, String, Vec<u8>)> = match pool {
-        crate::sql::Pool::Postgres(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
-        crate::sql::Pool::Sqlite(pool) => sqlx::query_as(SQL).fetch_all(pool).await,
-    }
-    .expect("the outbox is readable");
+pub async fn outbox_rows(outbox: &crate::events::outbox::Outbox) -> Vec<OutboxRow> {
+    let rows = outbox.rows().await.expect("the outbox is readable");
     rows.into_iter()
         .map(|(event_id, routing_key, bytes)| {
             let (id, envelope) =

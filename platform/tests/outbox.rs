@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use platform::{
     events::{
         BusError, Event, EventBus, Published,
-        outbox::{self, OutboxWaker, Relay},
+        outbox::{self, Outbox, OutboxWaker, Relay},
     },
     shutdown::Shutdown,
     sql::Pool,
@@ -28,8 +28,10 @@ use uuid::Uuid;
 
 /// The table producers create, taken from a producer's migrations so that the relay is
 /// tested against the schema that ships (every producer's outbox table is the same).
-const POSTGRES_TABLE: &str = include_str!("../../auth/migrations/postgres/0003_outbox.sql");
-const SQLITE_TABLE: &str = include_str!("../../auth/migrations/sqlite/0003_outbox.sql");
+/// The outbox's own migration alone, as version 1 of an empty sequence.
+fn migrator(backend: platform::sql::Backend) -> sqlx::migrate::Migrator {
+    outbox::with_migration(sqlx::migrate::Migrator::DEFAULT, backend, 1)
+}
 
 /// An empty outbox table in a database that lives as long as this does.
 struct TestOutbox {
@@ -44,8 +46,8 @@ impl TestOutbox {
         let pool = platform::sql::connect_sqlite(database.url())
             .await
             .expect("a fresh SQLite file opens");
-        sqlx::query(SQLITE_TABLE)
-            .execute(&pool)
+        migrator(platform::sql::Backend::Sqlite)
+            .run(&pool)
             .await
             .expect("the outbox table is created");
         Self {
@@ -60,8 +62,8 @@ impl TestOutbox {
         let pool = platform::sql::connect_postgres(database.url(), 8)
             .await
             .expect("a fresh PostgreSQL database opens");
-        sqlx::query(POSTGRES_TABLE)
-            .execute(&pool)
+        migrator(platform::sql::Backend::Postgres)
+            .run(&pool)
             .await
             .expect("the outbox table is created");
         Some(Self {
@@ -72,37 +74,31 @@ impl TestOutbox {
 
     /// Commits `events` in one transaction, as a producer does with its state change.
     async fn commit(&self, events: &[Event]) {
-        macro_rules! commit {
-            ($pool:expr) => {{
-                let mut tx = $pool.begin().await.expect("a transaction begins");
-                for event in events {
-                    outbox::insert(event)
-                        .execute(&mut *tx)
-                        .await
-                        .expect("the event is inserted");
-                }
-                tx.commit().await.expect("the transaction commits");
-            }};
+        let mut tx = self.pool.begin().await.expect("a transaction begins");
+        for event in events {
+            platform::on_tx!(&mut tx, |tx| outbox::insert(event).execute(&mut **tx).await)
+                .expect("the event is inserted");
         }
-        match &self.pool {
-            Pool::Postgres(pool) => commit!(pool),
-            Pool::Sqlite(pool) => commit!(pool),
-        }
+        tx.commit().await.expect("the transaction commits");
     }
 
     /// The ids of the events still in the table, in commit order.
     async fn pending(&self) -> Vec<Uuid> {
-        const SQL: &str = "SELECT event_id FROM outbox ORDER BY seq";
-        match &self.pool {
-            Pool::Postgres(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await,
-            Pool::Sqlite(pool) => sqlx::query_scalar(SQL).fetch_all(pool).await,
-        }
-        .expect("the outbox is readable")
+        let rows = Outbox::new(self.pool.clone())
+            .rows()
+            .await
+            .expect("the outbox is readable");
+        rows.into_iter().map(|(id, _, _)| id).collect()
     }
 
     /// A relay of this outbox to `bus`.
     fn relay(&self, bus: Arc<dyn EventBus>) -> Relay {
-        Relay::new(self.pool.clone(), bus, OutboxWaker::default(), "test")
+        Relay::new(
+            Outbox::new(self.pool.clone()),
+            bus,
+            OutboxWaker::default(),
+            "test",
+        )
     }
 }
 
@@ -366,7 +362,12 @@ async fn two_postgres_relays_deliver_every_event_exactly_once() {
         .zip(&buses)
         .map(|(waker, bus)| {
             let bus = Arc::clone(bus) as Arc<dyn EventBus>;
-            let relay = Relay::new(outbox.pool.clone(), bus, waker.clone(), "test");
+            let relay = Relay::new(
+                Outbox::new(outbox.pool.clone()),
+                bus,
+                waker.clone(),
+                "test",
+            );
             tokio::spawn(relay.run(shutdown.clone()))
         })
         .collect();

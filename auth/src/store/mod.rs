@@ -110,6 +110,10 @@ pub trait UserStore: PasswordStore + Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// The pool, for the outbox relay.
     fn pool(&self) -> platform::sql::Pool;
+    /// The outbox its events are written to, for the relay.
+    fn outbox(&self) -> platform::events::outbox::Outbox {
+        platform::events::outbox::Outbox::new(self.pool())
+    }
     /// Inserts an account and its `user.registered` event; `Taken` when the email is in use
     /// or the username is or ever was. The first account of an install becomes its owner.
     async fn insert_account(&self, account: &NewAccount, event: &Event)

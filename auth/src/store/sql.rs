@@ -149,7 +149,7 @@ macro_rules! sql_user_store {
         #[async_trait]
         impl UserStore for $name {
             async fn migrate(&self) -> Result<(), StoreError> {
-                sqlx::migrate!($migrations).run(&self.pool).await.map_err(|error| StoreError::Database(error.into()))
+                platform::events::outbox::with_migration(sqlx::migrate!($migrations), platform::sql::Backend::$variant, 3).run(&self.pool).await.map_err(|error| StoreError::Database(error.into()))
             }
 
             async fn ping(&self) -> Result<(), StoreError> {

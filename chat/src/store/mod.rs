@@ -178,6 +178,11 @@ pub trait ChatStore: Send + Sync + 'static {
     /// The pool of the connection that writes messages and their events, for the outbox
     /// relay (which then finds the outbox's pages in that connection's cache).
     fn pool(&self) -> platform::sql::Pool;
+    /// The outbox its events are written to (through the writer's connection), for the
+    /// relay.
+    fn outbox(&self) -> platform::events::outbox::Outbox {
+        platform::events::outbox::Outbox::new(self.pool())
+    }
 
     /// Creates a room with its creator as the first member; `NameTaken` if the name is used.
     async fn create_room(&self, room: &Conversation, creator: &UserRef) -> Result<(), StoreError>;

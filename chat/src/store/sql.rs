@@ -482,8 +482,12 @@ macro_rules! sql_chat_store {
         #[async_trait]
         impl ChatStore for $name {
             async fn migrate(&self) -> Result<(), StoreError> {
-                sqlx::migrate!($migrations)
-                    .run(&self.pool)
+                platform::events::outbox::with_migration(
+                    sqlx::migrate!($migrations),
+                    platform::sql::Backend::$variant,
+                    2,
+                )
+                .run(&self.pool)
                     .await
                     .map_err(|error| StoreError::Database(error.into()))
             }

@@ -1,6 +1,8 @@
 //! The transactional outbox: producers insert each event in the transaction of its state
 //! change, and the [`Relay`] moves committed rows to the [`EventBus`], deleting them only
-//! after the bus confirmed them. Every producer's database has the same `outbox` table:
+//! after the bus confirmed them. Every producer's database has the same `outbox` table,
+//! created by the one migration in `platform/migrations/` that [`with_migration`] adds to
+//! the producer's own:
 //!
 //! ```sql
 //! outbox (seq <auto-increment> PRIMARY KEY, event_id UUID UNIQUE, routing_key TEXT,
@@ -8,10 +10,13 @@
 //! ```
 
 use super::{EventBus, Published, envelope::Event};
-use crate::{shutdown::Shutdown, sql::Pool};
+use crate::{
+    shutdown::Shutdown,
+    sql::{Backend, Pool},
+};
 use chrono::{DateTime, Utc};
 use sqlx::{Database, Encode, Type};
-use std::{sync::Arc, time::Duration};
+use std::{borrow::Cow, sync::Arc, time::Duration};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -22,6 +27,76 @@ const BATCH: u32 = 512;
 const POLL: Duration = Duration::from_secs(1);
 /// Longest pause after a failure.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The outbox table's migration, for PostgreSQL and for SQLite.
+const MIGRATION_POSTGRES: &str = include_str!("../../migrations/postgres/outbox.sql");
+const MIGRATION_SQLITE: &str = include_str!("../../migrations/sqlite/outbox.sql");
+
+/// `migrator` (a producer's own migrations for `backend`) with the outbox table's
+/// migration as its version `version`: the schema is written once, here beside the code
+/// that reads and writes it, and each producer applies it in its own sequence (the bytes
+/// are those the producers' own files had, so databases migrated before keep their
+/// checksums).
+///
+/// # Panics
+/// When `migrator` already has a migration `version` (a programming error).
+pub fn with_migration(
+    mut migrator: sqlx::migrate::Migrator,
+    backend: Backend,
+    version: i64,
+) -> sqlx::migrate::Migrator {
+    let sql = match backend {
+        Backend::Postgres => MIGRATION_POSTGRES,
+        Backend::Sqlite => MIGRATION_SQLITE,
+    };
+    let mut migrations = migrator.migrations.into_owned();
+    assert!(
+        migrations.iter().all(|migration| migration.version != version),
+        "the outbox's migration version {version} is taken by the producer's own"
+    );
+    migrations.push(sqlx::migrate::Migration::new(
+        version,
+        Cow::Borrowed("outbox"),
+        sqlx::migrate::MigrationType::Simple,
+        Cow::Borrowed(sql),
+        false,
+    ));
+    migrations.sort_by_key(|migration| migration.version);
+    migrator.migrations = Cow::Owned(migrations);
+    migrator
+}
+
+/// A producer's outbox: the table in its database that the [`Relay`] drains. A store
+/// that writes events hands one out, so the relay reaches the table and nothing else of
+/// the store's database.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    pool: Pool,
+}
+
+impl Outbox {
+    /// The outbox in the database of `pool` (its migration applied).
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// How many events wait to be relayed.
+    pub async fn pending(&self) -> Result<u64, sqlx::Error> {
+        let (count,): (i64,) = crate::on_pool!(&self.pool, |pool| {
+            sqlx::query_as("SELECT COUNT(*) FROM outbox")
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(u64::try_from(count).unwrap_or_default())
+    }
+
+    /// Every waiting row as (event id, routing key, envelope bytes), in commit order: for
+    /// tests and tools that read what a producer wrote.
+    pub async fn rows(&self) -> Result<Vec<(Uuid, String, Vec<u8>)>, sqlx::Error> {
+        const SQL: &str = "SELECT event_id, routing_key, payload FROM outbox ORDER BY seq";
+        crate::on_pool!(&self.pool, |pool| sqlx::query_as(SQL).fetch_all(pool).await)
+    }
+}
 
 /// The insert for one event, to run on the producer's transaction.
 pub fn insert<'q, DB>(event: &'q Event) -> sqlx::query::Query<'q, DB, DB::Arguments<'q>>
@@ -108,18 +183,18 @@ impl Row {
 const SELECT: &str =
     "SELECT seq, event_id, routing_key, payload, created_at FROM outbox ORDER BY seq LIMIT $1";
 
-/// Starts a relay for the outbox in `pool` when there is a bus; without one, says that
+/// Starts a relay for `outbox` when there is a bus; without one, says that
 /// events wait in the outbox (a service started alone without `AMQP_URL`).
 pub fn spawn_relay(
     bus: Option<Arc<dyn EventBus>>,
-    pool: Pool,
+    outbox: Outbox,
     waker: OutboxWaker,
     producer: &'static str,
     shutdown: Shutdown,
 ) -> Option<tokio::task::JoinHandle<()>> {
     match bus {
         Some(bus) => Some(tokio::spawn(
-            Relay::new(pool, bus, waker, producer).run(shutdown),
+            Relay::new(outbox, bus, waker, producer).run(shutdown),
         )),
         None => {
             tracing::warn!("no event bus (AMQP_URL unset): events wait in the outbox");
@@ -137,15 +212,15 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// A relay for the outbox in `pool`, woken by `waker`.
+    /// A relay for `outbox`, woken by `waker`.
     pub fn new(
-        pool: Pool,
+        outbox: Outbox,
         bus: Arc<dyn EventBus>,
         waker: OutboxWaker,
         producer: &'static str,
     ) -> Self {
         Self {
-            pool,
+            pool: outbox.pool,
             bus,
             waker,
             producer,
