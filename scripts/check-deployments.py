@@ -5,7 +5,7 @@ Fails (exit 1, one line per problem) when
   - a compose file, Kubernetes manifest, Prometheus or Grafana file does not parse or
     lacks required keys (services with image/build and a healthcheck; Deployments and
     StatefulSets with containers, probes, resources, a non-root securityContext; ...);
-  - a port does not match the service's port (DESIGN.md's table, which each binary's
+  - a port does not match the service's port (docs/ARCHITECTURE.md's table, which each binary's
     `*_LISTEN` default must agree with; 9100 for METRICS_LISTEN), or a URL names a
     service on a port it does not serve;
   - an environment variable set for a service (compose environment/env_file, Kubernetes
@@ -72,13 +72,13 @@ class AdminApi:
 
 @dataclass(frozen=True)
 class Service:
-    port: int  # DESIGN.md, "listens (default)"
+    port: int  # docs/ARCHITECTURE.md, "listens (default)"
     listen: str  # the variable of its listen address
     grpc: bool  # its /metrics and /healthz are on METRICS_LISTEN (the gRPC services, the broker)
     admin: AdminApi | None = None  # an admin API on a port of its own
 
 
-# The design's services and ports (DESIGN.md, Services table).
+# The design's services and ports (docs/ARCHITECTURE.md, "The services, their ports and who calls whom").
 SERVICES = {
     "auth": Service(50051, "AUTH_LISTEN", True),
     "chat": Service(50052, "CHAT_LISTEN", True),
@@ -282,7 +282,7 @@ def discover(service: str, build: bool) -> Known:
     if spec.listen not in known.names:
         error(crate, f"{spec.listen} is not among its variables ({known.source})")
     if known.listen_default and port_of(known.listen_default) != spec.port:
-        error(crate, f"{spec.listen} defaults to {known.listen_default}, but DESIGN.md gives port {spec.port}")
+        error(crate, f"{spec.listen} defaults to {known.listen_default}, but docs/ARCHITECTURE.md gives port {spec.port}")
     if spec.admin:
         for var in (spec.admin.listen, spec.admin.token):
             if var not in known.names:

@@ -5,7 +5,7 @@
 #      machine's PostgreSQL and RabbitMQ and an SMTP server (maildev), under steady
 #      traffic; one broker replica, auth, chat, the logger, mail and the listener are
 #      killed with SIGKILL in turn and started again, the RabbitMQ connection is cut and
-#      restored; every promise of DESIGN.md is checked per fault and the table written to
+#      restored; every resilience rule of docs/ARCHITECTURE.md is checked per fault and the table written to
 #      target/faults.md (docs/RELIABILITY.md).
 #   1. The all-in-one under SIGKILL (tests/crash.rs): the `microchat` binary, every service
 #      in one process on its SQLite files, under steady traffic (registrations, logins,

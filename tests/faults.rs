@@ -16,7 +16,7 @@
 //! server said `resync` or the socket had to reconnect, as a client does), events
 //! produced (the state changes in the databases) vs handled by the listener, mails
 //! expected vs received, and how long the system took to recover. The promises of
-//! DESIGN.md are asserted per fault; the table is printed and written to
+//! docs/ARCHITECTURE.md ("Resilience rules") are asserted per fault; the table is printed and written to
 //! `target/faults.md`.
 //!
 //! It takes about two minutes, so `cargo test` leaves it out; `make faults` runs it.
@@ -114,7 +114,7 @@ impl Fault {
         }
     }
 
-    /// Whether DESIGN.md lets `op` answer 503 while this is broken.
+    /// Whether the resilience rules (docs/ARCHITECTURE.md) let `op` answer 503 while this is broken.
     fn allows_503(self, op: &str) -> bool {
         match self {
             // Login, register (and logout, which ends the session in auth) need auth.

@@ -429,7 +429,7 @@ async fn logout_on_one_replica_reaches_the_others_promptly() {
         Code::Unauthenticated,
     );
     // ...and its memory-only token check learns of the logout from the feed it polls
-    // every half second: within the 1 s that DESIGN.md promises.
+    // every half second: within the 1 s that docs/ARCHITECTURE.md promises.
     let deadline = tokio::time::Instant::now() + Duration::from_millis(1_000);
     while second.verify(&issued.access_token).await.is_ok() {
         assert!(

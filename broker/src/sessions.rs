@@ -8,7 +8,7 @@
 //!
 //! While the stream is down this broker may miss revocations, so it asks auth about each
 //! request instead. If auth cannot be reached either, tokens that verify locally are
-//! accepted: they are short-lived, and DESIGN.md wants logged-in users to keep chatting
+//! accepted: they are short-lived, and docs/ARCHITECTURE.md ("Resilience rules") wants logged-in users to keep chatting
 //! while auth is down.
 
 use crate::error::ApiError;

@@ -3,7 +3,7 @@
 //!
 //! Phase "broker" sends `GET /api/auth/me` with a bearer token, each client on its own
 //! keep-alive HTTP/1.1 connection. Phase "grpc" asks auth `VerifyToken` directly, eight
-//! clients sharing each HTTP/2 channel. The broker checks tokens itself (see DESIGN.md),
+//! clients sharing each HTTP/2 channel. The broker checks tokens itself (docs/ARCHITECTURE.md),
 //! so the ratio of their latencies shows what the broker adds around that check.
 
 use crate::http::{self, Connection};
