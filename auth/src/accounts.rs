@@ -120,7 +120,7 @@ pub struct Issued {
 
 /// Accounts, sessions and tokens.
 pub struct Accounts {
-    store: Arc<dyn UserStore>,
+    store: UserStore,
     keys: SigningKey,
     verifier: TokenVerifier,
     revocations: Arc<RevocationFeed>,
@@ -193,7 +193,7 @@ fn new_refresh_token(session: Uuid) -> String {
 impl Accounts {
     /// Accounts over a store, signing with `keys`.
     pub async fn new(
-        store: Arc<dyn UserStore>,
+        store: UserStore,
         keys: SigningKey,
         revocations: Arc<RevocationFeed>,
         policy: Policy,
@@ -230,8 +230,8 @@ impl Accounts {
         &self.revocations
     }
 
-    /// The store (for readiness checks).
-    pub fn store(&self) -> &Arc<dyn UserStore> {
+    /// The store (for the revocation follower and the outbox relay).
+    pub fn store(&self) -> &UserStore {
         &self.store
     }
 

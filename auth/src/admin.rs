@@ -38,7 +38,7 @@ pub async fn run(
     let store = crate::store::connect(&auth.database_url(data_dir))
         .await
         .context("opening the auth database")?;
-    let account = find(store.as_ref(), user).await?;
+    let account = find(&store, user).await?;
     let change = match store.change_role(account.id, role).await {
         Ok(Some(change)) => change,
         Ok(None) => anyhow::bail!("no account {user:?} (it may be being deleted)"),
@@ -48,7 +48,7 @@ pub async fn run(
         ),
         Err(error) => return Err(error).context("changing the role"),
     };
-    let ended = crate::end_sessions_after(store.as_ref(), &change, auth.access_token_ttl)
+    let ended = crate::end_sessions_after(&store, &change, auth.access_token_ttl)
         .await
         .context("ending the account's sessions")?;
     let mut said = format!(
@@ -65,7 +65,7 @@ pub async fn run(
 }
 
 /// The account a username or a user id names.
-async fn find(store: &dyn UserStore, user: &str) -> anyhow::Result<User> {
+async fn find(store: &UserStore, user: &str) -> anyhow::Result<User> {
     let found = match uuid::Uuid::try_parse(user.trim()) {
         Ok(id) => store.user(id).await?,
         Err(_) => {

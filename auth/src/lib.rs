@@ -59,7 +59,7 @@ impl Auth {
             Some(pem) => SigningKey::from_pem(pem)?,
             None => SigningKey::load_or_create(&data_dir.join("auth-signing-key.pem"))?,
         };
-        let feed = Arc::new(RevocationFeed::load(store.as_ref()).await?);
+        let feed = Arc::new(RevocationFeed::load(&store).await?);
         let policy = Policy {
             access_ttl: config.access_token_ttl,
             session_ttl: config.session_ttl,
@@ -112,7 +112,7 @@ impl Auth {
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         let follower = tokio::spawn(
             Arc::clone(self.accounts.revocations())
-                .follow(Arc::clone(self.accounts.store()), shutdown.clone()),
+                .follow(self.accounts.store().clone(), shutdown.clone()),
         );
         let relay = spawn_relay(
             self.bus,

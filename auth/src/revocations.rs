@@ -27,7 +27,7 @@ pub struct RevocationFeed {
 
 impl RevocationFeed {
     /// Loads every revocation whose tokens may still be alive.
-    pub async fn load(store: &dyn UserStore) -> Result<Self, StoreError> {
+    pub async fn load(store: &UserStore) -> Result<Self, StoreError> {
         let (announce, _) = broadcast::channel(4096);
         let feed = Self {
             list: RevocationList::default(),
@@ -67,7 +67,7 @@ impl RevocationFeed {
 
     /// Follows the database feed until shutdown: picks up other replicas' revocations and
     /// prunes what has expired.
-    pub async fn follow(self: Arc<Self>, store: Arc<dyn UserStore>, shutdown: Shutdown) {
+    pub async fn follow(self: Arc<Self>, store: UserStore, shutdown: Shutdown) {
         let mut since = chrono::Utc::now().timestamp_millis() - LOOK_BACK_MS;
         let mut last_prune = tokio::time::Instant::now();
         loop {

@@ -1,6 +1,6 @@
 //! The user store contract, written once and checked against both backends: SQLite (the
 //! embedded run) and PostgreSQL (dev stack, cluster). Each behaviour below is one
-//! function over `&dyn UserStore`; `on_both_backends!` gives it a `#[tokio::test]` per
+//! function over `&UserStore`; `on_both_backends!` gives it a `#[tokio::test]` per
 //! backend (`sqlite::<behaviour>` and `postgres::<behaviour>`), each on a database of its own.
 //! Without a reachable PostgreSQL the `postgres::` tests say they are skipped (outside CI).
 
@@ -11,16 +11,14 @@ use auth::{
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use platform::{
     events::Event,
-    sql::{Backend, backend},
     testing::{OutboxRow, TestDatabase, outbox_rows},
 };
 use proto::events::v1::{self as events, envelope::Payload};
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// A migrated store on a database that lives as long as this does.
 struct TestStore {
-    store: Arc<dyn UserStore>,
+    store: UserStore,
     url: String,
     _database: TestDatabase,
 }
@@ -57,7 +55,7 @@ macro_rules! on_both_backends {
                 #[tokio::test]
                 async fn $behaviour() {
                     let store = super::TestStore::sqlite().await;
-                    super::$behaviour(store.store.as_ref() $(, &store.$url)?).await;
+                    super::$behaviour(&store.store $(, &store.$url)?).await;
                 }
             )*
         }
@@ -67,10 +65,13 @@ macro_rules! on_both_backends {
                 #[tokio::test]
                 async fn $behaviour() {
                     let Some(store) = super::TestStore::postgres().await else {
-                        eprintln!("skipped postgres::{}: PostgreSQL is not reachable", stringify!($behaviour));
+                        eprintln!(
+                            "skipped postgres::{}: PostgreSQL is not reachable",
+                            stringify!($behaviour)
+                        );
                         return;
                     };
-                    super::$behaviour(store.store.as_ref() $(, &store.$url)?).await;
+                    super::$behaviour(&store.store $(, &store.$url)?).await;
                 }
             )*
         }
@@ -117,7 +118,7 @@ on_both_backends!(
 type Written = OutboxRow;
 
 /// The outbox, in commit order.
-async fn outbox(store: &dyn UserStore) -> Vec<Written> {
+async fn outbox(store: &UserStore) -> Vec<Written> {
     outbox_rows(&store.outbox()).await
 }
 
@@ -204,11 +205,11 @@ fn new_account(username: &str, email: &str) -> NewAccount {
 }
 
 /// Inserts an account with its `user.registered` event.
-async fn register(store: &dyn UserStore, account: &NewAccount) -> Result<User, StoreError> {
+async fn register(store: &UserStore, account: &NewAccount) -> Result<User, StoreError> {
     store.insert_account(account, &registered(account)).await
 }
 
-async fn insert_user(store: &dyn UserStore, username: &str) -> User {
+async fn insert_user(store: &UserStore, username: &str) -> User {
     let account = new_account(username, &format!("{username}@example.com"));
     register(store, &account)
         .await
@@ -231,14 +232,14 @@ fn new_session(user: &User, refresh_hash: &str) -> NewSession {
     }
 }
 
-async fn insert_session(store: &dyn UserStore, refresh_hash: &str) -> Session {
+async fn insert_session(store: &UserStore, refresh_hash: &str) -> Session {
     let unique = Uuid::new_v4().simple().to_string();
     let user = insert_user(store, &format!("user-{}", &unique[..16])).await;
     open_session(store, &user, refresh_hash).await.session
 }
 
 /// Opens a session of `user` with its `user.logged_in` event.
-async fn open_session(store: &dyn UserStore, user: &User, refresh_hash: &str) -> NewSession {
+async fn open_session(store: &UserStore, user: &User, refresh_hash: &str) -> NewSession {
     let new = new_session(user, refresh_hash);
     store
         .insert_session(&new, &logged_in(user, &new))
@@ -261,7 +262,7 @@ fn revocation_now(session_id: Uuid) -> Revocation {
     revocation(session_id, at.timestamp_millis(), at.timestamp() + 15 * 60)
 }
 
-async fn stored_session(store: &dyn UserStore, id: Uuid) -> (Session, String) {
+async fn stored_session(store: &UserStore, id: Uuid) -> (Session, String) {
     store
         .session(id)
         .await
@@ -272,7 +273,7 @@ async fn stored_session(store: &dyn UserStore, id: Uuid) -> (Session, String) {
 // ---------------------------------------------------------------------------------------
 // Accounts
 
-async fn inserted_account_is_found_by_username_email_and_id(store: &dyn UserStore) {
+async fn inserted_account_is_found_by_username_email_and_id(store: &UserStore) {
     let account = new_account("Ada.Lovelace", "Ada@Example.com");
     let user = register(store, &account).await.unwrap();
     assert_eq!(user.username, "ada.lovelace");
@@ -296,7 +297,7 @@ async fn inserted_account_is_found_by_username_email_and_id(store: &dyn UserStor
     assert_eq!(store.user(user.id).await.unwrap(), Some(user));
 }
 
-async fn unknown_accounts_are_not_found(store: &dyn UserStore) {
+async fn unknown_accounts_are_not_found(store: &UserStore) {
     insert_user(store, "ada").await;
     assert!(
         store
@@ -315,7 +316,7 @@ async fn unknown_accounts_are_not_found(store: &dyn UserStore) {
     assert_eq!(store.user(Uuid::now_v7()).await.unwrap(), None);
 }
 
-async fn username_taken_in_another_case_is_refused(store: &dyn UserStore) {
+async fn username_taken_in_another_case_is_refused(store: &UserStore) {
     let first = insert_user(store, "ada").await;
     let second = register(store, &new_account("ADA", "other@example.com")).await;
     assert!(
@@ -326,7 +327,7 @@ async fn username_taken_in_another_case_is_refused(store: &dyn UserStore) {
     assert_eq!(store.users_after("", 10).await.unwrap(), vec![first]);
 }
 
-async fn email_taken_in_another_case_is_refused(store: &dyn UserStore) {
+async fn email_taken_in_another_case_is_refused(store: &UserStore) {
     let first = insert_user(store, "ada").await;
     let second = register(store, &new_account("grace", "ADA@example.COM")).await;
     assert!(
@@ -336,7 +337,7 @@ async fn email_taken_in_another_case_is_refused(store: &dyn UserStore) {
     assert_eq!(store.users_after("", 10).await.unwrap(), vec![first]);
 }
 
-async fn users_are_paged_in_username_order(store: &dyn UserStore) {
+async fn users_are_paged_in_username_order(store: &UserStore) {
     for name in ["mallory", "bob", "alice", "eve", "carol", "dave", "trent"] {
         insert_user(store, name).await;
     }
@@ -370,7 +371,7 @@ async fn users_are_paged_in_username_order(store: &dyn UserStore) {
 // ---------------------------------------------------------------------------------------
 // Sessions
 
-async fn session_is_read_back_with_its_refresh_hash(store: &dyn UserStore) {
+async fn session_is_read_back_with_its_refresh_hash(store: &UserStore) {
     let session = insert_session(store, "hash-1").await;
     assert_eq!(
         stored_session(store, session.id).await,
@@ -379,7 +380,7 @@ async fn session_is_read_back_with_its_refresh_hash(store: &dyn UserStore) {
     assert!(store.session(Uuid::now_v7()).await.unwrap().is_none());
 }
 
-async fn refresh_rotates_only_from_the_current_hash(store: &dyn UserStore) {
+async fn refresh_rotates_only_from_the_current_hash(store: &UserStore) {
     let session = insert_session(store, "hash-1").await;
     let later = session.expires_at + chrono::Duration::hours(1);
 
@@ -428,7 +429,7 @@ async fn refresh_rotates_only_from_the_current_hash(store: &dyn UserStore) {
     );
 }
 
-async fn revoked_session_cannot_rotate(store: &dyn UserStore) {
+async fn revoked_session_cannot_rotate(store: &UserStore) {
     let session = insert_session(store, "hash-1").await;
     assert!(
         store
@@ -449,7 +450,7 @@ async fn revoked_session_cannot_rotate(store: &dyn UserStore) {
 // ---------------------------------------------------------------------------------------
 // Revocations
 
-async fn revoking_ends_the_session_and_feeds_it_once(store: &dyn UserStore) {
+async fn revoking_ends_the_session_and_feeds_it_once(store: &UserStore) {
     let session = insert_session(store, "hash-1").await;
     let first = revocation_now(session.id);
     assert!(store.revoke_session(session.id, first, None).await.unwrap());
@@ -476,7 +477,7 @@ async fn revoking_ends_the_session_and_feeds_it_once(store: &dyn UserStore) {
     );
 }
 
-async fn revoking_an_unknown_session_feeds_nothing(store: &dyn UserStore) {
+async fn revoking_an_unknown_session_feeds_nothing(store: &UserStore) {
     let unknown = Uuid::now_v7();
     assert!(
         !store
@@ -487,37 +488,28 @@ async fn revoking_an_unknown_session_feeds_nothing(store: &dyn UserStore) {
     assert!(store.revocations_since(0).await.unwrap().is_empty());
 }
 
-/// Writes a feed row behind the store's back, so that the store's own feed insert fails.
+/// Writes a feed row behind the store's back (on a pool of its own), so that the store's
+/// own feed insert fails.
 async fn insert_feed_row_directly(url: &str, entry: Revocation) {
-    macro_rules! insert {
-        ($pool:expr) => {
-            sqlx::query("INSERT INTO revocations (session_id, revoked_at_ms, forget_after) VALUES ($1, $2, $3)")
-                .bind(entry.session_id)
-                .bind(entry.revoked_at_ms)
-                .bind(entry.forget_after)
-                .execute(&$pool)
-                .await
-                .expect("the feed row is written")
-        };
-    }
-    match backend(url) {
-        Some(Backend::Postgres) => {
-            assert_eq!(
-                insert!(platform::sql::connect_postgres(url, 1).await.unwrap()).rows_affected(),
-                1
-            )
-        }
-        Some(Backend::Sqlite) => {
-            assert_eq!(
-                insert!(platform::sql::connect_sqlite(url).await.unwrap()).rows_affected(),
-                1
-            )
-        }
-        None => unreachable!("test stores are PostgreSQL or SQLite"),
-    }
+    const SQL: &str =
+        "INSERT INTO revocations (session_id, revoked_at_ms, forget_after) VALUES ($1, $2, $3)";
+    let pool = platform::sql::connect(url)
+        .await
+        .expect("the test database opens");
+    let written = platform::on_pool!(&pool, |pool| {
+        sqlx::query(SQL)
+            .bind(entry.session_id)
+            .bind(entry.revoked_at_ms)
+            .bind(entry.forget_after)
+            .execute(pool)
+            .await
+            .expect("the feed row is written")
+            .rows_affected()
+    });
+    assert_eq!(written, 1);
 }
 
-async fn failed_feed_write_leaves_the_session_active(store: &dyn UserStore, url: &str) {
+async fn failed_feed_write_leaves_the_session_active(store: &UserStore, url: &str) {
     let session = insert_session(store, "hash-1").await;
     let stale = revocation(session.id, 1_000, 2_000);
     insert_feed_row_directly(url, stale).await;
@@ -541,7 +533,7 @@ async fn failed_feed_write_leaves_the_session_active(store: &dyn UserStore, url:
     );
 }
 
-async fn revocations_are_read_from_a_time_on_in_order(store: &dyn UserStore) {
+async fn revocations_are_read_from_a_time_on_in_order(store: &UserStore) {
     let start = Utc::now().timestamp_millis();
     let mut entries = Vec::new();
     for offset in [0, 1_000, 2_000] {
@@ -568,7 +560,7 @@ async fn revocations_are_read_from_a_time_on_in_order(store: &dyn UserStore) {
     );
 }
 
-async fn pruning_forgets_only_expired_revocations(store: &dyn UserStore) {
+async fn pruning_forgets_only_expired_revocations(store: &UserStore) {
     let start = Utc::now().timestamp_millis();
     let mut entries = Vec::new();
     for (offset, forget_after) in [(0, 100), (1, 200), (2, 300)] {
@@ -595,7 +587,7 @@ async fn pruning_forgets_only_expired_revocations(store: &dyn UserStore) {
 // ---------------------------------------------------------------------------------------
 // Storage
 
-async fn timestamps_round_trip_to_the_microsecond(store: &dyn UserStore) {
+async fn timestamps_round_trip_to_the_microsecond(store: &UserStore) {
     let created_at = Utc.with_ymd_and_hms(2024, 2, 29, 23, 59, 58).unwrap()
         + chrono::Duration::microseconds(123_456);
     let account = NewAccount {
@@ -637,7 +629,7 @@ async fn timestamps_round_trip_to_the_microsecond(store: &dyn UserStore) {
     );
 }
 
-async fn migrating_again_keeps_the_data(store: &dyn UserStore) {
+async fn migrating_again_keeps_the_data(store: &UserStore) {
     let user = insert_user(store, "ada").await;
     store
         .migrate()
@@ -650,7 +642,7 @@ async fn migrating_again_keeps_the_data(store: &dyn UserStore) {
 // ---------------------------------------------------------------------------------------
 // Events commit with their state change, and only with it
 
-async fn registering_writes_one_user_registered_event(store: &dyn UserStore) {
+async fn registering_writes_one_user_registered_event(store: &UserStore) {
     let account = new_account("Ada", "Ada@Example.com");
     let event = registered(&account);
     let user = store.insert_account(&account, &event).await.unwrap();
@@ -671,7 +663,7 @@ async fn registering_writes_one_user_registered_event(store: &dyn UserStore) {
     );
 }
 
-async fn a_refused_registration_writes_no_event(store: &dyn UserStore) {
+async fn a_refused_registration_writes_no_event(store: &UserStore) {
     let ada = insert_user(store, "ada").await;
     for (username, email, taken) in [
         ("ADA", "other@example.com", Taken::Username),
@@ -685,12 +677,13 @@ async fn a_refused_registration_writes_no_event(store: &dyn UserStore) {
     }
     let written = outbox(store).await;
     assert_eq!(written.len(), 1, "only ada's registration: {written:?}");
-    assert!(
-        matches!(&written[0].payload, Payload::UserRegistered(event) if event.user_id == ada.id.to_string())
-    );
+    let Payload::UserRegistered(event) = &written[0].payload else {
+        panic!("only a registration was written: {written:?}");
+    };
+    assert_eq!(event.user_id, ada.id.to_string());
 }
 
-async fn an_account_whose_event_cannot_be_written_is_not_kept(store: &dyn UserStore) {
+async fn an_account_whose_event_cannot_be_written_is_not_kept(store: &UserStore) {
     let ada = new_account("ada", "ada@example.com");
     let event = registered(&ada);
     store.insert_account(&ada, &event).await.unwrap();
@@ -717,7 +710,7 @@ async fn an_account_whose_event_cannot_be_written_is_not_kept(store: &dyn UserSt
         .expect("the username and email are free");
 }
 
-async fn opening_a_session_writes_user_logged_in(store: &dyn UserStore) {
+async fn opening_a_session_writes_user_logged_in(store: &UserStore) {
     let user = insert_user(store, "ada").await;
     let new = new_session(&user, "hash-1");
     let event = logged_in(&user, &new);
@@ -749,7 +742,7 @@ async fn opening_a_session_writes_user_logged_in(store: &dyn UserStore) {
     assert_eq!(outbox(store).await.len(), 2);
 }
 
-async fn a_logout_event_is_written_once_with_the_revocation(store: &dyn UserStore) {
+async fn a_logout_event_is_written_once_with_the_revocation(store: &UserStore) {
     let user = insert_user(store, "ada").await;
     let new = open_session(store, &user, "hash-1").await;
     let session = new.session.id;
@@ -789,7 +782,7 @@ async fn a_logout_event_is_written_once_with_the_revocation(store: &dyn UserStor
     }
 }
 
-async fn revoking_without_an_event_writes_none(store: &dyn UserStore) {
+async fn revoking_without_an_event_writes_none(store: &UserStore) {
     let session = insert_session(store, "hash-1").await;
     assert!(
         store
@@ -803,7 +796,7 @@ async fn revoking_without_an_event_writes_none(store: &dyn UserStore) {
     );
 }
 
-async fn a_failed_revocation_writes_no_event(store: &dyn UserStore, url: &str) {
+async fn a_failed_revocation_writes_no_event(store: &UserStore, url: &str) {
     let user = insert_user(store, "ada").await;
     let new = open_session(store, &user, "hash-1").await;
     let session = new.session.id;
@@ -827,7 +820,7 @@ async fn a_failed_revocation_writes_no_event(store: &dyn UserStore, url: &str) {
     );
 }
 
-async fn deleting_an_account_writes_its_event_once(store: &dyn UserStore) {
+async fn deleting_an_account_writes_its_event_once(store: &UserStore) {
     let user = insert_user(store, "grace").await;
     open_session(store, &user, "hash-1").await;
     let made = std::sync::Mutex::new(Vec::new());
@@ -867,7 +860,7 @@ async fn deleting_an_account_writes_its_event_once(store: &dyn UserStore) {
 // ---------------------------------------------------------------------------------------
 // Roles, deactivation and names taken for good
 
-async fn first_account_is_the_owner_and_the_next_are_members(store: &dyn UserStore) {
+async fn first_account_is_the_owner_and_the_next_are_members(store: &UserStore) {
     let first = insert_user(store, "founder").await;
     let second = insert_user(store, "newcomer").await;
     assert_eq!(first.role, Role::Owner);
@@ -885,7 +878,7 @@ async fn first_account_is_the_owner_and_the_next_are_members(store: &dyn UserSto
     assert_eq!(insert_user(store, "latecomer").await.role, Role::Member);
 }
 
-async fn concurrent_first_registrations_make_exactly_one_owner(store: &dyn UserStore) {
+async fn concurrent_first_registrations_make_exactly_one_owner(store: &UserStore) {
     let accounts: Vec<NewAccount> = (0..6)
         .map(|n| new_account(&format!("racer{n}"), &format!("racer{n}@example.com")))
         .collect();
@@ -905,7 +898,7 @@ async fn concurrent_first_registrations_make_exactly_one_owner(store: &dyn UserS
     assert_eq!(owners, 1, "{users:?}");
 }
 
-async fn a_deleted_accounts_username_stays_taken(store: &dyn UserStore) {
+async fn a_deleted_accounts_username_stays_taken(store: &UserStore) {
     let admin = insert_user(store, "admin").await;
     assert!(
         store
@@ -931,7 +924,7 @@ async fn a_deleted_accounts_username_stays_taken(store: &dyn UserStore) {
     );
 }
 
-async fn role_changes_report_the_previous_role_and_active_sessions(store: &dyn UserStore) {
+async fn role_changes_report_the_previous_role_and_active_sessions(store: &UserStore) {
     insert_user(store, "owner").await;
     let ada = insert_user(store, "ada").await;
     let laptop = open_session(store, &ada, "hash-laptop").await;
@@ -962,7 +955,7 @@ async fn role_changes_report_the_previous_role_and_active_sessions(store: &dyn U
     assert_eq!(demoted.user.role, Role::Member);
 }
 
-async fn the_last_active_owner_cannot_be_demoted_or_deactivated(store: &dyn UserStore) {
+async fn the_last_active_owner_cannot_be_demoted_or_deactivated(store: &UserStore) {
     let founder = insert_user(store, "founder").await;
     let grace = insert_user(store, "grace").await;
     assert!(matches!(
@@ -1010,7 +1003,7 @@ async fn the_last_active_owner_cannot_be_demoted_or_deactivated(store: &dyn User
     ));
 }
 
-async fn deactivation_keeps_the_account_and_reactivation_restores_it(store: &dyn UserStore) {
+async fn deactivation_keeps_the_account_and_reactivation_restores_it(store: &UserStore) {
     insert_user(store, "owner").await;
     let ada = insert_user(store, "ada").await;
     let session = open_session(store, &ada, "hash-1").await;
@@ -1051,7 +1044,7 @@ async fn deactivation_keeps_the_account_and_reactivation_restores_it(store: &dyn
     );
 }
 
-async fn changes_to_unknown_or_deleted_accounts_find_nothing(store: &dyn UserStore) {
+async fn changes_to_unknown_or_deleted_accounts_find_nothing(store: &UserStore) {
     insert_user(store, "owner").await;
     let leaving = insert_user(store, "leaving").await;
     store.begin_deletion(leaving.id, now()).await.unwrap();

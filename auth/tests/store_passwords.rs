@@ -1,6 +1,6 @@
 //! The store's part in passwords, sessions and email verification, checked against both
 //! backends like the rest of the user store contract (`store.rs`): each behaviour is one
-//! function over `&dyn UserStore`, run on SQLite and on PostgreSQL (skipped, saying so,
+//! function over `&UserStore`, run on SQLite and on PostgreSQL (skipped, saying so,
 //! when no PostgreSQL answers outside CI).
 
 use auth::{
@@ -13,7 +13,6 @@ use platform::{
     testing::{TestDatabase, outbox_rows},
 };
 use proto::events::v1::{self as events, envelope::Payload};
-use std::sync::Arc;
 use uuid::Uuid;
 
 macro_rules! on_both_backends {
@@ -24,7 +23,7 @@ macro_rules! on_both_backends {
                 async fn $behaviour() {
                     let database = platform::testing::TestDatabase::sqlite("auth-passwords");
                     let (store, _database) = super::open(database).await;
-                    super::$behaviour(store.as_ref()).await;
+                    super::$behaviour(&store).await;
                 }
             )*
         }
@@ -34,11 +33,14 @@ macro_rules! on_both_backends {
                 #[tokio::test]
                 async fn $behaviour() {
                     let Some(database) = platform::testing::TestDatabase::postgres().await else {
-                        eprintln!("skipped postgres::{}: PostgreSQL is not reachable", stringify!($behaviour));
+                        eprintln!(
+                            "skipped postgres::{}: PostgreSQL is not reachable",
+                            stringify!($behaviour)
+                        );
                         return;
                     };
                     let (store, _database) = super::open(database).await;
-                    super::$behaviour(store.as_ref()).await;
+                    super::$behaviour(&store).await;
                 }
             )*
         }
@@ -54,7 +56,7 @@ on_both_backends!(
     unrevoked_sessions_are_listed_newest_first_with_their_client,
 );
 
-async fn open(database: TestDatabase) -> (Arc<dyn UserStore>, TestDatabase) {
+async fn open(database: TestDatabase) -> (UserStore, TestDatabase) {
     let store = store::connect(database.url())
         .await
         .expect("a fresh test database opens and migrates");
@@ -76,7 +78,7 @@ fn event(user: &User) -> Event {
     )
 }
 
-async fn insert_user(store: &dyn UserStore, username: &str) -> User {
+async fn insert_user(store: &UserStore, username: &str) -> User {
     let account = NewAccount {
         id: Uuid::now_v7(),
         username: Username::parse(username).expect("valid"),
@@ -98,7 +100,7 @@ async fn insert_user(store: &dyn UserStore, username: &str) -> User {
 }
 
 async fn insert_token(
-    store: &dyn UserStore,
+    store: &UserStore,
     user: &User,
     hash: &str,
     purpose: TokenPurpose,
@@ -118,7 +120,7 @@ async fn insert_token(
         .expect("the token is stored");
 }
 
-async fn password_hash(store: &dyn UserStore, user: &User) -> String {
+async fn password_hash(store: &UserStore, user: &User) -> String {
     store
         .account_by_id(user.id)
         .await
@@ -127,7 +129,7 @@ async fn password_hash(store: &dyn UserStore, user: &User) -> String {
         .password_hash
 }
 
-async fn redeem_reset(store: &dyn UserStore, hash: &str, new_hash: &str) -> bool {
+async fn redeem_reset(store: &UserStore, hash: &str, new_hash: &str) -> bool {
     store
         .redeem_account_token(
             hash,
@@ -141,7 +143,7 @@ async fn redeem_reset(store: &dyn UserStore, hash: &str, new_hash: &str) -> bool
         .is_some()
 }
 
-async fn events_of(store: &dyn UserStore, key: &str) -> usize {
+async fn events_of(store: &UserStore, key: &str) -> usize {
     outbox_rows(&store.outbox())
         .await
         .iter()
@@ -149,7 +151,7 @@ async fn events_of(store: &dyn UserStore, key: &str) -> usize {
         .count()
 }
 
-async fn a_reset_token_works_once_and_sets_the_password_with_its_event(store: &dyn UserStore) {
+async fn a_reset_token_works_once_and_sets_the_password_with_its_event(store: &UserStore) {
     let ada = insert_user(store, "ada").await;
     insert_token(
         store,
@@ -186,7 +188,7 @@ async fn a_reset_token_works_once_and_sets_the_password_with_its_event(store: &d
     );
 }
 
-async fn an_expired_or_unknown_token_changes_nothing(store: &dyn UserStore) {
+async fn an_expired_or_unknown_token_changes_nothing(store: &UserStore) {
     let ada = insert_user(store, "ada").await;
     insert_token(
         store,
@@ -202,7 +204,7 @@ async fn an_expired_or_unknown_token_changes_nothing(store: &dyn UserStore) {
     assert_eq!(events_of(store, "user.password_changed").await, 0);
 }
 
-async fn a_token_is_only_good_for_its_purpose(store: &dyn UserStore) {
+async fn a_token_is_only_good_for_its_purpose(store: &UserStore) {
     let ada = insert_user(store, "ada").await;
     insert_token(
         store,
@@ -223,7 +225,7 @@ async fn a_token_is_only_good_for_its_purpose(store: &dyn UserStore) {
     );
 }
 
-async fn a_verification_token_verifies_the_address(store: &dyn UserStore) {
+async fn a_verification_token_verifies_the_address(store: &UserStore) {
     let ada = insert_user(store, "ada").await;
     assert_eq!(
         store.email_verified_at(ada.id).await.expect("reads"),
@@ -263,7 +265,7 @@ async fn a_verification_token_verifies_the_address(store: &dyn UserStore) {
     );
 }
 
-async fn a_new_password_spends_unused_reset_tokens(store: &dyn UserStore) {
+async fn a_new_password_spends_unused_reset_tokens(store: &UserStore) {
     let ada = insert_user(store, "ada").await;
     insert_token(
         store,
@@ -289,7 +291,7 @@ async fn a_new_password_spends_unused_reset_tokens(store: &dyn UserStore) {
     );
 }
 
-async fn unrevoked_sessions_are_listed_newest_first_with_their_client(store: &dyn UserStore) {
+async fn unrevoked_sessions_are_listed_newest_first_with_their_client(store: &UserStore) {
     let ada = insert_user(store, "ada").await;
     let mut ids = Vec::new();
     for agent in ["laptop/1", "phone/2"] {

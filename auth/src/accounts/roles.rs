@@ -44,7 +44,7 @@ pub(super) fn revocation_now(session: Uuid, access_ttl: Duration) -> Revocation 
 /// The feed table carries the revocations to every auth replica (and so every broker),
 /// also when the change was made by the `microchat admin` command outside the service.
 pub async fn end_sessions_after(
-    store: &dyn UserStore,
+    store: &UserStore,
     change: &AccountChange,
     access_ttl: Duration,
 ) -> Result<Vec<Revocation>, StoreError> {
@@ -132,8 +132,7 @@ impl Accounts {
 
     /// Ends the sessions a change took rights from, here and (through the feed) everywhere.
     async fn settle(&self, change: AccountChange) -> Result<Changed, AuthError> {
-        let ended =
-            end_sessions_after(self.store.as_ref(), &change, self.policy.access_ttl).await?;
+        let ended = end_sessions_after(&self.store, &change, self.policy.access_ttl).await?;
         for entry in &ended {
             self.revocations.record(entry);
         }

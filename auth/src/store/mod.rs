@@ -1,19 +1,29 @@
-//! The user store port: what auth needs from its database, whatever the database is.
-//! One SQL implementation serves PostgreSQL (dev stack, cluster) and SQLite (embedded);
-//! the URL scheme picks which.
+//! The user store: what auth keeps in its database, whatever the database is. One
+//! [`UserStore`] serves PostgreSQL (dev stack, cluster) and SQLite (embedded); the URL
+//! scheme picks which. Both take the same statements (`$n` placeholders work in both),
+//! each written once and dispatched to the pool's backend where it runs
+//! ([`platform::on_pool!`], [`platform::on_tx!`]); only the migrations differ.
+//!
+//! The methods are split by what they change: `accounts` (the `users` rows and their
+//! deletion), `roles` (roles and deactivation, which keep an owner), `sessions`
+//! (sessions, refresh rotation and the revocation feed) and `passwords` (password
+//! changes and the one-time tokens of mailed links).
 
+mod accounts;
 mod passwords;
-mod sql;
+mod roles;
+mod sessions;
 
-use crate::domain::{Account, Email, Role, Session, User, Username};
-use async_trait::async_trait;
+use crate::domain::{Email, Role, Session, User, Username};
 use chrono::{DateTime, Utc};
-use platform::events::Event;
-use std::sync::Arc;
+use platform::{
+    events::{Event, outbox},
+    sql::{Backend, Pool, Transaction},
+};
 use uuid::Uuid;
 
-pub use passwords::{AccountToken, NewAccountToken, PasswordStore, SessionRecord, TokenPurpose};
-pub use sql::{PostgresUserStore, SqliteUserStore};
+pub use passwords::{AccountToken, NewAccountToken, TokenPurpose};
+pub use sessions::SessionRecord;
 
 /// Which unique field a new account collided on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,101 +111,58 @@ pub struct AccountChange {
     pub active_sessions: Vec<Uuid>,
 }
 
-/// Accounts, sessions and the revocation feed.
-#[async_trait]
-pub trait UserStore: PasswordStore + Send + Sync + 'static {
-    /// Applies pending migrations.
-    async fn migrate(&self) -> Result<(), StoreError>;
-    /// Cheap round trip, for readiness.
-    async fn ping(&self) -> Result<(), StoreError>;
-    /// The pool, for the outbox relay.
-    fn pool(&self) -> platform::sql::Pool;
-    /// The outbox its events are written to, for the relay.
-    fn outbox(&self) -> platform::events::outbox::Outbox {
-        platform::events::outbox::Outbox::new(self.pool())
-    }
-    /// Inserts an account and its `user.registered` event; `Taken` when the email is in use
-    /// or the username is or ever was. The first account of an install becomes its owner.
-    async fn insert_account(&self, account: &NewAccount, event: &Event)
-    -> Result<User, StoreError>;
-    /// The account a username names.
-    async fn account_by_username(&self, username: &Username)
-    -> Result<Option<Account>, StoreError>;
-    /// The account an email names.
-    async fn account_by_email(&self, email: &Email) -> Result<Option<Account>, StoreError>;
-    /// A user by id.
-    async fn user(&self, id: Uuid) -> Result<Option<User>, StoreError>;
-    /// Up to `limit` users with usernames after `after`, in username order.
-    async fn users_after(&self, after: &str, limit: u32) -> Result<Vec<User>, StoreError>;
-    /// Inserts a session and its `user.logged_in` event.
-    async fn insert_session(&self, session: &NewSession, event: &Event) -> Result<(), StoreError>;
-    /// A session with its refresh hash.
-    async fn session(&self, id: Uuid) -> Result<Option<(Session, String)>, StoreError>;
-    /// The hash of the refresh token the last rotation replaced, and when it did.
-    async fn previous_refresh(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<(String, DateTime<Utc>)>, StoreError>;
-    /// Replaces the refresh hash if it still is `old` (rotation), remembering `old` as the
-    /// previous one; false if it was not.
-    async fn rotate_refresh(
-        &self,
-        id: Uuid,
-        old: &str,
-        new: &str,
-        expires_at: DateTime<Utc>,
-    ) -> Result<bool, StoreError>;
-    /// Revokes an active session and appends it to the feed, with `event` if given,
-    /// atomically; false (and no event) when it was already revoked or does not exist.
-    async fn revoke_session(
-        &self,
-        id: Uuid,
-        revocation: Revocation,
-        event: Option<&Event>,
-    ) -> Result<bool, StoreError>;
-    /// Feed entries revoked at or after `since_ms`.
-    async fn revocations_since(&self, since_ms: i64) -> Result<Vec<Revocation>, StoreError>;
-    /// Marks an account as being deleted (login refused from now on) and returns its
-    /// active sessions; `None` when there is no such account. Idempotent.
-    async fn begin_deletion(
-        &self,
-        id: Uuid,
-        at: DateTime<Utc>,
-    ) -> Result<Option<Vec<Uuid>>, StoreError>;
-    /// Removes an account and its sessions, with the event `event_for` makes of it,
-    /// atomically; false (and no event) when it was already gone.
-    async fn delete_account(
-        &self,
-        id: Uuid,
-        event_for: &(dyn for<'u> Fn(&'u User) -> Event + Send + Sync),
-    ) -> Result<bool, StoreError>;
-    /// Accounts whose deletion began before `begun_before`, at most `limit`.
-    async fn pending_deletions(
-        &self,
-        begun_before: DateTime<Utc>,
-        limit: u32,
-    ) -> Result<Vec<Uuid>, StoreError>;
-    /// Gives an account `role`; `LastOwner` when that would leave no active owner, `None`
-    /// when there is no such account. Role changes run one at a time.
-    async fn change_role(&self, id: Uuid, role: Role) -> Result<Option<AccountChange>, StoreError>;
-    /// Deactivates an account as of `at` (kept if it already was), or reactivates it
-    /// (`None`); `LastOwner` when that would deactivate the last active owner, `None`
-    /// when there is no such account.
-    async fn set_deactivated(
-        &self,
-        id: Uuid,
-        at: Option<DateTime<Utc>>,
-    ) -> Result<Option<AccountChange>, StoreError>;
-    /// Drops feed entries whose tokens have all expired by `now` (epoch seconds).
-    async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError>;
+/// Accounts, sessions, the revocation feed and the tokens of mailed links, in auth's
+/// database. Cheap to clone: clones share the pool.
+#[derive(Debug, Clone)]
+pub struct UserStore {
+    pool: Pool,
 }
 
 /// Opens the store a database URL names and applies its migrations.
-pub async fn connect(url: &str) -> anyhow::Result<Arc<dyn UserStore>> {
-    let store: Arc<dyn UserStore> = match platform::sql::connect(url).await? {
-        platform::sql::Pool::Postgres(pool) => Arc::new(PostgresUserStore::new(pool)),
-        platform::sql::Pool::Sqlite(pool) => Arc::new(SqliteUserStore::new(pool)),
-    };
+pub async fn connect(url: &str) -> anyhow::Result<UserStore> {
+    let store = UserStore::new(platform::sql::connect(url).await?);
     store.migrate().await?;
     Ok(store)
 }
+
+impl UserStore {
+    /// A store on an open pool (migrations are applied by [`UserStore::migrate`]).
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// Applies pending migrations: auth's own, and the outbox's as version 3.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let postgres = outbox::with_migration(
+            sqlx::migrate!("./migrations/postgres"),
+            Backend::Postgres,
+            3,
+        );
+        let sqlite =
+            outbox::with_migration(sqlx::migrate!("./migrations/sqlite"), Backend::Sqlite, 3);
+        self.pool
+            .migrate(&postgres, &sqlite)
+            .await
+            .map_err(|error| StoreError::Database(error.into()))
+    }
+
+    /// Cheap round trip, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.pool.ping().await?)
+    }
+
+    /// The outbox its events are written to, for the relay.
+    pub fn outbox(&self) -> outbox::Outbox {
+        outbox::Outbox::new(self.pool.clone())
+    }
+}
+
+/// Writes `event` to the outbox in `tx`, so it commits with the state change it tells of.
+async fn insert_event(tx: &mut Transaction, event: &Event) -> Result<(), sqlx::Error> {
+    platform::on_tx!(tx, |tx| {
+        outbox::insert(event).execute(&mut **tx).await.map(drop)
+    })
+}
+
+/// The sessions of user `$1` that are not revoked, by id.
+const ACTIVE_SESSIONS: &str = "SELECT id FROM sessions WHERE user_id = $1 AND revoked_at IS NULL";

@@ -1,13 +1,11 @@
-//! The store's part in passwords, sessions and email verification: password changes,
-//! the one-time tokens of mailed links (only their hashes), and the list of a user's
-//! sessions. Same SQL on PostgreSQL and SQLite, like the rest of the store; times are
-//! compared in Rust, since SQLite keeps them as text.
+//! The store's part in passwords and email verification: password changes and the
+//! one-time tokens of mailed links (only their hashes). Times are compared in Rust, since
+//! SQLite keeps them as text.
 
-use super::{PostgresUserStore, SqliteUserStore, StoreError, sql::UserRow};
-use crate::domain::{Account, Session, User};
-use async_trait::async_trait;
+use super::{StoreError, UserStore, accounts::UserRow, insert_event};
+use crate::domain::User;
 use chrono::{DateTime, Utc};
-use platform::events::{Event, outbox};
+use platform::{events::Event, on_pool, on_tx, sql::Transaction};
 use uuid::Uuid;
 
 /// What a mailed link's token is for.
@@ -57,82 +55,7 @@ pub struct AccountToken {
     pub expires_at: DateTime<Utc>,
 }
 
-/// A session with what "my sessions" shows of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionRecord {
-    /// The session.
-    pub session: Session,
-    /// The last login or refresh.
-    pub last_used_at: DateTime<Utc>,
-    /// The address it was opened from.
-    pub client_ip: String,
-    /// The User-Agent it was opened with (bounded).
-    pub user_agent: String,
-}
-
-/// Passwords, one-time tokens and session lists.
-#[async_trait]
-pub trait PasswordStore {
-    /// The account with this id (not being deleted), with its password hash.
-    async fn account_by_id(&self, id: Uuid) -> Result<Option<Account>, StoreError>;
-    /// When the account's address was verified: `None` for no such account,
-    /// `Some(None)` while unverified.
-    async fn email_verified_at(
-        &self,
-        id: Uuid,
-    ) -> Result<Option<Option<DateTime<Utc>>>, StoreError>;
-    /// Replaces the password hash, makes every unused reset token of the user useless,
-    /// and writes `event`, atomically; false when there is no such account.
-    async fn set_password(&self, id: Uuid, hash: &str, event: &Event) -> Result<bool, StoreError>;
-    /// The user's sessions that are not revoked (expired ones included), newest first.
-    async fn unrevoked_sessions(&self, user: Uuid) -> Result<Vec<SessionRecord>, StoreError>;
-    /// Stores a token's hash, with `event` (the mail that carries it) if given.
-    async fn insert_account_token(
-        &self,
-        token: &NewAccountToken,
-        event: Option<&Event>,
-    ) -> Result<(), StoreError>;
-    /// Uses up an unused, unexpired token of `purpose` and returns it; `None` when it is
-    /// unknown, used or expired (nothing changes then). For a reset, also sets
-    /// `new_password_hash` and writes the event `event_for` makes, in the same
-    /// transaction; for a verification, marks the address verified if the account still
-    /// has it. Either way the address is verified afterwards: the link reached it. The
-    /// event (if any) is written in the same transaction.
-    async fn redeem_account_token(
-        &self,
-        hash: &str,
-        purpose: TokenPurpose,
-        now: DateTime<Utc>,
-        new_password_hash: Option<&str>,
-        event_for: &(dyn for<'u> Fn(&'u User, bool) -> Option<Event> + Send + Sync),
-    ) -> Result<Option<AccountToken>, StoreError>;
-    /// The unused, unexpired token of `purpose` with this hash, without using it up.
-    async fn account_token(
-        &self,
-        hash: &str,
-        purpose: TokenPurpose,
-        now: DateTime<Utc>,
-    ) -> Result<Option<AccountToken>, StoreError>;
-}
-
-#[derive(sqlx::FromRow)]
-struct AccountByIdRow {
-    #[sqlx(flatten)]
-    user: UserRow,
-    password_hash: String,
-}
-
-#[derive(sqlx::FromRow)]
-struct SessionListRow {
-    id: Uuid,
-    user_id: Uuid,
-    created_at: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-    last_used_at: Option<DateTime<Utc>>,
-    client_ip: String,
-    user_agent: String,
-}
-
+/// A row of `account_tokens`.
 #[derive(sqlx::FromRow)]
 struct TokenRow {
     user_id: Uuid,
@@ -141,222 +64,209 @@ struct TokenRow {
     used_at: Option<DateTime<Utc>>,
 }
 
-/// Marks every unused reset token of a user used (a new password makes them useless),
-/// inside the transaction `$tx`.
-macro_rules! spend_reset_tokens {
-    ($tx:expr, $user:expr, $at:expr) => {
-        sqlx::query(
-            "UPDATE account_tokens SET used_at = $2 \
-             WHERE user_id = $1 AND purpose = 'reset' AND used_at IS NULL",
-        )
-        .bind($user)
-        .bind($at)
-        .execute(&mut *$tx)
-        .await
-    };
+impl From<TokenRow> for AccountToken {
+    fn from(row: TokenRow) -> Self {
+        Self {
+            user_id: row.user_id,
+            email: row.email,
+            expires_at: row.expires_at,
+        }
+    }
 }
 
-macro_rules! sql_password_store {
-    ($name:ident) => {
-        #[async_trait]
-        impl PasswordStore for $name {
-            async fn account_by_id(&self, id: Uuid) -> Result<Option<Account>, StoreError> {
-                let row: Option<AccountByIdRow> = sqlx::query_as(
-                    "SELECT id, username, email, created_at, role, deactivated_at, password_hash FROM users \
-                     WHERE id = $1 AND deleting_since IS NULL",
-                )
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map(|row| Account {
-                    user: row.user.into(),
-                    password_hash: row.password_hash,
-                }))
-            }
+/// The statement that replaces user `$1`'s password hash with `$2`.
+const SET_PASSWORD_HASH: &str = "UPDATE users SET password_hash = $2 WHERE id = $1";
 
-            async fn email_verified_at(
-                &self,
-                id: Uuid,
-            ) -> Result<Option<Option<DateTime<Utc>>>, StoreError> {
-                let row: Option<(Option<DateTime<Utc>>,)> = sqlx::query_as(
-                    "SELECT email_verified_at FROM users WHERE id = $1 AND deleting_since IS NULL",
-                )
+impl UserStore {
+    /// When the account's address was verified: `None` for no such account,
+    /// `Some(None)` while unverified.
+    pub async fn email_verified_at(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<Option<DateTime<Utc>>>, StoreError> {
+        const SQL: &str =
+            "SELECT email_verified_at FROM users WHERE id = $1 AND deleting_since IS NULL";
+        Ok(on_pool!(&self.pool, |pool| {
+            sqlx::query_scalar(SQL)
                 .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row.map(|(at,)| at))
-            }
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
 
-            async fn set_password(
-                &self,
-                id: Uuid,
-                hash: &str,
-                event: &Event,
-            ) -> Result<bool, StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let updated = sqlx::query(
-                    "UPDATE users SET password_hash = $2 WHERE id = $1 AND deleting_since IS NULL",
-                )
+    /// Replaces the password hash, makes every unused reset token of the user useless,
+    /// and writes `event`, atomically; false when there is no such account.
+    pub async fn set_password(
+        &self,
+        id: Uuid,
+        hash: &str,
+        event: &Event,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str =
+            "UPDATE users SET password_hash = $2 WHERE id = $1 AND deleting_since IS NULL";
+        let mut tx = self.pool.begin().await?;
+        let updated = on_tx!(&mut tx, |tx| {
+            sqlx::query(SQL)
                 .bind(id)
                 .bind(hash)
-                .execute(&mut *tx)
-                .await?;
-                if updated.rows_affected() == 0 {
-                    return Ok(false);
-                }
-                spend_reset_tokens!(tx, id, event.occurred_at)?;
-                outbox::insert(event).execute(&mut *tx).await?;
-                tx.commit().await?;
-                Ok(true)
-            }
+                .execute(&mut **tx)
+                .await?
+                .rows_affected()
+        });
+        if updated == 0 {
+            return Ok(false);
+        }
+        spend_reset_tokens(&mut tx, id, event.occurred_at).await?;
+        insert_event(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 
-            async fn unrevoked_sessions(
-                &self,
-                user: Uuid,
-            ) -> Result<Vec<SessionRecord>, StoreError> {
-                let rows: Vec<SessionListRow> = sqlx::query_as(
-                    "SELECT id, user_id, created_at, expires_at, last_used_at, client_ip, user_agent \
-                     FROM sessions WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id DESC LIMIT 1000",
-                )
-                .bind(user)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|row| SessionRecord {
-                        last_used_at: row.last_used_at.unwrap_or(row.created_at),
-                        session: Session {
-                            id: row.id,
-                            user_id: row.user_id,
-                            created_at: row.created_at,
-                            expires_at: row.expires_at,
-                            revoked_at: None,
-                        },
-                        client_ip: row.client_ip,
-                        user_agent: row.user_agent,
-                    })
-                    .collect())
-            }
-
-            async fn insert_account_token(
-                &self,
-                token: &NewAccountToken,
-                event: Option<&Event>,
-            ) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO account_tokens (token_hash, purpose, user_id, email, created_at, expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                )
+    /// Stores a token's hash, with `event` (the mail that carries it) if given.
+    pub async fn insert_account_token(
+        &self,
+        token: &NewAccountToken,
+        event: Option<&Event>,
+    ) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO account_tokens \
+                           (token_hash, purpose, user_id, email, created_at, expires_at) \
+                           VALUES ($1, $2, $3, $4, $5, $6)";
+        let mut tx = self.pool.begin().await?;
+        on_tx!(&mut tx, |tx| {
+            sqlx::query(SQL)
                 .bind(&token.hash)
                 .bind(token.purpose.as_str())
                 .bind(token.user_id)
                 .bind(&token.email)
                 .bind(token.created_at)
                 .bind(token.expires_at)
-                .execute(&mut *tx)
-                .await?;
-                if let Some(event) = event {
-                    outbox::insert(event).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
+                .execute(&mut **tx)
+                .await
+                .map(drop)
+        })?;
+        if let Some(event) = event {
+            insert_event(&mut tx, event).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
 
-            async fn redeem_account_token(
-                &self,
-                hash: &str,
-                purpose: TokenPurpose,
-                now: DateTime<Utc>,
-                new_password_hash: Option<&str>,
-                event_for: &(dyn for<'u> Fn(&'u User, bool) -> Option<Event> + Send + Sync),
-            ) -> Result<Option<AccountToken>, StoreError> {
-                let mut tx = self.pool.begin().await?;
-                // Spent first, in the transaction's first statement: single use even when
-                // two requests race (only one marks it), and on SQLite the write lock is
-                // taken (waiting its turn) before anything is read, so the transaction
-                // never has to upgrade a read snapshot another writer has outdated.
-                let row: Option<TokenRow> = sqlx::query_as(
-                    "UPDATE account_tokens SET used_at = $3 \
-                     WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL \
-                     RETURNING user_id, email, expires_at, used_at",
-                )
+    /// Uses up an unused, unexpired token of `purpose` and returns it; `None` when it is
+    /// unknown, used or expired (nothing changes then). For a reset, also sets
+    /// `new_password_hash` and writes the event `event_for` makes, in the same
+    /// transaction; for a verification, marks the address verified if the account still
+    /// has it. Either way the address is verified afterwards: the link reached it. The
+    /// event (if any) is written in the same transaction.
+    pub async fn redeem_account_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        now: DateTime<Utc>,
+        new_password_hash: Option<&str>,
+        event_for: &(dyn for<'u> Fn(&'u User, bool) -> Option<Event> + Send + Sync),
+    ) -> Result<Option<AccountToken>, StoreError> {
+        const SPEND: &str = "UPDATE account_tokens SET used_at = $3 \
+                             WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL \
+                             RETURNING user_id, email, expires_at, used_at";
+        const USER: &str = "SELECT id, username, email, created_at, role, deactivated_at \
+                            FROM users WHERE id = $1 AND deleting_since IS NULL";
+        const VERIFY: &str = "UPDATE users \
+                              SET email_verified_at = COALESCE(email_verified_at, $2) \
+                              WHERE id = $1";
+        let mut tx = self.pool.begin().await?;
+        // Spent first, in the transaction's first statement: single use even when two
+        // requests race (only one marks it), and on SQLite the write lock is taken
+        // (waiting its turn) before anything is read, so the transaction never has to
+        // upgrade a read snapshot another writer has outdated.
+        let row: Option<TokenRow> = on_tx!(&mut tx, |tx| {
+            sqlx::query_as(SPEND)
                 .bind(hash)
                 .bind(purpose.as_str())
                 .bind(now)
-                .fetch_optional(&mut *tx)
-                .await?;
-                // An expired token is not spent: dropping the transaction rolls it back.
-                let Some(row) = row.filter(|row| now < row.expires_at) else {
-                    return Ok(None);
-                };
-                let user: Option<UserRow> = sqlx::query_as(
-                    "SELECT id, username, email, created_at, role, deactivated_at FROM users \
-                     WHERE id = $1 AND deleting_since IS NULL",
-                )
+                .fetch_optional(&mut **tx)
+                .await?
+        });
+        // An expired token is not spent: dropping the transaction rolls it back.
+        let Some(row) = row.filter(|row| now < row.expires_at) else {
+            return Ok(None);
+        };
+        let user: Option<UserRow> = on_tx!(&mut tx, |tx| {
+            sqlx::query_as(USER)
                 .bind(row.user_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                // The account is going, or its address changed since the link was mailed.
-                let Some(user) = user.filter(|user| user.email == row.email) else {
-                    return Ok(None);
-                };
-                if purpose == TokenPurpose::Reset {
-                    let Some(new_hash) = new_password_hash else {
-                        return Ok(None);
-                    };
-                    sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
-                        .bind(user.id)
-                        .bind(new_hash)
-                        .execute(&mut *tx)
-                        .await?;
-                    spend_reset_tokens!(tx, user.id, now)?;
-                }
-                // A reset link that reached its owner verified the address as well.
-                sqlx::query(
-                    "UPDATE users SET email_verified_at = COALESCE(email_verified_at, $2) WHERE id = $1",
-                )
+                .fetch_optional(&mut **tx)
+                .await?
+        });
+        // The account is going, or its address changed since the link was mailed.
+        let Some(user) = user.filter(|user| user.email == row.email) else {
+            return Ok(None);
+        };
+        if purpose == TokenPurpose::Reset {
+            let Some(new_hash) = new_password_hash else {
+                return Ok(None);
+            };
+            on_tx!(&mut tx, |tx| {
+                sqlx::query(SET_PASSWORD_HASH)
+                    .bind(user.id)
+                    .bind(new_hash)
+                    .execute(&mut **tx)
+                    .await
+                    .map(drop)
+            })?;
+            spend_reset_tokens(&mut tx, user.id, now).await?;
+        }
+        // A reset link that reached its owner verified the address as well.
+        on_tx!(&mut tx, |tx| {
+            sqlx::query(VERIFY)
                 .bind(user.id)
                 .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                let user = User::from(user);
-                if let Some(event) = event_for(&user, true) {
-                    outbox::insert(&event).execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(Some(AccountToken {
-                    user_id: row.user_id,
-                    email: row.email,
-                    expires_at: row.expires_at,
-                }))
-            }
+                .execute(&mut **tx)
+                .await
+                .map(drop)
+        })?;
+        if let Some(event) = event_for(&User::from(user), true) {
+            insert_event(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(row.into()))
+    }
 
-            async fn account_token(
-                &self,
-                hash: &str,
-                purpose: TokenPurpose,
-                now: DateTime<Utc>,
-            ) -> Result<Option<AccountToken>, StoreError> {
-                let row: Option<TokenRow> = sqlx::query_as(
-                    "SELECT user_id, email, expires_at, used_at FROM account_tokens \
-                     WHERE token_hash = $1 AND purpose = $2",
-                )
+    /// The unused, unexpired token of `purpose` with this hash, without using it up.
+    pub async fn account_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        now: DateTime<Utc>,
+    ) -> Result<Option<AccountToken>, StoreError> {
+        const SQL: &str = "SELECT user_id, email, expires_at, used_at FROM account_tokens \
+                           WHERE token_hash = $1 AND purpose = $2";
+        let row: Option<TokenRow> = on_pool!(&self.pool, |pool| {
+            sqlx::query_as(SQL)
                 .bind(hash)
                 .bind(purpose.as_str())
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(row
-                    .filter(|row| row.used_at.is_none() && now < row.expires_at)
-                    .map(|row| AccountToken {
-                        user_id: row.user_id,
-                        email: row.email,
-                        expires_at: row.expires_at,
-                    }))
-            }
-        }
-    };
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row
+            .filter(|row| row.used_at.is_none() && now < row.expires_at)
+            .map(AccountToken::from))
+    }
 }
 
-sql_password_store!(PostgresUserStore);
-sql_password_store!(SqliteUserStore);
+/// Marks every unused reset token of `user` used as of `at` (a new password makes them
+/// useless), inside the transaction.
+async fn spend_reset_tokens(
+    tx: &mut Transaction,
+    user: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    const SQL: &str = "UPDATE account_tokens SET used_at = $2 \
+                       WHERE user_id = $1 AND purpose = 'reset' AND used_at IS NULL";
+    on_tx!(tx, |tx| {
+        sqlx::query(SQL)
+            .bind(user)
+            .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map(drop)
+    })
+}
