@@ -180,7 +180,11 @@ impl Chat {
         };
         self.store.create_room(&conversation, caller).await?;
         self.membership_event(conversation.id, caller.id, true);
-        tracing::info!(conversation_id = %conversation.id, name = %conversation.name, "room created");
+        tracing::info!(
+            conversation_id = %conversation.id,
+            name = %conversation.name,
+            "room created"
+        );
         Ok(ConversationView {
             conversation,
             member_count: 1,
@@ -472,7 +476,10 @@ impl Chat {
     pub async fn forget_unseen_brokers(&self, since: DateTime<Utc>) -> Result<usize, ChatError> {
         let gone = self.store.unseen_brokers(since).await?;
         for broker_id in &gone {
-            tracing::info!(%broker_id, "broker not seen by any chat instance; forgetting its sockets");
+            tracing::info!(
+                %broker_id,
+                "broker not seen by any chat instance; forgetting its sockets"
+            );
             self.forget_broker(broker_id).await?;
         }
         Ok(gone.len())
@@ -532,7 +539,11 @@ impl Chat {
     pub async fn start_chat_session(&self, session: &ChatSession) -> Result<bool, ChatError> {
         let started = self.store.start_chat_session(session).await?;
         if started {
-            tracing::info!(user_id = %session.user.id, session_id = %session.session_id, "chat session started");
+            tracing::info!(
+                user_id = %session.user.id,
+                session_id = %session.session_id,
+                "chat session started"
+            );
         }
         Ok(started)
     }

@@ -141,7 +141,11 @@ impl Link {
             match self.linked_until_broken(&mut outgoing, &shutdown).await {
                 Ok(()) => return,
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "live fan-out: RabbitMQ link down, serving local events only");
+                    tracing::warn!(
+                        %error,
+                        retry_in = ?backoff,
+                        "live fan-out: RabbitMQ link down, serving local events only"
+                    );
                 }
             }
             self.unlink(&mut outgoing);
@@ -177,7 +181,10 @@ impl Link {
     ) -> Result<(), lapin::Error> {
         let connection = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            connected = platform::events::rabbit::connect(&self.url, "microchat chat live fan-out") => connected?,
+            connected = platform::events::rabbit::connect(
+                &self.url,
+                "microchat chat live fan-out",
+            ) => connected?,
         };
         let channel = connection.create_channel().await?;
         channel
@@ -229,7 +236,11 @@ impl Link {
             .await?;
         self.linked.store(true, Ordering::Release);
         metrics::gauge!("chat_live_fanout_linked").set(1.0);
-        tracing::info!(exchange = %self.exchange, queue = %queue.name(), "live fan-out: linked to the other chat instances");
+        tracing::info!(
+            exchange = %self.exchange,
+            queue = %queue.name(),
+            "live fan-out: linked to the other chat instances"
+        );
         // While unlinked, events of other instances never reached our brokers.
         self.resync();
         let properties =

@@ -121,7 +121,12 @@ impl Chat {
                 self.outbox_waker().wake();
                 let by_moderator = message.sender.id != caller.id;
                 self.live().publish(LiveEvent::MessageDeleted(message));
-                tracing::info!(message_id = %id, conversation_id = %conversation, by_moderator, "message deleted");
+                tracing::info!(
+                    message_id = %id,
+                    conversation_id = %conversation,
+                    by_moderator,
+                    "message deleted"
+                );
                 Ok(true)
             }
             Deleted::Already(_) => Ok(false),
