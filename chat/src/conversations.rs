@@ -1,12 +1,15 @@
 //! What chat does, independent of how it is called: rooms, direct conversations,
 //! messages, read receipts, typing and presence, each checked against the caller's
-//! membership. The gRPC edge (`grpc.rs`) only translates.
+//! membership. Speaks chat's types only: it publishes [`LiveEvent`]s and writes its
+//! durable events through [`crate::events`]; the gRPC edge (`grpc.rs`) and the live hub
+//! map them to the wire ([`crate::wire`]).
 
 use crate::{
     domain::{
-        Conversation, ConversationView, Invalid, Kind, Member, Message, MessageBody, Presence,
-        RoomName, Topic, UserRef, direct_key,
+        Conversation, ConversationView, Invalid, Kind, LiveEvent, Member, Message, MessageBody,
+        Presence, RoomName, Topic, UserRef, direct_key,
     },
+    events,
     live::LiveHub,
     mentions::{self, Notification},
     search::{self, CursorRefused, SearchCursor, SearchHit, SearchQuery, SearchText},
@@ -17,11 +20,7 @@ use crate::{
     writer::MessageWriter,
 };
 use chrono::{DateTime, SubsecRound, Utc};
-use platform::events::{Event as DurableEvent, outbox::OutboxWaker};
-use proto::{
-    chat::v1::{self as pb, live_event::Event},
-    events::v1::{self as events, envelope::Payload},
-};
+use platform::events::outbox::OutboxWaker;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -115,16 +114,6 @@ pub struct Chat {
     outbox: OutboxWaker,
 }
 
-/// Who produces chat's durable events.
-pub(crate) const PRODUCER: &str = "chat";
-
-fn presence_event(presence: &Presence, conversation_ids: Vec<Uuid>) -> Event {
-    Event::Presence(pb::PresenceChanged {
-        presence: Some(crate::grpc::presence_message(presence)),
-        conversation_ids: conversation_ids.iter().map(Uuid::to_string).collect(),
-    })
-}
-
 impl Chat {
     /// Chat over a store, publishing to `live`.
     pub fn new(store: Arc<dyn ChatStore>, live: LiveHub) -> Self {
@@ -153,11 +142,11 @@ impl Chat {
     }
 
     fn membership_event(&self, conversation: Uuid, user: Uuid, joined: bool) {
-        self.live.publish(Event::Membership(pb::MembershipChanged {
-            conversation_id: conversation.to_string(),
-            user_id: user.to_string(),
+        self.live.publish(LiveEvent::Membership {
+            conversation,
+            user,
             joined,
-        }));
+        });
     }
 
     async fn require_member(&self, conversation: Uuid, user: Uuid) -> Result<(), ChatError> {
@@ -191,7 +180,11 @@ impl Chat {
         };
         self.store.create_room(&conversation, caller).await?;
         self.membership_event(conversation.id, caller.id, true);
-        tracing::info!(conversation_id = %conversation.id, name = %conversation.name, "room created");
+        tracing::info!(
+            conversation_id = %conversation.id,
+            name = %conversation.name,
+            "room created"
+        );
         Ok(ConversationView {
             conversation,
             member_count: 1,
@@ -300,16 +293,7 @@ impl Chat {
             deleted_at: None,
             reactions: Vec::new(),
         };
-        let event = DurableEvent::at(
-            PRODUCER,
-            Payload::MessageSent(events::MessageSent {
-                message_id: message.id.to_string(),
-                conversation_id: conversation.to_string(),
-                sender_id: caller.id.to_string(),
-                body_chars: u32::try_from(message.body.chars().count()).unwrap_or(u32::MAX),
-            }),
-            message.created_at,
-        );
+        let event = events::message_sent(&message);
         let new = NewMessage {
             mentions: self.mentions_in(&message).await?,
             message: message.clone(),
@@ -319,13 +303,9 @@ impl Chat {
             return Err(ChatError::NotMember);
         };
         metrics::counter!("chat_messages_total").increment(1);
-        self.live
-            .publish(Event::Message(crate::grpc::message_message(&message)));
-        for notification in &notifications {
-            self.live
-                .publish(Event::Notification(crate::grpc::notification_message(
-                    notification,
-                )));
+        self.live.publish(LiveEvent::Message(message.clone()));
+        for notification in notifications {
+            self.live.publish(LiveEvent::Notification(notification));
         }
         Ok(message)
     }
@@ -356,19 +336,7 @@ impl Chat {
                     created_at: message.created_at,
                     read_at: None,
                 };
-                let event = DurableEvent::at(
-                    PRODUCER,
-                    Payload::MessageMentioned(events::MessageMentioned {
-                        notification_id: notification.id.to_string(),
-                        message_id: message.id.to_string(),
-                        conversation_id: message.conversation_id.to_string(),
-                        sender_id: message.sender.id.to_string(),
-                        sender_name: message.sender.username.clone(),
-                        user_id: member.id.to_string(),
-                        username: member.username.clone(),
-                    }),
-                    message.created_at,
-                );
+                let event = events::message_mentioned(message, &notification, &member);
                 NewMention {
                     notification,
                     event,
@@ -409,14 +377,7 @@ impl Chat {
         if !self.store.has_message(conversation, up_to).await? {
             return Err(ChatError::NoSuchMessage);
         }
-        let event = DurableEvent::new(
-            PRODUCER,
-            Payload::MessageRead(events::MessageRead {
-                conversation_id: conversation.to_string(),
-                user_id: caller.id.to_string(),
-                up_to: up_to.to_string(),
-            }),
-        );
+        let event = events::message_read(conversation, caller.id, up_to);
         let marker = self
             .store
             .mark_read(conversation, caller.id, up_to, &event)
@@ -426,12 +387,12 @@ impl Chat {
         }
         let unread = self.store.unread_count(conversation, caller.id).await?;
         if let Some(marker) = marker {
-            self.live.publish(Event::Read(pb::ReadReceipt {
-                conversation_id: conversation.to_string(),
-                user_id: caller.id.to_string(),
-                up_to: marker.to_string(),
+            self.live.publish(LiveEvent::Read {
+                conversation,
+                user: caller.id,
+                up_to: marker,
                 unread_count: unread,
-            }));
+            });
         }
         Ok((marker, unread))
     }
@@ -439,11 +400,10 @@ impl Chat {
     /// Tells the other members that the caller is typing.
     pub async fn typing(&self, caller: &UserRef, conversation: Uuid) -> Result<(), ChatError> {
         self.require_member(conversation, caller.id).await?;
-        self.live.publish(Event::Typing(pb::Typing {
-            conversation_id: conversation.to_string(),
-            user_id: caller.id.to_string(),
-            username: caller.username.clone(),
-        }));
+        self.live.publish(LiveEvent::Typing {
+            conversation,
+            user: caller.clone(),
+        });
         Ok(())
     }
 
@@ -463,7 +423,10 @@ impl Chat {
         let presence = self.store.open_connection(&connection).await?;
         if presence.connections == 1 {
             let conversations = self.store.membership_ids(caller.id).await?;
-            self.live.publish(presence_event(&presence, conversations));
+            self.live.publish(LiveEvent::Presence {
+                presence: presence.clone(),
+                conversations,
+            });
         }
         Ok(presence)
     }
@@ -482,7 +445,10 @@ impl Chat {
 
     async fn announce_offline(&self, presence: &Presence) -> Result<(), ChatError> {
         let conversations = self.store.membership_ids(presence.user.id).await?;
-        self.live.publish(presence_event(presence, conversations));
+        self.live.publish(LiveEvent::Presence {
+            presence: presence.clone(),
+            conversations,
+        });
         Ok(())
     }
 
@@ -510,7 +476,10 @@ impl Chat {
     pub async fn forget_unseen_brokers(&self, since: DateTime<Utc>) -> Result<usize, ChatError> {
         let gone = self.store.unseen_brokers(since).await?;
         for broker_id in &gone {
-            tracing::info!(%broker_id, "broker not seen by any chat instance; forgetting its sockets");
+            tracing::info!(
+                %broker_id,
+                "broker not seen by any chat instance; forgetting its sockets"
+            );
             self.forget_broker(broker_id).await?;
         }
         Ok(gone.len())
@@ -557,9 +526,7 @@ impl Chat {
         let deleted = self.store.delete_user_data(user).await?;
         for id in gone {
             self.live
-                .publish(Event::ConversationDeleted(pb::ConversationDeleted {
-                    conversation_id: id.to_string(),
-                }));
+                .publish(LiveEvent::ConversationDeleted { conversation: id });
         }
         for id in left {
             self.membership_event(id, user, false);
@@ -572,7 +539,11 @@ impl Chat {
     pub async fn start_chat_session(&self, session: &ChatSession) -> Result<bool, ChatError> {
         let started = self.store.start_chat_session(session).await?;
         if started {
-            tracing::info!(user_id = %session.user.id, session_id = %session.session_id, "chat session started");
+            tracing::info!(
+                user_id = %session.user.id,
+                session_id = %session.session_id,
+                "chat session started"
+            );
         }
         Ok(started)
     }

@@ -1,6 +1,7 @@
 //! Chat types and the rules for valid values. Constructors validate, so an invalid room
 //! name or message body cannot exist past the gRPC edge. No I/O here.
 
+use crate::mentions::Notification;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -255,6 +256,76 @@ pub struct Presence {
     pub connections: u32,
     /// Online since (online), or last seen (offline).
     pub since: DateTime<Utc>,
+}
+
+/// Something that happened that the members' sockets should see now, published on the
+/// live channel ([`crate::live::LiveHub`]) once its state change has committed. Plain
+/// chat types: the hub maps each to its wire form once, when it publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveEvent {
+    /// A new message.
+    Message(Message),
+    /// A message whose body was edited (its reactions are not repeated: they did not
+    /// change).
+    MessageEdited(Message),
+    /// A message that became a tombstone.
+    MessageDeleted(Message),
+    /// A user came online (first socket) or went offline (last socket).
+    Presence {
+        /// Their presence now.
+        presence: Presence,
+        /// Their conversations: the members of these are the ones to tell.
+        conversations: Vec<Uuid>,
+    },
+    /// A user joined or left a conversation.
+    Membership {
+        /// Which conversation.
+        conversation: Uuid,
+        /// Who.
+        user: Uuid,
+        /// Joined (true) or left (false).
+        joined: bool,
+    },
+    /// A member moved their read marker.
+    Read {
+        /// Which conversation.
+        conversation: Uuid,
+        /// Who read.
+        user: Uuid,
+        /// The last message they have read now.
+        up_to: Uuid,
+        /// Their messages still unread in the conversation after it.
+        unread_count: u32,
+    },
+    /// A member is typing.
+    Typing {
+        /// Where.
+        conversation: Uuid,
+        /// Who.
+        user: UserRef,
+    },
+    /// A direct conversation is gone (one of its members deleted their data).
+    ConversationDeleted {
+        /// Which one.
+        conversation: Uuid,
+    },
+    /// A user added or removed a reaction to a message.
+    Reaction {
+        /// Where the message is.
+        conversation: Uuid,
+        /// The message.
+        message: Uuid,
+        /// The emoji.
+        emoji: ReactionEmoji,
+        /// How many users react with it now.
+        count: u32,
+        /// Who reacted.
+        user: Uuid,
+        /// Added (true) or removed (false).
+        added: bool,
+    },
+    /// Someone mentioned a user: for that user's sockets only.
+    Notification(Notification),
 }
 
 /// The key that makes a direct conversation unique: both ids, smaller first.

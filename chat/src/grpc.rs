@@ -1,18 +1,17 @@
 //! The tonic implementation of `microchat.chat.v1.Chat`: translates requests into
-//! [`Chat`] calls and [`ChatError`]s into gRPC statuses. No rules live here.
+//! [`Chat`] calls, their answers into wire types (through [`crate::wire`]) and
+//! [`ChatError`]s into gRPC statuses. No rules live here.
 
 use crate::{
     conversations::{Chat, ChatError, HistoryQuery, SearchRequest},
-    domain::{Conversation, ConversationView, Kind, Member, Message, Presence, UserRef},
-    mentions::Notification,
-    search::SearchHit,
+    domain::UserRef,
     store::{ChatSession, StoreError},
+    wire,
 };
 use chrono::{DateTime, Utc};
-use platform::grpc::timestamp;
 use platform::shutdown::Shutdown;
 use platform::trace::TraceId;
-use proto::chat::v1::{self as pb, chat_server, live_event::Event};
+use proto::chat::v1::{self as pb, chat_server};
 use std::{
     collections::HashMap,
     pin::Pin,
@@ -86,93 +85,6 @@ impl ChatApi {
     }
 }
 
-/// A message on the wire.
-pub fn message_message(message: &Message) -> pb::Message {
-    pb::Message {
-        id: message.id.to_string(),
-        conversation_id: message.conversation_id.to_string(),
-        sender_id: message.sender.id.to_string(),
-        sender_name: message.sender.username.clone(),
-        body: message.body.clone(),
-        created_at: Some(timestamp(message.created_at)),
-        edited_at: message.edited_at.map(timestamp),
-        deleted_at: message.deleted_at.map(timestamp),
-        reactions: message
-            .reactions
-            .iter()
-            .map(|reaction| pb::Reaction {
-                emoji: reaction.emoji.as_str().to_owned(),
-                count: reaction.count,
-                me: reaction.me,
-            })
-            .collect(),
-    }
-}
-
-/// A notification on the wire.
-pub fn notification_message(notification: &Notification) -> pb::Notification {
-    pb::Notification {
-        id: notification.id.to_string(),
-        user_id: notification.user_id.to_string(),
-        message_id: notification.message_id.to_string(),
-        conversation_id: notification.conversation_id.to_string(),
-        conversation_name: notification.conversation_name.clone(),
-        sender_id: notification.sender.id.to_string(),
-        sender_name: notification.sender.username.clone(),
-        snippet: notification.snippet.clone(),
-        created_at: Some(timestamp(notification.created_at)),
-        read_at: notification.read_at.map(timestamp),
-    }
-}
-
-/// A presence on the wire.
-pub fn presence_message(presence: &Presence) -> pb::Presence {
-    pb::Presence {
-        user_id: presence.user.id.to_string(),
-        username: presence.user.username.clone(),
-        online: presence.connections > 0,
-        connections: presence.connections,
-        since: Some(timestamp(presence.since)),
-    }
-}
-
-fn member_message(member: &Member) -> pb::Member {
-    pb::Member {
-        user_id: member.user.id.to_string(),
-        username: member.user.username.clone(),
-        last_read_id: member
-            .last_read_id
-            .map(|id| id.to_string())
-            .unwrap_or_default(),
-    }
-}
-
-fn conversation_message(
-    conversation: &Conversation,
-    member_count: u32,
-    joined: bool,
-    members: &[Member],
-) -> pb::Conversation {
-    pb::Conversation {
-        id: conversation.id.to_string(),
-        kind: match conversation.kind {
-            Kind::Room => pb::ConversationKind::Room,
-            Kind::Direct => pb::ConversationKind::Direct,
-        } as i32,
-        name: conversation.name.clone(),
-        topic: conversation.topic.clone(),
-        created_at: Some(timestamp(conversation.created_at)),
-        member_count,
-        joined,
-        members: members.iter().map(member_message).collect(),
-        unread_count: 0,
-    }
-}
-
-fn view_message(view: &ConversationView, members: &[Member]) -> pb::Conversation {
-    conversation_message(&view.conversation, view.member_count, view.joined, members)
-}
-
 impl From<ChatError> for Status {
     fn from(error: ChatError) -> Self {
         match &error {
@@ -226,20 +138,6 @@ fn bounded(field: &str, text: String, max_chars: usize) -> Result<String, Status
     Ok(text)
 }
 
-fn chat_session_message(session: &ChatSession) -> pb::ChatSession {
-    pb::ChatSession {
-        session_id: session.session_id.to_string(),
-        user: Some(pb::Caller {
-            user_id: session.user.id.to_string(),
-            username: session.user.username.clone(),
-        }),
-        started_at: Some(timestamp(session.started_at)),
-        expires_at: session.expires_at.map(timestamp),
-        client_ip: session.client_ip.clone(),
-        user_agent: session.user_agent.clone(),
-    }
-}
-
 fn uuids(field: &str, texts: &[String]) -> Result<Vec<Uuid>, Status> {
     texts.iter().map(|text| uuid(field, text)).collect()
 }
@@ -270,7 +168,7 @@ impl ChatApi {
         let caller = user("caller", send.caller)?;
         let conversation = uuid("conversation_id", &send.conversation_id)?;
         let message = self.chat.send(&caller, conversation, &send.body).await?;
-        Ok(message_message(&message))
+        Ok(message.into())
     }
 }
 
@@ -288,7 +186,7 @@ impl chat_server::Chat for ChatApi {
             .chat
             .create_room(&caller, &body.name, &body.topic)
             .await?;
-        Ok(Response::new(view_message(&view, &[])))
+        Ok(Response::new(wire::conversation_view(view, Vec::new())))
     }
 
     async fn list_rooms(
@@ -298,7 +196,10 @@ impl chat_server::Chat for ChatApi {
         let caller = user("caller", request.into_inner().caller)?;
         let rooms = self.chat.rooms(&caller).await?;
         Ok(Response::new(pb::ListRoomsResponse {
-            rooms: rooms.iter().map(|view| view_message(view, &[])).collect(),
+            rooms: rooms
+                .into_iter()
+                .map(|view| wire::conversation_view(view, Vec::new()))
+                .collect(),
         }))
     }
 
@@ -312,7 +213,7 @@ impl chat_server::Chat for ChatApi {
             .chat
             .join_room(&caller, uuid("conversation_id", &body.conversation_id)?)
             .await?;
-        Ok(Response::new(view_message(&view, &[])))
+        Ok(Response::new(wire::conversation_view(view, Vec::new())))
     }
 
     async fn leave_room(
@@ -334,11 +235,12 @@ impl chat_server::Chat for ChatApi {
         let body = request.into_inner();
         let (caller, peer) = (user("caller", body.caller)?, user("peer", body.peer)?);
         let (conversation, members) = self.chat.open_direct(&caller, &peer).await?;
-        Ok(Response::new(conversation_message(
-            &conversation,
-            members.len() as u32,
+        let member_count = members.len() as u32;
+        Ok(Response::new(wire::conversation(
+            conversation,
+            member_count,
             true,
-            &members,
+            members,
         )))
     }
 
@@ -350,13 +252,13 @@ impl chat_server::Chat for ChatApi {
         let listed = self.chat.conversations(&caller).await?;
         let unread = self.chat.unread_counts(&caller).await?;
         let conversations = listed
-            .iter()
+            .into_iter()
             .map(|(view, members)| pb::Conversation {
                 unread_count: unread
                     .get(&view.conversation.id)
                     .copied()
                     .unwrap_or_default(),
-                ..view_message(view, members)
+                ..wire::conversation_view(view, members)
             })
             .collect();
         Ok(Response::new(pb::ListConversationsResponse {
@@ -427,7 +329,7 @@ impl chat_server::Chat for ChatApi {
             )
             .await?;
         Ok(Response::new(pb::ListMessagesResponse {
-            messages: messages.iter().map(message_message).collect(),
+            messages: messages.into_iter().map(pb::Message::from).collect(),
             has_more,
         }))
     }
@@ -479,7 +381,7 @@ impl chat_server::Chat for ChatApi {
             )
             .await?;
         Ok(Response::new(pb::PresenceResponse {
-            presence: Some(presence_message(&presence)),
+            presence: Some(presence.into()),
         }))
     }
 
@@ -490,7 +392,7 @@ impl chat_server::Chat for ChatApi {
         let id = uuid("connection_id", &request.into_inner().connection_id)?;
         let presence = self.chat.close_connection(id).await?;
         Ok(Response::new(pb::PresenceResponse {
-            presence: presence.as_ref().map(presence_message),
+            presence: presence.map(pb::Presence::from),
         }))
     }
 
@@ -511,7 +413,7 @@ impl chat_server::Chat for ChatApi {
         let ids = uuids("user_ids", &request.into_inner().user_ids)?;
         let users = self.chat.presence(&ids).await?;
         Ok(Response::new(pb::ListPresenceResponse {
-            users: users.iter().map(presence_message).collect(),
+            users: users.into_iter().map(pb::Presence::from).collect(),
         }))
     }
 
@@ -599,7 +501,7 @@ impl chat_server::Chat for ChatApi {
         let ids = uuids("user_ids", &request.into_inner().user_ids)?;
         let sessions = self.chat.open_chat_sessions(&ids).await?;
         Ok(Response::new(pb::ListChatSessionsResponse {
-            sessions: sessions.iter().map(chat_session_message).collect(),
+            sessions: sessions.into_iter().map(pb::ChatSession::from).collect(),
         }))
     }
 
@@ -615,7 +517,7 @@ impl chat_server::Chat for ChatApi {
             .notifications(&caller, body.unread_only, before, body.limit)
             .await?;
         Ok(Response::new(pb::ListNotificationsResponse {
-            notifications: listed.iter().map(notification_message).collect(),
+            notifications: listed.into_iter().map(pb::Notification::from).collect(),
             has_more,
             unread_count,
         }))
@@ -680,9 +582,7 @@ impl chat_server::Chat for ChatApi {
                     Ok(event) => (*event).clone(),
                     Err(broadcast::error::RecvError::Lagged(skipped)) => {
                         tracing::warn!(%broker_id, skipped, "broker fell behind the live stream");
-                        pb::LiveEvent {
-                            event: Some(Event::Resync(true)),
-                        }
+                        wire::resync()
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 };
@@ -710,7 +610,7 @@ impl chat_server::Chat for ChatApi {
                 &body.body,
             )
             .await?;
-        Ok(Response::new(message_message(&message)))
+        Ok(Response::new(message.into()))
     }
 
     async fn delete_message(
@@ -768,31 +668,9 @@ impl chat_server::Chat for ChatApi {
         };
         let (hits, next) = self.chat.search(&caller, &search).await?;
         Ok(Response::new(pb::SearchMessagesResponse {
-            hits: hits.iter().map(search_hit_message).collect(),
+            hits: hits.into_iter().map(pb::SearchHit::from).collect(),
             next_cursor: next.unwrap_or_default(),
         }))
-    }
-}
-
-/// A search hit on the wire.
-fn search_hit_message(hit: &SearchHit) -> pb::SearchHit {
-    pb::SearchHit {
-        message: Some(message_message(&hit.message)),
-        conversation_kind: match hit.conversation_kind {
-            Kind::Room => pb::ConversationKind::Room,
-            Kind::Direct => pb::ConversationKind::Direct,
-        } as i32,
-        conversation_name: hit.conversation_name.clone(),
-        snippet: hit.snippet.text.clone(),
-        highlights: hit
-            .snippet
-            .highlights
-            .iter()
-            .map(|range| pb::HighlightRange {
-                start: range.start,
-                end: range.end,
-            })
-            .collect(),
     }
 }
 

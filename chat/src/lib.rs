@@ -9,12 +9,14 @@
 mod config;
 mod conversations;
 pub mod domain;
+mod events;
 mod grpc;
 pub mod live;
 pub mod mentions;
 mod messages;
 pub mod search;
 pub mod store;
+mod wire;
 mod writer;
 
 pub use config::Config;

@@ -10,7 +10,12 @@
 //! instance it follows and whichever instance took the call. While RabbitMQ is away an
 //! instance falls back to serving its own events, and its brokers are told to resync
 //! when the link breaks and when it is back.
+//!
+//! The core publishes [`LiveEvent`]s, plain chat types; the hub maps each to its wire
+//! form once, as it publishes it, and from then on carries that one shared copy: to the
+//! gRPC streams of this instance, and encoded to RabbitMQ for the others.
 
+use crate::{domain::LiveEvent, wire};
 use futures::StreamExt;
 use lapin::{
     BasicProperties, ExchangeKind,
@@ -22,7 +27,7 @@ use lapin::{
 };
 use platform::shutdown::Shutdown;
 use prost::Message as _;
-use proto::chat::v1::{LiveEvent, live_event::Event};
+use proto::chat::v1 as pb;
 use std::{
     sync::{
         Arc, OnceLock,
@@ -50,14 +55,14 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Publishes live events to every subscriber.
 #[derive(Debug, Clone)]
 pub struct LiveHub {
-    local: broadcast::Sender<Arc<LiveEvent>>,
+    local: broadcast::Sender<Arc<pb::LiveEvent>>,
     /// Set once, when the instance starts sharing its events (shared by every clone).
     fanout: Arc<OnceLock<Fanout>>,
 }
 
 #[derive(Debug, Clone)]
 struct Fanout {
-    outgoing: mpsc::Sender<Arc<LiveEvent>>,
+    outgoing: mpsc::Sender<Arc<pb::LiveEvent>>,
     /// Whether events currently go through RabbitMQ (publishing and consuming).
     linked: Arc<AtomicBool>,
 }
@@ -73,9 +78,10 @@ impl Default for LiveHub {
 
 impl LiveHub {
     /// Publishes one event; nobody listening is fine.
-    pub fn publish(&self, event: Event) {
+    pub fn publish(&self, event: LiveEvent) {
         metrics::counter!("chat_live_events_total").increment(1);
-        let event = Arc::new(LiveEvent { event: Some(event) });
+        // Mapped to the wire once, here: every subscriber shares this copy.
+        let event = Arc::new(pb::LiveEvent::from(event));
         if let Some(fanout) = self.fanout.get()
             && fanout.linked.load(Ordering::Acquire)
         {
@@ -92,8 +98,8 @@ impl LiveHub {
         let _ = self.local.send(event);
     }
 
-    /// A new subscription, starting with the next event.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LiveEvent>> {
+    /// A new subscription, starting with the next event, in its wire form.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<pb::LiveEvent>> {
         self.local.subscribe()
     }
 
@@ -124,18 +130,22 @@ impl LiveHub {
 struct Link {
     url: String,
     exchange: String,
-    local: broadcast::Sender<Arc<LiveEvent>>,
+    local: broadcast::Sender<Arc<pb::LiveEvent>>,
     linked: Arc<AtomicBool>,
 }
 
 impl Link {
-    async fn run(self, mut outgoing: mpsc::Receiver<Arc<LiveEvent>>, shutdown: Shutdown) {
+    async fn run(self, mut outgoing: mpsc::Receiver<Arc<pb::LiveEvent>>, shutdown: Shutdown) {
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.linked_until_broken(&mut outgoing, &shutdown).await {
                 Ok(()) => return,
                 Err(error) => {
-                    tracing::warn!(%error, retry_in = ?backoff, "live fan-out: RabbitMQ link down, serving local events only");
+                    tracing::warn!(
+                        %error,
+                        retry_in = ?backoff,
+                        "live fan-out: RabbitMQ link down, serving local events only"
+                    );
                 }
             }
             self.unlink(&mut outgoing);
@@ -148,7 +158,7 @@ impl Link {
 
     /// Stops routing through RabbitMQ: what was waiting to go out is served locally, and
     /// brokers are told they may have missed events of other instances.
-    fn unlink(&self, outgoing: &mut mpsc::Receiver<Arc<LiveEvent>>) {
+    fn unlink(&self, outgoing: &mut mpsc::Receiver<Arc<pb::LiveEvent>>) {
         let was_linked = self.linked.swap(false, Ordering::AcqRel);
         while let Ok(event) = outgoing.try_recv() {
             let _ = self.local.send(event);
@@ -160,20 +170,21 @@ impl Link {
     }
 
     fn resync(&self) {
-        let _ = self.local.send(Arc::new(LiveEvent {
-            event: Some(Event::Resync(true)),
-        }));
+        let _ = self.local.send(Arc::new(wire::resync()));
     }
 
     /// Connects, then relays both ways until the link breaks (an error) or shutdown.
     async fn linked_until_broken(
         &self,
-        outgoing: &mut mpsc::Receiver<Arc<LiveEvent>>,
+        outgoing: &mut mpsc::Receiver<Arc<pb::LiveEvent>>,
         shutdown: &Shutdown,
     ) -> Result<(), lapin::Error> {
         let connection = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            connected = platform::events::rabbit::connect(&self.url, "microchat chat live fan-out") => connected?,
+            connected = platform::events::rabbit::connect(
+                &self.url,
+                "microchat chat live fan-out",
+            ) => connected?,
         };
         let channel = connection.create_channel().await?;
         channel
@@ -225,7 +236,11 @@ impl Link {
             .await?;
         self.linked.store(true, Ordering::Release);
         metrics::gauge!("chat_live_fanout_linked").set(1.0);
-        tracing::info!(exchange = %self.exchange, queue = %queue.name(), "live fan-out: linked to the other chat instances");
+        tracing::info!(
+            exchange = %self.exchange,
+            queue = %queue.name(),
+            "live fan-out: linked to the other chat instances"
+        );
         // While unlinked, events of other instances never reached our brokers.
         self.resync();
         let properties =
@@ -255,7 +270,7 @@ impl Link {
                     }
                 }
                 delivery = incoming.next() => match delivery {
-                    Some(Ok(delivery)) => match LiveEvent::decode(delivery.data.as_slice()) {
+                    Some(Ok(delivery)) => match pb::LiveEvent::decode(delivery.data.as_slice()) {
                         Ok(event) => {
                             let _ = self.local.send(Arc::new(event));
                         }

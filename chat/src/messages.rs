@@ -5,14 +5,10 @@
 //! commit with their durable events (the audit trail); all three are published live.
 
 use crate::{
-    conversations::{Chat, ChatError, PRODUCER, now},
-    domain::{Message, MessageBody, ReactionEmoji, UserRef},
+    conversations::{Chat, ChatError, now},
+    domain::{LiveEvent, Message, MessageBody, ReactionEmoji, UserRef},
+    events,
     store::{Deleted, Edited, Reacted},
-};
-use platform::events::Event as DurableEvent;
-use proto::{
-    chat::v1::{self as pb, live_event::Event},
-    events::v1::{self as events, envelope::Payload},
 };
 use uuid::Uuid;
 
@@ -83,16 +79,7 @@ impl Chat {
         self.require_member_for_message(conversation, caller.id)
             .await?;
         let at = now();
-        let event = DurableEvent::at(
-            PRODUCER,
-            Payload::MessageEdited(events::MessageEdited {
-                message_id: id.to_string(),
-                conversation_id: conversation.to_string(),
-                editor_id: caller.id.to_string(),
-                body_chars: u32::try_from(body.as_str().chars().count()).unwrap_or(u32::MAX),
-            }),
-            at,
-        );
+        let event = events::message_edited(conversation, id, caller.id, body.as_str(), at);
         let edited = self
             .store()
             .edit_message(conversation, id, caller.id, body.as_str(), at, &event)
@@ -105,7 +92,7 @@ impl Chat {
         };
         self.outbox_waker().wake();
         self.live()
-            .publish(Event::MessageEdited(crate::grpc::message_message(&message)));
+            .publish(LiveEvent::MessageEdited(message.clone()));
         tracing::info!(message_id = %id, conversation_id = %conversation, "message edited");
         self.with_reactions(caller.id, std::slice::from_mut(&mut message))
             .await?;
@@ -124,20 +111,7 @@ impl Chat {
         self.require_member_for_message(conversation, caller.id)
             .await?;
         let at = now();
-        let event = |message: &Message| {
-            let by_moderator = message.sender.id != caller.id;
-            DurableEvent::at(
-                PRODUCER,
-                Payload::MessageDeleted(events::MessageDeleted {
-                    message_id: message.id.to_string(),
-                    conversation_id: conversation.to_string(),
-                    sender_id: message.sender.id.to_string(),
-                    deleted_by: caller.id.to_string(),
-                    moderator: by_moderator,
-                }),
-                at,
-            )
-        };
+        let event = |message: &Message| events::message_deleted(message, caller.id, at);
         let deleted = self
             .store()
             .delete_message(conversation, id, caller.id, moderator, at, &event)
@@ -145,12 +119,14 @@ impl Chat {
         match deleted {
             Deleted::Done(message) => {
                 self.outbox_waker().wake();
-                self.live()
-                    .publish(Event::MessageDeleted(crate::grpc::message_message(
-                        &message,
-                    )));
                 let by_moderator = message.sender.id != caller.id;
-                tracing::info!(message_id = %id, conversation_id = %conversation, by_moderator, "message deleted");
+                self.live().publish(LiveEvent::MessageDeleted(message));
+                tracing::info!(
+                    message_id = %id,
+                    conversation_id = %conversation,
+                    by_moderator,
+                    "message deleted"
+                );
                 Ok(true)
             }
             Deleted::Already(_) => Ok(false),
@@ -181,14 +157,14 @@ impl Chat {
             Reacted::Deleted => return Err(ChatError::MessageDeleted),
         };
         if changed {
-            self.live().publish(Event::Reaction(pb::ReactionChanged {
-                conversation_id: conversation.to_string(),
-                message_id: id.to_string(),
-                emoji: emoji.as_str().to_owned(),
+            self.live().publish(LiveEvent::Reaction {
+                conversation,
+                message: id,
+                emoji,
                 count,
-                user_id: caller.id.to_string(),
+                user: caller.id,
                 added: add,
-            }));
+            });
         }
         Ok(ReactionCount {
             emoji,

@@ -1,0 +1,103 @@
+//! The durable events chat writes to its outbox, in the same transaction as the change
+//! they record, built from chat's types: the one place that knows their protobuf
+//! payloads (`microchat.events.v1`), so the core calls these instead of filling them in.
+
+use crate::{
+    domain::{Message, UserRef},
+    mentions::Notification,
+};
+use chrono::{DateTime, Utc};
+use platform::events::Event as DurableEvent;
+use proto::events::v1::{self as events, envelope::Payload};
+use uuid::Uuid;
+
+/// Who produces chat's durable events.
+const PRODUCER: &str = "chat";
+
+/// A body's length in characters, as the events report it (never the text itself).
+fn body_chars(body: &str) -> u32 {
+    u32::try_from(body.chars().count()).unwrap_or(u32::MAX)
+}
+
+/// `message.sent`: a new message, at the time it was stored.
+pub fn message_sent(message: &Message) -> DurableEvent {
+    DurableEvent::at(
+        PRODUCER,
+        Payload::MessageSent(events::MessageSent {
+            message_id: message.id.to_string(),
+            conversation_id: message.conversation_id.to_string(),
+            sender_id: message.sender.id.to_string(),
+            body_chars: body_chars(&message.body),
+        }),
+        message.created_at,
+    )
+}
+
+/// `message.mentioned`: `message` mentions `mentioned`, who gets `notification`.
+pub fn message_mentioned(
+    message: &Message,
+    notification: &Notification,
+    mentioned: &UserRef,
+) -> DurableEvent {
+    DurableEvent::at(
+        PRODUCER,
+        Payload::MessageMentioned(events::MessageMentioned {
+            notification_id: notification.id.to_string(),
+            message_id: message.id.to_string(),
+            conversation_id: message.conversation_id.to_string(),
+            sender_id: message.sender.id.to_string(),
+            sender_name: message.sender.username.clone(),
+            user_id: mentioned.id.to_string(),
+            username: mentioned.username.clone(),
+        }),
+        message.created_at,
+    )
+}
+
+/// `message.read`: `reader` has read `conversation` up to the message `up_to`, now.
+pub fn message_read(conversation: Uuid, reader: Uuid, up_to: Uuid) -> DurableEvent {
+    DurableEvent::new(
+        PRODUCER,
+        Payload::MessageRead(events::MessageRead {
+            conversation_id: conversation.to_string(),
+            user_id: reader.to_string(),
+            up_to: up_to.to_string(),
+        }),
+    )
+}
+
+/// `message.edited`: `editor` gave the message `id` of `conversation` a new `body` at `at`.
+pub fn message_edited(
+    conversation: Uuid,
+    id: Uuid,
+    editor: Uuid,
+    body: &str,
+    at: DateTime<Utc>,
+) -> DurableEvent {
+    DurableEvent::at(
+        PRODUCER,
+        Payload::MessageEdited(events::MessageEdited {
+            message_id: id.to_string(),
+            conversation_id: conversation.to_string(),
+            editor_id: editor.to_string(),
+            body_chars: body_chars(body),
+        }),
+        at,
+    )
+}
+
+/// `message.deleted`: `deleted_by` made `message` a tombstone at `at` (as a moderator
+/// when it is not the sender).
+pub fn message_deleted(message: &Message, deleted_by: Uuid, at: DateTime<Utc>) -> DurableEvent {
+    DurableEvent::at(
+        PRODUCER,
+        Payload::MessageDeleted(events::MessageDeleted {
+            message_id: message.id.to_string(),
+            conversation_id: message.conversation_id.to_string(),
+            sender_id: message.sender.id.to_string(),
+            deleted_by: deleted_by.to_string(),
+            moderator: message.sender.id != deleted_by,
+        }),
+        at,
+    )
+}
