@@ -22,7 +22,6 @@ use proto::{
     chat::v1::{self as pb, live_event::Event},
     events::v1::{self as events, envelope::Payload},
 };
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// Why a chat operation was refused.
@@ -109,7 +108,7 @@ pub struct HistoryQuery {
 
 /// Conversations and everything in them.
 pub struct Chat {
-    store: Arc<dyn ChatStore>,
+    store: ChatStore,
     writer: MessageWriter,
     live: LiveHub,
     outbox: OutboxWaker,
@@ -127,10 +126,10 @@ fn presence_event(presence: &Presence, conversation_ids: Vec<Uuid>) -> Event {
 
 impl Chat {
     /// Chat over a store, publishing to `live`.
-    pub fn new(store: Arc<dyn ChatStore>, live: LiveHub) -> Self {
+    pub fn new(store: ChatStore, live: LiveHub) -> Self {
         let outbox = OutboxWaker::default();
         Self {
-            writer: MessageWriter::start(Arc::clone(&store), outbox.clone()),
+            writer: MessageWriter::start(store.clone(), outbox.clone()),
             store,
             live,
             outbox,
@@ -143,7 +142,7 @@ impl Chat {
     }
 
     /// The store (for readiness checks).
-    pub fn store(&self) -> &Arc<dyn ChatStore> {
+    pub fn store(&self) -> &ChatStore {
         &self.store
     }
 
