@@ -57,7 +57,8 @@ async fn write(
         // The batch failed as a whole: store each alone, so one message's failure is its
         // own and every sender gets an answer of its own.
         Err(error) => {
-            tracing::warn!(%error, size = messages.len(), "message batch failed; storing one by one");
+            let size = messages.len();
+            tracing::warn!(%error, size, "message batch failed; storing one by one");
             let mut outcomes = Vec::with_capacity(messages.len());
             for message in &messages {
                 let stored = store

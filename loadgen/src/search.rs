@@ -102,8 +102,8 @@ pub async fn run(args: Args) -> Result<()> {
     let seeded = seed_messages(&pool, &rooms, &words, &zipf, &args, &mut random).await?;
     let seeding = started.elapsed();
     println!(
-        "seeded {} messages in {} conversations ({} searching users, {} each) in {:.1} s ({:.0} messages/s)",
-        seeded,
+        "seeded {seeded} messages in {} conversations ({} searching users, {} each) \
+         in {:.1} s ({:.0} messages/s)",
         rooms.len(),
         users.len(),
         args.memberships,
@@ -597,7 +597,8 @@ async fn insert_cost(args: &Args, words: &[String], zipf: &Zipf, count: u32) -> 
         }
         let rate = timed_sends(&store, &rooms, &sender, words, zipf, count, &mut random).await?;
         println!(
-            "insert_messages on {:?}, {} the search index: {count} messages in batches of 128, {rate:.0} messages/s",
+            "insert_messages on {:?}, {} the search index: {count} messages in batches of 128, \
+             {rate:.0} messages/s",
             args.backend,
             if indexed { "with" } else { "without" },
         );

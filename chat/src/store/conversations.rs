@@ -84,8 +84,8 @@ const ADD_MEMBER: &str = "INSERT INTO memberships (conversation_id, user_id, use
 
 /// Inserts a conversation: `$1` id, `$2` kind, `$3` name, `$4` topic, `$5` direct key,
 /// `$6` creation time.
-const INSERT_CONVERSATION: &str = "INSERT INTO conversations (id, kind, name, topic, direct_key, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
+const INSERT_CONVERSATION: &str = "INSERT INTO conversations \
+     (id, kind, name, topic, direct_key, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
 
 /// Conversation views from rows.
 fn views(rows: Vec<ConversationViewRow>) -> Result<Vec<ConversationView>, sqlx::Error> {

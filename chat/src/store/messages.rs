@@ -115,7 +115,8 @@ const OLDEST_AFTER: &str = "SELECT id, conversation_id, sender_id, sender_name, 
 const INSERT_MESSAGES: &str = "INSERT INTO messages \
      (id, conversation_id, sender_id, sender_name, body, created_at) \
      SELECT column1, column2, column3, column4, column5, column6 FROM (";
-const INSERT_MESSAGES_OF_MEMBERS: &str = ") AS new_messages WHERE EXISTS (SELECT 1 FROM memberships \
+const INSERT_MESSAGES_OF_MEMBERS: &str = ") AS new_messages \
+     WHERE EXISTS (SELECT 1 FROM memberships \
      WHERE conversation_id = new_messages.column2 AND user_id = new_messages.column3) \
      RETURNING id";
 /// Messages per multi-row insert: 6 parameters each, well under SQLite's 32,766.

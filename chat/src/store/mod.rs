@@ -4,11 +4,11 @@
 //! the same statements (`$n` placeholders work in both, and may repeat), and each runs on
 //! the backend of the pool through [`platform::on_pool!`] / [`platform::on_tx!`]. The few
 //! dialect differences (a row lock, the full-text search) are chosen by the pool's
-//! [`Backend`]. Its methods are split by aggregate, one file each:
-//! [`conversations`] (rooms, directs, memberships), [`messages`] (batched inserts,
-//! history, edits, deletions, reactions, unread counts), [`presence`] (sockets, brokers,
-//! last seen), [`sessions`], [`notifications`], [`search`], and [`users`] (what an
-//! account's deletion removes).
+//! [`Backend`]. Its methods are split by aggregate, one file each: `conversations.rs`
+//! (rooms, directs, memberships), `messages.rs` (batched inserts, history, edits,
+//! deletions, reactions, unread counts), `presence.rs` (sockets, brokers, last seen),
+//! `sessions.rs`, `notifications.rs`, `search.rs`, and `users.rs` (what an account's
+//! deletion removes).
 //!
 //! Message ids are UUIDv7 and compare in time order in both databases (PostgreSQL compares
 //! UUIDs byte-wise, SQLite compares BLOBs byte-wise), so `id` is the history cursor.

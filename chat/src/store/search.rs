@@ -192,7 +192,8 @@ fn postgres_search(window: &str) -> String {
          SELECT cut.id, cut.conversation_id, cut.sender_id, cut.sender_name, cut.body, \
                 cut.created_at, cut.edited_at, cut.deleted_at, cut.score, c.kind, c.name, \
                 ts_headline('simple', cut.body, plainto_tsquery('simple', $2), \
-                    'StartSel=\u{1}, StopSel=\u{2}, MaxWords=40, MinWords=15, ShortWord=0') AS snippet \
+                    'StartSel=\u{1}, StopSel=\u{2}, MaxWords=40, MinWords=15, ShortWord=0') \
+                AS snippet \
          FROM cut JOIN conversations c ON c.id = cut.conversation_id \
          ORDER BY cut.score DESC, cut.id DESC"
     )
