@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use platform::{on_pool, on_tx, sql::Transaction};
 use uuid::Uuid;
 
+/// A conversation as stored (see [`CONVERSATION_COLUMNS`]).
 #[derive(sqlx::FromRow)]
 struct ConversationRow {
     id: Uuid,
@@ -32,6 +33,7 @@ impl TryFrom<ConversationRow> for Conversation {
     }
 }
 
+/// A conversation with its member count and whether the viewer is a member.
 #[derive(sqlx::FromRow)]
 struct ConversationViewRow {
     #[sqlx(flatten)]
@@ -52,6 +54,7 @@ impl TryFrom<ConversationViewRow> for ConversationView {
     }
 }
 
+/// A membership as stored.
 #[derive(sqlx::FromRow)]
 struct MemberRow {
     user_id: Uuid,
@@ -86,6 +89,10 @@ const ADD_MEMBER: &str = "INSERT INTO memberships (conversation_id, user_id, use
 /// `$6` creation time.
 const INSERT_CONVERSATION: &str = "INSERT INTO conversations \
      (id, kind, name, topic, direct_key, created_at) VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// The conversations of user `$1`.
+pub(super) const MEMBERSHIP_IDS: &str =
+    "SELECT conversation_id FROM memberships WHERE user_id = $1";
 
 /// Conversation views from rows.
 fn views(rows: Vec<ConversationViewRow>) -> Result<Vec<ConversationView>, sqlx::Error> {
@@ -320,10 +327,6 @@ impl ChatStore {
             .collect())
     }
 }
-
-/// The conversations of user `$1`.
-pub(super) const MEMBERSHIP_IDS: &str =
-    "SELECT conversation_id FROM memberships WHERE user_id = $1";
 
 /// Adds a member unless they already are one, in `tx`; true when added.
 async fn add_member(

@@ -115,6 +115,7 @@ const OLDEST_AFTER: &str = "SELECT id, conversation_id, sender_id, sender_name, 
 const INSERT_MESSAGES: &str = "INSERT INTO messages \
      (id, conversation_id, sender_id, sender_name, body, created_at) \
      SELECT column1, column2, column3, column4, column5, column6 FROM (";
+/// The second part of [`INSERT_MESSAGES`]: the membership condition and what comes back.
 const INSERT_MESSAGES_OF_MEMBERS: &str = ") AS new_messages \
      WHERE EXISTS (SELECT 1 FROM memberships \
      WHERE conversation_id = new_messages.column2 AND user_id = new_messages.column3) \
@@ -158,6 +159,7 @@ fn reactions_sql(messages: usize) -> String {
     )
 }
 
+/// One message's reactions with one emoji (see [`reactions_sql`]).
 #[derive(sqlx::FromRow)]
 struct ReactionRow {
     message_id: Uuid,

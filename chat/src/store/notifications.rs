@@ -19,6 +19,7 @@ pub struct NotificationPage {
     pub limit: u32,
 }
 
+/// A notification with what the list shows of its message and conversation.
 #[derive(sqlx::FromRow)]
 struct NotificationRow {
     id: Uuid,

@@ -21,6 +21,7 @@ pub struct Connection {
     pub opened_at: DateTime<Utc>,
 }
 
+/// One user's presence (see [`presence_sql`]).
 #[derive(sqlx::FromRow)]
 struct PresenceRow {
     user_id: Uuid,

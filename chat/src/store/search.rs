@@ -81,6 +81,7 @@ pub(super) async fn index_inserted(tx: &mut Transaction, ids: &[Uuid]) -> Result
     })
 }
 
+/// A matching message with its conversation, score and marked text.
 #[derive(sqlx::FromRow)]
 struct HitRow {
     #[sqlx(flatten)]
@@ -96,6 +97,7 @@ struct HitRow {
 const SNIPPET_CHARS: usize = 240;
 
 impl HitRow {
+    /// The hit, its snippet made from `marked` (the body when `None`).
     fn into_hit(self, marked: Option<&str>) -> Result<SearchHit, sqlx::Error> {
         let conversation_kind = Kind::from_stored(&self.kind).ok_or_else(|| {
             sqlx::Error::Decode(format!("unknown conversation kind {:?}", self.kind).into())

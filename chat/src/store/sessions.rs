@@ -27,6 +27,7 @@ pub struct ChatSession {
     pub user_agent: String,
 }
 
+/// A chat session as stored (see [`COLUMNS`]).
 #[derive(sqlx::FromRow)]
 struct ChatSessionRow {
     session_id: Uuid,
