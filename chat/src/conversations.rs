@@ -21,7 +21,6 @@ use crate::{
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use platform::events::outbox::OutboxWaker;
-use std::sync::Arc;
 use uuid::Uuid;
 
 /// Why a chat operation was refused.
@@ -108,7 +107,7 @@ pub struct HistoryQuery {
 
 /// Conversations and everything in them.
 pub struct Chat {
-    store: Arc<dyn ChatStore>,
+    store: ChatStore,
     writer: MessageWriter,
     live: LiveHub,
     outbox: OutboxWaker,
@@ -116,10 +115,10 @@ pub struct Chat {
 
 impl Chat {
     /// Chat over a store, publishing to `live`.
-    pub fn new(store: Arc<dyn ChatStore>, live: LiveHub) -> Self {
+    pub fn new(store: ChatStore, live: LiveHub) -> Self {
         let outbox = OutboxWaker::default();
         Self {
-            writer: MessageWriter::start(Arc::clone(&store), outbox.clone()),
+            writer: MessageWriter::start(store.clone(), outbox.clone()),
             store,
             live,
             outbox,
@@ -132,7 +131,7 @@ impl Chat {
     }
 
     /// The store (for readiness checks).
-    pub fn store(&self) -> &Arc<dyn ChatStore> {
+    pub fn store(&self) -> &ChatStore {
         &self.store
     }
 

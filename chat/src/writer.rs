@@ -9,7 +9,6 @@ use crate::{
     store::{ChatStore, NewMessage, StoreError},
 };
 use platform::{batch::GroupCommit, events::outbox::OutboxWaker};
-use std::sync::Arc;
 
 /// What storing one message did: the notifications of its mentions, or `None` when the
 /// sender is not a member.
@@ -27,9 +26,9 @@ pub struct MessageWriter {
 impl MessageWriter {
     /// Starts the writer task; it ends when the last `MessageWriter` is dropped.
     /// Wakes `outbox` after each commit that stored messages (and so their events).
-    pub fn start(store: Arc<dyn ChatStore>, outbox: OutboxWaker) -> Self {
+    pub fn start(store: ChatStore, outbox: OutboxWaker) -> Self {
         let batches = GroupCommit::start(MAX_BATCH, move |messages| {
-            write(Arc::clone(&store), outbox.clone(), messages)
+            write(store.clone(), outbox.clone(), messages)
         });
         Self { batches }
     }
@@ -45,7 +44,7 @@ impl MessageWriter {
 }
 
 async fn write(
-    store: Arc<dyn ChatStore>,
+    store: ChatStore,
     outbox: OutboxWaker,
     messages: Vec<NewMessage>,
 ) -> Vec<Result<Stored, StoreError>> {
@@ -58,7 +57,8 @@ async fn write(
         // The batch failed as a whole: store each alone, so one message's failure is its
         // own and every sender gets an answer of its own.
         Err(error) => {
-            tracing::warn!(%error, size = messages.len(), "message batch failed; storing one by one");
+            let size = messages.len();
+            tracing::warn!(%error, size, "message batch failed; storing one by one");
             let mut outcomes = Vec::with_capacity(messages.len());
             for message in &messages {
                 let stored = store

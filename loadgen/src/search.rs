@@ -19,11 +19,15 @@ use anyhow::{Context, Result, ensure};
 use chat::{
     domain::{Conversation, Kind, Message, UserRef},
     search::{SEARCH_WINDOW, SearchQuery, SearchText},
-    store::{ChatStore, NewMessage},
+    store::{ChatStore, NewMessage, SQLITE_PAGE_SIZE},
 };
 use chrono::{DateTime, TimeZone, Utc};
 use hdrhistogram::Histogram;
-use platform::{events::Event, sql::Pool};
+use platform::{
+    events::Event,
+    on_pool, on_tx,
+    sql::{self, Pool},
+};
 use proto::events::v1::{MessageSent, envelope::Payload};
 use sqlx::{Connection, Executor, PgConnection};
 use std::time::{Duration, Instant};
@@ -89,22 +93,25 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let database = Database::create(&args, "search").await?;
     let store = chat::store::connect(&database.url).await?;
+    // The messages go in with plain SQL, on a pool of its own on the store's database.
+    let pool = sql::connect_paged(&database.url, SQLITE_PAGE_SIZE).await?;
     let mut random = Random(args.seed);
 
     let started = Instant::now();
-    let (rooms, users) = seed_conversations(store.as_ref(), &args, &mut random).await?;
-    let seeded = seed_messages(&store.pool(), &rooms, &words, &zipf, &args, &mut random).await?;
+    let (rooms, users) = seed_conversations(&store, &args, &mut random).await?;
+    let seeded = seed_messages(&pool, &rooms, &words, &zipf, &args, &mut random).await?;
     let seeding = started.elapsed();
     println!(
-        "seeded {} messages in {} conversations ({} searching users, {} each) in {:.1} s ({:.0} messages/s)",
-        seeded,
+        "seeded {seeded} messages in {} conversations ({} searching users, {} each) \
+         in {:.1} s ({:.0} messages/s)",
         rooms.len(),
         users.len(),
         args.memberships,
         seeding.as_secs_f64(),
         f64::from(seeded) / seeding.as_secs_f64()
     );
-    analyze(&store.pool()).await?;
+    analyze(&pool).await?;
+    drop(pool);
 
     let queries = queries(&words, &users, &args, &mut random)?;
     // A few untimed searches first: the first statements prepare and fill caches.
@@ -197,14 +204,15 @@ impl Database {
 /// Fresh planner statistics (PostgreSQL's autovacuum would get there later; SQLite's
 /// planner uses them too).
 async fn analyze(pool: &Pool) -> Result<()> {
-    match pool {
-        Pool::Postgres(pool) => {
-            sqlx::query("VACUUM ANALYZE messages").execute(pool).await?;
-            sqlx::query("ANALYZE memberships").execute(pool).await?;
-        }
-        Pool::Sqlite(pool) => {
-            sqlx::query("ANALYZE").execute(pool).await?;
-        }
+    let statements: &[&str] = match pool.backend() {
+        sql::Backend::Postgres => &["VACUUM ANALYZE messages", "ANALYZE memberships"],
+        sql::Backend::Sqlite => &["ANALYZE"],
+    };
+    for statement in statements {
+        on_pool!(pool, |pool| sqlx::query(statement)
+            .execute(pool)
+            .await
+            .map(drop))?;
     }
     Ok(())
 }
@@ -214,7 +222,7 @@ async fn analyze(pool: &Pool) -> Result<()> {
 
 /// The rooms, and the searching users with their memberships.
 async fn seed_conversations(
-    store: &dyn ChatStore,
+    store: &ChatStore,
     args: &Args,
     random: &mut Random,
 ) -> Result<(Vec<Uuid>, Vec<UserRef>)> {
@@ -299,41 +307,46 @@ async fn seed_messages(
 async fn insert_rows(pool: &Pool, messages: &[Message]) -> Result<u32> {
     const INSERT: &str = "INSERT INTO messages \
         (id, conversation_id, sender_id, sender_name, body, created_at) ";
-    macro_rules! insert {
-        ($db:ty, $pool:expr) => {{
-            let mut insert = sqlx::QueryBuilder::<$db>::new(INSERT);
-            insert.push_values(messages, |mut row, message| {
-                row.push_bind(message.id)
-                    .push_bind(message.conversation_id)
-                    .push_bind(message.sender.id)
-                    .push_bind(&message.sender.username)
-                    .push_bind(&message.body)
-                    .push_bind(message.created_at);
-            });
-            insert.build().execute($pool).await?.rows_affected()
-        }};
-    }
-    let done = match pool {
-        Pool::Postgres(pool) => insert!(sqlx::Postgres, pool),
-        Pool::Sqlite(pool) => {
-            // SQLite's full-text index does not follow inserts by itself (chat's store
-            // indexes each batch it stores): index these rows, all newer than any before.
-            let mut tx = pool.begin().await?;
-            let before: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM messages")
-                .fetch_one(&mut *tx)
-                .await?;
-            let done = insert!(sqlx::Sqlite, &mut *tx);
+    let mut tx = pool.begin().await?;
+    // SQLite's full-text index does not follow inserts by itself (chat's store indexes
+    // each batch it stores): these rows, all newer than any before, are indexed after.
+    let indexed_up_to: Option<i64> = match tx.backend() {
+        sql::Backend::Postgres => None,
+        sql::Backend::Sqlite => Some(on_tx!(&mut tx, |tx| {
+            sqlx::query_scalar("SELECT COALESCE(MAX(rowid), 0) FROM messages")
+                .fetch_one(&mut **tx)
+                .await
+        })?),
+    };
+    let done = on_tx!(&mut tx, |tx| {
+        let mut insert = sqlx::QueryBuilder::new(INSERT);
+        insert.push_values(messages, |mut row, message| {
+            row.push_bind(message.id)
+                .push_bind(message.conversation_id)
+                .push_bind(message.sender.id)
+                .push_bind(&message.sender.username)
+                .push_bind(&message.body)
+                .push_bind(message.created_at);
+        });
+        insert
+            .build()
+            .execute(&mut **tx)
+            .await
+            .map(|done| done.rows_affected())
+    })?;
+    if let Some(before) = indexed_up_to {
+        on_tx!(&mut tx, |tx| {
             sqlx::query(
                 "INSERT INTO messages_fts (rowid, body, conversation_key) \
                  SELECT rowid, body, conversation_key FROM messages WHERE rowid > $1",
             )
             .bind(before)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            done
-        }
-    };
+            .execute(&mut **tx)
+            .await
+            .map(drop)
+        })?;
+    }
+    tx.commit().await?;
     Ok(u32::try_from(done)?)
 }
 
@@ -561,11 +574,12 @@ async fn insert_cost(args: &Args, words: &[String], zipf: &Zipf, count: u32) -> 
         let database = Database::create(args, "insert").await?;
         let store = chat::store::connect(&database.url).await?;
         if !indexed {
-            drop_index(&store.pool()).await?;
+            let pool = sql::connect_paged(&database.url, SQLITE_PAGE_SIZE).await?;
+            drop_index(&pool).await?;
         }
         let mut random = Random(args.seed);
         let (rooms, _) = seed_conversations(
-            store.as_ref(),
+            &store,
             &Args {
                 conversations: 100,
                 users: 0,
@@ -581,18 +595,10 @@ async fn insert_cost(args: &Args, words: &[String], zipf: &Zipf, count: u32) -> 
         for room in &rooms {
             store.join(*room, &sender, Utc::now()).await?;
         }
-        let rate = timed_sends(
-            store.as_ref(),
-            &rooms,
-            &sender,
-            words,
-            zipf,
-            count,
-            &mut random,
-        )
-        .await?;
+        let rate = timed_sends(&store, &rooms, &sender, words, zipf, count, &mut random).await?;
         println!(
-            "insert_messages on {:?}, {} the search index: {count} messages in batches of 128, {rate:.0} messages/s",
+            "insert_messages on {:?}, {} the search index: {count} messages in batches of 128, \
+             {rate:.0} messages/s",
             args.backend,
             if indexed { "with" } else { "without" },
         );
@@ -604,33 +610,31 @@ async fn insert_cost(args: &Args, words: &[String], zipf: &Zipf, count: u32) -> 
 
 /// Removes the search index (the state before this feature; on SQLite, see below).
 async fn drop_index(pool: &Pool) -> Result<()> {
-    match pool {
-        Pool::Postgres(pool) => {
-            sqlx::query("DROP INDEX messages_search")
-                .execute(pool)
-                .await?;
-        }
-        Pool::Sqlite(pool) => {
-            // The store indexes each batch with one INSERT ... SELECT into `messages_fts`:
-            // a plain table of the same rows takes it, so what is measured is FTS5's own
-            // work (tokenizing, writing and merging its segments).
-            for sql in [
-                "DROP TRIGGER messages_fts_update",
-                "DROP TRIGGER messages_fts_delete",
-                "DROP TABLE messages_fts",
-                "CREATE TABLE messages_fts \
-                 (rowid INTEGER PRIMARY KEY, body TEXT, conversation_key TEXT)",
-            ] {
-                sqlx::query(sql).execute(pool).await?;
-            }
-        }
+    let statements: &[&str] = match pool.backend() {
+        sql::Backend::Postgres => &["DROP INDEX messages_search"],
+        // The store indexes each batch with one INSERT ... SELECT into `messages_fts`: a
+        // plain table of the same rows takes it, so what is measured is FTS5's own work
+        // (tokenizing, writing and merging its segments).
+        sql::Backend::Sqlite => &[
+            "DROP TRIGGER messages_fts_update",
+            "DROP TRIGGER messages_fts_delete",
+            "DROP TABLE messages_fts",
+            "CREATE TABLE messages_fts \
+             (rowid INTEGER PRIMARY KEY, body TEXT, conversation_key TEXT)",
+        ],
+    };
+    for statement in statements {
+        on_pool!(pool, |pool| sqlx::query(statement)
+            .execute(pool)
+            .await
+            .map(drop))?;
     }
     Ok(())
 }
 
 /// Sends `count` messages as chat does (batches of 128 with their events); messages/s.
 async fn timed_sends(
-    store: &dyn ChatStore,
+    store: &ChatStore,
     rooms: &[Uuid],
     sender: &UserRef,
     words: &[String],

@@ -1,6 +1,6 @@
-//! Full-text search in each backend: the one part of the chat store whose SQL differs in
-//! more than a word (PostgreSQL's `tsvector` and GIN, SQLite's FTS5), so each backend has
-//! its own [`SearchSql`] and `sql_chat_store!` calls the one of its database.
+//! Full-text search: the one part of the chat store whose SQL differs in more than a word
+//! (PostgreSQL's `tsvector` and GIN, SQLite's FTS5), so [`ChatStore::search_messages`]
+//! runs the statements of its pool's backend.
 //!
 //! Both run the same plan in two steps. First the newest [`SearchQuery::window`] matches
 //! among the messages of the caller's conversations (membership is a condition of the
@@ -10,29 +10,78 @@
 //! cut out of them. Bounding the ranked set keeps a common word (matching a good part of
 //! a million messages) about as fast as a rare one.
 
-use super::sql::MessageRow;
+use super::{ChatStore, MessageRow, StoreError, conversations::MEMBERSHIP_IDS};
 use crate::domain::{Kind, Message};
 use crate::search::{SearchHit, SearchQuery, Snippet};
-use async_trait::async_trait;
+use platform::{
+    on_tx,
+    sql::{Backend, Transaction},
+};
 use uuid::Uuid;
 
-/// The search of one backend.
-#[async_trait]
-pub(super) trait SearchSql: sqlx::Database {
-    /// The hits of `query`, best first (at most `query.limit`).
-    async fn search(
-        pool: &sqlx::Pool<Self>,
-        query: &SearchQuery,
-    ) -> Result<Vec<SearchHit>, sqlx::Error>;
-
-    /// Indexes the messages just inserted in this transaction (`ids`: one chunk of a
-    /// batch, at most 500), where the index does not follow inserts by itself.
-    async fn index_inserted(
-        connection: &mut Self::Connection,
-        ids: &[Uuid],
-    ) -> Result<(), sqlx::Error>;
+impl ChatStore {
+    /// The messages matching a search in the conversations its user belongs to (decided
+    /// in the same query), ranked best first, ties newest first: at most `query.limit`
+    /// hits after `query.after`, among the newest `query.window` matches up to
+    /// `query.snapshot`.
+    pub async fn search_messages(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
+        // One read transaction: the conversations, the page and its snippets agree.
+        let mut tx = self.pool.begin().await?;
+        let conversations = searched_conversations(&mut tx, query).await?;
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let hits = match tx.backend() {
+            Backend::Postgres => search_postgres(&mut tx, query, &conversations).await?,
+            Backend::Sqlite => search_sqlite(&mut tx, query, &conversations).await?,
+        };
+        tx.commit().await?;
+        Ok(hits)
+    }
 }
 
+/// The conversations a search looks in: the one it names, or every one of its user's.
+/// (Membership of the one named is checked again by the search's own statement.)
+async fn searched_conversations(
+    tx: &mut Transaction,
+    query: &SearchQuery,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    match query.conversation {
+        Some(conversation) => Ok(vec![conversation]),
+        None => on_tx!(tx, |tx| {
+            sqlx::query_scalar(MEMBERSHIP_IDS)
+                .bind(query.user)
+                .fetch_all(&mut **tx)
+                .await
+        }),
+    }
+}
+
+/// Indexes the messages just inserted in `tx` (`ids`: one chunk of a batch, at most 500)
+/// where the index does not follow inserts by itself: SQLite's FTS5 table, with one
+/// `INSERT … SELECT` per batch in the batch's transaction (so a message is searchable
+/// exactly when it is stored). A trigger per row did the same at about three times the
+/// cost (PERFORMANCE.md, "What the search index costs a send"). PostgreSQL's stored
+/// `body_words` column is generated from `body` on insert: nothing to do there.
+pub(super) async fn index_inserted(tx: &mut Transaction, ids: &[Uuid]) -> Result<(), sqlx::Error> {
+    if tx.backend() != Backend::Sqlite || ids.is_empty() {
+        return Ok(());
+    }
+    on_tx!(tx, |tx| {
+        let mut insert = sqlx::QueryBuilder::new(
+            "INSERT INTO messages_fts (rowid, body, conversation_key) \
+             SELECT rowid, body, conversation_key FROM messages WHERE id IN (",
+        );
+        let mut list = insert.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        insert.push(")");
+        insert.build().execute(&mut **tx).await.map(drop)
+    })
+}
+
+/// A matching message with its conversation, score and marked text.
 #[derive(sqlx::FromRow)]
 struct HitRow {
     #[sqlx(flatten)]
@@ -48,6 +97,7 @@ struct HitRow {
 const SNIPPET_CHARS: usize = 240;
 
 impl HitRow {
+    /// The hit, its snippet made from `marked` (the body when `None`).
     fn into_hit(self, marked: Option<&str>) -> Result<SearchHit, sqlx::Error> {
         let conversation_kind = Kind::from_stored(&self.kind).ok_or_else(|| {
             sqlx::Error::Decode(format!("unknown conversation kind {:?}", self.kind).into())
@@ -144,57 +194,44 @@ fn postgres_search(window: &str) -> String {
          SELECT cut.id, cut.conversation_id, cut.sender_id, cut.sender_name, cut.body, \
                 cut.created_at, cut.edited_at, cut.deleted_at, cut.score, c.kind, c.name, \
                 ts_headline('simple', cut.body, plainto_tsquery('simple', $2), \
-                    'StartSel=\u{1}, StopSel=\u{2}, MaxWords=40, MinWords=15, ShortWord=0') AS snippet \
+                    'StartSel=\u{1}, StopSel=\u{2}, MaxWords=40, MinWords=15, ShortWord=0') \
+                AS snippet \
          FROM cut JOIN conversations c ON c.id = cut.conversation_id \
          ORDER BY cut.score DESC, cut.id DESC"
     )
 }
 
-#[async_trait]
-impl SearchSql for sqlx::Postgres {
-    /// The stored `body_words` column is generated from `body` on insert: nothing to do.
-    async fn index_inserted(
-        _connection: &mut Self::Connection,
-        _ids: &[Uuid],
-    ) -> Result<(), sqlx::Error> {
-        Ok(())
-    }
-
-    async fn search(
-        pool: &sqlx::Pool<Self>,
-        query: &SearchQuery,
-    ) -> Result<Vec<SearchHit>, sqlx::Error> {
-        let mut tx = pool.begin().await?;
-        let conversations: Vec<uuid::Uuid> = match query.conversation {
-            Some(conversation) => vec![conversation],
-            None => {
-                sqlx::query_scalar("SELECT conversation_id FROM memberships WHERE user_id = $1")
-                    .bind(query.user)
-                    .fetch_all(&mut *tx)
-                    .await?
-            }
-        };
-        if conversations.is_empty() {
-            return Ok(Vec::new());
-        }
-        let share: f64 = sqlx::query_scalar(POSTGRES_SHARE)
+/// The page of hits of `query` on PostgreSQL, in `conversations` (not empty).
+async fn search_postgres(
+    tx: &mut Transaction,
+    query: &SearchQuery,
+    conversations: &[Uuid],
+) -> Result<Vec<SearchHit>, sqlx::Error> {
+    let share: f64 = on_tx!(&mut *tx, |tx| {
+        sqlx::query_scalar(POSTGRES_SHARE)
             .bind(query.text.plain())
-            .fetch_one(&mut *tx)
-            .await?;
-        let merged = share >= WALK_SHARE && conversations.len() <= MERGED_CONVERSATIONS;
-        let sql = if merged {
-            // Walk each conversation's newest messages: a bitmap of such a word (or of
-            // each branch) would read a good part of the word's index entry per branch.
+            .fetch_one(&mut **tx)
+            .await
+    })?;
+    let merged = share >= WALK_SHARE && conversations.len() <= MERGED_CONVERSATIONS;
+    let sql = if merged {
+        // Walk each conversation's newest messages: a bitmap of such a word (or of each
+        // branch) would read a good part of the word's index entry per branch.
+        on_tx!(&mut *tx, |tx| {
             sqlx::query("SET LOCAL enable_bitmapscan = off")
-                .execute(&mut *tx)
-                .await?;
-            postgres_search(&postgres_window_merged(conversations.len()))
-        } else {
-            postgres_search(POSTGRES_WINDOW_SPARSE)
-        };
-        // Not a prepared statement: PostgreSQL plans the unnamed one for the values bound
-        // (a prepared one would soon get a generic plan, the same for every word).
-        let mut select = sqlx::query_as::<_, HitRow>(&sql)
+                .execute(&mut **tx)
+                .await
+                .map(drop)
+        })?;
+        postgres_search(&postgres_window_merged(conversations.len()))
+    } else {
+        postgres_search(POSTGRES_WINDOW_SPARSE)
+    };
+    let branches: &[Uuid] = if merged { conversations } else { &[] };
+    // Not a prepared statement: PostgreSQL plans the unnamed one for the values bound (a
+    // prepared one would soon get a generic plan, the same for every word).
+    let rows: Vec<HitRow> = on_tx!(tx, |tx| {
+        let mut select = sqlx::query_as(&sql)
             .persistent(false)
             .bind(query.user)
             .bind(query.text.plain())
@@ -203,20 +240,17 @@ impl SearchSql for sqlx::Postgres {
             .bind(i64::from(query.window))
             .bind(i64::from(query.offset))
             .bind(i64::from(query.limit));
-        if merged {
-            for conversation in &conversations {
-                select = select.bind(*conversation);
-            }
+        for conversation in branches {
+            select = select.bind(*conversation);
         }
-        let rows = select.fetch_all(&mut *tx).await?;
-        tx.commit().await?;
-        rows.into_iter()
-            .map(|row| {
-                let snippet = row.snippet.clone();
-                row.into_hit(snippet.as_deref())
-            })
-            .collect()
-    }
+        select.fetch_all(&mut **tx).await
+    })?;
+    rows.into_iter()
+        .map(|row| {
+            let snippet = row.snippet.clone();
+            row.into_hit(snippet.as_deref())
+        })
+        .collect()
 }
 
 /// SQLite: the window, newest first. `$1` user, `$2` the FTS5 query ([`fts5_query`]),
@@ -286,7 +320,7 @@ fn words_in(body: &str) -> usize {
 /// keys, as the `conversation_key` column holds them): FTS5 then intersects the word's
 /// rows with the conversations' as it walks them, instead of looking up every message
 /// of a common word in `messages` to find the few of the caller's.
-fn fts5_query(query: &SearchQuery, conversations: &[uuid::Uuid]) -> String {
+fn fts5_query(query: &SearchQuery, conversations: &[Uuid]) -> String {
     let words = format!("body : ({})", query.text.fts5());
     if conversations.is_empty() || conversations.len() > MERGED_CONVERSATIONS {
         return words;
@@ -298,70 +332,33 @@ fn fts5_query(query: &SearchQuery, conversations: &[uuid::Uuid]) -> String {
     format!("{words} AND conversation_key : ({})", keys.join(" OR "))
 }
 
-#[async_trait]
-impl SearchSql for sqlx::Sqlite {
-    /// One `INSERT … SELECT` per batch into the FTS5 table, in the batch's transaction (so
-    /// a message is searchable exactly when it is stored). A trigger per row did the same
-    /// at about three times the cost (PERFORMANCE.md, "What the search index costs a send").
-    async fn index_inserted(
-        connection: &mut Self::Connection,
-        ids: &[Uuid],
-    ) -> Result<(), sqlx::Error> {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let mut insert = sqlx::QueryBuilder::<Self>::new(
-            "INSERT INTO messages_fts (rowid, body, conversation_key) \
-             SELECT rowid, body, conversation_key FROM messages WHERE id IN (",
-        );
-        let mut list = insert.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        insert.push(")");
-        insert.build().execute(connection).await?;
-        Ok(())
-    }
-
-    async fn search(
-        pool: &sqlx::Pool<Self>,
-        query: &SearchQuery,
-    ) -> Result<Vec<SearchHit>, sqlx::Error> {
-        // One read transaction: the conversations, the page and its snippets agree.
-        let mut tx = pool.begin().await?;
-        let conversations: Vec<uuid::Uuid> = match query.conversation {
-            Some(conversation) => vec![conversation],
-            None => {
-                sqlx::query_scalar("SELECT conversation_id FROM memberships WHERE user_id = $1")
-                    .bind(query.user)
-                    .fetch_all(&mut *tx)
-                    .await?
-            }
-        };
-        if conversations.is_empty() {
-            return Ok(Vec::new());
-        }
-        let window: Vec<HitRow> = sqlx::query_as(SQLITE_WINDOW)
+/// The page of hits of `query` on SQLite, in `conversations` (not empty).
+async fn search_sqlite(
+    tx: &mut Transaction,
+    query: &SearchQuery,
+    conversations: &[Uuid],
+) -> Result<Vec<SearchHit>, sqlx::Error> {
+    let window: Vec<HitRow> = on_tx!(tx, |tx| {
+        sqlx::query_as(SQLITE_WINDOW)
             .bind(query.user)
-            .bind(fts5_query(query, &conversations))
+            .bind(fts5_query(query, conversations))
             .bind(query.conversation)
             .bind(query.snapshot)
             .bind(i64::from(query.window))
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        rank_window(window)
-            .into_iter()
-            .skip(query.offset as usize)
-            .take(query.limit as usize)
-            .map(|row| {
-                let marked = row.snippet.clone();
-                let hit = row.into_hit(marked.as_deref())?;
-                Ok(SearchHit {
-                    snippet: hit.snippet.around_first_match(SNIPPET_CHARS),
-                    ..hit
-                })
+            .fetch_all(&mut **tx)
+            .await
+    })?;
+    rank_window(window)
+        .into_iter()
+        .skip(query.offset as usize)
+        .take(query.limit as usize)
+        .map(|row| {
+            let marked = row.snippet.clone();
+            let hit = row.into_hit(marked.as_deref())?;
+            Ok(SearchHit {
+                snippet: hit.snippet.around_first_match(SNIPPET_CHARS),
+                ..hit
             })
-            .collect()
-    }
+        })
+        .collect()
 }
