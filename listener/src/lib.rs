@@ -15,8 +15,8 @@
 //!   is parked, and an operator lists and replays parked events
 //!   (`listener parked list|replay`, or the admin HTTP API).
 //!
-//! [`Listener::build`] binds the two HTTP ports, health and metrics on one, the admin API
-//! on the other; [`Listener::run`] consumes until shutdown.
+//! [`ListenerService::build`] binds the two HTTP ports, health and metrics on one, the admin API
+//! on the other; [`ListenerService::run`] consumes until shutdown.
 
 mod admin;
 mod config;
@@ -46,7 +46,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// A built listener, its HTTP ports bound, not yet consuming.
-pub struct Listener {
+pub struct ListenerService {
     http: TcpListener,
     admin: AdminPort,
     worker: Worker,
@@ -67,7 +67,7 @@ struct Worker {
     config: Arc<Config>,
 }
 
-impl Listener {
+impl ListenerService {
     /// Opens the processed-events database and binds the HTTP ports; refuses an admin
     /// address beyond loopback without an admin token.
     pub async fn build(
@@ -114,7 +114,7 @@ impl Listener {
     pub fn local_addr(&self) -> SocketAddr {
         self.http
             .local_addr()
-            .expect("a bound listener has an address")
+            .expect("a bound socket has an address")
     }
 
     /// The address of the parked-event admin API.
@@ -175,14 +175,14 @@ impl Listener {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown`, letting requests in flight finish.
+/// Serves `app` on `socket` until `shutdown`, letting requests in flight finish.
 fn serve(
-    listener: TcpListener,
+    socket: TcpListener,
     app: Router,
     shutdown: &Shutdown,
 ) -> JoinHandle<std::io::Result<()>> {
     tokio::spawn(
-        axum::serve(listener, app)
+        axum::serve(socket, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
     )
