@@ -35,7 +35,7 @@ use anyhow::Context;
 use axum::Router;
 use chrono::Utc;
 use platform::{batch::GroupCommit, events::envelope, shutdown::Shutdown, trace::TraceId};
-use source::{Delivery, Source};
+use source::{ReceivedEvent, Source};
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tracing::Instrument;
@@ -78,9 +78,10 @@ impl ListenerService {
     ) -> anyhow::Result<Self> {
         let admin = AdminPort::bind(config.admin_listen, config.admin_token.clone()).await?;
         platform::telemetry::prometheus();
-        let processed = ProcessedEvents::connect(&config.database_url(data_dir))
+        let database = connect_database(&config.database_url(data_dir))
             .await
             .context("opening the listener database")?;
+        let processed = ProcessedEvents::new(database.clone());
         let identity = service_keys.identity(platform::service_auth::Service::Listener)?;
         let urls = ServiceUrls {
             chat: &config.chat_url,
@@ -90,7 +91,7 @@ impl ListenerService {
         };
         let handlers = Handlers::new(urls, &identity, &config.pages_url())
             .context("the chat, mail, auth or logger URL is not valid")?
-            .with_digests(Digests::new(processed.pool(), config.mention_digest_period));
+            .with_digests(Digests::new(database, config.mention_digest_period));
         let http = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the listener to {}", config.listen))?;
@@ -175,6 +176,18 @@ impl ListenerService {
     }
 }
 
+/// Opens the listener's database, the one `url` names, and applies its migrations: it
+/// holds the processed events ([`ProcessedEvents`]) and the pending mention digests
+/// ([`Digests`]), each store given a clone of the pool.
+pub async fn connect_database(url: &str) -> anyhow::Result<platform::sql::Pool> {
+    platform::sql::connect_migrated(
+        url,
+        sqlx::migrate!("./migrations/postgres"),
+        sqlx::migrate!("./migrations/sqlite"),
+    )
+    .await
+}
+
 /// Serves `app` on `socket` until `shutdown`, letting requests in flight finish.
 fn serve(
     socket: TcpListener,
@@ -236,7 +249,7 @@ async fn prune(processed: ProcessedEvents, retention: Duration, shutdown: Shutdo
 impl Worker {
     /// Handles one delivery and settles it; never fails (a failure to settle means the
     /// delivery comes again, which the processed-events table absorbs).
-    async fn process(&self, delivery: Delivery) {
+    async fn process(&self, delivery: ReceivedEvent) {
         let (id, envelope) = match envelope::decode(&delivery.payload) {
             Ok(decoded) => decoded,
             Err(error) => {
@@ -263,7 +276,7 @@ impl Worker {
         &self,
         id: uuid::Uuid,
         envelope: &proto::events::v1::Envelope,
-        delivery: Delivery,
+        delivery: ReceivedEvent,
     ) {
         // A label from our own list, never the free text of a message.
         let key = envelope
