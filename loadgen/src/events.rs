@@ -349,7 +349,8 @@ async fn measure(
             bus,
             waker.clone(),
             "loadgen",
-        ).run(shutdown.clone()),
+        )
+        .run(shutdown.clone()),
     );
 
     let offered = match args.rate {

@@ -114,7 +114,10 @@ impl Pool {
 
     /// A cheap round trip, for readiness.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        crate::on_pool!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(drop))?;
+        crate::on_pool!(self, |pool| sqlx::query("SELECT 1")
+            .execute(pool)
+            .await
+            .map(drop))?;
         Ok(())
     }
 

@@ -76,8 +76,10 @@ impl TestOutbox {
     async fn commit(&self, events: &[Event]) {
         let mut tx = self.pool.begin().await.expect("a transaction begins");
         for event in events {
-            platform::on_tx!(&mut tx, |tx| outbox::insert(event).execute(&mut **tx).await)
-                .expect("the event is inserted");
+            platform::on_tx!(&mut tx, |tx| {
+                outbox::insert(event).execute(&mut **tx).await.map(drop)
+            })
+            .expect("the event is inserted");
         }
         tx.commit().await.expect("the transaction commits");
     }
@@ -362,12 +364,7 @@ async fn two_postgres_relays_deliver_every_event_exactly_once() {
         .zip(&buses)
         .map(|(waker, bus)| {
             let bus = Arc::clone(bus) as Arc<dyn EventBus>;
-            let relay = Relay::new(
-                Outbox::new(outbox.pool.clone()),
-                bus,
-                waker.clone(),
-                "test",
-            );
+            let relay = Relay::new(Outbox::new(outbox.pool.clone()), bus, waker.clone(), "test");
             tokio::spawn(relay.run(shutdown.clone()))
         })
         .collect();
@@ -416,14 +413,56 @@ async fn two_postgres_relays_deliver_every_event_exactly_once() {
     }
 }
 
+/// The outbox migration's checksum, as databases migrated with the producers' own copies
+/// of it (auth's version 3, chat's version 2, before it moved here) recorded it: a change
+/// to the file would make every such database refuse to start.
 #[test]
-fn every_producer_ships_the_same_outbox_table() {
-    assert_eq!(
-        POSTGRES_TABLE,
-        include_str!("../../chat/migrations/postgres/0002_outbox.sql")
-    );
-    assert_eq!(
-        SQLITE_TABLE,
-        include_str!("../../chat/migrations/sqlite/0002_outbox.sql")
-    );
+fn the_outbox_migration_keeps_the_checksum_databases_recorded() {
+    const RECORDED: [(platform::sql::Backend, &str); 2] = [
+        (
+            platform::sql::Backend::Postgres,
+            "15b79c33e2623dbe13bd9050488643a570dd197eabfd7b913e2d6537ee2b754bf392090190d35ea176fc20dd1b3cc710",
+        ),
+        (
+            platform::sql::Backend::Sqlite,
+            "eb11146bdb7391076e8d78c873411258f3cae41bd78378c724efd227bfac06a2c2ed88975a0183c56c65bf51c9ad6dbb",
+        ),
+    ];
+    for (backend, recorded) in RECORDED {
+        let migrator = migrator(backend);
+        let migration = &migrator.migrations[0];
+        let checksum: String = migration
+            .checksum
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect();
+        assert_eq!(checksum, recorded, "{backend:?}");
+        assert_eq!(migration.description, "outbox");
+    }
+}
+
+/// The outbox's migration takes its place in the producer's sequence.
+#[test]
+fn the_outbox_migration_is_ordered_among_the_producers_own() {
+    let own = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            [1, 3]
+                .into_iter()
+                .map(|version| {
+                    sqlx::migrate::Migration::new(
+                        version,
+                        "own".into(),
+                        sqlx::migrate::MigrationType::Simple,
+                        "SELECT 1".into(),
+                        false,
+                    )
+                })
+                .collect(),
+        ),
+        ..sqlx::migrate::Migrator::DEFAULT
+    };
+    let merged = outbox::with_migration(own, platform::sql::Backend::Sqlite, 2);
+    let versions: Vec<i64> = merged.migrations.iter().map(|m| m.version).collect();
+    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(merged.migrations[1].description, "outbox");
 }

@@ -51,7 +51,9 @@ pub fn with_migration(
     };
     let mut migrations = migrator.migrations.into_owned();
     assert!(
-        migrations.iter().all(|migration| migration.version != version),
+        migrations
+            .iter()
+            .all(|migration| migration.version != version),
         "the outbox's migration version {version} is taken by the producer's own"
     );
     migrations.push(sqlx::migrate::Migration::new(
