@@ -136,7 +136,7 @@ pub struct Running {
     /// once every service of the stages before it has stopped.
     stops: [Shutdown; STAGES],
     /// This system's log lines go to its logger while this lives.
-    _log_shipping: platform::logship::Destination,
+    _log_shipping: platform::logship::LogShipping,
     /// Dropped last: its services have stopped by then.
     _deferred: Deferred,
 }

@@ -116,7 +116,7 @@ pub struct TelemetryConfig {
 /// Telemetry of a running service: log shipping and the metrics port, until [`Telemetry::finish`].
 #[derive(Debug)]
 pub struct Telemetry {
-    _destination: Option<crate::logship::Destination>,
+    _log_shipping: Option<crate::logship::LogShipping>,
     metrics: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -131,7 +131,7 @@ impl TelemetryConfig {
     ) -> anyhow::Result<Telemetry> {
         init_tracing(service.name());
         prometheus();
-        let destination = if self.logger_url.eq_ignore_ascii_case("off") {
+        let log_shipping = if self.logger_url.eq_ignore_ascii_case("off") {
             None
         } else {
             let credentials = keys
@@ -149,7 +149,7 @@ impl TelemetryConfig {
             None => None,
         };
         Ok(Telemetry {
-            _destination: destination,
+            _log_shipping: log_shipping,
             metrics,
         })
     }

@@ -600,7 +600,7 @@ pub struct Services {
     chat: Option<(Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     broker: (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>),
     logger: Option<(Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>)>,
-    _log_shipping: platform::logship::Destination,
+    _log_shipping: platform::logship::LogShipping,
     /// Mail and the listener.
     others: (Shutdown, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>),
     /// Between the broker and auth, when started with one.
