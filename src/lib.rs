@@ -303,8 +303,8 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     {
         config.frontend.mail_dir = Some(dir);
     }
-    let frontend =
-        frontend::FrontendService::build_on(&config.frontend, pages).context("starting the frontend")?;
+    let frontend = frontend::FrontendService::build_on(&config.frontend, pages)
+        .context("starting the frontend")?;
     let frontend_addr = frontend.local_addr();
     let metrics = tokio::net::TcpListener::bind(config.metrics_listen)
         .await

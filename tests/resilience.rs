@@ -37,7 +37,9 @@ impl AuthAndBroker {
         let dir = temp_dir();
         let mut config = common::config(&dir, None, &[]);
         let keys = microchat::open_service_keys(&config.service_keys_dir()).unwrap();
-        let auth = auth::AuthService::build(&config.auth, &dir, &keys).await.unwrap();
+        let auth = auth::AuthService::build(&config.auth, &dir, &keys)
+            .await
+            .unwrap();
         let auth_addr = auth.local_addr();
         let auth_stop = Shutdown::new();
         let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
@@ -152,7 +154,9 @@ impl AuthAndBroker {
     async fn broker_behind(&self, gate: &AuthGate) -> (String, Running) {
         let mut config = self.config.broker.clone();
         config.auth_url.clone_from(&gate.url);
-        let broker = broker::BrokerService::build(config, &self.keys).await.unwrap();
+        let broker = broker::BrokerService::build(config, &self.keys)
+            .await
+            .unwrap();
         let base = format!("http://{}", broker.local_addr());
         let stop = Shutdown::new();
         (base, (stop.clone(), tokio::spawn(broker.run(stop))))

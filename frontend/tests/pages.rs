@@ -69,7 +69,9 @@ async fn start(mail_dir: Option<PathBuf>) -> Running {
         broker_api_url: Some(fake_broker().await),
         mail_dir,
     };
-    let frontend = FrontendService::build(&config).await.expect("frontend builds");
+    let frontend = FrontendService::build(&config)
+        .await
+        .expect("frontend builds");
     let base = format!("http://{}", frontend.local_addr());
     let shutdown = platform::shutdown::Shutdown::new();
     tokio::spawn(frontend.run(shutdown.clone()));

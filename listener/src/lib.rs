@@ -189,11 +189,7 @@ pub async fn connect_database(url: &str) -> anyhow::Result<platform::sql::Pool> 
 }
 
 /// Serves `app` on `socket` until `shutdown`, letting requests in flight finish.
-fn serve(
-    socket: TcpListener,
-    app: Router,
-    shutdown: &Shutdown,
-) -> JoinHandle<std::io::Result<()>> {
+fn serve(socket: TcpListener, app: Router, shutdown: &Shutdown) -> JoinHandle<std::io::Result<()>> {
     tokio::spawn(
         axum::serve(socket, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -5,7 +5,7 @@
 
 use super::{
     frames::{Inbound, MessageView, Outbound, TextCommand, parse_text},
-    hub::{Outgoing, Frame, OutgoingQueue, Protocol, close},
+    hub::{Frame, Outgoing, OutgoingQueue, Protocol, close},
 };
 use crate::{AppState, error::ApiError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};

@@ -6,7 +6,7 @@
 //! delivered again on the next start, and the processed-events table (with the logger's
 //! one entry per event id) makes the redelivery change nothing.
 
-use super::{BINDINGS, ReceivedEvent, Parked, Settle, Source};
+use super::{BINDINGS, Parked, ReceivedEvent, Settle, Source};
 use async_trait::async_trait;
 use platform::{
     batch::GroupCommit,

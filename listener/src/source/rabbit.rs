@@ -10,7 +10,7 @@
 //! One queue per delay (instead of a per-message TTL) because RabbitMQ only expires
 //! messages at the head of a queue: mixed delays in one queue would hold short ones back.
 
-use super::{BINDINGS, ReceivedEvent, Parked, Settle, Source, event_id_of};
+use super::{BINDINGS, Parked, ReceivedEvent, Settle, Source, event_id_of};
 use crate::config::Config;
 use async_trait::async_trait;
 use futures::StreamExt;
