@@ -1,9 +1,9 @@
 //! The auth service: accounts (argon2id passwords), sessions, and EdDSA access tokens
 //! with immediate revocation. Serves gRPC (`microchat.auth.v1.Auth`) plus gRPC health.
 //!
-//! [`AuthService::build`] opens the store, loads the key and binds the port; [`AuthService::run`] serves
-//! until shutdown. Splitting the two lets callers learn the bound address (port 0 in tests)
-//! before anything is served.
+//! [`AuthService::build`] opens the store, loads the key and binds the port;
+//! [`AuthService::run`] serves until shutdown. Splitting the two lets callers learn the bound
+//! address (port 0 in tests) before anything is served.
 
 mod accounts;
 pub mod admin;

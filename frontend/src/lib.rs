@@ -4,8 +4,8 @@
 //! the `.eml` files the mail service writes in the embedded run, to administrators only
 //! (the broker says who is one: [`caller`]).
 //!
-//! [`FrontendService::build`] checks the settings and binds the port; [`FrontendService::run`] serves
-//! until shutdown.
+//! [`FrontendService::build`] checks the settings and binds the port;
+//! [`FrontendService::run`] serves until shutdown.
 
 #![warn(missing_docs)]
 

@@ -15,8 +15,8 @@
 //!   is parked, and an operator lists and replays parked events
 //!   (`listener parked list|replay`, or the admin HTTP API).
 //!
-//! [`ListenerService::build`] binds the two HTTP ports, health and metrics on one, the admin API
-//! on the other; [`ListenerService::run`] consumes until shutdown.
+//! [`ListenerService::build`] binds the two HTTP ports, health and metrics on one, the admin
+//! API on the other; [`ListenerService::run`] consumes until shutdown.
 
 mod admin;
 mod config;
