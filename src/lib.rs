@@ -136,7 +136,7 @@ pub struct Running {
     /// once every service of the stages before it has stopped.
     stops: [Shutdown; STAGES],
     /// This system's log lines go to its logger while this lives.
-    _log_shipping: platform::logship::Destination,
+    _log_shipping: platform::logship::LogShipping,
     /// Dropped last: its services have stopped by then.
     _deferred: Deferred,
 }
@@ -236,7 +236,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     }
     // Before the listener, which asks auth for the addresses of mention digests (auth
     // publishes nothing until it runs).
-    let auth = auth::Auth::build(&config.auth, &config.data_dir, &keys)
+    let auth = auth::AuthService::build(&config.auth, &config.data_dir, &keys)
         .await
         .context("starting auth")?;
     let auth_addr = auth.local_addr();
@@ -273,7 +273,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
                 config.data_dir.clone(),
                 keys.clone(),
             );
-            async move { listener::Listener::build(&config, &data_dir, source, &keys).await }
+            async move { listener::ListenerService::build(&config, &data_dir, source, &keys).await }
         })
         .await
         .context("starting the listener")?;
@@ -284,7 +284,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     config.broker.chat_url = format!("http://{chat_addr}");
     config.broker.logger_url = logger_url;
     config.broker.mail_url = format!("http://{mail_addr}");
-    let broker = broker::Broker::build(config.broker, &keys)
+    let broker = broker::BrokerService::build(config.broker, &keys)
         .await
         .context("starting the broker")?;
     let broker_addr = broker.local_addr();
@@ -303,8 +303,8 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     {
         config.frontend.mail_dir = Some(dir);
     }
-    let frontend =
-        frontend::Frontend::build_on(&config.frontend, pages).context("starting the frontend")?;
+    let frontend = frontend::FrontendService::build_on(&config.frontend, pages)
+        .context("starting the frontend")?;
     let frontend_addr = frontend.local_addr();
     let metrics = tokio::net::TcpListener::bind(config.metrics_listen)
         .await

@@ -289,13 +289,13 @@ impl Work {
 
 /// Mails written: the Message-ID of each file, by recipient and kind.
 #[derive(Debug, Default)]
-struct Mailbox {
+struct MailsWritten {
     mails: HashMap<(String, MailKind), Vec<String>>,
     /// Mails of no kind this test causes (To and Subject).
     other: Vec<String>,
 }
 
-impl Mailbox {
+impl MailsWritten {
     fn of(&self, mail: &(String, MailKind)) -> &[String] {
         self.mails.get(mail).map(Vec::as_slice).unwrap_or_default()
     }
@@ -353,7 +353,7 @@ struct MailDir {
 }
 
 impl MailDir {
-    fn mailbox(&mut self) -> Mailbox {
+    fn mails_written(&mut self) -> MailsWritten {
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for path in entries.filter_map(|entry| entry.ok().map(|entry| entry.path())) {
                 if path.extension().is_none_or(|ext| ext != "eml") || self.read.contains_key(&path)
@@ -368,20 +368,20 @@ impl MailDir {
                 }
             }
         }
-        let mut mailbox = Mailbox::default();
+        let mut mails_written = MailsWritten::default();
         for headers in self.read.values() {
             match headers.kind() {
-                Some(kind) => mailbox
+                Some(kind) => mails_written
                     .mails
                     .entry((headers.to.clone(), kind))
                     .or_default()
                     .push(headers.message_id.clone()),
-                None => mailbox
+                None => mails_written
                     .other
                     .push(format!("to {}: {}", headers.to, headers.subject)),
             }
         }
-        mailbox
+        mails_written
     }
 }
 
@@ -521,11 +521,11 @@ impl DataDir {
         work
     }
 
-    fn mailbox(&self) -> Mailbox {
+    fn mails_written(&self) -> MailsWritten {
         self.mail
             .lock()
             .expect("no reader panics holding the mail directory")
-            .mailbox()
+            .mails_written()
     }
 
     /// Rows still waiting in the outboxes of auth and chat.
@@ -585,7 +585,7 @@ impl DataDir {
 struct Snapshot {
     changes: Vec<Change>,
     work: Work,
-    mailbox: Mailbox,
+    mails_written: MailsWritten,
 }
 
 /// Events and mails still owed.
@@ -636,12 +636,12 @@ impl Snapshot {
         // The work before the changes: a change committed between the two reads then has
         // no work yet, which a later read catches up with; never the other way round.
         let work = data.work().await;
-        let mailbox = data.mailbox();
+        let mails_written = data.mails_written();
         let changes = data.changes().await;
         Self {
             changes,
             work,
-            mailbox,
+            mails_written,
         }
     }
 
@@ -667,7 +667,7 @@ impl Snapshot {
         let mails = self
             .owed(before)
             .iter()
-            .map(|(mail, owed)| owed.saturating_sub(self.mailbox.of(mail).len()))
+            .map(|(mail, owed)| owed.saturating_sub(self.mails_written.of(mail).len()))
             .sum();
         Backlog { events, mails }
     }
@@ -689,7 +689,7 @@ impl Snapshot {
             tally.audits += self.work.audit_entries(&id);
         }
         for (mail, owed) in self.owed(wanted) {
-            let written = self.mailbox.of(&mail);
+            let written = self.mails_written.of(&mail);
             let distinct: HashSet<&String> = written.iter().collect();
             tally.mails_owed += owed;
             tally.mails_lost += owed.saturating_sub(written.len());
@@ -704,12 +704,12 @@ impl Snapshot {
     fn unexplained(&self) -> Vec<String> {
         let mut found = Vec::new();
         let owed = self.owed(|_| true);
-        for (mail, ids) in &self.mailbox.mails {
+        for (mail, ids) in &self.mails_written.mails {
             if !owed.contains_key(mail) {
                 found.push(format!("{} mail(s) nobody owed: {mail:?}", ids.len()));
             }
         }
-        for other in &self.mailbox.other {
+        for other in &self.mails_written.other {
             found.push(format!("a mail of no kind this test causes: {other}"));
         }
         let committed: HashSet<ChangeKey> = self.changes.iter().map(Change::id).collect();
@@ -814,7 +814,7 @@ async fn registrations_answered_before_a_sigkill_are_mailed_once_after_restart()
     let once = after
         .owed(|_| true)
         .keys()
-        .filter(|mail| after.mailbox.of(mail).len() == 1)
+        .filter(|mail| after.mails_written.of(mail).len() == 1)
         .count();
     println!(
         "{REGISTRATIONS} registrations answered 201, then SIGKILL: {} events unhandled and {} \

@@ -37,13 +37,15 @@ impl AuthAndBroker {
         let dir = temp_dir();
         let mut config = common::config(&dir, None, &[]);
         let keys = microchat::open_service_keys(&config.service_keys_dir()).unwrap();
-        let auth = auth::Auth::build(&config.auth, &dir, &keys).await.unwrap();
+        let auth = auth::AuthService::build(&config.auth, &dir, &keys)
+            .await
+            .unwrap();
         let auth_addr = auth.local_addr();
         let auth_stop = Shutdown::new();
         let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
         config.auth.listen = auth_addr;
         config.broker.auth_url = format!("http://{auth_addr}");
-        let broker = broker::Broker::build(config.broker.clone(), &keys)
+        let broker = broker::BrokerService::build(config.broker.clone(), &keys)
             .await
             .unwrap();
         let base = format!("http://{}", broker.local_addr());
@@ -79,7 +81,7 @@ impl AuthAndBroker {
 
     /// Starts auth again on the same address and data directory.
     async fn start_auth(&mut self) {
-        let auth = auth::Auth::build(&self.config.auth, &self.dir, &self.keys)
+        let auth = auth::AuthService::build(&self.config.auth, &self.dir, &self.keys)
             .await
             .unwrap();
         assert_eq!(auth.local_addr(), self.auth_addr);
@@ -152,7 +154,9 @@ impl AuthAndBroker {
     async fn broker_behind(&self, gate: &AuthGate) -> (String, Running) {
         let mut config = self.config.broker.clone();
         config.auth_url.clone_from(&gate.url);
-        let broker = broker::Broker::build(config, &self.keys).await.unwrap();
+        let broker = broker::BrokerService::build(config, &self.keys)
+            .await
+            .unwrap();
         let base = format!("http://{}", broker.local_addr());
         let stop = Shutdown::new();
         (base, (stop.clone(), tokio::spawn(broker.run(stop))))

@@ -1,9 +1,9 @@
 //! The auth service: accounts (argon2id passwords), sessions, and EdDSA access tokens
 //! with immediate revocation. Serves gRPC (`microchat.auth.v1.Auth`) plus gRPC health.
 //!
-//! [`Auth::build`] opens the store, loads the key and binds the port; [`Auth::run`] serves
-//! until shutdown. Splitting the two lets callers learn the bound address (port 0 in tests)
-//! before anything is served.
+//! [`AuthService::build`] opens the store, loads the key and binds the port;
+//! [`AuthService::run`] serves until shutdown. Splitting the two lets callers learn the bound
+//! address (port 0 in tests) before anything is served.
 
 mod accounts;
 pub mod admin;
@@ -36,15 +36,15 @@ use tokio::net::TcpListener;
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// A built auth service, bound to its port, not yet serving.
-pub struct Auth {
-    listener: TcpListener,
+pub struct AuthService {
+    socket: TcpListener,
     /// Checks the callers of the gRPC server.
     guard: platform::service_auth::Guard,
     accounts: Arc<Accounts>,
     bus: Option<Arc<dyn EventBus>>,
 }
 
-impl Auth {
+impl AuthService {
     /// Opens the database (applying migrations), loads the signing key, binds the port.
     pub async fn build(
         config: &Config,
@@ -80,11 +80,11 @@ impl Auth {
             verify_link_ttl: config.verify_link_ttl,
         };
         let accounts = Arc::new(Accounts::new(store, keys, feed, policy).await);
-        let listener = TcpListener::bind(config.listen)
+        let socket = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding auth to {}", config.listen))?;
         Ok(Self {
-            listener,
+            socket,
             guard: platform::service_auth::Guard::new(
                 platform::service_auth::Service::Auth,
                 service_keys,
@@ -103,9 +103,9 @@ impl Auth {
 
     /// The address the gRPC server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.socket
             .local_addr()
-            .expect("a bound listener has an address")
+            .expect("a bound socket has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
@@ -123,7 +123,7 @@ impl Auth {
         );
         let api = AuthServer::new(grpc::AuthApi::new(self.accounts, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        platform::grpc::serve("auth", self.listener, api, self.guard, shutdown.clone()).await?;
+        platform::grpc::serve("auth", self.socket, api, self.guard, shutdown.clone()).await?;
         follower.await.context("revocation follower")?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;

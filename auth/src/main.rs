@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
             &shutdown,
         )
         .await?;
-    let mut auth = auth::Auth::build(&cli.auth, &cli.data_dir, &service_keys).await?;
+    let mut auth = auth::AuthService::build(&cli.auth, &cli.data_dir, &service_keys).await?;
     if let Some(bus) = cli.events.rabbit() {
         auth = auth.publish_events_to(bus);
     }

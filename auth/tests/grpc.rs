@@ -81,7 +81,7 @@ impl TestAuth {
         let cli =
             Cli::try_parse_from(args.iter().chain(settings)).expect("test settings are valid");
         let keys = service_keys(&data_dir);
-        let auth = auth::Auth::build(&cli.auth, &data_dir, &keys)
+        let auth = auth::AuthService::build(&cli.auth, &data_dir, &keys)
             .await
             .expect("auth starts");
         let addr = auth.local_addr();

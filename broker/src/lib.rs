@@ -2,7 +2,7 @@
 //! the ops endpoints over HTTP, authenticates callers itself (see [`sessions`]), and
 //! forwards the work to the gRPC services behind it. It owns no state.
 //!
-//! [`Broker::build`] binds the port; [`Broker::run`] serves until shutdown.
+//! [`BrokerService::build`] binds the port; [`BrokerService::run`] serves until shutdown.
 
 pub mod allocator;
 mod config;
@@ -129,12 +129,12 @@ impl Shared {
 const ROLE_CHECK_DEADLINE: Duration = Duration::from_millis(500);
 
 /// A built broker, bound to its port, not yet serving.
-pub struct Broker {
-    listener: TcpListener,
+pub struct BrokerService {
+    socket: TcpListener,
     state: AppState,
 }
 
-impl Broker {
+impl BrokerService {
     /// Prepares the gRPC clients (they connect lazily, calling as the broker with its key
     /// in `service_keys`) and binds the HTTP port.
     pub async fn build(
@@ -165,7 +165,7 @@ impl Broker {
             ChatClient::new(chat_channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let logger = channel(&config.logger_url, Service::Logger)?;
         let mail = channel(&config.mail_url, Service::Mail)?;
-        let listener = TcpListener::bind(config.listen)
+        let socket = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the broker to {}", config.listen))?;
         let broker_id = config
@@ -197,14 +197,14 @@ impl Broker {
             socket_quota: live::quota::SocketQuota::new(config.ws_max_sockets_per_user),
             config: Arc::new(config),
         }));
-        Ok(Self { listener, state })
+        Ok(Self { socket, state })
     }
 
     /// The address the HTTP server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.socket
             .local_addr()
-            .expect("a bound listener has an address")
+            .expect("a bound socket has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then lets in-flight requests finish.
@@ -239,7 +239,7 @@ impl Broker {
             sockets.cancel();
         });
         axum::serve(
-            self.listener,
+            self.socket,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())

@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
             &shutdown,
         )
         .await?;
-    broker::Broker::build(cli.broker, &service_keys)
+    broker::BrokerService::build(cli.broker, &service_keys)
         .await?
         .run(shutdown)
         .await?;

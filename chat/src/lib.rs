@@ -36,7 +36,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// A built chat service, bound to its port, not yet serving.
 pub struct ChatService {
-    listener: TcpListener,
+    socket: TcpListener,
     /// Checks the callers of the gRPC server.
     guard: platform::service_auth::Guard,
     chat: Arc<Chat>,
@@ -56,11 +56,11 @@ impl ChatService {
             .await
             .context("opening the chat database")?;
         let chat = Arc::new(Chat::new(store, live::LiveHub::default()));
-        let listener = TcpListener::bind(config.listen)
+        let socket = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding chat to {}", config.listen))?;
         Ok(Self {
-            listener,
+            socket,
             guard: platform::service_auth::Guard::new(
                 platform::service_auth::Service::Chat,
                 service_keys,
@@ -88,9 +88,9 @@ impl ChatService {
 
     /// The address the gRPC server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.socket
             .local_addr()
-            .expect("a bound listener has an address")
+            .expect("a bound socket has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
@@ -107,7 +107,7 @@ impl ChatService {
         );
         let api = ChatServer::new(grpc::ChatApi::new(self.chat, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        platform::grpc::serve("chat", self.listener, api, self.guard, shutdown.clone()).await?;
+        platform::grpc::serve("chat", self.socket, api, self.guard, shutdown.clone()).await?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;
         }

@@ -4,8 +4,8 @@
 //! the `.eml` files the mail service writes in the embedded run, to administrators only
 //! (the broker says who is one: [`caller`]).
 //!
-//! [`Frontend::build`] checks the settings and binds the port; [`Frontend::run`] serves
-//! until shutdown.
+//! [`FrontendService::build`] checks the settings and binds the port;
+//! [`FrontendService::run`] serves until shutdown.
 
 #![warn(missing_docs)]
 
@@ -43,23 +43,23 @@ struct AppState {
 type Shared = State<Arc<AppState>>;
 
 /// A built frontend, bound to its port, not yet serving.
-pub struct Frontend {
-    listener: TcpListener,
+pub struct FrontendService {
+    socket: TcpListener,
     router: Router,
 }
 
-impl Frontend {
+impl FrontendService {
     /// Checks the settings and binds the port.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(config.listen)
+        let socket = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the frontend to {}", config.listen))?;
-        Self::build_on(config, listener)
+        Self::build_on(config, socket)
     }
 
-    /// Checks the settings and serves on `listener`, bound earlier (the all-in-one binds
+    /// Checks the settings and serves on `socket`, bound earlier (the all-in-one binds
     /// it first, so the links in mails can name the pages' address).
-    pub fn build_on(config: &Config, listener: TcpListener) -> anyhow::Result<Self> {
+    pub fn build_on(config: &Config, socket: TcpListener) -> anyhow::Result<Self> {
         let broker = BrokerOrigin::parse(&config.broker_url)?;
         let broker_http = broker.http.clone();
         let csp = HeaderValue::from_str(&content_security_policy(&broker))
@@ -78,22 +78,22 @@ impl Frontend {
             tracing::info!(dir = %dir.display(), "the dev mailbox lists .eml files at /dev/mailbox, to administrators");
         }
         Ok(Self {
-            listener,
+            socket,
             router: router(state),
         })
     }
 
     /// The address the HTTP server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.socket
             .local_addr()
-            .expect("a bound listener has an address")
+            .expect("a bound socket has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "frontend serving");
-        axum::serve(self.listener, self.router)
+        axum::serve(self.socket, self.router)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
             .context("serving the frontend")?;

@@ -19,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     platform::telemetry::init_tracing("frontend");
     let shutdown = platform::shutdown::on_signal();
-    let frontend = frontend::Frontend::build(&cli.frontend).await?;
+    let frontend = frontend::FrontendService::build(&cli.frontend).await?;
     println!(
         "  microchat frontend on http://{}  (broker: {})",
         frontend.local_addr(),

@@ -2,7 +2,7 @@
 //! one mail, path traversal refused, 404 when off, administrators only — as a stand-in
 //! broker says).
 
-use frontend::{Config, Frontend};
+use frontend::{Config, FrontendService};
 use std::{net::SocketAddr, path::PathBuf};
 
 struct Running {
@@ -69,7 +69,9 @@ async fn start(mail_dir: Option<PathBuf>) -> Running {
         broker_api_url: Some(fake_broker().await),
         mail_dir,
     };
-    let frontend = Frontend::build(&config).await.expect("frontend builds");
+    let frontend = FrontendService::build(&config)
+        .await
+        .expect("frontend builds");
     let base = format!("http://{}", frontend.local_addr());
     let shutdown = platform::shutdown::Shutdown::new();
     tokio::spawn(frontend.run(shutdown.clone()));
@@ -354,6 +356,6 @@ async fn a_bad_broker_url_is_refused() {
             broker_api_url: None,
             mail_dir: None,
         };
-        assert!(Frontend::build(&config).await.is_err(), "{url}");
+        assert!(FrontendService::build(&config).await.is_err(), "{url}");
     }
 }

@@ -67,7 +67,7 @@ impl fmt::Debug for AdminToken {
 
 /// The admin API's port, bound, and the token its requests must carry.
 pub(crate) struct AdminPort {
-    listener: TcpListener,
+    socket: TcpListener,
     token: Option<AdminToken>,
 }
 
@@ -80,17 +80,17 @@ impl AdminPort {
             "LISTENER_ADMIN_LISTEN={addr} is not a loopback address: set LISTENER_ADMIN_TOKEN, \
              or anyone who reaches it could replay parked events"
         );
-        let listener = TcpListener::bind(addr)
+        let socket = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the listener's admin API to {addr}"))?;
-        Ok(Self { listener, token })
+        Ok(Self { socket, token })
     }
 
     /// The bound address.
     pub(crate) fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.socket
             .local_addr()
-            .expect("a bound listener has an address")
+            .expect("a bound socket has an address")
     }
 
     /// Whether requests must carry the token.
@@ -100,7 +100,7 @@ impl AdminPort {
 
     /// The socket and the routes to serve on it.
     pub(crate) fn into_parts(self, source: Arc<dyn Source>) -> (TcpListener, Router) {
-        (self.listener, router(source, self.token))
+        (self.socket, router(source, self.token))
     }
 }
 

@@ -15,8 +15,8 @@
 //!   is parked, and an operator lists and replays parked events
 //!   (`listener parked list|replay`, or the admin HTTP API).
 //!
-//! [`Listener::build`] binds the two HTTP ports, health and metrics on one, the admin API
-//! on the other; [`Listener::run`] consumes until shutdown.
+//! [`ListenerService::build`] binds the two HTTP ports, health and metrics on one, the admin
+//! API on the other; [`ListenerService::run`] consumes until shutdown.
 
 mod admin;
 mod config;
@@ -35,7 +35,7 @@ use anyhow::Context;
 use axum::Router;
 use chrono::Utc;
 use platform::{batch::GroupCommit, events::envelope, shutdown::Shutdown, trace::TraceId};
-use source::{Delivery, Source};
+use source::{ReceivedEvent, Source};
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinHandle};
 use tracing::Instrument;
@@ -46,7 +46,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// A built listener, its HTTP ports bound, not yet consuming.
-pub struct Listener {
+pub struct ListenerService {
     http: TcpListener,
     admin: AdminPort,
     worker: Worker,
@@ -67,7 +67,7 @@ struct Worker {
     config: Arc<Config>,
 }
 
-impl Listener {
+impl ListenerService {
     /// Opens the processed-events database and binds the HTTP ports; refuses an admin
     /// address beyond loopback without an admin token.
     pub async fn build(
@@ -78,9 +78,10 @@ impl Listener {
     ) -> anyhow::Result<Self> {
         let admin = AdminPort::bind(config.admin_listen, config.admin_token.clone()).await?;
         platform::telemetry::prometheus();
-        let processed = ProcessedEvents::connect(&config.database_url(data_dir))
+        let database = connect_database(&config.database_url(data_dir))
             .await
             .context("opening the listener database")?;
+        let processed = ProcessedEvents::new(database.clone());
         let identity = service_keys.identity(platform::service_auth::Service::Listener)?;
         let urls = ServiceUrls {
             chat: &config.chat_url,
@@ -90,7 +91,7 @@ impl Listener {
         };
         let handlers = Handlers::new(urls, &identity, &config.pages_url())
             .context("the chat, mail, auth or logger URL is not valid")?
-            .with_digests(Digests::new(processed.pool(), config.mention_digest_period));
+            .with_digests(Digests::new(database, config.mention_digest_period));
         let http = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding the listener to {}", config.listen))?;
@@ -114,7 +115,7 @@ impl Listener {
     pub fn local_addr(&self) -> SocketAddr {
         self.http
             .local_addr()
-            .expect("a bound listener has an address")
+            .expect("a bound socket has an address")
     }
 
     /// The address of the parked-event admin API.
@@ -175,14 +176,22 @@ impl Listener {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown`, letting requests in flight finish.
-fn serve(
-    listener: TcpListener,
-    app: Router,
-    shutdown: &Shutdown,
-) -> JoinHandle<std::io::Result<()>> {
+/// Opens the listener's database, the one `url` names, and applies its migrations: it
+/// holds the processed events ([`ProcessedEvents`]) and the pending mention digests
+/// ([`Digests`]), each store given a clone of the pool.
+pub async fn connect_database(url: &str) -> anyhow::Result<platform::sql::Pool> {
+    platform::sql::connect_migrated(
+        url,
+        sqlx::migrate!("./migrations/postgres"),
+        sqlx::migrate!("./migrations/sqlite"),
+    )
+    .await
+}
+
+/// Serves `app` on `socket` until `shutdown`, letting requests in flight finish.
+fn serve(socket: TcpListener, app: Router, shutdown: &Shutdown) -> JoinHandle<std::io::Result<()>> {
     tokio::spawn(
-        axum::serve(listener, app)
+        axum::serve(socket, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .into_future(),
     )
@@ -236,7 +245,7 @@ async fn prune(processed: ProcessedEvents, retention: Duration, shutdown: Shutdo
 impl Worker {
     /// Handles one delivery and settles it; never fails (a failure to settle means the
     /// delivery comes again, which the processed-events table absorbs).
-    async fn process(&self, delivery: Delivery) {
+    async fn process(&self, delivery: ReceivedEvent) {
         let (id, envelope) = match envelope::decode(&delivery.payload) {
             Ok(decoded) => decoded,
             Err(error) => {
@@ -263,7 +272,7 @@ impl Worker {
         &self,
         id: uuid::Uuid,
         envelope: &proto::events::v1::Envelope,
-        delivery: Delivery,
+        delivery: ReceivedEvent,
     ) {
         // A label from our own list, never the free text of a message.
         let key = envelope

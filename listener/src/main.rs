@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
         cli.events.exchange.clone(),
         &cli.listener,
     ));
-    listener::Listener::build(&cli.listener, &cli.data_dir, source, &service_keys)
+    listener::ListenerService::build(&cli.listener, &cli.data_dir, source, &service_keys)
         .await?
         .run(shutdown)
         .await?;

@@ -36,15 +36,9 @@ pub struct ProcessedEvents {
 }
 
 impl ProcessedEvents {
-    /// Opens the database a URL names and applies the migrations.
-    pub async fn connect(url: &str) -> anyhow::Result<Self> {
-        let pool = platform::sql::connect_migrated(
-            url,
-            sqlx::migrate!("./migrations/postgres"),
-            sqlx::migrate!("./migrations/sqlite"),
-        )
-        .await?;
-        Ok(Self { pool })
+    /// The table in `pool`, the listener's database (see [`crate::connect_database`]).
+    pub fn new(pool: Pool) -> Self {
+        Self { pool }
     }
 
     /// Where each of these events stands, in one query (the lookups of the events in
@@ -123,11 +117,6 @@ impl ProcessedEvents {
                 .await?
                 .rows_affected()
         }))
-    }
-
-    /// The database, for the other tables the listener keeps in it (mention digests).
-    pub fn pool(&self) -> Pool {
-        self.pool.clone()
     }
 
     /// Cheap round trip, for readiness.

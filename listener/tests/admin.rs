@@ -59,7 +59,7 @@ impl TestListener {
             &std::env::temp_dir().join(format!("listener-keys-{}", uuid::Uuid::new_v4())),
         );
         let listener =
-            listener::Listener::build(&config, &std::env::temp_dir(), source, &keys).await?;
+            listener::ListenerService::build(&config, &std::env::temp_dir(), source, &keys).await?;
         let health = format!("http://{}", listener.local_addr());
         let admin = format!("http://{}", listener.admin_addr());
         let stop = Shutdown::new();

@@ -7,6 +7,7 @@
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, TimeDelta, Utc};
+use platform::trace::TraceId;
 use serde_json::{Map, Value};
 use std::fmt;
 use uuid::Uuid;
@@ -164,29 +165,15 @@ impl Service {
     }
 }
 
-/// A W3C trace id: 32 hex digits, not all zero, stored lowercase.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TraceId(String);
-
-impl TraceId {
-    /// Checks the form; folds case.
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        if raw.len() != 32
-            || !raw.bytes().all(|b| b.is_ascii_hexdigit())
-            || raw.bytes().all(|b| b == b'0')
-        {
-            return Err(invalid(
-                "trace_id",
-                "must be 32 hex digits, not all zero (a W3C trace id)",
-            ));
-        }
-        Ok(Self(raw.to_ascii_lowercase()))
-    }
-
-    /// The id, lowercase.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
+/// Reads a W3C trace id (32 hex digits, not all zero; either case), the one type every
+/// service's trace ids have ([`TraceId`], kept and shown lowercase).
+pub fn parse_trace_id(raw: &str) -> Result<TraceId, Invalid> {
+    raw.parse().map_err(|()| {
+        invalid(
+            "trace_id",
+            "must be 32 hex digits, not all zero (a W3C trace id)",
+        )
+    })
 }
 
 /// An entry's details: a JSON object (`{}` when there are none).
@@ -345,7 +332,7 @@ impl LogEntry {
             user_id: optional(&raw.user_id, |text| {
                 Uuid::try_parse(text).map_err(|_| invalid("user_id", "must be a UUID, or empty"))
             })?,
-            trace_id: optional(&raw.trace_id, TraceId::parse)?,
+            trace_id: optional(&raw.trace_id, parse_trace_id)?,
             created_at,
         })
     }
@@ -512,7 +499,7 @@ impl LogQuery {
             user_id: optional(&raw.user_id, |text| {
                 Uuid::try_parse(text).map_err(|_| invalid("user_id", "must be a UUID, or empty"))
             })?,
-            trace_id: optional(&raw.trace_id, TraceId::parse)?,
+            trace_id: optional(&raw.trace_id, parse_trace_id)?,
             since,
             until,
             limit,
@@ -627,7 +614,7 @@ mod tests {
         assert_eq!(entry.name.as_str(), "user registered");
         assert_eq!(entry.data.as_map()["username"], "ada");
         assert_eq!(
-            entry.trace_id.expect("given").as_str(),
+            entry.trace_id.expect("given").to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         assert_eq!(entry.created_at, floor_millis(now));

@@ -170,11 +170,7 @@ fn entry_message(entry: &LogEntry) -> pb::LogEntry {
         level: level_message(entry.level) as i32,
         service: entry.service.as_str().to_owned(),
         user_id: entry.user_id.map(|id| id.to_string()).unwrap_or_default(),
-        trace_id: entry
-            .trace_id
-            .as_ref()
-            .map(|id| id.as_str().to_owned())
-            .unwrap_or_default(),
+        trace_id: entry.trace_id.map(|id| id.to_string()).unwrap_or_default(),
         created_at: Some(timestamp(entry.created_at)),
     }
 }

@@ -30,7 +30,7 @@ pub const MAX_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
 
 /// A built logger service, bound to its port, not yet serving.
 pub struct LoggerService {
-    listener: TcpListener,
+    socket: TcpListener,
     /// Checks the callers of the gRPC server.
     guard: platform::service_auth::Guard,
     store: Arc<dyn LogStore>,
@@ -63,11 +63,11 @@ impl LoggerService {
                 (store, Some(config.retention))
             }
         };
-        let listener = TcpListener::bind(config.listen)
+        let socket = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding logger to {}", config.listen))?;
         Ok(Self {
-            listener,
+            socket,
             guard: platform::service_auth::Guard::new(
                 platform::service_auth::Service::Logger,
                 service_keys,
@@ -79,9 +79,9 @@ impl LoggerService {
 
     /// The address the gRPC server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.socket
             .local_addr()
-            .expect("a bound listener has an address")
+            .expect("a bound socket has an address")
     }
 
     /// The store, e.g. for a readiness check ([`LogStore::ping`]).
@@ -100,7 +100,7 @@ impl LoggerService {
         let api = LoggerServer::new(grpc::LoggerApi::new(self.store))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let served =
-            platform::grpc::serve("logger", self.listener, api, self.guard, shutdown.clone()).await;
+            platform::grpc::serve("logger", self.socket, api, self.guard, shutdown.clone()).await;
         stop_purge.cancel();
         if let Some(purge) = purge {
             purge.await.context("log purge task")?;

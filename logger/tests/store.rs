@@ -321,7 +321,7 @@ async fn each_filter_narrows_the_result(store: Arc<dyn LogStore>) {
             ..LogQuery::default()
         },
         LogQuery {
-            trace_id: Some(logger::domain::TraceId::parse(TRACES[0]).expect("valid")),
+            trace_id: Some(TRACES[0].parse().expect("valid")),
             ..LogQuery::default()
         },
     ];
@@ -352,7 +352,7 @@ async fn filters_combine(store: Arc<dyn LogStore>) {
         service: Some(logger::domain::Service::parse("auth").expect("valid")),
         min_level: Some(Level::Debug),
         user_id: Some(Uuid::parse_str(USERS[0]).expect("valid")),
-        trace_id: Some(logger::domain::TraceId::parse(TRACES[0]).expect("valid")),
+        trace_id: Some(TRACES[0].parse().expect("valid")),
         since: Some(base_time() + TimeDelta::seconds(10)),
         until: Some(base_time() + TimeDelta::seconds(100)),
         limit: 3,

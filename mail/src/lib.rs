@@ -31,7 +31,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A built mail service, bound to its port, not yet serving.
 pub struct MailService {
-    listener: TcpListener,
+    socket: TcpListener,
     /// Checks the callers of the gRPC server.
     guard: platform::service_auth::Guard,
     sender: Arc<sender::Sender>,
@@ -62,11 +62,11 @@ impl MailService {
                 tracing::info!(dir = %dir.display(), "mail is written as .eml files")
             }
         }
-        let listener = TcpListener::bind(config.listen)
+        let socket = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding mail to {}", config.listen))?;
         Ok(Self {
-            listener,
+            socket,
             guard: platform::service_auth::Guard::new(
                 platform::service_auth::Service::Mail,
                 service_keys,
@@ -78,9 +78,9 @@ impl MailService {
 
     /// The address the gRPC server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.socket
             .local_addr()
-            .expect("a bound listener has an address")
+            .expect("a bound socket has an address")
     }
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
@@ -88,7 +88,7 @@ impl MailService {
         let api = MailServer::new(grpc::MailApi::new(self.sender))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let pruner = tokio::spawn(prune(self.sent, shutdown.clone()));
-        platform::grpc::serve("mail", self.listener, api, self.guard, shutdown.clone()).await?;
+        platform::grpc::serve("mail", self.socket, api, self.guard, shutdown.clone()).await?;
         pruner.abort();
         tracing::info!("mail stopped");
         Ok(())

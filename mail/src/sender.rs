@@ -14,9 +14,11 @@ use crate::{
     sent::SentMails,
     templates::{RenderError, Templates},
 };
+// `message::Mailbox` is lettre's (RFC 5322's word): an address with an optional display
+// name, not a folder of mails; written with its module so it reads as such.
 use lettre::{
     AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-    message::{Mailbox, MultiPart},
+    message::{self, MultiPart},
 };
 use quick_cache::sync::Cache;
 use std::{
@@ -62,7 +64,7 @@ pub struct Sent {
 
 /// Renders and sends mail.
 pub struct Sender {
-    from: Mailbox,
+    from: message::Mailbox,
     templates: Templates,
     transport: Transport,
     sent_keys: Cache<String, String>,
@@ -77,7 +79,7 @@ impl Sender {
         smtp_timeout: Duration,
         sent: SentMails,
     ) -> anyhow::Result<Self> {
-        let from: Mailbox = from
+        let from: message::Mailbox = from
             .parse()
             .map_err(|error| anyhow::anyhow!("MAIL_FROM is not a mailbox: {error}"))?;
         let transport = match destination {
@@ -106,7 +108,7 @@ impl Sender {
         idempotency_key: &str,
     ) -> Result<Sent, SendError> {
         validate(to, template, vars, idempotency_key)?;
-        let to: Mailbox = to
+        let to: message::Mailbox = to
             .parse()
             .map_err(|_| SendError::Invalid("to: not an email address".into()))?;
         let rendered = self
@@ -179,7 +181,7 @@ impl Sender {
 
     async fn deliver(
         &self,
-        to: Mailbox,
+        to: message::Mailbox,
         rendered: crate::templates::Rendered,
         message_id: &str,
     ) -> Result<(), SendError> {

@@ -104,14 +104,14 @@ pub fn server() -> tonic::transport::Server<Stack<TraceLayer, Identity>> {
     tonic::transport::Server::builder().layer(TraceLayer)
 }
 
-/// Serves one gRPC service on `listener` until `shutdown`, then drains in-flight calls,
+/// Serves one gRPC service on `socket` until `shutdown`, then drains in-flight calls,
 /// next to the standard health service (reporting it serving) and server reflection (so
 /// `grpcurl` lists and calls it without the `.proto` files). Every call but health and
 /// reflection must pass `guard` (the service's callers and their grants). `name` is for
 /// the logs.
 pub async fn serve<S>(
     name: &str,
-    listener: TcpListener,
+    socket: TcpListener,
     service: S,
     guard: Guard,
     shutdown: crate::shutdown::Shutdown,
@@ -128,7 +128,7 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let addr = listener.local_addr()?;
+    let addr = socket.local_addr()?;
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
@@ -152,15 +152,15 @@ where
         .add_service(reflection_v1)
         .add_service(reflection_alpha)
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(incoming(socket), shutdown.cancelled_owned())
         .await
         .map_err(|error| anyhow::anyhow!("{name} gRPC server: {error}"))
 }
 
-/// The connections accepted on `listener`, with Nagle's algorithm off (gRPC messages are
+/// The connections accepted on `socket`, with Nagle's algorithm off (gRPC messages are
 /// small and latency matters more than packet count).
-pub fn incoming(listener: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
-    TcpListenerStream::new(listener).map(|stream| {
+pub fn incoming(socket: TcpListener) -> impl Stream<Item = std::io::Result<TcpStream>> {
+    TcpListenerStream::new(socket).map(|stream| {
         let stream = stream?;
         stream.set_nodelay(true)?;
         Ok(stream)

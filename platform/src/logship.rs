@@ -75,14 +75,14 @@ fn shipper() -> &'static Shipper {
     })
 }
 
-/// A logger that receives this process's lines until the guard is dropped.
+/// Log shipping to one logger: it receives this process's lines until this guard is dropped.
 #[derive(Debug)]
 #[must_use = "lines are shipped only while the guard lives"]
-pub struct Destination {
+pub struct LogShipping {
     id: u64,
 }
 
-impl Drop for Destination {
+impl Drop for LogShipping {
     fn drop(&mut self) {
         let mut destinations = shipper()
             .destinations
@@ -94,7 +94,7 @@ impl Drop for Destination {
 
 /// Ships this process's lines to the logger at `url` (gRPC), calling it with
 /// `credentials`, while the guard lives.
-pub fn ship_to(url: &str, credentials: Credentials) -> Destination {
+pub fn ship_to(url: &str, credentials: Credentials) -> LogShipping {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     shipper()
@@ -102,7 +102,7 @@ pub fn ship_to(url: &str, credentials: Credentials) -> Destination {
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .push((id, url.to_owned(), credentials));
-    Destination { id }
+    LogShipping { id }
 }
 
 /// Waits (at most `limit`) until every line logged so far has been offered to the

@@ -79,19 +79,19 @@ pub async fn metrics() -> axum::response::Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
-/// Serves `/metrics` (Prometheus text) and `/healthz` on `listener` until `shutdown`: the
+/// Serves `/metrics` (Prometheus text) and `/healthz` on `socket` until `shutdown`: the
 /// ops port of a gRPC service running alone (the all-in-one's broker renders the same
 /// process-wide metrics on its own `/metrics`).
 pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
+    socket: tokio::net::TcpListener,
     shutdown: crate::shutdown::Shutdown,
 ) -> anyhow::Result<()> {
     use axum::{Router, routing::get};
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }));
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
-    axum::serve(listener, app)
+    tracing::info!(addr = %socket.local_addr()?, "serving /metrics");
+    axum::serve(socket, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await?;
     Ok(())
@@ -116,7 +116,7 @@ pub struct TelemetryConfig {
 /// Telemetry of a running service: log shipping and the metrics port, until [`Telemetry::finish`].
 #[derive(Debug)]
 pub struct Telemetry {
-    _destination: Option<crate::logship::Destination>,
+    _log_shipping: Option<crate::logship::LogShipping>,
     metrics: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -131,7 +131,7 @@ impl TelemetryConfig {
     ) -> anyhow::Result<Telemetry> {
         init_tracing(service.name());
         prometheus();
-        let destination = if self.logger_url.eq_ignore_ascii_case("off") {
+        let log_shipping = if self.logger_url.eq_ignore_ascii_case("off") {
             None
         } else {
             let credentials = keys
@@ -141,15 +141,15 @@ impl TelemetryConfig {
         };
         let metrics = match self.metrics_listen {
             Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
+                let socket = tokio::net::TcpListener::bind(addr).await.map_err(|error| {
                     anyhow::anyhow!("binding the metrics server to {addr}: {error}")
                 })?;
-                Some(tokio::spawn(serve_metrics(listener, shutdown.clone())))
+                Some(tokio::spawn(serve_metrics(socket, shutdown.clone())))
             }
             None => None,
         };
         Ok(Telemetry {
-            _destination: destination,
+            _log_shipping: log_shipping,
             metrics,
         })
     }

@@ -600,7 +600,7 @@ pub struct Services {
     chat: Option<(Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>)>,
     broker: (Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>),
     logger: Option<(Shutdown, tokio::task::JoinHandle<anyhow::Result<()>>)>,
-    _log_shipping: platform::logship::Destination,
+    _log_shipping: platform::logship::LogShipping,
     /// Mail and the listener.
     others: (Shutdown, Vec<tokio::task::JoinHandle<anyhow::Result<()>>>),
     /// Between the broker and auth, when started with one.
@@ -654,12 +654,12 @@ impl Services {
         config.chat.listen = chat.local_addr();
         config.broker.chat_url = format!("http://{}", chat.local_addr());
         config.listener.chat_url = config.broker.chat_url.clone();
-        let auth = auth::Auth::build(&config.auth, &dir, &keys)
+        let auth = auth::AuthService::build(&config.auth, &dir, &keys)
             .await
             .expect("auth starts");
         config.listener.auth_url = format!("http://{}", auth.local_addr());
         let source = std::sync::Arc::new(source);
-        let listener = listener::Listener::build(&config.listener, &dir, source, &keys)
+        let listener = listener::ListenerService::build(&config.listener, &dir, source, &keys)
             .await
             .expect("the listener starts");
         let others_tasks = vec![
@@ -683,7 +683,7 @@ impl Services {
             chat.publish_events_to(std::sync::Arc::new(bus.clone()))
                 .run(chat_stop.clone()),
         );
-        let broker = broker::Broker::build(config.broker.clone(), &keys)
+        let broker = broker::BrokerService::build(config.broker.clone(), &keys)
             .await
             .expect("the broker starts");
         let base = format!("http://{}", broker.local_addr());

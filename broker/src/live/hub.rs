@@ -13,8 +13,8 @@ use std::{
 };
 use uuid::Uuid;
 
-use super::mailbox::Refused;
-pub use super::mailbox::{Delivery, Mailbox};
+use super::outgoing::Refused;
+pub use super::outgoing::{Outgoing, OutgoingQueue};
 
 /// Frames queued per socket before it counts as too slow.
 pub const QUEUE_FRAMES: usize = 256;
@@ -58,7 +58,7 @@ struct Entry {
     user: Uuid,
     session: Uuid,
     protocol: Protocol,
-    mailbox: Arc<Mailbox>,
+    outgoing: Arc<OutgoingQueue>,
     /// Sorted and without repeats: a few ids at most for most users, and 16 bytes each
     /// instead of a hash set's ~100 bytes for one.
     conversations: Vec<Uuid>,
@@ -103,7 +103,7 @@ pub struct Registration {
     /// Its id in the hub.
     pub id: SocketId,
     /// Its frames to write, and close requests from elsewhere.
-    pub mailbox: Arc<Mailbox>,
+    pub outgoing: Arc<OutgoingQueue>,
 }
 
 /// Frames for one live event, made on first need and shared by every recipient.
@@ -162,7 +162,7 @@ impl Hub {
         conversations: impl IntoIterator<Item = Uuid>,
     ) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mailbox = Arc::new(Mailbox::new(QUEUE_FRAMES));
+        let outgoing = Arc::new(OutgoingQueue::new(QUEUE_FRAMES));
         let mut conversations: Vec<Uuid> = conversations.into_iter().collect();
         conversations.sort_unstable();
         conversations.dedup();
@@ -184,12 +184,12 @@ impl Hub {
             user,
             session,
             protocol,
-            mailbox: Arc::clone(&mailbox),
+            outgoing: Arc::clone(&outgoing),
             conversations,
         };
         registry.sockets.insert(id, entry);
         metrics::gauge!("broker_sockets").increment(1.0);
-        Registration { id, mailbox }
+        Registration { id, outgoing }
     }
 
     /// Forgets a socket.
@@ -311,7 +311,7 @@ impl Hub {
     }
 
     fn offer(entry: &Entry, frame: Frame) -> bool {
-        match entry.mailbox.offer(frame) {
+        match entry.outgoing.offer(frame) {
             Ok(()) => true,
             Err(Refused::Full) => {
                 metrics::counter!("broker_slow_sockets_closed_total").increment(1);
@@ -378,7 +378,7 @@ impl Hub {
             .unwrap_or_default();
         for id in ids {
             if let Some(entry) = registry.sockets.get(id) {
-                entry.mailbox.close(close::SESSION_ENDED);
+                entry.outgoing.close(close::SESSION_ENDED);
             }
         }
         ids.len()
@@ -394,7 +394,7 @@ impl Hub {
             if ended(*session) {
                 for id in ids {
                     if let Some(entry) = registry.sockets.get(id) {
-                        entry.mailbox.close(close::SESSION_ENDED);
+                        entry.outgoing.close(close::SESSION_ENDED);
                     }
                 }
             }
@@ -412,9 +412,9 @@ mod tests {
 
     /// The first of the frames waiting for `socket`.
     async fn first_frame(socket: &Registration) -> String {
-        match socket.mailbox.next().await {
-            Delivery::Frames(frames) => frames[0].as_str().to_owned(),
-            Delivery::Close(code) => panic!("expected a frame, got close {code}"),
+        match socket.outgoing.next().await {
+            Outgoing::Frames(frames) => frames[0].as_str().to_owned(),
+            Outgoing::Close(code) => panic!("expected a frame, got close {code}"),
         }
     }
 
@@ -450,9 +450,9 @@ mod tests {
         for _ in 0..QUEUE_FRAMES {
             hub.deliver(&[room], None, &mut Frames::new(&json, None));
         }
-        assert_eq!(slow.mailbox.close_code(), None);
+        assert_eq!(slow.outgoing.close_code(), None);
         hub.deliver(&[room], None, &mut Frames::new(&json, None));
-        assert_eq!(slow.mailbox.close_code(), Some(close::TOO_SLOW));
+        assert_eq!(slow.outgoing.close_code(), Some(close::TOO_SLOW));
     }
 
     #[tokio::test]
@@ -494,7 +494,7 @@ mod tests {
         assert_eq!(hub.deliver_to_user(ada, &mut Frames::new(&json, None)), 2);
         assert_eq!(first_frame(&tab).await, "{\"type\":\"notification\"}");
         assert_eq!(first_frame(&other_tab).await, "{\"type\":\"notification\"}");
-        assert_eq!(bobs.mailbox.close_code(), None);
+        assert_eq!(bobs.outgoing.close_code(), None);
         assert_eq!(
             hub.deliver(&[room], Some(ada), &mut Frames::new(&json, None)),
             1
@@ -512,8 +512,8 @@ mod tests {
         let mine = hub.register(Uuid::now_v7(), session, Protocol::Json, []);
         let theirs = hub.register(Uuid::now_v7(), Uuid::now_v7(), Protocol::Json, []);
         assert_eq!(hub.close_session(session), 1);
-        assert_eq!(mine.mailbox.close_code(), Some(close::SESSION_ENDED));
-        assert_eq!(theirs.mailbox.close_code(), None);
+        assert_eq!(mine.outgoing.close_code(), Some(close::SESSION_ENDED));
+        assert_eq!(theirs.outgoing.close_code(), None);
         hub.unregister(mine.id);
         hub.unregister(theirs.id);
         assert!(hub.is_empty());

@@ -5,7 +5,7 @@
 
 use super::{
     frames::{Inbound, MessageView, Outbound, TextCommand, parse_text},
-    hub::{Delivery, Frame, Mailbox, Protocol, close},
+    hub::{Frame, Outgoing, OutgoingQueue, Protocol, close},
 };
 use crate::{AppState, error::ApiError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
@@ -177,13 +177,13 @@ pub fn serve(
                         .register(claims.sub, claims.sid, spec.protocol, conversations);
                 // A logout between the upgrade and the registration must still close us.
                 if state.sessions.is_revoked(claims.sid) {
-                    registration.mailbox.close(close::SESSION_ENDED);
+                    registration.outgoing.close(close::SESSION_ENDED);
                 }
                 SocketLoop {
                     socket: &mut socket,
                     state: &state,
                     spec: &spec,
-                    mailbox: &registration.mailbox,
+                    outgoing: &registration.outgoing,
                 }
                 .run()
                 .await;
@@ -237,7 +237,7 @@ struct SocketLoop<'a> {
     socket: &'a mut WebSocket,
     state: &'a AppState,
     spec: &'a SocketSpec,
-    mailbox: &'a Mailbox,
+    outgoing: &'a OutgoingQueue,
 }
 
 enum Flow {
@@ -270,9 +270,9 @@ impl SocketLoop<'_> {
         loop {
             let flow = tokio::select! {
                 biased;
-                delivery = self.mailbox.next() => match delivery {
-                    Delivery::Close(code) => Flow::Close(code, close_reason(code)),
-                    Delivery::Frames(frames) => self.write_queued(frames).await,
+                outgoing = self.outgoing.next() => match outgoing {
+                    Outgoing::Close(code) => Flow::Close(code, close_reason(code)),
+                    Outgoing::Frames(frames) => self.write_queued(frames).await,
                 },
                 () = &mut stopping => Flow::Close(close::GOING_AWAY, close_reason(close::GOING_AWAY)),
                 incoming = self.socket.recv() => match incoming {
@@ -344,14 +344,14 @@ impl SocketLoop<'_> {
         }
     }
 
-    /// Writes `frame` and, behind it, whatever the mailbox holds already, with one flush:
+    /// Writes `frame` and, behind it, whatever its outgoing queue holds already, with one flush:
     /// a sender's own message is often queued by the time its `ack` is written, and each
     /// flush is a system call (and on loopback the receiver's side of TCP too).
     async fn write_with_queued(&mut self, frame: Utf8Bytes) -> Flow {
         if self.socket.feed(Message::Text(frame)).await.is_err() {
             return Flow::Close(close::GOING_AWAY, "write failed");
         }
-        let queued = self.mailbox.take_queued().unwrap_or_default();
+        let queued = self.outgoing.take_queued().unwrap_or_default();
         self.write_queued(queued).await
     }
 

@@ -53,8 +53,8 @@ struct Due {
 }
 
 impl Digests {
-    /// Digests in `pool` (migrated with the processed events), each due `period` after
-    /// its first mention.
+    /// Digests in `pool`, the listener's database (see [`crate::connect_database`]), each
+    /// due `period` after its first mention.
     pub fn new(pool: Pool, period: Duration) -> Self {
         Self { pool, period }
     }

@@ -6,7 +6,7 @@
 //! delivered again on the next start, and the processed-events table (with the logger's
 //! one entry per event id) makes the redelivery change nothing.
 
-use super::{BINDINGS, Delivery, Parked, Settle, Source};
+use super::{BINDINGS, Parked, ReceivedEvent, Settle, Source};
 use async_trait::async_trait;
 use platform::{
     batch::GroupCommit,
@@ -55,13 +55,13 @@ impl EmbeddedSource {
         })
     }
 
-    fn delivery(&self, event: Claimed) -> Delivery {
+    fn delivery(&self, event: Claimed) -> ReceivedEvent {
         let settle = EmbeddedSettle {
             seq: event.seq,
             queue: self.queue.clone(),
             acks: self.acks.clone(),
         };
-        Delivery::new(
+        ReceivedEvent::new(
             event.payload,
             event.routing_key,
             event.attempts,
@@ -109,7 +109,7 @@ impl Settle for EmbeddedSettle {
 
 #[async_trait]
 impl Source for EmbeddedSource {
-    async fn next(&self) -> Delivery {
+    async fn next(&self) -> ReceivedEvent {
         let mut claimed = self.claimed.lock().await;
         let mut backoff = Duration::from_millis(100);
         loop {

@@ -15,8 +15,9 @@ use std::time::Duration;
 /// The routing keys the listener's queue is bound to.
 pub const BINDINGS: &[&str] = &["user.*", "message.*"];
 
-/// One delivered event.
-pub struct Delivery {
+/// One event received from the bus (RabbitMQ or the embedded bus), with what settles it:
+/// acknowledged, retried later or parked.
+pub struct ReceivedEvent {
     /// The encoded envelope.
     pub payload: Vec<u8>,
     /// The routing key it was published with.
@@ -26,7 +27,7 @@ pub struct Delivery {
     settle: Box<dyn Settle>,
 }
 
-impl Delivery {
+impl ReceivedEvent {
     pub(crate) fn new(
         payload: Vec<u8>,
         routing_key: String,
@@ -100,7 +101,7 @@ pub struct Parked {
 #[async_trait]
 pub trait Source: Send + Sync + 'static {
     /// The next delivery; waits (reconnecting if need be) until there is one.
-    async fn next(&self) -> Delivery;
+    async fn next(&self) -> ReceivedEvent;
     /// Up to `limit` parked events, oldest first; they stay parked.
     async fn parked(&self, limit: usize) -> anyhow::Result<Vec<Parked>>;
     /// Moves every parked event back to the queue, attempts reset; returns how many.

@@ -10,7 +10,7 @@
 //! One queue per delay (instead of a per-message TTL) because RabbitMQ only expires
 //! messages at the head of a queue: mixed delays in one queue would hold short ones back.
 
-use super::{BINDINGS, Delivery, Parked, Settle, Source, event_id_of};
+use super::{BINDINGS, Parked, ReceivedEvent, Settle, Source, event_id_of};
 use crate::config::Config;
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -57,7 +57,7 @@ struct Live {
     publisher: Channel,
     /// The events of a batch message not handed out yet. They go with the connection:
     /// a batch not acknowledged whole comes again.
-    pending: VecDeque<Delivery>,
+    pending: VecDeque<ReceivedEvent>,
 }
 
 /// The listener's queues on RabbitMQ.
@@ -331,7 +331,7 @@ impl RabbitSource {
         &self,
         delivery: AmqpDelivery,
         publisher: &Channel,
-    ) -> Result<VecDeque<Delivery>, lapin::Error> {
+    ) -> Result<VecDeque<ReceivedEvent>, lapin::Error> {
         // Events coming back from a retry queue carry the queue's name as routing key;
         // their original key travels in `type`.
         let routing_key = delivery
@@ -374,7 +374,7 @@ impl RabbitSource {
                     publisher: publisher.clone(),
                     names: Arc::clone(&self.names),
                 };
-                Delivery::new(payload, routing_key.clone(), attempts, Box::new(settle))
+                ReceivedEvent::new(payload, routing_key.clone(), attempts, Box::new(settle))
             })
             .collect())
     }
@@ -440,7 +440,7 @@ impl Settle for RabbitSettle {
 
 #[async_trait]
 impl Source for RabbitSource {
-    async fn next(&self) -> Delivery {
+    async fn next(&self) -> ReceivedEvent {
         let mut backoff = Duration::from_millis(100);
         let mut live = self.live.lock().await;
         loop {

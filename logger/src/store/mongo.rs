@@ -15,7 +15,9 @@
 //! retention changes, `collMod` moves the existing index to the new one.
 
 use super::{LogStore, StoreError, timed};
-use crate::domain::{Cursor, Level, LogData, LogEntry, LogQuery, Name, Page, Service, TraceId};
+use crate::domain::{
+    Cursor, Level, LogData, LogEntry, LogQuery, Name, Page, Service, parse_trace_id,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
@@ -212,7 +214,7 @@ fn filter(query: &LogQuery) -> Document {
         filter.insert("user_id", user_id.to_string());
     }
     if let Some(trace_id) = &query.trace_id {
-        filter.insert("trace_id", trace_id.as_str());
+        filter.insert("trace_id", trace_id.to_string());
     }
     let mut time = Document::new();
     if let Some(since) = query.since {
@@ -247,7 +249,7 @@ fn document(entry: &LogEntry) -> Result<RawDocumentBuf, StoreError> {
         "level": entry.level.as_str(),
         "service": entry.service.as_str(),
         "user_id": entry.user_id.map(|id| id.to_string()),
-        "trace_id": entry.trace_id.as_ref().map(|id| id.as_str()),
+        "trace_id": entry.trace_id.map(|id| id.to_string()),
         "created_at": date(entry.created_at),
     };
     RawDocumentBuf::from_document(&document).map_err(|error| StoreError::Database(error.into()))
@@ -301,7 +303,7 @@ fn entry(document: Document) -> Result<LogEntry, StoreError> {
             .transpose()
             .map_err(|e| broken(e.to_string()))?,
         trace_id: optional_text("trace_id")?
-            .map(TraceId::parse)
+            .map(parse_trace_id)
             .transpose()
             .map_err(|e| broken(e.to_string()))?,
         created_at: document

@@ -5,7 +5,9 @@
 //! set of names at or above it, so the `(service, level, created_at)` index serves it.
 
 use super::{LogStore, StoreError, timed};
-use crate::domain::{Cursor, Level, LogData, LogEntry, LogQuery, Name, Page, Service, TraceId};
+use crate::domain::{
+    Cursor, Level, LogData, LogEntry, LogQuery, Name, Page, Service, parse_trace_id,
+};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
@@ -55,7 +57,7 @@ impl TryFrom<LogRow> for LogEntry {
             trace_id: row
                 .trace_id
                 .as_deref()
-                .map(TraceId::parse)
+                .map(parse_trace_id)
                 .transpose()
                 .map_err(|e| broken(e.to_string()))?,
             created_at: DateTime::from_timestamp_millis(row.created_at)
@@ -94,7 +96,7 @@ impl SqliteLogStore {
                     .push_bind(entry.level.as_str())
                     .push_bind(entry.service.as_str().to_owned())
                     .push_bind(entry.user_id)
-                    .push_bind(entry.trace_id.as_ref().map(|id| id.as_str().to_owned()))
+                    .push_bind(entry.trace_id.map(|id| id.to_string()))
                     .push_bind(entry.created_at.timestamp_millis());
             });
             // An id stored before (a redelivered audit entry) keeps its first entry.
@@ -157,7 +159,7 @@ fn select(query: &LogQuery) -> QueryBuilder<'_, Sqlite> {
         sql.push(" AND user_id = ").push_bind(user_id);
     }
     if let Some(trace_id) = &query.trace_id {
-        sql.push(" AND trace_id = ").push_bind(trace_id.as_str());
+        sql.push(" AND trace_id = ").push_bind(trace_id.to_string());
     }
     if let Some(since) = query.since {
         sql.push(" AND created_at >= ")
