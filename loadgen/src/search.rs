@@ -208,6 +208,11 @@ async fn analyze(pool: &Pool) -> Result<()> {
         sql::Backend::Postgres => &["VACUUM ANALYZE messages", "ANALYZE memberships"],
         sql::Backend::Sqlite => &["ANALYZE"],
     };
+    run_each(pool, statements).await
+}
+
+/// Runs each of `statements` (no parameters) in turn.
+async fn run_each(pool: &Pool, statements: &[&str]) -> Result<()> {
     for statement in statements {
         on_pool!(pool, |pool| sqlx::query(statement)
             .execute(pool)
@@ -320,14 +325,7 @@ async fn insert_rows(pool: &Pool, messages: &[Message]) -> Result<u32> {
     };
     let done = on_tx!(&mut tx, |tx| {
         let mut insert = sqlx::QueryBuilder::new(INSERT);
-        insert.push_values(messages, |mut row, message| {
-            row.push_bind(message.id)
-                .push_bind(message.conversation_id)
-                .push_bind(message.sender.id)
-                .push_bind(&message.sender.username)
-                .push_bind(&message.body)
-                .push_bind(message.created_at);
-        });
+        chat::store::push_message_rows(&mut insert, messages);
         insert
             .build()
             .execute(&mut **tx)
@@ -623,13 +621,7 @@ async fn drop_index(pool: &Pool) -> Result<()> {
              (rowid INTEGER PRIMARY KEY, body TEXT, conversation_key TEXT)",
         ],
     };
-    for statement in statements {
-        on_pool!(pool, |pool| sqlx::query(statement)
-            .execute(pool)
-            .await
-            .map(drop))?;
-    }
-    Ok(())
+    run_each(pool, statements).await
 }
 
 /// Sends `count` messages as chat does (batches of 128 with their events); messages/s.

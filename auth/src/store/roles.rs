@@ -16,9 +16,7 @@ impl UserStore {
         role: Role,
     ) -> Result<Option<AccountChange>, StoreError> {
         const SQL: &str = "UPDATE users SET role = $2 WHERE id = $1";
-        let mut tx = self.pool.begin().await?;
-        lock_role_changes(&mut tx).await?;
-        let Some(before) = active_account(&mut tx, id).await? else {
+        let Some((mut tx, before)) = self.begin_role_change(id).await? else {
             return Ok(None);
         };
         let loses_ownership = before.role == Role::Owner && role != Role::Owner;
@@ -33,9 +31,7 @@ impl UserStore {
                 .await
                 .map(drop)
         })?;
-        let change = account_change(&mut tx, id, &before).await?;
-        tx.commit().await?;
-        Ok(Some(change))
+        finish_role_change(tx, id, &before).await.map(Some)
     }
 
     /// Deactivates an account as of `at` (kept if it already was), or reactivates it
@@ -49,9 +45,7 @@ impl UserStore {
         const DEACTIVATE: &str =
             "UPDATE users SET deactivated_at = COALESCE(deactivated_at, $2) WHERE id = $1";
         const REACTIVATE: &str = "UPDATE users SET deactivated_at = NULL WHERE id = $1";
-        let mut tx = self.pool.begin().await?;
-        lock_role_changes(&mut tx).await?;
-        let Some(before) = active_account(&mut tx, id).await? else {
+        let Some((mut tx, before)) = self.begin_role_change(id).await? else {
             return Ok(None);
         };
         match at {
@@ -78,10 +72,33 @@ impl UserStore {
                 })?;
             }
         }
-        let change = account_change(&mut tx, id, &before).await?;
-        tx.commit().await?;
-        Ok(Some(change))
+        finish_role_change(tx, id, &before).await.map(Some)
     }
+
+    /// Begins a role change of account `id`: its transaction, holding the lock of role
+    /// changes, and the account as it was; `None` when there is no such account.
+    async fn begin_role_change(
+        &self,
+        id: Uuid,
+    ) -> Result<Option<(Transaction, User)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock_role_changes(&mut tx).await?;
+        Ok(active_account(&mut tx, id)
+            .await?
+            .map(|before| (tx, before)))
+    }
+}
+
+/// Ends a role change of account `id` begun by [`UserStore::begin_role_change`]: what
+/// changed since `before`, committed.
+async fn finish_role_change(
+    mut tx: Transaction,
+    id: Uuid,
+    before: &User,
+) -> Result<AccountChange, StoreError> {
+    let change = account_change(&mut tx, id, before).await?;
+    tx.commit().await?;
+    Ok(change)
 }
 
 /// Takes the lock every role change holds (a row lock on PostgreSQL, the write lock on

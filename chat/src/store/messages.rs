@@ -541,6 +541,28 @@ impl ChatStore {
     }
 }
 
+/// Pushes `messages` as the `VALUES` rows of an insert into `messages`, in the column order
+/// `(id, conversation_id, sender_id, sender_name, body, created_at)`: the one place that
+/// binds a message's columns (chat's inserts and the search benchmark's seeding).
+pub fn push_message_rows<'q, DB>(
+    insert: &mut sqlx::QueryBuilder<'q, DB>,
+    messages: impl IntoIterator<Item = &'q Message>,
+) where
+    DB: sqlx::Database,
+    Uuid: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    DateTime<Utc>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    insert.push_values(messages, |mut row, message| {
+        row.push_bind(message.id)
+            .push_bind(message.conversation_id)
+            .push_bind(message.sender.id)
+            .push_bind(message.sender.username.as_str())
+            .push_bind(message.body.as_str())
+            .push_bind(message.created_at);
+    });
+}
+
 /// Inserts those of `chunk` whose sender is a member of their conversation, in one
 /// statement; returns the ids inserted.
 async fn insert_of_members(
@@ -549,15 +571,7 @@ async fn insert_of_members(
 ) -> Result<Vec<Uuid>, sqlx::Error> {
     on_tx!(tx, |tx| {
         let mut insert = sqlx::QueryBuilder::new(INSERT_MESSAGES);
-        insert.push_values(chunk, |mut row, new| {
-            let message = &new.message;
-            row.push_bind(message.id)
-                .push_bind(message.conversation_id)
-                .push_bind(message.sender.id)
-                .push_bind(&message.sender.username)
-                .push_bind(&message.body)
-                .push_bind(message.created_at);
-        });
+        push_message_rows(&mut insert, chunk.iter().map(|new| &new.message));
         insert.push(INSERT_MESSAGES_OF_MEMBERS);
         insert.build_query_scalar().fetch_all(&mut **tx).await
     })

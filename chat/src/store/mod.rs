@@ -22,7 +22,9 @@ mod search;
 mod sessions;
 mod users;
 
-pub use messages::{Deleted, Edited, NewMention, NewMessage, Page, Reacted, UNREAD_CAP};
+pub use messages::{
+    Deleted, Edited, NewMention, NewMessage, Page, Reacted, UNREAD_CAP, push_message_rows,
+};
 pub use notifications::NotificationPage;
 pub use presence::Connection;
 pub use sessions::ChatSession;
