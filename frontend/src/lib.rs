@@ -7,8 +7,6 @@
 //! [`Frontend::build`] checks the settings and binds the port; [`Frontend::run`] serves
 //! until shutdown.
 
-#![warn(missing_docs)]
-
 mod assets;
 pub mod caller;
 mod config;
