@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 /// The administration commands of the all-in-one binary.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum AdminCommand {
+    /// Auth's account commands.
     #[command(flatten)]
-    #[allow(missing_docs)]
     Accounts(auth::admin::AdminCommand),
     /// Generates a full set of service keys into DIR (keys already there are kept): each
     /// service's `<name>.key` and `<name>.pub`, for the dev stack's volume or the
@@ -32,7 +32,7 @@ pub async fn run(
             Ok(format!(
                 "service keys of {} in {} (private keys 0600: give each service only its own)",
                 platform::service_auth::Service::ALL
-                    .map(|service| service.name())
+                    .map(platform::service_auth::Service::name)
                     .join(", "),
                 dir.display()
             ))

@@ -72,29 +72,29 @@ pub struct Config {
         default_value = "127.0.0.1:9100"
     )]
     pub metrics_listen: SocketAddr,
+    /// The auth service's settings.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub auth: auth::Config,
+    /// The chat service's settings.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub chat: chat::Config,
+    /// The broker's settings: the public API and sockets.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub broker: broker::Config,
+    /// The logger service's settings.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub logger: logger::Config,
+    /// The mail service's settings.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub mail: mail::Config,
+    /// The listener's settings: the event consumer.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub listener: listener::Config,
+    /// The event bus's settings (the embedded bus, or RabbitMQ with `AMQP_URL`).
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub events: platform::events::BusConfig,
+    /// The web pages' settings.
     #[command(flatten)]
-    #[allow(missing_docs)]
     pub frontend: frontend::Config,
     /// Without a command, microchat runs; with one, it does that and exits.
     #[command(subcommand)]

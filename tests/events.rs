@@ -663,6 +663,7 @@ async fn register_all(app: &TestApp, prefix: &str, count: usize) {
 }
 
 #[tokio::test]
+#[expect(clippy::cast_possible_wrap, reason = "`USERS` is a small constant")]
 async fn mails_being_retried_hold_back_no_outbox_in_the_all_in_one() {
     const USERS: usize = 30;
     let smtp_port = free_port();
@@ -705,6 +706,7 @@ async fn mails_being_retried_hold_back_no_outbox_in_the_all_in_one() {
 }
 
 #[tokio::test]
+#[expect(clippy::cast_possible_wrap, reason = "`USERS` is a small constant")]
 async fn a_stop_keeps_the_events_the_listener_holds_and_the_next_start_delivers_them_once() {
     const USERS: usize = 20;
     let smtp_port = free_port();

@@ -780,7 +780,7 @@ impl System {
         }
     }
 
-    async fn repair(&mut self, fault: Fault) {
+    fn repair(&mut self, fault: Fault) {
         match fault.process() {
             Some(name) => self.process(name).start(),
             None if fault == Fault::Rabbit => self.proxy.restore(),
@@ -1046,10 +1046,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
-    #[allow(
+    #[expect(
         clippy::cast_possible_truncation,
         clippy::cast_sign_loss,
-        clippy::cast_precision_loss
+        reason = "p is in 0..=1: the index is between 0 and the last one"
     )]
     let index = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[index]
@@ -1153,7 +1153,7 @@ async fn every_service_killed_in_turn_under_traffic_loses_nothing() {
             }
             system.break_it(fault).await;
             tokio::time::sleep(DOWN).await;
-            system.repair(fault).await;
+            system.repair(fault);
             let restarted = Instant::now();
             let ready = wait_ready(&system, &traffic, fault, &probe).await;
             assert!(ready, "{} did not recover\n{}", fault.name(), system.logs());

@@ -182,7 +182,7 @@ async fn logs_page_newest_first_with_a_cursor() {
         }
         match page["next_cursor"].as_str() {
             Some(cursor) => {
-                query = format!("user={}&service=user&limit=2&cursor={cursor}", root.id)
+                query = format!("user={}&service=user&limit=2&cursor={cursor}", root.id);
             }
             None => break,
         }

@@ -260,7 +260,7 @@ async fn a_rotated_signing_key_is_fetched_and_the_old_one_stops_working() {
 #[tokio::test]
 async fn without_its_revocation_stream_a_broker_asks_auth_and_refuses_a_session_ended_elsewhere() {
     let app = AuthAndBroker::start().await;
-    let gate = AuthGate::start(app.auth_addr, &app.keys).await;
+    let gate = AuthGate::start(app.auth_addr, &app.keys);
     let (gated, (stop, task)) = app.broker_behind(&gate).await;
     eventually("the gated broker follows auth's revocations", || {
         app.follows_revocations(&gated)

@@ -43,8 +43,9 @@ fn highlighted(hit: &Value) -> Vec<String> {
         .expect("highlights")
         .iter()
         .map(|range| {
-            let start = range["start"].as_u64().expect("a start") as usize;
-            let end = range["end"].as_u64().expect("an end") as usize;
+            let start =
+                usize::try_from(range["start"].as_u64().expect("a start")).expect("an index");
+            let end = usize::try_from(range["end"].as_u64().expect("an end")).expect("an index");
             chars[start..end].iter().collect()
         })
         .collect()

@@ -66,15 +66,14 @@ pub async fn run(
 
 /// The account a username or a user id names.
 async fn find(store: &UserStore, user: &str) -> anyhow::Result<User> {
-    let found = match uuid::Uuid::try_parse(user.trim()) {
-        Ok(id) => store.user(id).await?,
-        Err(_) => {
-            let name = Username::parse(user).map_err(|error| anyhow::anyhow!("{error}"))?;
-            store
-                .account_by_username(&name)
-                .await?
-                .map(|account| account.user)
-        }
+    let found = if let Ok(id) = uuid::Uuid::try_parse(user.trim()) {
+        store.user(id).await?
+    } else {
+        let name = Username::parse(user).map_err(|error| anyhow::anyhow!("{error}"))?;
+        store
+            .account_by_username(&name)
+            .await?
+            .map(|account| account.user)
     };
     found.ok_or_else(|| anyhow::anyhow!("no account {user:?}"))
 }

@@ -81,23 +81,27 @@ impl From<AuthError> for Status {
             }
             AuthError::Throttled(retry_after) => {
                 let mut status = Status::resource_exhausted(error.to_string());
-                let seconds = (retry_after.as_secs_f64().ceil() as u64).max(1).to_string();
+                // Whole seconds, rounded up: a client that waits this long is let in.
+                let seconds = retry_after
+                    .as_secs()
+                    .saturating_add(u64::from(retry_after.subsec_nanos() > 0))
+                    .max(1)
+                    .to_string();
                 status.metadata_mut().insert(
                     "retry-after",
                     seconds.parse().expect("a decimal number is valid metadata"),
                 );
                 status
             }
-            AuthError::NotFound => Status::not_found(error.to_string()),
             AuthError::Deactivated | AuthError::Forbidden(_) => {
                 Status::permission_denied(error.to_string())
             }
             AuthError::Refused(_) | AuthError::Store(StoreError::LastOwner) => {
                 Status::failed_precondition(error.to_string())
             }
-            // One answer for every token that opens nothing (wrong, used, expired, another
-            // kind, malformed): the link is simply not there.
-            AuthError::BadLink => Status::not_found(error.to_string()),
+            // BadLink: one answer for every token that opens nothing (wrong, used, expired,
+            // another kind, malformed): the link is simply not there.
+            AuthError::NotFound | AuthError::BadLink => Status::not_found(error.to_string()),
             AuthError::AlreadyVerified => Status::failed_precondition(error.to_string()),
             AuthError::Store(StoreError::Unavailable(_)) => {
                 tracing::error!(%error, "database unavailable");
@@ -272,10 +276,13 @@ impl auth_server::Auth for AuthApi {
         let user = self.accounts.user(id).await;
         self.accounts.begin_deletion(id).await?;
         // Already marked earlier: the account is hidden, answer with the id alone.
-        let user = user.map(user_message).unwrap_or_else(|_| pb::User {
-            id: id.to_string(),
-            ..Default::default()
-        });
+        let user = user.map_or_else(
+            |_| pb::User {
+                id: id.to_string(),
+                ..Default::default()
+            },
+            user_message,
+        );
         Ok(Response::new(user))
     }
 

@@ -98,7 +98,7 @@ impl TestAuth {
     }
 
     /// A second, independent connection.
-    async fn another_client(&self) -> AuthClient<TracedChannel> {
+    fn another_client(&self) -> AuthClient<TracedChannel> {
         broker_client(&service_keys(&self.data_dir), self.addr)
     }
 
@@ -700,7 +700,7 @@ async fn revocation_watchers_get_a_snapshot_then_each_logout() {
     let later = auth.login("ada", PASSWORD).await.unwrap();
     auth.logout(&earlier.access_token).await.unwrap();
 
-    let mut watcher = auth.another_client().await;
+    let mut watcher = auth.another_client();
     let mut stream = watcher
         .watch_revocations(pb::WatchRevocationsRequest {})
         .await
@@ -826,7 +826,7 @@ async fn successful_logins_do_not_count_against_the_client_address() {
 #[tokio::test]
 async fn service_stops_promptly_with_a_revocation_stream_open() {
     let mut auth = TestAuth::start().await;
-    let mut watcher = auth.another_client().await;
+    let mut watcher = auth.another_client();
     let mut stream = watcher
         .watch_revocations(pb::WatchRevocationsRequest {})
         .await

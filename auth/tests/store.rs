@@ -140,11 +140,11 @@ fn registered(account: &NewAccount) -> Event {
     )
 }
 
-fn client(new: &NewSession) -> Option<events::Client> {
-    Some(events::Client {
+fn client(new: &NewSession) -> events::Client {
+    events::Client {
         ip: new.client_ip.clone(),
         user_agent: new.user_agent.clone(),
-    })
+    }
 }
 
 /// The `user.logged_in` event of a new session.
@@ -156,7 +156,7 @@ fn logged_in(user: &User, new: &NewSession) -> Event {
             username: user.username.clone(),
             email: user.email.clone(),
             session_id: new.session.id.to_string(),
-            client: client(new),
+            client: Some(client(new)),
             expires_at: None,
         }),
     )
@@ -171,7 +171,7 @@ fn logged_out(user: &User, new: &NewSession) -> Event {
             username: user.username.clone(),
             email: user.email.clone(),
             session_id: new.session.id.to_string(),
-            client: client(new),
+            client: Some(client(new)),
             ..Default::default()
         }),
     )

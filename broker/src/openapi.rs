@@ -107,10 +107,10 @@ impl Modify for Contract {
                 "The HttpOnly cookie login sets (writes also need `X-CSRF-Token`).",
             ))),
         );
-        for (path, item) in api.paths.paths.iter_mut() {
+        for (path, item) in &mut api.paths.paths {
             let has_path_id = path.contains('{');
             for (method, operation) in operations(item) {
-                add_shared_answers(operation, method, has_path_id);
+                add_shared_answers(operation, &method, has_path_id);
             }
         }
     }
@@ -130,7 +130,7 @@ fn operations(item: &mut openapi::PathItem) -> Vec<(HttpMethod, &mut Operation)>
     .collect()
 }
 
-fn add_shared_answers(operation: &mut Operation, method: HttpMethod, has_path_id: bool) {
+fn add_shared_answers(operation: &mut Operation, method: &HttpMethod, has_path_id: bool) {
     let has_body = operation.request_body.is_some();
     let has_input = has_body || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
     // `security: [{}]` (or none) means anyone may call it.

@@ -149,7 +149,11 @@ fn check(limiter: &Limiter, client: IpAddr) -> Result<(), ApiError> {
     limiter.check_key(&client).map_err(|not_until| {
         let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
         metrics::counter!("broker_rate_limited_total").increment(1);
-        ApiError::too_many_requests(wait.as_secs_f64().ceil() as u64)
+        // Whole seconds, rounded up: a client that waits this long is let in.
+        let seconds = wait
+            .as_secs()
+            .saturating_add(u64::from(wait.subsec_nanos() > 0));
+        ApiError::too_many_requests(seconds)
     })
 }
 

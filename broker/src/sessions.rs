@@ -235,6 +235,10 @@ impl Sessions {
     }
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the shape `map_err` calls it with"
+)]
 fn refusal(error: TokenError) -> ApiError {
     let message = match error {
         TokenError::Expired => "the token has expired; refresh it or log in again",

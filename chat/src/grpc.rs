@@ -89,9 +89,14 @@ impl From<ChatError> for Status {
     fn from(error: ChatError) -> Self {
         match &error {
             ChatError::Invalid(_) => Status::invalid_argument(error.to_string()),
-            // A valid request that names the caller: the state, not the input, is wrong.
-            ChatError::WithSelf => Status::failed_precondition(error.to_string()),
-            ChatError::NotMember => Status::permission_denied(error.to_string()),
+            // WithSelf: a valid request that names the caller: the state, not the input, is
+            // wrong.
+            ChatError::WithSelf | ChatError::MessageDeleted => {
+                Status::failed_precondition(error.to_string())
+            }
+            ChatError::NotMember | ChatError::NotAuthor => {
+                Status::permission_denied(error.to_string())
+            }
             ChatError::NoSuchRoom | ChatError::NoSuchMessage | ChatError::NoSuchCursor => {
                 Status::not_found(error.to_string())
             }
@@ -104,8 +109,6 @@ impl From<ChatError> for Status {
                 tracing::error!(%error, "database failure");
                 Status::internal("internal error")
             }
-            ChatError::NotAuthor => Status::permission_denied(error.to_string()),
-            ChatError::MessageDeleted => Status::failed_precondition(error.to_string()),
         }
     }
 }
@@ -235,7 +238,7 @@ impl chat_server::Chat for ChatApi {
         let body = request.into_inner();
         let (caller, peer) = (user("caller", body.caller)?, user("peer", body.peer)?);
         let (conversation, members) = self.chat.open_direct(&caller, &peer).await?;
-        let member_count = members.len() as u32;
+        let member_count = u32::try_from(members.len()).unwrap_or(u32::MAX);
         Ok(Response::new(wire::conversation(
             conversation,
             member_count,

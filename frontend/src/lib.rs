@@ -7,8 +7,6 @@
 //! [`FrontendService::build`] checks the settings and binds the port;
 //! [`FrontendService::run`] serves until shutdown.
 
-#![warn(missing_docs)]
-
 mod assets;
 pub mod caller;
 mod config;

@@ -54,7 +54,7 @@ pub struct Args {
 /// Registers a fresh user, measures both phases and prints the comparison.
 pub async fn run(args: Args) -> Result<()> {
     let load = &args.load;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     eprintln!(
         "loadgen auth: {} clients, {} warm-up + {} per phase, {cpus} CPUs available to loadgen",
         load.clients,
@@ -312,6 +312,10 @@ async fn post_account(
 }
 
 /// `len` random characters of `a-z0-9`: unique names and passwords, not secrets worth a CSPRNG.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "the index is below the alphabet's length"
+)]
 fn random_alphanumeric(len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     // Each `RandomState` is seeded from the OS; hashing a counter with it yields fresh bits.

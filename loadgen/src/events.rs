@@ -393,7 +393,6 @@ async fn measure(
                 .read_only(true),
         )
         .await?;
-    const AUDITED: &str = "SELECT id, created_at FROM logs WHERE service = 'listener'";
     let mut last = (0_i64, Instant::now());
     loop {
         let (count,): (i64,) =
@@ -414,7 +413,10 @@ async fn measure(
     relay.await?;
     listening.await??;
     logging.await??;
-    let audited: Vec<(Uuid, i64)> = sqlx::query_as(AUDITED).fetch_all(&audits).await?;
+    let audited: Vec<(Uuid, i64)> =
+        sqlx::query_as("SELECT id, created_at FROM logs WHERE service = 'listener'")
+            .fetch_all(&audits)
+            .await?;
     audits.close().await;
     let _ = std::fs::remove_dir_all(&logger_dir);
     let rows = audited
@@ -523,6 +525,11 @@ async fn wait_ready(addr: std::net::SocketAddr) -> Result<()> {
 }
 
 /// Deliveries the listener skipped as already processed (from its /metrics).
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a counter is a whole number, never negative"
+)]
 async fn duplicate_count(addr: std::net::SocketAddr) -> Result<u64> {
     let (_, body) = listener_get(addr, "/metrics").await?;
     Ok(body

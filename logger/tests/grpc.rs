@@ -85,7 +85,7 @@ fn ago(seconds: i64) -> prost_types::Timestamp {
     let at = chrono::Utc::now() - chrono::TimeDelta::seconds(seconds);
     prost_types::Timestamp {
         seconds: at.timestamp(),
-        nanos: at.timestamp_subsec_nanos() as i32,
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).expect("nanoseconds below 2^31"),
     }
 }
 

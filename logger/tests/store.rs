@@ -152,8 +152,8 @@ fn raw(name: &str, level: Level, service: &str, at: DateTime<Utc>) -> RawEntry {
     }
 }
 
-fn entry(raw: RawEntry) -> LogEntry {
-    LogEntry::parse(&raw, Utc::now()).expect("a valid test entry")
+fn entry(raw: &RawEntry) -> LogEntry {
+    LogEntry::parse(raw, Utc::now()).expect("a valid test entry")
 }
 
 /// Every entry of a query, following cursors.
@@ -202,21 +202,21 @@ fn varied_entries() -> Vec<LogEntry> {
                 &format!("event {i}"),
                 Level::ALL[i % 5],
                 services[i % 3],
-                base + TimeDelta::seconds((i * 2) as i64),
+                base + TimeDelta::seconds(2 * i64::try_from(i).expect("sixty entries")),
             );
             if !i.is_multiple_of(4) {
-                raw.user_id = USERS[i % 2].to_owned();
+                USERS[i % 2].clone_into(&mut raw.user_id);
             }
             if i % 3 != 1 {
-                raw.trace_id = TRACES[i % 2].to_owned();
+                TRACES[i % 2].clone_into(&mut raw.trace_id);
             }
-            entry(raw)
+            entry(&raw)
         })
         .collect()
 }
 
 async fn an_entry_reads_back_as_written(store: Arc<dyn LogStore>) {
-    let written = entry(RawEntry {
+    let written = entry(&RawEntry {
         data: r#"{"username":"ada","attempts":3,"ratio":0.25,"tags":["a","b"],"nested":{"ok":true,"none":null},"text":"héllo ✓"}"#.to_owned(),
         user_id: USERS[0].to_owned(),
         trace_id: TRACES[0].to_owned(),
@@ -236,7 +236,7 @@ async fn an_entry_reads_back_as_written(store: Arc<dyn LogStore>) {
 /// shares a batch with new entries, which are stored.
 async fn an_entry_written_again_under_its_id_is_stored_once(store: Arc<dyn LogStore>) {
     const EVENT_ID: &str = "01a23f0c-4370-76fc-b507-dbf82e2a6b82";
-    let first = entry(RawEntry {
+    let first = entry(&RawEntry {
         id: EVENT_ID.to_owned(),
         ..raw("audit message.sent", Level::Info, "listener", base_time())
     });
@@ -245,7 +245,7 @@ async fn an_entry_written_again_under_its_id_is_stored_once(store: Arc<dyn LogSt
         .insert(std::slice::from_ref(&first))
         .await
         .expect("insert");
-    let again = entry(RawEntry {
+    let again = entry(&RawEntry {
         id: EVENT_ID.to_owned(),
         ..raw(
             "audit message.sent (again)",
@@ -254,7 +254,7 @@ async fn an_entry_written_again_under_its_id_is_stored_once(store: Arc<dyn LogSt
             base_time() + TimeDelta::seconds(1),
         )
     });
-    let new = entry(raw(
+    let new = entry(&raw(
         "audit message.read",
         Level::Info,
         "listener",
@@ -286,7 +286,7 @@ async fn entries_come_newest_first_with_the_id_breaking_ties(store: Arc<dyn LogS
     let base = base_time();
     let entries: Vec<LogEntry> = (0..12)
         .map(|i| {
-            entry(raw(
+            entry(&raw(
                 &format!("e{i}"),
                 Level::Info,
                 "chat",
@@ -415,7 +415,7 @@ async fn pages_show_each_entry_once_while_entries_arrive(store: Arc<dyn LogStore
     // Several share a millisecond, so pages must break ties by id.
     let existing: Vec<LogEntry> = (0..120)
         .map(|i| {
-            entry(raw(
+            entry(&raw(
                 &format!("old {i}"),
                 Level::Info,
                 "chat",
@@ -432,8 +432,8 @@ async fn pages_show_each_entry_once_while_entries_arrive(store: Arc<dyn LogStore
             let mut written = 0;
             while !stop.load(Ordering::Relaxed) {
                 let fresh = [
-                    entry(raw("new", Level::Info, "chat", Utc::now())),
-                    entry(raw("new", Level::Info, "chat", Utc::now())),
+                    entry(&raw("new", Level::Info, "chat", Utc::now())),
+                    entry(&raw("new", Level::Info, "chat", Utc::now())),
                 ];
                 store.insert(&fresh).await.expect("concurrent insert");
                 written += fresh.len();
@@ -484,13 +484,13 @@ async fn a_full_batch_of_large_entries_is_stored(store: Arc<dyn LogStore>) {
     let base = base_time();
     let batch: Vec<LogEntry> = (0..logger::domain::MAX_BATCH)
         .map(|i| {
-            entry(RawEntry {
+            entry(&RawEntry {
                 data: data.clone(),
                 ..raw(
                     "big",
                     Level::Debug,
                     "loadgen",
-                    base + TimeDelta::milliseconds(i as i64),
+                    base + TimeDelta::milliseconds(i64::try_from(i).expect("a batch's index")),
                 )
             })
         })
@@ -518,7 +518,7 @@ async fn a_full_batch_of_large_entries_is_stored(store: Arc<dyn LogStore>) {
 }
 
 async fn data_keys_with_dots_and_dollars_read_back(store: Arc<dyn LogStore>) {
-    let written = entry(RawEntry {
+    let written = entry(&RawEntry {
         data: r#"{"a.b":1,"$money":2,"":3,"deep":{"$oid":"not an id","x.y":[{"$z":0}]}}"#
             .to_owned(),
         ..raw("odd keys", Level::Warn, "chat", base_time())
@@ -560,7 +560,7 @@ async fn sqlite_schema_has_the_query_indexes_and_reopens() {
     let first = SqliteLogStore::connect(&dir.sqlite_url())
         .await
         .expect("opens");
-    let written = entry(raw("kept", Level::Info, "auth", base_time()));
+    let written = entry(&raw("kept", Level::Info, "auth", base_time()));
     first
         .insert(std::slice::from_ref(&written))
         .await
@@ -688,13 +688,13 @@ async fn mongo_documents_are_browsable() {
         eprintln!("skipped: SecantusDB is not installed");
         return;
     };
-    let with_user = entry(RawEntry {
+    let with_user = entry(&RawEntry {
         data: r#"{"username":"ada","attempts":3}"#.to_owned(),
         user_id: USERS[0].to_owned(),
         trace_id: TRACES[0].to_owned(),
         ..raw("user registered", Level::Info, "auth", base_time())
     });
-    let bare = entry(raw("started", Level::Warn, "mail", base_time()));
+    let bare = entry(&raw("started", Level::Warn, "mail", base_time()));
     store
         .insert(&[with_user.clone(), bare.clone()])
         .await
@@ -739,13 +739,13 @@ async fn mongo_ttl_index_expires_entries_past_the_retention() {
         return;
     };
     let now = Utc::now();
-    let expired = entry(raw(
+    let expired = entry(&raw(
         "expired",
         Level::Info,
         "auth",
         now - TimeDelta::days(15),
     ));
-    let kept = entry(raw("kept", Level::Info, "auth", now - TimeDelta::days(13)));
+    let kept = entry(&raw("kept", Level::Info, "auth", now - TimeDelta::days(13)));
     store
         .insert(&[expired, kept.clone()])
         .await

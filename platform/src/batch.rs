@@ -188,8 +188,8 @@ mod tests {
                     tokio::spawn(async move { commit.submit(n).await })
                 })
                 .collect();
-            for (n, caller) in callers.into_iter().enumerate() {
-                assert_eq!(caller.await.unwrap(), Some(n as u32));
+            for (n, caller) in (0_u32..).zip(callers) {
+                assert_eq!(caller.await.unwrap(), Some(n));
             }
         });
         parent.await.unwrap();
@@ -261,8 +261,8 @@ mod tests {
             })
             .collect();
         let answered = tokio::time::timeout(Duration::from_secs(5), async {
-            for (n, caller) in callers.into_iter().enumerate() {
-                assert_eq!(caller.await.unwrap(), Some(n as u32));
+            for (n, caller) in (0_u32..).zip(callers) {
+                assert_eq!(caller.await.unwrap(), Some(n));
             }
         })
         .await;

@@ -76,7 +76,7 @@ impl Rules {
 impl AuthGate {
     /// Listens on a free loopback port, forwarding to auth at `auth` as the broker (with
     /// its key in `keys`) would.
-    pub async fn start(auth: SocketAddr, keys: &ServiceKeys) -> Self {
+    pub fn start(auth: SocketAddr, keys: &ServiceKeys) -> Self {
         let channel = platform::testing::channel_as(
             keys,
             Service::Broker,

@@ -497,6 +497,10 @@ impl TestApp {
     }
 
     /// The database URLs of auth and chat, for looking behind the API.
+    #[expect(
+        clippy::used_underscore_binding,
+        reason = "`_postgres` is held to keep the servers alive; this is the one read of it"
+    )]
     pub fn database_urls(&self) -> DatabaseUrls {
         match self._postgres.as_slice() {
             [auth, chat] => DatabaseUrls {
@@ -668,7 +672,7 @@ impl Services {
         ];
         let auth = auth.publish_events_to(std::sync::Arc::new(bus.clone()));
         let auth_gate = if gated {
-            Some(auth_gate::AuthGate::start(auth.local_addr(), &keys).await)
+            Some(auth_gate::AuthGate::start(auth.local_addr(), &keys))
         } else {
             None
         };

@@ -7,7 +7,7 @@ use platform::grpc::timestamp;
 use proto::auth::v1 as pb;
 use tonic::{Request, Response, Status};
 
-fn ended_message(ended: EndedSessions) -> pb::EndedSessions {
+fn ended_message(ended: &EndedSessions) -> pb::EndedSessions {
     pb::EndedSessions {
         session_ids: ended.sessions.iter().map(ToString::to_string).collect(),
         forget_after: Some(super::epoch_timestamp(ended.forget_after)),
@@ -32,7 +32,7 @@ impl AuthApi {
                 client,
             )
             .await?;
-        Ok(Response::new(ended_message(ended)))
+        Ok(Response::new(ended_message(&ended)))
     }
 
     pub(super) async fn request_password_reset_call(
@@ -55,7 +55,7 @@ impl AuthApi {
             .accounts
             .reset_password(&body.token, &body.new_password, client)
             .await?;
-        Ok(Response::new(ended_message(ended)))
+        Ok(Response::new(ended_message(&ended)))
     }
 
     pub(super) async fn list_sessions_call(
@@ -89,7 +89,7 @@ impl AuthApi {
         let user = parse_uuid("user_id", &body.user_id)?;
         let session = parse_uuid("session_id", &body.session_id)?;
         let ended = self.accounts.end_session_of(user, session).await?;
-        Ok(Response::new(ended_message(ended)))
+        Ok(Response::new(ended_message(&ended)))
     }
 
     pub(super) async fn end_other_sessions_call(
@@ -100,7 +100,7 @@ impl AuthApi {
         let user = parse_uuid("user_id", &body.user_id)?;
         let keep = parse_uuid("keep_session_id", &body.keep_session_id)?;
         let ended = self.accounts.end_other_sessions(user, keep).await?;
-        Ok(Response::new(ended_message(ended)))
+        Ok(Response::new(ended_message(&ended)))
     }
 
     pub(super) async fn verify_email_call(

@@ -110,6 +110,10 @@ fn admin_view(user: pb::User) -> AdminUserView {
     }
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the shape `map_err` calls it with"
+)]
 fn from_auth(status: tonic::Status) -> ApiError {
     ApiError::from_grpc("auth", &status)
 }

@@ -206,6 +206,10 @@ fn user_view(user: pb::User) -> UserView {
     }
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the shape `map_err` calls it with"
+)]
 fn from_auth(status: tonic::Status) -> ApiError {
     ApiError::from_grpc("auth", &status)
 }
@@ -222,7 +226,7 @@ pub(crate) fn client_info(client: ClientAddr, headers: &HeaderMap) -> pb::Client
     }
 }
 
-fn set_cookie(response: &mut Response, cookie: Cookie<'_>) {
+fn set_cookie(response: &mut Response, cookie: &Cookie<'_>) {
     let value = HeaderValue::from_str(&cookie.to_string())
         .expect("cookie names and token values are header-safe");
     response.headers_mut().append(header::SET_COOKIE, value);
@@ -279,7 +283,7 @@ fn logged_in(state: &AppState, answer: pb::LoginResponse) -> Result<Response, Ap
     };
     let cookies = session_cookies(state, &view, session_expires_at);
     let mut response = ApiJson(view).into_response();
-    for cookie in cookies {
+    for cookie in &cookies {
         set_cookie(&mut response, cookie);
     }
     Ok(response)

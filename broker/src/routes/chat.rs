@@ -19,6 +19,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the shape `map_err` calls it with"
+)]
 pub(crate) fn from_chat(status: tonic::Status) -> ApiError {
     ApiError::from_grpc("chat", &status)
 }

@@ -354,7 +354,7 @@ mod tests {
             r#"{"action":"auth"}"#,
             r#"{"action":"log","log":{"data":"no name"}}"#,
             r#"{"auth":{"email":"a@example.com","password":"pw"}}"#,
-            r#"[]"#,
+            r"[]",
         ] {
             assert!(serde_json::from_str::<Action>(body).is_err(), "{body}");
         }

@@ -123,6 +123,10 @@ pub struct EmailVerifiedView {
     email_verified: bool,
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "the shape `map_err` calls it with"
+)]
 fn from_auth(status: tonic::Status) -> ApiError {
     ApiError::from_grpc("auth", &status)
 }

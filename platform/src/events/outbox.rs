@@ -194,14 +194,13 @@ pub fn spawn_relay(
     producer: &'static str,
     shutdown: Shutdown,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    match bus {
-        Some(bus) => Some(tokio::spawn(
+    if let Some(bus) = bus {
+        Some(tokio::spawn(
             Relay::new(outbox, bus, waker, producer).run(shutdown),
-        )),
-        None => {
-            tracing::warn!("no event bus (AMQP_URL unset): events wait in the outbox");
-            None
-        }
+        ))
+    } else {
+        tracing::warn!("no event bus (AMQP_URL unset): events wait in the outbox");
+        None
     }
 }
 

@@ -44,10 +44,10 @@ pub fn unpack(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> Result<Vec<Vec<u8>>, (prost::DecodeError, Vec<u8>)> {
+    use prost::Message as _;
     if content_type != Some(BATCH_CONTENT_TYPE) {
         return Ok(vec![body]);
     }
-    use prost::Message as _;
     match proto::events::v1::EventBatch::decode(body.as_slice()) {
         Ok(batch) => Ok(batch.envelopes),
         Err(error) => Err((error, body)),
@@ -197,18 +197,17 @@ impl RabbitBus {
         let unavailable = |error: lapin::Error| BusError::Unavailable(error.to_string());
         let mut confirms = Vec::with_capacity(events.len());
         for message in messages(events) {
-            let (body, properties) = match message {
-                [event] => (Cow::Borrowed(event.payload.as_slice()), properties(event)),
-                _ => {
-                    use prost::Message as _;
-                    let batch = proto::events::v1::EventBatch {
-                        envelopes: message.iter().map(|event| event.payload.clone()).collect(),
-                    };
-                    (
-                        Cow::Owned(batch.encode_to_vec()),
-                        batch_properties(&message[0]),
-                    )
-                }
+            let (body, properties) = if let [event] = message {
+                (Cow::Borrowed(event.payload.as_slice()), properties(event))
+            } else {
+                use prost::Message as _;
+                let batch = proto::events::v1::EventBatch {
+                    envelopes: message.iter().map(|event| event.payload.clone()).collect(),
+                };
+                (
+                    Cow::Owned(batch.encode_to_vec()),
+                    batch_properties(&message[0]),
+                )
             };
             let confirm = channel
                 .basic_publish(
