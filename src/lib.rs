@@ -461,7 +461,8 @@ fn lower_priority(nice: i32) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid has no preconditions and cannot fail.
-        let thread = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
+        let thread = libc::id_t::try_from(unsafe { libc::syscall(libc::SYS_gettid) })
+            .expect("a thread id is a positive pid_t");
         // SAFETY: setpriority only reads its arguments; raising a thread's own nice
         // value needs no privilege.
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, thread, nice) } != 0 {

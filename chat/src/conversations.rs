@@ -206,7 +206,7 @@ impl Chat {
         if self.store.join(id, caller, now()).await? {
             self.membership_event(id, caller.id, true);
         }
-        let member_count = self.store.members(id).await?.len() as u32;
+        let member_count = u32::try_from(self.store.members(id).await?.len()).unwrap_or(u32::MAX);
         Ok(ConversationView {
             conversation,
             member_count,

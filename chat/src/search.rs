@@ -292,7 +292,10 @@ impl Snippet {
             .highlights
             .into_iter()
             .filter(|range| range.start as usize >= start && range.end as usize <= end)
-            .map(|range| shift(range.start) as u32..shift(range.end) as u32)
+            .map(|range| {
+                let at = |offset| u32::try_from(shift(offset)).unwrap_or(u32::MAX);
+                at(range.start)..at(range.end)
+            })
             .collect();
         Self { text, highlights }
     }

@@ -979,7 +979,7 @@ async fn deleting_user_data_removes_directs_and_presence_but_keeps_rooms(store: 
     assert!(!store.is_member(general.id, ada.id).await.unwrap());
     assert_eq!(store.members(general.id).await.unwrap().len(), 1);
     let mut anonymous = said_in_room;
-    anonymous.sender.username = chat::domain::DELETED_USER_NAME.to_owned();
+    chat::domain::DELETED_USER_NAME.clone_into(&mut anonymous.sender.username);
     assert_eq!(
         store
             .messages(general.id, Page::Before(None), 50)

@@ -228,15 +228,19 @@ fn text_part(headers: &[(String, String)], body: &str, depth: u8) -> Option<Stri
             let compact: String = body.chars().filter(|c| !c.is_whitespace()).collect();
             base64::engine::general_purpose::STANDARD
                 .decode(compact)
-                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
-                .unwrap_or_else(|_| body.to_owned())
+                .map_or_else(
+                    |_| body.to_owned(),
+                    |bytes| String::from_utf8_lossy(&bytes).into_owned(),
+                )
         }
         _ => body.to_owned(),
     })
 }
 
 fn hex(byte: u8) -> Option<u8> {
-    (byte as char).to_digit(16).map(|digit| digit as u8)
+    (byte as char)
+        .to_digit(16)
+        .and_then(|digit| u8::try_from(digit).ok())
 }
 
 /// Undoes quoted-printable: `=XX` bytes and `=` soft line breaks (`_` as a space when

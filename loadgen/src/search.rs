@@ -366,7 +366,12 @@ impl Timeline {
     }
 
     fn millis(&self, n: u32) -> i64 {
-        self.start_ms + (f64::from(n) * self.step_ms) as i64
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "a time within the seeded span, far inside i64 milliseconds"
+        )]
+        let offset = (f64::from(n) * self.step_ms) as i64;
+        self.start_ms + offset
     }
 
     fn at(&self, n: u32) -> DateTime<Utc> {
@@ -712,7 +717,8 @@ impl Random {
 
     /// Uniform in `0..n`.
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
+        let n = u64::try_from(n.max(1)).expect("a usize fits in 64 bits");
+        usize::try_from(self.next() % n).expect("below n, a usize")
     }
 
     /// Uniform in `[0, 1)`.

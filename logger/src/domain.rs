@@ -621,7 +621,7 @@ mod tests {
         assert_eq!(entry.id.get_version_num(), 7);
         let (seconds, nanos) = entry.id.get_timestamp().expect("v7").to_unix();
         assert_eq!(
-            seconds as i64 * 1_000 + i64::from(nanos / 1_000_000),
+            i64::try_from(seconds).expect("a v7 id of now") * 1_000 + i64::from(nanos / 1_000_000),
             entry.created_at.timestamp_millis()
         );
     }

@@ -59,7 +59,7 @@ impl MailService {
         match &destination {
             Destination::Smtp(_) => tracing::info!("mail goes to the SMTP server of MAIL_SMTP_URL"),
             Destination::Files(dir) => {
-                tracing::info!(dir = %dir.display(), "mail is written as .eml files")
+                tracing::info!(dir = %dir.display(), "mail is written as .eml files");
             }
         }
         let socket = TcpListener::bind(config.listen)

@@ -116,8 +116,9 @@ impl Sender {
             .render(template, vars)
             .map_err(|error| match error {
                 RenderError::UnknownTemplate(_) => SendError::UnknownTemplate(error.to_string()),
-                RenderError::MissingVar { .. } => SendError::Invalid(error.to_string()),
-                RenderError::Failed(..) => SendError::Invalid(error.to_string()),
+                RenderError::MissingVar { .. } | RenderError::Failed(..) => {
+                    SendError::Invalid(error.to_string())
+                }
             })?;
         if idempotency_key.is_empty() {
             let message_id = format!("<{}@microchat>", uuid::Uuid::now_v7());

@@ -85,7 +85,7 @@ fn eml_files(dir: &std::path::Path) -> Vec<String> {
     std::fs::read_dir(dir)
         .map(|entries| {
             entries
-                .filter_map(|entry| entry.ok())
+                .filter_map(Result::ok)
                 .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "eml"))
                 .filter_map(|entry| std::fs::read_to_string(entry.path()).ok())
                 .collect()

@@ -171,8 +171,8 @@ pub fn incoming(socket: TcpListener) -> impl Stream<Item = std::io::Result<TcpSt
 pub fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.timestamp(),
-        // Below 10^9: always fits.
-        nanos: at.timestamp_subsec_nanos() as i32,
+        nanos: i32::try_from(at.timestamp_subsec_nanos())
+            .expect("chrono's sub-second nanoseconds are below 2 * 10^9 (a leap second)"),
     }
 }
 

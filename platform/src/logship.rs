@@ -326,7 +326,7 @@ impl Fields {
         match field.name() {
             "message" => self.message = Some(text()),
             "user_id" => {
-                self.user_id = uuid::Uuid::parse_str(&text()).ok().map(|id| id.to_string())
+                self.user_id = uuid::Uuid::parse_str(&text()).ok().map(|id| id.to_string());
             }
             "trace_id" => {
                 self.trace_id = text().parse::<TraceId>().ok().map(|id| id.to_string());

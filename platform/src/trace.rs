@@ -183,11 +183,12 @@ mod tests {
         // As text too: the logger's SQLite index holds the hex form.
         assert_eq!(sorted, ids);
         let newest = u128::from_str_radix(&ids[999], 16).expect("ids are hex");
-        let millis = (newest >> 80) as u64;
+        let millis = u64::try_from(newest >> 80).expect("48 bits of milliseconds");
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("the clock is after 1970")
-            .as_millis() as u64;
+            .as_millis();
+        let now = u64::try_from(now).expect("milliseconds since 1970 fit in 64 bits");
         assert!(now.abs_diff(millis) < 60_000, "the id leads with the time");
     }
 

@@ -298,6 +298,10 @@ impl Handlers {
     }
 }
 
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "passed to map_err, which hands the error over by value"
+)]
 fn database(error: sqlx::Error) -> HandleError {
     HandleError::Transient(format!("the listener database: {error}"))
 }

@@ -474,7 +474,7 @@ impl Source for RabbitSource {
                         continue;
                     }
                     Err(error) => {
-                        tracing::warn!(%error, "lost the RabbitMQ connection; reconnecting")
+                        tracing::warn!(%error, "lost the RabbitMQ connection; reconnecting");
                     }
                 },
                 Some(Err(error)) => {

@@ -132,7 +132,7 @@ impl MongoLogStore {
                 let document = raw
                     .to_document()
                     .map_err(|error| StoreError::Database(error.into()))?;
-                entry(document)
+                entry(&document)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_fetched(entries, query.limit))
@@ -273,7 +273,7 @@ fn only_duplicate_ids(error: &mongodb::error::Error) -> bool {
 }
 
 /// The entry a document holds.
-fn entry(document: Document) -> Result<LogEntry, StoreError> {
+fn entry(document: &Document) -> Result<LogEntry, StoreError> {
     let id = document.get_str("_id").unwrap_or("?").to_owned();
     let broken = |what: String| StoreError::Database(format!("entry {id}: {what}").into());
     let text = |field: &str| {
