@@ -136,7 +136,10 @@ impl LatencyBySecond {
 
 /// Microseconds as whole milliseconds, space-separated.
 pub fn millis_line(micros: &[u64]) -> String {
-    let millis: Vec<String> = micros.iter().map(|micros| (micros / 1000).to_string()).collect();
+    let millis: Vec<String> = micros
+        .iter()
+        .map(|micros| (micros / 1000).to_string())
+        .collect();
     millis.join(" ")
 }
 

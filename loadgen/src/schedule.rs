@@ -147,10 +147,7 @@ mod tests {
     fn a_paced_socket_sends_at_its_share_of_every_period() {
         let mut times = Arrivals::Paced.send_times(1, 4, PERIOD);
         let sends: Vec<Duration> = (0..3).map(|_| times.next_send()).collect();
-        assert_eq!(
-            sends,
-            [250, 1250, 2250].map(Duration::from_millis).to_vec()
-        );
+        assert_eq!(sends, [250, 1250, 2250].map(Duration::from_millis).to_vec());
     }
 
     #[test]
@@ -158,7 +155,10 @@ mod tests {
         let mut times = Arrivals::Random { seed: 7 }.send_times(3, 10, PERIOD);
         for period in 0..100 {
             let at = times.next_send();
-            assert!(at >= PERIOD * period && at < PERIOD * (period + 1), "{at:?}");
+            assert!(
+                at >= PERIOD * period && at < PERIOD * (period + 1),
+                "{at:?}"
+            );
         }
     }
 

@@ -57,7 +57,12 @@ type Socket = WebSocketStream<tokio::net::TcpStream>;
 pub struct Args {
     /// Base URL of the broker (loopback only); several, comma-separated, spread the users
     /// and sockets over them round-robin, so every room has members on every broker.
-    #[arg(long = "broker", value_delimiter = ',', default_value = "http://127.0.0.1:8080", value_parser = LoopbackUrl::parse)]
+    #[arg(
+        long = "broker",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080",
+        value_parser = LoopbackUrl::parse
+    )]
     brokers: Vec<LoopbackUrl>,
     /// What serves the sockets: microchat's broker, or the anchor (a plain Node `ws`
     /// broadcast server: no accounts, user and room in the socket's URL, no acks, nothing
@@ -326,7 +331,11 @@ async fn log_in(
     password: &str,
 ) -> Result<String> {
     let username = format!("lg{run}_{index}");
-    let account = json!({ "username": username, "email": format!("{username}@load.test"), "password": password });
+    let account = json!({
+        "username": username,
+        "email": format!("{username}@load.test"),
+        "password": password,
+    });
     let (status, body) = request(
         connection,
         broker,
@@ -381,15 +390,8 @@ async fn enter_room(
         Ok(body["id"].as_str().context("no room id")?.to_owned())
     } else {
         let path = format!("/api/rooms/{room}/join");
-        let (status, body) = request(
-            connection,
-            broker,
-            Method::POST,
-            &path,
-            Some(token),
-            None,
-        )
-        .await?;
+        let (status, body) =
+            request(connection, broker, Method::POST, &path, Some(token), None).await?;
         ensure!(status == StatusCode::OK, "join room: {status} {body}");
         Ok(room)
     }
@@ -451,11 +453,15 @@ async fn open_all(args: &Args, members: &[Member]) -> Result<Vec<Socket>> {
     let mut tasks = tokio::task::JoinSet::new();
     for (index, member) in members.iter().enumerate() {
         let source = args.source[index % args.source.len()];
-        let (broker, member, target) = (args.broker_for(index).clone(), member.clone(), args.target);
+        let (broker, member, target) =
+            (args.broker_for(index).clone(), member.clone(), args.target);
         let permit = Arc::clone(&limit).acquire_owned().await?;
         tasks.spawn(async move {
             let _permit = permit;
-            (index, open_socket(target, &broker, source, &member, index).await)
+            (
+                index,
+                open_socket(target, &broker, source, &member, index).await,
+            )
         });
     }
     let mut sockets: Vec<Option<Socket>> = (0..members.len()).map(|_| None).collect();
@@ -590,10 +596,12 @@ async fn drive(mut socket: Socket, sender: Sender, window: Window, ready: Durati
                 let now = window.now_ns();
                 if socket.send(Message::text(sender.frame(now))).await.is_err() {
                     tally.errors += 1;
-                    tally.first_error.get_or_insert_with(|| "send failed: socket closed".to_owned());
+                    tally
+                        .first_error
+                        .get_or_insert_with(|| "send failed: socket closed".to_owned());
                     break;
                 }
-                if now >= window.from_ns {
+                if now >= window.from_ns && now < window.until_ns {
                     tally.sent += 1;
                 }
                 next_send = times.as_mut().map(|times| window.epoch + times.next_send());
@@ -849,7 +857,12 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         "missing_deliveries": missing,
         "drain_secs": drain.as_secs_f64(),
         "deliveries_per_sec": figures.per_sec,
-        "latency_us": { "p50": figures.p50_us, "p90": figures.p90_us, "p99": figures.p99_us, "max": figures.max_us },
+        "latency_us": {
+            "p50": figures.p50_us,
+            "p90": figures.p90_us,
+            "p99": figures.p99_us,
+            "max": figures.max_us,
+        },
         "history_checked_rooms": checked,
         "history_complete": history_complete,
         "slowest_delivery_by_second_us": slowest_by_second.micros(),
@@ -872,7 +885,7 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
          send→deliver latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n  \
          p99 of each second, ms: {}\n  \
          slowest delivery of each second, ms: {}\n  \
-         history of {checked} rooms complete: {}",
+         {}",
         arrivals.describe(),
         args.brokers.len(),
         args.room_size,
@@ -889,7 +902,10 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         figures.max_us as f64 / 1e3,
         crate::report::millis_line(&p99_by_second),
         slowest_by_second.millis_line(),
-        history_complete.map_or("not checked (nothing stored)".to_owned(), |c| c.to_string()),
+        history_complete.map_or(
+            "history: not checked (the anchor stores nothing)".to_owned(),
+            |c| { format!("history of {checked} rooms complete: {c}") }
+        ),
     );
     Ok(())
 }
@@ -1044,7 +1060,9 @@ async fn idle(
         println!("{summary}");
     } else {
         println!(
-            "ws idle: {held} sockets held over {} broker(s), {closed_by_server} closed by the server; server RSS {} → {} KiB: {:.0} bytes ({:.2} KiB) per socket; a message reached {reached}/{room_size} members within 5 s (slowest {:.0} ms)",
+            "ws idle: {held} sockets held over {} broker(s), {closed_by_server} closed by the \
+             server; server RSS {} → {} KiB: {:.0} bytes ({:.2} KiB) per socket; a message \
+             reached {reached}/{room_size} members within 5 s (slowest {:.0} ms)",
             args.brokers.len(),
             rss_before,
             rss_after,
@@ -1059,7 +1077,8 @@ async fn idle(
     );
     ensure!(
         reached == room_size,
-        "the delivery check failed: a message reached {reached} of {room_size} members within 5 s ({})",
+        "the delivery check failed: a message reached {reached} of {room_size} members \
+         within 5 s ({})",
         late.join("; ")
     );
     Ok(())

@@ -54,8 +54,8 @@ impl StormFigures {
             "window_secs": self.window.as_secs_f64(),
             "pause_secs": self.pause.as_secs_f64(),
             "all_ready_after_secs": self.took.as_secs_f64(),
-            "log_in_us": { "p50": self.log_in.p50_us, "p99": self.log_in.p99_us, "max": self.log_in.max_us },
-            "set_up_us": { "p50": self.set_up.p50_us, "p99": self.set_up.p99_us, "max": self.set_up.max_us },
+            "log_in_us": percentiles(&self.log_in),
+            "set_up_us": percentiles(&self.set_up),
         })
     }
 
@@ -84,6 +84,11 @@ impl StormFigures {
             self.set_up.max_us as f64 / 1e3,
         )
     }
+}
+
+/// p50, p99 and max of `figures`, in microseconds.
+fn percentiles(figures: &PhaseFigures) -> Value {
+    json!({ "p50": figures.p50_us, "p99": figures.p99_us, "max": figures.max_us })
 }
 
 /// What one user's arrival gave: its member and socket's tally, how long its login and
@@ -198,12 +203,26 @@ async fn arrive(
     tokio::time::sleep_until(user.arrives).await;
     let mut connection = Connection::open(&user.broker).await?;
     let broker = &user.broker;
-    let token = log_in(&mut connection, broker, &user.run, user.index, &user.password).await?;
+    let token = log_in(
+        &mut connection,
+        broker,
+        &user.run,
+        user.index,
+        &user.password,
+    )
+    .await?;
     let logged_in = user.arrives.elapsed();
     let room = match role {
         Role::Creator(publish) => {
-            let room = enter_room(&mut connection, broker, &user.run, user.index, &token, "".into())
-                .await?;
+            let room = enter_room(
+                &mut connection,
+                broker,
+                &user.run,
+                user.index,
+                &token,
+                "".into(),
+            )
+            .await?;
             // The joiners may all have failed already: nobody to tell is fine.
             let _ = publish.send(room.clone());
             room
