@@ -38,8 +38,20 @@ give_up_us=1000000 held_us=100000
 load=(--sockets "$sockets" --room-size "$room_size" --duration "$duration" --warmup "$warmup" --seed "$seed" --json)
 declare -A p99 missing
 
-# Prints "p99_us missing_percent" of one loadgen JSON line.
-figures() { jq -r '"\(.latency_us.p99) \(100 * .missing_deliveries / ([.missing_deliveries + .deliveries, 1] | max))"'; }
+# Records "p99_us missing_percent" of one loadgen JSON line under key $1 ("side:rate"); a run
+# that printed no figures (loadgen failed, e.g. a history check that never answered) is
+# recorded as failed. Succeeds when the side may go on to the next rate.
+record() {
+  local key="$1" line="$2"
+  if ! jq -e .latency_us.p99 >/dev/null 2>&1 <<<"$line"; then
+    p99[$key]=failed; missing[$key]=100
+    return 1
+  fi
+  read -r "p99[$key]" "missing[$key]" < <(jq -r \
+    '"\(.latency_us.p99) \(100 * .missing_deliveries / ([.missing_deliveries + .deliveries, 1] | max))"' \
+    <<<"$line")
+  ((${p99[$key]} <= give_up_us))
+}
 
 run_anchor() {
   [[ -d "$anchor_src" ]] || { echo "no anchor at $anchor_src" >&2; exit 1; }
@@ -64,10 +76,9 @@ run_anchor() {
     echo "anchor at $rate deliveries/s" >&2
     local line
     line="$(taskset -c 1 "$target_dir/release/loadgen" ws --target anchor \
-      --broker "http://127.0.0.1:$anchor_port" --deliveries-per-sec "$rate" "${load[@]}" | tail -n 1)"
+      --broker "http://127.0.0.1:$anchor_port" --deliveries-per-sec "$rate" "${load[@]}" | tail -n 1)" || true
     kill "$anchor_pid"; wait "$anchor_pid" 2>/dev/null || true; anchor_pid=""
-    read -r p99["anchor:$rate"] missing["anchor:$rate"] < <(figures <<<"$line")
-    ((${p99["anchor:$rate"]} <= give_up_us)) || break
+    record "anchor:$rate" "$line" || break
   done
 }
 
@@ -75,9 +86,8 @@ run_microchat() {
   for rate in "${rates[@]}"; do
     echo "microchat at $rate deliveries/s" >&2
     local line
-    line="$(PIN=1 scripts/bench.sh ws --deliveries-per-sec "$rate" "${load[@]}" | tail -n 1)"
-    read -r p99["microchat:$rate"] missing["microchat:$rate"] < <(figures <<<"$line")
-    ((${p99["microchat:$rate"]} <= give_up_us)) || break
+    line="$(PIN=1 scripts/bench.sh ws --deliveries-per-sec "$rate" "${load[@]}" | tail -n 1)" || true
+    record "microchat:$rate" "$line" || break
   done
 }
 
@@ -93,6 +103,7 @@ done
 cell() {
   local key="$1:$2"
   [[ -n "${p99[$key]:-}" ]] || { printf '—'; return; }
+  [[ "${p99[$key]}" != failed ]] || { printf 'failed'; return; }
   awk -v us="${p99[$key]}" -v miss="${missing[$key]}" \
     'BEGIN { printf "%.1f ms", us / 1000; if (miss > 0) printf " (%.2f %% missing)", miss }'
 }
@@ -100,7 +111,7 @@ best() {
   local side="$1" rate best=0
   for rate in "${rates[@]}"; do
     local key="$side:$rate"
-    [[ -n "${p99[$key]:-}" ]] || continue
+    [[ -n "${p99[$key]:-}" && "${p99[$key]}" != failed ]] || continue
     if ((${p99[$key]} <= held_us)) && awk -v m="${missing[$key]}" 'BEGIN { exit !(m <= 0.1) }'; then
       best="$rate"
     fi
