@@ -71,7 +71,7 @@ stop: ## Stop the frontend that `make start` started
 bench-auth: ## Benchmark GET /api/auth/me through the broker against direct VerifyToken gRPC
 	scripts/bench.sh auth --clients 64 --duration 10s
 
-bench-ws: ## Benchmark WebSocket fan-out: server on one core, 10,000 sockets in rooms of 10
+bench-ws: ## Benchmark WebSocket fan-out: server on one core, 10,000 sockets in rooms of 10, random sends
 	PIN=1 scripts/bench.sh ws --sockets 10000 --room-size 10 --rate 1 --duration 20s --warmup 40s
 
 bench-ws-anchor: ## The same fan-out load (random sends) against the Node anchor (../shared/anchors/node-ws) and microchat, one core each in turn, over a rate sweep: one table, the ratio
