@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-ws-idle bench-ws-multi bench-ws-idle-cluster bench-events bench-search faults help \
+.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-ws-anchor bench-login-storm bench-ws-idle bench-ws-multi bench-ws-idle-cluster bench-events bench-search faults help \
 	up_build up down logs start stop
 
 # The dev stack (deployments/docker-compose.yml) and the frontend run next to it.
@@ -71,8 +71,14 @@ stop: ## Stop the frontend that `make start` started
 bench-auth: ## Benchmark GET /api/auth/me through the broker against direct VerifyToken gRPC
 	scripts/bench.sh auth --clients 64 --duration 10s
 
-bench-ws: ## Benchmark WebSocket fan-out: server on one core, 10,000 sockets in rooms of 10
+bench-ws: ## Benchmark WebSocket fan-out: server on one core, 10,000 sockets in rooms of 10, random sends
 	PIN=1 scripts/bench.sh ws --sockets 10000 --room-size 10 --rate 1 --duration 20s --warmup 40s
+
+bench-ws-anchor: ## The same fan-out load (random sends) against the Node anchor (../shared/anchors/node-ws) and microchat, one core each in turn, over a rate sweep: one table, the ratio
+	scripts/bench-anchor.sh
+
+bench-login-storm: ## 10,000 users log in within 20 s, then 30,000 deliveries/s (random sends) 5 s later: p99 of each second, deliveries still missing 10 s after
+	PIN=1 scripts/bench.sh ws --login-storm --sockets 10000 --room-size 10 --deliveries-per-sec 30000 --duration 30s
 
 bench-ws-idle: ## Hold 19,000 idle sockets on one broker (its own process) and report its memory per socket
 	SPLIT=1 PIN=1 scripts/bench.sh ws --idle --sockets 19000 --source 127.0.0.1,127.0.0.2

@@ -2,7 +2,8 @@
 # Runs one loadgen scenario against a fresh all-in-one microchat on loopback.
 #
 #   scripts/bench.sh auth [loadgen args]   broker GET /api/auth/me vs direct VerifyToken gRPC
-#   scripts/bench.sh ws   [loadgen args]   WebSocket fan-out (add --idle for memory per socket)
+#   scripts/bench.sh ws   [loadgen args]   WebSocket fan-out (random sends; --paced for evenly paced,
+#                                           --login-storm for a login storm, --idle for memory per socket)
 #
 # Builds release binaries, starts `microchat` with a throwaway data directory, rate limits
 # off and a cheap password hash (the benchmark registers thousands of users; production

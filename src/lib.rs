@@ -324,7 +324,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         services.spawn(async move { (stage, service.await) });
         running[stage] += 1;
     }
-    let main_services: [(Stage, ServiceFuture); 5] = [
+    let main_services: [(Stage, ServiceFuture); 6] = [
         (ENTRY, Box::pin(broker.run(stops[ENTRY].clone()))),
         (
             ENTRY,
@@ -332,6 +332,10 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
                 metrics,
                 stops[ENTRY].clone(),
             )),
+        ),
+        (
+            ENTRY,
+            Box::pin(platform::telemetry::keep_metrics(stops[ENTRY].clone())),
         ),
         (ENTRY, Box::pin(frontend.run(stops[ENTRY].clone()))),
         (CORE, Box::pin(auth.run(stops[CORE].clone()))),

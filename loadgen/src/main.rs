@@ -9,6 +9,7 @@ mod events;
 mod http;
 mod phase;
 mod report;
+mod schedule;
 mod search;
 mod target;
 mod ws;
@@ -35,6 +36,13 @@ enum Scenario {
     Auth(auth::Args),
     /// Live fan-out through the broker's WebSocket: deliveries/s and send→deliver latency,
     /// or (with --idle) the server's memory per open socket.
+    ///
+    /// Each socket sends at a uniformly random moment of every period (one send per
+    /// period, so the offered rate is exact; not Poisson arrivals, whose bursts from a single
+    /// socket would measure the broker's per-socket limit) — the schedule the anchor was
+    /// measured with; --paced for the old evenly paced schedule, --seed to repeat a run.
+    /// --login-storm: users log in during the run, then the traffic starts.
+    /// --target anchor: the same load against the Node anchor (scripts/bench-anchor.sh).
     Ws(ws::Args),
     /// The durable event path: outbox → relay → RabbitMQ → listener, at full speed;
     /// events/s end to end and commit→handled latency, every event exactly once.

@@ -86,13 +86,61 @@ impl SlowestBySecond {
 
     /// Each second's slowest in whole milliseconds, space-separated.
     pub fn millis_line(&self) -> String {
-        let millis: Vec<String> = self
-            .micros
-            .iter()
-            .map(|micros| (micros / 1000).to_string())
-            .collect();
-        millis.join(" ")
+        millis_line(&self.micros)
     }
+}
+
+/// Every latency of each second of a run, by when the work started, for the 99th
+/// percentile of each second: how long a bad stretch lasts (a login storm's aftermath, a
+/// backlog draining), which one run's overall p99 hides.
+#[derive(Debug, Default)]
+pub struct LatencyBySecond {
+    micros: Vec<Vec<u32>>,
+}
+
+impl LatencyBySecond {
+    /// Records work started in `second` (from the run's start) that took `micros`.
+    pub fn record(&mut self, second: usize, micros: u64) {
+        if self.micros.len() <= second {
+            self.micros.resize_with(second + 1, Vec::new);
+        }
+        self.micros[second].push(u32::try_from(micros).unwrap_or(u32::MAX));
+    }
+
+    /// Adds `other` into this one.
+    pub fn merge(&mut self, other: LatencyBySecond) {
+        if self.micros.len() < other.micros.len() {
+            self.micros.resize_with(other.micros.len(), Vec::new);
+        }
+        for (second, micros) in other.micros.into_iter().enumerate() {
+            self.micros[second].extend(micros);
+        }
+    }
+
+    /// Each second's 99th percentile in microseconds (0 for a second with nothing).
+    pub fn p99_micros(&mut self) -> Vec<u64> {
+        self.micros
+            .iter_mut()
+            .map(|micros| {
+                if micros.is_empty() {
+                    return 0;
+                }
+                micros.sort_unstable();
+                // The nearest-rank percentile: the smallest value with 99 % at or below it.
+                let rank = (micros.len() * 99).div_ceil(100);
+                u64::from(micros[rank.max(1) - 1])
+            })
+            .collect()
+    }
+}
+
+/// Microseconds as whole milliseconds, space-separated.
+pub fn millis_line(micros: &[u64]) -> String {
+    let millis: Vec<String> = micros
+        .iter()
+        .map(|micros| (micros / 1000).to_string())
+        .collect();
+    millis.join(" ")
 }
 
 /// The figures of one measured phase.
@@ -218,6 +266,21 @@ mod tests {
         one.merge(&other);
         assert_eq!(one.micros(), [5_000, 7_000, 9_000]);
         assert_eq!(one.millis_line(), "5 7 9");
+    }
+
+    #[test]
+    fn the_p99_of_each_second_is_taken_over_every_socket() {
+        let mut one = LatencyBySecond::default();
+        for micros in 1..=99 {
+            one.record(0, micros * 1000);
+        }
+        one.record(2, 5_000);
+        let mut other = LatencyBySecond::default();
+        other.record(0, 900_000);
+        one.merge(other);
+        // Second 0: 100 values, the 99th is 99 ms (the one slow outlier is the 1 %).
+        assert_eq!(one.p99_micros(), [99_000, 0, 5_000]);
+        assert_eq!(millis_line(&one.p99_micros()), "99 0 5");
     }
 
     #[test]

@@ -3,16 +3,29 @@
 //! Sets up one user per socket and rooms of `--room-size` members (through the REST API),
 //! opens every socket (spreading them over `--source` addresses, since one source address
 //! has only so many ports), then each socket sends `--rate` messages per second into its
-//! room. A message's body carries its send time, so every socket that receives it measures
+//! room (or `--deliveries-per-sec` over all of them), each at a random moment of every
+//! period unless `--paced` (see [`crate::schedule`] for why uniform and not Poisson). A
+//! message's body carries its send time, so every socket that receives it measures
 //! send→deliver latency. Every message is persisted by chat before it is acknowledged; at
 //! the end a sample of rooms is read back to check that history has every acknowledged one.
+//!
+//! `--login-storm` ([`storm`]) sets the users up during the run instead: they register, log
+//! in and open their sockets within `--storm-window`, and the traffic starts
+//! `--storm-pause` later, measured from its first second.
+//!
+//! `--target anchor` runs the same load against the anchor (`../shared/anchors/node-ws`): no
+//! accounts (user and room go in the socket's query string), no acknowledgements, nothing
+//! stored — what microchat's fan-out is compared with (`scripts/bench-anchor.sh`).
 //!
 //! `--idle` holds the sockets without sending and reports the server's memory per socket
 //! (`--server-pid`), then checks that a message still reaches every member.
 
+mod storm;
+
 use crate::{
     http::{Connection, read_body},
-    report::{SlowestBySecond, Tally},
+    report::{LatencyBySecond, SlowestBySecond, Tally},
+    schedule::{Arrivals, SendTimes},
     target::LoopbackUrl,
 };
 use anyhow::{Context, Result, bail, ensure};
@@ -44,17 +57,53 @@ type Socket = WebSocketStream<tokio::net::TcpStream>;
 pub struct Args {
     /// Base URL of the broker (loopback only); several, comma-separated, spread the users
     /// and sockets over them round-robin, so every room has members on every broker.
-    #[arg(long = "broker", value_delimiter = ',', default_value = "http://127.0.0.1:8080", value_parser = LoopbackUrl::parse)]
+    #[arg(
+        long = "broker",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:8080",
+        value_parser = LoopbackUrl::parse
+    )]
     brokers: Vec<LoopbackUrl>,
-    /// Sockets to open, one user each (1 to 60000; one process may hold about 19000).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=60_000))]
-    sockets: u32,
+    /// What serves the sockets: microchat's broker, or the anchor (a plain Node `ws`
+    /// broadcast server: no accounts, user and room in the socket's URL, no acks, nothing
+    /// stored).
+    #[arg(long, value_enum, default_value_t = Target::Microchat)]
+    target: Target,
+    /// Sockets to open, one user each (1 to 60000; one process may hold about 19000)
+    /// [default: 1000, or 10000 with --login-storm].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    sockets: Option<u32>,
     /// Members per room (every member's socket receives every message of the room).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(2..=1000))]
     room_size: u32,
-    /// Messages per second each socket sends.
-    #[arg(long, default_value_t = 1.0)]
-    rate: f64,
+    /// Messages per second each socket sends [default: 1].
+    #[arg(long, conflicts_with = "deliveries_per_sec")]
+    rate: Option<f64>,
+    /// Offered deliveries per second over all sockets, instead of --rate: each socket
+    /// sends D / (sockets × room size) messages a second [default with --login-storm: 30000].
+    #[arg(long, value_name = "D")]
+    deliveries_per_sec: Option<f64>,
+    /// Send on the evenly paced schedule (socket i of n at exactly i/n of every period,
+    /// so the server never sees two sends at once) instead of the default: each socket at
+    /// a uniformly random moment of every period (one send per period, so the rate is
+    /// exact; not Poisson, whose bursts from one socket would hit the per-socket limit).
+    #[arg(long)]
+    paced: bool,
+    /// Seed of the random send moments, to repeat a run [default: a fresh one, printed].
+    #[arg(long, conflicts_with = "paced")]
+    seed: Option<u64>,
+    /// Login storm: the users register, log in, enter their rooms and open their sockets
+    /// during the run, spread over --storm-window; traffic starts --storm-pause after the
+    /// window (no warm-up: measured from its first second); reports the p99 of every
+    /// second and the deliveries still missing 10 s after the load ended.
+    #[arg(long, conflicts_with_all = ["idle", "barrier"])]
+    login_storm: bool,
+    /// With --login-storm: the time over which the users arrive.
+    #[arg(long, default_value = "20s", value_parser = crate::phase::parse_duration)]
+    storm_window: Duration,
+    /// With --login-storm: the quiet time between the window's end and the traffic.
+    #[arg(long, default_value = "5s", value_parser = crate::phase::parse_warmup)]
+    storm_pause: Duration,
     /// Measured time (at most 10m).
     #[arg(long, default_value = "20s", value_parser = crate::phase::parse_duration)]
     duration: Duration,
@@ -94,6 +143,21 @@ pub struct Args {
     json: bool,
 }
 
+/// What `loadgen ws` sends its load to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// microchat's broker: users registered and logged in, every message stored and acked.
+    Microchat,
+    /// The anchor, `../shared/anchors/node-ws`: `ws://HOST/ws?user=U&room=R`, no acks.
+    Anchor,
+}
+
+/// How long after the last send the sockets keep reading (deliveries arriving later are
+/// counted missing): 3 s, and 10 s after a login storm.
+const DRAIN: Duration = Duration::from_secs(3);
+/// See [`DRAIN`].
+const STORM_DRAIN: Duration = Duration::from_secs(10);
+
 /// Waits until every one of `--parties` load processes has reached the `stage` at
 /// `--barrier` (each leaves a file there); returns at once without a barrier.
 async fn barrier(args: &Args, stage: &str) -> Result<()> {
@@ -126,6 +190,26 @@ impl Args {
     /// The broker of user and socket `index`.
     fn broker_for(&self, index: usize) -> &LoopbackUrl {
         &self.brokers[index % self.brokers.len()]
+    }
+
+    /// Sockets (and users) of the run.
+    fn socket_count(&self) -> u32 {
+        let default = if self.login_storm { 10_000 } else { 1_000 };
+        self.sockets.unwrap_or(default)
+    }
+
+    /// Messages per second each socket sends.
+    fn rate_per_socket(&self) -> f64 {
+        let deliveries = self
+            .deliveries_per_sec
+            .or(self.login_storm.then_some(30_000.0));
+        match (self.rate, deliveries) {
+            (Some(rate), _) => rate,
+            (None, Some(deliveries)) => {
+                deliveries / (f64::from(self.socket_count()) * f64::from(self.room_size))
+            }
+            (None, None) => 1.0,
+        }
     }
 }
 
@@ -178,7 +262,7 @@ async fn request(
 
 /// Registers and logs in one user per socket, and puts them in rooms.
 async fn set_up(args: &Args, run: &str) -> Result<Vec<Member>> {
-    let users = args.sockets as usize;
+    let users = args.socket_count() as usize;
     let room_size = args.room_size as usize;
     let rooms = users.div_ceil(room_size);
     let limit = Arc::new(Semaphore::new(args.setup_concurrency));
@@ -233,10 +317,27 @@ async fn enrol(
     room: String,
 ) -> Result<Member> {
     let mut connection = Connection::open(broker).await?;
+    let token = log_in(&mut connection, broker, run, index, password).await?;
+    let room = enter_room(&mut connection, broker, run, index, &token, room).await?;
+    Ok(Member { token, room })
+}
+
+/// Registers user `index` and logs in: its token.
+async fn log_in(
+    connection: &mut Connection,
+    broker: &LoopbackUrl,
+    run: &str,
+    index: usize,
+    password: &str,
+) -> Result<String> {
     let username = format!("lg{run}_{index}");
-    let account = json!({ "username": username, "email": format!("{username}@load.test"), "password": password });
+    let account = json!({
+        "username": username,
+        "email": format!("{username}@load.test"),
+        "password": password,
+    });
     let (status, body) = request(
-        &mut connection,
+        connection,
         broker,
         Method::POST,
         "/api/auth/register",
@@ -247,7 +348,7 @@ async fn enrol(
     ensure!(status == StatusCode::CREATED, "register: {status} {body}");
     let login = json!({ "login": username, "password": password });
     let (status, body) = request(
-        &mut connection,
+        connection,
         broker,
         Method::POST,
         "/api/auth/login",
@@ -256,18 +357,29 @@ async fn enrol(
     )
     .await?;
     ensure!(status == StatusCode::OK, "login: {status} {body}");
-    let token = body["token"]
+    Ok(body["token"]
         .as_str()
         .context("login answered no token")?
-        .to_owned();
-    let room = if room.is_empty() {
+        .to_owned())
+}
+
+/// Creates user `index`'s room (`room` empty) or joins `room`: the room's id.
+async fn enter_room(
+    connection: &mut Connection,
+    broker: &LoopbackUrl,
+    run: &str,
+    index: usize,
+    token: &str,
+    room: String,
+) -> Result<String> {
+    if room.is_empty() {
         let name = json!({ "name": format!("lg{run}r{}", index), "topic": "loadgen" });
         let (status, body) = request(
-            &mut connection,
+            connection,
             broker,
             Method::POST,
             "/api/rooms",
-            Some(&token),
+            Some(token),
             Some(name),
         )
         .await?;
@@ -275,37 +387,55 @@ async fn enrol(
             status == StatusCode::CREATED,
             "create room: {status} {body}"
         );
-        body["id"].as_str().context("no room id")?.to_owned()
+        Ok(body["id"].as_str().context("no room id")?.to_owned())
     } else {
         let path = format!("/api/rooms/{room}/join");
-        let (status, body) = request(
-            &mut connection,
-            broker,
-            Method::POST,
-            &path,
-            Some(&token),
-            None,
-        )
-        .await?;
+        let (status, body) =
+            request(connection, broker, Method::POST, &path, Some(token), None).await?;
         ensure!(status == StatusCode::OK, "join room: {status} {body}");
-        room
-    };
-    Ok(Member { token, room })
+        Ok(room)
+    }
 }
 
-/// Opens one socket from `source`.
-async fn open_socket(broker: &LoopbackUrl, source: Ipv4Addr, token: &str) -> Result<Socket> {
+/// The anchor's users: no accounts, rooms named by number.
+fn anchor_members(users: usize, room_size: usize) -> Vec<Member> {
+    (0..users)
+        .map(|index| Member {
+            token: String::new(),
+            room: format!("r{}", index / room_size),
+        })
+        .collect()
+}
+
+/// Opens the socket of `member` (user `index`) from `source`.
+async fn open_socket(
+    target: Target,
+    broker: &LoopbackUrl,
+    source: Ipv4Addr,
+    member: &Member,
+    index: usize,
+) -> Result<Socket> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
     let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(broker.addr()))
         .await
         .context("connect timed out")??;
     stream.set_nodelay(true)?;
-    let mut request = format!("ws://{}/ws", broker.addr()).into_client_request()?;
-    request.headers_mut().insert(
-        AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {token}"))?,
-    );
+    let url = match target {
+        Target::Microchat => format!("ws://{}/ws", broker.addr()),
+        Target::Anchor => format!(
+            "ws://{}/ws?user=u{index}&room={}",
+            broker.addr(),
+            member.room
+        ),
+    };
+    let mut request = url.into_client_request()?;
+    if target == Target::Microchat {
+        let bearer = format!("Bearer {}", member.token);
+        request
+            .headers_mut()
+            .insert(AUTHORIZATION, HeaderValue::from_str(&bearer)?);
+    }
     // Small buffers on the client too, so the tool itself fits many sockets.
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
@@ -323,11 +453,15 @@ async fn open_all(args: &Args, members: &[Member]) -> Result<Vec<Socket>> {
     let mut tasks = tokio::task::JoinSet::new();
     for (index, member) in members.iter().enumerate() {
         let source = args.source[index % args.source.len()];
-        let (broker, token) = (args.broker_for(index).clone(), member.token.clone());
+        let (broker, member, target) =
+            (args.broker_for(index).clone(), member.clone(), args.target);
         let permit = Arc::clone(&limit).acquire_owned().await?;
         tasks.spawn(async move {
             let _permit = permit;
-            (index, open_socket(&broker, source, &token).await)
+            (
+                index,
+                open_socket(target, &broker, source, &member, index).await,
+            )
         });
     }
     let mut sockets: Vec<Option<Socket>> = (0..members.len()).map(|_| None).collect();
@@ -373,6 +507,8 @@ struct SocketTally {
     latency: Tally,
     /// The slowest delivery of each measured second (by send time).
     slowest_by_second: SlowestBySecond,
+    /// Every delivery of each measured second (by send time), for each second's p99.
+    latency_by_second: LatencyBySecond,
     sent: u64,
     acked: u64,
     acked_total: u64,
@@ -391,53 +527,84 @@ struct Window {
 }
 
 impl Window {
+    /// Sends from `epoch` on; measures those sent from `warmup` for `duration`; reads
+    /// until `drain` after that.
+    fn new(epoch: Instant, warmup: Duration, duration: Duration, drain: Duration) -> Self {
+        let from_ns = warmup.as_nanos() as u64;
+        let until_ns = from_ns + duration.as_nanos() as u64;
+        Self {
+            epoch,
+            from_ns,
+            until_ns,
+            drain_ns: until_ns + drain.as_nanos() as u64,
+        }
+    }
+
     fn now_ns(&self) -> u64 {
         self.epoch.elapsed().as_nanos() as u64
     }
 }
 
-async fn drive(
-    mut socket: Socket,
+/// One socket of the run: what it sends, where, and when.
+struct Sender {
+    target: Target,
     room: String,
-    rate: f64,
-    window: Window,
-    offset: Duration,
-    sent_total: Arc<AtomicU64>,
-) -> SocketTally {
+    /// `None`: the socket only reads (`--rate 0`).
+    times: Option<SendTimes>,
+}
+
+impl Sender {
+    /// The frame that sends a message whose body carries `now` (ns since the run's start).
+    fn frame(&self, now: u64) -> String {
+        let room = &self.room;
+        match self.target {
+            Target::Microchat => {
+                format!(r#"{{"type":"send","conversation_id":"{room}","body":"lg:{now}"}}"#)
+            }
+            Target::Anchor => format!(r#"{{"type":"send","body":"lg:{now}","ts":{now}}}"#),
+        }
+    }
+}
+
+/// Sends on `sender`'s schedule (from `ready` on, an offset from the window's epoch; sends
+/// due before are skipped) and reads every frame, until the window's drain ends.
+async fn drive(mut socket: Socket, sender: Sender, window: Window, ready: Duration) -> SocketTally {
     let mut tally = SocketTally {
         latency: Tally::new(),
         slowest_by_second: SlowestBySecond::default(),
+        latency_by_second: LatencyBySecond::default(),
         sent: 0,
         acked: 0,
         acked_total: 0,
         errors: 0,
         first_error: None,
-        room: room.clone(),
+        room: sender.room.clone(),
     };
-    let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
-    let mut next_send = window.epoch + offset;
+    let mut times = sender.times.clone();
+    let mut next_send = times
+        .as_mut()
+        .map(|times| window.epoch + times.next_send_from(ready));
     let stop_sending = window.epoch + Duration::from_nanos(window.until_ns);
     let stop_reading = window.epoch + Duration::from_nanos(window.drain_ns);
     loop {
-        let sending = rate > 0.0 && next_send < stop_sending;
-        let wake = if sending { next_send } else { stop_reading };
+        let due = next_send.filter(|due| *due < stop_sending);
         tokio::select! {
-            () = tokio::time::sleep_until(wake) => {
-                if !sending {
+            () = tokio::time::sleep_until(due.unwrap_or(stop_reading)) => {
+                if due.is_none() {
                     break;
                 }
                 let now = window.now_ns();
-                let frame = format!(r#"{{"type":"send","conversation_id":"{room}","body":"lg:{now}"}}"#);
-                if socket.send(Message::text(frame)).await.is_err() {
+                if socket.send(Message::text(sender.frame(now))).await.is_err() {
                     tally.errors += 1;
-                    tally.first_error.get_or_insert_with(|| "send failed: socket closed".to_owned());
+                    tally
+                        .first_error
+                        .get_or_insert_with(|| "send failed: socket closed".to_owned());
                     break;
                 }
-                if now >= window.from_ns {
+                if now >= window.from_ns && now < window.until_ns {
                     tally.sent += 1;
                 }
-                sent_total.fetch_add(1, Ordering::Relaxed);
-                next_send += period;
+                next_send = times.as_mut().map(|times| window.epoch + times.next_send());
             }
             frame = socket.next() => {
                 let Some(Ok(frame)) = frame else {
@@ -454,6 +621,7 @@ async fn drive(
                         tally.latency.succeeded(Duration::from_nanos(took));
                         let second = ((sent - window.from_ns) / 1_000_000_000) as usize;
                         tally.slowest_by_second.record(second, took / 1000);
+                        tally.latency_by_second.record(second, took / 1000);
                     }
                 } else if text.starts_with(r#"{"type":"ack""#) {
                     tally.acked_total += 1;
@@ -518,9 +686,11 @@ pub async fn run(args: Args) -> Result<()> {
         args.duration <= Duration::from_secs(600),
         "--duration is at most 10m"
     );
+    let rate = args.rate_per_socket();
     ensure!(
-        args.rate >= 0.0 && args.rate <= 100.0,
-        "--rate is 0 to 100 messages per second"
+        (0.0..=100.0).contains(&rate),
+        "each socket sends 0 to 100 messages per second (--rate, or --deliveries-per-sec / \
+         (sockets × room size)), not {rate}"
     );
     for source in &args.source {
         ensure!(
@@ -531,6 +701,11 @@ pub async fn run(args: Args) -> Result<()> {
     if args.idle && args.server_pids.is_empty() {
         bail!("--idle measures the server's memory: give --server-pid");
     }
+    ensure!(
+        args.target == Target::Microchat || !(args.idle || args.login_storm),
+        "--target anchor takes neither --idle nor --login-storm (the anchor has no accounts)"
+    );
+    let arrivals = Arrivals::from_flags(args.paced, args.seed);
     let run = format!(
         "{:06x}",
         std::process::id()
@@ -539,87 +714,139 @@ pub async fn run(args: Args) -> Result<()> {
                 .as_secs() as u32
                 & 0xff_ffff)
     );
-    let members = set_up(&args, &run).await?;
-    barrier(&args, "set-up").await?;
-    let rss_before = if args.server_pids.is_empty() {
-        None
+    let outcome = if args.login_storm {
+        storm::run(&args, arrivals, &run).await?
     } else {
-        Some(rss_sum_kib(&args.server_pids)?)
+        let count = args.socket_count() as usize;
+        let members = match args.target {
+            Target::Microchat => set_up(&args, &run).await?,
+            Target::Anchor => anchor_members(count, args.room_size as usize),
+        };
+        barrier(&args, "set-up").await?;
+        let rss_before = if args.server_pids.is_empty() {
+            None
+        } else {
+            Some(rss_sum_kib(&args.server_pids)?)
+        };
+        let sockets = open_all(&args, &members).await?;
+        if args.idle {
+            return idle(&args, members, sockets, rss_before.unwrap_or(0)).await;
+        }
+        let window = Window::new(Instant::now(), args.warmup, args.duration, DRAIN);
+        let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, (socket, member)) in sockets.into_iter().zip(&members).enumerate() {
+            let sender = Sender {
+                target: args.target,
+                room: member.room.clone(),
+                times: (rate > 0.0).then(|| arrivals.send_times(index, count, period)),
+            };
+            tasks.spawn(drive(socket, sender, window, Duration::ZERO));
+        }
+        let mut tallies = Vec::with_capacity(count);
+        while let Some(joined) = tasks.join_next().await {
+            tallies.push(joined?);
+        }
+        Outcome {
+            members,
+            tallies,
+            storm: None,
+        }
     };
-    let sockets = open_all(&args, &members).await?;
-    if args.idle {
-        return idle(&args, members, sockets, rss_before.unwrap_or(0)).await;
-    }
-    let warmup_ns = args.warmup.as_nanos() as u64;
-    let window = Window {
-        epoch: Instant::now(),
-        from_ns: warmup_ns,
-        until_ns: warmup_ns + args.duration.as_nanos() as u64,
-        drain_ns: warmup_ns + args.duration.as_nanos() as u64 + 3_000_000_000,
-    };
-    let sent_total = Arc::new(AtomicU64::new(0));
-    let period = 1.0 / args.rate.max(1e-6);
-    let mut tasks = tokio::task::JoinSet::new();
-    for (index, (socket, member)) in sockets.into_iter().zip(&members).enumerate() {
-        // Spread the sockets' sends evenly over one period.
-        let offset = Duration::from_secs_f64(period * (index as f64 / members.len() as f64));
-        tasks.spawn(drive(
-            socket,
-            member.room.clone(),
-            args.rate,
-            window,
-            offset,
-            Arc::clone(&sent_total),
-        ));
-    }
+    report(&args, arrivals, rate, outcome).await
+}
+
+/// What the sockets of a run saw, and who held them.
+struct Outcome {
+    /// The users whose sockets ran (a login storm's failed users are not among them).
+    members: Vec<Member>,
+    /// What each socket saw.
+    tallies: Vec<SocketTally>,
+    /// The login storm's own figures, if the run had one.
+    storm: Option<storm::StormFigures>,
+}
+
+/// One room's share of a run.
+#[derive(Debug, Default)]
+struct RoomCounts {
+    sockets: u64,
+    sent: u64,
+    acked: u64,
+    acked_total: u64,
+}
+
+/// Merges what every socket saw, checks a sample of rooms' history (microchat) and prints
+/// the figures.
+async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) -> Result<()> {
+    let Outcome {
+        members,
+        tallies,
+        storm,
+    } = outcome;
     let mut latency = Tally::new();
     let (mut sent, mut acked, mut errors) = (0, 0, 0);
     let mut first_error = None;
-    let mut acked_per_room: HashMap<String, u64> = HashMap::new();
+    let mut rooms: HashMap<String, RoomCounts> = HashMap::new();
     let mut slowest_by_second = SlowestBySecond::default();
-    while let Some(joined) = tasks.join_next().await {
-        let tally = joined?;
+    let mut latency_by_second = LatencyBySecond::default();
+    for tally in tallies {
         latency.merge(tally.latency)?;
         slowest_by_second.merge(&tally.slowest_by_second);
+        latency_by_second.merge(tally.latency_by_second);
         sent += tally.sent;
         acked += tally.acked;
         errors += tally.errors;
         first_error = first_error.or(tally.first_error);
-        *acked_per_room.entry(tally.room).or_default() += tally.acked_total;
+        let room = rooms.entry(tally.room).or_default();
+        room.sockets += 1;
+        room.sent += tally.sent;
+        room.acked += tally.acked;
+        room.acked_total += tally.acked_total;
     }
-    let figures =
-        crate::report::PhaseFigures::new("deliveries", args.sockets, args.duration, latency);
+    let held = u32::try_from(members.len())?;
+    let figures = crate::report::PhaseFigures::new("deliveries", held, args.duration, latency);
     let deliveries = figures.requests - figures.errors;
-    let expected = acked * u64::from(args.room_size);
-    // Persistence: history of a sample of rooms holds every acknowledged message.
-    let mut checked = 0;
-    let mut persisted_ok = true;
-    let mut seen_rooms = std::collections::HashSet::new();
-    for member in &members {
-        if checked >= 5 || !seen_rooms.insert(member.room.clone()) {
-            continue;
+    // Every message reaches every socket of its room (the sender's too). microchat's
+    // expected deliveries are those of the acknowledged messages; the anchor acks nothing.
+    let expected: u64 = rooms
+        .values()
+        .map(|room| match args.target {
+            Target::Microchat => room.acked * room.sockets,
+            Target::Anchor => room.sent * room.sockets,
+        })
+        .sum();
+    let offered: u64 = rooms.values().map(|room| room.sent * room.sockets).sum();
+    let drain = if args.login_storm { STORM_DRAIN } else { DRAIN };
+    let missing = offered.saturating_sub(deliveries);
+    let (checked, history_complete) = match args.target {
+        Target::Microchat => {
+            let (checked, complete) = check_history(args, &members, &rooms).await?;
+            (checked, Some(complete))
         }
-        let stored = history_count(&args.brokers[0], &member.token, &member.room).await?;
-        let acked_here = acked_per_room.get(&member.room).copied().unwrap_or(0);
-        // Every acknowledged message must be in history; more is fine (a message can be
-        // stored and its ack still in flight when the run ends).
-        if stored < acked_here {
-            persisted_ok = false;
-            eprintln!(
-                "room {}: {acked_here} acknowledged but only {stored} in history",
-                member.room
-            );
-        }
-        checked += 1;
-    }
+        Target::Anchor => (0, None),
+    };
+    let p99_by_second = latency_by_second.p99_micros();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let target = match args.target {
+        Target::Microchat => "microchat",
+        Target::Anchor => "anchor",
+    };
+    let offered_per_sec = rate * f64::from(held) * f64::from(args.room_size);
+    let (schedule, seed) = match arrivals {
+        Arrivals::Random { seed } => ("random", Some(seed)),
+        Arrivals::Paced => ("paced", None),
+    };
     let summary = json!({
-        "scenario": "ws",
+        "scenario": if args.login_storm { "ws-login-storm" } else { "ws" },
+        "target": target,
+        "schedule": schedule,
+        "seed": seed,
         "brokers": args.brokers.len(),
         "loadgen_cpus": cpus,
-        "sockets": args.sockets,
+        "sockets": held,
         "room_size": args.room_size,
-        "rate_per_socket": args.rate,
+        "rate_per_socket": rate,
+        "offered_deliveries_per_sec": offered_per_sec,
         "duration_secs": args.duration.as_secs_f64(),
         "sent": sent,
         "acked": acked,
@@ -627,40 +854,90 @@ pub async fn run(args: Args) -> Result<()> {
         "first_error": first_error,
         "deliveries": deliveries,
         "expected_deliveries": expected,
+        "missing_deliveries": missing,
+        "drain_secs": drain.as_secs_f64(),
         "deliveries_per_sec": figures.per_sec,
-        "latency_us": { "p50": figures.p50_us, "p90": figures.p90_us, "p99": figures.p99_us, "max": figures.max_us },
+        "latency_us": {
+            "p50": figures.p50_us,
+            "p90": figures.p90_us,
+            "p99": figures.p99_us,
+            "max": figures.max_us,
+        },
         "history_checked_rooms": checked,
-        "history_complete": persisted_ok,
+        "history_complete": history_complete,
         "slowest_delivery_by_second_us": slowest_by_second.micros(),
+        "p99_by_second_us": p99_by_second,
+        "login_storm": storm.as_ref().map(storm::StormFigures::json),
     });
     if args.json {
         println!("{summary}");
-    } else {
-        println!(
-            "ws fan-out: {} sockets over {} broker(s), rooms of {}, {} msg/s each, {}s measured ({cpus} loadgen CPUs)\n  \
-             sent {sent}, acked {acked}, errors {errors}{}\n  \
-             deliveries {deliveries} of {expected} expected ({:.1}%), {:.0} deliveries/s\n  \
-             send→deliver latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n  \
-             slowest delivery of each second, ms: {}\n  \
-             history of {checked} rooms complete: {persisted_ok}",
-            args.sockets,
-            args.brokers.len(),
-            args.room_size,
-            args.rate,
-            args.duration.as_secs(),
-            first_error
-                .map(|e| format!(" (first: {e})"))
-                .unwrap_or_default(),
-            100.0 * deliveries as f64 / expected.max(1) as f64,
-            figures.per_sec,
-            figures.p50_us as f64 / 1e3,
-            figures.p90_us as f64 / 1e3,
-            figures.p99_us as f64 / 1e3,
-            figures.max_us as f64 / 1e3,
-            slowest_by_second.millis_line(),
-        );
+        return Ok(());
     }
+    if let Some(storm) = &storm {
+        println!("{}", storm.line());
+    }
+    println!(
+        "ws fan-out ({target}, {}): {held} sockets over {} broker(s), rooms of {}, {rate:.3} msg/s \
+         each ({offered_per_sec:.0} deliveries/s offered), {}s measured ({cpus} loadgen CPUs)\n  \
+         sent {sent}, acked {acked}, errors {errors}{}\n  \
+         deliveries {deliveries} of {expected} expected ({:.1}%), {:.0} deliveries/s; \
+         {missing} of the {offered} owed had not arrived {}s after the load ended\n  \
+         send→deliver latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n  \
+         p99 of each second, ms: {}\n  \
+         slowest delivery of each second, ms: {}\n  \
+         {}",
+        arrivals.describe(),
+        args.brokers.len(),
+        args.room_size,
+        args.duration.as_secs(),
+        first_error
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default(),
+        100.0 * deliveries as f64 / expected.max(1) as f64,
+        figures.per_sec,
+        drain.as_secs(),
+        figures.p50_us as f64 / 1e3,
+        figures.p90_us as f64 / 1e3,
+        figures.p99_us as f64 / 1e3,
+        figures.max_us as f64 / 1e3,
+        crate::report::millis_line(&p99_by_second),
+        slowest_by_second.millis_line(),
+        history_complete.map_or(
+            "history: not checked (the anchor stores nothing)".to_owned(),
+            |c| { format!("history of {checked} rooms complete: {c}") }
+        ),
+    );
     Ok(())
+}
+
+/// Reads back the history of up to 5 rooms: how many were checked, and whether each
+/// holds every message acknowledged in it.
+async fn check_history(
+    args: &Args,
+    members: &[Member],
+    rooms: &HashMap<String, RoomCounts>,
+) -> Result<(usize, bool)> {
+    let mut checked = 0;
+    let mut complete = true;
+    let mut seen_rooms = std::collections::HashSet::new();
+    for member in members {
+        if checked >= 5 || !seen_rooms.insert(member.room.clone()) {
+            continue;
+        }
+        let stored = history_count(&args.brokers[0], &member.token, &member.room).await?;
+        let acked_here = rooms.get(&member.room).map_or(0, |room| room.acked_total);
+        // Every acknowledged message must be in history; more is fine (a message can be
+        // stored and its ack still in flight when the run ends).
+        if stored < acked_here {
+            complete = false;
+            eprintln!(
+                "room {}: {acked_here} acknowledged but only {stored} in history",
+                member.room
+            );
+        }
+        checked += 1;
+    }
+    Ok((checked, complete))
 }
 
 /// Holds the sockets — reading each one as a client does, so the server's pings are
@@ -783,7 +1060,9 @@ async fn idle(
         println!("{summary}");
     } else {
         println!(
-            "ws idle: {held} sockets held over {} broker(s), {closed_by_server} closed by the server; server RSS {} → {} KiB: {:.0} bytes ({:.2} KiB) per socket; a message reached {reached}/{room_size} members within 5 s (slowest {:.0} ms)",
+            "ws idle: {held} sockets held over {} broker(s), {closed_by_server} closed by the \
+             server; server RSS {} → {} KiB: {:.0} bytes ({:.2} KiB) per socket; a message \
+             reached {reached}/{room_size} members within 5 s (slowest {:.0} ms)",
             args.brokers.len(),
             rss_before,
             rss_after,
@@ -798,7 +1077,8 @@ async fn idle(
     );
     ensure!(
         reached == room_size,
-        "the delivery check failed: a message reached {reached} of {room_size} members within 5 s ({})",
+        "the delivery check failed: a message reached {reached} of {room_size} members \
+         within 5 s ({})",
         late.join("; ")
     );
     Ok(())
