@@ -43,7 +43,9 @@ impl Arrivals {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
-            mix(now.as_nanos() as u64 ^ u64::from(std::process::id()))
+            mix(now.as_secs().wrapping_mul(1_000_000_000)
+                ^ u64::from(now.subsec_nanos())
+                ^ u64::from(std::process::id()))
         });
         Self::Random { seed }
     }

@@ -293,7 +293,7 @@ async fn set_up(args: &Args, run: &str) -> Result<Vec<Member>> {
             let (index, member) = joined?;
             let member = member.with_context(|| format!("setting up user {index}"))?;
             if creators {
-                room_ids[index / room_size] = member.room.clone();
+                room_ids[index / room_size].clone_from(&member.room);
             }
             members[index] = Some(member);
         }
@@ -530,19 +530,24 @@ impl Window {
     /// Sends from `epoch` on; measures those sent from `warmup` for `duration`; reads
     /// until `drain` after that.
     fn new(epoch: Instant, warmup: Duration, duration: Duration, drain: Duration) -> Self {
-        let from_ns = warmup.as_nanos() as u64;
-        let until_ns = from_ns + duration.as_nanos() as u64;
+        let from_ns = nanos(warmup);
+        let until_ns = from_ns + nanos(duration);
         Self {
             epoch,
             from_ns,
             until_ns,
-            drain_ns: until_ns + drain.as_nanos() as u64,
+            drain_ns: until_ns + nanos(drain),
         }
     }
 
     fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos() as u64
+        nanos(self.epoch.elapsed())
     }
+}
+
+/// `duration` in nanoseconds (a run lasts far less than the 584 years that fit).
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// One socket of the run: what it sends, where, and when.
@@ -674,7 +679,7 @@ async fn history_count(broker: &LoopbackUrl, token: &str, room: &str) -> Result<
         let messages = page["messages"].as_array().context("no messages")?;
         count += messages.len() as u64;
         match messages.last().and_then(|last| last["id"].as_str()) {
-            Some(id) if page["has_more"] == true => before = id.to_owned(),
+            Some(id) if page["has_more"] == true => id.clone_into(&mut before),
             _ => return Ok(count),
         }
     }
@@ -706,13 +711,12 @@ pub async fn run(args: Args) -> Result<()> {
         "--target anchor takes neither --idle nor --login-storm (the anchor has no accounts)"
     );
     let arrivals = Arrivals::from_flags(args.paced, args.seed);
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let run = format!(
         "{:06x}",
-        std::process::id()
-            ^ (std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_secs() as u32
-                & 0xff_ffff)
+        (u64::from(std::process::id()) ^ started) & 0xff_ffff
     );
     let outcome = if args.login_storm {
         storm::run(&args, arrivals, &run).await?
@@ -826,7 +830,7 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         Target::Anchor => (0, None),
     };
     let p99_by_second = latency_by_second.p99_micros();
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let target = match args.target {
         Target::Microchat => "microchat",
         Target::Anchor => "anchor",

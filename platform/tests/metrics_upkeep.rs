@@ -16,13 +16,13 @@ static HELD: AtomicIsize = AtomicIsize::new(0);
 // SAFETY: every call goes to the system allocator unchanged; only a counter is added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HELD.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        HELD.fetch_add(layout.size().cast_signed(), Ordering::Relaxed);
         // SAFETY: the caller's contract is the system allocator's.
         unsafe { System.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        HELD.fetch_sub(layout.size().cast_signed(), Ordering::Relaxed);
         // SAFETY: the caller's contract is the system allocator's.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -54,7 +54,7 @@ async fn histogram_samples_do_not_pile_up_without_a_scrape() {
     record_a_round();
     let one_round = HELD.load(Ordering::Relaxed) - before;
     assert!(
-        one_round > 8 * SAMPLES_PER_ROUND as isize / 2,
+        one_round > 8 * isize::try_from(SAMPLES_PER_ROUND).expect("a small constant") / 2,
         "a round of samples is held until the upkeep: {one_round} bytes"
     );
     for _ in 0..20 {
