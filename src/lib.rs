@@ -43,7 +43,7 @@ use tokio::task::JoinSet;
     args_override_self = true,
     version,
     about = "microchat, all in one process: every service on its own port, real gRPC over loopback, zero setup.",
-    after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."
+    after_help = platform::process::LOGGING_HELP
 )]
 pub struct Config {
     /// Directory for embedded state: SQLite files, the generated signing key.

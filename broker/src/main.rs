@@ -1,6 +1,7 @@
 //! `broker` on its own (dev stack, cluster): `cargo run -p broker`, settings from `BROKER_*`.
 
 use clap::Parser;
+use platform::service_auth::Service;
 
 // Allocation-heavy paths (gRPC, JSON frames, fan-out) spent a quarter of a core in glibc's
 // malloc under load; mimalloc is much faster there (docs/PERFORMANCE.md).
@@ -9,40 +10,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The microchat broker: the public HTTP entry.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."
-)]
+#[command(version, about, after_help = platform::process::LOGGING_HELP)]
 struct Cli {
     #[command(flatten)]
     broker: broker::Config,
     #[command(flatten)]
-    telemetry: platform::telemetry::TelemetryConfig,
-    #[command(flatten)]
-    service_keys: platform::service_auth::KeysConfig,
+    process: platform::process::Args,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     broker::allocator::return_freed_memory_promptly();
     let cli = Cli::parse();
-    let shutdown = platform::shutdown::on_signal();
-    let service_keys = platform::service_auth::ServiceKeys::load(
-        &cli.service_keys.dir,
-        &[platform::service_auth::Service::Broker],
-    )?;
-    let telemetry = cli
-        .telemetry
-        .start(
-            platform::service_auth::Service::Broker,
-            &service_keys,
-            &shutdown,
-        )
-        .await?;
-    broker::BrokerService::build(cli.broker, &service_keys)
+    let process = platform::process::start(Service::Broker, &cli.process).await?;
+    broker::BrokerService::build(cli.broker, &process.keys)
         .await?
-        .run(shutdown)
+        .run(process.shutdown.clone())
         .await?;
-    telemetry.finish().await
+    process.finish().await
 }

@@ -4,11 +4,7 @@ use clap::Parser;
 
 /// The microchat web frontend: the pages a browser opens.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."
-)]
+#[command(version, about, after_help = platform::process::LOGGING_HELP)]
 struct Cli {
     #[command(flatten)]
     frontend: frontend::Config,

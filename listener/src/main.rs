@@ -4,6 +4,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use platform::service_auth::Service;
 use std::sync::Arc;
 
 // Allocation-heavy paths (gRPC, protobuf) are faster with mimalloc (docs/PERFORMANCE.md).
@@ -12,23 +13,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The microchat listener: turns domain events into mail and chat-session updates.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."
-)]
+#[command(version, about, after_help = platform::process::LOGGING_HELP)]
 struct Cli {
-    /// Directory for embedded state (the SQLite file of processed event ids).
-    #[arg(long, value_name = "DIR", env = "MICROCHAT_DATA_DIR", default_value = platform::settings::DEFAULT_DATA_DIR)]
-    data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    data_dir: platform::process::DataDir,
     #[command(flatten)]
     listener: listener::Config,
     #[command(flatten)]
     events: platform::events::BusConfig,
     #[command(flatten)]
-    telemetry: platform::telemetry::TelemetryConfig,
-    #[command(flatten)]
-    service_keys: platform::service_auth::KeysConfig,
+    process: platform::process::Args,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -106,24 +100,9 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::Parked { action, admin_url }) = cli.command {
         return admin(&admin_url, cli.listener.admin_token.as_ref(), action).await;
     }
-    let shutdown = platform::shutdown::on_signal();
-    let service_keys = platform::service_auth::ServiceKeys::load(
-        &cli.service_keys.dir,
-        &[platform::service_auth::Service::Listener],
-    )?;
-    let telemetry = cli
-        .telemetry
-        .start(
-            platform::service_auth::Service::Listener,
-            &service_keys,
-            &shutdown,
-        )
-        .await?;
     // Alone, the listener also honours the conventional DATABASE_URL.
-    cli.listener.database_url = cli
-        .listener
-        .database_url
-        .or_else(|| std::env::var("DATABASE_URL").ok());
+    platform::process::honour_database_url(&mut cli.listener.database_url);
+    let process = platform::process::start(Service::Listener, &cli.process).await?;
     let url = cli
         .events
         .amqp_url
@@ -134,9 +113,9 @@ async fn main() -> anyhow::Result<()> {
         cli.events.exchange.clone(),
         &cli.listener,
     ));
-    listener::ListenerService::build(&cli.listener, &cli.data_dir, source, &service_keys)
+    listener::ListenerService::build(&cli.listener, &cli.data_dir.path, source, &process.keys)
         .await?
-        .run(shutdown)
+        .run(process.shutdown.clone())
         .await?;
-    telemetry.finish().await
+    process.finish().await
 }

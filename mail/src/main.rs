@@ -1,6 +1,7 @@
 //! `mail` on its own (dev stack, cluster): `cargo run -p mail`, settings from `MAIL_*`.
 
 use clap::Parser;
+use platform::service_auth::Service;
 
 // gRPC and message building allocate a lot; mimalloc is faster there (docs/PERFORMANCE.md).
 #[global_allocator]
@@ -8,47 +9,25 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The microchat mail service.
 #[derive(Debug, Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Logging: RUST_LOG (default info), LOG_FORMAT=json."
-)]
+#[command(version, about, after_help = platform::process::LOGGING_HELP)]
 struct Cli {
-    /// Directory for embedded state (mail files when MAIL_SMTP_URL is unset).
-    #[arg(long, value_name = "DIR", env = "MICROCHAT_DATA_DIR", default_value = platform::settings::DEFAULT_DATA_DIR)]
-    data_dir: std::path::PathBuf,
+    #[command(flatten)]
+    data_dir: platform::process::DataDir,
     #[command(flatten)]
     mail: mail::Config,
     #[command(flatten)]
-    telemetry: platform::telemetry::TelemetryConfig,
-    #[command(flatten)]
-    service_keys: platform::service_auth::KeysConfig,
+    process: platform::process::Args,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
-    let shutdown = platform::shutdown::on_signal();
-    let service_keys = platform::service_auth::ServiceKeys::load(
-        &cli.service_keys.dir,
-        &[platform::service_auth::Service::Mail],
-    )?;
-    let telemetry = cli
-        .telemetry
-        .start(
-            platform::service_auth::Service::Mail,
-            &service_keys,
-            &shutdown,
-        )
-        .await?;
     // Alone, mail also honours the conventional DATABASE_URL.
-    cli.mail.database_url = cli
-        .mail
-        .database_url
-        .or_else(|| std::env::var("DATABASE_URL").ok());
-    mail::MailService::build(&cli.mail, &cli.data_dir, &service_keys)
+    platform::process::honour_database_url(&mut cli.mail.database_url);
+    let process = platform::process::start(Service::Mail, &cli.process).await?;
+    mail::MailService::build(&cli.mail, &cli.data_dir.path, &process.keys)
         .await?
-        .run(shutdown)
+        .run(process.shutdown.clone())
         .await?;
-    telemetry.finish().await
+    process.finish().await
 }

@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod events;
 pub mod grpc;
 pub mod logship;
+pub mod process;
 pub mod revocation;
 pub mod role;
 pub mod service_auth;
