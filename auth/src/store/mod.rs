@@ -18,7 +18,7 @@ use crate::domain::{Email, Role, Session, User, Username};
 use chrono::{DateTime, Utc};
 use platform::{
     events::{Event, outbox},
-    sql::{Backend, Pool, Transaction},
+    sql::{Pool, Transaction},
 };
 use uuid::Uuid;
 
@@ -133,17 +133,14 @@ impl UserStore {
 
     /// Applies pending migrations: auth's own, and the outbox's as version 3.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let postgres = outbox::with_migration(
+        outbox::migrate(
+            &self.pool,
             sqlx::migrate!("./migrations/postgres"),
-            Backend::Postgres,
+            sqlx::migrate!("./migrations/sqlite"),
             3,
-        );
-        let sqlite =
-            outbox::with_migration(sqlx::migrate!("./migrations/sqlite"), Backend::Sqlite, 3);
-        self.pool
-            .migrate(&postgres, &sqlite)
-            .await
-            .map_err(|error| StoreError::Database(error.into()))
+        )
+        .await
+        .map_err(|error| StoreError::Database(error.into()))
     }
 
     /// Cheap round trip, for readiness.

@@ -105,17 +105,14 @@ pub async fn connect(url: &str) -> anyhow::Result<ChatStore> {
 impl ChatStore {
     /// Applies pending migrations (chat's own, with the outbox's as version 2).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        let postgres = outbox::with_migration(
+        outbox::migrate(
+            &self.pool,
             sqlx::migrate!("./migrations/postgres"),
-            Backend::Postgres,
+            sqlx::migrate!("./migrations/sqlite"),
             2,
-        );
-        let sqlite =
-            outbox::with_migration(sqlx::migrate!("./migrations/sqlite"), Backend::Sqlite, 2);
-        self.pool
-            .migrate(&postgres, &sqlite)
-            .await
-            .map_err(|error| StoreError::Database(error.into()))
+        )
+        .await
+        .map_err(|error| StoreError::Database(error.into()))
     }
 
     /// Cheap round trip, for readiness.

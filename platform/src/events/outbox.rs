@@ -68,6 +68,23 @@ pub fn with_migration(
     migrator
 }
 
+/// Applies a producer's own migrations (`postgres` or `sqlite`, whichever `pool` is on)
+/// with the outbox table's as their version `version` (see [`with_migration`]).
+pub async fn migrate(
+    pool: &Pool,
+    postgres: sqlx::migrate::Migrator,
+    sqlite: sqlx::migrate::Migrator,
+    version: i64,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let backend = pool.backend();
+    let own = match backend {
+        Backend::Postgres => postgres,
+        Backend::Sqlite => sqlite,
+    };
+    let migrator = with_migration(own, backend, version);
+    pool.migrate(&migrator, &migrator).await
+}
+
 /// A producer's outbox: the table in its database that the [`Relay`] drains. A store
 /// that writes events hands one out, so the relay reaches the table and nothing else of
 /// the store's database.
