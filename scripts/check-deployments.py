@@ -163,6 +163,8 @@ ENV_ATTR = re.compile(r'\benv\s*=\s*"([A-Z][A-Z0-9_]*)"')
 DEFAULT_ATTR = re.compile(r'\bdefault_value\s*=\s*"([^"]*)"')
 ENV_READ = re.compile(r'env::var(?:_os)?\(\s*"([A-Z][A-Z0-9_]*)"\s*\)')
 STRUCT = re.compile(r"\bstruct\s+([A-Z]\w*)")
+# `#[command(flatten)]` then a field: the flattened struct's name (the path's last segment).
+FLATTEN = re.compile(r"#\[command\(flatten\)\]\s*(?:///[^\n]*\n\s*)*(?:pub\s+)?\w+\s*:\s*(?:\w+::)*(\w+)")
 
 
 def rust_files(directory: Path) -> list[Path]:
@@ -222,8 +224,14 @@ def from_help(binary: Path, listen_var: str) -> Known:
 
 
 def platform_structs() -> dict[str, set[str]]:
-    """The env names of each clap config struct in platform/src."""
+    """The env names of each clap config struct in platform/src, its flattened ones' included.
+
+    A binary's shared start-up flattens platform structs into one another (`process::Args`
+    holds the telemetry's and the service keys'), so a struct's names are its own and those
+    of every struct it flattens, however deep.
+    """
     structs: dict[str, set[str]] = {}
+    flattens: dict[str, set[str]] = {}
     for path in rust_files(ROOT / "platform" / "src"):
         text = path.read_text(errors="replace")
         for attr in ARG_ATTR.finditer(text):
@@ -231,7 +239,23 @@ def platform_structs() -> dict[str, set[str]]:
             owners = STRUCT.findall(text[: attr.start()])
             if names and owners:
                 structs.setdefault(owners[-1], set()).update(names)
-    return structs
+        for field in FLATTEN.finditer(text):
+            owners = STRUCT.findall(text[: field.start()])
+            if owners:
+                flattens.setdefault(owners[-1], set()).add(field.group(1))
+    resolved: dict[str, set[str]] = {}
+    for struct in set(structs) | set(flattens):
+        names, seen, todo = set(), set(), [struct]
+        while todo:
+            current = todo.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            names |= structs.get(current, set())
+            todo += flattens.get(current, set())
+        if names:
+            resolved[struct] = names
+    return resolved
 
 
 def from_sources(service: str, listen_var: str) -> Known:
