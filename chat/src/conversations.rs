@@ -292,11 +292,9 @@ impl Chat {
             deleted_at: None,
             reactions: Vec::new(),
         };
-        let event = events::message_sent(&message);
         let new = NewMessage {
             mentions: self.mentions_in(&message).await?,
             message: message.clone(),
-            event,
         };
         let Some(notifications) = self.writer.insert(new).await? else {
             return Err(ChatError::NotMember);
@@ -376,14 +374,7 @@ impl Chat {
         if !self.store.has_message(conversation, up_to).await? {
             return Err(ChatError::NoSuchMessage);
         }
-        let event = events::message_read(conversation, caller.id, up_to);
-        let marker = self
-            .store
-            .mark_read(conversation, caller.id, up_to, &event)
-            .await?;
-        if marker == Some(up_to) {
-            self.outbox.wake();
-        }
+        let marker = self.store.mark_read(conversation, caller.id, up_to).await?;
         let unread = self.store.unread_count(conversation, caller.id).await?;
         if let Some(marker) = marker {
             self.live.publish(LiveEvent::Read {

@@ -1,6 +1,10 @@
 //! The durable events chat writes to its outbox, in the same transaction as the change
 //! they record, built from chat's types: the one place that knows their protobuf
 //! payloads (`microchat.events.v1`), so the core calls these instead of filling them in.
+//!
+//! A message sent or read has no event: its row (or the read marker) is the record, no
+//! service has work to do for it, and the audit trail is for security-relevant actions
+//! (docs/ARCHITECTURE.md, "Events"). Mentions, edits and deletions have events.
 
 use crate::{
     domain::{Message, UserRef},
@@ -17,20 +21,6 @@ const PRODUCER: &str = "chat";
 /// A body's length in characters, as the events report it (never the text itself).
 fn body_chars(body: &str) -> u32 {
     u32::try_from(body.chars().count()).unwrap_or(u32::MAX)
-}
-
-/// `message.sent`: a new message, at the time it was stored.
-pub fn message_sent(message: &Message) -> DurableEvent {
-    DurableEvent::at(
-        PRODUCER,
-        Payload::MessageSent(events::MessageSent {
-            message_id: message.id.to_string(),
-            conversation_id: message.conversation_id.to_string(),
-            sender_id: message.sender.id.to_string(),
-            body_chars: body_chars(&message.body),
-        }),
-        message.created_at,
-    )
 }
 
 /// `message.mentioned`: `message` mentions `mentioned`, who gets `notification`.
@@ -51,18 +41,6 @@ pub fn message_mentioned(
             username: mentioned.username.clone(),
         }),
         message.created_at,
-    )
-}
-
-/// `message.read`: `reader` has read `conversation` up to the message `up_to`, now.
-pub fn message_read(conversation: Uuid, reader: Uuid, up_to: Uuid) -> DurableEvent {
-    DurableEvent::new(
-        PRODUCER,
-        Payload::MessageRead(events::MessageRead {
-            conversation_id: conversation.to_string(),
-            user_id: reader.to_string(),
-            up_to: up_to.to_string(),
-        }),
     )
 }
 

@@ -25,7 +25,8 @@ pub struct MessageWriter {
 
 impl MessageWriter {
     /// Starts the writer task; it ends when the last `MessageWriter` is dropped.
-    /// Wakes `outbox` after each commit that stored messages (and so their events).
+    /// Wakes `outbox` after each commit that stored events (those of mentions): most
+    /// commits store none, and a needless wake-up costs the relay a query.
     pub fn start(store: ChatStore, outbox: OutboxWaker) -> Self {
         let batches = GroupCommit::start(MAX_BATCH, move |messages| {
             write(store.clone(), outbox.clone(), messages)
@@ -33,8 +34,8 @@ impl MessageWriter {
         Self { batches }
     }
 
-    /// Stores a message with its event (and its mentions' notifications) if its sender
-    /// is a member: the notifications stored; `None` when not a member.
+    /// Stores a message (and its mentions' notifications, with their events) if its
+    /// sender is a member: the notifications stored; `None` when not a member.
     pub async fn insert(&self, message: NewMessage) -> Result<Stored, StoreError> {
         self.batches
             .submit(message)
@@ -51,7 +52,13 @@ async fn write(
     metrics::histogram!("chat_message_batch_size").record(messages.len() as f64);
     match store.insert_messages_mentioning(&messages).await {
         Ok(stored) => {
-            outbox.wake();
+            if stored
+                .iter()
+                .flatten()
+                .any(|notifications| !notifications.is_empty())
+            {
+                outbox.wake();
+            }
             stored.into_iter().map(Ok).collect()
         }
         // The batch failed as a whole: store each alone, so one message's failure is its

@@ -124,9 +124,9 @@ on_both_backends!(
     deleting_user_data_twice_deletes_nothing_the_second_time,
     timestamps_round_trip_to_the_microsecond,
     migrating_again_keeps_the_data,
-    only_stored_messages_write_their_event,
+    a_sent_message_writes_no_event_only_its_stored_mentions_do,
     a_batch_whose_event_cannot_be_written_stores_nothing,
-    a_read_event_is_written_only_when_the_marker_moves,
+    a_read_writes_no_event,
     a_chat_session_starts_once_and_ends_once,
     an_end_that_overtakes_its_start_keeps_the_session_ended,
     open_chat_sessions_are_listed_by_user_without_ended_ones,
@@ -208,19 +208,10 @@ async fn open_direct(store: &ChatStore, a: &UserRef, b: &UserRef) -> Conversatio
         .expect("a direct conversation opens")
 }
 
-/// A message with its `message.sent` event, as chat stores it.
+/// A message without mentions, as chat stores it.
 fn sent(message: &Message) -> NewMessage {
     NewMessage {
         message: message.clone(),
-        event: Event::new(
-            "chat",
-            Payload::MessageSent(events::MessageSent {
-                message_id: message.id.to_string(),
-                conversation_id: message.conversation_id.to_string(),
-                sender_id: message.sender.id.to_string(),
-                body_chars: u32::try_from(message.body.chars().count()).unwrap(),
-            }),
-        ),
         mentions: Vec::new(),
     }
 }
@@ -229,22 +220,10 @@ fn all_sent(messages: &[Message]) -> Vec<NewMessage> {
     messages.iter().map(sent).collect()
 }
 
-/// The `message.read` event of `user` reading `conversation` up to `up_to`.
-fn read(conversation: Uuid, user: Uuid, up_to: Uuid) -> Event {
-    Event::new(
-        "chat",
-        Payload::MessageRead(events::MessageRead {
-            conversation_id: conversation.to_string(),
-            user_id: user.to_string(),
-            up_to: up_to.to_string(),
-        }),
-    )
-}
-
-/// Moves `user`'s read marker (with its event); returns the marker after.
+/// Moves `user`'s read marker; returns the marker after.
 async fn mark_read(store: &ChatStore, conversation: Uuid, user: Uuid, up_to: Uuid) -> Option<Uuid> {
     store
-        .mark_read(conversation, user, up_to, &read(conversation, user, up_to))
+        .mark_read(conversation, user, up_to)
         .await
         .expect("the read marker is written")
 }
@@ -1070,49 +1049,43 @@ async fn migrating_again_keeps_the_data(store: &ChatStore) {
 // ---------------------------------------------------------------------------------------
 // Events commit with their state change, and only with it
 
-async fn only_stored_messages_write_their_event(store: &ChatStore) {
-    let (ada, mallory) = (user("ada"), user("mallory"));
+async fn a_sent_message_writes_no_event_only_its_stored_mentions_do(store: &ChatStore) {
+    let (ada, grace, mallory) = (user("ada"), user("grace"), user("mallory"));
     let general = create_room(store, "general", &ada).await;
-    let batch = all_sent(&[
-        message(&general, &ada, "one"),
-        message(&general, &mallory, "not a member"),
-        message(&general, &ada, "two!"),
-    ]);
+    store.join(general.id, &grace, now()).await.unwrap();
+    let batch = vec![
+        sent(&message(&general, &ada, "one")),
+        mentioning(
+            &message(&general, &mallory, "@grace not a member"),
+            &[&grace],
+        ),
+        mentioning(&message(&general, &ada, "two, @grace"), &[&grace]),
+    ];
     let stored = store.insert_messages(&batch).await.unwrap();
     assert_eq!(stored, [true, false, true]);
     let intruding = sent(&message(&general, &mallory, "let me in"));
     assert!(!store.insert_message(&intruding).await.unwrap());
 
+    // A message's row is its record: no `message.sent`. The stored message's mention has
+    // its event; the refused one's does not.
     let written = outbox(store).await;
     assert_eq!(
         event_ids(&written),
-        [batch[0].event.id, batch[2].event.id],
-        "one event per stored message, in order: {written:?}"
+        [batch[2].mentions[0].event.id],
+        "only the stored mention's event: {written:?}"
     );
-    for (row, new) in written.iter().zip([&batch[0], &batch[2]]) {
-        assert_eq!(row.routing_key, "message.sent");
-        assert_eq!(row.producer, "chat");
-        assert_eq!(
-            row.payload,
-            Payload::MessageSent(events::MessageSent {
-                message_id: new.message.id.to_string(),
-                conversation_id: general.id.to_string(),
-                sender_id: ada.id.to_string(),
-                body_chars: u32::try_from(new.message.body.len()).unwrap(),
-            })
-        );
-    }
+    assert_eq!(written[0].routing_key, "message.mentioned");
+    assert_eq!(written[0].producer, "chat");
 }
 
 async fn a_batch_whose_event_cannot_be_written_stores_nothing(store: &ChatStore) {
-    let ada = user("ada");
+    let (ada, grace) = (user("ada"), user("grace"));
     let general = create_room(store, "general", &ada).await;
-    let first = sent(&message(&general, &ada, "one"));
+    store.join(general.id, &grace, now()).await.unwrap();
+    let first = mentioning(&message(&general, &ada, "one @grace"), &[&grace]);
     // An event id written twice: the outbox refuses the second, and the batch goes whole.
-    let second = NewMessage {
-        event: first.event.clone(),
-        ..sent(&message(&general, &ada, "two"))
-    };
+    let mut second = mentioning(&message(&general, &ada, "two @grace"), &[&grace]);
+    second.mentions[0].event.id = first.mentions[0].event.id;
     let refused = store.insert_messages(&[first, second]).await;
     assert!(
         matches!(refused, Err(StoreError::Database(_))),
@@ -1128,59 +1101,23 @@ async fn a_batch_whose_event_cannot_be_written_stores_nothing(store: &ChatStore)
     assert!(outbox(store).await.is_empty());
 }
 
-async fn a_read_event_is_written_only_when_the_marker_moves(store: &ChatStore) {
+async fn a_read_writes_no_event(store: &ChatStore) {
     let (ada, grace) = (user("ada"), user("grace"));
     let general = create_room(store, "general", &ada).await;
     store.join(general.id, &grace, now()).await.unwrap();
     let posted = post_many(store, &general, &ada, 3).await;
-    let (first, second, third) = (posted[0].id, posted[1].id, posted[2].id);
-
-    let mut moved = Vec::new();
-    for (up_to, marker_after, moves) in [
-        (second, second, true),
-        (second, second, false),
-        (first, second, false),
-        (third, third, true),
+    for (up_to, marker_after) in [
+        (posted[1].id, posted[1].id),
+        (posted[0].id, posted[1].id),
+        (posted[2].id, posted[2].id),
     ] {
-        let event = read(general.id, grace.id, up_to);
-        let marker = store
-            .mark_read(general.id, grace.id, up_to, &event)
-            .await
-            .unwrap();
-        assert_eq!(marker, Some(marker_after));
-        if moves {
-            moved.push((event.id, up_to));
-        }
-    }
-    // Not a member: no marker, no event.
-    let stranger = Uuid::now_v7();
-    let marker = store
-        .mark_read(
-            general.id,
-            stranger,
-            third,
-            &read(general.id, stranger, third),
-        )
-        .await
-        .unwrap();
-    assert_eq!(marker, None);
-
-    let written = outbox_of(store, "message.read").await;
-    assert_eq!(
-        event_ids(&written),
-        moved.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
-        "one event per move: {written:?}"
-    );
-    for (row, (_, up_to)) in written.iter().zip(&moved) {
         assert_eq!(
-            row.payload,
-            Payload::MessageRead(events::MessageRead {
-                conversation_id: general.id.to_string(),
-                user_id: grace.id.to_string(),
-                up_to: up_to.to_string(),
-            })
+            mark_read(store, general.id, grace.id, up_to).await,
+            Some(marker_after)
         );
     }
+    // The marker is the record; the other members learn of it live.
+    assert!(outbox(store).await.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1870,10 +1807,11 @@ async fn mentions_are_stored_with_their_message_and_events_in_one_transaction(st
     assert_eq!(store.unread_notifications(cyd.id).await.unwrap(), 1);
     assert_eq!(store.unread_notifications(ada.id).await.unwrap(), 0);
 
-    // The batch fails whole (an event id twice): neither message nor mention is kept.
+    // The batch fails whole (an event id written already): neither message nor mention is
+    // kept.
     let again = message(&general, &ada, "@bob again");
     let mut broken = mentioning(&again, &[&bob]);
-    broken.mentions[0].event = broken.event.clone();
+    broken.mentions[0].event.id = event_ids(&written)[0];
     assert!(store.insert_messages_mentioning(&[broken]).await.is_err());
     assert_eq!(store.unread_notifications(bob.id).await.unwrap(), 1);
     assert!(!store.has_message(general.id, again.id).await.unwrap());

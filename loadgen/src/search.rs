@@ -24,11 +24,9 @@ use chat::{
 use chrono::{DateTime, TimeZone, Utc};
 use hdrhistogram::Histogram;
 use platform::{
-    events::Event,
     on_pool, on_tx,
     sql::{self, Pool},
 };
-use proto::events::v1::{MessageSent, envelope::Payload};
 use sqlx::{Connection, Executor, PgConnection};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -652,18 +650,8 @@ async fn timed_sends(
             deleted_at: None,
             reactions: Vec::new(),
         };
-        let event = Event::new(
-            "chat",
-            Payload::MessageSent(MessageSent {
-                message_id: message.id.to_string(),
-                conversation_id: message.conversation_id.to_string(),
-                sender_id: sender.id.to_string(),
-                body_chars: u32::try_from(message.body.chars().count())?,
-            }),
-        );
         batch.push(NewMessage {
             message,
-            event,
             mentions: Vec::new(),
         });
         if batch.len() == 128 || n + 1 == count {

@@ -1,5 +1,4 @@
-//! Messages: batched inserts with their events and mentions (chat's hot path, on the
-//! writer), history pages, read markers, edits, deletions, reactions and unread counts.
+//! Messages: batched inserts with their mentions (chat's hot path, on the writer), history pages, read markers, edits, deletions, reactions and unread counts.
 
 use super::{
     ChatStore, IDS_PER_STATEMENT, MESSAGE_COLUMNS, MessageRow, StoreError, count, insert_event,
@@ -31,13 +30,16 @@ pub enum Page {
     },
 }
 
-/// A message to store, with its `message.sent` event.
+/// A message to store.
+///
+/// A sent message has no durable event of its own: its row is the record, nothing
+/// downstream has work to do for it, and an audit trail is for security-relevant actions
+/// (docs/ARCHITECTURE.md, "Events"). Only its mentions have events (the listener mails
+/// offline members).
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     /// The message.
     pub message: Message,
-    /// Its event, written to the outbox in the same transaction.
-    pub event: Event,
     /// The members it mentions: stored (with their events) only if the message is.
     pub mentions: Vec<NewMention>,
 }
@@ -169,14 +171,14 @@ struct ReactionRow {
 }
 
 impl ChatStore {
-    /// Stores a message with its event if its sender is a member of its conversation
-    /// (checked in the same statement); false (and no event) when not.
+    /// Stores a message if its sender is a member of its conversation (checked in the same
+    /// statement); false when not.
     pub async fn insert_message(&self, new: &NewMessage) -> Result<bool, StoreError> {
         Ok(self.insert_messages(std::slice::from_ref(new)).await?[0])
     }
 
-    /// Stores several messages with their events in one transaction, each only if its
-    /// sender is a member; one flag per message.
+    /// Stores several messages in one transaction, each only if its sender is a member;
+    /// one flag per message.
     pub async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         let stored = self.insert_messages_mentioning(messages).await?;
         Ok(stored.iter().map(Option::is_some).collect())
@@ -189,9 +191,9 @@ impl ChatStore {
         &self,
         messages: &[NewMessage],
     ) -> Result<Vec<Option<Vec<Notification>>>, StoreError> {
-        // Two statements per batch, whatever its size: the messages whose sender is a
-        // member, then the events of those; two more only when some of those mention
-        // members (the notifications), one more on SQLite (its search index).
+        // One statement per batch, whatever its size: the messages whose sender is a
+        // member; two more only when some of those mention members (the notifications and
+        // their events), one more on SQLite (its search index).
         let mut tx = self.writer.begin().await?;
         let mut stored = Vec::with_capacity(messages.len());
         for chunk in messages.chunks(MESSAGES_PER_INSERT) {
@@ -207,10 +209,7 @@ impl ChatStore {
                     .filter(|new| inserted.contains(&new.message.id))
             };
             let mentions: Vec<&NewMention> = kept().flat_map(|new| new.mentions.iter()).collect();
-            let events: Vec<&Event> = kept()
-                .map(|new| &new.event)
-                .chain(mentions.iter().map(|mention| &mention.event))
-                .collect();
+            let events: Vec<&Event> = mentions.iter().map(|mention| &mention.event).collect();
             for rows in mentions.chunks(notifications::PER_INSERT) {
                 notifications::insert(&mut tx, rows).await?;
             }
@@ -269,14 +268,14 @@ impl ChatStore {
         })?)
     }
 
-    /// Moves `user`'s read marker forward to `up_to` (never back), writing `event` when it
-    /// moved; returns the marker after.
+    /// Moves `user`'s read marker forward to `up_to` (never back); returns the marker
+    /// after. A read has no durable event: the marker is the record, and the other members
+    /// learn of it live.
     pub async fn mark_read(
         &self,
         conversation: Uuid,
         user: Uuid,
         up_to: Uuid,
-        event: &Event,
     ) -> Result<Option<Uuid>, StoreError> {
         const MOVE: &str = "UPDATE memberships SET last_read_id = $3 \
              WHERE conversation_id = $1 AND user_id = $2 \
@@ -284,18 +283,15 @@ impl ChatStore {
         const MARKER: &str = "SELECT last_read_id FROM memberships \
              WHERE conversation_id = $1 AND user_id = $2";
         let mut tx = self.pool.begin().await?;
-        let moved = on_tx!(&mut tx, |tx| {
+        on_tx!(&mut tx, |tx| {
             sqlx::query(MOVE)
                 .bind(conversation)
                 .bind(user)
                 .bind(up_to)
                 .execute(&mut **tx)
                 .await
-                .map(|done| done.rows_affected())
+                .map(drop)
         })?;
-        if moved == 1 {
-            insert_event(&mut tx, event).await?;
-        }
         let marker: Option<Option<Uuid>> = on_tx!(&mut tx, |tx| {
             sqlx::query_scalar(MARKER)
                 .bind(conversation)
