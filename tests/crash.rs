@@ -7,11 +7,12 @@
 //! (`<data dir>/events.db`).
 //!
 //! The evidence is read behind the API, from the files of the data directory. The state
-//! changes auth and chat committed (users, sessions started and ended, messages) are the
-//! events that must exist; the work done for them is the listener's `processed_events`
-//! (user events), the logger's audit entries (stored under the event's id and naming the
-//! user, session or message) and the `.eml` files under `mail/`. A request whose answer
-//! died with the process may or may not have committed: the databases settle it.
+//! changes auth committed (users, sessions started and ended) are the events that must
+//! exist; the work done for them is the listener's `processed_events`, the logger's audit
+//! entries (stored under the event's id and naming the user or session) and the `.eml`
+//! files under `mail/`. A message has no event (its row is the record): every
+//! acknowledged send must be in chat's database. A request whose answer died with the
+//! process may or may not have committed: the databases settle it.
 //!
 //! `registrations_answered_before_a_sigkill_are_mailed_once_after_restart` runs in `make
 //! test`. The fault phase — four kills under steady traffic (registrations, logins,
@@ -180,23 +181,16 @@ enum Kind {
     Registered,
     LoggedIn,
     LoggedOut,
-    MessageSent,
 }
 
 impl Kind {
-    const ALL: [Self; 4] = [
-        Self::Registered,
-        Self::LoggedIn,
-        Self::LoggedOut,
-        Self::MessageSent,
-    ];
+    const ALL: [Self; 3] = [Self::Registered, Self::LoggedIn, Self::LoggedOut];
 
     fn routing_key(self) -> &'static str {
         match self {
             Self::Registered => "user.registered",
             Self::LoggedIn => "user.logged_in",
             Self::LoggedOut => "user.logged_out",
-            Self::MessageSent => "message.sent",
         }
     }
 
@@ -206,18 +200,12 @@ impl Kind {
         Self::ALL.into_iter().find(|kind| kind.routing_key() == key)
     }
 
-    /// Whether the listener records the event in `processed_events`: user events do; a
-    /// message's only work is its audit entry, stored under the event's id.
-    fn recorded(self) -> bool {
-        self != Self::MessageSent
-    }
-
     /// The mail the event owes its user.
     fn mail(self) -> Option<MailKind> {
         match self {
             Self::Registered => Some(MailKind::Welcome),
             Self::LoggedOut => Some(MailKind::Logout),
-            Self::LoggedIn | Self::MessageSent => None,
+            Self::LoggedIn => None,
         }
     }
 }
@@ -262,13 +250,13 @@ struct Work {
 }
 
 impl Work {
-    /// How many events of `change` have had their work done: audited (the last step) and,
-    /// for the types the listener records, recorded.
+    /// How many events of `change` have had their work done: audited (the last step) and
+    /// recorded.
     fn handled(&self, change: &ChangeKey) -> usize {
         self.audits.get(change).map_or(0, |events| {
             events
                 .iter()
-                .filter(|event| !change.0.recorded() || self.processed.contains_key(event))
+                .filter(|event| self.processed.contains_key(event))
                 .count()
         })
     }
@@ -467,20 +455,19 @@ impl DataDir {
                 });
             }
         }
-        let messages = sqlx::query("SELECT id, created_at FROM messages")
+        changes
+    }
+
+    /// The ids of the messages in chat's database. A message has no event (its row is
+    /// the record): what a crash must not lose of it is the row of every acknowledged send.
+    async fn messages(&self) -> HashSet<String> {
+        sqlx::query_scalar::<_, Uuid>("SELECT id FROM messages")
             .fetch_all(&self.chat)
             .await
-            .expect("chat.db's messages are readable");
-        for message in messages {
-            changes.push(Change {
-                kind: Kind::MessageSent,
-                key: message.get::<Uuid, _>("id").to_string(),
-                at: message.get("created_at"),
-                email: None,
-                user: None,
-            });
-        }
-        changes
+            .expect("chat.db's messages are readable")
+            .into_iter()
+            .map(|id| id.to_string())
+            .collect()
     }
 
     /// The listener's records and the audit entries in the logger's database.
@@ -488,8 +475,7 @@ impl DataDir {
         let mut work = Work::default();
         let audits = sqlx::query(
             "SELECT id, name, json_extract(data, '$.details.username') AS username, \
-                    json_extract(data, '$.details.session_id') AS session_id, \
-                    json_extract(data, '$.details.message_id') AS message_id \
+                    json_extract(data, '$.details.session_id') AS session_id \
              FROM logs WHERE service = 'listener' AND name LIKE 'audit %'",
         )
         .fetch_all(&self.logs)
@@ -501,7 +487,6 @@ impl DataDir {
                 let key = match kind {
                     Kind::Registered => named("username"),
                     Kind::LoggedIn | Kind::LoggedOut => named("session_id"),
-                    Kind::MessageSent => named("message_id"),
                 };
                 Some((kind, key?))
             });
@@ -584,6 +569,8 @@ impl DataDir {
 /// The data directory at one moment.
 struct Snapshot {
     changes: Vec<Change>,
+    /// The messages stored (by id).
+    messages: HashSet<String>,
     work: Work,
     mails_written: MailsWritten,
 }
@@ -638,8 +625,10 @@ impl Snapshot {
         let work = data.work().await;
         let mails_written = data.mails_written();
         let changes = data.changes().await;
+        let messages = data.messages().await;
         Self {
             changes,
+            messages,
             work,
             mails_written,
         }
@@ -1512,12 +1501,6 @@ fn unkept_answers(last: &Snapshot, ledger: &Ledger) -> Vec<String> {
                 .flatten()
         })
         .collect();
-    let messages: HashSet<&str> = last
-        .changes
-        .iter()
-        .filter(|change| change.kind == Kind::MessageSent)
-        .map(|change| change.key.as_str())
-        .collect();
     let mut unkept = Vec::new();
     let missing = |answered: &[String], kept: &dyn Fn(&str) -> bool| {
         answered
@@ -1540,7 +1523,7 @@ fn unkept_answers(last: &Snapshot, ledger: &Ledger) -> Vec<String> {
             "logouts answered 204 whose session is not ended in auth.db: {open:?}"
         ));
     }
-    let lost_messages = missing(&ledger.messages, &|id| messages.contains(id));
+    let lost_messages = missing(&ledger.messages, &|id| last.messages.contains(id));
     if !lost_messages.is_empty() {
         unkept.push(format!(
             "sends acknowledged but not in chat.db: {lost_messages:?}"
