@@ -597,8 +597,6 @@ struct System {
     auth_db: PgPool,
     chat_db: PgPool,
     listener_db: PgPool,
-    /// The logger's SQLite file, read beside it: the audit entries of message events.
-    logs_db: sqlx::SqlitePool,
     _databases: [TestPostgres; 3],
     _rabbit: TestRabbit,
     dir: std::path::PathBuf,
@@ -732,7 +730,6 @@ impl System {
             auth_db: pool(&databases[0].url),
             chat_db: pool(&databases[1].url),
             listener_db: pool(&databases[2].url),
-            logs_db: common::read_only_sqlite(&dir.join("logger").join("logs.db")),
             processes,
             ports,
             proxy,
@@ -794,8 +791,9 @@ impl System {
             .expect("a process of the system")
     }
 
-    /// State changes committed so far, as the events they publish: users, sessions
-    /// started, sessions ended, messages.
+    /// State changes committed so far, as the events they publish that call for work:
+    /// users, sessions started, sessions ended. (A message sent calls for none since
+    /// issue 29; chat's outbox draining, `outbox`, is what shows its events left.)
     async fn produced(&self) -> BTreeMap<String, i64> {
         let count = |pool: &PgPool, sql: &'static str| {
             let pool = pool.clone();
@@ -823,35 +821,21 @@ impl System {
                 )
                 .await,
             ),
-            (
-                "message.sent".to_owned(),
-                count(&self.chat_db, "SELECT count(*) FROM messages").await,
-            ),
         ])
     }
 
-    /// Events the listener has done the work of, by type: those it records, and the
-    /// messages, whose work is their audit entry alone, stored under the event's id (so
-    /// a message handled twice would not count twice: it cannot be stored twice).
+    /// Events the listener has done the work of, by type, as it records them.
     async fn handled(&self) -> BTreeMap<String, i64> {
         let rows = sqlx::query(
             "SELECT routing_key, count(*) AS n FROM processed_events GROUP BY routing_key",
         )
         .fetch_all(&self.listener_db)
         .await;
-        // The listener and the logger create their tables on their first start.
-        let mut handled: BTreeMap<String, i64> = rows
-            .unwrap_or_default()
+        // The listener creates its table on its first start.
+        rows.unwrap_or_default()
             .into_iter()
             .map(|row| (row.get::<String, _>("routing_key"), row.get::<i64, _>("n")))
-            .collect();
-        let audited: Result<i64, _> = sqlx::query_scalar(
-            "SELECT count(*) FROM logs WHERE service = 'listener' AND name = 'audit message.sent'",
-        )
-        .fetch_one(&self.logs_db)
-        .await;
-        handled.insert("message.sent".to_owned(), audited.unwrap_or(0));
-        handled
+            .collect()
     }
 
     /// Whether the change behind a mail of `kind` to `email` is in auth's database: the
