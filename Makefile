@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-ws-anchor bench-login-storm bench-ws-idle bench-ws-multi bench-ws-idle-cluster bench-events bench-search faults help \
+.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-ws-anchor bench-login-storm bench-ws-idle bench-ws-multi bench-ws-idle-cluster bench-events bench-search faults soak help \
 	up_build up down logs start stop
 
 # The dev stack (deployments/docker-compose.yml) and the frontend run next to it.
@@ -89,7 +89,10 @@ bench-ws-multi: ## WebSocket fan-out over two brokers and two chat instances (Po
 bench-ws-idle-cluster: ## Hold 100,000 idle sockets over six brokers (several loadgen processes), every broker delivering
 	BROKERS=6 CHATS=2 scripts/bench-cluster.sh idle 100000
 
-faults: ## The fault matrix (each service killed under traffic), schemathesis against the OpenAPI spec, every cargo-fuzz target for a bounded time
+soak: ## Resource bounds over time: 2,000 sockets × 1 msg/s for 30 min (SOAK_MINUTES, SOAK_SOCKETS), memory, fds, WAL and database sizes sampled each minute; fails on growth that does not level off
+	scripts/soak.sh
+
+faults: ## The fault matrix (each service killed under traffic), a short soak on the debug build, schemathesis against the OpenAPI spec, every cargo-fuzz target for a bounded time
 	scripts/faults.sh
 
 bench-events: ## Benchmark the durable event paths, outbox -> RabbitMQ or the embedded bus -> listener: 100,000 events at full speed, then at 10,000/s

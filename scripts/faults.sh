@@ -13,7 +13,11 @@
 #      same data directory; every event, mail and audit entry is accounted for per kill
 #      (0 lost, 0 duplicated, nothing left in the outboxes or the durable queue) and the
 #      table written to target/faults-all-in-one.md.
-#   2. schemathesis (PyPI, installed into .tools/schemathesis) generates requests from the
+#   2. A short soak (scripts/soak.sh, `make soak`'s rule) on the debug build: 200 sockets
+#      × 1 msg/s (2,000 deliveries/s, which the debug build holds) for SOAK_MINUTES (3),
+#      sampled every 10 s; fails when a delivery is missing or when memory, open files, a
+#      WAL or a database (but the messages' own) grows without levelling off.
+#   2b. schemathesis (PyPI, installed into .tools/schemathesis) generates requests from the
 #      broker's own /api/openapi.json against a fresh all-in-one, signed in as an
 #      administrator, with every check (`--checks all`): no 5xx, every status, header and
 #      body as documented, every schema-valid request accepted and every schema-violating
@@ -28,7 +32,8 @@
 #      fuzz/artifacts/<target>/ (fix it, then copy the input into fuzz/corpus/<target>/
 #      as a regression input).
 #
-# Env: SCHEMATHESIS_SECONDS (default 90), FUZZ_SECONDS (default 30), CARGO_TARGET_DIR.
+# Env: SCHEMATHESIS_SECONDS (default 90), FUZZ_SECONDS (default 30), SOAK_MINUTES (default 3),
+# CARGO_TARGET_DIR.
 # Needs python3 and the crates.io registry (for cargo-fuzz, built once under $CARGO_TARGET_DIR/tools).
 # Under CI=true a tool that cannot be had fails the run; elsewhere it is skipped, saying so.
 set -euo pipefail
@@ -60,7 +65,12 @@ cargo test --locked --test faults -- --ignored --nocapture || failed=1
 echo "faults: the all-in-one killed under traffic (tests/crash.rs)"
 cargo test --locked --test crash -- --ignored --nocapture || failed=1
 
-# ---- 2. schemathesis against the broker ---------------------------------------------------
+# ---- 2. a short soak ----------------------------------------------------------------------
+echo "faults: a short soak on the debug build (scripts/soak.sh)"
+SOAK_PROFILE=debug SOAK_MINUTES="${SOAK_MINUTES:-3}" SOAK_SOCKETS=200 SOAK_RATE=1 \
+    SOAK_WARMUP=10s SOAK_INTERVAL=10 scripts/soak.sh || failed=1
+
+# ---- 2b. schemathesis against the broker ---------------------------------------------------
 install_schemathesis() {
     local venv="$TOOLS/schemathesis"
     if [[ -x "$venv/bin/schemathesis" ]] \

@@ -166,20 +166,34 @@ impl Handlers {
         self
     }
 
-    /// Whether an event gets an audit entry (every one but a mention).
+    /// Whether an event gets an audit entry: the security-relevant ones — accounts,
+    /// sessions, passwords, verification — and the edits and deletions of messages (they
+    /// change what others read, and a moderator's deletion is an act of authority).
+    ///
+    /// Not a message sent or read, nor a mention: a stored message is its own record
+    /// (its row in chat, with sender and time), a read marker is chat's too, and an entry
+    /// per message made the audit log two and a half times the size of the messages it
+    /// described (issue 29, docs/PERFORMANCE.md "Resource bounds over time").
     pub fn audited(envelope: &Envelope) -> bool {
-        !matches!(envelope.payload, Some(Payload::MessageMentioned(_)))
+        !matches!(
+            envelope.payload,
+            Some(Payload::MessageMentioned(_) | Payload::MessageSent(_) | Payload::MessageRead(_))
+        )
     }
 
-    /// Whether an event calls for nothing but its audit entry: a message sent, read,
-    /// edited or deleted.
+    /// Whether an event calls for nothing at all, neither work nor an audit entry: a
+    /// message sent or read, which chat no longer publishes (an older chat's, still
+    /// queued), acknowledged as it comes.
+    pub fn unattended(payload: &Payload) -> bool {
+        matches!(payload, Payload::MessageSent(_) | Payload::MessageRead(_))
+    }
+
+    /// Whether an event calls for nothing but its audit entry: a message edited or
+    /// deleted.
     pub fn audit_only(payload: &Payload) -> bool {
         matches!(
             payload,
-            Payload::MessageSent(_)
-                | Payload::MessageRead(_)
-                | Payload::MessageEdited(_)
-                | Payload::MessageDeleted(_)
+            Payload::MessageEdited(_) | Payload::MessageDeleted(_)
         )
     }
 
@@ -191,7 +205,7 @@ impl Handlers {
         let Some(payload) = &envelope.payload else {
             return Err(HandleError::Permanent("the envelope has no payload".into()));
         };
-        if Self::audit_only(payload) {
+        if Self::audit_only(payload) || Self::unattended(payload) {
             return Ok(());
         }
         // The calls' futures are large (several KiB): boxed, so the task of every event
@@ -311,9 +325,9 @@ impl Handlers {
     /// Stores the event's audit entry in the logger: who did what, when, in which trace
     /// (never an email address, a message body or a client's secrets).
     ///
-    /// A mention has none: it is not a security event (no one's access or account
-    /// changes), its message is audited already as `message.sent`, and an entry per
-    /// mentioned user would multiply the audit log by a message's mentions.
+    /// A message sent or read and a mention have none (see [`Handlers::audited`]): they
+    /// change no one's access or account, and an entry per message or per mentioned user
+    /// would grow the audit log with the traffic instead of with what it is for.
     pub async fn audit(&self, envelope: &Envelope) -> Result<(), HandleError> {
         if !Self::audited(envelope) {
             return Ok(());
@@ -548,6 +562,7 @@ pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
                 username: &asked.username,
             },
         ),
+        // Not written since issue 29 (see `Handlers::audited`); described for completeness.
         Some(Payload::MessageSent(message)) => (
             message.sender_id.as_str(),
             Details::Message {
@@ -581,7 +596,7 @@ pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
                 moderator: deleted.moderator,
             },
         ),
-        // Not written (see `Handlers::audit`); described for completeness.
+        // Not written (see `Handlers::audited`); described for completeness.
         Some(Payload::MessageMentioned(mention)) => (
             mention.sender_id.as_str(),
             Details::Mention {
@@ -701,6 +716,41 @@ mod tests {
                 .as_str()
                 .is_some_and(|at| at.ends_with('Z'))
         );
+    }
+
+    #[test]
+    fn messages_sent_or_read_call_for_nothing_but_account_events_and_edits_are_audited() {
+        let sent = envelope(Payload::MessageSent(proto::events::v1::MessageSent {
+            message_id: "m1".into(),
+            conversation_id: "c1".into(),
+            sender_id: "u1".into(),
+            body_chars: 12,
+        }));
+        let read = envelope(Payload::MessageRead(proto::events::v1::MessageRead {
+            conversation_id: "c1".into(),
+            user_id: "u1".into(),
+            up_to: "m1".into(),
+        }));
+        for event in [&sent, &read] {
+            assert!(!Handlers::audited(event), "{}", event.r#type);
+            assert!(Handlers::unattended(event.payload.as_ref().unwrap()));
+            assert!(!Handlers::audit_only(event.payload.as_ref().unwrap()));
+        }
+        let edited = envelope(Payload::MessageEdited(proto::events::v1::MessageEdited {
+            message_id: "m1".into(),
+            conversation_id: "c1".into(),
+            editor_id: "u1".into(),
+            body_chars: 7,
+        }));
+        let registered = envelope(Payload::UserRegistered(UserRegistered {
+            user_id: "u1".into(),
+            username: "ada".into(),
+            ..UserRegistered::default()
+        }));
+        for event in [&edited, &registered] {
+            assert!(Handlers::audited(event), "{}", event.r#type);
+            assert!(!Handlers::unattended(event.payload.as_ref().unwrap()));
+        }
     }
 
     #[test]

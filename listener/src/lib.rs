@@ -3,9 +3,11 @@
 //! @mentions of offline users (`handlers/digest.rs`). Delivery is at least
 //! once; the listener makes the work happen once:
 //!
-//! - an event whose only work is its audit entry (a message sent or read: most events)
-//!   is audited and acknowledged; the logger stores the entry under the event's id, so a
-//!   redelivery stores nothing new;
+//! - a message sent or read (published by an older chat only) calls for nothing and is
+//!   acknowledged;
+//! - an event whose only work is its audit entry (a message edited or deleted) is audited
+//!   and acknowledged; the logger stores the entry under the event's id, so a redelivery
+//!   stores nothing new;
 //! - any other event whose id is in the processed-events table is acknowledged and skipped;
 //! - otherwise its handler runs, its audit entry is written to the logger, the id is
 //!   recorded (with whether the audit got through), and only then is it acknowledged; a
@@ -281,10 +283,14 @@ impl Worker {
             .map_or("unknown", platform::events::routing_key);
         let started = std::time::Instant::now();
         let attempts = delivery.attempts + 1;
-        let done = if envelope.payload.as_ref().is_some_and(Handlers::audit_only) {
+        let done = if envelope.payload.as_ref().is_some_and(Handlers::unattended) {
+            // A message sent or read (an older chat's; chat no longer publishes them) calls
+            // for nothing: acknowledged as it comes, with no lookup and no record.
+            Ok(())
+        } else if envelope.payload.as_ref().is_some_and(Handlers::audit_only) {
             // Its audit entry is all its work, and the logger stores the entry of an event
             // once however often it comes (the entry takes the event's id): no lookup and
-            // no record. Most events are messages, so this is the common path.
+            // no record.
             self.handlers.audit(envelope).await
         } else {
             let progress = self

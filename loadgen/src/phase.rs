@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 /// Most concurrent clients a phase may run.
 pub const MAX_CLIENTS: u32 = 10_000;
-/// Longest measured window.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 60);
+/// Longest measured window: an hour, for a soak (`scripts/soak.sh`: 30 minutes by default).
+pub const MAX_DURATION: Duration = Duration::from_secs(60 * 60);
 /// Longest warm-up.
 pub const MAX_WARMUP: Duration = Duration::from_secs(60);
 /// How long past the end of a phase a call may still run before it counts as failed.
@@ -29,7 +29,7 @@ pub struct LoadArgs {
     /// Concurrent clients, each a task with its own connection or stream (1 to 10000).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_CLIENTS)))]
     pub clients: u32,
-    /// Measured length of each phase, e.g. 10s or 2m (at most 10m).
+    /// Measured length of each phase, e.g. 10s or 2m (at most 1h).
     #[arg(long, value_parser = parse_duration)]
     pub duration: Duration,
     /// Unrecorded run before each phase, e.g. 2s (at most 1m; 0s for none).
@@ -158,10 +158,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_are_bounded_to_ten_minutes() {
+    fn durations_are_bounded_to_an_hour() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("10m").unwrap(), MAX_DURATION);
-        assert!(parse_duration("601s").is_err());
+        assert_eq!(parse_duration("1h").unwrap(), MAX_DURATION);
+        assert!(parse_duration("3601s").is_err());
         assert!(parse_duration("0s").is_err());
         assert!(parse_duration("ten").is_err());
     }

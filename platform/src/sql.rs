@@ -231,6 +231,12 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
 /// Bytes per page of a new SQLite database: SQLite's default, right for most stores.
 pub const SQLITE_PAGE_SIZE: u32 = 4096;
 
+/// WAL pages after which a commit checkpoints the WAL (SQLite's `wal_autocheckpoint`);
+/// also what the WAL file is truncated back to after a checkpoint (`journal_size_limit`,
+/// in bytes: these pages at the pool's page size). The log regrows to about that size
+/// between checkpoints; what a stalled checkpoint added beyond it is given back.
+const WAL_CHECKPOINT_PAGES: u32 = 4000;
+
 /// A SQLite pool in WAL mode, creating the file (and its directory) when missing.
 pub async fn connect_sqlite(url: &str) -> Result<SqlitePool, sqlx::Error> {
     connect_sqlite_paged(url, SQLITE_PAGE_SIZE).await
@@ -329,11 +335,21 @@ fn sqlite_options(url: &str, page_size: u32) -> Result<SqliteConnectOptions, sql
         // per page read (a read-heavy store spent more time copying pages than running
         // its statements); the mapping grows with the file up to this size.
         .pragma("mmap_size", (256u64 << 20).to_string())
-        // Checkpoint the WAL every 4,000 pages (16 MB) instead of 1,000: a checkpoint
+        // Checkpoint the WAL every 4,000 pages (16 MB at 4 KiB) instead of 1,000: a checkpoint
         // copies each page changed since the last one once, and the hot pages (the
         // tails of the message and outbox indexes) change in every batch, so fewer
         // checkpoints copy them fewer times.
-        .pragma("wal_autocheckpoint", "4000")
+        .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string())
+        // The WAL file never shrinks by itself: a checkpoint that cannot finish while
+        // readers are busy lets it grow past the checkpoint size (auth's stood at 88 MB
+        // after a burst of 2,000 registrations, issue 29), and it stayed that size. With
+        // a limit, SQLite truncates it back whenever the log restarts from the beginning
+        // after a complete checkpoint, so the file holds what one checkpoint interval
+        // needs (`make soak` samples every WAL file).
+        .pragma(
+            "journal_size_limit",
+            (u64::from(WAL_CHECKPOINT_PAGES) * u64::from(page_size)).to_string(),
+        )
         // Statement journals and sorts in memory: a file for each opened, written and
         // closed again showed up in the benchmark's profile.
         .pragma("temp_store", "memory");

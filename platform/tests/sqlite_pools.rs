@@ -81,3 +81,62 @@ async fn an_in_memory_database_gets_no_writer_of_its_own() {
         .unwrap();
     assert!(writer.is_none());
 }
+
+/// The size of the WAL file of the SQLite database at `url` (0 when there is none).
+fn wal_bytes(url: &str) -> u64 {
+    let path = format!("{}-wal", url.trim_start_matches("sqlite://"));
+    std::fs::metadata(path).map_or(0, |meta| meta.len())
+}
+
+/// Commits `count` rows of 256 KiB each, one transaction per row.
+async fn write_rows(pool: &SqlitePool, count: usize) {
+    for _ in 0..count {
+        sqlx::query("INSERT INTO blobs VALUES (randomblob(262144))")
+            .execute(pool)
+            .await
+            .expect("the insert commits");
+    }
+}
+
+/// A reader that holds its snapshot keeps a checkpoint from finishing, so the WAL grows
+/// past its checkpoint size (issue 29: auth's stood at 88 MB after a burst of
+/// registrations); once the reader is gone, the next checkpoint gives the space back
+/// instead of the file keeping its largest size for ever.
+#[tokio::test]
+async fn a_wal_grown_past_its_checkpoint_by_a_long_reader_shrinks_back() {
+    let database = TestDatabase::sqlite("wal");
+    let pool = connect_sqlite(database.url()).await.unwrap();
+    let limit: i64 = sqlx::query_scalar("PRAGMA journal_size_limit")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let checkpoint_bytes = 4000 * u64::from(SQLITE_PAGE_SIZE);
+    assert_eq!(u64::try_from(limit).unwrap(), checkpoint_bytes);
+    sqlx::query("CREATE TABLE blobs (b BLOB)")
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let mut reader = pool.begin().await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT count(*) FROM blobs")
+        .fetch_one(&mut *reader)
+        .await
+        .unwrap();
+    // 96 × 256 KiB: 24 MiB of pages, past the 16 MiB checkpoint size.
+    write_rows(&pool, 96).await;
+    let grown = wal_bytes(database.url());
+    assert!(
+        grown > checkpoint_bytes,
+        "the reader held the log: {grown} bytes"
+    );
+    reader.rollback().await.unwrap();
+
+    // The next commits checkpoint the whole log and start it again from the beginning,
+    // truncating the file to the limit.
+    write_rows(&pool, 80).await;
+    let after = wal_bytes(database.url());
+    assert!(
+        after <= checkpoint_bytes + 2 * 262_144,
+        "the WAL came back to its checkpoint size: {after} bytes (it had grown to {grown})"
+    );
+}
