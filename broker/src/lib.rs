@@ -4,6 +4,7 @@
 //!
 //! [`BrokerService::build`] binds the port; [`BrokerService::run`] serves until shutdown.
 
+pub mod admission;
 pub mod allocator;
 mod config;
 mod deletion;
@@ -176,7 +177,7 @@ impl BrokerService {
             sessions: Arc::new(Sessions::new(auth.clone())),
             health: HealthClient::new(auth_channel),
             chat_health: HealthClient::new(chat_channel),
-            sends: sends::Sends::start(chat.clone(), config.grpc_timeout),
+            sends: sends::Sends::start(chat.clone(), config.grpc_timeout, config.send_queue_target),
             auth,
             chat,
             logger: LoggerClient::new(logger).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
