@@ -1351,3 +1351,36 @@ async fn idle(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_read_off_its_frame() {
+        let frame = r#"{"type":"error","code":"overloaded","message":"not sent","client_id":"123456","retry_after_ms":250}"#;
+        assert_eq!(number_after(frame, r#""retry_after_ms":"#), Some(250));
+        assert_eq!(number_after(frame, r#""client_id":""#), Some(123_456));
+        assert_eq!(number_after(frame, r#""nothing":"#), None);
+    }
+
+    #[test]
+    fn a_refused_client_waits_the_hint_longer_for_each_refusal_in_a_row_and_an_ack_resets_it() {
+        let now = Instant::now();
+        let mut back_off = BackOff::default();
+        assert!(!back_off.holds(now));
+        back_off.refused(now, Some(200));
+        // 200 ms with jitter: 100 to 300 ms.
+        assert!(back_off.holds(now + Duration::from_millis(99)));
+        assert!(!back_off.holds(now + Duration::from_millis(301)));
+        for _ in 0..20 {
+            back_off.refused(now, Some(200));
+        }
+        assert!(back_off.holds(now + Duration::from_secs(4)), "doubled");
+        assert!(!back_off.holds(now + MAX_BACK_OFF), "capped");
+        back_off.accepted();
+        let later = now + MAX_BACK_OFF;
+        back_off.refused(later, Some(200));
+        assert!(!back_off.holds(later + Duration::from_millis(301)), "reset");
+    }
+}
