@@ -29,6 +29,17 @@
 //! minute must not make the next burst look like an overload). Each busy window counts
 //! half of the estimate, so a chat that slows down is followed within a few windows.
 //!
+//! **The runtime's own lag.** A send's frame waits to be read, and its deliveries wait
+//! to be written, behind every other task the broker's runtime has to run: on a
+//! saturated core that queue of tasks is where the seconds go, out of sight of the send
+//! queue (a frame read a second late finds a short send queue). So a probe task
+//! ([`probe_lag`]) measures how late the runtime wakes it, and a send is expected to
+//! take `2 × lag` (reading it, writing what it delivers) besides `queued / rate`:
+//! admitted while the sum is under the target, and refused whatever the floor when the
+//! lag alone is over it. The lag counted is the least of the last three probes: a
+//! standing backlog, not one slow task. Refusing is cheaper than serving (one frame read and one
+//! written, instead of a store and a frame to every member), so the runtime catches up.
+//!
 //! The clock is passed in (`now`), so the rule is tested with made-up instants.
 
 use std::{
@@ -50,6 +61,9 @@ pub struct Overloaded {
     /// When a retry has a fair chance: the time the queue needs to shrink under the
     /// target, longer the more sends are being refused.
     pub retry_after: Duration,
+    /// What was over the target: `queue_delay` (the sends ahead) or `runtime_lag` (the
+    /// broker's tasks themselves), for the metrics.
+    pub reason: &'static str,
 }
 
 /// The gate in front of the send queue; shared by every sender of a broker.
@@ -78,7 +92,17 @@ struct State {
     rate: Option<f64>,
     /// Refused ÷ admitted of the last window: how far demand is over capacity.
     pressure: f64,
+    /// How late the runtime ran a task it woke, at least, over the last
+    /// [`LAG_SAMPLES`] probes ([`probe_lag`]).
+    lag: Duration,
+    /// The last probes' lags, newest at `next_lag - 1`.
+    lags: [Duration; LAG_SAMPLES],
+    next_lag: usize,
 }
+
+/// Probes whose lag must all be high for the runtime to count as behind: a standing
+/// backlog, not one slow task (CoDel's point about the minimum).
+const LAG_SAMPLES: usize = 3;
 
 impl Admission {
     /// A gate refusing sends expected to wait longer than `target` (zero: never), but
@@ -96,6 +120,9 @@ impl Admission {
                 emptied: true,
                 rate: None,
                 pressure: 0.0,
+                lag: Duration::ZERO,
+                lags: [Duration::ZERO; LAG_SAMPLES],
+                next_lag: 0,
             }),
         }
     }
@@ -111,10 +138,11 @@ impl Admission {
     pub fn admit(&self, now: Instant) -> Result<Ticket<'_>, Overloaded> {
         let mut state = self.lock();
         state.roll(now);
-        if !self.target.is_zero() && self.full(state.queued, state.rate) {
+        if let Some(reason) = self.full(&state) {
             state.refused += 1;
             return Err(Overloaded {
                 retry_after: state.retry_after(self.target),
+                reason,
             });
         }
         state.queued += 1;
@@ -125,11 +153,31 @@ impl Admission {
         })
     }
 
-    /// Whether `queued` sends are as many as may wait at `rate`: the floor, or more
-    /// when the rate times the target says so.
-    fn full(&self, queued: usize, rate: Option<f64>) -> bool {
-        queued >= self.floor
-            && rate.is_none_or(|rate| queued as f64 >= rate * self.target.as_secs_f64())
+    /// Why a new send would take longer than the target, if it would: the runtime's
+    /// lag alone, or with the sends ahead of it (never while under the floor).
+    fn full(&self, state: &State) -> Option<&'static str> {
+        if self.target.is_zero() {
+            return None;
+        }
+        let lag = state.lag * 2;
+        if lag >= self.target {
+            return Some("runtime_lag");
+        }
+        let room = (self.target - lag).as_secs_f64();
+        let full = state.queued >= self.floor
+            && state
+                .rate
+                .is_none_or(|rate| state.queued as f64 >= rate * room);
+        full.then_some("queue_delay")
+    }
+
+    /// Records how late the runtime ran a task it woke.
+    pub fn record_lag(&self, lag: Duration) {
+        let mut state = self.lock();
+        let at = state.next_lag;
+        state.lags[at] = lag;
+        state.next_lag = (at + 1) % LAG_SAMPLES;
+        state.lag = state.lags.iter().copied().min().unwrap_or_default();
     }
 
     /// Sends admitted and not finished.
@@ -181,10 +229,11 @@ impl State {
     /// many senders were refused per admitted one, so that the ones retrying together
     /// do not arrive as one wave again.
     fn retry_after(&self, target: Duration) -> Duration {
-        let drain = match self.rate {
+        let queue = match self.rate {
             Some(rate) if rate > 0.0 => Duration::from_secs_f64(self.queued as f64 / rate),
             _ => target,
         };
+        let drain = queue + self.lag * 2;
         let pressure = self
             .pressure
             .max(self.refused as f64 / self.admitted.max(1) as f64);
@@ -192,6 +241,31 @@ impl State {
             .max(target)
             .mul_f64(1.0 + pressure.min(50.0))
             .clamp(MIN_RETRY_AFTER, MAX_RETRY_AFTER)
+    }
+}
+
+/// How often [`probe_lag`] measures the runtime's lag.
+const LAG_PROBE: Duration = Duration::from_millis(10);
+
+/// Measures, until `shutdown`, how late the runtime wakes a task that sleeps
+/// [`LAG_PROBE`]: the time a woken task waits for its turn, which every socket's frames
+/// wait too. Tells `admission` each time.
+pub async fn probe_lag(
+    admission: std::sync::Arc<Admission>,
+    shutdown: platform::shutdown::Shutdown,
+) {
+    loop {
+        let asleep = tokio::time::Instant::now();
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(LAG_PROBE) => {}
+        }
+        // The timer's own granularity (a millisecond) is not lag.
+        let late = asleep
+            .elapsed()
+            .saturating_sub(LAG_PROBE + Duration::from_millis(1));
+        admission.record_lag(late);
+        metrics::histogram!("broker_runtime_lag_seconds").record(late.as_secs_f64());
     }
 }
 
@@ -333,6 +407,41 @@ mod tests {
         let later = admission.admit(now).expect_err("still full").retry_after;
         assert!(later > first, "{first:?} then {later:?}");
         assert!(later <= MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn a_runtime_behind_its_tasks_refuses_even_under_the_floor_and_shortens_the_room() {
+        let start = Instant::now();
+        let admission = Admission::new(TARGET, 128, start);
+        admission.record_lag(Duration::from_millis(200));
+        assert!(
+            admission.admit(start).is_ok(),
+            "one slow probe is not a backlog"
+        );
+        for _ in 0..LAG_SAMPLES {
+            admission.record_lag(Duration::from_millis(60));
+        }
+        let refused = admission
+            .admit(start)
+            .expect_err("2 × 60 ms is over 100 ms");
+        assert_eq!(refused.reason, "runtime_lag");
+        assert!(
+            refused.retry_after >= Duration::from_millis(120),
+            "{refused:?}"
+        );
+        for _ in 0..LAG_SAMPLES {
+            admission.record_lag(Duration::ZERO);
+        }
+        let (mut tickets, now) = run_busy(&admission, start, 200, 5_000, 5);
+        // 20 ms of lag leaves 60 ms for the queue: 300 sends at 5,000/s.
+        for _ in 0..LAG_SAMPLES {
+            admission.record_lag(Duration::from_millis(20));
+        }
+        while admission.queued() < 300 {
+            tickets.push(admission.admit(now).expect("under rate × what is left"));
+        }
+        let refused = admission.admit(now).expect_err("over rate × what is left");
+        assert_eq!(refused.reason, "queue_delay");
     }
 
     #[test]

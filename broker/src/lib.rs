@@ -229,6 +229,10 @@ impl BrokerService {
                 shutdown.clone(),
             )),
             tokio::spawn(forget_idle_clients(limiters, shutdown.clone())),
+            tokio::spawn(admission::probe_lag(
+                state.sends.admission(),
+                shutdown.clone(),
+            )),
         ];
         tracing::info!(%addr, broker_id = %state.broker_id, "broker serving HTTP and WebSocket");
         // Sockets are long-lived: tell them to close as soon as shutdown starts, so the

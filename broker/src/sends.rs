@@ -66,14 +66,19 @@ impl Sends {
         }
     }
 
+    /// The gate of this broker's sends (for the runtime lag probe).
+    pub fn admission(&self) -> Arc<Admission> {
+        Arc::clone(&self.admission)
+    }
+
     /// Sends one message and returns it as stored; refuses it at once when it cannot be
     /// served in time, or passes on chat's refusal of it.
     pub async fn send(&self, message: pb::SendMessageRequest) -> Result<pb::Message, SendError> {
         let ticket = self
             .admission
             .admit(std::time::Instant::now())
-            .inspect_err(|_| {
-                metrics::counter!("broker_sends_refused_total", "reason" => "queue_delay")
+            .inspect_err(|refusal| {
+                metrics::counter!("broker_sends_refused_total", "reason" => refusal.reason)
                     .increment(1);
             })?;
         let send = pb::BatchedSend {

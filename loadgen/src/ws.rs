@@ -23,8 +23,8 @@
 //! p99 before, during and after, the goodput during, and how long after the overload the
 //! p99 stayed back under 250 ms. A send the broker refuses as `overloaded` is counted as
 //! refused (not as an error), and its socket backs off as a real client would: no sends
-//! for the `retry_after_ms` the refusal gave (doubled for each refusal in a row, up to
-//! 10 s, with jitter so refused clients do not come back together); the sends its
+//! for the `retry_after_ms` the refusal gave (doubled for each refusal in a row, at most
+//! twice, up to 5 s, with jitter so refused clients do not come back together); the sends its
 //! schedule held during the back-off are counted as held back, not sent later (a
 //! resend's latency would measure the client's wait, not the server). Missing deliveries
 //! are counted against the *accepted* (acknowledged) sends only.
@@ -554,8 +554,8 @@ fn number_after(frame: &str, key: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
-/// Longest back-off after refusals in a row.
-const MAX_BACK_OFF: Duration = Duration::from_secs(10);
+/// Longest back-off after refusals in a row (the server's longest hint).
+const MAX_BACK_OFF: Duration = Duration::from_secs(5);
 
 /// A socket's back-off after `overloaded` refusals, as a client should do it: wait the
 /// server's hint, doubled for each refusal in a row, with jitter (0.5 to 1.5 times);
@@ -587,7 +587,9 @@ impl BackOff {
     /// the refusal gave none).
     fn refused(&mut self, now: Instant, retry_after_ms: Option<u64>) {
         let hint = Duration::from_millis(retry_after_ms.unwrap_or(100));
-        let wait = (hint * 2_u32.pow(self.in_a_row.min(6)))
+        // Doubled at most twice: the server's hint already grows with its load, and a
+        // client that backs off much longer stays away after the overload has passed.
+        let wait = (hint * 2_u32.pow(self.in_a_row.min(2)))
             .mul_f64(0.5 + self.rng.f64())
             .min(MAX_BACK_OFF);
         self.in_a_row += 1;
@@ -1376,7 +1378,7 @@ mod tests {
         for _ in 0..20 {
             back_off.refused(now, Some(200));
         }
-        assert!(back_off.holds(now + Duration::from_secs(4)), "doubled");
+        assert!(back_off.holds(now + Duration::from_millis(399)), "doubled");
         assert!(!back_off.holds(now + MAX_BACK_OFF), "capped");
         back_off.accepted();
         let later = now + MAX_BACK_OFF;
