@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-ws-anchor bench-login-storm bench-ws-idle bench-ws-multi bench-ws-idle-cluster bench-events bench-search faults soak help \
+.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-overload bench-ws-anchor bench-login-storm bench-ws-idle bench-ws-multi bench-ws-idle-cluster bench-events bench-search faults soak help \
 	up_build up down logs start stop
 
 # The dev stack (deployments/docker-compose.yml) and the frontend run next to it.
@@ -73,6 +73,9 @@ bench-auth: ## Benchmark GET /api/auth/me through the broker against direct Veri
 
 bench-ws: ## Benchmark WebSocket fan-out: server on one core, 10,000 sockets in rooms of 10, random sends
 	PIN=1 scripts/bench.sh ws --sockets 10000 --room-size 10 --rate 1 --duration 20s --warmup 40s
+
+bench-overload: ## Graceful overload: as bench-ws at 30,000 deliveries/s, with 200,000/s offered for 10 s in the middle: refusals, goodput, p99 of each second and how soon it is back under 250 ms
+	PIN=1 scripts/bench.sh ws --sockets 10000 --room-size 10 --deliveries-per-sec 30000 --overload 200000 --overload-at 5s --overload-for 10s --duration 30s --warmup 20s
 
 bench-ws-anchor: ## The same fan-out load (random sends) against the Node anchor (../shared/anchors/node-ws) and microchat, one core each in turn, over a rate sweep: one table, the ratio
 	scripts/bench-anchor.sh

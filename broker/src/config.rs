@@ -90,6 +90,11 @@ pub struct Config {
     /// Longest a request may take before it is answered 503.
     #[arg(long = "broker-request-timeout", id = "broker-request-timeout", value_name = "DURATION", env = "BROKER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Longest a message sent through this broker is expected to wait for chat (queued
+    /// and being stored) before new sends are refused as `overloaded` (WebSocket error
+    /// frame, REST 503) instead of queued; 0s never refuses.
+    #[arg(long = "broker-send-queue-target", id = "broker-send-queue-target", value_name = "DURATION", env = "BROKER_SEND_QUEUE_TARGET", default_value = "100ms", value_parser = parse_duration)]
+    pub send_queue_target: Duration,
     /// Deadline of each gRPC call to a service.
     #[arg(long = "broker-grpc-timeout", id = "broker-grpc-timeout", value_name = "DURATION", env = "BROKER_GRPC_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub grpc_timeout: Duration,

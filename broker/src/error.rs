@@ -96,6 +96,21 @@ impl ApiError {
         )
     }
 
+    /// 503 with `Retry-After`: the broker refused a send it could not serve in time
+    /// (admission control, [`crate::admission`]); nothing was stored.
+    pub fn overloaded(retry_after: std::time::Duration) -> Self {
+        // Retry-After counts whole seconds: round up, so a client never comes back early.
+        let seconds = retry_after.as_millis().div_ceil(1000);
+        Self {
+            retry_after: Some(u64::try_from(seconds).unwrap_or(u64::MAX).max(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "the server is overloaded and did not send this message; retry after Retry-After seconds",
+            )
+        }
+    }
+
     /// Translates a gRPC status from `service` into the API's terms.
     pub fn from_grpc(service: &'static str, status: &tonic::Status) -> Self {
         if platform::grpc::is_unavailable(status) {
@@ -131,6 +146,16 @@ impl ApiError {
                     format!("the {service} service failed"),
                 )
             }
+        }
+    }
+}
+
+/// A send refused by the broker itself (503 `overloaded`) or by chat (its status).
+impl From<crate::sends::SendError> for ApiError {
+    fn from(error: crate::sends::SendError) -> Self {
+        match error {
+            crate::sends::SendError::Overloaded(refusal) => Self::overloaded(refusal.retry_after),
+            crate::sends::SendError::Chat(status) => Self::from_grpc("chat", &status),
         }
     }
 }
@@ -224,6 +249,19 @@ mod tests {
                 StatusCode::SERVICE_UNAVAILABLE
             );
         }
+    }
+
+    #[test]
+    fn an_overloaded_send_is_503_with_retry_after_rounded_up() {
+        let error = ApiError::overloaded(std::time::Duration::from_millis(1_200));
+        assert_eq!(
+            (error.status, error.code, error.retry_after),
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some(2))
+        );
+        let short = ApiError::overloaded(std::time::Duration::from_millis(50));
+        assert_eq!(short.retry_after, Some(1), "never Retry-After: 0");
+        let response = short.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! [`BrokerService::build`] binds the port; [`BrokerService::run`] serves until shutdown.
 
+pub mod admission;
 pub mod allocator;
 mod config;
 mod deletion;
@@ -176,7 +177,7 @@ impl BrokerService {
             sessions: Arc::new(Sessions::new(auth.clone())),
             health: HealthClient::new(auth_channel),
             chat_health: HealthClient::new(chat_channel),
-            sends: sends::Sends::start(chat.clone(), config.grpc_timeout),
+            sends: sends::Sends::start(chat.clone(), config.grpc_timeout, config.send_queue_target),
             auth,
             chat,
             logger: LoggerClient::new(logger).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
@@ -228,6 +229,10 @@ impl BrokerService {
                 shutdown.clone(),
             )),
             tokio::spawn(forget_idle_clients(limiters, shutdown.clone())),
+            tokio::spawn(admission::probe_lag(
+                state.sends.admission(),
+                shutdown.clone(),
+            )),
         ];
         tracing::info!(%addr, broker_id = %state.broker_id, "broker serving HTTP and WebSocket");
         // Sockets are long-lived: tell them to close as soon as shutdown starts, so the

@@ -7,10 +7,16 @@
 //!
 //! Each send keeps its own outcome (a non-member's send in the batch is refused alone)
 //! and its own trace id, carried inside the batch.
+//!
+//! Before a send joins the queue, [`Admission`] decides whether it can be served within
+//! `BROKER_SEND_QUEUE_TARGET`; one that cannot is refused at once as [`Overloaded`]
+//! (never stored), so past capacity the queue stays short instead of growing without
+//! bound (docs/ARCHITECTURE.md, "Overload").
 
+use crate::admission::{Admission, Overloaded};
 use platform::{batch::GroupCommit, grpc::TracedChannel, trace::TraceId};
 use proto::chat::v1::{self as pb, chat_client::ChatClient, send_outcome::Outcome};
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tonic::{Code, Status};
 
 /// `SendMessages` calls in flight at once. One at a time would cap the sends at one
@@ -20,27 +26,61 @@ use tonic::{Code, Status};
 /// spread a broker's sends over chat replicas.
 const CALLS_IN_FLIGHT: usize = 16;
 
+/// Why a send was not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendError {
+    /// Refused before it was queued: it could not be served in time.
+    #[error(transparent)]
+    Overloaded(#[from] Overloaded),
+    /// Chat refused it, failed, or did not answer in time.
+    #[error("chat: {0}")]
+    Chat(#[from] Status),
+}
+
 /// The broker's way to send messages; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Sends {
     batches: GroupCommit<pb::BatchedSend, Result<pb::Message, Status>>,
+    /// Whether a new send can be served in time.
+    admission: Arc<Admission>,
     /// How long a sender waits for its outcome, queueing included.
     deadline: Duration,
 }
 
 impl Sends {
-    /// Starts the batching task over `chat`; a sender waits at most `deadline`.
-    pub fn start(chat: ChatClient<TracedChannel>, deadline: Duration) -> Self {
+    /// Starts the batching task over `chat`; a sender waits at most `deadline`, and a
+    /// send expected to wait longer than `target` is refused (zero: never).
+    pub fn start(chat: ChatClient<TracedChannel>, deadline: Duration, target: Duration) -> Self {
         let batches =
             GroupCommit::pipelined(pb::MAX_SENDS_PER_CALL, CALLS_IN_FLIGHT, move |sends| {
                 let mut chat = chat.clone();
                 async move { commit(&mut chat, sends).await }
             });
-        Self { batches, deadline }
+        // One full batch is always admitted: batching needs company, and a broker
+        // that has not measured chat yet must not refuse a burst it can serve.
+        let admission = Admission::new(target, pb::MAX_SENDS_PER_CALL, std::time::Instant::now());
+        Self {
+            batches,
+            admission: Arc::new(admission),
+            deadline,
+        }
     }
 
-    /// Sends one message and returns it as stored, or chat's refusal of it.
-    pub async fn send(&self, message: pb::SendMessageRequest) -> Result<pb::Message, Status> {
+    /// The gate of this broker's sends (for the runtime lag probe).
+    pub fn admission(&self) -> Arc<Admission> {
+        Arc::clone(&self.admission)
+    }
+
+    /// Sends one message and returns it as stored; refuses it at once when it cannot be
+    /// served in time, or passes on chat's refusal of it.
+    pub async fn send(&self, message: pb::SendMessageRequest) -> Result<pb::Message, SendError> {
+        let ticket = self
+            .admission
+            .admit(std::time::Instant::now())
+            .inspect_err(|refusal| {
+                metrics::counter!("broker_sends_refused_total", "reason" => refusal.reason)
+                    .increment(1);
+            })?;
         let send = pb::BatchedSend {
             message: Some(message),
             traceparent: TraceId::current()
@@ -49,11 +89,15 @@ impl Sends {
         };
         // A sender that stops waiting takes its send out of the queue with it: the batch
         // leaves it out, so a send reported as failed is never stored behind its back.
-        match tokio::time::timeout(self.deadline, self.batches.submit(send)).await {
-            Ok(Some(outcome)) => outcome,
+        let outcome = match tokio::time::timeout(self.deadline, self.batches.submit(send)).await {
+            Ok(Some(outcome)) => {
+                ticket.finished();
+                outcome
+            }
             Ok(None) => Err(Status::unavailable("chat: the sender stopped")),
             Err(_) => Err(Status::deadline_exceeded("chat did not answer in time")),
-        }
+        };
+        Ok(outcome?)
     }
 }
 

@@ -134,6 +134,72 @@ impl LatencyBySecond {
     }
 }
 
+impl LatencyBySecond {
+    /// How many were recorded in each second.
+    pub fn counts(&self) -> Vec<u64> {
+        self.micros
+            .iter()
+            .map(|micros| micros.len() as u64)
+            .collect()
+    }
+
+    /// The 99th percentile over the seconds `seconds` together, in microseconds (0 when
+    /// nothing was recorded there).
+    pub fn p99_over(&self, seconds: std::ops::Range<usize>) -> u64 {
+        let mut micros: Vec<u32> = self
+            .micros
+            .get(seconds.start.min(self.micros.len())..seconds.end.min(self.micros.len()))
+            .unwrap_or_default()
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        if micros.is_empty() {
+            return 0;
+        }
+        micros.sort_unstable();
+        let rank = (micros.len() * 99).div_ceil(100);
+        u64::from(micros[rank.max(1) - 1])
+    }
+}
+
+/// A count per second of a run (by when the work started), e.g. refused sends.
+#[derive(Debug, Default, Clone)]
+pub struct CountBySecond {
+    counts: Vec<u64>,
+}
+
+impl CountBySecond {
+    /// Counts one in `second`.
+    pub fn record(&mut self, second: usize) {
+        if self.counts.len() <= second {
+            self.counts.resize(second + 1, 0);
+        }
+        self.counts[second] += 1;
+    }
+
+    /// Adds `other` into this one.
+    pub fn merge(&mut self, other: &CountBySecond) {
+        if self.counts.len() < other.counts.len() {
+            self.counts.resize(other.counts.len(), 0);
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+    }
+
+    /// Each second's count.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+}
+
+/// Counts, space-separated.
+pub fn counts_line(counts: &[u64]) -> String {
+    let counts: Vec<String> = counts.iter().map(u64::to_string).collect();
+    counts.join(" ")
+}
+
 /// Microseconds as whole milliseconds, space-separated.
 pub fn millis_line(micros: &[u64]) -> String {
     let millis: Vec<String> = micros
@@ -281,6 +347,27 @@ mod tests {
         // Second 0: 100 values, the 99th is 99 ms (the one slow outlier is the 1 %).
         assert_eq!(one.p99_micros(), [99_000, 0, 5_000]);
         assert_eq!(millis_line(&one.p99_micros()), "99 0 5");
+    }
+
+    #[test]
+    fn counts_and_a_p99_over_several_seconds() {
+        let mut latency = LatencyBySecond::default();
+        for micros in 1..=100 {
+            latency.record(1, micros * 1000);
+        }
+        latency.record(3, 500_000);
+        assert_eq!(latency.counts(), [0, 100, 0, 1]);
+        assert_eq!(latency.p99_over(0..2), 99_000);
+        assert_eq!(latency.p99_over(2..3), 0);
+        assert_eq!(latency.p99_over(1..9), 100_000);
+        let mut refused = CountBySecond::default();
+        refused.record(2);
+        let mut more = CountBySecond::default();
+        more.record(0);
+        more.record(2);
+        refused.merge(&more);
+        assert_eq!(refused.counts(), [1, 0, 2]);
+        assert_eq!(counts_line(refused.counts()), "1 0 2");
     }
 
     #[test]

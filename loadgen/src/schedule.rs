@@ -14,6 +14,10 @@
 //! `Arrivals::Paced` (`--paced`) is the old schedule: socket i of n sends at exactly i/n of
 //! every period, so the server never sees two sends at once — a best case, not real traffic.
 //!
+//! A schedule may change its period at given moments ([`SendTimes::then`]): `loadgen ws
+//! --overload` offers far more than the server can serve for a while, then the normal
+//! rate again.
+//!
 //! The random moments come from a seeded generator (`--seed`): one seed gives every
 //! socket its own stream (derived from the seed and the socket's index), so a run can be
 //! repeated exactly.
@@ -61,15 +65,17 @@ impl Arrivals {
     /// The send times of socket `index` of `count`, one per `period`, as offsets from the
     /// start of the run.
     pub fn send_times(self, index: usize, count: usize, period: Duration) -> SendTimes {
-        let (rng, offset) = match self {
-            Self::Random { seed } => (Some(stream(seed, index)), Duration::ZERO),
-            Self::Paced => (None, period.mul_f64(index as f64 / count.max(1) as f64)),
+        let (rng, share) = match self {
+            Self::Random { seed } => (Some(stream(seed, index)), 0.0),
+            Self::Paced => (None, index as f64 / count.max(1) as f64),
         };
         SendTimes {
             period,
+            base: Duration::ZERO,
             periods: 0,
-            offset,
+            share,
             rng,
+            changes: Vec::new(),
         }
     }
 
@@ -93,24 +99,50 @@ impl Arrivals {
 #[derive(Debug, Clone)]
 pub struct SendTimes {
     period: Duration,
-    /// Periods already handed out.
+    /// Where the current period length started (the run's start, or its last change).
+    base: Duration,
+    /// Periods handed out since `base`.
     periods: u32,
-    /// Paced: where in each period the socket sends.
-    offset: Duration,
+    /// Paced: where in each period the socket sends, as a share of the period.
+    share: f64,
     /// Random: where the moments come from.
     rng: Option<fastrand::Rng>,
+    /// Later changes of the period, `(from, period)`, in time order.
+    changes: Vec<(Duration, Duration)>,
 }
 
 impl SendTimes {
+    /// The same schedule, sending once per `period` from `from` on (an offset from the
+    /// start of the run, after any earlier change): an overload phase and the return to
+    /// the normal rate. A period cut short by the change keeps only the send that falls
+    /// before it, so the rate changes exactly at `from`.
+    #[must_use]
+    pub fn then(mut self, from: Duration, period: Duration) -> Self {
+        self.changes.push((from, period));
+        self
+    }
+
     /// The next send time, as an offset from the start of the run.
     pub fn next_send(&mut self) -> Duration {
-        let start = self.period * self.periods;
-        self.periods += 1;
-        let within = match &mut self.rng {
-            Some(rng) => self.period.mul_f64(rng.f64()),
-            None => self.offset,
-        };
-        start + within
+        loop {
+            let start = self.base + self.period * self.periods;
+            let change = self.changes.first().copied();
+            if let Some((from, period)) = change.filter(|(from, _)| start >= *from) {
+                self.changes.remove(0);
+                (self.base, self.period, self.periods) = (from, period, 0);
+                continue;
+            }
+            self.periods += 1;
+            let within = match &mut self.rng {
+                Some(rng) => self.period.mul_f64(rng.f64()),
+                None => self.period.mul_f64(self.share),
+            };
+            let at = start + within;
+            if change.is_some_and(|(from, _)| at >= from) {
+                continue;
+            }
+            return at;
+        }
     }
 
     /// The first send time at or after `from` (earlier ones are skipped: a socket that
@@ -199,6 +231,28 @@ mod tests {
             Duration::from_secs(3)
         );
         assert_eq!(times.next_send(), Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_phase_change_switches_the_rate_exactly_where_it_says() {
+        // One send a second, ten a second from 5 s to 7 s, one a second again after.
+        let mut times = Arrivals::Random { seed: 3 }
+            .send_times(0, 1, PERIOD)
+            .then(Duration::from_secs(5), PERIOD / 10)
+            .then(Duration::from_secs(7), PERIOD);
+        let sends: Vec<Duration> = std::iter::from_fn(|| Some(times.next_send()))
+            .take_while(|at| *at < Duration::from_secs(12))
+            .collect();
+        let in_range = |from: u64, to: u64| {
+            sends
+                .iter()
+                .filter(|at| **at >= Duration::from_secs(from) && **at < Duration::from_secs(to))
+                .count()
+        };
+        assert_eq!(in_range(0, 5), 5);
+        assert_eq!(in_range(5, 7), 20);
+        assert_eq!(in_range(7, 12), 5);
+        assert!(sends.windows(2).all(|pair| pair[0] < pair[1]), "in order");
     }
 
     #[test]

@@ -17,6 +17,18 @@
 //! accounts (user and room go in the socket's query string), no acknowledgements, nothing
 //! stored — what microchat's fan-out is compared with (`scripts/bench-anchor.sh`).
 //!
+//! `--overload D` offers D deliveries per second (e.g. 200,000, far past capacity) from
+//! `--overload-at` into the measured window for `--overload-for`, and the normal rate
+//! before and after: the report gives the p99 and the deliveries of every second, the
+//! p99 before, during and after, the goodput during, and how long after the overload the
+//! p99 stayed back under 250 ms. A send the broker refuses as `overloaded` is counted as
+//! refused (not as an error), and its socket backs off as a real client would: no sends
+//! for the `retry_after_ms` the refusal gave (doubled for each refusal in a row, at most
+//! twice, up to 5 s, with jitter so refused clients do not come back together); the sends its
+//! schedule held during the back-off are counted as held back, not sent later (a
+//! resend's latency would measure the client's wait, not the server). Missing deliveries
+//! are counted against the *accepted* (acknowledged) sends only.
+//!
 //! `--idle` holds the sockets without sending and reports the server's memory per socket
 //! (`--server-pid`), then checks that a message still reaches every member.
 
@@ -24,7 +36,7 @@ mod storm;
 
 use crate::{
     http::{Connection, read_body},
-    report::{LatencyBySecond, SlowestBySecond, Tally},
+    report::{CountBySecond, LatencyBySecond, SlowestBySecond, Tally},
     schedule::{Arrivals, SendTimes},
     target::LoopbackUrl,
 };
@@ -104,6 +116,17 @@ pub struct Args {
     /// With --login-storm: the quiet time between the window's end and the traffic.
     #[arg(long, default_value = "5s", value_parser = crate::phase::parse_warmup)]
     storm_pause: Duration,
+    /// Overload: offer D deliveries per second over all sockets (e.g. 200000) from
+    /// --overload-at into the measured window, for --overload-for; the normal rate
+    /// (--rate or --deliveries-per-sec) before and after.
+    #[arg(long, value_name = "D", conflicts_with_all = ["idle", "login_storm"])]
+    overload: Option<f64>,
+    /// With --overload: when it starts, from the start of the measured window.
+    #[arg(long, default_value = "5s", value_parser = crate::phase::parse_warmup)]
+    overload_at: Duration,
+    /// With --overload: how long it lasts.
+    #[arg(long, default_value = "10s", value_parser = crate::phase::parse_duration)]
+    overload_for: Duration,
     /// Measured time (at most 1h).
     #[arg(long, default_value = "20s", value_parser = crate::phase::parse_duration)]
     duration: Duration,
@@ -211,6 +234,25 @@ impl Args {
             (None, None) => 1.0,
         }
     }
+
+    /// Messages per second each socket sends during the overload, if there is one.
+    fn overload_rate_per_socket(&self) -> Option<f64> {
+        self.overload.map(|deliveries| {
+            deliveries / (f64::from(self.socket_count()) * f64::from(self.room_size))
+        })
+    }
+
+    /// The measured seconds of the overload, if there is one.
+    fn overload_seconds(&self) -> Option<std::ops::Range<usize>> {
+        self.overload?;
+        let from = whole_seconds(self.overload_at);
+        Some(from..from + whole_seconds(self.overload_for).max(1))
+    }
+}
+
+/// `duration` in whole seconds, as an index of the seconds of a run.
+fn whole_seconds(duration: Duration) -> usize {
+    usize::try_from(duration.as_secs()).unwrap_or(usize::MAX)
 }
 
 /// Summed RSS of `pids`.
@@ -502,6 +544,66 @@ fn sent_at(frame: &str) -> Option<u64> {
     digits[..end].parse().ok()
 }
 
+/// The number right after `key` in a frame, e.g. `"retry_after_ms":` or `"client_id":"`.
+fn number_after(frame: &str, key: &str) -> Option<u64> {
+    let start = frame.find(key)? + key.len();
+    let digits = &frame[start..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
+}
+
+/// Longest back-off after refusals in a row (the server's longest hint).
+const MAX_BACK_OFF: Duration = Duration::from_secs(5);
+
+/// A socket's back-off after `overloaded` refusals, as a client should do it: wait the
+/// server's hint, doubled for each refusal in a row, with jitter (0.5 to 1.5 times);
+/// an accepted send ends it.
+#[derive(Debug)]
+struct BackOff {
+    until: Option<Instant>,
+    in_a_row: u32,
+    rng: fastrand::Rng,
+}
+
+impl Default for BackOff {
+    fn default() -> Self {
+        Self {
+            until: None,
+            in_a_row: 0,
+            rng: fastrand::Rng::new(),
+        }
+    }
+}
+
+impl BackOff {
+    /// Whether sends wait at `now`.
+    fn holds(&self, now: Instant) -> bool {
+        self.until.is_some_and(|until| now < until)
+    }
+
+    /// A send was refused at `now`, to be retried after `retry_after_ms` (100 ms when
+    /// the refusal gave none).
+    fn refused(&mut self, now: Instant, retry_after_ms: Option<u64>) {
+        let hint = Duration::from_millis(retry_after_ms.unwrap_or(100));
+        // Doubled at most twice: the server's hint already grows with its load, and a
+        // client that backs off much longer stays away after the overload has passed.
+        let wait = (hint * 2_u32.pow(self.in_a_row.min(2)))
+            .mul_f64(0.5 + self.rng.f64())
+            .min(MAX_BACK_OFF);
+        self.in_a_row += 1;
+        let until = now + wait;
+        // Refusals of sends already in flight do not shorten a longer wait.
+        self.until = Some(self.until.map_or(until, |current| current.max(until)));
+    }
+
+    /// A send was accepted: the server keeps up again.
+    fn accepted(&mut self) {
+        self.in_a_row = 0;
+    }
+}
+
 /// What one socket saw.
 struct SocketTally {
     latency: Tally,
@@ -512,6 +614,12 @@ struct SocketTally {
     sent: u64,
     acked: u64,
     acked_total: u64,
+    /// Sends refused as `overloaded`.
+    refused: u64,
+    /// Refused sends of each measured second (by send time).
+    refused_by_second: CountBySecond,
+    /// Sends the schedule asked for while the socket backed off after a refusal.
+    held_back: u64,
     errors: u64,
     first_error: Option<String>,
     room: String,
@@ -563,9 +671,10 @@ impl Sender {
     fn frame(&self, now: u64) -> String {
         let room = &self.room;
         match self.target {
-            Target::Microchat => {
-                format!(r#"{{"type":"send","conversation_id":"{room}","body":"lg:{now}"}}"#)
-            }
+            // The send time again as the client id: a refusal names its send by it.
+            Target::Microchat => format!(
+                r#"{{"type":"send","conversation_id":"{room}","body":"lg:{now}","client_id":"{now}"}}"#
+            ),
             Target::Anchor => format!(r#"{{"type":"send","body":"lg:{now}","ts":{now}}}"#),
         }
     }
@@ -581,10 +690,14 @@ async fn drive(mut socket: Socket, sender: Sender, window: Window, ready: Durati
         sent: 0,
         acked: 0,
         acked_total: 0,
+        refused: 0,
+        refused_by_second: CountBySecond::default(),
+        held_back: 0,
         errors: 0,
         first_error: None,
         room: sender.room.clone(),
     };
+    let mut back_off = BackOff::default();
     let mut times = sender.times.clone();
     let mut next_send = times
         .as_mut()
@@ -599,6 +712,12 @@ async fn drive(mut socket: Socket, sender: Sender, window: Window, ready: Durati
                     break;
                 }
                 let now = window.now_ns();
+                let in_window = now >= window.from_ns && now < window.until_ns;
+                if back_off.holds(Instant::now()) {
+                    tally.held_back += u64::from(in_window);
+                    next_send = times.as_mut().map(|times| window.epoch + times.next_send());
+                    continue;
+                }
                 if socket.send(Message::text(sender.frame(now))).await.is_err() {
                     tally.errors += 1;
                     tally
@@ -606,9 +725,7 @@ async fn drive(mut socket: Socket, sender: Sender, window: Window, ready: Durati
                         .get_or_insert_with(|| "send failed: socket closed".to_owned());
                     break;
                 }
-                if now >= window.from_ns && now < window.until_ns {
-                    tally.sent += 1;
-                }
+                tally.sent += u64::from(in_window);
                 next_send = times.as_mut().map(|times| window.epoch + times.next_send());
             }
             frame = socket.next() => {
@@ -629,8 +746,18 @@ async fn drive(mut socket: Socket, sender: Sender, window: Window, ready: Durati
                         tally.latency_by_second.record(second, took / 1000);
                     }
                 } else if text.starts_with(r#"{"type":"ack""#) {
+                    back_off.accepted();
                     tally.acked_total += 1;
                     tally.acked += u64::from(sent_at(&text).is_some_and(in_window));
+                } else if text.starts_with(r#"{"type":"error","code":"overloaded""#) {
+                    back_off.refused(Instant::now(), number_after(&text, r#""retry_after_ms":"#));
+                    let sent = number_after(&text, r#""client_id":""#).filter(|sent| in_window(*sent));
+                    if let Some(sent) = sent {
+                        tally.refused += 1;
+                        tally
+                            .refused_by_second
+                            .record(((sent - window.from_ns) / 1_000_000_000) as usize);
+                    }
                 } else if text.starts_with(r#"{"type":"error""#) {
                     tally.errors += 1;
                     tally.first_error.get_or_insert_with(|| text.to_string());
@@ -693,6 +820,17 @@ pub async fn run(args: Args) -> Result<()> {
         "each socket sends 0 to 100 messages per second (--rate, or --deliveries-per-sec / \
          (sockets × room size)), not {rate}"
     );
+    if let Some(overload) = args.overload_rate_per_socket() {
+        ensure!(
+            overload > 0.0 && overload <= 100.0,
+            "--overload: each socket sends up to 100 messages per second (D / (sockets × \
+             room size)), not {overload}"
+        );
+        ensure!(
+            args.overload_at + args.overload_for <= args.duration,
+            "--overload-at + --overload-for must end within --duration"
+        );
+    }
     for source in &args.source {
         ensure!(
             source.is_loopback(),
@@ -736,10 +874,11 @@ pub async fn run(args: Args) -> Result<()> {
         let period = Duration::from_secs_f64(1.0 / rate.max(1e-6));
         let mut tasks = tokio::task::JoinSet::new();
         for (index, (socket, member)) in sockets.into_iter().zip(&members).enumerate() {
+            let times = (rate > 0.0).then(|| arrivals.send_times(index, count, period));
             let sender = Sender {
                 target: args.target,
                 room: member.room.clone(),
-                times: (rate > 0.0).then(|| arrivals.send_times(index, count, period)),
+                times: times.map(|times| with_overload(&args, times, period)),
             };
             tasks.spawn(drive(socket, sender, window, Duration::ZERO));
         }
@@ -754,6 +893,18 @@ pub async fn run(args: Args) -> Result<()> {
         }
     };
     report(&args, arrivals, rate, outcome).await
+}
+
+/// `times` with the overload phase of `--overload`, if any: its rate from
+/// `--overload-at` into the measured window for `--overload-for`, then `period` again.
+fn with_overload(args: &Args, times: SendTimes, period: Duration) -> SendTimes {
+    let Some(rate) = args.overload_rate_per_socket() else {
+        return times;
+    };
+    let from = args.warmup + args.overload_at;
+    times
+        .then(from, Duration::from_secs_f64(1.0 / rate.max(1e-6)))
+        .then(from + args.overload_for, period)
 }
 
 /// What the sockets of a run saw, and who held them.
@@ -771,6 +922,7 @@ struct Outcome {
 struct RoomCounts {
     sockets: u64,
     sent: u64,
+    held_back: u64,
     acked: u64,
     acked_total: u64,
 }
@@ -784,7 +936,8 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         storm,
     } = outcome;
     let mut latency = Tally::new();
-    let (mut sent, mut acked, mut errors) = (0, 0, 0);
+    let (mut sent, mut acked, mut errors, mut refused, mut held_back) = (0, 0, 0, 0, 0);
+    let mut refused_by_second = CountBySecond::default();
     // Every message chat acknowledged (so stored), warm-up and drain included: what
     // `scripts/soak.sh` divides the bytes on disk by.
     let mut stored = 0;
@@ -800,10 +953,14 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         acked += tally.acked;
         stored += tally.acked_total;
         errors += tally.errors;
+        refused += tally.refused;
+        held_back += tally.held_back;
+        refused_by_second.merge(&tally.refused_by_second);
         first_error = first_error.or(tally.first_error);
         let room = rooms.entry(tally.room).or_default();
         room.sockets += 1;
         room.sent += tally.sent;
+        room.held_back += tally.held_back;
         room.acked += tally.acked;
         room.acked_total += tally.acked_total;
     }
@@ -819,9 +976,17 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
             Target::Anchor => room.sent * room.sockets,
         })
         .sum();
-    let offered: u64 = rooms.values().map(|room| room.sent * room.sockets).sum();
+    // What the schedule asked for, held back or not.
+    let offered: u64 = rooms
+        .values()
+        .map(|room| (room.sent + room.held_back) * room.sockets)
+        .sum();
     let drain = if args.login_storm { STORM_DRAIN } else { DRAIN };
-    let missing = offered.saturating_sub(deliveries);
+    // Deliveries owed: those of the accepted sends (a refused one is owed nothing).
+    let missing = expected.saturating_sub(deliveries);
+    let overload = args
+        .overload_seconds()
+        .map(|seconds| overload_figures(args, &latency_by_second, seconds));
     let (checked, history_complete) = match args.target {
         Target::Microchat => {
             let (checked, complete) = check_history(args, &members, &rooms).await?;
@@ -852,9 +1017,12 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         "rate_per_socket": rate,
         "offered_deliveries_per_sec": offered_per_sec,
         "duration_secs": args.duration.as_secs_f64(),
+        "offered_deliveries": offered,
         "sent": sent,
         "acked": acked,
         "acked_all": stored,
+        "refused_overloaded": refused,
+        "held_back": held_back,
         "errors": errors,
         "first_error": first_error,
         "deliveries": deliveries,
@@ -872,6 +1040,9 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         "history_complete": history_complete,
         "slowest_delivery_by_second_us": slowest_by_second.micros(),
         "p99_by_second_us": p99_by_second,
+        "deliveries_by_second": latency_by_second.counts(),
+        "refused_by_second": refused_by_second.counts(),
+        "overload": overload.as_ref().map(OverloadFigures::json),
         "login_storm": storm.as_ref().map(storm::StormFigures::json),
     });
     if args.json {
@@ -884,13 +1055,16 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
     println!(
         "ws fan-out ({target}, {}): {held} sockets over {} broker(s), rooms of {}, {rate:.3} msg/s \
          each ({offered_per_sec:.0} deliveries/s offered), {}s measured ({cpus} loadgen CPUs)\n  \
-         sent {sent}, acked {acked} ({stored} over the whole run), errors {errors}{}\n  \
-         deliveries {deliveries} of {expected} expected ({:.1}%), {:.0} deliveries/s; \
-         {missing} of the {offered} owed had not arrived {}s after the load ended\n  \
+         offered {offered} deliveries; sent {sent}, accepted (acked) {acked} ({stored} over the whole run), refused as \
+         overloaded {refused}, held back by clients backing off {held_back}, errors {errors}{}\n  \
+         deliveries {deliveries} of {expected} owed to accepted sends ({:.1}%), {:.0} deliveries/s (goodput); \
+         {missing} of them had not arrived {}s after the load ended\n  \
          send→deliver latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n  \
          p99 of each second, ms: {}\n  \
+         deliveries of each second: {}\n  \
+         refused sends of each second: {}\n  \
          slowest delivery of each second, ms: {}\n  \
-         {}",
+         {}{}",
         arrivals.describe(),
         args.brokers.len(),
         args.room_size,
@@ -906,13 +1080,105 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         figures.p99_us as f64 / 1e3,
         figures.max_us as f64 / 1e3,
         crate::report::millis_line(&p99_by_second),
+        crate::report::counts_line(&latency_by_second.counts()),
+        crate::report::counts_line(refused_by_second.counts()),
         slowest_by_second.millis_line(),
         history_complete.map_or(
             "history: not checked (the anchor stores nothing)".to_owned(),
             |c| { format!("history of {checked} rooms complete: {c}") }
         ),
+        overload
+            .as_ref()
+            .map(|overload| format!("\n  {}", overload.line()))
+            .unwrap_or_default(),
     );
     Ok(())
+}
+
+/// The p99 a run should keep to, and come back under after an overload.
+const NORMAL_P99_US: u64 = 250_000;
+
+/// What an overload run shows: the p99 before, during and after, the goodput during, and
+/// how soon after it the p99 of every second stayed under [`NORMAL_P99_US`].
+struct OverloadFigures {
+    offered_per_sec: f64,
+    seconds: std::ops::Range<usize>,
+    p99_before_us: u64,
+    p99_during_us: u64,
+    p99_after_us: u64,
+    goodput_during: f64,
+    /// Seconds after the overload's end until every later second's p99 was normal;
+    /// `None` if it never was.
+    back_to_normal_secs: Option<usize>,
+}
+
+fn overload_figures(
+    args: &Args,
+    latency: &LatencyBySecond,
+    seconds: std::ops::Range<usize>,
+) -> OverloadFigures {
+    let measured = whole_seconds(args.duration);
+    let delivered = latency.counts();
+    let during: u64 = delivered
+        .get(seconds.clone())
+        .map_or(0, |during| during.iter().sum());
+    let p99s = latency_p99s(latency);
+    let back_to_normal_secs = (seconds.end..=measured)
+        .find(|from| {
+            (*from..measured).all(|second| p99s.get(second).is_none_or(|p99| *p99 <= NORMAL_P99_US))
+        })
+        .map(|from| from - seconds.end);
+    OverloadFigures {
+        offered_per_sec: args.overload.unwrap_or_default(),
+        p99_before_us: latency.p99_over(0..seconds.start),
+        p99_during_us: latency.p99_over(seconds.clone()),
+        p99_after_us: latency.p99_over(seconds.end..measured),
+        goodput_during: during as f64 / seconds.len().max(1) as f64,
+        back_to_normal_secs,
+        seconds,
+    }
+}
+
+/// Each second's p99 in microseconds, without sorting the caller's copy.
+fn latency_p99s(latency: &LatencyBySecond) -> Vec<u64> {
+    (0..latency.counts().len())
+        .map(|second| latency.p99_over(second..second + 1))
+        .collect()
+}
+
+impl OverloadFigures {
+    fn json(&self) -> Value {
+        json!({
+            "offered_deliveries_per_sec": self.offered_per_sec,
+            "from_sec": self.seconds.start,
+            "until_sec": self.seconds.end,
+            "p99_before_us": self.p99_before_us,
+            "p99_during_us": self.p99_during_us,
+            "p99_after_us": self.p99_after_us,
+            "goodput_during_deliveries_per_sec": self.goodput_during,
+            "back_to_normal_secs": self.back_to_normal_secs,
+        })
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "overload of {:.0} deliveries/s offered in seconds {}..{}: p99 before {:.1} ms, \
+             during {:.1} ms, after {:.1} ms; goodput during {:.0} deliveries/s; p99 back \
+             under {} ms {}",
+            self.offered_per_sec,
+            self.seconds.start,
+            self.seconds.end,
+            self.p99_before_us as f64 / 1e3,
+            self.p99_during_us as f64 / 1e3,
+            self.p99_after_us as f64 / 1e3,
+            self.goodput_during,
+            NORMAL_P99_US / 1000,
+            self.back_to_normal_secs
+                .map_or("never".to_owned(), |secs| format!(
+                    "{secs} s after it ended"
+                )),
+        )
+    }
 }
 
 /// Reads back the history of up to 5 rooms: how many were checked, and whether each
@@ -1087,4 +1353,37 @@ async fn idle(
         late.join("; ")
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_read_off_its_frame() {
+        let frame = r#"{"type":"error","code":"overloaded","message":"not sent","client_id":"123456","retry_after_ms":250}"#;
+        assert_eq!(number_after(frame, r#""retry_after_ms":"#), Some(250));
+        assert_eq!(number_after(frame, r#""client_id":""#), Some(123_456));
+        assert_eq!(number_after(frame, r#""nothing":"#), None);
+    }
+
+    #[test]
+    fn a_refused_client_waits_the_hint_longer_for_each_refusal_in_a_row_and_an_ack_resets_it() {
+        let now = Instant::now();
+        let mut back_off = BackOff::default();
+        assert!(!back_off.holds(now));
+        back_off.refused(now, Some(200));
+        // 200 ms with jitter: 100 to 300 ms.
+        assert!(back_off.holds(now + Duration::from_millis(99)));
+        assert!(!back_off.holds(now + Duration::from_millis(301)));
+        for _ in 0..20 {
+            back_off.refused(now, Some(200));
+        }
+        assert!(back_off.holds(now + Duration::from_millis(399)), "doubled");
+        assert!(!back_off.holds(now + MAX_BACK_OFF), "capped");
+        back_off.accepted();
+        let later = now + MAX_BACK_OFF;
+        back_off.refused(later, Some(200));
+        assert!(!back_off.holds(later + Duration::from_millis(301)), "reset");
+    }
 }

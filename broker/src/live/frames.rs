@@ -259,6 +259,10 @@ pub enum Outbound<'a> {
         /// The client id of the refused send, if any.
         #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<&'a str>,
+        /// With `overloaded`: milliseconds to wait before sending again (the send was
+        /// not stored).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
     },
     /// A message's body was edited (its reactions did not change and are not repeated).
     MessageEdited {
@@ -398,6 +402,32 @@ mod tests {
             r#"{"type":"typing","conversation_id":"c","user_id":"u","username":"ada"}"#
         );
         assert_eq!(Outbound::Resync.to_json(), r#"{"type":"resync"}"#);
+    }
+
+    #[test]
+    fn an_overloaded_refusal_says_when_to_retry_and_which_send_it_was() {
+        let frame = Outbound::Error {
+            code: "overloaded",
+            message: "not sent",
+            client_id: Some("c-7"),
+            retry_after_ms: Some(250),
+        }
+        .to_json();
+        assert_eq!(
+            frame,
+            r#"{"type":"error","code":"overloaded","message":"not sent","client_id":"c-7","retry_after_ms":250}"#
+        );
+        let other = Outbound::Error {
+            code: "bad_frame",
+            message: "no",
+            client_id: None,
+            retry_after_ms: None,
+        }
+        .to_json();
+        assert_eq!(
+            other,
+            r#"{"type":"error","code":"bad_frame","message":"no"}"#
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::{
     frames::{Inbound, MessageView, Outbound, TextCommand, parse_text},
     hub::{Frame, Outgoing, OutgoingQueue, Protocol, close},
 };
-use crate::{AppState, error::ApiError};
+use crate::{AppState, error::ApiError, sends::SendError};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::SinkExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -371,6 +371,7 @@ impl SocketLoop<'_> {
                     code,
                     message,
                     client_id,
+                    retry_after_ms: None,
                 })
                 .await
             }
@@ -404,7 +405,7 @@ impl SocketLoop<'_> {
                     let room = self.spec.room.expect("text sockets always have a room");
                     match self.send_message(room, body.to_owned()).await {
                         Ok(_) => Flow::Continue,
-                        Err(status) => self.refuse_status(&status, None).await,
+                        Err(error) => self.refuse_send(error, None).await,
                     }
                 }
                 Err(usage) => self.refuse("bad_frame", usage, None).await,
@@ -425,13 +426,38 @@ impl SocketLoop<'_> {
         &self,
         conversation: Uuid,
         body: String,
-    ) -> Pin<Box<dyn Future<Output = Result<pb::Message, tonic::Status>> + Send + '_>> {
+    ) -> Pin<Box<dyn Future<Output = Result<pb::Message, SendError>> + Send + '_>> {
         let request = pb::SendMessageRequest {
             caller: Some(caller_message(&self.spec.claims)),
             conversation_id: conversation.to_string(),
             body,
         };
         Box::pin(self.state.sends.send(request))
+    }
+
+    /// Answers a send that was not stored: `overloaded` with its retry hint when the
+    /// broker refused it, else chat's refusal.
+    async fn refuse_send(&mut self, error: SendError, client_id: Option<&str>) -> Flow {
+        let refusal = match error {
+            SendError::Chat(status) => return self.refuse_status(&status, client_id).await,
+            SendError::Overloaded(refusal) => refusal,
+        };
+        let retry_after_ms = u64::try_from(refusal.retry_after.as_millis()).unwrap_or(u64::MAX);
+        match self.spec.protocol {
+            Protocol::Json => {
+                self.reply(Outbound::Error {
+                    code: "overloaded",
+                    message: "the server is overloaded and did not send this message; retry after retry_after_ms",
+                    client_id,
+                    retry_after_ms: Some(retry_after_ms),
+                })
+                .await
+            }
+            Protocol::Text => {
+                let line = format!("ERROR overloaded, not sent: retry after {retry_after_ms} ms");
+                self.write(line.into()).await
+            }
+        }
     }
 
     async fn refuse_status(&mut self, status: &tonic::Status, client_id: Option<&str>) -> Flow {
@@ -461,7 +487,7 @@ impl SocketLoop<'_> {
                         let ack = Outbound::Ack { client_id, message }.to_json();
                         self.write_with_queued(ack.into()).await
                     }
-                    Err(status) => self.refuse_status(&status, client_id).await,
+                    Err(error) => self.refuse_send(error, client_id).await,
                 }
             }
             Inbound::Typing { conversation_id } => {

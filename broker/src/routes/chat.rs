@@ -391,7 +391,9 @@ pub async fn history(
 #[utoipa::path(post, path = "/api/conversations/{id}/messages", tag = "chat", request_body = NewMessageBody,
     params(("id" = Uuid, Path, description = "conversation id")), security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 201, description = "Sent.", body = MessageView),
-        (status = 403, description = "The caller is not a member.", body = ErrorBody)))]
+        (status = 403, description = "The caller is not a member.", body = ErrorBody),
+        (status = 503, description = "Not sent: chat is unavailable, or the server is overloaded (`overloaded`, with `Retry-After` seconds: it refuses at once what it cannot serve in time).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "With `overloaded`: seconds to wait before retrying.")))))]
 pub async fn send(
     State(state): State<AppState>,
     user: AuthUser,
@@ -414,7 +416,7 @@ pub(crate) async fn send_message(
         conversation_id: id.to_string(),
         body,
     };
-    let message = state.sends.send(request).await.map_err(from_chat)?;
+    let message = state.sends.send(request).await?;
     Ok(MessageView::from(&message))
 }
 

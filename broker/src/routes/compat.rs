@@ -194,7 +194,9 @@ fn new_message_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schem
 #[utoipa::path(post, path = "/apiv2/usersession/{id}/message", tag = "compat", request_body = NewMessage,
     params(("id" = Uuid, Path, description = "the session (conversation) id")), security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 201, description = "Sent.", body = SentView),
-        (status = 403, description = "The caller is not a member.", body = ErrorBody)))]
+        (status = 403, description = "The caller is not a member.", body = ErrorBody),
+        (status = 503, description = "Not sent: chat is unavailable, or the server is overloaded (`overloaded`, with `Retry-After` seconds).", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "With `overloaded`: seconds to wait before retrying.")))))]
 pub async fn send(
     State(state): State<AppState>,
     user: AuthUser,
