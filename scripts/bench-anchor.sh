@@ -50,7 +50,7 @@ record() {
     return 1
   fi
   read -r "p99[$key]" "missing[$key]" < <(jq -r \
-    '((.refused_overloaded // 0) + (.held_back // 0)) * .room_size as $refused
+    '(((.refused_overloaded // 0) + (.held_back // 0)) * .room_size) as $refused
      | "\(.latency_us.p99) \(100 * (.missing_deliveries + $refused) / ([.missing_deliveries + $refused + .deliveries, 1] | max))"' \
     <<<"$line")
   ((${p99[$key]} <= give_up_us))
