@@ -89,7 +89,8 @@ run_microchat() {
   for rate in "${rates[@]}"; do
     echo "microchat at $rate deliveries/s" >&2
     local line
-    line="$(PIN=1 scripts/bench.sh ws --deliveries-per-sec "$rate" "${load[@]}" | tail -n 1)" || true
+    # The last JSON line: the server may still log (to stdout) while it stops.
+    line="$(PIN=1 scripts/bench.sh ws --deliveries-per-sec "$rate" "${load[@]}" | grep "^{" | tail -n 1)" || true
     record "microchat:$rate" "$line" || break
   done
 }
