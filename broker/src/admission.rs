@@ -181,12 +181,14 @@ impl Admission {
     }
 
     /// Sends admitted and not finished.
-    pub fn queued(&self) -> usize {
+    #[cfg(test)]
+    fn queued(&self) -> usize {
         self.lock().queued
     }
 
     /// The measured rate, in sends per second (`None` before the first busy window).
-    pub fn rate(&self) -> Option<f64> {
+    #[cfg(test)]
+    fn rate(&self) -> Option<f64> {
         self.lock().rate
     }
 

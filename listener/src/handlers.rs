@@ -175,10 +175,11 @@ impl Handlers {
     /// per message made the audit log two and a half times the size of the messages it
     /// described (issue 29, docs/PERFORMANCE.md "Resource bounds over time").
     pub fn audited(envelope: &Envelope) -> bool {
-        !matches!(
-            envelope.payload,
-            Some(Payload::MessageMentioned(_) | Payload::MessageSent(_) | Payload::MessageRead(_))
-        )
+        match &envelope.payload {
+            Some(Payload::MessageMentioned(_)) => false,
+            Some(payload) => !Self::unattended(payload),
+            None => true,
+        }
     }
 
     /// Whether an event calls for nothing at all, neither work nor an audit entry: a
