@@ -6,6 +6,7 @@
 //! [`ChatService::build`] opens the store and binds the port; [`ChatService::run`] serves
 //! until shutdown.
 
+pub mod attachments;
 mod config;
 mod conversations;
 pub mod domain;
