@@ -291,13 +291,13 @@ impl Objects {
         key: &str,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes, ObjectError>>, ObjectError> {
-        if let Some(range) = &range {
-            if range.start >= range.end {
-                return Err(ObjectError::Other(format!(
-                    "empty byte range {}..{}",
-                    range.start, range.end
-                )));
-            }
+        if let Some(range) = &range
+            && range.start >= range.end
+        {
+            return Err(ObjectError::Other(format!(
+                "empty byte range {}..{}",
+                range.start, range.end
+            )));
         }
         let options = GetOptions {
             range: range.map(GetRange::Bounded),
@@ -449,10 +449,10 @@ impl Upload {
             writing.abort();
             let _ = writing.await;
         }
-        if let Some(mut upload) = self.upload.take() {
-            if let Err(error) = upload.abort().await {
-                tracing::warn!(%error, "could not abort an attachment upload");
-            }
+        if let Some(mut upload) = self.upload.take()
+            && let Err(error) = upload.abort().await
+        {
+            tracing::warn!(%error, "could not abort an attachment upload");
         }
     }
 }
