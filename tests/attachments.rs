@@ -780,3 +780,40 @@ async fn a_full_disk_answers_507_keeps_nothing_and_recovers() {
     assert_eq!(stored(&store), 2);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_orphan_sweep_deletes_old_objects_no_row_names_and_nothing_else() {
+    let app = TestApp::start(&[
+        "--chat-attachment-unclaimed-ttl=4s",
+        "--chat-attachment-sweep-interval=1s",
+    ])
+    .await;
+    let ada = User::sign_up(&app.base, "ada").await;
+    let bob = User::sign_up(&app.base, "bob").await;
+    let direct = ada.open_direct(&bob).await;
+    let kept = uploaded(&ada, &direct, "kept.txt", b"kept").await;
+    ada.post_expecting(
+        &format!("/api/conversations/{direct}/messages"),
+        &json!({ "body": "", "attachment_ids": [text(&kept, "id")] }),
+        StatusCode::CREATED,
+    )
+    .await;
+    // Objects no row names (a database restored from an older backup leaves such): one
+    // older than the sweep's grace, one younger (it may be an upload's, so it waits).
+    let write = |age: std::time::Duration| {
+        let path = original(&app.data_dir, &uuid::Uuid::now_v7().to_string());
+        std::fs::write(&path, b"orphan").expect("the object is written");
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now() - age))
+            .expect("its time is set");
+        path
+    };
+    let old = write(std::time::Duration::from_secs(2 * 3600));
+    let young = write(std::time::Duration::ZERO);
+    eventually("the old orphan is swept", || async { !old.exists() }).await;
+    assert!(young.exists(), "an object younger than the grace stays");
+    assert!(original(&app.data_dir, text(&kept, "id")).exists(), "a sent file stays");
+    app.stop().await;
+}

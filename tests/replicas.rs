@@ -17,7 +17,10 @@ use common::{
     rabbit::TestRabbit,
     ws::{Socket, close_code, next_frame, next_of_type, ready, send},
 };
-use platform::{service_auth::Service, testing::TestPostgres};
+use platform::{
+    service_auth::Service,
+    testing::{Moto, TestPostgres},
+};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use std::{
@@ -38,6 +41,8 @@ struct Cluster {
     processes: Vec<Process>,
     _databases: (TestPostgres, TestPostgres),
     _rabbit: TestRabbit,
+    /// The attachments' bucket both chat instances share.
+    _s3: Moto,
     dir: PathBuf,
 }
 
@@ -47,6 +52,7 @@ impl Cluster {
         let auth_db = TestPostgres::create().await?;
         let chat_db = TestPostgres::create().await?;
         let rabbit = TestRabbit::create(3, Duration::from_secs(1)).await?;
+        let s3 = Moto::start().await.expect("moto starts")?;
         let dir = common::temp_dir();
         let (auth, chats, brokers) = (
             free_port(),
@@ -79,6 +85,10 @@ impl Cluster {
                     ("CHAT_LISTEN", format!("127.0.0.1:{port}")),
                     ("DATABASE_URL", chat_db.url.clone()),
                     ("CHAT_LIVE_EXCHANGE", rabbit.live_exchange.clone()),
+                    ("CHAT_ATTACHMENTS_URL", format!("s3://{}", s3.bucket())),
+                    ("CHAT_S3_ENDPOINT", s3.endpoint()),
+                    ("CHAT_S3_ACCESS_KEY_ID", Moto::ACCESS_KEY_ID.into()),
+                    ("CHAT_S3_SECRET_ACCESS_KEY", Moto::SECRET_ACCESS_KEY.into()),
                     amqp[0].clone(),
                     amqp[1].clone(),
                 ],
@@ -109,6 +119,7 @@ impl Cluster {
             processes,
             _databases: (auth_db, chat_db),
             _rabbit: rabbit,
+            _s3: s3,
             dir,
         };
         for broker in &cluster.brokers {
@@ -524,5 +535,101 @@ async fn a_mention_notifies_the_mentioned_users_sockets_on_both_replicas_only() 
         assert!(skipped.iter().all(|frame| frame["type"] != "notification"));
         common::ws::nothing_of_type(socket, "notification").await;
     }
+    cluster.stop().await;
+}
+
+/// A multipart body of one file part.
+fn one_file(boundary: &str, name: &str, bytes: &[u8]) -> Vec<u8> {
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(bytes);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_uploaded_through_one_replica_are_served_by_the_other_from_s3() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let [b0, b1] = cluster.brokers.clone();
+    let ada = User::sign_up(&b0, "ada").await;
+    let bob = User {
+        base: b1.clone(),
+        ..User::sign_up(&b1, "bob").await
+    };
+    let direct = ada.open_direct(&bob).await;
+    let mut bobs_socket = bob.open_socket().await;
+    ready(&mut bobs_socket).await;
+
+    // 6 MiB: more than one part of an S3 multipart upload.
+    let bytes: Vec<u8> = (0..6 * 1024 * 1024_u32)
+        .map(|n| u8::try_from(n % 251).expect("below 251"))
+        .collect();
+    let boundary = "replica-files";
+    let answer = ada
+        .client
+        .post(format!("{b0}/api/conversations/{direct}/attachments"))
+        .bearer_auth(&ada.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(one_file(boundary, "data.bin", &bytes))
+        .send()
+        .await
+        .expect("broker 0 answers");
+    assert_eq!(answer.status(), StatusCode::CREATED, "{}", cluster.logs());
+    let file: Value = answer.json().await.unwrap();
+    let id = file["id"].as_str().expect("an id").to_owned();
+
+    // Sent through the other replica, seen live there, downloaded there.
+    let sent = bob
+        .post(
+            &format!("/api/conversations/{direct}/messages"),
+            &json!({ "body": "mine", "attachment_ids": [id] }),
+        )
+        .await;
+    assert_eq!(
+        sent.status(),
+        StatusCode::BAD_REQUEST,
+        "bob cannot send ada's file"
+    );
+    let ada_on_b1 = User {
+        base: b1.clone(),
+        ..ada.clone()
+    };
+    let sent = ada_on_b1
+        .post_expecting(
+            &format!("/api/conversations/{direct}/messages"),
+            &json!({ "body": "the data", "attachment_ids": [id] }),
+            StatusCode::CREATED,
+        )
+        .await;
+    assert_eq!(sent["attachments"][0]["id"], id.as_str());
+    let live = next_of_type(&mut bobs_socket, "message").await;
+    assert_eq!(live["message"]["attachments"][0]["name"], "data.bin");
+    let downloaded = bob.get(&format!("/api/attachments/{id}")).await;
+    assert_eq!(downloaded.status(), StatusCode::OK);
+    assert_eq!(
+        downloaded.bytes().await.unwrap().as_ref(),
+        bytes.as_slice(),
+        "the same bytes, through the other replica, from the shared bucket"
+    );
+    let range = bob
+        .client
+        .get(format!("{b1}/api/attachments/{id}"))
+        .bearer_auth(&bob.token)
+        .header("range", "bytes=5242870-5242889")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(range.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        range.bytes().await.unwrap().as_ref(),
+        &bytes[5_242_870..5_242_890]
+    );
     cluster.stop().await;
 }
