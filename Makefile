@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-overload bench-ws-anchor bench-login-storm bench-ws-idle bench-ws-multi bench-ws-idle-cluster bench-events bench-search faults soak help \
+.PHONY: run test lint fmt check-services check-deployments bench-auth bench-ws bench-overload bench-ws-anchor bench-login-storm bench-ws-idle bench-files bench-ws-multi bench-ws-idle-cluster bench-events bench-search faults soak help \
 	up_build up down logs start stop
 
 # The dev stack (deployments/docker-compose.yml) and the frontend run next to it.
@@ -76,6 +76,9 @@ bench-ws: ## Benchmark WebSocket fan-out: server on one core, 10,000 sockets in 
 
 bench-overload: ## Graceful overload: as bench-ws at 30,000 deliveries/s, with 200,000/s offered for 10 s in the middle: refusals, goodput, p99 of each second and how soon it is back under 250 ms
 	PIN=1 scripts/bench.sh ws --sockets 10000 --room-size 10 --deliveries-per-sec 30000 --overload 200000 --overload-at 5s --overload-for 10s --duration 30s --warmup 20s
+
+bench-files: ## Attachments: 100 concurrent uploads of 10 MiB through the broker to the local store (MB/s, server memory growth), then 1,000 concurrent thumbnail downloads (p50/p99)
+	scripts/bench.sh files --uploads 100 --size-mib 10 --downloads 1000
 
 bench-ws-anchor: ## The same fan-out load (random sends) against the Node anchor (../shared/anchors/node-ws) and microchat, one core each in turn, over a rate sweep: one table, the ratio
 	scripts/bench-anchor.sh

@@ -814,6 +814,9 @@ async fn the_orphan_sweep_deletes_old_objects_no_row_names_and_nothing_else() {
     let young = write(std::time::Duration::ZERO);
     eventually("the old orphan is swept", || async { !old.exists() }).await;
     assert!(young.exists(), "an object younger than the grace stays");
-    assert!(original(&app.data_dir, text(&kept, "id")).exists(), "a sent file stays");
+    assert!(
+        original(&app.data_dir, text(&kept, "id")).exists(),
+        "a sent file stays"
+    );
     app.stop().await;
 }

@@ -6,6 +6,7 @@
 
 mod auth;
 mod events;
+mod files;
 mod http;
 mod phase;
 mod report;
@@ -50,6 +51,10 @@ enum Scenario {
     /// Full-text search over a million stored messages (SQLite or PostgreSQL): seeds them
     /// through chat's store, then p50/p90/p99/max of common, rare and two-word searches.
     Search(search::Args),
+    /// Attachments through the broker: many large uploads at once (MB/s, and how much the
+    /// server's memory grows: streamed, not buffered), then many thumbnail downloads at
+    /// once (p50/p99).
+    Files(files::Args),
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -59,5 +64,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Ws(args) => ws::run(args).await,
         Scenario::Events(args) => events::run(args).await,
         Scenario::Search(args) => search::run(args).await,
+        Scenario::Files(args) => files::run(args).await,
     }
 }

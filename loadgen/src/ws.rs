@@ -262,9 +262,11 @@ fn rss_sum_kib(pids: &[u32]) -> Result<u64> {
 
 /// A user of the run.
 #[derive(Debug, Clone)]
-struct Member {
-    token: String,
-    room: String,
+pub(crate) struct Member {
+    /// Its access token.
+    pub(crate) token: String,
+    /// The id of its room.
+    pub(crate) room: String,
 }
 
 async fn request(
@@ -351,7 +353,7 @@ async fn set_up(args: &Args, run: &str) -> Result<Vec<Member>> {
 }
 
 /// Registers user `index`, logs in, and creates (`room` empty) or joins its room.
-async fn enrol(
+pub(crate) async fn enrol(
     broker: &LoopbackUrl,
     run: &str,
     index: usize,
@@ -523,7 +525,7 @@ async fn open_all(args: &Args, members: &[Member]) -> Result<Vec<Socket>> {
 }
 
 /// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> Result<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let line = status
         .lines()

@@ -286,9 +286,13 @@ async fn serve(
         header::CONTENT_SECURITY_POLICY,
         "default-src 'none'; sandbox",
     );
+    // The pages (their own origin) show images with `<img>`: Chromium applies `same-site`
+    // strictly to plain-HTTP origins on other ports and blocks them. Nothing is exposed by
+    // allowing it: a page of another site gets no session with the request (the cookie
+    // is SameSite=Strict, and a bearer token never rides on an `<img>`), so a 404.
     set(
         header::HeaderName::from_static("cross-origin-resource-policy"),
-        "same-site",
+        "cross-origin",
     );
     set(header::ACCEPT_RANGES, "bytes");
     set(header::CONTENT_TYPE, served_type(&object));

@@ -260,7 +260,9 @@ impl ChatStore {
     /// uploader is a member and `declared` more bytes fit in their quota.
     pub async fn start_upload(&self, new: &NewUpload, declared: u64) -> Result<Upload, StoreError> {
         let attachment = &new.attachment;
-        let mut tx = self.pool.begin().await?;
+        // On the writer: a SQLite transaction that reads (membership, quota) and then
+        // writes would fail to upgrade its snapshot beside another writer.
+        let mut tx = self.writer.begin().await?;
         lock_uploader(&mut tx, attachment.uploader_id).await?;
         let member: bool = on_tx!(&mut tx, |tx| {
             sqlx::query_scalar(
@@ -313,7 +315,9 @@ impl ChatStore {
         size: u64,
         quota: u64,
     ) -> Result<Upload, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        // On the writer: a SQLite transaction that reads (membership, quota) and then
+        // writes would fail to upgrade its snapshot beside another writer.
+        let mut tx = self.writer.begin().await?;
         lock_uploader(&mut tx, uploader).await?;
         if used(&mut tx, uploader).await?.saturating_add(size) > quota {
             return Ok(Upload::OverQuota);
