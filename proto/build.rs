@@ -21,6 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("microchat_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    tonic_prost_build::configure()
+        // File chunks pass through the broker and chat without a copy.
+        .bytes(".microchat.chat.v1.UploadChunk.data")
+        .bytes(".microchat.chat.v1.AttachmentChunk.data")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -86,6 +86,32 @@ install_pyyaml() {
     fi
 }
 
+# PyPI moto in server mode: an S3-compatible server for chat's attachment object store
+# tests (the S3 adapter against a real server), in the same venv.
+MOTO_VERSION=5.2.5
+
+install_moto() {
+    local venv="$TOOLS/venv"
+    if [[ -x "$venv/bin/moto_server" ]] \
+        && "$venv/bin/python" -m pip show moto 2>/dev/null | grep -x "Version: $MOTO_VERSION" >/dev/null; then
+        return
+    fi
+    if ! command -v python3 >/dev/null; then
+        echo "test-tools: python3 is missing; moto cannot be installed" >&2
+        [[ "${CI:-}" == "true" ]] && exit 1
+        return
+    fi
+    echo "test-tools: installing moto[server]==$MOTO_VERSION into .tools/venv"
+    if ! { [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"; } \
+        || ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+            "moto[server]==$MOTO_VERSION"; then
+        echo "test-tools: moto could not be installed" >&2
+        [[ "${CI:-}" == "true" ]] && exit 1
+        return
+    fi
+}
+
 install_maildev
 install_secantus
 install_pyyaml
+install_moto

@@ -923,6 +923,7 @@ fn batched(user: &User, conversation: &str, body: &str) -> pb::BatchedSend {
             }),
             conversation_id: conversation.to_owned(),
             body: body.to_owned(),
+            attachment_ids: Vec::new(),
         }),
         traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
     }

@@ -90,6 +90,10 @@ pub struct Config {
     /// Longest a request may take before it is answered 503.
     #[arg(long = "broker-request-timeout", id = "broker-request-timeout", value_name = "DURATION", env = "BROKER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Longest an upload or download of an attachment may take (its bytes stream in or
+    /// out for that long at most; the request's own deadline covers everything else).
+    #[arg(long = "broker-transfer-timeout", id = "broker-transfer-timeout", value_name = "DURATION", env = "BROKER_TRANSFER_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub transfer_timeout: Duration,
     /// Longest a message sent through this broker is expected to wait for chat (queued
     /// and being stored) before new sends are refused as `overloaded` (WebSocket error
     /// frame, REST 503) instead of queued; 0s never refuses.

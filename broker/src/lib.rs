@@ -61,6 +61,8 @@ pub struct Shared {
     config: Arc<Config>,
     auth: AuthClient<TracedChannel>,
     chat: ChatClient<TracedChannel>,
+    /// Chat for uploads, on a connection of their own with the transfer deadline.
+    chat_files: ChatClient<TracedChannel>,
     /// Messages to chat, batched.
     sends: sends::Sends,
     logger: LoggerClient<TracedChannel>,
@@ -164,6 +166,18 @@ impl BrokerService {
             AuthClient::new(auth_channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let chat =
             ChatClient::new(chat_channel.clone()).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
+        // Uploads stream for as long as the client sends (the answer comes at the end): a
+        // connection of their own, with the transfer's deadline, so large files never
+        // share flow control with the sends of the sockets.
+        let transfers = platform::grpc::Deadlines {
+            connect: Duration::from_secs(1),
+            request: config.transfer_timeout,
+        };
+        let chat_files = ChatClient::new(
+            platform::grpc::channel(&config.chat_url, transfers, identity.calling(Service::Chat))
+                .with_context(|| format!("invalid chat URL {:?}", config.chat_url))?,
+        )
+        .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);
         let logger = channel(&config.logger_url, Service::Logger)?;
         let mail = channel(&config.mail_url, Service::Mail)?;
         let socket = TcpListener::bind(config.listen)
@@ -180,6 +194,7 @@ impl BrokerService {
             sends: sends::Sends::start(chat.clone(), config.grpc_timeout, config.send_queue_target),
             auth,
             chat,
+            chat_files,
             logger: LoggerClient::new(logger).max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES),
             mail: MailClient::new(mail),
             hub: Arc::new(Hub::default()),

@@ -24,8 +24,8 @@ use crate::{
     error,
     live::frames,
     routes::{
-        account, admin, auth, chat, compat, handle, logs, message_actions, notifications,
-        passwords, search,
+        account, admin, attachments, auth, chat, compat, handle, logs, message_actions,
+        notifications, passwords, search,
     },
 };
 use utoipa::{
@@ -56,7 +56,8 @@ pub const SESSION_COOKIE: &str = "session_cookie";
         passwords::verify_email, passwords::resend_verification,
         message_actions::edit, message_actions::delete, message_actions::add_reaction,
         message_actions::remove_reaction, message_actions::reaction_emoji,
-        notifications::list, notifications::mark_read, search::search
+        notifications::list, notifications::mark_read, search::search,
+        attachments::upload, attachments::download, attachments::thumbnail
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail, frames::MessageView, frames::PresenceView)),
     modifiers(&Contract),
@@ -64,6 +65,7 @@ pub const SESSION_COOKIE: &str = "session_cookie";
         (name = "auth", description = "Accounts and sessions"),
         (name = "users", description = "Users and presence"),
         (name = "chat", description = "Rooms, direct conversations and messages"),
+        (name = "attachments", description = "Files in conversations: uploads, downloads, thumbnails"),
         (name = "ops", description = "Logs and operations (administrators)"),
         (name = "admin", description = "Accounts, roles and deactivation (administrators; roles by owners)"),
         (name = "compat", description = "The older APIs microchat grew from, kept for their clients")

@@ -4,18 +4,19 @@
 //! durable events through [`crate::events`]; the gRPC edge (`grpc.rs`) and the live hub
 //! map them to the wire ([`crate::wire`]).
 
+use crate::attachments::Files;
 use crate::{
     domain::{
-        Conversation, ConversationView, Invalid, Kind, LiveEvent, Member, Message, MessageBody,
-        Presence, RoomName, Topic, UserRef, direct_key,
+        Conversation, ConversationView, Invalid, Kind, LiveEvent, MAX_ATTACHMENTS_PER_MESSAGE,
+        Member, Message, MessageBody, Presence, RoomName, Topic, UserRef, direct_key,
     },
     events,
     live::LiveHub,
     mentions::{self, Notification},
     search::{self, CursorRefused, SearchCursor, SearchHit, SearchQuery, SearchText},
     store::{
-        ChatSession, ChatStore, Connection, NewMention, NewMessage, NotificationPage, Page,
-        StoreError,
+        ChatSession, ChatStore, Connection, Inserted, NewMention, NewMessage, NotificationPage,
+        Page, StoreError,
     },
     writer::MessageWriter,
 };
@@ -58,6 +59,30 @@ pub enum ChatError {
     /// The message is deleted: nothing can be done to a tombstone.
     #[error("the message is deleted")]
     MessageDeleted,
+    /// A message names an attachment that is not the sender's own finished upload to
+    /// this conversation, or one another message carries already.
+    #[error(
+        "attachment_ids: each must be one of your own uploads to this conversation that no message carries yet"
+    )]
+    AttachmentsRefused,
+    /// No such attachment, or the caller may not see it (the same answer).
+    #[error("no such attachment")]
+    NoSuchAttachment,
+    /// An upload refused for what it is or where it would go.
+    #[error(transparent)]
+    Upload(#[from] crate::attachments::UploadError),
+}
+
+/// The attachment ids of a send: at most [`MAX_ATTACHMENTS_PER_MESSAGE`], none twice.
+fn check_attachment_ids(ids: &[Uuid]) -> Result<(), Invalid> {
+    let unique: std::collections::HashSet<&Uuid> = ids.iter().collect();
+    if ids.len() > MAX_ATTACHMENTS_PER_MESSAGE || unique.len() != ids.len() {
+        return Err(Invalid {
+            field: "attachment_ids",
+            reason: "at most 10 attachments, each once",
+        });
+    }
+    Ok(())
 }
 
 impl From<StoreError> for ChatError {
@@ -111,18 +136,25 @@ pub struct Chat {
     writer: MessageWriter,
     live: LiveHub,
     outbox: OutboxWaker,
+    files: Files,
 }
 
 impl Chat {
-    /// Chat over a store, publishing to `live`.
-    pub fn new(store: ChatStore, live: LiveHub) -> Self {
+    /// Chat over a store, publishing to `live`, keeping files in `files`.
+    pub fn new(store: ChatStore, live: LiveHub, files: Files) -> Self {
         let outbox = OutboxWaker::default();
         Self {
             writer: MessageWriter::start(store.clone(), outbox.clone()),
             store,
             live,
             outbox,
+            files,
         }
+    }
+
+    /// Where files go, and their limits.
+    pub fn files(&self) -> &Files {
+        &self.files
     }
 
     /// Wakes the outbox relay when a commit wrote events.
@@ -275,29 +307,48 @@ impl Chat {
         Ok(listed)
     }
 
-    /// Stores and publishes a message from a member.
+    /// Stores and publishes a message from a member, with the caller's uploads
+    /// `attachments` (their own, finished, unclaimed, to this conversation; the body may be
+    /// empty when there are some).
     pub async fn send(
         &self,
         caller: &UserRef,
         conversation: Uuid,
         body: &str,
+        attachments: &[Uuid],
     ) -> Result<Message, ChatError> {
-        let message = Message {
+        check_attachment_ids(attachments)?;
+        let body = if body.is_empty() && !attachments.is_empty() {
+            String::new()
+        } else {
+            MessageBody::parse(body)?.as_str().to_owned()
+        };
+        let mut message = Message {
             id: Uuid::now_v7(),
             conversation_id: conversation,
             sender: caller.clone(),
-            body: MessageBody::parse(body)?.as_str().to_owned(),
+            body,
             created_at: now(),
             edited_at: None,
             deleted_at: None,
             reactions: Vec::new(),
+            attachments: Vec::new(),
         };
         let new = NewMessage {
             mentions: self.mentions_in(&message).await?,
             message: message.clone(),
+            attachments: attachments.to_vec(),
         };
-        let Some(notifications) = self.writer.insert(new).await? else {
-            return Err(ChatError::NotMember);
+        let notifications = match self.writer.insert(new).await? {
+            Inserted::Stored {
+                notifications,
+                attachments,
+            } => {
+                message.attachments = attachments;
+                notifications
+            }
+            Inserted::NotMember => return Err(ChatError::NotMember),
+            Inserted::AttachmentsRefused => return Err(ChatError::AttachmentsRefused),
         };
         metrics::counter!("chat_messages_total").increment(1);
         self.live.publish(LiveEvent::Message(message.clone()));
@@ -359,6 +410,7 @@ impl Chat {
         let more = messages.len() > limit as usize;
         messages.truncate(limit as usize);
         self.with_reactions(caller.id, &mut messages).await?;
+        self.with_attachments(&mut messages).await?;
         Ok((messages, more))
     }
 

@@ -201,7 +201,41 @@ pub struct Message {
     /// Its reactions as one viewer sees them, in the order first given (history fills
     /// them in; empty elsewhere).
     pub reactions: Vec<Reaction>,
+    /// The files it carries, in the order the sender gave them (none on a tombstone).
+    pub attachments: Vec<Attachment>,
 }
+
+/// A file in a conversation, as messages and uploads show it (docs/ARCHITECTURE.md,
+/// "Attachments").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// UUIDv7; its objects' keys are made from it.
+    pub id: Uuid,
+    /// The conversation it was uploaded to (only its members may read it).
+    pub conversation_id: Uuid,
+    /// Who uploaded it.
+    pub uploader_id: Uuid,
+    /// Sanitised file name.
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Sniffed from its bytes.
+    pub content_type: String,
+    /// Width and height of an image (PNG, JPEG, GIF, WebP); `None` for anything else.
+    pub dimensions: Option<(u32, u32)>,
+    /// When it was uploaded.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Attachment {
+    /// Whether it is an image pages show inline, with a thumbnail.
+    pub fn is_image(&self) -> bool {
+        self.dimensions.is_some()
+    }
+}
+
+/// The most attachments one message carries.
+pub const MAX_ATTACHMENTS_PER_MESSAGE: usize = 10;
 
 /// One emoji's reactions to a message, as one viewer sees them.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -79,3 +79,15 @@ pub fn message_deleted(message: &Message, deleted_by: Uuid, at: DateTime<Utc>) -
         at,
     )
 }
+
+/// `attachment.removed`: the rows of attachments `ids` were deleted (`reason`: what
+/// deleted them); their objects are the listener's to have deleted.
+pub fn attachment_removed(ids: &[Uuid], reason: &str) -> DurableEvent {
+    DurableEvent::new(
+        PRODUCER,
+        Payload::AttachmentRemoved(events::AttachmentRemoved {
+            attachment_ids: ids.iter().map(Uuid::to_string).collect(),
+            reason: reason.to_owned(),
+        }),
+    )
+}

@@ -3,8 +3,9 @@
 //! [`ChatError`]s into gRPC statuses. No rules live here.
 
 use crate::{
+    attachments::{UploadError, UploadStart},
     conversations::{Chat, ChatError, HistoryQuery, SearchRequest},
-    domain::UserRef,
+    domain::{MAX_ATTACHMENTS_PER_MESSAGE, UserRef},
     store::{ChatSession, StoreError},
     wire,
 };
@@ -19,7 +20,7 @@ use std::{
     time::Duration,
 };
 use tokio::sync::{broadcast, mpsc};
-use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -97,9 +98,12 @@ impl From<ChatError> for Status {
             ChatError::NotMember | ChatError::NotAuthor => {
                 Status::permission_denied(error.to_string())
             }
-            ChatError::NoSuchRoom | ChatError::NoSuchMessage | ChatError::NoSuchCursor => {
-                Status::not_found(error.to_string())
-            }
+            ChatError::NoSuchRoom
+            | ChatError::NoSuchMessage
+            | ChatError::NoSuchCursor
+            | ChatError::NoSuchAttachment => Status::not_found(error.to_string()),
+            ChatError::AttachmentsRefused => Status::invalid_argument(error.to_string()),
+            ChatError::Upload(refused) => upload_status(refused),
             ChatError::NameTaken => Status::already_exists(error.to_string()),
             ChatError::Store(StoreError::Unavailable(_)) => {
                 tracing::error!(%error, "database unavailable");
@@ -111,6 +115,32 @@ impl From<ChatError> for Status {
             }
         }
     }
+}
+
+/// An upload's refusal as a gRPC status, its reason in the `error-reason` metadata (the
+/// broker answers each with its own HTTP status: 413, 400, 507).
+fn upload_status(error: &UploadError) -> Status {
+    let message = error.to_string();
+    let mut status = match error {
+        UploadError::TooLarge { .. } | UploadError::OverQuota { .. } => {
+            Status::resource_exhausted(message)
+        }
+        UploadError::Empty
+        | UploadError::Damaged
+        | UploadError::TooManyPixels { .. }
+        | UploadError::Protocol(_) => Status::invalid_argument(message),
+        UploadError::StorageFull => Status::resource_exhausted(message),
+        UploadError::Unavailable(_) => {
+            tracing::error!(%error, "the file store failed");
+            Status::unavailable("the file store is unavailable")
+        }
+        UploadError::Cancelled => Status::cancelled(message),
+    };
+    status.metadata_mut().insert(
+        proto::chat::v1::ERROR_REASON,
+        tonic::metadata::MetadataValue::from_static(error.reason()),
+    );
+    status
 }
 
 fn uuid(field: &str, text: &str) -> Result<Uuid, Status> {
@@ -170,12 +200,26 @@ impl ChatApi {
     async fn send_one(&self, send: pb::SendMessageRequest) -> Result<pb::Message, Status> {
         let caller = user("caller", send.caller)?;
         let conversation = uuid("conversation_id", &send.conversation_id)?;
-        let message = self.chat.send(&caller, conversation, &send.body).await?;
+        if send.attachment_ids.len() > MAX_ATTACHMENTS_PER_MESSAGE {
+            return Err(Status::invalid_argument(
+                "attachment_ids: at most 10 attachments",
+            ));
+        }
+        let attachments = send
+            .attachment_ids
+            .iter()
+            .map(|id| uuid("attachment_ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let message = self
+            .chat
+            .send(&caller, conversation, &send.body, &attachments)
+            .await?;
         Ok(message.into())
     }
 }
 
 type LiveStream = Pin<Box<dyn Stream<Item = Result<pb::LiveEvent, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::AttachmentChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl chat_server::Chat for ChatApi {
@@ -675,7 +719,114 @@ impl chat_server::Chat for ChatApi {
             next_cursor: next.unwrap_or_default(),
         }))
     }
+
+    async fn upload_attachment(
+        &self,
+        request: Request<tonic::Streaming<pb::UploadChunk>>,
+    ) -> Result<Response<pb::Attachment>, Status> {
+        let mut chunks = request.into_inner();
+        let start = match chunks.message().await? {
+            Some(pb::UploadChunk {
+                part: Some(pb::upload_chunk::Part::Start(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "start: the first chunk must be `start`",
+                ));
+            }
+        };
+        let start = UploadStart {
+            caller: user("start.caller", start.caller)?,
+            conversation: uuid("start.conversation_id", &start.conversation_id)?,
+            name: start.name,
+            declared_size: start.declared_size,
+        };
+        // The rest are bytes up to `complete`; anything else, or an end without it (the
+        // caller went away), cancels the upload.
+        let bytes = futures::stream::unfold(Some(chunks), |chunks| async move {
+            let mut chunks = chunks?;
+            let next = match chunks.message().await {
+                Ok(Some(pb::UploadChunk {
+                    part: Some(pb::upload_chunk::Part::Data(data)),
+                })) => Ok(data),
+                Ok(Some(pb::UploadChunk {
+                    part: Some(pb::upload_chunk::Part::Complete(true)),
+                })) => return None,
+                Ok(None) => Err("the upload ended before `complete`".to_owned()),
+                Ok(Some(_)) => Err("a second `start`, or an empty chunk".to_owned()),
+                Err(status) => Err(status.message().to_owned()),
+            };
+            // After an error the stream ends: the store has aborted.
+            let rest = next.is_ok().then_some(chunks);
+            Some((next, rest))
+        });
+        let attachment = self.chat.upload(start, bytes).await?;
+        Ok(Response::new(attachment.into()))
+    }
+
+    async fn get_attachment(
+        &self,
+        request: Request<pb::GetAttachmentRequest>,
+    ) -> Result<Response<pb::AttachmentObject>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let id = uuid("attachment_id", &body.attachment_id)?;
+        let download = self.chat.attachment(&caller, id, body.thumbnail).await?;
+        Ok(Response::new(pb::AttachmentObject {
+            attachment: Some(download.attachment.into()),
+            content_type: download.content_type,
+            size: download.size,
+            inline: download.inline,
+        }))
+    }
+
+    type ReadAttachmentStream = ChunkStream;
+
+    async fn read_attachment(
+        &self,
+        request: Request<pb::ReadAttachmentRequest>,
+    ) -> Result<Response<Self::ReadAttachmentStream>, Status> {
+        let body = request.into_inner();
+        let caller = user("caller", body.caller)?;
+        let id = uuid("attachment_id", &body.attachment_id)?;
+        let length = (body.length > 0).then_some(body.length);
+        let bytes = self
+            .chat
+            .read_attachment(&caller, id, body.thumbnail, body.offset, length)
+            .await?;
+        let chunks = bytes.map(|chunk| {
+            chunk
+                .map(|data| pb::AttachmentChunk { data })
+                .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn purge_attachments(
+        &self,
+        request: Request<pb::PurgeAttachmentsRequest>,
+    ) -> Result<Response<pb::PurgeAttachmentsResponse>, Status> {
+        let body = request.into_inner();
+        if body.attachment_ids.len() > PURGE_AT_ONCE {
+            return Err(Status::invalid_argument(format!(
+                "attachment_ids: at most {PURGE_AT_ONCE} at a time"
+            )));
+        }
+        let ids = body
+            .attachment_ids
+            .iter()
+            .map(|id| uuid("attachment_ids", id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let purged = self.chat.purge_attachments(&ids).await?;
+        Ok(Response::new(pb::PurgeAttachmentsResponse {
+            attachments_purged: purged,
+        }))
+    }
 }
+
+/// Most attachments one `PurgeAttachments` call names (an event names at most what one
+/// transaction removed; larger ones come in several calls).
+const PURGE_AT_ONCE: usize = 10_000;
 
 impl ChatApi {
     /// After a broker's last stream ends and it does not come back within the grace

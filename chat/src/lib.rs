@@ -6,6 +6,7 @@
 //! [`ChatService::build`] opens the store and binds the port; [`ChatService::run`] serves
 //! until shutdown.
 
+pub mod attachments;
 mod config;
 mod conversations;
 pub mod domain;
@@ -31,8 +32,12 @@ use proto::chat::v1::chat_server::ChatServer;
 use std::{net::SocketAddr, path::Path, sync::Arc};
 use tokio::net::TcpListener;
 
-/// Largest gRPC message chat accepts: a 4,000-character message is at most 16 KiB.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Largest gRPC message chat accepts: a chunk of an upload and its envelope (a
+/// 4,000-character message is at most 16 KiB).
+const MAX_MESSAGE_BYTES: usize = proto::chat::v1::MAX_CHUNK_BYTES + 64 * 1024;
+
+/// How often unclaimed uploads are looked for.
+const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A built chat service, bound to its port, not yet serving.
 pub struct ChatService {
@@ -42,6 +47,7 @@ pub struct ChatService {
     chat: Arc<Chat>,
     bus: Option<Arc<dyn EventBus>>,
     live_fanout: Option<(String, String)>,
+    sweep_interval: std::time::Duration,
 }
 
 impl ChatService {
@@ -55,7 +61,19 @@ impl ChatService {
         let store = store::connect(&config.database_url(data_dir))
             .await
             .context("opening the chat database")?;
-        let chat = Arc::new(Chat::new(store, live::LiveHub::default()));
+        let objects = config
+            .attachment_objects(data_dir)
+            .context("opening the attachments' object store")?;
+        let limits = config.attachment_limits();
+        let workers = config.thumbnail_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let files = attachments::Files {
+            objects,
+            thumbnailer: attachments::Thumbnailer::new(workers, limits.max_pixels),
+            limits,
+        };
+        let chat = Arc::new(Chat::new(store, live::LiveHub::default(), files));
         let socket = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding chat to {}", config.listen))?;
@@ -68,6 +86,7 @@ impl ChatService {
             chat,
             bus: None,
             live_fanout: None,
+            sweep_interval: config.attachment_sweep_interval,
         })
     }
 
@@ -105,6 +124,12 @@ impl ChatService {
             "chat",
             shutdown.clone(),
         );
+        tokio::spawn(attachments::maintain(
+            Arc::clone(&self.chat),
+            EXPIRY_INTERVAL,
+            self.sweep_interval,
+            shutdown.clone(),
+        ));
         let api = ChatServer::new(grpc::ChatApi::new(self.chat, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         platform::grpc::serve("chat", self.socket, api, self.guard, shutdown.clone()).await?;

@@ -6,7 +6,7 @@
 
 use crate::{
     conversations::{Chat, ChatError, now},
-    domain::{LiveEvent, Message, MessageBody, ReactionEmoji, UserRef},
+    domain::{Attachment, LiveEvent, Message, MessageBody, ReactionEmoji, UserRef},
     events,
     store::{Deleted, Edited, Reacted},
 };
@@ -67,6 +67,29 @@ impl Chat {
         Ok(())
     }
 
+    /// Fills in the attachments of `messages`, in one query.
+    pub(crate) async fn with_attachments(&self, messages: &mut [Message]) -> Result<(), ChatError> {
+        let ids: Vec<Uuid> = messages
+            .iter()
+            .filter(|message| message.deleted_at.is_none())
+            .map(|message| message.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut by_message: std::collections::HashMap<Uuid, Vec<Attachment>> =
+            std::collections::HashMap::new();
+        for (message, attachment) in self.store().attachments_of(&ids).await? {
+            by_message.entry(message).or_default().push(attachment);
+        }
+        for message in messages.iter_mut() {
+            if let Some(attachments) = by_message.remove(&message.id) {
+                message.attachments = attachments;
+            }
+        }
+        Ok(())
+    }
+
     /// Replaces the body of the caller's own message and tells the members.
     pub async fn edit(
         &self,
@@ -91,6 +114,9 @@ impl Chat {
             Edited::Deleted => return Err(ChatError::MessageDeleted),
         };
         self.outbox_waker().wake();
+        // The edit's frame replaces the message on the pages: with its files.
+        self.with_attachments(std::slice::from_mut(&mut message))
+            .await?;
         self.live()
             .publish(LiveEvent::MessageEdited(message.clone()));
         tracing::info!(message_id = %id, conversation_id = %conversation, "message edited");

@@ -36,6 +36,29 @@ impl From<Message> for pb::Message {
                     me: reaction.me,
                 })
                 .collect(),
+            attachments: message
+                .attachments
+                .into_iter()
+                .map(pb::Attachment::from)
+                .collect(),
+        }
+    }
+}
+
+impl From<crate::domain::Attachment> for pb::Attachment {
+    fn from(attachment: crate::domain::Attachment) -> Self {
+        let (width, height) = attachment.dimensions.unwrap_or((0, 0));
+        Self {
+            id: attachment.id.to_string(),
+            conversation_id: attachment.conversation_id.to_string(),
+            uploader_id: attachment.uploader_id.to_string(),
+            image: attachment.dimensions.is_some(),
+            name: attachment.name,
+            size: attachment.size,
+            content_type: attachment.content_type,
+            width,
+            height,
+            created_at: Some(timestamp(attachment.created_at)),
         }
     }
 }

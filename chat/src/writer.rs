@@ -4,15 +4,8 @@
 //! which is what lets one core persist thousands of messages a second (and PostgreSQL
 //! pay one WAL flush per batch instead of per message).
 
-use crate::{
-    mentions::Notification,
-    store::{ChatStore, NewMessage, StoreError},
-};
+use crate::store::{ChatStore, Inserted, NewMessage, StoreError};
 use platform::{batch::GroupCommit, events::outbox::OutboxWaker};
-
-/// What storing one message did: the notifications of its mentions, or `None` when the
-/// sender is not a member.
-pub type Stored = Option<Vec<Notification>>;
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 256;
@@ -20,7 +13,7 @@ const MAX_BATCH: usize = 256;
 /// Hands messages to the writer task.
 #[derive(Debug, Clone)]
 pub struct MessageWriter {
-    batches: GroupCommit<NewMessage, Result<Stored, StoreError>>,
+    batches: GroupCommit<NewMessage, Result<Inserted, StoreError>>,
 }
 
 impl MessageWriter {
@@ -34,9 +27,10 @@ impl MessageWriter {
         Self { batches }
     }
 
-    /// Stores a message (and its mentions' notifications, with their events) if its
-    /// sender is a member: the notifications stored; `None` when not a member.
-    pub async fn insert(&self, message: NewMessage) -> Result<Stored, StoreError> {
+    /// Stores a message (with its mentions' notifications and their events, and the
+    /// attachments it claims) if its sender is a member and the attachments are theirs to
+    /// claim.
+    pub async fn insert(&self, message: NewMessage) -> Result<Inserted, StoreError> {
         self.batches
             .submit(message)
             .await
@@ -48,15 +42,13 @@ async fn write(
     store: ChatStore,
     outbox: OutboxWaker,
     messages: Vec<NewMessage>,
-) -> Vec<Result<Stored, StoreError>> {
+) -> Vec<Result<Inserted, StoreError>> {
     metrics::histogram!("chat_message_batch_size").record(messages.len() as f64);
     match store.insert_messages_mentioning(&messages).await {
         Ok(stored) => {
-            if stored
-                .iter()
-                .flatten()
-                .any(|notifications| !notifications.is_empty())
-            {
+            if stored.iter().any(|inserted| {
+                matches!(inserted, Inserted::Stored { notifications, .. } if !notifications.is_empty())
+            }) {
                 outbox.wake();
             }
             stored.into_iter().map(Ok).collect()
@@ -71,7 +63,7 @@ async fn write(
                 let stored = store
                     .insert_messages_mentioning(std::slice::from_ref(message))
                     .await
-                    .map(|mut stored| stored.pop().flatten());
+                    .map(|mut stored| stored.pop().unwrap_or(Inserted::NotMember));
                 outcomes.push(stored);
             }
             outbox.wake();

@@ -6,14 +6,14 @@
 
 use chat::{
     domain::{
-        Conversation, ConversationView, Kind, Message, Presence, Reaction, ReactionEmoji, RoomName,
-        UserRef, direct_key,
+        Attachment, Conversation, ConversationView, Kind, Message, Presence, Reaction,
+        ReactionEmoji, RoomName, UserRef, direct_key,
     },
     mentions::Notification,
     search::{SearchHit, SearchQuery, SearchText},
     store::{
-        self, ChatSession, ChatStore, Connection, Deleted, Edited, NewMention, NewMessage,
-        NotificationPage, Page, Reacted, StoreError,
+        self, ChatSession, ChatStore, Connection, Deleted, Edited, Inserted, NewMention,
+        NewMessage, NewUpload, NotificationPage, Page, Reacted, StoreError, Upload,
     },
 };
 use chrono::{DateTime, Duration, SubsecRound, TimeZone, Utc};
@@ -152,6 +152,15 @@ on_both_backends!(
     search_follows_edits_tombstones_and_deletions,
     search_ranks_only_the_newest_window_of_matches,
     search_answers_every_text_the_parser_takes,
+    an_upload_is_ready_once_finished_and_claimed_by_one_message,
+    only_the_uploaders_own_unclaimed_uploads_to_the_conversation_are_claimed,
+    a_refused_claim_undoes_the_claims_before_it,
+    a_non_member_cannot_upload,
+    uploads_count_against_the_quota,
+    deleting_a_message_removes_its_attachments_with_their_event,
+    unclaimed_uploads_expire_with_their_event,
+    deleting_user_data_removes_their_uploads_and_those_of_their_directs,
+    a_thumbnail_is_recorded_only_while_its_attachment_exists,
 );
 
 // ---------------------------------------------------------------------------------------
@@ -213,6 +222,7 @@ fn sent(message: &Message) -> NewMessage {
     NewMessage {
         message: message.clone(),
         mentions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 
@@ -257,6 +267,7 @@ fn message(conversation: &Conversation, sender: &UserRef, body: &str) -> Message
         edited_at: None,
         deleted_at: None,
         reactions: Vec::new(),
+        attachments: Vec::new(),
     }
 }
 
@@ -1786,7 +1797,13 @@ async fn mentions_are_stored_with_their_message_and_events_in_one_transaction(st
         .insert_messages_mentioning(&[mentioning(&hello, &[&bob, &cyd])])
         .await
         .unwrap();
-    let notified = stored[0].as_ref().expect("a member's message is stored");
+    let Inserted::Stored {
+        notifications: notified,
+        ..
+    } = &stored[0]
+    else {
+        panic!("a member's message is stored: {stored:?}");
+    };
     assert_eq!(notified.len(), 2);
     let written = outbox_of(store, "message.mentioned").await;
     assert_eq!(
@@ -1825,7 +1842,7 @@ async fn mentions_of_a_message_that_is_not_stored_are_not_stored(store: &ChatSto
         .insert_messages_mentioning(&[mentioning(&intruder, &[&ada])])
         .await
         .unwrap();
-    assert_eq!(stored, vec![None]);
+    assert_eq!(stored, vec![Inserted::NotMember]);
     assert_eq!(store.unread_notifications(ada.id).await.unwrap(), 0);
     assert!(outbox_of(store, "message.mentioned").await.is_empty());
 }
@@ -2331,5 +2348,372 @@ async fn search_answers_every_text_the_parser_takes(store: &ChatStore) {
     assert!(
         searched > 200,
         "only {searched} of 400 texts were searchable"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Attachments
+
+/// A quota no test reaches.
+const BIG_QUOTA: u64 = 1 << 40;
+
+/// An upload's row as chat writes it before the bytes come.
+fn upload(conversation: &Conversation, uploader: &UserRef, name: &str) -> NewUpload {
+    NewUpload {
+        attachment: Attachment {
+            id: Uuid::now_v7(),
+            conversation_id: conversation.id,
+            uploader_id: uploader.id,
+            name: name.to_owned(),
+            size: 0,
+            content_type: "application/pdf".to_owned(),
+            dimensions: None,
+            created_at: now(),
+        },
+        quota: BIG_QUOTA,
+    }
+}
+
+/// Starts and finishes an upload of `size` bytes; the attachment stored.
+async fn uploaded(
+    store: &ChatStore,
+    conversation: &Conversation,
+    uploader: &UserRef,
+    size: u64,
+) -> Attachment {
+    let new = upload(conversation, uploader, "report.pdf");
+    let started = store.start_upload(&new, size).await.unwrap();
+    assert!(
+        matches!(started, Upload::Done(ref row) if !row.ready),
+        "{started:?}"
+    );
+    match store
+        .finish_upload(new.attachment.id, uploader.id, size, BIG_QUOTA)
+        .await
+        .unwrap()
+    {
+        Upload::Done(row) => {
+            assert!(row.ready);
+            row.attachment
+        }
+        other => panic!("a finished upload is ready: {other:?}"),
+    }
+}
+
+/// A message claiming `attachments`, as chat stores it.
+fn with_attachments(message: &Message, attachments: &[&Attachment]) -> NewMessage {
+    NewMessage {
+        attachments: attachments.iter().map(|attachment| attachment.id).collect(),
+        ..sent(message)
+    }
+}
+
+/// Stores one message claiming `attachments`; what became of it.
+async fn post_with(store: &ChatStore, message: &Message, attachments: &[&Attachment]) -> Inserted {
+    store
+        .insert_messages_mentioning(&[with_attachments(message, attachments)])
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+/// The `attachment.removed` events written so far: (ids, reason) each.
+async fn removals(store: &ChatStore) -> Vec<(Vec<Uuid>, String)> {
+    outbox_of(store, "attachment.removed")
+        .await
+        .into_iter()
+        .map(|row| match row.payload {
+            Payload::AttachmentRemoved(removed) => (
+                removed
+                    .attachment_ids
+                    .iter()
+                    .map(|id| Uuid::parse_str(id).unwrap())
+                    .collect(),
+                removed.reason,
+            ),
+            other => panic!("an attachment.removed row holds its payload: {other:?}"),
+        })
+        .collect()
+}
+
+async fn an_upload_is_ready_once_finished_and_claimed_by_one_message(store: &ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    let new = upload(&general, &ada, "notes.txt");
+    store.start_upload(&new, 0).await.unwrap();
+    let row = store.attachment(new.attachment.id).await.unwrap().unwrap();
+    assert!(!row.ready, "not ready while its bytes are stored");
+    let file = uploaded(store, &general, &ada, 1234).await;
+    assert_eq!(file.size, 1234);
+
+    let said = message(&general, &ada, "see attached");
+    let Inserted::Stored { attachments, .. } = post_with(store, &said, &[&file]).await else {
+        panic!("the uploader sends their file");
+    };
+    assert_eq!(attachments, vec![file.clone()]);
+    let stored = store.attachment(file.id).await.unwrap().unwrap();
+    assert_eq!(stored.message_id, Some(said.id));
+    assert_eq!(
+        store.attachments_of(&[said.id]).await.unwrap(),
+        vec![(said.id, file.clone())]
+    );
+
+    let again = message(&general, &ada, "again");
+    assert_eq!(
+        post_with(store, &again, &[&file]).await,
+        Inserted::AttachmentsRefused,
+        "one message carries a file"
+    );
+    assert!(
+        !store.has_message(general.id, again.id).await.unwrap(),
+        "a refused message is not stored"
+    );
+}
+
+async fn only_the_uploaders_own_unclaimed_uploads_to_the_conversation_are_claimed(
+    store: &ChatStore,
+) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &bob, now()).await.unwrap();
+    let other = create_room(store, "other", &ada).await;
+    let adas = uploaded(store, &general, &ada, 10).await;
+    let elsewhere = uploaded(store, &other, &ada, 10).await;
+    let unfinished = upload(&general, &ada, "half.bin");
+    store.start_upload(&unfinished, 0).await.unwrap();
+
+    for (sender, attachment, why) in [
+        (&bob, &adas, "someone else's upload"),
+        (&ada, &elsewhere, "an upload to another conversation"),
+        (&ada, &unfinished.attachment, "an upload not finished"),
+    ] {
+        let said = message(&general, sender, "mine now");
+        assert_eq!(
+            post_with(store, &said, &[attachment]).await,
+            Inserted::AttachmentsRefused,
+            "{why} is not claimed"
+        );
+        assert!(!store.has_message(general.id, said.id).await.unwrap());
+    }
+    // A batch: the refused message is refused alone.
+    let fine = message(&general, &ada, "fine");
+    let refused = message(&general, &bob, "not fine");
+    let outcomes = store
+        .insert_messages_mentioning(&[
+            with_attachments(&fine, &[&adas]),
+            with_attachments(&refused, &[&elsewhere]),
+        ])
+        .await
+        .unwrap();
+    assert!(outcomes[0].is_stored());
+    assert_eq!(outcomes[1], Inserted::AttachmentsRefused);
+}
+
+async fn a_refused_claim_undoes_the_claims_before_it(store: &ChatStore) {
+    let (ada, bob) = (user("ada"), user("bob"));
+    let general = create_room(store, "general", &ada).await;
+    store.join(general.id, &bob, now()).await.unwrap();
+    let first = uploaded(store, &general, &ada, 10).await;
+    let bobs = uploaded(store, &general, &bob, 10).await;
+    let said = message(&general, &ada, "two files");
+    assert_eq!(
+        post_with(store, &said, &[&first, &bobs]).await,
+        Inserted::AttachmentsRefused
+    );
+    let row = store.attachment(first.id).await.unwrap().unwrap();
+    assert_eq!(row.message_id, None, "the first claim was taken back");
+    let retried = message(&general, &ada, "one file");
+    assert!(post_with(store, &retried, &[&first]).await.is_stored());
+}
+
+async fn a_non_member_cannot_upload(store: &ChatStore) {
+    let (ada, eve) = (user("ada"), user("eve"));
+    let general = create_room(store, "general", &ada).await;
+    let new = upload(&general, &eve, "x.bin");
+    assert_eq!(
+        store.start_upload(&new, 0).await.unwrap(),
+        Upload::NotMember
+    );
+    assert_eq!(store.attachment(new.attachment.id).await.unwrap(), None);
+}
+
+async fn uploads_count_against_the_quota(store: &ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    let quota = 100;
+    let mut first = upload(&general, &ada, "a.bin");
+    first.quota = quota;
+    assert!(matches!(
+        store.start_upload(&first, 60).await.unwrap(),
+        Upload::Done(_)
+    ));
+    assert!(matches!(
+        store
+            .finish_upload(first.attachment.id, ada.id, 60, quota)
+            .await
+            .unwrap(),
+        Upload::Done(_)
+    ));
+    assert_eq!(store.quota_used(ada.id).await.unwrap(), 60);
+
+    let mut second = upload(&general, &ada, "b.bin");
+    second.quota = quota;
+    assert_eq!(
+        store.start_upload(&second, 50).await.unwrap(),
+        Upload::OverQuota,
+        "an announced size over what is left is refused before the bytes"
+    );
+    assert!(matches!(
+        store.start_upload(&second, 0).await.unwrap(),
+        Upload::Done(_)
+    ));
+    assert_eq!(
+        store
+            .finish_upload(second.attachment.id, ada.id, 50, quota)
+            .await
+            .unwrap(),
+        Upload::OverQuota,
+        "and so are the bytes"
+    );
+    assert!(matches!(
+        store
+            .finish_upload(second.attachment.id, ada.id, 40, quota)
+            .await
+            .unwrap(),
+        Upload::Done(_)
+    ));
+    assert_eq!(store.quota_used(ada.id).await.unwrap(), 100);
+}
+
+async fn deleting_a_message_removes_its_attachments_with_their_event(store: &ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    let (a, b) = (
+        uploaded(store, &general, &ada, 10).await,
+        uploaded(store, &general, &ada, 20).await,
+    );
+    let said = message(&general, &ada, "two files");
+    assert!(post_with(store, &said, &[&a, &b]).await.is_stored());
+    assert_eq!(
+        store.attachments_of(&[said.id]).await.unwrap(),
+        vec![(said.id, a.clone()), (said.id, b.clone())],
+        "in the order sent"
+    );
+    assert!(matches!(
+        delete(store, general.id, said.id, ada.id, false).await,
+        Deleted::Done(_)
+    ));
+    assert_eq!(store.attachment(a.id).await.unwrap(), None);
+    assert_eq!(store.attachment(b.id).await.unwrap(), None);
+    let mut removed = removals(store).await;
+    assert_eq!(removed.len(), 1, "one event for the message's files");
+    let (mut ids, reason) = removed.remove(0);
+    ids.sort();
+    assert_eq!(ids, vec![a.id, b.id]);
+    assert_eq!(reason, "message_deleted");
+    assert!(matches!(
+        delete(store, general.id, said.id, ada.id, false).await,
+        Deleted::Already(_)
+    ));
+    assert_eq!(
+        removals(store).await.len(),
+        1,
+        "a tombstone has nothing left to remove"
+    );
+}
+
+async fn unclaimed_uploads_expire_with_their_event(store: &ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    let claimed = uploaded(store, &general, &ada, 10).await;
+    assert!(
+        post_with(store, &message(&general, &ada, "sent"), &[&claimed])
+            .await
+            .is_stored()
+    );
+    let forgotten = uploaded(store, &general, &ada, 10).await;
+    let cut_short = upload(&general, &ada, "cut.bin");
+    store.start_upload(&cut_short, 0).await.unwrap();
+
+    assert!(
+        store
+            .expire_unclaimed(now() - Duration::hours(1), 100)
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing is an hour old"
+    );
+    let mut expired = store
+        .expire_unclaimed(now() + Duration::seconds(1), 100)
+        .await
+        .unwrap();
+    expired.sort();
+    let mut expected = vec![forgotten.id, cut_short.attachment.id];
+    expected.sort();
+    assert_eq!(
+        expired, expected,
+        "unclaimed and unfinished uploads expire, sent ones stay"
+    );
+    assert!(store.attachment(claimed.id).await.unwrap().is_some());
+    let removed = removals(store).await;
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].1, "unclaimed");
+}
+
+async fn deleting_user_data_removes_their_uploads_and_those_of_their_directs(store: &ChatStore) {
+    let (ada, grace, bob) = (user("ada"), user("grace"), user("bob"));
+    let general = create_room(store, "general", &bob).await;
+    store.join(general.id, &ada, now()).await.unwrap();
+    let adas = uploaded(store, &general, &ada, 10).await;
+    assert!(
+        post_with(store, &message(&general, &ada, "mine"), &[&adas])
+            .await
+            .is_stored()
+    );
+    let bobs = uploaded(store, &general, &bob, 10).await;
+    let with_grace = open_direct(store, &ada, &grace).await;
+    let graces = uploaded(store, &with_grace, &grace, 10).await;
+
+    store.delete_user_data(ada.id).await.unwrap();
+
+    assert_eq!(
+        store.attachment(adas.id).await.unwrap(),
+        None,
+        "ada's own files go"
+    );
+    assert_eq!(
+        store.attachment(graces.id).await.unwrap(),
+        None,
+        "so do the files of her direct conversations"
+    );
+    assert!(
+        store.attachment(bobs.id).await.unwrap().is_some(),
+        "others' room files stay"
+    );
+    let mut removed: Vec<Uuid> = removals(store)
+        .await
+        .into_iter()
+        .flat_map(|(ids, _)| ids)
+        .collect();
+    removed.sort();
+    let mut expected = vec![adas.id, graces.id];
+    expected.sort();
+    assert_eq!(removed, expected, "every removed row has its event");
+}
+
+async fn a_thumbnail_is_recorded_only_while_its_attachment_exists(store: &ChatStore) {
+    let ada = user("ada");
+    let general = create_room(store, "general", &ada).await;
+    let file = uploaded(store, &general, &ada, 10).await;
+    assert!(store.set_thumbnail(file.id, "image/png", 99).await.unwrap());
+    let row = store.attachment(file.id).await.unwrap().unwrap();
+    assert_eq!(row.thumbnail, Some(("image/png".to_owned(), 99)));
+    store
+        .remove_attachments(&[file.id], "unclaimed")
+        .await
+        .unwrap();
+    assert!(
+        !store.set_thumbnail(file.id, "image/png", 99).await.unwrap(),
+        "a thumbnail made after its attachment went is reported, so it is deleted"
     );
 }

@@ -176,7 +176,7 @@ impl Handlers {
     /// described (issue 29, docs/PERFORMANCE.md "Resource bounds over time").
     pub fn audited(envelope: &Envelope) -> bool {
         match &envelope.payload {
-            Some(Payload::MessageMentioned(_)) => false,
+            Some(Payload::MessageMentioned(_) | Payload::AttachmentRemoved(_)) => false,
             Some(payload) => !Self::unattended(payload),
             None => true,
         }
@@ -315,6 +315,20 @@ impl Handlers {
                 Ok(())
             }
             Payload::MessageMentioned(mention) => self.note_mention(mention, occurred_at).await,
+            Payload::AttachmentRemoved(removed) => {
+                // The rows are gone: chat deletes the objects (idempotent, so a retry or a
+                // second delivery deletes nothing twice).
+                for ids in removed.attachment_ids.chunks(PURGE_AT_ONCE) {
+                    self.chat
+                        .clone()
+                        .purge_attachments(chat::PurgeAttachmentsRequest {
+                            attachment_ids: ids.to_vec(),
+                        })
+                        .await
+                        .map_err(|status| HandleError::from_status("chat", &status))?;
+                }
+                Ok(())
+            }
             // Returned early in `handle`: they call nothing.
             Payload::MessageSent(_)
             | Payload::MessageRead(_)
@@ -447,6 +461,9 @@ type AuditWriter = GroupCommit<logger::LogEntry, Result<(), Status>>;
 
 /// Entries per audit batch, at most (the logger takes up to 1,000).
 const AUDIT_BATCH: usize = 500;
+
+/// Most attachment ids per `PurgeAttachments` call (chat takes up to 10,000).
+const PURGE_AT_ONCE: usize = 1_000;
 
 fn audit_writer(client: LoggerClient<TracedChannel>) -> AuditWriter {
     GroupCommit::start(AUDIT_BATCH, move |entries: Vec<logger::LogEntry>| {
@@ -597,6 +614,9 @@ pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
                 moderator: deleted.moderator,
             },
         ),
+        // Not written (see `Handlers::audited`): the deletion that removed the files has
+        // its own entry.
+        Some(Payload::AttachmentRemoved(_)) => ("", Details::None),
         // Not written (see `Handlers::audited`); described for completeness.
         Some(Payload::MessageMentioned(mention)) => (
             mention.sender_id.as_str(),

@@ -291,6 +291,7 @@ async fn seed_messages(
             edited_at: None,
             deleted_at: None,
             reactions: Vec::new(),
+            attachments: Vec::new(),
         });
         if batch.len() == ROWS_PER_INSERT || n + 1 == args.messages {
             stored += insert_rows(pool, &batch).await?;
@@ -649,10 +650,12 @@ async fn timed_sends(
             edited_at: None,
             deleted_at: None,
             reactions: Vec::new(),
+            attachments: Vec::new(),
         };
         batch.push(NewMessage {
             message,
             mentions: Vec::new(),
+            attachments: Vec::new(),
         });
         if batch.len() == 128 || n + 1 == count {
             batches.push(std::mem::take(&mut batch));

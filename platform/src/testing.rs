@@ -322,6 +322,134 @@ impl Drop for MongoServer {
     }
 }
 
+/// An S3-compatible server for tests: PyPI `moto[server]` (installed into `.tools/venv`
+/// by `scripts/test-tools.sh`), on a free loopback port, in memory, with one bucket
+/// created. Moto accepts any credentials (and unsigned requests). The process is killed
+/// when this is dropped, so each test may start its own.
+#[derive(Debug)]
+pub struct Moto {
+    port: u16,
+    bucket: String,
+    child: std::process::Child,
+}
+
+impl Moto {
+    /// The credentials tests sign with: moto accepts any.
+    pub const ACCESS_KEY_ID: &'static str = "microchat-test";
+    /// See [`Moto::ACCESS_KEY_ID`].
+    pub const SECRET_ACCESS_KEY: &'static str = "microchat-test-secret";
+
+    /// Where `scripts/test-tools.sh` puts the server.
+    pub fn binary() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.tools/venv/bin/moto_server")
+    }
+
+    /// Starts a server on a free port and creates a bucket. `Ok(None)` when it is not
+    /// installed outside CI (the caller skips, saying so); in CI that is an error.
+    pub async fn start() -> anyhow::Result<Option<Self>> {
+        let binary = Self::binary();
+        if !binary.exists() {
+            anyhow::ensure!(
+                !in_ci(),
+                "moto is not installed at {}: run scripts/test-tools.sh",
+                binary.display()
+            );
+            eprintln!(
+                "SKIPPED: moto is not installed (run scripts/test-tools.sh); CI=true makes this fail"
+            );
+            return Ok(None);
+        }
+        // The free port may be taken by someone else before the server binds it: try anew.
+        let mut last_error = None;
+        for _ in 0..3 {
+            match Self::start_on(&binary, free_port()).await {
+                Ok(server) => return Ok(Some(server)),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto did not start")))
+    }
+
+    async fn start_on(binary: &std::path::Path, port: u16) -> anyhow::Result<Self> {
+        let child = std::process::Command::new(binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        // Built before waiting, so an early return kills the process.
+        let mut server = Self {
+            port,
+            bucket: format!("microchat-{}", uuid::Uuid::new_v4().simple()),
+            child,
+        };
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        let started = std::time::Instant::now();
+        loop {
+            // Creating the bucket is also the readiness check (moto takes unsigned requests).
+            let created = client
+                .put(format!("{}/{}", server.endpoint(), server.bucket))
+                .send()
+                .await;
+            match created {
+                Ok(answer) if answer.status().is_success() => return Ok(server),
+                Ok(answer) => anyhow::bail!(
+                    "moto refused to create bucket {}: {}",
+                    server.bucket,
+                    answer.status()
+                ),
+                Err(_) => {}
+            }
+            if let Some(status) = server.child.try_wait()? {
+                anyhow::bail!("moto exited at start on port {port}: {status}");
+            }
+            anyhow::ensure!(
+                started.elapsed() < std::time::Duration::from_secs(30),
+                "moto did not start on port {port}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The bucket created at start.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// `s3://<bucket>?endpoint=http://127.0.0.1:<port>&region=us-east-1&allow_http=true`.
+    pub fn url(&self) -> String {
+        format!(
+            "s3://{}?endpoint={}&region=us-east-1&allow_http=true",
+            self.bucket,
+            self.endpoint()
+        )
+    }
+
+    /// How many multipart uploads of the bucket were started and neither completed nor
+    /// aborted (their parts take space without being objects).
+    pub async fn open_multipart_uploads(&self) -> anyhow::Result<usize> {
+        let listing = reqwest::get(format!("{}/{}?uploads", self.endpoint(), self.bucket))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(listing.matches("<Upload>").count())
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A database for one test, on either backend, removed when dropped: a SQLite file in a
 /// directory of its own, or a PostgreSQL database of its own.
 #[derive(Debug)]

@@ -25,6 +25,14 @@ pub mod chat {
         /// stay well inside gRPC's 4 MB message limit.
         pub const MAX_SENDS_PER_CALL: usize = 128;
 
+        /// The gRPC metadata key of a refused upload's reason (`too_large`,
+        /// `quota_exceeded`, `empty_file`, `damaged_image`, `too_many_pixels`,
+        /// `storage_full`, ...): the broker answers each with its own HTTP status.
+        pub const ERROR_REASON: &str = "error-reason";
+
+        /// Most bytes of one `UploadChunk`'s data and one `AttachmentChunk`.
+        pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+
         /// The emoji a reaction may use, each in its canonical (fully qualified) spelling,
         /// in the order a picker shows them. Part of the contract: chat validates against
         /// it (`chat::domain::ReactionEmoji`), the broker states it in the OpenAPI document

@@ -16,11 +16,15 @@ pub enum Inbound {
     Send {
         /// Where.
         conversation_id: Uuid,
-        /// What.
+        /// What (may be empty when it carries attachments).
         body: String,
         /// The client's own id for the message, echoed in the ack (≤ 64 bytes).
         #[serde(default)]
         client_id: Option<String>,
+        /// Files the user uploaded to this conversation (`POST
+        /// /api/conversations/{id}/attachments`), at most 10.
+        #[serde(default)]
+        attachment_ids: Vec<Uuid>,
     },
     /// The user is typing.
     Typing {
@@ -78,6 +82,51 @@ pub struct MessageView {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[schema(nullable = false)]
     pub reactions: Vec<ReactionView>,
+    /// The files it carries, in the order sent (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(nullable = false)]
+    pub attachments: Vec<AttachmentView>,
+}
+
+/// A file in a conversation, as frames and the REST API show it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AttachmentView {
+    /// Its id.
+    pub id: String,
+    /// The file name (sanitised).
+    pub name: String,
+    /// Bytes.
+    pub size: u64,
+    /// Sniffed from the bytes (the one the client declared is not trusted).
+    pub content_type: String,
+    /// Images (PNG, JPEG, GIF, WebP) only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    /// Images only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Where to download it (members of its conversation only).
+    pub url: String,
+    /// Images only: a preview at most 400 pixels a side.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbnail_url: Option<String>,
+}
+
+impl From<&pb::Attachment> for AttachmentView {
+    fn from(attachment: &pb::Attachment) -> Self {
+        let url = format!("/api/attachments/{}", attachment.id);
+        let image = attachment.image;
+        Self {
+            id: attachment.id.clone(),
+            name: attachment.name.clone(),
+            size: attachment.size,
+            content_type: attachment.content_type.clone(),
+            width: image.then_some(attachment.width),
+            height: image.then_some(attachment.height),
+            thumbnail_url: image.then(|| format!("{url}/thumbnail")),
+            url,
+        }
+    }
 }
 
 /// One emoji's reactions to a message, as the caller sees them.
@@ -115,6 +164,11 @@ impl From<&pb::Message> for MessageView {
                     count: reaction.count,
                     me: reaction.me,
                 })
+                .collect(),
+            attachments: message
+                .attachments
+                .iter()
+                .map(AttachmentView::from)
                 .collect(),
         }
     }
@@ -374,7 +428,22 @@ mod tests {
             Inbound::Send {
                 conversation_id: id,
                 body: "hi".into(),
-                client_id: None
+                client_id: None,
+                attachment_ids: Vec::new(),
+            }
+        );
+        let file = Uuid::now_v7();
+        let with_file: Inbound = serde_json::from_str(&format!(
+            r#"{{"type":"send","conversation_id":"{id}","body":"","attachment_ids":["{file}"]}}"#
+        ))
+        .unwrap();
+        assert_eq!(
+            with_file,
+            Inbound::Send {
+                conversation_id: id,
+                body: String::new(),
+                client_id: None,
+                attachment_ids: vec![file],
             }
         );
         assert!(serde_json::from_str::<Inbound>(r#"{"type":"dance"}"#).is_err());

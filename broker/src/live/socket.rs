@@ -21,6 +21,10 @@ use uuid::Uuid;
 const MAX_REFUSED_IN_A_ROW: u32 = 100;
 /// Longest `client_id` echoed back.
 const MAX_CLIENT_ID: usize = 64;
+
+/// Most attachments one message carries (chat's rule, checked here before the send is
+/// queued).
+const MAX_ATTACHMENTS: usize = 10;
 /// Longest wait for the client's answering close frame after ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -403,7 +407,7 @@ impl SocketLoop<'_> {
             Protocol::Text => match parse_text(&text) {
                 Ok(TextCommand::Send(body)) => {
                     let room = self.spec.room.expect("text sockets always have a room");
-                    match self.send_message(room, body.to_owned()).await {
+                    match self.send_message(room, body.to_owned(), &[]).await {
                         Ok(_) => Flow::Continue,
                         Err(error) => self.refuse_send(error, None).await,
                     }
@@ -426,11 +430,13 @@ impl SocketLoop<'_> {
         &self,
         conversation: Uuid,
         body: String,
+        attachments: &[Uuid],
     ) -> Pin<Box<dyn Future<Output = Result<pb::Message, SendError>> + Send + '_>> {
         let request = pb::SendMessageRequest {
             caller: Some(caller_message(&self.spec.claims)),
             conversation_id: conversation.to_string(),
             body,
+            attachment_ids: attachments.iter().map(Uuid::to_string).collect(),
         };
         Box::pin(self.state.sends.send(request))
     }
@@ -471,6 +477,7 @@ impl SocketLoop<'_> {
                 conversation_id,
                 body,
                 client_id,
+                attachment_ids,
             } => {
                 if client_id
                     .as_ref()
@@ -480,8 +487,20 @@ impl SocketLoop<'_> {
                         .refuse("bad_frame", "client_id: at most 64 bytes", None)
                         .await;
                 }
+                if attachment_ids.len() > MAX_ATTACHMENTS {
+                    return self
+                        .refuse(
+                            "bad_frame",
+                            "attachment_ids: at most 10",
+                            client_id.as_deref(),
+                        )
+                        .await;
+                }
                 let client_id = client_id.as_deref();
-                match self.send_message(conversation_id, body).await {
+                match self
+                    .send_message(conversation_id, body, &attachment_ids)
+                    .await
+                {
                     Ok(stored) => {
                         let message = MessageView::from(&stored);
                         let ack = Outbound::Ack { client_id, message }.to_json();

@@ -130,6 +130,9 @@ pub struct NewDirectBody {
     user_id: Uuid,
 }
 
+/// Most attachments one message carries (chat's rule).
+pub(crate) const MAX_ATTACHMENTS: usize = 10;
+
 /// Longest message body, in characters (chat's rule).
 pub(crate) const MAX_BODY_CHARS: usize = 4_000;
 
@@ -143,12 +146,18 @@ pub(crate) const BODY_PATTERN: &str = "^[\\t\\n \\xa0\\u1680\\u2000-\\u200a\\u20
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct NewMessageBody {
     /// 1–4,000 characters, not only spaces; no control characters but tabs and newlines.
+    /// Empty (or absent) only when the message carries attachments.
+    #[serde(default)]
     #[schema(
-        min_length = 1,
         max_length = 4000,
-        pattern = "^[\\t\\n \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$"
+        pattern = "^$|^[\\t\\n \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]*[^\\x00-\\x20\\x7f-\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$"
     )]
     body: String,
+    /// Files the caller uploaded to this conversation that no message carries yet
+    /// (`POST /api/conversations/{id}/attachments`), in the order to show them.
+    #[serde(default)]
+    #[schema(max_items = 10)]
+    attachment_ids: Vec<Uuid>,
 }
 
 /// `POST /api/conversations/{id}/read`
@@ -400,21 +409,30 @@ pub async fn send(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewMessageBody>,
 ) -> Result<Response, ApiError> {
-    let message = send_message(&state, &user, id, body.body).await?;
+    let message = send_message(&state, &user, id, body.body, &body.attachment_ids).await?;
     Ok((StatusCode::CREATED, ApiJson(message)).into_response())
 }
 
-/// Sends `body` to conversation `id` as `user` (chat checks the membership).
+/// Sends `body` with `attachments` to conversation `id` as `user` (chat checks the
+/// membership, and that each attachment is the user's own upload to it).
 pub(crate) async fn send_message(
     state: &AppState,
     user: &AuthUser,
     id: Uuid,
     body: String,
+    attachments: &[Uuid],
 ) -> Result<MessageView, ApiError> {
+    if attachments.len() > MAX_ATTACHMENTS {
+        return Err(ApiError::bad_request(
+            "invalid_argument",
+            "attachment_ids: at most 10 attachments",
+        ));
+    }
     let request = pb::SendMessageRequest {
         caller: Some(caller(user)),
         conversation_id: id.to_string(),
         body,
+        attachment_ids: attachments.iter().map(Uuid::to_string).collect(),
     };
     let message = state.sends.send(request).await?;
     Ok(MessageView::from(&message))

@@ -203,6 +203,6 @@ pub async fn send(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewMessage>,
 ) -> Result<Response, ApiError> {
-    let message = send_message(&state, &user, id, body.message).await?;
+    let message = send_message(&state, &user, id, body.message, &[]).await?;
     Ok((StatusCode::CREATED, ApiJson(SentView { message })).into_response())
 }

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod admin;
+pub mod attachments;
 pub mod auth;
 pub mod chat;
 pub mod compat;
@@ -173,12 +174,34 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
         .route_layer(from_fn(middleware::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed);
+    // Files stream for longer than a request may take, and their size is chat's to
+    // check (against `Content-Length` before the body is read, then on the bytes).
+    let transfers = Router::new()
+        .route(
+            "/api/conversations/{id}/attachments",
+            limiters.limit(api, post(attachments::upload)),
+        )
+        .route(
+            "/api/attachments/{id}",
+            limiters.limit(api, get(attachments::download)),
+        )
+        .route(
+            "/api/attachments/{id}/thumbnail",
+            limiters.limit(api, get(attachments::thumbnail)),
+        )
+        .route_layer(from_fn(middleware::metrics))
+        .layer(DefaultBodyLimit::disable())
+        .layer(from_fn_with_state(
+            config.transfer_timeout,
+            middleware::deadline,
+        ));
     routes
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(from_fn_with_state(
             config.request_timeout,
             middleware::deadline,
         ))
+        .merge(transfers)
         .layer(cors(&config.allowed_origins))
         .layer(from_fn(middleware::no_store))
         .layer(CatchPanicLayer::custom(|_| {

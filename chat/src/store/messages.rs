@@ -1,10 +1,10 @@
 //! Messages: batched inserts with their mentions (chat's hot path, on the writer), history pages, read markers, edits, deletions, reactions and unread counts.
 
 use super::{
-    ChatStore, IDS_PER_STATEMENT, MESSAGE_COLUMNS, MessageRow, StoreError, count, insert_event,
-    notifications, placeholders_from, search,
+    ChatStore, IDS_PER_STATEMENT, MESSAGE_COLUMNS, MessageRow, StoreError, attachments, count,
+    insert_event, notifications, placeholders_from, search,
 };
-use crate::domain::{Message, Reaction, ReactionEmoji};
+use crate::domain::{Attachment, Message, Reaction, ReactionEmoji};
 use crate::mentions::Notification;
 use chrono::{DateTime, Utc};
 use platform::{
@@ -12,7 +12,7 @@ use platform::{
     on_pool, on_tx,
     sql::{Backend, Transaction},
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// Which page of history.
@@ -42,6 +42,34 @@ pub struct NewMessage {
     pub message: Message,
     /// The members it mentions: stored (with their events) only if the message is.
     pub mentions: Vec<NewMention>,
+    /// The sender's uploads it claims, in order (at most
+    /// [`crate::domain::MAX_ATTACHMENTS_PER_MESSAGE`]): all of them or the message is not
+    /// stored.
+    pub attachments: Vec<Uuid>,
+}
+
+/// What became of one message of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// Stored, with the notifications of its mentions and the attachments it claimed.
+    Stored {
+        /// The notifications stored for its mentions.
+        notifications: Vec<Notification>,
+        /// The attachments it carries, in order.
+        attachments: Vec<Attachment>,
+    },
+    /// The sender is not a member: nothing stored.
+    NotMember,
+    /// An attachment is not the sender's own finished, unclaimed upload to this
+    /// conversation: nothing stored.
+    AttachmentsRefused,
+}
+
+impl Inserted {
+    /// Whether the message was stored.
+    pub fn is_stored(&self) -> bool {
+        matches!(self, Self::Stored { .. })
+    }
 }
 
 /// A notification of a member mentioned in a new message, with its `message.mentioned`
@@ -181,26 +209,54 @@ impl ChatStore {
     /// one flag per message.
     pub async fn insert_messages(&self, messages: &[NewMessage]) -> Result<Vec<bool>, StoreError> {
         let stored = self.insert_messages_mentioning(messages).await?;
-        Ok(stored.iter().map(Option::is_some).collect())
+        Ok(stored.iter().map(Inserted::is_stored).collect())
     }
 
     /// Stores messages like [`ChatStore::insert_messages`], with the notifications of
-    /// the members each mentions and their events, all in one transaction on the writer;
-    /// per message, the notifications stored, or `None` when the sender is not a member.
+    /// the members each mentions and their events, and the attachments each claims, all in
+    /// one transaction on the writer; one outcome per message.
     pub async fn insert_messages_mentioning(
         &self,
         messages: &[NewMessage],
-    ) -> Result<Vec<Option<Vec<Notification>>>, StoreError> {
+    ) -> Result<Vec<Inserted>, StoreError> {
         // One statement per batch, whatever its size: the messages whose sender is a
         // member; two more only when some of those mention members (the notifications and
-        // their events), one more on SQLite (its search index).
+        // their events), one more on SQLite (its search index), and a claim per attachment
+        // of the (rare) messages that carry some.
         let mut tx = self.writer.begin().await?;
         let mut stored = Vec::with_capacity(messages.len());
         for chunk in messages.chunks(MESSAGES_PER_INSERT) {
-            let inserted: HashSet<Uuid> = insert_of_members(&mut tx, chunk)
+            let mut inserted: HashSet<Uuid> = insert_of_members(&mut tx, chunk)
                 .await?
                 .into_iter()
                 .collect();
+            let mut claimed = HashMap::new();
+            let mut refused = HashSet::new();
+            let claiming: Vec<&NewMessage> = chunk
+                .iter()
+                .filter(|new| !new.attachments.is_empty() && inserted.contains(&new.message.id))
+                .collect();
+            for new in claiming {
+                let message = &new.message;
+                match attachments::claim(
+                    &mut tx,
+                    message.id,
+                    message.conversation_id,
+                    message.sender.id,
+                    &new.attachments,
+                )
+                .await?
+                {
+                    Some(attachments) => {
+                        claimed.insert(message.id, attachments);
+                    }
+                    None => {
+                        unstore(&mut tx, message.id).await?;
+                        inserted.remove(&message.id);
+                        refused.insert(message.id);
+                    }
+                }
+            }
             let ids: Vec<Uuid> = inserted.iter().copied().collect();
             search::index_inserted(&mut tx, &ids).await?;
             let kept = || {
@@ -218,12 +274,21 @@ impl ChatStore {
                 None => Ok(()),
             })?;
             stored.extend(chunk.iter().map(|new| {
-                inserted.contains(&new.message.id).then(|| {
-                    new.mentions
-                        .iter()
-                        .map(|mention| mention.notification.clone())
-                        .collect()
-                })
+                let id = new.message.id;
+                if inserted.contains(&id) {
+                    Inserted::Stored {
+                        notifications: new
+                            .mentions
+                            .iter()
+                            .map(|mention| mention.notification.clone())
+                            .collect(),
+                        attachments: claimed.remove(&id).unwrap_or_default(),
+                    }
+                } else if refused.contains(&id) {
+                    Inserted::AttachmentsRefused
+                } else {
+                    Inserted::NotMember
+                }
             }));
         }
         tx.commit().await?;
@@ -388,6 +453,8 @@ impl ChatStore {
                 .await
                 .map(drop)
         })?;
+        // Its files go with its body (their objects through the event path).
+        super::attachments::remove_of_message(&mut tx, id).await?;
         insert_event(&mut tx, &event(&deleted)).await?;
         tx.commit().await?;
         Ok(Deleted::Done(deleted))
@@ -571,6 +638,15 @@ async fn insert_of_members(
         insert.push(INSERT_MESSAGES_OF_MEMBERS);
         insert.build_query_scalar().fetch_all(&mut **tx).await
     })
+}
+
+/// Takes back message `id`, inserted earlier in `tx` (its claim of attachments failed).
+async fn unstore(tx: &mut Transaction, id: Uuid) -> Result<(), sqlx::Error> {
+    on_tx!(tx, |tx| sqlx::query("DELETE FROM messages WHERE id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await
+        .map(drop))
 }
 
 /// Message `id` if it belongs to `conversation`, read in `tx`.

@@ -7,13 +7,14 @@
 //! [`Backend`]. Its methods are split by aggregate, one file each: `conversations.rs`
 //! (rooms, directs, memberships), `messages.rs` (batched inserts, history, edits,
 //! deletions, reactions, unread counts), `presence.rs` (sockets, brokers, last seen),
-//! `sessions.rs`, `notifications.rs`, `search.rs`, and `users.rs` (what an account's
-//! deletion removes).
+//! `sessions.rs`, `notifications.rs`, `search.rs`, `attachments.rs` (files' rows), and
+//! `users.rs` (what an account's deletion removes).
 //!
 //! Message ids are UUIDv7 and compare in time order in both databases (PostgreSQL compares
 //! UUIDs byte-wise, SQLite compares BLOBs byte-wise), so `id` is the history cursor.
 //! Timestamps in SQLite are RFC 3339 TEXT in UTC, which also sorts in time order.
 
+mod attachments;
 mod conversations;
 mod messages;
 mod notifications;
@@ -22,8 +23,9 @@ mod search;
 mod sessions;
 mod users;
 
+pub use attachments::{NewUpload, StoredAttachment, Upload};
 pub use messages::{
-    Deleted, Edited, NewMention, NewMessage, Page, Reacted, UNREAD_CAP, push_message_rows,
+    Deleted, Edited, Inserted, NewMention, NewMessage, Page, Reacted, UNREAD_CAP, push_message_rows,
 };
 pub use notifications::NotificationPage;
 pub use presence::Connection;
@@ -158,6 +160,7 @@ impl From<MessageRow> for Message {
             edited_at: row.edited_at,
             deleted_at: row.deleted_at,
             reactions: Vec::new(),
+            attachments: Vec::new(),
         }
     }
 }

@@ -5,11 +5,15 @@ use platform::on_tx;
 use uuid::Uuid;
 
 impl ChatStore {
-    /// Deletes a user's direct conversations (with their messages), memberships and
-    /// presence, and shows their room messages as the deleted user's, in one
-    /// transaction; returns how many conversations went. Idempotent.
+    /// Deletes a user's direct conversations (with their messages), the files they
+    /// uploaded (with the event that deletes the objects), memberships and presence, and
+    /// shows their room messages as the deleted user's, in one transaction; returns how
+    /// many conversations went. Idempotent.
     pub async fn delete_user_data(&self, user: Uuid) -> Result<u32, StoreError> {
         let mut tx = self.pool.begin().await?;
+        // Their files, and the files of the direct conversations about to go, with the
+        // event that deletes their objects: the cascade below would drop such rows silently.
+        super::attachments::remove_of_user(&mut tx, user).await?;
         // Deleting a direct conversation cascades to its messages and memberships.
         let directs = on_tx!(&mut tx, |tx| {
             sqlx::query(

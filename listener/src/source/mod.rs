@@ -13,7 +13,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// The routing keys the listener's queue is bound to.
-pub const BINDINGS: &[&str] = &["user.*", "message.*"];
+pub const BINDINGS: &[&str] = &["user.*", "message.*", "attachment.*"];
 
 /// One event received from the bus (RabbitMQ or the embedded bus), with what settles it:
 /// acknowledged, retried later or parked.

@@ -21,6 +21,7 @@ pub fn routing_key(payload: &Payload) -> &'static str {
         Payload::MessageEdited(_) => "message.edited",
         Payload::MessageDeleted(_) => "message.deleted",
         Payload::MessageMentioned(_) => "message.mentioned",
+        Payload::AttachmentRemoved(_) => "attachment.removed",
     }
 }
 

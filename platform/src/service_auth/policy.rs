@@ -107,6 +107,12 @@ pub const CHAT: Policy = Policy {
         ("ListNotifications", BROKER_AND_LISTENER),
         ("MarkNotificationsRead", BROKER),
         ("SearchMessages", BROKER),
+        // Attachments: the broker streams users' files; the listener deletes the objects
+        // of removed attachments (their `attachment.removed` events).
+        ("UploadAttachment", BROKER),
+        ("GetAttachment", BROKER),
+        ("ReadAttachment", BROKER),
+        ("PurgeAttachments", LISTENER),
     ],
 };
 

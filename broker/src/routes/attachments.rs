@@ -1,0 +1,477 @@
+//! Files in conversations (docs/ARCHITECTURE.md, "Attachments"): the upload, streamed from
+//! the request's multipart body to chat chunk by chunk (never held whole), and the
+//! downloads of a file or its thumbnail, streamed back with ranges, an `ETag` and the
+//! headers that keep a file from ever running as a page of ours. Chat owns the files
+//! and checks every id against the caller's membership; the broker speaks HTTP.
+
+use super::chat::{caller, from_chat};
+use crate::{
+    AppState,
+    error::{ApiError, ErrorBody},
+    extract::{ApiJson, ApiPath, AuthUser},
+    live::frames::AttachmentView,
+};
+use axum::{
+    body::Body,
+    extract::{
+        State,
+        multipart::{Field, Multipart, MultipartError, MultipartRejection},
+    },
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use futures::StreamExt;
+use proto::chat::v1::{self as pb, upload_chunk::Part};
+use std::ops::RangeInclusive;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// `POST /api/conversations/{id}/attachments`: one part, the file.
+#[derive(Debug, ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the multipart form; the handler streams it"
+)]
+pub struct UploadForm {
+    /// The file, with its name in the part's `filename`.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    file: String,
+}
+
+/// Chunks of an upload queued toward chat: a few, so a slow chat slows the client
+/// (backpressure) instead of filling the broker's memory.
+const UPLOAD_QUEUE: usize = 4;
+
+/// Upload a file to a conversation (members only), to send with a message
+/// (`attachment_ids`) within the hour. Streamed: the size limit (25 MiB by default) is
+/// checked against `Content-Length` before the body is read, then on the bytes.
+#[utoipa::path(post, path = "/api/conversations/{id}/attachments", tag = "attachments",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    params(("id" = Uuid, Path, description = "conversation id")), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 201, description = "Stored; send it with a message.", body = AttachmentView),
+        (status = 400, description = "Not one well-formed file part, or an empty file.", body = ErrorBody),
+        (status = 403, description = "The caller is not a member.", body = ErrorBody),
+        (status = 413, description = "Larger than the limit (`too_large`), or over the caller's quota (`quota_exceeded`).", body = ErrorBody),
+        (status = 415, description = "Not multipart/form-data.", body = ErrorBody),
+        (status = 422, description = "An image whose header is damaged (`damaged_image`) or with too many pixels (`too_many_pixels`).", body = ErrorBody),
+        (status = 507, description = "The file store is full.", body = ErrorBody)))]
+pub async fn upload(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let mut multipart = multipart.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("expected multipart/form-data with one file part: {rejection}"),
+        )
+    })?;
+    // An upper bound of the file's size: the body's, which also holds the part's headers
+    // and the boundaries (chat allows for them).
+    let declared_size = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0);
+    let field = multipart
+        .next_field()
+        .await
+        .map_err(malformed)?
+        .ok_or_else(|| ApiError::bad_request("no_file", "the form has no file part"))?;
+    let Some(name) = field.file_name().map(str::to_owned) else {
+        return Err(ApiError::bad_request(
+            "no_file",
+            "the form's part is not a file (it has no filename)",
+        ));
+    };
+    let (chunks, queued) = mpsc::channel(UPLOAD_QUEUE);
+    let start = pb::UploadChunk {
+        part: Some(Part::Start(pb::UploadStart {
+            caller: Some(caller(&user)),
+            conversation_id: id.to_string(),
+            name,
+            declared_size,
+        })),
+    };
+    chunks
+        .try_send(start)
+        .map_err(|_| ApiError::bad_request("invalid_upload", "the upload could not start"))?;
+    let mut chat = state.chat_files.clone();
+    let mut call = std::pin::pin!(chat.upload_attachment(ReceiverStream::new(queued)));
+    let pumped = tokio::select! {
+        // Chat answered before the file was read: a refusal (membership, size, quota,
+        // an image's header), sent now, before the rest of the body is read.
+        answered = &mut call => return answer(answered),
+        pumped = pump(field, chunks) => pumped,
+    };
+    // Only a complete, well-formed form is sent as `complete`; anything else returns here,
+    // and dropping the call cancels the upload (chat keeps nothing).
+    let chunks = pumped?;
+    if let Some(next) = multipart.next_field().await.map_err(malformed)? {
+        let what = if next.file_name().is_some() {
+            "a second file"
+        } else {
+            "a second part"
+        };
+        return Err(ApiError::bad_request(
+            "too_many_parts",
+            format!("upload one file per request; the form has {what}"),
+        ));
+    }
+    let complete = pb::UploadChunk {
+        part: Some(Part::Complete(true)),
+    };
+    if chunks.send(complete).await.is_err() {
+        // Chat stopped reading: its answer says why.
+        return answer(call.await);
+    }
+    drop(chunks);
+    answer(call.await)
+}
+
+/// Copies the file part's bytes into the upload's queue (in chunks chat takes); the
+/// queue back when the part ended well.
+async fn pump(
+    mut field: Field<'_>,
+    chunks: mpsc::Sender<pb::UploadChunk>,
+) -> Result<mpsc::Sender<pb::UploadChunk>, ApiError> {
+    while let Some(mut bytes) = field.chunk().await.map_err(malformed)? {
+        while !bytes.is_empty() {
+            let piece = bytes.split_to(bytes.len().min(pb::MAX_CHUNK_BYTES));
+            let data = pb::UploadChunk {
+                part: Some(Part::Data(piece)),
+            };
+            if chunks.send(data).await.is_err() {
+                // Chat stopped reading (it refused the file); `upload` takes its answer.
+                return Ok(chunks);
+            }
+        }
+    }
+    Ok(chunks)
+}
+
+/// A body that is not the multipart form it claims to be.
+fn malformed(error: MultipartError) -> ApiError {
+    ApiError::bad_request(
+        "bad_multipart",
+        format!(
+            "the multipart body is malformed or cut short: {}",
+            error.body_text()
+        ),
+    )
+}
+
+/// Chat's answer to an upload, in HTTP terms.
+fn answer(
+    answered: Result<tonic::Response<pb::Attachment>, tonic::Status>,
+) -> Result<Response, ApiError> {
+    let attachment = answered.map_err(refused)?.into_inner();
+    let view = AttachmentView::from(&attachment);
+    let mut response = (StatusCode::CREATED, ApiJson(&view)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&view.url) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+/// An upload chat refused: its reason picks the status.
+fn refused(status: tonic::Status) -> ApiError {
+    let reason = status
+        .metadata()
+        .get(pb::ERROR_REASON)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let message = status.message().to_owned();
+    match reason {
+        "too_large" => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message),
+        "quota_exceeded" => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded", message),
+        "empty_file" => ApiError::bad_request("empty_file", message),
+        "damaged_image" => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "damaged_image", message)
+        }
+        "too_many_pixels" => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "too_many_pixels", message)
+        }
+        "storage_full" => ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message),
+        "invalid_upload" | "cancelled" => ApiError::bad_request("invalid_upload", message),
+        _ => from_chat(status),
+    }
+}
+
+/// Download a file (members of its conversation only; anyone else gets the 404 of a
+/// missing id). Images are served inline, anything else as a download; never as a page
+/// (`nosniff`, a sandboxing CSP). Single byte ranges are honoured.
+#[utoipa::path(get, path = "/api/attachments/{id}", tag = "attachments",
+    params(("id" = Uuid, Path, description = "attachment id")), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The file.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 206, description = "The range asked for.", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 304, description = "Not modified (`If-None-Match`)."),
+        (status = 404, description = "No such attachment, or not the caller's to see.", body = ErrorBody),
+        (status = 416, description = "The range lies outside the file.", body = ErrorBody)))]
+pub async fn download(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(&state, &user, id, false, &headers).await
+}
+
+/// Download an image's thumbnail (at most 400 pixels a side; PNG or JPEG), members only.
+#[utoipa::path(get, path = "/api/attachments/{id}/thumbnail", tag = "attachments",
+    params(("id" = Uuid, Path, description = "attachment id")), security(("bearer" = []), ("session_cookie" = [])),
+    responses((status = 200, description = "The thumbnail.", content_type = "image/png", body = Vec<u8>),
+        (status = 304, description = "Not modified (`If-None-Match`)."),
+        (status = 404, description = "No such attachment, not the caller's to see, or not an image.", body = ErrorBody)))]
+pub async fn thumbnail(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(id): ApiPath<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    serve(&state, &user, id, true, &headers).await
+}
+
+/// Serves attachment `id` (or its thumbnail) to `user`.
+async fn serve(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+    thumbnail: bool,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let object = state
+        .chat
+        .clone()
+        .get_attachment(pb::GetAttachmentRequest {
+            caller: Some(caller(user)),
+            attachment_id: id.to_string(),
+            thumbnail,
+        })
+        .await
+        .map_err(from_chat)?
+        .into_inner();
+    let attachment = object.attachment.clone().unwrap_or_default();
+    // The bytes of an id never change: the id is a strong validator.
+    let etag = if thumbnail {
+        format!("\"{id}-t\"")
+    } else {
+        format!("\"{id}\"")
+    };
+    let mut response_headers = HeaderMap::new();
+    let mut set = |name: header::HeaderName, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            response_headers.insert(name, value);
+        }
+    };
+    set(header::ETAG, &etag);
+    set(
+        header::CACHE_CONTROL,
+        "private, max-age=31536000, immutable",
+    );
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    // Whatever a browser makes of the bytes, they never run as a page of this origin.
+    set(
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; sandbox",
+    );
+    set(
+        header::HeaderName::from_static("cross-origin-resource-policy"),
+        "same-site",
+    );
+    set(header::ACCEPT_RANGES, "bytes");
+    set(header::CONTENT_TYPE, served_type(&object));
+    set(
+        header::CONTENT_DISPOSITION,
+        &content_disposition(&attachment.name, object.inline),
+    );
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|tags| {
+            tags.split(',')
+                .any(|tag| tag.trim() == etag || tag.trim() == "*")
+        })
+    {
+        return Ok((StatusCode::NOT_MODIFIED, response_headers).into_response());
+    }
+    let size = object.size;
+    let range = match requested_range(headers, &etag, size) {
+        Ok(range) => range,
+        Err(()) => {
+            let mut refused = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the range lies outside the file's {size} bytes"),
+            )
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                refused.headers_mut().insert(header::CONTENT_RANGE, value);
+            }
+            return Ok(refused);
+        }
+    };
+    let (status, offset, length) = match &range {
+        Some(range) => {
+            let length = range.end() - range.start() + 1;
+            if let Ok(value) =
+                HeaderValue::from_str(&format!("bytes {}-{}/{size}", range.start(), range.end()))
+            {
+                response_headers.insert(header::CONTENT_RANGE, value);
+            }
+            (StatusCode::PARTIAL_CONTENT, *range.start(), length)
+        }
+        None => (StatusCode::OK, 0, size),
+    };
+    response_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let body = if length == 0 {
+        Body::empty()
+    } else {
+        let chunks = state
+            .chat
+            .clone()
+            .read_attachment(pb::ReadAttachmentRequest {
+                caller: Some(caller(user)),
+                attachment_id: id.to_string(),
+                thumbnail,
+                offset,
+                length,
+            })
+            .await
+            .map_err(from_chat)?
+            .into_inner();
+        Body::from_stream(chunks.map(|chunk| chunk.map(|chunk| chunk.data)))
+    };
+    Ok((status, response_headers, body).into_response())
+}
+
+/// The `Content-Type` a download is served with: as chat sniffed it (the
+/// `Content-Disposition` makes anything but an image a download).
+fn served_type(object: &pb::AttachmentObject) -> &str {
+    if object.content_type.is_empty() {
+        "application/octet-stream"
+    } else {
+        &object.content_type
+    }
+}
+
+/// The one byte range to serve: `Ok(None)` for the whole file (no `Range`, one that
+/// does not parse — which HTTP says to ignore —, several ranges, or an `If-Range` that
+/// does not match), `Err` when the range lies outside the file.
+fn requested_range(
+    headers: &HeaderMap,
+    etag: &str,
+    size: u64,
+) -> Result<Option<RangeInclusive<u64>>, ()> {
+    let Some(range) = headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return Ok(None);
+    };
+    if let Some(if_range) = headers.get(header::IF_RANGE) {
+        if if_range.to_str().ok().map(str::trim) != Some(etag) {
+            return Ok(None);
+        }
+    }
+    let Ok(parsed) = http_range_header::parse_range_header(range) else {
+        return Ok(None);
+    };
+    if size == 0 {
+        return Err(());
+    }
+    match parsed.validate(size) {
+        Ok(ranges) if ranges.len() == 1 => Ok(ranges.into_iter().next()),
+        // Several ranges would be a multipart answer: the whole file serves them all.
+        Ok(_) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+/// `Content-Disposition` for a file named `name` (RFC 6266): `inline` for what pages
+/// show, `attachment` for the rest; an ASCII `filename` fallback and the exact name as
+/// UTF-8 in `filename*` (RFC 8187).
+fn content_disposition(name: &str, inline: bool) -> String {
+    let kind = if inline { "inline" } else { "attachment" };
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' && c != '%' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::with_capacity(name.len() * 3);
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(value: &str, size: u64) -> Result<Option<RangeInclusive<u64>>, ()> {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::RANGE,
+            HeaderValue::from_str(value).expect("a header value"),
+        );
+        requested_range(&headers, "\"x\"", size)
+    }
+
+    #[test]
+    fn one_range_is_served_and_others_are_not() {
+        assert_eq!(range("bytes=0-9", 100), Ok(Some(0..=9)));
+        assert_eq!(range("bytes=90-", 100), Ok(Some(90..=99)));
+        assert_eq!(range("bytes=-10", 100), Ok(Some(90..=99)));
+        assert_eq!(
+            range("bytes=95-200", 100),
+            Ok(Some(95..=99)),
+            "an end past the file is cut"
+        );
+        assert_eq!(
+            range("bytes=0-1, 5-6", 100),
+            Ok(None),
+            "several ranges: the whole file"
+        );
+        assert_eq!(range("pages=1", 100), Ok(None), "not bytes: ignored");
+        assert_eq!(
+            range("bytes=200-", 100),
+            Err(()),
+            "starts past the end: 416"
+        );
+    }
+
+    #[test]
+    fn an_if_range_that_does_not_match_gets_the_whole_file() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_static("bytes=0-9"));
+        headers.insert(header::IF_RANGE, HeaderValue::from_static("\"other\""));
+        assert_eq!(requested_range(&headers, "\"x\"", 100), Ok(None));
+    }
+
+    #[test]
+    fn a_disposition_names_the_file_safely() {
+        assert_eq!(
+            content_disposition("report.pdf", false),
+            "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf"
+        );
+        assert_eq!(
+            content_disposition("a \"b\"\\ ü.png", true),
+            "inline; filename=\"a _b__ _.png\"; filename*=UTF-8''a%20%22b%22%5C%20%C3%BC.png"
+        );
+    }
+}
