@@ -122,6 +122,13 @@ export function setupAttachments(context) {
     event.preventDefault();
     addFiles([...event.dataTransfer.files]);
   });
+  // A file dropped anywhere else would make the browser leave the page to show it,
+  // losing the conversation and every pending upload.
+  for (const type of ['dragover', 'drop']) {
+    window.addEventListener(type, (event) => {
+      if (carriesFiles(event) && !event.defaultPrevented) event.preventDefault();
+    });
+  }
 }
 
 function pendingOf(conversationId) {
@@ -380,7 +387,8 @@ function openLightbox(attachment) {
   }
   view.image.src = url;
   view.name.textContent = attachment.name;
-  view.size.textContent = `${formatSize(attachment.size)}${attachment.width ? ` · ${attachment.width} × ${attachment.height}` : ''}`;
+  const pixels = attachment.width ? ` · ${attachment.width} × ${attachment.height}` : '';
+  view.size.textContent = `${formatSize(attachment.size)}${pixels}`;
   view.download.href = url;
   view.download.download = attachment.name;
   view.download.setAttribute('aria-label', `Download ${attachment.name}`);
