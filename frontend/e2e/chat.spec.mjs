@@ -682,6 +682,8 @@ await step('alice sends carol a PNG (picked) and a PDF (dropped); carol sees the
   await page.dispatchEvent('#conversation', 'drop', { dataTransfer: dropped });
   await page.locator('#uploads li.upload.done', { hasText: 'harbour.png' }).waitFor();
   await page.locator('#uploads li.upload.done', { hasText: 'minutes.pdf' }).waitFor();
+  // The picked image's chip shows its thumbnail once uploaded.
+  await page.locator('#uploads li.upload.done img.upload-thumb:not(.unloaded)').waitFor();
   await shot(page, 'e2e-attach-pending');
   await page.getByLabel('Message', { exact: true }).fill('Plans for Friday');
   await page.keyboard.press('Enter');
@@ -693,10 +695,7 @@ await step('alice sends carol a PNG (picked) and a PDF (dropped); carol sees the
   const preview = message.getByRole('button', { name: 'Open harbour.png full size' });
   await preview.waitFor();
   // The thumbnail really loads (from the broker, with carol's cookie), sized in advance.
-  await preview.locator('img').evaluate((image) => (image.complete ? null : new Promise((resolve) => {
-    image.addEventListener('load', resolve, { once: true });
-    image.addEventListener('error', resolve, { once: true });
-  })));
+  await preview.locator('img:not(.unloaded)').waitFor();
   const [natural, width, height, alt] = await preview.locator('img').evaluate((image) => [
     image.naturalWidth, image.getAttribute('width'), image.getAttribute('height'), image.alt]);
   expect(natural > 0 && natural <= 400, `the thumbnail is ${natural} px wide`);

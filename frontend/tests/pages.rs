@@ -162,7 +162,7 @@ async fn pages_have_landmarks_and_security_headers() {
         );
         // Attachments' previews are images from the broker.
         assert!(
-            csp.contains("img-src 'self' data: http://127.0.0.1:18080;"),
+            csp.contains("img-src 'self' data: blob: http://127.0.0.1:18080;"),
             "{csp}"
         );
         let body = response.text().await.expect("body");

@@ -82,6 +82,37 @@ function fileBadge(name) {
   return found ? found[1].toUpperCase() : 'FILE';
 }
 
+/**
+ * Shows the broker's image `url` in `image`; `onFail()` when it cannot be had. Chromium
+ * refuses a broker's `Cross-Origin-Resource-Policy: same-site` answer to a plain `<img>`
+ * of a page served over http from another port (the all-in-one: pages on :8081, broker
+ * on :8080), though both are one site. A CORS request is not subject to that policy: on
+ * an error the image is fetched once with the session cookie and shown from a local copy.
+ */
+function showImage(image, url, onFail) {
+  // Its box (sized in advance) stays empty until it has pixels: no broken-image icon
+  // while the copy is fetched.
+  image.classList.add('unloaded');
+  image.addEventListener('load', () => image.classList.remove('unloaded'));
+  image.addEventListener('error', async () => {
+    try {
+      const response = await fetch(url, { credentials: 'include' });
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const local = URL.createObjectURL(await response.blob());
+      // A shown image keeps its pixels: the copy's URL is let go once it has loaded.
+      image.addEventListener('load', () => URL.revokeObjectURL(local), { once: true });
+      image.addEventListener('error', () => {
+        URL.revokeObjectURL(local);
+        onFail?.();
+      }, { once: true });
+      image.src = local;
+    } catch {
+      onFail?.();
+    }
+  }, { once: true });
+  image.src = url;
+}
+
 // ---- the composer ----------------------------------------------------------------------
 
 /**
@@ -216,11 +247,12 @@ function chip(conversationId, item) {
   const status = node('span', { className: 'upload-status' });
   const progress = node('progress', { label: `Uploading ${item.name}` });
   progress.max = 100;
-  const preview = item.state === 'done' && item.attachment?.thumbnail_url
-    ? Object.assign(node('img', { className: 'upload-thumb' }), {
-      src: brokerUrl(item.attachment, true), alt: '', width: 32, height: 32,
-    })
-    : node('span', { className: 'att-icon', text: fileBadge(item.name) });
+  let preview = node('span', { className: 'att-icon', text: fileBadge(item.name) });
+  if (item.state === 'done' && item.attachment?.thumbnail_url) {
+    const badge = preview;
+    preview = Object.assign(node('img', { className: 'upload-thumb' }), { alt: '', width: 32, height: 32 });
+    showImage(preview, brokerUrl(item.attachment, true), () => preview.replaceWith(badge));
+  }
   preview.setAttribute('aria-hidden', 'true');
   const removeButton = node('button', {
     className: 'upload-remove',
@@ -319,7 +351,6 @@ function imagePreview(attachment) {
   image.decoding = 'async';
   // Sized before it loads, so the history does not jump as previews arrive.
   if (size) [image.width, image.height] = size;
-  image.src = brokerUrl(attachment, true);
   const open = node('button', {
     className: 'att-image',
     label: `Open ${attachment.name} full size`,
@@ -327,7 +358,7 @@ function imagePreview(attachment) {
   }, image);
   open.addEventListener('click', () => openLightbox(attachment));
   // A preview that cannot be had (the file was removed): the name still shows.
-  image.addEventListener('error', () => open.replaceWith(fileChip(attachment)), { once: true });
+  showImage(image, brokerUrl(attachment, true), () => open.replaceWith(fileChip(attachment)));
   return open;
 }
 
@@ -352,40 +383,44 @@ function fileChip(attachment) {
 
 function lightboxDialog() {
   if (lightbox) return lightbox;
-  const image = node('img', { className: 'lightbox-image' });
+  const frame = node('div', { className: 'lightbox-frame' });
   const name = node('span', { className: 'lightbox-name' });
   name.id = 'lightbox-name';
   const size = node('span', { className: 'lightbox-size' });
   const download = node('a', { className: 'button small', text: 'Download' });
   const close = node('button', { className: 'small', text: 'Close', label: 'Close the full-size view' });
   const dialog = node('dialog', { className: 'lightbox' },
-    image,
+    frame,
     node('div', { className: 'lightbox-bar' }, node('span', { className: 'lightbox-title' }, name, ' ', size), download, close));
   dialog.setAttribute('aria-labelledby', 'lightbox-name');
   close.addEventListener('click', () => dialog.close());
   // A click on the backdrop (the dialog itself) or on the picture closes it; Esc too (the
   // dialog's own behaviour).
   dialog.addEventListener('click', (event) => {
-    if (event.target === dialog || event.target === image) dialog.close();
+    if (event.target === dialog || event.target.closest?.('.lightbox-frame')) dialog.close();
   });
-  dialog.addEventListener('close', () => image.removeAttribute('src'));
+  // The picture goes with the view: a large original is not kept in the page.
+  dialog.addEventListener('close', () => frame.replaceChildren());
   download.addEventListener('click', (event) => saveCopy(event, download));
   document.body.append(dialog);
-  lightbox = { dialog, image, name, size, download };
+  lightbox = { dialog, frame, name, size, download };
   return lightbox;
 }
 
 function openLightbox(attachment) {
   const view = lightboxDialog();
   const url = brokerUrl(attachment, false);
-  view.image.alt = attachment.name;
-  view.image.removeAttribute('width');
-  view.image.removeAttribute('height');
+  // A new picture each time: a late answer for the previous one cannot land in this one.
+  const image = node('img', { className: 'lightbox-image' });
+  image.alt = attachment.name;
   if (attachment.width && attachment.height) {
-    view.image.width = attachment.width;
-    view.image.height = attachment.height;
+    image.width = attachment.width;
+    image.height = attachment.height;
   }
-  view.image.src = url;
+  view.frame.replaceChildren(image);
+  showImage(image, url, () => {
+    view.frame.replaceChildren(node('p', { className: 'lightbox-missing', text: 'The picture cannot be shown.' }));
+  });
   view.name.textContent = attachment.name;
   const pixels = attachment.width ? ` · ${attachment.width} × ${attachment.height}` : '';
   view.size.textContent = `${formatSize(attachment.size)}${pixels}`;
