@@ -726,6 +726,35 @@ await step('alice sends carol a PNG (picked) and a PDF (dropped); carol sees the
   await view.waitFor({ state: 'detached' });
 });
 
+await step('alice pastes a file into the composer, and a message takes at most 10 files', async () => {
+  const { page } = alice;
+  const composer = page.getByLabel('Message', { exact: true });
+  await composer.focus();
+  await composer.evaluate((field) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File(['pasted words'], 'clipboard.txt', { type: 'text/plain' }));
+    field.dispatchEvent(new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true }));
+  });
+  const pasted = page.locator('#uploads li.upload.done', { hasText: 'clipboard.txt' });
+  await pasted.waitFor();
+  expect((await composer.inputValue()) === '', 'the pasted file went into the text as well');
+  // 10 more: one too many for a message.
+  const notes = Array.from({ length: 10 }, (_, i) => ({
+    name: `note-${i + 1}.txt`, mimeType: 'text/plain', buffer: Buffer.from(`note ${i + 1}`),
+  }));
+  await page.locator('#attach-input').setInputFiles(notes);
+  await page.locator('#send-error', { hasText: 'at most 10 files: 1 was left out' }).waitFor();
+  await page.locator('#uploads li.upload.done').nth(9).waitFor();
+  const chips = await page.locator('#uploads li.upload').count();
+  expect(chips === 10, `${chips} files wait to be sent, not 10`);
+  expect((await page.locator('#uploads li.upload', { hasText: 'note-10.txt' }).count()) === 0, 'the 11th file was taken');
+  await shot(page, 'e2e-attach-limit');
+  // ✕ drops one from the list.
+  await pasted.getByRole('button', { name: 'Remove clipboard.txt' }).click();
+  await pasted.waitFor({ state: 'detached' });
+  expect((await page.locator('#uploads li.upload').count()) === 9, 'removing a file left the list as it was');
+});
+
 const problems = [...alice.problems, ...bob.problems, ...carol.problems];
 await step('no script errors on any page', async () => {
   expect(problems.length === 0, problems.join('\n'));

@@ -12,6 +12,16 @@ import { BROKER, upload, describe } from './api.js';
 /** At most this many files go with one message (the server refuses more). */
 export const MAX_PER_MESSAGE = 10;
 
+/**
+ * Uploads at once; more wait their turn. A browser opens at most six connections to the
+ * broker: with every one busy uploading, sending a message would wait behind the files.
+ */
+const PARALLEL_UPLOADS = 3;
+
+/** The files waiting for their turn to upload, first chosen first: `{conversationId, file, item}`. */
+const queue = [];
+let uploading = 0;
+
 /** The longest side of a preview in a message, in CSS pixels (the thumbnails' size). */
 const PREVIEW_MAX = 400;
 
@@ -23,7 +33,8 @@ let page = null;
 
 /**
  * Conversation id → its pending files, in the order chosen. Each is `{key, name, size,
- * state: 'uploading' | 'done' | 'failed', sent, attachment, error, abort, element}`.
+ * state: 'queued' | 'uploading' | 'done' | 'failed', sent, attachment, error, abort,
+ * element}`.
  */
 const pending = new Map();
 
@@ -192,13 +203,38 @@ function start(conversationId, file) {
     key: crypto.randomUUID(),
     name: file.name || 'pasted file',
     size: file.size,
-    state: 'uploading',
+    state: 'queued',
     sent: 0,
     attachment: null,
     error: '',
     abort: null,
     element: null,
   };
+  pendingOf(conversationId).push(item);
+  queue.push({ conversationId, file, item });
+  nextUploads();
+}
+
+/** Starts waiting uploads while fewer than `PARALLEL_UPLOADS` are going. */
+function nextUploads() {
+  while (uploading < PARALLEL_UPLOADS && queue.length) {
+    const { conversationId, file, item } = queue.shift();
+    // Removed while it waited.
+    if (item.state !== 'queued') continue;
+    send(conversationId, file, item);
+  }
+}
+
+function send(conversationId, file, item) {
+  item.state = 'uploading';
+  uploading += 1;
+  if (item.element) {
+    item.element.className = 'upload uploading';
+    item.element.dataset.state = 'uploading';
+    const removeButton = item.element.querySelector('.upload-remove');
+    removeButton?.setAttribute('aria-label', `Cancel uploading ${item.name}`);
+  }
+  showProgress(item);
   const path = `/api/conversations/${encodeURIComponent(conversationId)}/attachments`;
   const { done, abort } = upload(path, file, (sent, total) => {
     item.sent = sent;
@@ -206,7 +242,6 @@ function start(conversationId, file) {
     showProgress(item);
   });
   item.abort = abort;
-  pendingOf(conversationId).push(item);
   done.then((attachment) => {
     item.state = 'done';
     item.attachment = attachment;
@@ -214,6 +249,8 @@ function start(conversationId, file) {
     item.state = 'failed';
     item.error = describe(error);
   }).finally(() => {
+    uploading -= 1;
+    nextUploads();
     // A removed chip's upload is aborted: nothing to show.
     if (!pendingOf(conversationId).includes(item)) return;
     if (conversationId === page.active()) showPending();
@@ -228,6 +265,8 @@ function remove(conversationId, item) {
   if (at < 0) return;
   files.splice(at, 1);
   if (item.state === 'uploading') item.abort?.();
+  // A waiting one is skipped when its turn comes.
+  if (item.state === 'queued') item.state = 'removed';
   showPending();
   page.onChange();
   // The chip and its button are gone: keep the keyboard near them.
@@ -266,7 +305,7 @@ function chip(conversationId, item) {
     node('span', { className: 'upload-text' },
       node('span', { className: 'upload-name', text: item.name, title: item.name }),
       node('span', { className: 'upload-size', text: formatSize(item.size) }),
-      item.state === 'uploading' ? progress : null,
+      item.state === 'uploading' || item.state === 'queued' ? progress : null,
       status),
     removeButton);
   element.dataset.state = item.state;
@@ -275,6 +314,7 @@ function chip(conversationId, item) {
     status.textContent = item.error;
     status.setAttribute('role', 'alert');
   } else if (item.state === 'done') status.textContent = 'Ready';
+  else if (item.state === 'queued') status.textContent = 'Waiting…';
   showProgress(item);
   return element;
 }
@@ -297,7 +337,7 @@ export function pendingFor(conversationId) {
   const files = pending.get(conversationId) || [];
   return {
     ready: files.filter((file) => file.state === 'done').map((file) => file.attachment),
-    busy: files.some((file) => file.state === 'uploading'),
+    busy: files.some((file) => file.state === 'uploading' || file.state === 'queued'),
   };
 }
 
@@ -305,7 +345,7 @@ export function pendingFor(conversationId) {
 export function takeReady(conversationId) {
   const files = pending.get(conversationId) || [];
   const ready = files.filter((file) => file.state === 'done').map((file) => file.attachment);
-  pending.set(conversationId, files.filter((file) => file.state === 'uploading'));
+  pending.set(conversationId, files.filter((file) => file.state === 'uploading' || file.state === 'queued'));
   showPending();
   page.onChange();
   return ready;
@@ -391,7 +431,8 @@ function lightboxDialog() {
   const close = node('button', { className: 'small', text: 'Close', label: 'Close the full-size view' });
   const dialog = node('dialog', { className: 'lightbox' },
     frame,
-    node('div', { className: 'lightbox-bar' }, node('span', { className: 'lightbox-title' }, name, ' ', size), download, close));
+    node('div', { className: 'lightbox-bar' },
+      node('span', { className: 'lightbox-title' }, name, ' ', size), download, close));
   dialog.setAttribute('aria-labelledby', 'lightbox-name');
   close.addEventListener('click', () => dialog.close());
   // A click on the backdrop (the dialog itself) or on the picture closes it; Esc too (the
