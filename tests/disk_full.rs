@@ -6,53 +6,10 @@
 
 mod common;
 
-use common::{TestApp, eventually, expect_error, read_only_sqlite};
+use common::{SmallDisk, TestApp, eventually, expect_error, read_only_sqlite};
 use reqwest::StatusCode;
-use std::{io::Write, path::PathBuf, process::Command};
 
 const PASSWORD: &str = "correct horse battery";
-
-/// A tmpfs mounted for one test, unmounted when dropped.
-struct SmallDisk {
-    dir: PathBuf,
-}
-
-impl SmallDisk {
-    /// `None` (skipped, saying so) when this process may not mount; in CI that fails.
-    fn mount(megabytes: u32) -> Option<Self> {
-        let dir = common::temp_dir();
-        let mounted = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|status| status.success());
-        if !mounted {
-            let why = "cannot mount a tmpfs (needs root and mount(8))";
-            assert!(!platform::testing::in_ci(), "{why}");
-            eprintln!("SKIPPED: {why}");
-            return None;
-        }
-        Some(Self { dir })
-    }
-
-    /// Fills the disk with a file of its own; returns the file.
-    fn fill(&self) -> PathBuf {
-        let path = self.dir.join("filler");
-        let mut file = std::fs::File::create(&path).expect("the filler file is created");
-        let chunk = vec![0u8; 64 * 1024];
-        while file.write_all(&chunk).is_ok() {}
-        // What is left is smaller than a chunk: fill that too.
-        while file.write_all(&[0u8; 512]).is_ok() {}
-        path
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 #[tokio::test]
 async fn a_full_disk_answers_503_loses_nothing_and_the_service_recovers_when_space_returns() {

@@ -89,7 +89,11 @@ impl ChatApi {
 impl From<ChatError> for Status {
     fn from(error: ChatError) -> Self {
         match &error {
-            ChatError::Invalid(_) => Status::invalid_argument(error.to_string()),
+            // A send naming attachments it may not carry is a bad argument too: the ids
+            // are the client's.
+            ChatError::Invalid(_) | ChatError::AttachmentsRefused => {
+                Status::invalid_argument(error.to_string())
+            }
             // WithSelf: a valid request that names the caller: the state, not the input, is
             // wrong.
             ChatError::WithSelf | ChatError::MessageDeleted => {
@@ -102,7 +106,6 @@ impl From<ChatError> for Status {
             | ChatError::NoSuchMessage
             | ChatError::NoSuchCursor
             | ChatError::NoSuchAttachment => Status::not_found(error.to_string()),
-            ChatError::AttachmentsRefused => Status::invalid_argument(error.to_string()),
             ChatError::Upload(refused) => upload_status(refused),
             ChatError::NameTaken => Status::already_exists(error.to_string()),
             ChatError::Store(StoreError::Unavailable(_)) => {

@@ -36,8 +36,14 @@ use tokio::net::TcpListener;
 /// 4,000-character message is at most 16 KiB).
 const MAX_MESSAGE_BYTES: usize = proto::chat::v1::MAX_CHUNK_BYTES + 64 * 1024;
 
-/// How often unclaimed uploads are looked for.
-const EXPIRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often unclaimed uploads are looked for: a quarter of the time they may wait, from
+/// once a second to once a minute.
+fn expiry_interval(ttl: std::time::Duration) -> std::time::Duration {
+    (ttl / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+    )
+}
 
 /// A built chat service, bound to its port, not yet serving.
 pub struct ChatService {
@@ -48,6 +54,7 @@ pub struct ChatService {
     bus: Option<Arc<dyn EventBus>>,
     live_fanout: Option<(String, String)>,
     sweep_interval: std::time::Duration,
+    expiry_interval: std::time::Duration,
 }
 
 impl ChatService {
@@ -87,6 +94,7 @@ impl ChatService {
             bus: None,
             live_fanout: None,
             sweep_interval: config.attachment_sweep_interval,
+            expiry_interval: expiry_interval(config.attachment_unclaimed_ttl),
         })
     }
 
@@ -126,7 +134,7 @@ impl ChatService {
         );
         tokio::spawn(attachments::maintain(
             Arc::clone(&self.chat),
-            EXPIRY_INTERVAL,
+            self.expiry_interval,
             self.sweep_interval,
             shutdown.clone(),
         ));

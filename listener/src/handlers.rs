@@ -614,9 +614,6 @@ pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
                 moderator: deleted.moderator,
             },
         ),
-        // Not written (see `Handlers::audited`): the deletion that removed the files has
-        // its own entry.
-        Some(Payload::AttachmentRemoved(_)) => ("", Details::None),
         // Not written (see `Handlers::audited`); described for completeness.
         Some(Payload::MessageMentioned(mention)) => (
             mention.sender_id.as_str(),
@@ -626,7 +623,9 @@ pub fn audit_entry(envelope: &Envelope) -> logger::LogEntry {
                 user_id: &mention.user_id,
             },
         ),
-        None => ("", Details::None),
+        // An attachment's removal is not written (see `Handlers::audited`): the deletion
+        // that removed the files has its own entry.
+        Some(Payload::AttachmentRemoved(_)) | None => ("", Details::None),
     };
     let data = AuditData {
         event_id: &envelope.event_id,

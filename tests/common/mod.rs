@@ -22,6 +22,53 @@ pub enum Db {
     Postgres,
 }
 
+/// A tmpfs mounted for one test, unmounted when dropped.
+pub struct SmallDisk {
+    /// Where it is mounted.
+    pub dir: PathBuf,
+}
+
+impl SmallDisk {
+    /// `None` (skipped, saying so) when this process may not mount; in CI that fails.
+    pub fn mount(megabytes: u32) -> Option<Self> {
+        let dir = temp_dir();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={megabytes}m"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted {
+            let why = "cannot mount a tmpfs (needs root and mount(8))";
+            assert!(!platform::testing::in_ci(), "{why}");
+            eprintln!("SKIPPED: {why}");
+            return None;
+        }
+        Some(Self { dir })
+    }
+
+    /// Fills the disk with a file of its own; returns the file.
+    pub fn fill(&self) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.dir.join("filler");
+        let mut file = std::fs::File::create(&path).expect("the filler file is created");
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        // What is left is smaller than a chunk: fill that too.
+        while file.write_all(&[0u8; 512]).is_ok() {}
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A running all-in-one and a way to talk to it.
 pub struct TestApp {
     pub base: String,

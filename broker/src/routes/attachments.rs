@@ -81,7 +81,7 @@ pub async fn upload(
     let field = multipart
         .next_field()
         .await
-        .map_err(malformed)?
+        .map_err(|error| malformed(&error))?
         .ok_or_else(|| ApiError::bad_request("no_file", "the form has no file part"))?;
     let Some(name) = field.file_name().map(str::to_owned) else {
         return Err(ApiError::bad_request(
@@ -111,8 +111,15 @@ pub async fn upload(
     };
     // Only a complete, well-formed form is sent as `complete`; anything else returns here,
     // and dropping the call cancels the upload (chat keeps nothing).
-    let chunks = pumped?;
-    if let Some(next) = multipart.next_field().await.map_err(malformed)? {
+    let Some(chunks) = pumped? else {
+        // Chat stopped reading (it refused the file): its answer says why.
+        return answer(call.await);
+    };
+    if let Some(next) = multipart
+        .next_field()
+        .await
+        .map_err(|error| malformed(&error))?
+    {
         let what = if next.file_name().is_some() {
             "a second file"
         } else {
@@ -134,29 +141,28 @@ pub async fn upload(
     answer(call.await)
 }
 
-/// Copies the file part's bytes into the upload's queue (in chunks chat takes); the
-/// queue back when the part ended well.
+/// Copies the file part's bytes into the upload's queue (in chunks chat takes): the
+/// queue back when the part ended well, `None` when chat stopped reading first.
 async fn pump(
     mut field: Field<'_>,
     chunks: mpsc::Sender<pb::UploadChunk>,
-) -> Result<mpsc::Sender<pb::UploadChunk>, ApiError> {
-    while let Some(mut bytes) = field.chunk().await.map_err(malformed)? {
+) -> Result<Option<mpsc::Sender<pb::UploadChunk>>, ApiError> {
+    while let Some(mut bytes) = field.chunk().await.map_err(|error| malformed(&error))? {
         while !bytes.is_empty() {
             let piece = bytes.split_to(bytes.len().min(pb::MAX_CHUNK_BYTES));
             let data = pb::UploadChunk {
                 part: Some(Part::Data(piece)),
             };
             if chunks.send(data).await.is_err() {
-                // Chat stopped reading (it refused the file); `upload` takes its answer.
-                return Ok(chunks);
+                return Ok(None);
             }
         }
     }
-    Ok(chunks)
+    Ok(Some(chunks))
 }
 
 /// A body that is not the multipart form it claims to be.
-fn malformed(error: MultipartError) -> ApiError {
+fn malformed(error: &MultipartError) -> ApiError {
     ApiError::bad_request(
         "bad_multipart",
         format!(
@@ -374,10 +380,10 @@ fn requested_range(
     else {
         return Ok(None);
     };
-    if let Some(if_range) = headers.get(header::IF_RANGE) {
-        if if_range.to_str().ok().map(str::trim) != Some(etag) {
-            return Ok(None);
-        }
+    if let Some(if_range) = headers.get(header::IF_RANGE)
+        && if_range.to_str().ok().map(str::trim) != Some(etag)
+    {
+        return Ok(None);
     }
     let Ok(parsed) = http_range_header::parse_range_header(range) else {
         return Ok(None);

@@ -244,7 +244,8 @@ impl Chat {
             .into());
         }
         // The head: what the content type and an image's size are read from.
-        let mut chunks = chunks.boxed();
+        // Fused: the head may have read the end already, and the store reads on after it.
+        let mut chunks = chunks.boxed().fuse();
         let mut head = BytesMut::new();
         while head.len() < HEAD_BYTES {
             match chunks.next().await {

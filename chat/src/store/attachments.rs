@@ -262,16 +262,15 @@ impl ChatStore {
         let attachment = &new.attachment;
         let mut tx = self.pool.begin().await?;
         lock_uploader(&mut tx, attachment.uploader_id).await?;
-        let member: bool =
-            on_tx!(&mut tx, |tx| {
-                sqlx::query_scalar(
+        let member: bool = on_tx!(&mut tx, |tx| {
+            sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM memberships WHERE conversation_id = $1 AND user_id = $2)"
         )
         .bind(attachment.conversation_id)
         .bind(attachment.uploader_id)
         .fetch_one(&mut **tx)
         .await
-            })?;
+        })?;
         if !member {
             return Ok(Upload::NotMember);
         }

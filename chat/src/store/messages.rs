@@ -230,6 +230,10 @@ impl ChatStore {
                 .await?
                 .into_iter()
                 .collect();
+            // Indexed before the claims: a message whose claim fails is deleted again, and
+            // the index follows a deletion (SQLite's trigger) only of what it holds.
+            let ids: Vec<Uuid> = inserted.iter().copied().collect();
+            search::index_inserted(&mut tx, &ids).await?;
             let mut claimed = HashMap::new();
             let mut refused = HashSet::new();
             let claiming: Vec<&NewMessage> = chunk
@@ -257,8 +261,6 @@ impl ChatStore {
                     }
                 }
             }
-            let ids: Vec<Uuid> = inserted.iter().copied().collect();
-            search::index_inserted(&mut tx, &ids).await?;
             let kept = || {
                 chunk
                     .iter()
