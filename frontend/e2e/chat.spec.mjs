@@ -7,6 +7,7 @@
 import { createRequire } from 'node:module';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
+import { deflateSync } from 'node:zlib';
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(process.env.E2E_PLAYWRIGHT || 'playwright-core');
@@ -585,6 +586,173 @@ await step('search: alice finds an old message by a word, sees it highlighted, a
   expect(bodies.includes('filler message 60') && bodies.includes('Is anyone still here?'),
     'the history around the found message is not loaded');
   await shot(page, 'e2e-search');
+});
+
+// ---- attachments (js/attachments.js) ----
+
+/** CRC-32 as PNG chunks use it. */
+function crc32(bytes) {
+  let crc = 0xffffffff;
+  for (const byte of bytes) {
+    crc ^= byte;
+    for (let bit = 0; bit < 8; bit += 1) crc = crc & 1 ? 0xedb88320 ^ (crc >>> 1) : crc >>> 1;
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+/** A valid RGB PNG of `width` × `height`: a gradient with a disc, so a preview shows something. */
+function png(width, height) {
+  const chunk = (type, data) => {
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const frame = Buffer.alloc(8 + data.length + 4);
+    frame.writeUInt32BE(data.length, 0);
+    body.copy(frame, 4);
+    frame.writeUInt32BE(crc32(body), 8 + data.length);
+    return frame;
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8 bits per channel, RGB, no interlace
+  const row = width * 3 + 1;
+  const pixels = Buffer.alloc(row * height);
+  for (let y = 0; y < height; y += 1) {
+    for (let x = 0; x < width; x += 1) {
+      const at = y * row + 1 + x * 3;
+      const inDisc = (x - width * 0.7) ** 2 + (y - height * 0.4) ** 2 < (height * 0.2) ** 2;
+      pixels.set(inDisc ? [255, 196, 40] : [40 + (x * 80) / width, 90 + (y * 100) / height, 190], at);
+    }
+  }
+  return Buffer.concat([Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]), chunk('IHDR', header),
+    chunk('IDAT', deflateSync(pixels)), chunk('IEND', Buffer.alloc(0))]);
+}
+
+/** A valid one-page PDF that says `text`. */
+function pdf(text) {
+  const content = `BT /F1 18 Tf 24 60 Td (${text}) Tj ET`;
+  const objects = [
+    '<< /Type /Catalog /Pages 2 0 R >>',
+    '<< /Type /Pages /Kids [3 0 R] /Count 1 >>',
+    '<< /Type /Page /Parent 2 0 R /MediaBox [0 0 300 144] /Contents 4 0 R /Resources << /Font << /F1 5 0 R >> >> >>',
+    `<< /Length ${content.length} >>\nstream\n${content}\nendstream`,
+    '<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>',
+  ];
+  let out = '%PDF-1.4\n';
+  const offsets = objects.map((object, i) => {
+    const at = out.length;
+    out += `${i + 1} 0 obj\n${object}\nendobj\n`;
+    return at;
+  });
+  const xref = out.length;
+  out += `xref\n0 ${objects.length + 1}\n0000000000 65535 f \n`;
+  out += offsets.map((at) => `${String(at).padStart(10, '0')} 00000 n \n`).join('');
+  out += `trailer\n<< /Size ${objects.length + 1} /Root 1 0 R >>\nstartxref\n${xref}\n%%EOF\n`;
+  return Buffer.from(out, 'latin1');
+}
+
+await step('alice sends carol a PNG (picked) and a PDF (dropped); carol sees the preview, the file chip and the full-size view', async () => {
+  const picture = png(640, 360);
+  const minutes = pdf('Minutes of the e2e meeting');
+  const { page } = alice;
+  await page.locator('#dm-list button.conv', { hasText: 'carol' }).click();
+  await page.locator('#conv-title', { hasText: 'carol' }).waitFor();
+
+  // A refused file shows the server's reason on its chip; ✕ takes it away.
+  await page.locator('#attach-input').setInputFiles({ name: 'empty.txt', mimeType: 'text/plain', buffer: Buffer.alloc(0) });
+  const refused = page.locator('#uploads li.upload.failed', { hasText: 'empty.txt' });
+  await refused.waitFor();
+  const reason = await refused.locator('.upload-status').textContent();
+  expect(/empty/i.test(reason), `the empty file's chip says: ${reason}`);
+  await refused.getByRole('button', { name: 'Remove empty.txt' }).click();
+  await refused.waitFor({ state: 'detached' });
+
+  // The PNG through the attach button's file chooser ...
+  const [chooser] = await Promise.all([
+    page.waitForEvent('filechooser'),
+    page.getByRole('button', { name: 'Attach files' }).click(),
+  ]);
+  await chooser.setFiles({ name: 'harbour.png', mimeType: 'image/png', buffer: picture });
+  // ... the PDF dropped onto the conversation.
+  const dropped = await page.evaluateHandle(([name, bytes]) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File([new Uint8Array(bytes)], name, { type: 'application/pdf' }));
+    return transfer;
+  }, ['minutes.pdf', [...minutes]]);
+  await page.dispatchEvent('#conversation', 'dragenter', { dataTransfer: dropped });
+  await page.dispatchEvent('#conversation', 'drop', { dataTransfer: dropped });
+  await page.locator('#uploads li.upload.done', { hasText: 'harbour.png' }).waitFor();
+  await page.locator('#uploads li.upload.done', { hasText: 'minutes.pdf' }).waitFor();
+  // The picked image's chip shows its thumbnail once uploaded.
+  await page.locator('#uploads li.upload.done img.upload-thumb:not(.unloaded)').waitFor();
+  await shot(page, 'e2e-attach-pending');
+  await page.getByLabel('Message', { exact: true }).fill('Plans for Friday');
+  await page.keyboard.press('Enter');
+  await page.locator('#uploads').waitFor({ state: 'hidden' });
+
+  const { page: other } = carol;
+  await other.locator('#dm-list button.conv', { hasText: 'alice' }).click();
+  const message = carolsMessage(other, 'Plans for Friday');
+  const preview = message.getByRole('button', { name: 'Open harbour.png full size' });
+  await preview.waitFor();
+  // The thumbnail really loads (from the broker, with carol's cookie), sized in advance.
+  await preview.locator('img:not(.unloaded)').waitFor();
+  const [natural, width, height, alt] = await preview.locator('img').evaluate((image) => [
+    image.naturalWidth, image.getAttribute('width'), image.getAttribute('height'), image.alt]);
+  expect(natural > 0 && natural <= 400, `the thumbnail is ${natural} px wide`);
+  expect(width === '400' && height === '225', `the preview is sized ${width} × ${height}, not 400 × 225`);
+  expect(alt === 'harbour.png', `the preview's alt text is ${alt}`);
+  const chip = message.locator('a.att-file', { hasText: 'minutes.pdf' });
+  await chip.locator('.att-size', { hasText: `${minutes.length} bytes` }).waitFor();
+  // The chip's link downloads the very bytes, for carol.
+  const fetched = await chip.evaluate(async (link) => {
+    const response = await fetch(link.href, { credentials: 'include' });
+    return [response.status, (await response.text()).slice(0, 5)];
+  });
+  expect(fetched[0] === 200 && fetched[1] === '%PDF-', `the PDF's link gives ${fetched.join(' ')}`);
+  await other.mouse.move(0, 0);
+  await shot(other, 'e2e-attachments');
+
+  // The full-size view: the original, closed by Esc.
+  await preview.click();
+  const view = other.locator('dialog.lightbox[open]');
+  await view.waitFor();
+  await other.waitForFunction(() => {
+    const image = document.querySelector('dialog.lightbox[open] img');
+    return image?.complete && image.naturalWidth === 640;
+  });
+  await view.getByRole('link', { name: 'Download harbour.png' }).waitFor();
+  await shot(other, 'e2e-lightbox');
+  await other.keyboard.press('Escape');
+  await view.waitFor({ state: 'detached' });
+});
+
+await step('alice pastes a file into the composer, and a message takes at most 10 files', async () => {
+  const { page } = alice;
+  const composer = page.getByLabel('Message', { exact: true });
+  await composer.focus();
+  await composer.evaluate((field) => {
+    const transfer = new DataTransfer();
+    transfer.items.add(new File(['pasted words'], 'clipboard.txt', { type: 'text/plain' }));
+    field.dispatchEvent(new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true }));
+  });
+  const pasted = page.locator('#uploads li.upload.done', { hasText: 'clipboard.txt' });
+  await pasted.waitFor();
+  expect((await composer.inputValue()) === '', 'the pasted file went into the text as well');
+  // 10 more: one too many for a message.
+  const notes = Array.from({ length: 10 }, (_, i) => ({
+    name: `note-${i + 1}.txt`, mimeType: 'text/plain', buffer: Buffer.from(`note ${i + 1}`),
+  }));
+  await page.locator('#attach-input').setInputFiles(notes);
+  await page.locator('#send-error', { hasText: 'at most 10 files: 1 was left out' }).waitFor();
+  await page.locator('#uploads li.upload.done').nth(9).waitFor();
+  const chips = await page.locator('#uploads li.upload').count();
+  expect(chips === 10, `${chips} files wait to be sent, not 10`);
+  expect((await page.locator('#uploads li.upload', { hasText: 'note-10.txt' }).count()) === 0, 'the 11th file was taken');
+  await shot(page, 'e2e-attach-limit');
+  // ✕ drops one from the list.
+  await pasted.getByRole('button', { name: 'Remove clipboard.txt' }).click();
+  await pasted.waitFor({ state: 'detached' });
+  expect((await page.locator('#uploads li.upload').count()) === 9, 'removing a file left the list as it was');
 });
 
 const problems = [...alice.problems, ...bob.problems, ...carol.problems];

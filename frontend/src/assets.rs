@@ -23,6 +23,7 @@ pub fn get(path: &str) -> Option<(&'static str, &'static [u8])> {
         "js/search.js" => (JS, include_bytes!("../assets/js/search.js")),
         "js/unread.js" => (JS, include_bytes!("../assets/js/unread.js")),
         "js/notifications.js" => (JS, include_bytes!("../assets/js/notifications.js")),
+        "js/attachments.js" => (JS, include_bytes!("../assets/js/attachments.js")),
         _ => return None,
     };
     Some(found)

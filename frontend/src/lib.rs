@@ -100,11 +100,15 @@ impl FrontendService {
     }
 }
 
-/// Scripts, styles and connections only from here and the broker; never framed.
+/// Scripts, styles and connections only from here and the broker; never framed. Images
+/// from the broker too: a message's attachments are shown from there (docs/ARCHITECTURE.md,
+/// "Attachments"), with the session cookie the pages and the broker share, or from a
+/// `blob:` copy the page fetched when the browser refused the broker's answer to an `<img>`.
 fn content_security_policy(broker: &BrokerOrigin) -> String {
     format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-         font-src 'self'; connect-src 'self' {http} {ws}; form-action 'self'; \
+        "default-src 'none'; script-src 'self'; style-src 'self'; \
+         img-src 'self' data: blob: {http}; font-src 'self'; connect-src 'self' {http} {ws}; \
+         form-action 'self'; \
          base-uri 'none'; frame-ancestors 'none'; object-src 'none'",
         http = broker.http,
         ws = broker.ws,

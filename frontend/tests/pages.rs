@@ -160,6 +160,11 @@ async fn pages_have_landmarks_and_security_headers() {
             csp.contains("connect-src 'self' http://127.0.0.1:18080 ws://127.0.0.1:18080"),
             "{csp}"
         );
+        // Attachments' previews are images from the broker.
+        assert!(
+            csp.contains("img-src 'self' data: blob: http://127.0.0.1:18080;"),
+            "{csp}"
+        );
         let body = response.text().await.expect("body");
         assert!(body.contains(marker), "{path} lacks {marker}");
         assert!(body.contains(r#"<html lang="en">"#), "{path}");
@@ -181,6 +186,9 @@ async fn pages_have_landmarks_and_security_headers() {
     let chat = app.get("/chat").await.text().await.expect("body");
     assert!(chat.contains(r#"role="log" aria-live="polite""#));
     assert!(chat.contains(r#"<label for="body""#));
+    // The composer's attach button and its file input (js/attachments.js).
+    assert!(chat.contains(r#"id="attach" aria-label="Attach files""#));
+    assert!(chat.contains(r#"<input type="file" id="attach-input" multiple hidden>"#));
 }
 
 #[tokio::test]
@@ -191,6 +199,10 @@ async fn assets_health_and_not_found() {
         ("/assets/js/chat.js", "text/javascript; charset=utf-8"),
         ("/assets/js/api.js", "text/javascript; charset=utf-8"),
         ("/assets/js/live.js", "text/javascript; charset=utf-8"),
+        (
+            "/assets/js/attachments.js",
+            "text/javascript; charset=utf-8",
+        ),
         ("/assets/icon.svg", "image/svg+xml"),
     ] {
         let response = app.get(path).await;

@@ -58,16 +58,57 @@ export async function api(path, { method = 'GET', body, query } = {}) {
   } catch {
     data = null;
   }
-  if (!response.ok) {
-    const error = data?.error || {};
-    throw new ApiError(
-      response.status,
-      error.code || `http_${response.status}`,
-      error.message || `The request failed (HTTP ${response.status}).`,
-      response.headers.get('Retry-After'),
-    );
-  }
+  if (!response.ok) throw refusal(response.status, data, response.headers.get('Retry-After'));
   return data;
+}
+
+/** The `ApiError` of a refused request, from its status and JSON error body. */
+function refusal(status, data, retryAfter) {
+  const error = data?.error || {};
+  return new ApiError(
+    status,
+    error.code || `http_${status}`,
+    error.message || `The request failed (HTTP ${status}).`,
+    retryAfter,
+  );
+}
+
+/**
+ * Uploads one file as the multipart part `file` with XMLHttpRequest, the one browser API
+ * that reports upload progress. `onProgress(sent, total)` is called as bytes go out.
+ * Returns `{done, abort}`: `done` resolves to the JSON answer or rejects with an
+ * `ApiError` (code `aborted` after `abort()`).
+ */
+export function upload(path, file, onProgress) {
+  const request = new XMLHttpRequest();
+  const done = new Promise((resolve, reject) => {
+    request.open('POST', BROKER + path);
+    request.withCredentials = true;
+    request.setRequestHeader('Accept', 'application/json');
+    if (csrfToken) request.setRequestHeader('X-CSRF-Token', csrfToken);
+    request.upload.addEventListener('progress', (event) => {
+      if (event.lengthComputable) onProgress?.(event.loaded, event.total);
+    });
+    request.addEventListener('load', () => {
+      let data = null;
+      try {
+        data = JSON.parse(request.responseText);
+      } catch {
+        data = null;
+      }
+      if (request.status >= 200 && request.status < 300) resolve(data);
+      else reject(refusal(request.status, data, request.getResponseHeader('Retry-After')));
+    });
+    // A refusal sent before the whole body was read (a file over the limit) can reach
+    // the browser as a dropped connection rather than as the answer.
+    request.addEventListener('error', () => reject(new ApiError(0, 'network',
+      'The upload was cut off: the file may be too large, or the server cannot be reached.')));
+    request.addEventListener('abort', () => reject(new ApiError(0, 'aborted', 'The upload was cancelled.')));
+    const form = new FormData();
+    form.append('file', file, file.name || 'file');
+    request.send(form);
+  });
+  return { done, abort: () => request.abort() };
 }
 
 /** The signed-in user and session (`{user, session, csrf_token}`), or `null` when signed out. */

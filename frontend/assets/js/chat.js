@@ -8,6 +8,9 @@ import { setupMessageActions, decorateMessage, applyMessageFrame } from './messa
 import { unreadLabel, showUnreadTotal, unreadFromList, applyOwnRead } from './unread.js';
 import { startNotifications, onNotification, refreshNotifications } from './notifications.js';
 import { startSearch } from './search.js';
+import {
+  setupAttachments, showPending, pendingFor, takeReady, giveBack, attachmentList,
+} from './attachments.js';
 
 const PAGE = 50;
 const TYPING_SEND_EVERY_MS = 3_000;
@@ -34,8 +37,13 @@ const els = {
   messages: $('messages'),
   empty: $('empty-hint'),
   typing: $('typing'),
+  conversation: $('conversation'),
   composer: $('composer'),
   body: $('body'),
+  send: $('send'),
+  attach: $('attach'),
+  attachInput: $('attach-input'),
+  uploads: $('uploads'),
   sendError: $('send-error'),
 };
 
@@ -51,7 +59,7 @@ const state = {
   reads: new Map(),
   /** conversation id → Map(user id → {username, timer}). */
   typing: new Map(),
-  /** client id → {conversationId, body, element, timer}. */
+  /** client id → {conversationId, body, attachments, element, timer}. */
   pending: new Map(),
   lastReadSent: new Map(),
   lastTypingSent: 0,
@@ -362,6 +370,8 @@ async function select(conversationId) {
   els.empty.hidden = true;
   els.composer.hidden = false;
   showError(els.sendError, '');
+  showPending();
+  showSendable();
   renderTyping();
   const current = thread(conversationId);
   renderMessages();
@@ -383,6 +393,7 @@ function closeConversation(reason) {
   els.older.hidden = true;
   els.edge.hidden = true;
   els.composer.hidden = true;
+  showPending();
   els.empty.hidden = false;
   history.replaceState(null, '', window.location.pathname);
   renderConversations();
@@ -399,6 +410,7 @@ function messageItem(message) {
     ' ',
     el('time', { datetime: message.created_at || '', text: formatTime(message.created_at) })),
   el('p', { class: 'body', text: message.body }),
+  message.attachments?.length && !message.deleted_at ? attachmentList(message.attachments) : null,
   message.pending ? el('p', { class: 'status', text: message.failed || 'Sending…' }) : null), message);
 }
 
@@ -607,10 +619,14 @@ function typed() {
 
 // ---- sending ---------------------------------------------------------------------------
 
+/** The ids of a message's files, as one string to compare. */
+const fileKey = (attachments) => (attachments || []).map((attachment) => attachment.id).join(',');
+
 function settlePendingFor(message) {
   if (message.sender_id !== state.me.id) return;
   for (const [clientId, pending] of state.pending) {
-    if (pending.conversationId === message.conversation_id && pending.body === message.body) {
+    if (pending.conversationId === message.conversation_id && pending.body === message.body
+      && fileKey(pending.attachments) === fileKey(message.attachments)) {
       settle(clientId);
       return;
     }
@@ -625,19 +641,35 @@ function settle(clientId) {
   state.pending.delete(clientId);
 }
 
-function failPending(clientId, reason) {
+/**
+ * Marks a pending message as not sent. `refused`: the server said no, so its files go
+ * back to the composer (after a mere timeout the message may still arrive with them).
+ */
+function failPending(clientId, reason, refused = false) {
   const pending = state.pending.get(clientId);
   if (!pending) return;
   clearTimeout(pending.timer);
+  if (refused) giveBack(pending.conversationId, pending.attachments);
   const status = pending.element.querySelector('.status');
   if (status) status.textContent = `Not sent: ${reason}`;
   pending.element.classList.add('failed');
 }
 
-async function sendViaRest(conversationId, body) {
-  const answer = await api(`/api/conversations/${conversationId}/messages`, { method: 'POST', body: { body } });
+async function sendViaRest(conversationId, body, attachmentIds) {
+  const request = attachmentIds.length ? { body, attachment_ids: attachmentIds } : { body };
+  const answer = await api(`/api/conversations/${conversationId}/messages`, { method: 'POST', body: request });
   const message = answer?.message || answer;
   if (message?.id) addMessage(message, { live: false });
+}
+
+/**
+ * Send waits for uploads: while a file is still uploading the button is off (and Enter
+ * says why), so a message never goes without a file its author chose for it.
+ */
+function showSendable() {
+  const { busy } = state.active ? pendingFor(state.active) : { busy: false };
+  els.send.disabled = busy;
+  els.send.title = busy ? 'Waiting for the uploads to finish' : '';
 }
 
 async function send(event) {
@@ -645,21 +677,32 @@ async function send(event) {
   showError(els.sendError, '');
   const body = els.body.value.trim();
   const conversationId = state.active;
-  if (!body || !conversationId) return;
+  if (!conversationId) return;
+  const files = pendingFor(conversationId);
+  if (files.busy) {
+    showError(els.sendError, 'Wait for the uploads to finish, or remove them.');
+    return;
+  }
+  if (!body && !files.ready.length) return;
   if (body.length > 4000) {
     showError(els.sendError, 'A message is at most 4,000 characters.');
     return;
   }
+  const attachments = takeReady(conversationId);
+  const attachmentIds = attachments.map((attachment) => attachment.id);
   els.body.value = '';
   autosize();
   const clientId = crypto.randomUUID();
-  if (live.send({ type: 'send', conversation_id: conversationId, body, client_id: clientId })) {
+  const frame = { type: 'send', conversation_id: conversationId, body, client_id: clientId };
+  if (attachmentIds.length) frame.attachment_ids = attachmentIds;
+  if (live.send(frame)) {
     const element = messageItem({
-      sender_id: state.me.id, body, pending: true, created_at: new Date().toISOString(),
+      sender_id: state.me.id, body, attachments, pending: true, created_at: new Date().toISOString(),
     });
     state.pending.set(clientId, {
       conversationId,
       body,
+      attachments,
       element,
       timer: setTimeout(() => failPending(clientId, 'no answer from the server; it may arrive later.'), SEND_TIMEOUT_MS),
     });
@@ -668,9 +711,10 @@ async function send(event) {
     return;
   }
   try {
-    await sendViaRest(conversationId, body);
+    await sendViaRest(conversationId, body, attachmentIds);
   } catch (error) {
     els.body.value = body;
+    giveBack(conversationId, attachments);
     autosize();
     showError(els.sendError, `Your message was not sent: ${describe(error)}`);
   }
@@ -730,7 +774,7 @@ function onFrame(frame) {
       applyMessageFrame(frame);
       break;
     case 'error':
-      if (frame.client_id) failPending(frame.client_id, frame.message || 'refused');
+      if (frame.client_id) failPending(frame.client_id, frame.message || 'refused', true);
       else showError(els.sendError, frame.message || 'The server refused that.');
       break;
     default:
@@ -822,6 +866,16 @@ async function start() {
     showError: (text) => showError(els.sendError, text),
   });
   els.composer.addEventListener('submit', send);
+  setupAttachments({
+    active: () => state.active,
+    onChange: showSendable,
+    showError: (text) => showError(els.sendError, text),
+    button: els.attach,
+    input: els.attachInput,
+    list: els.uploads,
+    composer: els.composer,
+    dropZone: els.conversation,
+  });
   els.body.addEventListener('keydown', (event) => {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
       event.preventDefault();

@@ -165,6 +165,8 @@ function tombstone(message, at) {
   message.body = '';
   message.deleted_at = message.deleted_at || at;
   message.reactions = [];
+  // A deleted message's files are deleted with it.
+  message.attachments = [];
 }
 
 // ---- reactions -------------------------------------------------------------------------
