@@ -1,9 +1,10 @@
 //! An uploaded file's first bytes and its name: what the content checks of attachments
-//! read before anything else (chat's `attachments::content`).
+//! read before anything else (chat's `attachments::content`), and the header a download
+//! names it in (`platform::disposition`).
 #![no_main]
 
 use chat::attachments::content::{
-    Kind, MAX_NAME_CHARS, content_disposition, image_dimensions, sanitize_name, sniff,
+    Kind, MAX_NAME_CHARS, image_dimensions, sanitize_name, sniff,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -20,6 +21,6 @@ fuzz_target!(|bytes: &[u8]| {
     assert!(!name.is_empty() && name.chars().count() <= MAX_NAME_CHARS, "{name:?}");
     assert!(!name.contains(['/', '\\', '\0']) && !name.starts_with('.'), "{name:?}");
     assert_eq!(sanitize_name(&name), name, "sanitising is idempotent");
-    let header = content_disposition(&name, sniffed.inline());
+    let header = platform::disposition::content_disposition(&name, sniffed.inline());
     assert!(header.bytes().all(|byte| (b' '..=b'~').contains(&byte)), "{header:?}");
 });

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod credentials;
+pub mod disposition;
 pub mod events;
 pub mod grpc;
 pub mod logship;

@@ -298,7 +298,7 @@ async fn serve(
     set(header::CONTENT_TYPE, served_type(&object));
     set(
         header::CONTENT_DISPOSITION,
-        &content_disposition(&attachment.name, object.inline),
+        &platform::disposition::content_disposition(&attachment.name, object.inline),
     );
     if headers
         .get(header::IF_NONE_MATCH)
@@ -403,32 +403,6 @@ fn requested_range(
     }
 }
 
-/// `Content-Disposition` for a file named `name` (RFC 6266): `inline` for what pages
-/// show, `attachment` for the rest; an ASCII `filename` fallback and the exact name as
-/// UTF-8 in `filename*` (RFC 8187).
-fn content_disposition(name: &str, inline: bool) -> String {
-    let kind = if inline { "inline" } else { "attachment" };
-    let fallback: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' && c != '%' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let mut encoded = String::with_capacity(name.len() * 3);
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&byte) {
-            encoded.push(char::from(byte));
-        } else {
-            encoded.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,17 +445,5 @@ mod tests {
         headers.insert(header::RANGE, HeaderValue::from_static("bytes=0-9"));
         headers.insert(header::IF_RANGE, HeaderValue::from_static("\"other\""));
         assert_eq!(requested_range(&headers, "\"x\"", 100), Ok(None));
-    }
-
-    #[test]
-    fn a_disposition_names_the_file_safely() {
-        assert_eq!(
-            content_disposition("report.pdf", false),
-            "attachment; filename=\"report.pdf\"; filename*=UTF-8''report.pdf"
-        );
-        assert_eq!(
-            content_disposition("a \"b\"\\ ü.png", true),
-            "inline; filename=\"a _b__ _.png\"; filename*=UTF-8''a%20%22b%22%5C%20%C3%BC.png"
-        );
     }
 }

@@ -5,7 +5,7 @@
 
 use super::{
     content::{self, ImageError, Kind, Sniffed},
-    objects::{ObjectError, Objects},
+    objects::{ORIGINALS, ObjectError, Objects, THUMBNAILS},
     thumbnails::Thumbnailer,
 };
 use crate::{
@@ -670,11 +670,6 @@ pub async fn maintain(
         }
     }
 }
-
-/// The objects' key prefixes (see [`Objects::original_key`]), which the sweep lists.
-const ORIGINALS: &str = "originals";
-/// Thumbnails' key prefix (see [`Objects::thumbnail_key`]).
-const THUMBNAILS: &str = "thumbnails";
 
 /// How old an object without a row must be before the sweep deletes it.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(3600);

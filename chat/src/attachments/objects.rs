@@ -21,9 +21,9 @@ use std::{fmt, ops::Range, pin::pin, sync::Arc, time::Duration};
 use uuid::Uuid;
 
 /// Where an attachment's original lives: `originals/<id>`.
-const ORIGINALS: &str = "originals";
+pub const ORIGINALS: &str = "originals";
 /// Where an attachment's thumbnail lives: `thumbnails/<id>`.
-const THUMBNAILS: &str = "thumbnails";
+pub const THUMBNAILS: &str = "thumbnails";
 
 /// S3's smallest part (but the last): parts of an S3 multipart upload are this big.
 const S3_PART_BYTES: usize = 5 * 1024 * 1024;
