@@ -90,6 +90,18 @@ pub struct Config {
     /// Longest a request may take before it is answered 503.
     #[arg(long = "broker-request-timeout", id = "broker-request-timeout", value_name = "DURATION", env = "BROKER_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub request_timeout: Duration,
+    /// Attachment uploads streaming through this broker at once (each user at most four
+    /// of them); more wait their turn with their bodies unread (TCP holds them back), so
+    /// the broker's memory for uploads stays bounded whatever arrives (about 2 MiB an
+    /// upload in flight; docs/PERFORMANCE.md, "Attachments").
+    #[arg(
+        long = "broker-uploads-at-once",
+        id = "broker-uploads-at-once",
+        value_name = "N",
+        env = "BROKER_UPLOADS_AT_ONCE",
+        default_value_t = 16
+    )]
+    pub uploads_at_once: usize,
     /// Longest an upload or download of an attachment may take (its bytes stream in or
     /// out for that long at most; the request's own deadline covers everything else).
     #[arg(long = "broker-transfer-timeout", id = "broker-transfer-timeout", value_name = "DURATION", env = "BROKER_TRANSFER_TIMEOUT", default_value = "10m", value_parser = parse_duration)]

@@ -56,6 +56,9 @@ const SOCKETS_OPENING_AT_ONCE: usize = 128;
 /// leave their users online for good.
 const SOCKETS_CLOSING_AT_ONCE: usize = 128;
 
+/// Uploads one user may have in flight on one broker (the pages run three at once).
+const UPLOADS_PER_USER: usize = 4;
+
 /// The inside of [`AppState`].
 pub struct Shared {
     config: Arc<Config>,
@@ -76,6 +79,11 @@ pub struct Shared {
     /// Sockets registering with chat at once (a burst of connections waits here, not in
     /// chat's queue, where their calls would pass their deadlines together).
     socket_opening: Arc<tokio::sync::Semaphore>,
+    /// Attachment uploads streaming at once (`BROKER_UPLOADS_AT_ONCE`).
+    uploads: Arc<tokio::sync::Semaphore>,
+    /// Each user's uploads in flight (the same per-user count as sockets), so no one
+    /// holds every turn of `uploads`.
+    uploads_per_user: live::quota::SocketQuota,
     /// Bounds the calls recording closed sockets.
     socket_closing: Arc<tokio::sync::Semaphore>,
     /// Cancelled at shutdown: sockets close with "going away".
@@ -205,6 +213,8 @@ impl BrokerService {
                 ping_interval: config.ws_ping_interval,
             },
             socket_opening: Arc::new(tokio::sync::Semaphore::new(SOCKETS_OPENING_AT_ONCE)),
+            uploads: Arc::new(tokio::sync::Semaphore::new(config.uploads_at_once.max(1))),
+            uploads_per_user: live::quota::SocketQuota::new(UPLOADS_PER_USER),
             socket_closing: Arc::new(tokio::sync::Semaphore::new(SOCKETS_CLOSING_AT_ONCE)),
             shutdown: Shutdown::new(),
             login_limit: rate_limit::LoginLimit::new(config.rate_limit_auth),

@@ -151,8 +151,31 @@ fn watch_rss(pid: Option<u32>, running: Arc<AtomicBool>) -> tokio::task::JoinHan
 pub async fn run(args: Args) -> Result<()> {
     let broker = LoopbackUrl::parse(&args.broker)?;
     let run = format!("{:x}", fastrand::u32(..));
-    let member = enrol(&broker, &run, 0, "loadgen-files-password", String::new()).await?;
-    let token = HeaderValue::from_str(&format!("Bearer {}", member.token))?;
+    // One user per upload, each in a room of their own (a user has at most four uploads
+    // in flight on a broker).
+    let mut enrolling = JoinSet::new();
+    for index in 0..args.uploads.max(1) {
+        let (broker, run) = (broker.clone(), run.clone());
+        enrolling.spawn(async move {
+            enrol(
+                &broker,
+                &run,
+                index,
+                "loadgen-files-password",
+                String::new(),
+            )
+            .await
+        });
+    }
+    let mut users = Vec::with_capacity(args.uploads.max(1));
+    while let Some(enrolled) = enrolling.join_next().await {
+        let member = enrolled??;
+        users.push((
+            HeaderValue::from_str(&format!("Bearer {}", member.token))?,
+            member.room,
+        ));
+    }
+    let (token, room) = users[0].clone();
     let content: Vec<u8> = (0..args.size_mib * 1024 * 1024)
         .map(|n| u8::try_from(n % 251).unwrap_or(0))
         .collect();
@@ -162,20 +185,15 @@ pub async fn run(args: Args) -> Result<()> {
     let total = u64::try_from(args.uploads * args.size_mib).unwrap_or(u64::MAX) * 1024 * 1024;
 
     // One upload first: the connections and the store warm, the code paged in.
-    upload(&broker, &token, &member.room, body.clone()).await?;
+    upload(&broker, &token, &room, body.clone()).await?;
     let rss_before = args.server_pid.map(rss_kib).transpose()?.unwrap_or(0);
     let running = Arc::new(AtomicBool::new(true));
     let peak = watch_rss(args.server_pid, Arc::clone(&running));
     let started = Instant::now();
     let mut uploads = JoinSet::new();
     let latencies = Arc::new(AtomicU64::new(0));
-    for _ in 0..args.uploads {
-        let (broker, token, room, body) = (
-            broker.clone(),
-            token.clone(),
-            member.room.clone(),
-            body.clone(),
-        );
+    for (token, room) in users.iter().take(args.uploads).cloned() {
+        let (broker, body) = (broker.clone(), body.clone());
         let latencies = Arc::clone(&latencies);
         uploads.spawn(async move {
             let began = Instant::now();
@@ -211,7 +229,7 @@ pub async fn run(args: Args) -> Result<()> {
 
     // Thumbnails: one image, downloaded by many at once (the first made it).
     let image = photo(2400, 1600)?;
-    let image_id = upload(&broker, &token, &member.room, form("photo.png", &image)).await?;
+    let image_id = upload(&broker, &token, &room, form("photo.png", &image)).await?;
     let path = format!("/api/attachments/{image_id}/thumbnail");
     let first = download(&broker, &token, &path).await?;
     let mut downloads = JoinSet::new();

@@ -14,7 +14,7 @@ use crate::{
 use axum::{
     body::Body,
     extract::{
-        State,
+        FromRequest, Request, State,
         multipart::{Field, Multipart, MultipartError, MultipartRejection},
     },
     http::{HeaderMap, HeaderValue, StatusCode, header},
@@ -40,9 +40,12 @@ pub struct UploadForm {
     file: String,
 }
 
-/// Chunks of an upload queued toward chat: a few, so a slow chat slows the client
+/// Chunks of an upload queued toward chat: a couple, so a slow chat slows the client
 /// (backpressure) instead of filling the broker's memory.
-const UPLOAD_QUEUE: usize = 4;
+const UPLOAD_QUEUE: usize = 2;
+
+/// Bytes of one chunk sent to chat: what the body gives, cut to this.
+const PIECE_BYTES: usize = 64 * 1024;
 
 /// Upload a file to a conversation (members only), to send with a message
 /// (`attachment_ids`) within the hour. Streamed: the size limit (25 MiB by default) is
@@ -55,15 +58,34 @@ const UPLOAD_QUEUE: usize = 4;
         (status = 403, description = "The caller is not a member.", body = ErrorBody),
         (status = 413, description = "Larger than the limit (`too_large`), or over the caller's quota (`quota_exceeded`).", body = ErrorBody),
         (status = 415, description = "Not multipart/form-data.", body = ErrorBody),
+        (status = 429, description = "The caller has four uploads in flight already (`Retry-After`).", body = ErrorBody),
         (status = 422, description = "An image whose header is damaged (`damaged_image`) or with too many pixels (`too_many_pixels`).", body = ErrorBody),
         (status = 507, description = "The file store is full.", body = ErrorBody)))]
 pub async fn upload(
     State(state): State<AppState>,
     user: AuthUser,
     ApiPath(id): ApiPath<Uuid>,
-    headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    // A place among the caller's own uploads, then a turn among everyone's: the body
+    // stays unread until then.
+    let Some(_mine) = state.uploads_per_user.acquire(user.claims.sub) else {
+        return Err(ApiError {
+            message: "at most four uploads at a time; wait for one to finish".into(),
+            ..ApiError::too_many_requests(1)
+        });
+    };
+    let _turn = state
+        .uploads
+        .acquire()
+        .await
+        .map_err(|_| ApiError::unavailable("broker"))?;
+    let headers = request.headers().clone();
+    // The body reaches the multipart parser one chunk at a time (see `OneChunkAtATime`).
+    let request =
+        request.map(|body| Body::from_stream(OneChunkAtATime::new(body.into_data_stream())));
+    let multipart: Result<Multipart, MultipartRejection> =
+        Multipart::from_request(request, &state).await;
     let mut multipart = multipart.map_err(|rejection| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -141,6 +163,46 @@ pub async fn upload(
     answer(call.await)
 }
 
+/// A body stream that gives one chunk per poll, then yields (waking itself at once).
+///
+/// The multipart parser (multer) reads its stream until it is `Pending`, buffering all it
+/// got before handing out any of the file: on loopback, or any link faster than chat
+/// stores, that is the whole file in the broker's memory (100 uploads of 10 MiB at once
+/// grew it by 500 MiB). Yielding after each chunk makes it hand out what it has first, so
+/// the upload's queue and its backpressure reach the socket, and the broker holds a few
+/// chunks per upload.
+struct OneChunkAtATime<S> {
+    inner: S,
+    /// A chunk was given on this poll's turn: the next poll yields first.
+    gave: bool,
+}
+
+impl<S> OneChunkAtATime<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, gave: false }
+    }
+}
+
+impl<S: futures::Stream + Unpin> futures::Stream for OneChunkAtATime<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        if self.gave {
+            self.gave = false;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let next = std::pin::Pin::new(&mut self.inner).poll_next(cx);
+        if matches!(next, std::task::Poll::Ready(Some(_))) {
+            self.gave = true;
+        }
+        next
+    }
+}
+
 /// Copies the file part's bytes into the upload's queue (in chunks chat takes): the
 /// queue back when the part ended well, `None` when chat stopped reading first.
 async fn pump(
@@ -149,7 +211,7 @@ async fn pump(
 ) -> Result<Option<mpsc::Sender<pb::UploadChunk>>, ApiError> {
     while let Some(mut bytes) = field.chunk().await.map_err(|error| malformed(&error))? {
         while !bytes.is_empty() {
-            let piece = bytes.split_to(bytes.len().min(pb::MAX_CHUNK_BYTES));
+            let piece = bytes.split_to(bytes.len().min(PIECE_BYTES));
             let data = pb::UploadChunk {
                 part: Some(Part::Data(piece)),
             };
