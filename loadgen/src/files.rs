@@ -192,8 +192,9 @@ pub async fn run(args: Args) -> Result<()> {
     let started = Instant::now();
     let mut uploads = JoinSet::new();
     let latencies = Arc::new(AtomicU64::new(0));
-    for (token, room) in users.iter().take(args.uploads).cloned() {
+    for (token, room) in users.iter().take(args.uploads) {
         let (broker, body) = (broker.clone(), body.clone());
+        let (token, room) = (token.clone(), room.clone());
         let latencies = Arc::clone(&latencies);
         uploads.spawn(async move {
             let began = Instant::now();
