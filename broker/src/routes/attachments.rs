@@ -155,12 +155,14 @@ pub async fn upload(
     let complete = pb::UploadChunk {
         part: Some(Part::Complete(true)),
     };
-    if chunks.send(complete).await.is_err() {
-        // Chat stopped reading: its answer says why.
-        return answer(call.await);
-    }
-    drop(chunks);
-    answer(call.await)
+    // The call is driven while `complete` waits for room in the queue: a small file may
+    // have filled it before the call had sent anything. A failed send means chat stopped
+    // reading; its answer says why.
+    let finishing = async move {
+        let _ = chunks.send(complete).await;
+    };
+    let ((), answered) = tokio::join!(finishing, call);
+    answer(answered)
 }
 
 /// A body stream that gives one chunk per poll, then yields (waking itself at once).
