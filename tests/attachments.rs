@@ -486,7 +486,7 @@ async fn bad_uploads_get_clear_errors_leave_nothing_and_the_service_keeps_servin
             "too_many_parts",
         ),
         (
-            "a field that is not a file",
+            "only a field that is not a file",
             form.clone(),
             multipart(&[Part {
                 name: "comment",
@@ -597,10 +597,23 @@ async fn bad_uploads_get_clear_errors_leave_nothing_and_the_service_keeps_servin
         "no path, no bidi override"
     );
 
+    // A form may carry other small fields beside its file: they are ignored.
+    let with_field = multipart(&[
+        Part {
+            name: "comment",
+            filename: None,
+            content_type: "text/plain",
+            bytes: b"for the record",
+        },
+        Part::file("noted.txt", "text/plain", b"noted"),
+    ]);
+    let answer = upload_raw(&ada, &room, &form, with_field).await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+
     // Nothing of the refused uploads is kept; the service still takes a good one.
     let good = uploaded(&ada, &room, "fine.txt", b"fine").await;
     eventually("refused uploads leave no object", || async {
-        objects(&app.data_dir).len() == 3
+        objects(&app.data_dir).len() == 4
     })
     .await;
     assert!(original(&app.data_dir, text(&good, "id")).exists());

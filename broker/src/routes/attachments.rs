@@ -28,8 +28,10 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// `POST /api/conversations/{id}/attachments`: one part, the file.
-#[derive(Debug, ToSchema)]
+/// `POST /api/conversations/{id}/attachments`: one part, the file. The document states no
+/// other field (`additionalProperties: false`); the handler ignores a few small ones.
+#[derive(Debug, ToSchema, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 #[allow(
     dead_code,
     reason = "documents the multipart form; the handler streams it"
@@ -100,17 +102,21 @@ pub async fn upload(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse().ok())
         .unwrap_or(0);
-    let field = multipart
-        .next_field()
-        .await
-        .map_err(|error| malformed(&error))?
-        .ok_or_else(|| ApiError::bad_request("no_file", "the form has no file part"))?;
-    let Some(name) = field.file_name().map(str::to_owned) else {
-        return Err(ApiError::bad_request(
-            "no_file",
-            "the form's part is not a file (it has no filename)",
-        ));
+    // The file is the form's one part with a filename; other (small) fields are read
+    // and ignored, as a form may carry them.
+    let mut fields = 0;
+    let field = loop {
+        let field = multipart
+            .next_field()
+            .await
+            .map_err(|error| malformed(&error))?
+            .ok_or_else(|| ApiError::bad_request("no_file", "the form has no file part"))?;
+        if field.file_name().is_some() {
+            break field;
+        }
+        skip(field, &mut fields).await?;
     };
+    let name = field.file_name().unwrap_or_default().to_owned();
     let (chunks, queued) = mpsc::channel(UPLOAD_QUEUE);
     let start = pb::UploadChunk {
         part: Some(Part::Start(pb::UploadStart {
@@ -137,20 +143,18 @@ pub async fn upload(
         // Chat stopped reading (it refused the file): its answer says why.
         return answer(call.await);
     };
-    if let Some(next) = multipart
+    while let Some(next) = multipart
         .next_field()
         .await
         .map_err(|error| malformed(&error))?
     {
-        let what = if next.file_name().is_some() {
-            "a second file"
-        } else {
-            "a second part"
-        };
-        return Err(ApiError::bad_request(
-            "too_many_parts",
-            format!("upload one file per request; the form has {what}"),
-        ));
+        if next.file_name().is_some() {
+            return Err(ApiError::bad_request(
+                "too_many_parts",
+                "upload one file per request; the form has a second file",
+            ));
+        }
+        skip(next, &mut fields).await?;
     }
     let complete = pb::UploadChunk {
         part: Some(Part::Complete(true)),
@@ -223,6 +227,28 @@ async fn pump(
         }
     }
     Ok(Some(chunks))
+}
+
+/// Fields besides the file a form may carry, and the bytes each may have.
+const MAX_OTHER_FIELDS: usize = 16;
+/// See [`MAX_OTHER_FIELDS`].
+const MAX_FIELD_BYTES: usize = 16 * 1024;
+
+/// Reads a field that is not the file, and forgets it; too many or too large ones are a
+/// bad form (the file is what an upload is for).
+async fn skip(mut field: Field<'_>, fields: &mut usize) -> Result<(), ApiError> {
+    *fields += 1;
+    let mut size = 0;
+    while let Some(bytes) = field.chunk().await.map_err(|error| malformed(&error))? {
+        size += bytes.len();
+        if size > MAX_FIELD_BYTES || *fields > MAX_OTHER_FIELDS {
+            return Err(ApiError::bad_request(
+                "too_many_parts",
+                "besides its one file, a form may carry at most 16 fields of at most 16 KiB",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A body that is not the multipart form it claims to be.

@@ -190,6 +190,7 @@ pub fn router(state: AppState, limiters: &Limiters) -> Router {
             limiters.limit(api, get(attachments::thumbnail)),
         )
         .route_layer(from_fn(middleware::metrics))
+        .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::disable())
         .layer(from_fn_with_state(
             config.transfer_timeout,
