@@ -165,6 +165,24 @@ fn text<'a>(value: &'a Value, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{key} in {value}"))
 }
 
+/// Ada and Bob, signed up, and their direct conversation.
+async fn ada_and_bob(app: &TestApp) -> (User, User, String) {
+    let ada = User::sign_up(&app.base, "ada").await;
+    let bob = User::sign_up(&app.base, "bob").await;
+    let direct = ada.open_direct(&bob).await;
+    (ada, bob, direct)
+}
+
+/// Sends `body` with the attachments `ids` to `conversation` as `user`: the message.
+async fn send_with(user: &User, conversation: &str, body: &str, ids: &[&str]) -> Value {
+    user.post_expecting(
+        &format!("/api/conversations/{conversation}/messages"),
+        &json!({ "body": body, "attachment_ids": ids }),
+        StatusCode::CREATED,
+    )
+    .await
+}
+
 /// The files under the all-in-one's attachments directory (originals and thumbnails).
 fn objects(data_dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -194,9 +212,7 @@ fn original(data_dir: &Path, id: &str) -> PathBuf {
 #[tokio::test]
 async fn an_image_and_a_pdf_travel_with_a_message_to_the_other_member() {
     let app = TestApp::start(&[]).await;
-    let ada = User::sign_up(&app.base, "ada").await;
-    let bob = User::sign_up(&app.base, "bob").await;
-    let direct = ada.open_direct(&bob).await;
+    let (ada, bob, direct) = ada_and_bob(&app).await;
     let mut bobs_socket = bob.open_socket().await;
     ready(&mut bobs_socket).await;
 
@@ -244,13 +260,7 @@ async fn an_image_and_a_pdf_travel_with_a_message_to_the_other_member() {
     let pdf_id = text(&document, "id").to_owned();
 
     // Sent with an empty body: the files are the message.
-    let sent = ada
-        .post_expecting(
-            &format!("/api/conversations/{direct}/messages"),
-            &json!({ "body": "", "attachment_ids": [image_id, pdf_id] }),
-            StatusCode::CREATED,
-        )
-        .await;
+    let sent = send_with(&ada, &direct, "", &[&image_id, &pdf_id]).await;
     let carried: Vec<&str> = sent["attachments"]
         .as_array()
         .expect("the message carries its files")
@@ -623,9 +633,7 @@ async fn bad_uploads_get_clear_errors_leave_nothing_and_the_service_keeps_servin
 #[tokio::test]
 async fn the_quota_counts_every_file_of_the_uploader() {
     let app = TestApp::start(&["--chat-attachment-quota-bytes=3000"]).await;
-    let ada = User::sign_up(&app.base, "ada").await;
-    let bob = User::sign_up(&app.base, "bob").await;
-    let direct = ada.open_direct(&bob).await;
+    let (ada, bob, direct) = ada_and_bob(&app).await;
     uploaded(&ada, &direct, "one.bin", &[1; 2000]).await;
     let over = upload(&ada, &direct, "two.bin", &[2; 2000]).await;
     assert_eq!(
@@ -640,18 +648,10 @@ async fn the_quota_counts_every_file_of_the_uploader() {
 #[tokio::test]
 async fn deleting_a_message_deletes_its_files_rows_at_once_and_objects_soon() {
     let app = TestApp::start(&[]).await;
-    let ada = User::sign_up(&app.base, "ada").await;
-    let bob = User::sign_up(&app.base, "bob").await;
-    let direct = ada.open_direct(&bob).await;
+    let (ada, bob, direct) = ada_and_bob(&app).await;
     let image = uploaded(&ada, &direct, "a.png", &png(64, 64)).await;
     let id = text(&image, "id").to_owned();
-    let sent = ada
-        .post_expecting(
-            &format!("/api/conversations/{direct}/messages"),
-            &json!({ "body": "look", "attachment_ids": [id] }),
-            StatusCode::CREATED,
-        )
-        .await;
+    let sent = send_with(&ada, &direct, "look", &[&id]).await;
     // The thumbnail is made; both objects exist.
     assert_eq!(
         bob.get(&format!("/api/attachments/{id}/thumbnail"))
@@ -688,16 +688,9 @@ async fn deleting_a_message_deletes_its_files_rows_at_once_and_objects_soon() {
 #[tokio::test]
 async fn an_upload_no_message_claims_expires() {
     let app = TestApp::start(&["--chat-attachment-unclaimed-ttl=2s"]).await;
-    let ada = User::sign_up(&app.base, "ada").await;
-    let bob = User::sign_up(&app.base, "bob").await;
-    let direct = ada.open_direct(&bob).await;
+    let (ada, bob, direct) = ada_and_bob(&app).await;
     let kept = uploaded(&ada, &direct, "kept.txt", b"kept").await;
-    ada.post_expecting(
-        &format!("/api/conversations/{direct}/messages"),
-        &json!({ "body": "", "attachment_ids": [text(&kept, "id")] }),
-        StatusCode::CREATED,
-    )
-    .await;
+    send_with(&ada, &direct, "", &[text(&kept, "id")]).await;
     let forgotten = uploaded(&ada, &direct, "forgotten.txt", b"forgotten").await;
     let id = text(&forgotten, "id").to_owned();
     eventually("an unclaimed upload goes, row and object", || async {
@@ -742,12 +735,7 @@ async fn deleting_an_account_deletes_its_files() {
         StatusCode::OK
     );
     let in_room = uploaded(&ada, &room, "mine.txt", b"mine").await;
-    ada.post_expecting(
-        &format!("/api/conversations/{room}/messages"),
-        &json!({ "body": "mine", "attachment_ids": [text(&in_room, "id")] }),
-        StatusCode::CREATED,
-    )
-    .await;
+    send_with(&ada, &room, "mine", &[text(&in_room, "id")]).await;
     let bobs = uploaded(&bob, &room, "bobs.txt", b"bob's").await;
     let deleted = ada
         .delete_account_with(&json!({ "password": "correct horse battery" }))
@@ -774,9 +762,7 @@ async fn a_full_disk_answers_507_keeps_nothing_and_recovers() {
     let store = disk.dir.join("attachments");
     let setting = format!("--chat-attachments-url={}", store.display());
     let app = TestApp::start(&[setting.as_str()]).await;
-    let ada = User::sign_up(&app.base, "ada").await;
-    let bob = User::sign_up(&app.base, "bob").await;
-    let direct = ada.open_direct(&bob).await;
+    let (ada, _, direct) = ada_and_bob(&app).await;
     uploaded(&ada, &direct, "before.bin", &[1; 1000]).await;
 
     let filler = disk.fill();
@@ -801,16 +787,9 @@ async fn the_orphan_sweep_deletes_old_objects_no_row_names_and_nothing_else() {
         "--chat-attachment-sweep-interval=1s",
     ])
     .await;
-    let ada = User::sign_up(&app.base, "ada").await;
-    let bob = User::sign_up(&app.base, "bob").await;
-    let direct = ada.open_direct(&bob).await;
+    let (ada, _, direct) = ada_and_bob(&app).await;
     let kept = uploaded(&ada, &direct, "kept.txt", b"kept").await;
-    ada.post_expecting(
-        &format!("/api/conversations/{direct}/messages"),
-        &json!({ "body": "", "attachment_ids": [text(&kept, "id")] }),
-        StatusCode::CREATED,
-    )
-    .await;
+    send_with(&ada, &direct, "", &[text(&kept, "id")]).await;
     // Objects no row names (a database restored from an older backup leaves such): one
     // older than the sweep's grace, one younger (it may be an upload's, so it waits).
     let write = |age: std::time::Duration| {

@@ -555,11 +555,9 @@ async fn files_uploaded_through_one_replica_are_served_by_the_other_from_s3() {
         return;
     };
     let [b0, b1] = cluster.brokers.clone();
+    // Ada on one replica, Bob on the other.
     let ada = User::sign_up(&b0, "ada").await;
-    let bob = User {
-        base: b1.clone(),
-        ..User::sign_up(&b1, "bob").await
-    };
+    let bob = User::sign_up(&b1, "bob").await;
     let direct = ada.open_direct(&bob).await;
     let mut bobs_socket = bob.open_socket().await;
     ready(&mut bobs_socket).await;

@@ -128,10 +128,9 @@ fn upload_status(error: &UploadError) -> Status {
         UploadError::TooLarge { .. } | UploadError::OverQuota { .. } => {
             Status::resource_exhausted(message)
         }
-        UploadError::Empty
-        | UploadError::Damaged
-        | UploadError::TooManyPixels { .. }
-        | UploadError::Protocol(_) => Status::invalid_argument(message),
+        UploadError::Empty | UploadError::Image(_) | UploadError::Protocol(_) => {
+            Status::invalid_argument(message)
+        }
         UploadError::StorageFull => Status::resource_exhausted(message),
         UploadError::Unavailable(_) => {
             tracing::error!(%error, "the file store failed");

@@ -23,6 +23,16 @@ pub struct ReactionCount {
     pub changed: bool,
 }
 
+/// The ids of the messages that are not tombstones (a tombstone has no reactions and no
+/// files).
+fn living(messages: &[Message]) -> Vec<Uuid> {
+    messages
+        .iter()
+        .filter(|message| message.deleted_at.is_none())
+        .map(|message| message.id)
+        .collect()
+}
+
 impl Chat {
     /// A member's way to a message: anyone else is told there is no such message.
     async fn require_member_for_message(
@@ -43,11 +53,7 @@ impl Chat {
         viewer: Uuid,
         messages: &mut [Message],
     ) -> Result<(), ChatError> {
-        let ids: Vec<Uuid> = messages
-            .iter()
-            .filter(|message| message.deleted_at.is_none())
-            .map(|message| message.id)
-            .collect();
+        let ids = living(messages);
         if ids.is_empty() {
             return Ok(());
         }
@@ -69,11 +75,7 @@ impl Chat {
 
     /// Fills in the attachments of `messages`, in one query.
     pub(crate) async fn with_attachments(&self, messages: &mut [Message]) -> Result<(), ChatError> {
-        let ids: Vec<Uuid> = messages
-            .iter()
-            .filter(|message| message.deleted_at.is_none())
-            .map(|message| message.id)
-            .collect();
+        let ids = living(messages);
         if ids.is_empty() {
             return Ok(());
         }

@@ -208,6 +208,40 @@ impl Drop for MailDev {
     }
 }
 
+/// Starts a test peer that `scripts/test-tools.sh` installs at `binary` with `start_on`
+/// (on a free port; three tries, as the port may be taken before the peer binds it).
+/// `Ok(None)` when it is not installed outside CI (the caller skips, saying so); in CI
+/// that is an error.
+async fn start_peer<T, F, Fut>(
+    name: &str,
+    binary: &std::path::Path,
+    start_on: F,
+) -> anyhow::Result<Option<T>>
+where
+    F: Fn(u16) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    if !binary.exists() {
+        anyhow::ensure!(
+            !in_ci(),
+            "{name} is not installed at {}: run scripts/test-tools.sh",
+            binary.display()
+        );
+        eprintln!(
+            "SKIPPED: {name} is not installed (run scripts/test-tools.sh); CI=true makes this fail"
+        );
+        return Ok(None);
+    }
+    let mut last_error = None;
+    for _ in 0..3 {
+        match start_on(free_port()).await {
+            Ok(server) => return Ok(Some(server)),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| anyhow::anyhow!("{name} did not start")))
+}
+
 /// A MongoDB-wire-compatible server for tests: PyPI `SecantusDB` (installed into
 /// `.tools/venv` by `scripts/test-tools.sh`; the official Rust driver speaks to it), on a
 /// free loopback port, storing into a directory of its own. Like MongoDB, it removes
@@ -230,26 +264,7 @@ impl MongoServer {
     /// caller skips, saying so); in CI that is an error.
     pub async fn start() -> anyhow::Result<Option<Self>> {
         let binary = Self::binary();
-        if !binary.exists() {
-            anyhow::ensure!(
-                !in_ci(),
-                "SecantusDB is not installed at {}: run scripts/test-tools.sh",
-                binary.display()
-            );
-            eprintln!(
-                "SKIPPED: SecantusDB is not installed (run scripts/test-tools.sh); CI=true makes this fail"
-            );
-            return Ok(None);
-        }
-        // The free port may be taken by someone else before the server binds it: try anew.
-        let mut last_error = None;
-        for _ in 0..3 {
-            match Self::start_on(&binary, free_port()).await {
-                Ok(server) => return Ok(Some(server)),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("SecantusDB did not start")))
+        start_peer("SecantusDB", &binary, |port| Self::start_on(&binary, port)).await
     }
 
     async fn start_on(binary: &std::path::Path, port: u16) -> anyhow::Result<Self> {
@@ -348,26 +363,7 @@ impl Moto {
     /// installed outside CI (the caller skips, saying so); in CI that is an error.
     pub async fn start() -> anyhow::Result<Option<Self>> {
         let binary = Self::binary();
-        if !binary.exists() {
-            anyhow::ensure!(
-                !in_ci(),
-                "moto is not installed at {}: run scripts/test-tools.sh",
-                binary.display()
-            );
-            eprintln!(
-                "SKIPPED: moto is not installed (run scripts/test-tools.sh); CI=true makes this fail"
-            );
-            return Ok(None);
-        }
-        // The free port may be taken by someone else before the server binds it: try anew.
-        let mut last_error = None;
-        for _ in 0..3 {
-            match Self::start_on(&binary, free_port()).await {
-                Ok(server) => return Ok(Some(server)),
-                Err(error) => last_error = Some(error),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("moto did not start")))
+        start_peer("moto", &binary, |port| Self::start_on(&binary, port)).await
     }
 
     async fn start_on(binary: &std::path::Path, port: u16) -> anyhow::Result<Self> {

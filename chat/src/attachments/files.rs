@@ -84,19 +84,10 @@ pub enum UploadError {
     /// No bytes.
     #[error("the file is empty")]
     Empty,
-    /// An image whose header cannot be read, or says something impossible.
-    #[error("the image is damaged: its header cannot be read")]
-    Damaged,
-    /// An image with more pixels than the limit.
-    #[error("the image has {width}x{height} pixels, more than the {max_pixels} allowed")]
-    TooManyPixels {
-        /// Its width, from its header.
-        width: u32,
-        /// Its height, from its header.
-        height: u32,
-        /// The limit.
-        max_pixels: u64,
-    },
+    /// An image whose header cannot be read or says something impossible, or with more
+    /// pixels than the limit.
+    #[error(transparent)]
+    Image(#[from] ImageError),
     /// The object store has no room left.
     #[error("the file store is full")]
     StorageFull,
@@ -119,29 +110,12 @@ impl UploadError {
             Self::TooLarge { .. } => "too_large",
             Self::OverQuota { .. } => "quota_exceeded",
             Self::Empty => "empty_file",
-            Self::Damaged => "damaged_image",
-            Self::TooManyPixels { .. } => "too_many_pixels",
+            Self::Image(ImageError::TooManyPixels { .. }) => "too_many_pixels",
+            Self::Image(ImageError::Damaged | ImageError::Encode(_)) => "damaged_image",
             Self::StorageFull => "storage_full",
             Self::Unavailable(_) => "storage_unavailable",
             Self::Cancelled => "cancelled",
             Self::Protocol(_) => "invalid_upload",
-        }
-    }
-}
-
-impl From<ImageError> for UploadError {
-    fn from(error: ImageError) -> Self {
-        match error {
-            ImageError::TooManyPixels {
-                width,
-                height,
-                max_pixels,
-            } => Self::TooManyPixels {
-                width,
-                height,
-                max_pixels,
-            },
-            _ => Self::Damaged,
         }
     }
 }
