@@ -406,7 +406,7 @@ async fn strangers_get_the_404_of_a_missing_attachment_and_cannot_claim_one() {
             &json!({ "body": "look", "attachment_ids": [id] }),
         )
         .await;
-    expect_error(claimed, StatusCode::BAD_REQUEST).await;
+    expect_error(claimed, StatusCode::NOT_FOUND).await;
     // Bob, a member, cannot send Ada's file either: it is hers until she sends it.
     let borrowed = bob
         .post(
@@ -414,7 +414,7 @@ async fn strangers_get_the_404_of_a_missing_attachment_and_cannot_claim_one() {
             &json!({ "body": "look", "attachment_ids": [id] }),
         )
         .await;
-    expect_error(borrowed, StatusCode::BAD_REQUEST).await;
+    expect_error(borrowed, StatusCode::NOT_FOUND).await;
     assert_eq!(
         bob.get_ok(&format!("/api/conversations/{direct}/messages"))
             .await["messages"]
@@ -486,6 +486,21 @@ async fn bad_uploads_get_clear_errors_leave_nothing_and_the_service_keeps_servin
             "bad_multipart",
         ),
         (
+            "a field besides the file",
+            form.clone(),
+            multipart(&[
+                Part::file("a.txt", "text/plain", b"one"),
+                Part {
+                    name: "comment",
+                    filename: None,
+                    content_type: "text/plain",
+                    bytes: b"hi",
+                },
+            ]),
+            StatusCode::BAD_REQUEST,
+            "too_many_parts",
+        ),
+        (
             "two files",
             form.clone(),
             multipart(&[
@@ -496,7 +511,7 @@ async fn bad_uploads_get_clear_errors_leave_nothing_and_the_service_keeps_servin
             "too_many_parts",
         ),
         (
-            "only a field that is not a file",
+            "a field that is not a file",
             form.clone(),
             multipart(&[Part {
                 name: "comment",
@@ -607,23 +622,10 @@ async fn bad_uploads_get_clear_errors_leave_nothing_and_the_service_keeps_servin
         "no path, no bidi override"
     );
 
-    // A form may carry other small fields beside its file: they are ignored.
-    let with_field = multipart(&[
-        Part {
-            name: "comment",
-            filename: None,
-            content_type: "text/plain",
-            bytes: b"for the record",
-        },
-        Part::file("noted.txt", "text/plain", b"noted"),
-    ]);
-    let answer = upload_raw(&ada, &room, &form, with_field).await;
-    assert_eq!(answer.status(), StatusCode::CREATED);
-
     // Nothing of the refused uploads is kept; the service still takes a good one.
     let good = uploaded(&ada, &room, "fine.txt", b"fine").await;
     eventually("refused uploads leave no object", || async {
-        objects(&app.data_dir).len() == 4
+        objects(&app.data_dir).len() == 3
     })
     .await;
     assert!(original(&app.data_dir, text(&good, "id")).exists());
@@ -704,7 +706,7 @@ async fn an_upload_no_message_claims_expires() {
             &json!({ "body": "", "attachment_ids": [id] }),
         )
         .await;
-    expect_error(sent_too_late, StatusCode::BAD_REQUEST).await;
+    expect_error(sent_too_late, StatusCode::NOT_FOUND).await;
     assert_eq!(
         bob.get(&format!("/api/attachments/{}", text(&kept, "id")))
             .await
@@ -810,5 +812,62 @@ async fn the_orphan_sweep_deletes_old_objects_no_row_names_and_nothing_else() {
         original(&app.data_dir, text(&kept, "id")).exists(),
         "a sent file stays"
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_streams_at_most_four_uploads_at_once() {
+    let app = TestApp::start(&[]).await;
+    let (ada, bob, direct) = ada_and_bob(&app).await;
+    // Four uploads whose bodies stop after the part's header: each holds its place.
+    let mut senders = Vec::new();
+    let mut stalled = Vec::new();
+    for n in 0..4 {
+        let (sender, body) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        let head = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow{n}.bin\"\r\n\r\n"
+        );
+        sender
+            .send(Ok(head.into_bytes()))
+            .await
+            .expect("the body takes its first chunk");
+        senders.push(sender);
+        let request = ada
+            .client
+            .post(format!("{}{}", ada.base, uploads_path(&direct)))
+            .bearer_auth(&ada.token)
+            .header(
+                header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(reqwest::Body::wrap_stream(
+                tokio_stream::wrappers::ReceiverStream::new(body),
+            ));
+        stalled.push(tokio::spawn(request.send()));
+    }
+    // Their headers reach the broker, which takes their places (nothing else can tell).
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        stalled.iter().all(|request| !request.is_finished()),
+        "the four stalled uploads are in flight"
+    );
+    let refused = upload(&ada, &direct, "fifth.txt", b"fifth").await;
+    assert!(refused.headers().get(header::RETRY_AFTER).is_some());
+    expect_error(refused, StatusCode::TOO_MANY_REQUESTS).await;
+    // Another user is not held up by them.
+    uploaded(&bob, &direct, "bobs.txt", b"bob's").await;
+    // The stalled uploads end cut short: their places come back, nothing of them is kept.
+    drop(senders);
+    for upload in stalled {
+        let answer = upload.await.expect("the request task ends");
+        if let Ok(answer) = answer {
+            assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
+        }
+    }
+    uploaded(&ada, &direct, "after.txt", b"after").await;
+    eventually("only the two finished uploads are stored", || async {
+        objects(&app.data_dir).len() == 2
+    })
+    .await;
     app.stop().await;
 }

@@ -109,6 +109,7 @@ impl Modify for Contract {
                 "The HttpOnly cookie login sets (writes also need `X-CSRF-Token`).",
             ))),
         );
+        text_or_files(components);
         for (path, item) in &mut api.paths.paths {
             let has_path_id = path.contains('{');
             for (method, operation) in operations(item) {
@@ -116,6 +117,36 @@ impl Modify for Contract {
             }
         }
     }
+}
+
+/// A message is text or files or both: `NewMessageBody`'s `body` may be empty only with
+/// at least one of `attachment_ids` (the derive states each field alone).
+fn text_or_files(components: &mut openapi::Components) {
+    use openapi::schema::{AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type};
+    let Some(fields) = components.schemas.remove("NewMessageBody") else {
+        return;
+    };
+    let text = ObjectBuilder::new()
+        .property(
+            "body",
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1)),
+        )
+        .required("body");
+    let files = ObjectBuilder::new()
+        .property(
+            "attachment_ids",
+            ArrayBuilder::new()
+                .items(ObjectBuilder::new().schema_type(Type::String))
+                .min_items(Some(1)),
+        )
+        .required("attachment_ids");
+    let either = AnyOfBuilder::new().item(text).item(files);
+    components.schemas.insert(
+        "NewMessageBody".to_owned(),
+        AllOfBuilder::new().item(fields).item(either).into(),
+    );
 }
 
 /// The operations of a path, with their methods.

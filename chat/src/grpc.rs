@@ -89,11 +89,7 @@ impl ChatApi {
 impl From<ChatError> for Status {
     fn from(error: ChatError) -> Self {
         match &error {
-            // A send naming attachments it may not carry is a bad argument too: the ids
-            // are the client's.
-            ChatError::Invalid(_) | ChatError::AttachmentsRefused => {
-                Status::invalid_argument(error.to_string())
-            }
+            ChatError::Invalid(_) => Status::invalid_argument(error.to_string()),
             // WithSelf: a valid request that names the caller: the state, not the input, is
             // wrong.
             ChatError::WithSelf | ChatError::MessageDeleted => {
@@ -105,7 +101,11 @@ impl From<ChatError> for Status {
             ChatError::NoSuchRoom
             | ChatError::NoSuchMessage
             | ChatError::NoSuchCursor
-            | ChatError::NoSuchAttachment => Status::not_found(error.to_string()),
+            | ChatError::NoSuchAttachment
+            // An attachment the sender may not send is one they cannot see (someone
+            // else's, another conversation's) or that is gone (sent, expired): 404, as
+            // for a download.
+            | ChatError::AttachmentsRefused => Status::not_found(error.to_string()),
             ChatError::Upload(refused) => upload_status(refused),
             ChatError::NameTaken => Status::already_exists(error.to_string()),
             ChatError::Store(StoreError::Unavailable(_)) => {

@@ -28,8 +28,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// `POST /api/conversations/{id}/attachments`: one part, the file. The document states no
-/// other field (`additionalProperties: false`); the handler ignores a few small ones.
+/// `POST /api/conversations/{id}/attachments`: one part, the file, and nothing else
+/// (`additionalProperties: false`).
 #[derive(Debug, ToSchema, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 #[allow(
@@ -102,20 +102,17 @@ pub async fn upload(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.parse().ok())
         .unwrap_or(0);
-    // The file is the form's one part with a filename; other (small) fields are read
-    // and ignored, as a form may carry them.
-    let mut fields = 0;
-    let field = loop {
-        let field = multipart
-            .next_field()
-            .await
-            .map_err(|error| malformed(&error))?
-            .ok_or_else(|| ApiError::bad_request("no_file", "the form has no file part"))?;
-        if field.file_name().is_some() {
-            break field;
-        }
-        skip(field, &mut fields).await?;
-    };
+    let field = multipart
+        .next_field()
+        .await
+        .map_err(|error| malformed(&error))?
+        .ok_or_else(|| ApiError::bad_request("no_file", "the form has no file part"))?;
+    if field.file_name().is_none() {
+        return Err(ApiError::bad_request(
+            "no_file",
+            "the form's part is not a file (it has no filename); send the file alone",
+        ));
+    }
     let name = field.file_name().unwrap_or_default().to_owned();
     let (chunks, queued) = mpsc::channel(UPLOAD_QUEUE);
     let start = pb::UploadChunk {
@@ -143,18 +140,20 @@ pub async fn upload(
         // Chat stopped reading (it refused the file): its answer says why.
         return answer(call.await);
     };
-    while let Some(next) = multipart
+    if let Some(next) = multipart
         .next_field()
         .await
         .map_err(|error| malformed(&error))?
     {
-        if next.file_name().is_some() {
-            return Err(ApiError::bad_request(
-                "too_many_parts",
-                "upload one file per request; the form has a second file",
-            ));
-        }
-        skip(next, &mut fields).await?;
+        let what = if next.file_name().is_some() {
+            "a second file"
+        } else {
+            "a second part"
+        };
+        return Err(ApiError::bad_request(
+            "too_many_parts",
+            format!("upload one file per request and nothing else; the form has {what}"),
+        ));
     }
     let complete = pb::UploadChunk {
         part: Some(Part::Complete(true)),
@@ -229,28 +228,6 @@ async fn pump(
     Ok(Some(chunks))
 }
 
-/// Fields besides the file a form may carry, and the bytes each may have.
-const MAX_OTHER_FIELDS: usize = 16;
-/// See [`MAX_OTHER_FIELDS`].
-const MAX_FIELD_BYTES: usize = 16 * 1024;
-
-/// Reads a field that is not the file, and forgets it; too many or too large ones are a
-/// bad form (the file is what an upload is for).
-async fn skip(mut field: Field<'_>, fields: &mut usize) -> Result<(), ApiError> {
-    *fields += 1;
-    let mut size = 0;
-    while let Some(bytes) = field.chunk().await.map_err(|error| malformed(&error))? {
-        size += bytes.len();
-        if size > MAX_FIELD_BYTES || *fields > MAX_OTHER_FIELDS {
-            return Err(ApiError::bad_request(
-                "too_many_parts",
-                "besides its one file, a form may carry at most 16 fields of at most 16 KiB",
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// A body that is not the multipart form it claims to be.
 fn malformed(error: &MultipartError) -> ApiError {
     ApiError::bad_request(
@@ -304,8 +281,8 @@ fn refused(status: tonic::Status) -> ApiError {
 /// (`nosniff`, a sandboxing CSP). Single byte ranges are honoured.
 #[utoipa::path(get, path = "/api/attachments/{id}", tag = "attachments",
     params(("id" = Uuid, Path, description = "attachment id")), security(("bearer" = []), ("session_cookie" = [])),
-    responses((status = 200, description = "The file.", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 206, description = "The range asked for.", content_type = "application/octet-stream", body = Vec<u8>),
+    responses((status = 200, description = "The file, with the content type sniffed from its bytes.", content_type = "*/*", body = Vec<u8>),
+        (status = 206, description = "The range asked for.", content_type = "*/*", body = Vec<u8>),
         (status = 304, description = "Not modified (`If-None-Match`)."),
         (status = 404, description = "No such attachment, or not the caller's to see.", body = ErrorBody),
         (status = 416, description = "The range lies outside the file.", body = ErrorBody)))]
@@ -321,7 +298,7 @@ pub async fn download(
 /// Download an image's thumbnail (at most 400 pixels a side; PNG or JPEG), members only.
 #[utoipa::path(get, path = "/api/attachments/{id}/thumbnail", tag = "attachments",
     params(("id" = Uuid, Path, description = "attachment id")), security(("bearer" = []), ("session_cookie" = [])),
-    responses((status = 200, description = "The thumbnail.", content_type = "image/png", body = Vec<u8>),
+    responses((status = 200, description = "The thumbnail.", content(("image/png"), ("image/jpeg"))),
         (status = 304, description = "Not modified (`If-None-Match`)."),
         (status = 404, description = "No such attachment, not the caller's to see, or not an image.", body = ErrorBody)))]
 pub async fn thumbnail(
