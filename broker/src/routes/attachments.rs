@@ -37,8 +37,8 @@ use uuid::Uuid;
     reason = "documents the multipart form; the handler streams it"
 )]
 pub struct UploadForm {
-    /// The file, with its name in the part's `filename`.
-    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    /// The file, with its name in the part's `filename`; not empty.
+    #[schema(format = Binary, content_media_type = "application/octet-stream", min_length = 1)]
     file: String,
 }
 
