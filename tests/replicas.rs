@@ -592,7 +592,7 @@ async fn files_uploaded_through_one_replica_are_served_by_the_other_from_s3() {
         .await;
     assert_eq!(
         sent.status(),
-        StatusCode::BAD_REQUEST,
+        StatusCode::NOT_FOUND,
         "bob cannot send ada's file"
     );
     let ada_on_b1 = User {
