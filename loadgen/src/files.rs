@@ -191,16 +191,16 @@ pub async fn run(args: Args) -> Result<()> {
     let peak = watch_rss(args.server_pid, Arc::clone(&running));
     let started = Instant::now();
     let mut uploads = JoinSet::new();
-    let latencies = Arc::new(AtomicU64::new(0));
+    let slowest = Arc::new(AtomicU64::new(0));
     for (token, room) in users.iter().take(args.uploads) {
         let (broker, body) = (broker.clone(), body.clone());
         let (token, room) = (token.clone(), room.clone());
-        let latencies = Arc::clone(&latencies);
+        let slowest = Arc::clone(&slowest);
         uploads.spawn(async move {
             let began = Instant::now();
             let id = upload(&broker, &token, &room, body).await;
             let micros = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
-            latencies.fetch_max(micros, Ordering::Relaxed);
+            slowest.fetch_max(micros, Ordering::Relaxed);
             id
         });
     }
@@ -224,7 +224,7 @@ pub async fn run(args: Args) -> Result<()> {
         args.size_mib,
         failed,
         elapsed.as_secs_f64(),
-        Duration::from_micros(latencies.load(Ordering::Relaxed)).as_secs_f64(),
+        Duration::from_micros(slowest.load(Ordering::Relaxed)).as_secs_f64(),
         rss_peak.saturating_sub(rss_before) as f64 / 1024.0,
     );
 
@@ -274,7 +274,7 @@ pub async fn run(args: Args) -> Result<()> {
             "upload_failures": failed,
             "upload_seconds": elapsed.as_secs_f64(),
             "upload_mb_per_s": mb_per_s,
-            "slowest_upload_seconds": Duration::from_micros(latencies.load(Ordering::Relaxed)).as_secs_f64(),
+            "slowest_upload_seconds": Duration::from_micros(slowest.load(Ordering::Relaxed)).as_secs_f64(),
             "server_rss_before_kib": rss_before,
             "server_rss_peak_kib": rss_peak,
             "server_rss_growth_mib": rss_peak.saturating_sub(rss_before) as f64 / 1024.0,

@@ -51,6 +51,9 @@ pub const DECLARED_SLACK: u64 = 16 * 1024;
 /// read (a JPEG's size follows its EXIF block), and for the sniffing.
 const HEAD_BYTES: usize = 256 * 1024;
 
+/// Unclaimed uploads removed in one transaction (with one event).
+const EXPIRED_AT_ONCE: u32 = 500;
+
 /// Bytes per chunk of a download.
 const CHUNK_BYTES: usize = 256 * 1024;
 
@@ -116,6 +119,17 @@ impl UploadError {
             Self::Unavailable(_) => "storage_unavailable",
             Self::Cancelled => "cancelled",
             Self::Protocol(_) => "invalid_upload",
+        }
+    }
+}
+
+/// The object store's failures as chat's: a missing object is a missing attachment (its
+/// row said it was there: it went meanwhile), anything else the store's trouble.
+impl From<ObjectError> for ChatError {
+    fn from(error: ObjectError) -> Self {
+        match error {
+            ObjectError::NotFound => Self::NoSuchAttachment,
+            other => Self::Upload(other.into()),
         }
     }
 }
@@ -422,13 +436,9 @@ impl Chat {
             .files()
             .objects
             .get(&Files::key(id, thumbnail), Some(offset..end))
-            .await
-            .map_err(|error| match error {
-                ObjectError::NotFound => ChatError::NoSuchAttachment,
-                other => ChatError::Upload(other.into()),
-            })?;
+            .await?;
         Ok(rechunk(stream, CHUNK_BYTES)
-            .map_err(|error| ChatError::Upload(error.into()))
+            .map_err(ChatError::from)
             .boxed())
     }
 
@@ -436,18 +446,8 @@ impl Chat {
     /// records it: its content type and size.
     async fn thumbnail(&self, id: Uuid) -> Result<(String, u64), ChatError> {
         let files = self.files();
-        let original = files
-            .objects
-            .get(&Files::key(id, false), None)
-            .await
-            .map_err(|error| match error {
-                ObjectError::NotFound => ChatError::NoSuchAttachment,
-                other => ChatError::Upload(other.into()),
-            })?;
-        let bytes: Vec<Bytes> = original
-            .try_collect()
-            .await
-            .map_err(|error: ObjectError| ChatError::Upload(error.into()))?;
+        let original = files.objects.get(&Files::key(id, false), None).await?;
+        let bytes: Vec<Bytes> = original.try_collect().await?;
         let bytes = Bytes::from(bytes.concat());
         let Kind::Image(kind) = content::sniff(&bytes).kind else {
             return Err(ChatError::NoSuchAttachment);
@@ -456,14 +456,10 @@ impl Chat {
             .thumbnailer
             .make(bytes, kind)
             .await
-            .map_err(|error| ChatError::Upload(error.into()))?;
+            .map_err(UploadError::from)?;
         let size = u64::try_from(made.bytes.len()).unwrap_or(u64::MAX);
         let key = Files::key(id, true);
-        files
-            .objects
-            .put(&key, made.bytes)
-            .await
-            .map_err(|error| ChatError::Upload(error.into()))?;
+        files.objects.put(&key, made.bytes).await?;
         if !self
             .store()
             .set_thumbnail(id, made.content_type, size)
@@ -488,8 +484,7 @@ impl Chat {
                 self.files()
                     .objects
                     .delete(&Files::key(*id, thumbnail))
-                    .await
-                    .map_err(|error| ChatError::Upload(error.into()))?;
+                    .await?;
             }
             purged += 1;
         }
@@ -504,9 +499,12 @@ impl Chat {
             .unwrap_or(chrono::Duration::MAX);
         let mut expired = 0;
         loop {
-            let removed = self.store().expire_unclaimed(now() - ttl, 500).await?;
+            let removed = self
+                .store()
+                .expire_unclaimed(now() - ttl, EXPIRED_AT_ONCE)
+                .await?;
             expired += removed.len();
-            if removed.len() < 500 {
+            if removed.len() < EXPIRED_AT_ONCE as usize {
                 break;
             }
         }
@@ -528,11 +526,7 @@ impl Chat {
         let mut listed = pin!(objects.list(ORIGINALS).chain(objects.list(THUMBNAILS)));
         let mut batch: Vec<(Uuid, String)> = Vec::new();
         loop {
-            let next = listed
-                .next()
-                .await
-                .transpose()
-                .map_err(|error| ChatError::Upload(error.into()))?;
+            let next = listed.next().await.transpose()?;
             let done = next.is_none();
             if let Some(object) = next {
                 report.objects += 1;
@@ -555,11 +549,7 @@ impl Chat {
                         continue;
                     }
                     tracing::warn!(attachment_id = %id, %key, "orphaned object deleted");
-                    self.files()
-                        .objects
-                        .delete(&key)
-                        .await
-                        .map_err(|error| ChatError::Upload(error.into()))?;
+                    self.files().objects.delete(&key).await?;
                     report.orphans += 1;
                 }
             }

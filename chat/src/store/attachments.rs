@@ -134,11 +134,13 @@ async fn lock_uploader(tx: &mut Transaction, uploader: Uuid) -> Result<(), sqlx:
     Ok(())
 }
 
+/// Bytes uploader `$1`'s finished files take.
+const USED: &str = "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM attachments \
+     WHERE uploader_id = $1 AND state = 'ready'";
+
 /// Bytes the uploader's finished files take, read in `tx`.
 async fn used(tx: &mut Transaction, uploader: Uuid) -> Result<u64, sqlx::Error> {
-    const SQL: &str = "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM attachments \
-         WHERE uploader_id = $1 AND state = 'ready'";
-    let used: i64 = on_tx!(tx, |tx| sqlx::query_scalar(SQL)
+    let used: i64 = on_tx!(tx, |tx| sqlx::query_scalar(USED)
         .bind(uploader)
         .fetch_one(&mut **tx)
         .await)?;
@@ -265,13 +267,11 @@ impl ChatStore {
         let mut tx = self.writer.begin().await?;
         lock_uploader(&mut tx, attachment.uploader_id).await?;
         let member: bool = on_tx!(&mut tx, |tx| {
-            sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM memberships WHERE conversation_id = $1 AND user_id = $2)"
-        )
-        .bind(attachment.conversation_id)
-        .bind(attachment.uploader_id)
-        .fetch_one(&mut **tx)
-        .await
+            sqlx::query_scalar(super::conversations::IS_MEMBER)
+                .bind(attachment.conversation_id)
+                .bind(attachment.uploader_id)
+                .fetch_one(&mut **tx)
+                .await
         })?;
         if !member {
             return Ok(Upload::NotMember);
@@ -394,10 +394,11 @@ impl ChatStore {
 
     /// Bytes of `uploader`'s finished files.
     pub async fn quota_used(&self, uploader: Uuid) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let used = used(&mut tx, uploader).await?;
-        tx.commit().await?;
-        Ok(used)
+        let used: i64 = on_pool!(&self.pool, |pool| sqlx::query_scalar(USED)
+            .bind(uploader)
+            .fetch_one(pool)
+            .await)?;
+        Ok(stored_size(used))
     }
 
     /// Deletes the rows `ids` with their `attachment.removed` event (`reason`); the ids

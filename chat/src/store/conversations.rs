@@ -99,6 +99,10 @@ fn views(rows: Vec<ConversationViewRow>) -> Result<Vec<ConversationView>, sqlx::
     rows.into_iter().map(ConversationView::try_from).collect()
 }
 
+/// Whether user `$2` is a member of conversation `$1`.
+pub(super) const IS_MEMBER: &str =
+    "SELECT EXISTS (SELECT 1 FROM memberships WHERE conversation_id = $1 AND user_id = $2)";
+
 impl ChatStore {
     /// Creates a room with its creator as the first member; `NameTaken` if the name is used.
     pub async fn create_room(
@@ -254,10 +258,8 @@ impl ChatStore {
 
     /// True when `user` is a member of `conversation`.
     pub async fn is_member(&self, conversation: Uuid, user: Uuid) -> Result<bool, StoreError> {
-        const SQL: &str = "SELECT EXISTS (SELECT 1 FROM memberships \
-             WHERE conversation_id = $1 AND user_id = $2)";
         Ok(on_pool!(&self.pool, |pool| {
-            sqlx::query_scalar(SQL)
+            sqlx::query_scalar(IS_MEMBER)
                 .bind(conversation)
                 .bind(user)
                 .fetch_one(pool)
