@@ -193,7 +193,6 @@ pub async fn follow(
 ) {
     let backoff = crate::reconnect_backoff();
     let mut delays = backoff.build();
-    let mut connected_before = false;
     loop {
         let mut request = tonic::Request::new(SubscribeRequest {
             broker_id: broker_id.clone(),
@@ -209,10 +208,11 @@ pub async fn follow(
                 delays = backoff.build();
                 tracing::info!("following chat's live events");
                 hub.set_fed(true);
-                if connected_before {
-                    resync(&hub);
-                }
-                connected_before = true;
+                // Every socket already here missed what happened while there was no
+                // feed: after a broken stream, and also on a fresh start, where sockets
+                // can be accepted before the first subscription (a broker that restarted
+                // lost events to them otherwise; the fault matrix caught it).
+                resync(&hub);
                 loop {
                     let next = tokio::select! {
                         () = shutdown.cancelled() => return,
