@@ -79,7 +79,7 @@ impl UserStore {
         const INSERT: &str = "INSERT INTO users \
                               (id, username, email, password_hash, created_at, role) \
                               VALUES ($1, $2, $3, $4, $5, $6)";
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let reserved = on_tx!(&mut tx, |tx| {
             sqlx::query(RESERVE)
                 .bind(account.username.as_str())
@@ -224,7 +224,7 @@ impl UserStore {
     ) -> Result<Option<Vec<Uuid>>, StoreError> {
         const MARK: &str =
             "UPDATE users SET deleting_since = COALESCE(deleting_since, $2) WHERE id = $1";
-        let marked = on_pool!(&self.writer, |pool| {
+        let marked = on_pool!(&self.pool, |pool| {
             sqlx::query(MARK)
                 .bind(id)
                 .bind(at)
@@ -253,7 +253,7 @@ impl UserStore {
     ) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM users WHERE id = $1 \
                            RETURNING id, username, email, created_at, role, deactivated_at";
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let deleted: Option<UserRow> = on_tx!(&mut tx, |tx| {
             sqlx::query_as(SQL)
                 .bind(id)

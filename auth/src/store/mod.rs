@@ -18,7 +18,7 @@ use crate::domain::{Email, Role, Session, User, Username};
 use chrono::{DateTime, Utc};
 use platform::{
     events::{Event, outbox},
-    sql::{Backend, Pool, Transaction},
+    sql::{Pool, Transaction},
 };
 use uuid::Uuid;
 
@@ -112,54 +112,29 @@ pub struct AccountChange {
 }
 
 /// Accounts, sessions, the revocation feed and the tokens of mailed links, in auth's
-/// database. Cheap to clone: clones share the pools.
+/// database. Cheap to clone: clones share the pool.
 #[derive(Debug, Clone)]
 pub struct UserStore {
-    /// Where reads run.
     pool: Pool,
-    /// Where every write runs (registrations, sessions, revocations and the outbox relay
-    /// that reads their events back): on SQLite a pool of one connection, so writers
-    /// queue for it instead of meeting in SQLite's sleeping busy handler (see
-    /// [`platform::sql::connect_sqlite_writer`]); elsewhere the same pool as `pool`.
-    writer: Pool,
 }
 
 /// Opens the store a database URL names and applies its migrations.
 pub async fn connect(url: &str) -> anyhow::Result<UserStore> {
-    let pool = platform::sql::connect(url).await?;
-    let writer = match pool.backend() {
-        // A login storm (thousands of registrations and sign-ins a second) on the
-        // shared pool of eight had its writers sleep in the busy handler while the
-        // lock was free: registrations waited seconds and timed out (issue 29).
-        Backend::Sqlite => {
-            platform::sql::connect_sqlite_writer(url, platform::sql::SQLITE_PAGE_SIZE)
-                .await?
-                .map(Pool::Sqlite)
-        }
-        Backend::Postgres => None,
-    };
-    // An in-memory SQLite database has no writer of its own: a second pool would open
-    // another database.
-    let writer = writer.unwrap_or_else(|| pool.clone());
-    let store = UserStore { pool, writer };
+    let store = UserStore::new(platform::sql::connect(url).await?);
     store.migrate().await?;
     Ok(store)
 }
 
 impl UserStore {
-    /// A store on an open pool, reads and writes alike (migrations are applied by
-    /// [`UserStore::migrate`]).
+    /// A store on an open pool (migrations are applied by [`UserStore::migrate`]).
     pub fn new(pool: Pool) -> Self {
-        Self {
-            writer: pool.clone(),
-            pool,
-        }
+        Self { pool }
     }
 
     /// Applies pending migrations: auth's own, and the outbox's as version 3.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         outbox::migrate(
-            &self.writer,
+            &self.pool,
             sqlx::migrate!("./migrations/postgres"),
             sqlx::migrate!("./migrations/sqlite"),
             3,
@@ -175,7 +150,7 @@ impl UserStore {
 
     /// The outbox its events are written to, for the relay.
     pub fn outbox(&self) -> outbox::Outbox {
-        outbox::Outbox::new(self.writer.clone())
+        outbox::Outbox::new(self.pool.clone())
     }
 }
 

@@ -104,7 +104,7 @@ impl UserStore {
     ) -> Result<bool, StoreError> {
         const SQL: &str =
             "UPDATE users SET password_hash = $2 WHERE id = $1 AND deleting_since IS NULL";
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let updated = on_tx!(&mut tx, |tx| {
             sqlx::query(SQL)
                 .bind(id)
@@ -131,7 +131,7 @@ impl UserStore {
         const SQL: &str = "INSERT INTO account_tokens \
                            (token_hash, purpose, user_id, email, created_at, expires_at) \
                            VALUES ($1, $2, $3, $4, $5, $6)";
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         on_tx!(&mut tx, |tx| {
             sqlx::query(SQL)
                 .bind(&token.hash)
@@ -173,7 +173,7 @@ impl UserStore {
         const VERIFY: &str = "UPDATE users \
                               SET email_verified_at = COALESCE(email_verified_at, $2) \
                               WHERE id = $1";
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         // Spent first, in the transaction's first statement: single use even when two
         // requests race (only one marks it), and on SQLite the write lock is taken
         // (waiting its turn) before anything is read, so the transaction never has to

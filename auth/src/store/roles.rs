@@ -78,7 +78,7 @@ impl UserStore {
     /// Begins a role change of account `id`: its transaction, holding the lock of role
     /// changes, and the account as it was; `None` when there is no such account.
     async fn begin_role_change(&self, id: Uuid) -> Result<Option<(Transaction, User)>, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         lock_role_changes(&mut tx).await?;
         Ok(active_account(&mut tx, id)
             .await?

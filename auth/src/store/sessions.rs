@@ -59,7 +59,7 @@ impl UserStore {
                            (id, user_id, refresh_hash, created_at, expires_at, revoked_at, \
                            client_ip, user_agent) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         on_tx!(&mut tx, |tx| {
             sqlx::query(SQL)
                 .bind(new.session.id)
@@ -123,7 +123,7 @@ impl UserStore {
                            previous_refresh_hash = $2, rotated_at = $5, last_used_at = $5 \
                            WHERE id = $1 AND refresh_hash = $2 AND revoked_at IS NULL";
         let rotated_at = Utc::now().trunc_subsecs(6);
-        let rotated = on_pool!(&self.writer, |pool| {
+        let rotated = on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(id)
                 .bind(old)
@@ -151,7 +151,7 @@ impl UserStore {
             "INSERT INTO revocations (session_id, revoked_at_ms, forget_after) VALUES ($1, $2, $3)";
         let revoked_at = DateTime::<Utc>::from_timestamp_millis(revocation.revoked_at_ms)
             .expect("revocation times come from the clock, well inside chrono's range");
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.pool.begin().await?;
         let updated = on_tx!(&mut tx, |tx| {
             sqlx::query(REVOKE)
                 .bind(id)
@@ -199,7 +199,7 @@ impl UserStore {
     /// Drops feed entries whose tokens have all expired by `now` (epoch seconds).
     pub async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError> {
         const SQL: &str = "DELETE FROM revocations WHERE forget_after <= $1";
-        Ok(on_pool!(&self.writer, |pool| {
+        Ok(on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(now)
                 .execute(pool)
