@@ -1,7 +1,15 @@
 //! Password hashing with argon2id, always on the blocking pool so a login never stalls the
-//! async runtime. The default cost is OWASP's (19 MiB, 2 passes, 1 lane); operators may
-//! raise it, and load tests lower it. Verification reads the cost from each stored hash, so
-//! changing it never locks anyone out.
+//! async runtime, and never more hashes at once than the machine has cores. The default
+//! cost is OWASP's (19 MiB, 2 passes, 1 lane); operators may raise it, and load tests lower
+//! it. Verification reads the cost from each stored hash, so changing it never locks anyone
+//! out.
+//!
+//! Why the bound: each hash holds its memory cost for as long as it runs, and the blocking
+//! pool runs up to 512 at once. A burst of sign-ins (every client of a deploy logging in
+//! again) then asked for 19 MiB times the burst (300 at once: 5.6 GiB) and hundreds of
+//! threads each wanting a core, starving the runtime's own threads: every socket of the
+//! process waited behind the hashes. With one hash per core the memory is bounded, the
+//! others wait their turn in order, and the same work finishes no later.
 
 use crate::domain::Password;
 use argon2::{
@@ -35,10 +43,30 @@ fn argon2(cost: Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, cost)
 }
 
+/// Hashes (and verifications) running at once: one per core.
+fn turns() -> &'static tokio::sync::Semaphore {
+    static TURNS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    TURNS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
+/// Runs `work` on the blocking pool once a core is free for it.
+async fn on_a_core<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let _turn = turns()
+        .acquire()
+        .await
+        .expect("the hashing semaphore is never closed");
+    tokio::task::spawn_blocking(work)
+        .await
+        .expect("password hashing does not panic")
+}
+
 /// Hashes a password into a PHC string.
 pub async fn hash(password: Password, cost: &Cost) -> String {
     let params = cost.0.clone();
-    tokio::task::spawn_blocking(move || {
+    on_a_core(move || {
         let salt = SaltString::generate(&mut OsRng);
         argon2(params)
             .hash_password(password.expose().as_bytes(), &salt)
@@ -46,12 +74,11 @@ pub async fn hash(password: Password, cost: &Cost) -> String {
             .to_string()
     })
     .await
-    .expect("password hashing does not panic")
 }
 
 /// True when `password` matches the PHC string `hash`. A malformed hash never matches.
 pub async fn verify(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || {
+    on_a_core(move || {
         // The stored hash names its own cost; these parameters are not used for it.
         PasswordHash::new(&hash).is_ok_and(|parsed| {
             argon2(Params::default())
@@ -60,7 +87,6 @@ pub async fn verify(password: String, hash: String) -> bool {
         })
     })
     .await
-    .expect("password verification does not panic")
 }
 
 /// A hash of a random password, checked against when a login names no account, so that
@@ -86,6 +112,38 @@ mod tests {
         assert!(verify("correct horse".into(), hashed.clone()).await);
         assert!(!verify("wrong horse".into(), hashed).await);
         assert!(!verify("anything".into(), "not a hash".into()).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_hashes_runs_one_per_core_and_every_one_finishes() {
+        use std::sync::{
+            Arc,
+            atomic::{AtomicUsize, Ordering},
+        };
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let burst: Vec<_> = (0..cores * 8)
+            .map(|n| {
+                let (running, most) = (Arc::clone(&running), Arc::clone(&most));
+                tokio::spawn(on_a_core(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    n
+                }))
+            })
+            .collect();
+        let mut finished = Vec::new();
+        for work in burst {
+            finished.push(work.await.expect("the work finishes"));
+        }
+        assert_eq!(finished, (0..cores * 8).collect::<Vec<_>>());
+        // Other tests of this process hash too, on the same turns: at most `cores` in all.
+        assert!(
+            most.load(Ordering::SeqCst) <= cores,
+            "{most:?} at once on {cores} cores"
+        );
     }
 
     #[tokio::test]
