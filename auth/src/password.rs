@@ -43,13 +43,15 @@ fn argon2(cost: Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, cost)
 }
 
+/// The cores this process may run on: how many hashes run at once.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
 /// Hashes (and verifications) running at once: one per core.
 fn turns() -> &'static tokio::sync::Semaphore {
     static TURNS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    TURNS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        tokio::sync::Semaphore::new(cores)
-    })
+    TURNS.get_or_init(|| tokio::sync::Semaphore::new(cores()))
 }
 
 /// Runs `work` on the blocking pool once a core is free for it.
@@ -120,7 +122,7 @@ mod tests {
             Arc,
             atomic::{AtomicUsize, Ordering},
         };
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let cores = cores();
         let (running, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let burst: Vec<_> = (0..cores * 8)
             .map(|n| {

@@ -107,13 +107,12 @@ pub async fn upload(
         .await
         .map_err(|error| malformed(&error))?
         .ok_or_else(|| ApiError::bad_request("no_file", "the form has no file part"))?;
-    if field.file_name().is_none() {
+    let Some(name) = field.file_name().map(str::to_owned) else {
         return Err(ApiError::bad_request(
             "no_file",
             "the form's part is not a file (it has no filename); send the file alone",
         ));
-    }
-    let name = field.file_name().unwrap_or_default().to_owned();
+    };
     let (chunks, queued) = mpsc::channel(UPLOAD_QUEUE);
     let start = pb::UploadChunk {
         part: Some(Part::Start(pb::UploadStart {
