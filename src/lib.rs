@@ -1,5 +1,7 @@
 //! The embedded all-in-one: every microchat service in one process, each on its own port,
-//! talking real gRPC over loopback, with embedded backends (SQLite files in the data
+//! calling each other in the process through the same tonic servers as when split (the
+//! guard, the limits, the trace layer: `platform::grpc::in_process`; no HTTP/2 or TCP
+//! between them), with embedded backends (SQLite files in the data
 //! directory, the durable embedded event bus in `events.db`, mail as `.eml` files, logs
 //! in SQLite). Every
 //! service's log lines go to the logger started here. `cargo run` at the
@@ -245,6 +247,13 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     config.listener.chat_url = format!("http://{chat_addr}");
     config.listener.mail_url = format!("http://{mail_addr}");
     config.listener.logger_url.clone_from(&logger_url);
+    // Calls between the services started here stay in the process: the same servers
+    // (guard, limits, trace layer) without HTTP/2 over loopback (platform::grpc::in_process).
+    let dialer = platform::grpc::Dialer::network()
+        .serving(config.listener.auth_url.clone(), auth.local())
+        .serving(config.listener.chat_url.clone(), chat.local())
+        .serving(config.listener.mail_url.clone(), mail.local())
+        .serving(logger_url.clone(), logger.local());
     let (bus, source): (Arc<dyn EventBus>, Arc<dyn listener::source::Source>) =
         match config.events.rabbit() {
             Some(bus) => {
@@ -268,12 +277,15 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
         };
     let listener = deferred
         .run({
-            let (config, data_dir, keys) = (
+            let (config, data_dir, keys, dialer) = (
                 config.listener.clone(),
                 config.data_dir.clone(),
                 keys.clone(),
+                dialer.clone(),
             );
-            async move { listener::ListenerService::build(&config, &data_dir, source, &keys).await }
+            async move {
+                listener::ListenerService::build(&config, &data_dir, source, &keys, &dialer).await
+            }
         })
         .await
         .context("starting the listener")?;
@@ -284,7 +296,7 @@ pub async fn start(mut config: Config, shutdown: Shutdown) -> anyhow::Result<Run
     config.broker.chat_url = format!("http://{chat_addr}");
     config.broker.logger_url = logger_url;
     config.broker.mail_url = format!("http://{mail_addr}");
-    let broker = broker::BrokerService::build(config.broker, &keys)
+    let broker = broker::BrokerService::build(config.broker, &keys, &dialer)
         .await
         .context("starting the broker")?;
     let broker_addr = broker.local_addr();

@@ -45,9 +45,13 @@ impl AuthAndBroker {
         let auth_task = tokio::spawn(auth.run(auth_stop.clone()));
         config.auth.listen = auth_addr;
         config.broker.auth_url = format!("http://{auth_addr}");
-        let broker = broker::BrokerService::build(config.broker.clone(), &keys)
-            .await
-            .unwrap();
+        let broker = broker::BrokerService::build(
+            config.broker.clone(),
+            &keys,
+            &platform::grpc::Dialer::network(),
+        )
+        .await
+        .unwrap();
         let base = format!("http://{}", broker.local_addr());
         let broker_stop = Shutdown::new();
         let broker_task = tokio::spawn(broker.run(broker_stop.clone()));
@@ -154,9 +158,10 @@ impl AuthAndBroker {
     async fn broker_behind(&self, gate: &AuthGate) -> (String, Running) {
         let mut config = self.config.broker.clone();
         config.auth_url.clone_from(&gate.url);
-        let broker = broker::BrokerService::build(config, &self.keys)
-            .await
-            .unwrap();
+        let broker =
+            broker::BrokerService::build(config, &self.keys, &platform::grpc::Dialer::network())
+                .await
+                .unwrap();
         let base = format!("http://{}", broker.local_addr());
         let stop = Shutdown::new();
         (base, (stop.clone(), tokio::spawn(broker.run(stop))))

@@ -40,6 +40,9 @@ pub struct AuthService {
     socket: TcpListener,
     /// Checks the callers of the gRPC server.
     guard: platform::service_auth::Guard,
+    /// Where this process's own callers reach the server without the network (the
+    /// all-in-one).
+    local: platform::grpc::in_process::Local,
     accounts: Arc<Accounts>,
     bus: Option<Arc<dyn EventBus>>,
 }
@@ -85,6 +88,7 @@ impl AuthService {
             .with_context(|| format!("binding auth to {}", config.listen))?;
         Ok(Self {
             socket,
+            local: platform::grpc::in_process::Local::default(),
             guard: platform::service_auth::Guard::new(
                 platform::service_auth::Service::Auth,
                 service_keys,
@@ -99,6 +103,12 @@ impl AuthService {
     pub fn publish_events_to(mut self, bus: Arc<dyn EventBus>) -> Self {
         self.bus = Some(bus);
         self
+    }
+
+    /// Where callers in this process reach the server while it serves, through the same
+    /// stack (guard, limits) as over the network.
+    pub fn local(&self) -> platform::grpc::in_process::Local {
+        self.local.clone()
     }
 
     /// The address the gRPC server is bound to.
@@ -123,7 +133,15 @@ impl AuthService {
         );
         let api = AuthServer::new(grpc::AuthApi::new(self.accounts, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        platform::grpc::serve("auth", self.socket, api, self.guard, shutdown.clone()).await?;
+        platform::grpc::serve(
+            "auth",
+            self.socket,
+            api,
+            self.guard,
+            &self.local,
+            shutdown.clone(),
+        )
+        .await?;
         follower.await.context("revocation follower")?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;

@@ -146,11 +146,12 @@ pub struct BrokerService {
 }
 
 impl BrokerService {
-    /// Prepares the gRPC clients (they connect lazily, calling as the broker with its key
-    /// in `service_keys`) and binds the HTTP port.
+    /// Prepares the gRPC clients (reached through `dialer`, connecting lazily, calling as
+    /// the broker with its key in `service_keys`) and binds the HTTP port.
     pub async fn build(
         config: Config,
         service_keys: &platform::service_auth::ServiceKeys,
+        dialer: &platform::grpc::Dialer,
     ) -> anyhow::Result<Self> {
         // Install the recorder before the first request records anything.
         platform::telemetry::prometheus();
@@ -165,7 +166,8 @@ impl BrokerService {
         };
         let identity = service_keys.identity(Service::Broker)?;
         let channel = |url: &str, callee: Service| {
-            platform::grpc::channel(url, deadlines, identity.calling(callee))
+            dialer
+                .channel(url, deadlines, identity.calling(callee))
                 .with_context(|| format!("invalid {callee} URL {url:?}"))
         };
         let auth_channel = channel(&config.auth_url, Service::Auth)?;
@@ -182,7 +184,8 @@ impl BrokerService {
             request: config.transfer_timeout,
         };
         let chat_files = ChatClient::new(
-            platform::grpc::channel(&config.chat_url, transfers, identity.calling(Service::Chat))
+            dialer
+                .channel(&config.chat_url, transfers, identity.calling(Service::Chat))
                 .with_context(|| format!("invalid chat URL {:?}", config.chat_url))?,
         )
         .max_decoding_message_size(MAX_GRPC_MESSAGE_BYTES);

@@ -23,9 +23,13 @@ async fn main() -> anyhow::Result<()> {
     broker::allocator::return_freed_memory_promptly();
     let cli = Cli::parse();
     let process = platform::process::start(Service::Broker, &cli.process).await?;
-    broker::BrokerService::build(cli.broker, &process.keys)
-        .await?
-        .run(process.shutdown.clone())
-        .await?;
+    broker::BrokerService::build(
+        cli.broker,
+        &process.keys,
+        &platform::grpc::Dialer::network(),
+    )
+    .await?
+    .run(process.shutdown.clone())
+    .await?;
     process.finish().await
 }

@@ -50,6 +50,9 @@ pub struct ChatService {
     socket: TcpListener,
     /// Checks the callers of the gRPC server.
     guard: platform::service_auth::Guard,
+    /// Where this process's own callers reach the server without the network (the
+    /// all-in-one).
+    local: platform::grpc::in_process::Local,
     chat: Arc<Chat>,
     bus: Option<Arc<dyn EventBus>>,
     live_fanout: Option<(String, String)>,
@@ -86,6 +89,7 @@ impl ChatService {
             .with_context(|| format!("binding chat to {}", config.listen))?;
         Ok(Self {
             socket,
+            local: platform::grpc::in_process::Local::default(),
             guard: platform::service_auth::Guard::new(
                 platform::service_auth::Service::Chat,
                 service_keys,
@@ -111,6 +115,12 @@ impl ChatService {
     pub fn share_live_events(mut self, amqp_url: String, config: &Config) -> Self {
         self.live_fanout = Some((amqp_url, config.live_exchange.clone()));
         self
+    }
+
+    /// Where callers in this process reach the server while it serves, through the same
+    /// stack (guard, limits) as over the network.
+    pub fn local(&self) -> platform::grpc::in_process::Local {
+        self.local.clone()
     }
 
     /// The address the gRPC server is bound to.
@@ -140,7 +150,15 @@ impl ChatService {
         ));
         let api = ChatServer::new(grpc::ChatApi::new(self.chat, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        platform::grpc::serve("chat", self.socket, api, self.guard, shutdown.clone()).await?;
+        platform::grpc::serve(
+            "chat",
+            self.socket,
+            api,
+            self.guard,
+            &self.local,
+            shutdown.clone(),
+        )
+        .await?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;
         }

@@ -6,7 +6,7 @@
 use chrono::{SecondsFormat, Utc};
 use platform::{
     batch::GroupCommit,
-    grpc::{Deadlines, TracedChannel, channel, timestamp},
+    grpc::{Deadlines, Dialer, TracedChannel, timestamp},
     service_auth::{Service, token::Identity},
 };
 mod digest;
@@ -115,10 +115,11 @@ fn caller(user_id: &str, username: &str) -> chat::Caller {
 }
 
 impl Handlers {
-    /// Clients for chat, mail, auth and the logger (connecting lazily), calling as
-    /// `identity`; mail links point at the pages at `pages_url`.
+    /// Clients for chat, mail, auth and the logger (reached through `dialer`, connecting
+    /// lazily), calling as `identity`; mail links point at the pages at `pages_url`.
     pub fn new(
         urls: ServiceUrls<'_>,
+        dialer: &Dialer,
         identity: &Arc<Identity>,
         pages_url: &str,
     ) -> anyhow::Result<Self> {
@@ -134,22 +135,22 @@ impl Handlers {
             request: std::time::Duration::from_secs(15),
         };
         Ok(Self {
-            chat: ChatClient::new(channel(
+            chat: ChatClient::new(dialer.channel(
                 chat_url,
                 deadlines,
                 identity.calling(Service::Chat),
             )?),
-            mail: MailClient::new(channel(
+            mail: MailClient::new(dialer.channel(
                 mail_url,
                 deadlines,
                 identity.calling(Service::Mail),
             )?),
-            auth: AuthClient::new(channel(
+            auth: AuthClient::new(dialer.channel(
                 auth_url,
                 deadlines,
                 identity.calling(Service::Auth),
             )?),
-            audits: audit_writer(LoggerClient::new(channel(
+            audits: audit_writer(LoggerClient::new(dialer.channel(
                 logger_url,
                 deadlines,
                 identity.calling(Service::Logger),

@@ -77,6 +77,7 @@ impl ListenerService {
         data_dir: &Path,
         source: Arc<dyn Source>,
         service_keys: &platform::service_auth::ServiceKeys,
+        dialer: &platform::grpc::Dialer,
     ) -> anyhow::Result<Self> {
         let admin = AdminPort::bind(config.admin_listen, config.admin_token.clone()).await?;
         platform::telemetry::prometheus();
@@ -91,7 +92,7 @@ impl ListenerService {
             logger: &config.logger_url,
             auth: &config.auth_url,
         };
-        let handlers = Handlers::new(urls, &identity, &config.pages_url())
+        let handlers = Handlers::new(urls, dialer, &identity, &config.pages_url())
             .context("the chat, mail, auth or logger URL is not valid")?
             .with_digests(Digests::new(database, config.mention_digest_period));
         let http = TcpListener::bind(config.listen)

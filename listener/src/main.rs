@@ -113,9 +113,15 @@ async fn main() -> anyhow::Result<()> {
         cli.events.exchange.clone(),
         &cli.listener,
     ));
-    listener::ListenerService::build(&cli.listener, &cli.data_dir.path, source, &process.keys)
-        .await?
-        .run(process.shutdown.clone())
-        .await?;
+    listener::ListenerService::build(
+        &cli.listener,
+        &cli.data_dir.path,
+        source,
+        &process.keys,
+        &platform::grpc::Dialer::network(),
+    )
+    .await?
+    .run(process.shutdown.clone())
+    .await?;
     process.finish().await
 }

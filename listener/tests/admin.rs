@@ -58,8 +58,14 @@ impl TestListener {
         let keys = platform::testing::service_keys(
             &std::env::temp_dir().join(format!("listener-keys-{}", uuid::Uuid::new_v4())),
         );
-        let listener =
-            listener::ListenerService::build(&config, &std::env::temp_dir(), source, &keys).await?;
+        let listener = listener::ListenerService::build(
+            &config,
+            &std::env::temp_dir(),
+            source,
+            &keys,
+            &platform::grpc::Dialer::network(),
+        )
+        .await?;
         let health = format!("http://{}", listener.local_addr());
         let admin = format!("http://{}", listener.admin_addr());
         let stop = Shutdown::new();

@@ -15,7 +15,7 @@ use http_body_util::Full;
 use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper::{Request, StatusCode, Uri};
 use platform::{
-    grpc::{CallInterceptor, TracedChannel},
+    grpc::{CallInterceptor, TracedChannel, Transport},
     service_auth::{Credentials, Service, ServiceKeys},
 };
 use proto::auth::v1::VerifyTokenRequest;
@@ -157,7 +157,7 @@ async fn grpc_phase(
     let probes = (0..load.clients)
         .map(|index| TokenCheck {
             client: AuthClient::with_interceptor(
-                channels[(index / CLIENTS_PER_CHANNEL) as usize].clone(),
+                Transport::Network(channels[(index / CLIENTS_PER_CHANNEL) as usize].clone()),
                 CallInterceptor::new(credentials.clone()),
             ),
             token: token.to_owned(),

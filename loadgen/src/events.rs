@@ -336,9 +336,14 @@ async fn measure(
         }
     };
     let data_dir = std::env::temp_dir();
-    let listener =
-        listener::ListenerService::build(&listener_config, &data_dir, source, &service_keys)
-            .await?;
+    let listener = listener::ListenerService::build(
+        &listener_config,
+        &data_dir,
+        source,
+        &service_keys,
+        &platform::grpc::Dialer::network(),
+    )
+    .await?;
     let listener_addr = listener.local_addr();
     let listening = tokio::spawn(listener.run(shutdown.clone()));
     wait_ready(listener_addr).await?;

@@ -33,6 +33,9 @@ pub struct LoggerService {
     socket: TcpListener,
     /// Checks the callers of the gRPC server.
     guard: platform::service_auth::Guard,
+    /// Where this process's own callers reach the server without the network (the
+    /// all-in-one).
+    local: platform::grpc::in_process::Local,
     store: Arc<dyn LogStore>,
     /// The retention to enforce by purging, for stores without a TTL of their own.
     purge_after: Option<Duration>,
@@ -68,6 +71,7 @@ impl LoggerService {
             .with_context(|| format!("binding logger to {}", config.listen))?;
         Ok(Self {
             socket,
+            local: platform::grpc::in_process::Local::default(),
             guard: platform::service_auth::Guard::new(
                 platform::service_auth::Service::Logger,
                 service_keys,
@@ -75,6 +79,12 @@ impl LoggerService {
             store,
             purge_after,
         })
+    }
+
+    /// Where callers in this process reach the server while it serves, through the same
+    /// stack (guard, limits) as over the network.
+    pub fn local(&self) -> platform::grpc::in_process::Local {
+        self.local.clone()
     }
 
     /// The address the gRPC server is bound to.
@@ -99,8 +109,15 @@ impl LoggerService {
         });
         let api = LoggerServer::new(grpc::LoggerApi::new(self.store))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let served =
-            platform::grpc::serve("logger", self.socket, api, self.guard, shutdown.clone()).await;
+        let served = platform::grpc::serve(
+            "logger",
+            self.socket,
+            api,
+            self.guard,
+            &self.local,
+            shutdown.clone(),
+        )
+        .await;
         stop_purge.cancel();
         if let Some(purge) = purge {
             purge.await.context("log purge task")?;

@@ -34,6 +34,9 @@ pub struct MailService {
     socket: TcpListener,
     /// Checks the callers of the gRPC server.
     guard: platform::service_auth::Guard,
+    /// Where this process's own callers reach the server without the network (the
+    /// all-in-one).
+    local: platform::grpc::in_process::Local,
     sender: Arc<sender::Sender>,
     sent: sent::SentMails,
 }
@@ -67,6 +70,7 @@ impl MailService {
             .with_context(|| format!("binding mail to {}", config.listen))?;
         Ok(Self {
             socket,
+            local: platform::grpc::in_process::Local::default(),
             guard: platform::service_auth::Guard::new(
                 platform::service_auth::Service::Mail,
                 service_keys,
@@ -74,6 +78,12 @@ impl MailService {
             sender: Arc::new(sender),
             sent,
         })
+    }
+
+    /// Where callers in this process reach the server while it serves, through the same
+    /// stack (guard, limits) as over the network.
+    pub fn local(&self) -> platform::grpc::in_process::Local {
+        self.local.clone()
     }
 
     /// The address the gRPC server is bound to.
@@ -88,7 +98,15 @@ impl MailService {
         let api = MailServer::new(grpc::MailApi::new(self.sender))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let pruner = tokio::spawn(prune(self.sent, shutdown.clone()));
-        platform::grpc::serve("mail", self.socket, api, self.guard, shutdown.clone()).await?;
+        platform::grpc::serve(
+            "mail",
+            self.socket,
+            api,
+            self.guard,
+            &self.local,
+            shutdown.clone(),
+        )
+        .await?;
         pruner.abort();
         tracing::info!("mail stopped");
         Ok(())

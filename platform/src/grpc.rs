@@ -1,7 +1,10 @@
 //! gRPC client and server helpers: every channel connects lazily (a service may start
 //! before the ones it calls), and every call has a deadline and carries the current trace
 //! id and the calling service's token; every server checks that token
-//! ([`crate::service_auth`]).
+//! ([`crate::service_auth`]). In the all-in-one, calls between its services stay in the
+//! process ([`in_process`], chosen by a [`Dialer`]) through the same servers.
+
+pub mod in_process;
 
 use crate::{
     service_auth::{Credentials, Guard},
@@ -15,10 +18,90 @@ use tonic::{
     service::interceptor::InterceptedService,
     transport::{Channel, Endpoint},
 };
-use tower::layer::util::{Identity, Stack};
+use tower::{
+    BoxError, ServiceBuilder,
+    layer::util::{Identity, Stack},
+};
 
 /// A channel whose calls carry the current trace id and the caller's service token.
-pub type TracedChannel = InterceptedService<Channel, CallInterceptor>;
+pub type TracedChannel = InterceptedService<Transport, CallInterceptor>;
+
+/// How a client's calls reach their service.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// HTTP/2 over TCP, connected lazily.
+    Network(Channel),
+    /// In this process (the all-in-one's services calling each other).
+    InProcess(in_process::LocalChannel),
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for Transport {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future =
+        std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send + 'static>>;
+
+    fn poll_ready(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        match self {
+            Self::Network(channel) => channel.poll_ready(context).map_err(Into::into),
+            Self::InProcess(local) => local.poll_ready(context),
+        }
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        match self {
+            Self::Network(channel) => {
+                let call = channel.call(request);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+            Self::InProcess(local) => local.call(request),
+        }
+    }
+}
+
+/// Where a process's clients find the services they call: over the network at their
+/// URLs, except those this process serves itself (the all-in-one), which are called in
+/// the process.
+#[derive(Clone, Debug, Default)]
+pub struct Dialer {
+    local: std::collections::HashMap<String, in_process::Local>,
+}
+
+impl Dialer {
+    /// Every service over the network.
+    pub fn network() -> Self {
+        Self::default()
+    }
+
+    /// Calls to `url` go to `local`, in this process.
+    #[must_use]
+    pub fn serving(mut self, url: impl Into<String>, local: in_process::Local) -> Self {
+        self.local.insert(url.into(), local);
+        self
+    }
+
+    /// A channel to `url` (in-process if this process serves it, else a lazily connecting
+    /// one) with the given deadlines, its calls made with `credentials` (which name the
+    /// service at `url`).
+    pub fn channel(
+        &self,
+        url: &str,
+        deadlines: Deadlines,
+        credentials: Credentials,
+    ) -> Result<TracedChannel, tonic::transport::Error> {
+        let transport = match self.local.get(url) {
+            Some(local) => Transport::InProcess(local.channel(deadlines.request)),
+            None => Transport::Network(network_channel(url, deadlines)?),
+        };
+        Ok(InterceptedService::new(
+            transport,
+            CallInterceptor::new(credentials),
+        ))
+    }
+}
 
 /// Adds the current trace id and the calling service's token to every outgoing call.
 #[derive(Clone, Debug)]
@@ -73,6 +156,10 @@ pub fn channel(
     deadlines: Deadlines,
     credentials: Credentials,
 ) -> Result<TracedChannel, tonic::transport::Error> {
+    Dialer::network().channel(url, deadlines, credentials)
+}
+
+fn network_channel(url: &str, deadlines: Deadlines) -> Result<Channel, tonic::transport::Error> {
     let channel = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(deadlines.connect)
         .timeout(deadlines.request)
@@ -89,10 +176,7 @@ pub fn channel(
         .http2_max_concurrent_reset_streams(16 * 1024)
         .http2_max_local_error_reset_streams(64 * 1024)
         .connect_lazy();
-    Ok(InterceptedService::new(
-        channel,
-        CallInterceptor::new(credentials),
-    ))
+    Ok(channel)
 }
 
 /// Deadline of a long-lived server stream: it lasts as long as the connection, not one
@@ -104,16 +188,17 @@ pub fn server() -> tonic::transport::Server<Stack<TraceLayer, Identity>> {
     tonic::transport::Server::builder().layer(TraceLayer)
 }
 
-/// Serves one gRPC service on `socket` until `shutdown`, then drains in-flight calls,
-/// next to the standard health service (reporting it serving) and server reflection (so
-/// `grpcurl` lists and calls it without the `.proto` files). Every call but health and
-/// reflection must pass `guard` (the service's callers and their grants). `name` is for
-/// the logs.
+/// Serves one gRPC service on `socket`, and in this process at `local`, until `shutdown`,
+/// then drains in-flight calls, next to the standard health service (reporting it
+/// serving) and server reflection (so `grpcurl` lists and calls it without the `.proto`
+/// files). Every call but health and reflection must pass `guard` (the service's callers
+/// and their grants). `name` is for the logs.
 pub async fn serve<S>(
     name: &str,
     socket: TcpListener,
     service: S,
     guard: Guard,
+    local: &in_process::Local,
     shutdown: crate::shutdown::Shutdown,
 ) -> anyhow::Result<()>
 where
@@ -145,16 +230,31 @@ where
     let reflection_v1 = reflection().build_v1()?;
     // grpcurl and many tools still ask the pre-standard version first.
     let reflection_alpha = reflection().build_v1alpha()?;
-    tracing::info!(%addr, "{name} serving gRPC");
-    server()
-        .layer(guard)
-        .add_service(health_service)
+    let routes = tonic::service::Routes::new(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_alpha)
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming(socket), shutdown.cancelled_owned())
-        .await
-        .map_err(|error| anyhow::anyhow!("{name} gRPC server: {error}"))
+        .prepare();
+    // The same layers, in the same order, as `server().layer(guard)` below.
+    local.open(
+        ServiceBuilder::new()
+            .layer(TraceLayer)
+            .layer(guard.clone())
+            .service(routes.clone()),
+    );
+    tracing::info!(%addr, "{name} serving gRPC");
+    let stopping = async move {
+        shutdown.cancelled().await;
+        // As the listening socket closes: new in-process calls are refused from here.
+        local.close();
+    };
+    let served = server()
+        .layer(guard)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming(socket), stopping)
+        .await;
+    local.close();
+    served.map_err(|error| anyhow::anyhow!("{name} gRPC server: {error}"))
 }
 
 /// The connections accepted on `socket`, with Nagle's algorithm off (gRPC messages are

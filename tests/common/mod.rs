@@ -710,9 +710,16 @@ impl Services {
             .expect("auth starts");
         config.listener.auth_url = format!("http://{}", auth.local_addr());
         let source = std::sync::Arc::new(source);
-        let listener = listener::ListenerService::build(&config.listener, &dir, source, &keys)
-            .await
-            .expect("the listener starts");
+        let listener = listener::ListenerService::build(
+            &config.listener,
+            &dir,
+            source,
+            &keys,
+            // Over the network, as split: these tests stop and restart single services.
+            &platform::grpc::Dialer::network(),
+        )
+        .await
+        .expect("the listener starts");
         let others_tasks = vec![
             tokio::spawn(mail.run(others.clone())),
             tokio::spawn(listener.run(others.clone())),
@@ -734,9 +741,13 @@ impl Services {
             chat.publish_events_to(std::sync::Arc::new(bus.clone()))
                 .run(chat_stop.clone()),
         );
-        let broker = broker::BrokerService::build(config.broker.clone(), &keys)
-            .await
-            .expect("the broker starts");
+        let broker = broker::BrokerService::build(
+            config.broker.clone(),
+            &keys,
+            &platform::grpc::Dialer::network(),
+        )
+        .await
+        .expect("the broker starts");
         let base = format!("http://{}", broker.local_addr());
         let broker_stop = Shutdown::new();
         let broker_task = tokio::spawn(broker.run(broker_stop.clone()));
