@@ -250,8 +250,11 @@ impl Accounts {
                 .await,
             created_at: now(),
         };
-        // The registration mail is the verification mail: it carries the link.
+        // The registration mail is the verification mail: it carries the link, stored in
+        // the same transaction as the account and the event (the mail never names a link
+        // that was not stored).
         let (verify_token, verify_hash) = passwords::new_link_token();
+        let verify_link = self.verify_link(account.id, account.email.as_str(), verify_hash);
         let event = Event::new(
             PRODUCER,
             Payload::UserRegistered(events::UserRegistered {
@@ -261,9 +264,12 @@ impl Accounts {
                 verify_token,
             }),
         );
-        match self.store.insert_account(&account, &event).await {
+        match self
+            .store
+            .insert_account(&account, Some(&verify_link), &event)
+            .await
+        {
             Ok(user) => {
-                self.store_verify_link(&user, verify_hash).await;
                 self.outbox.wake();
                 metrics::counter!("auth_registrations_total").increment(1);
                 tracing::info!(user_id = %user.id, username = %user.username, "account registered");

@@ -6,7 +6,10 @@
 
 use auth::{
     domain::{Email, Role, Session, User, Username},
-    store::{self, NewAccount, NewSession, Revocation, StoreError, Taken, UserStore},
+    store::{
+        self, NewAccount, NewAccountToken, NewSession, Revocation, StoreError, Taken, TokenPurpose,
+        UserStore,
+    },
 };
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use platform::{
@@ -206,7 +209,9 @@ fn new_account(username: &str, email: &str) -> NewAccount {
 
 /// Inserts an account with its `user.registered` event.
 async fn register(store: &UserStore, account: &NewAccount) -> Result<User, StoreError> {
-    store.insert_account(account, &registered(account)).await
+    store
+        .insert_account(account, None, &registered(account))
+        .await
 }
 
 async fn insert_user(store: &UserStore, username: &str) -> User {
@@ -645,7 +650,7 @@ async fn migrating_again_keeps_the_data(store: &UserStore) {
 async fn registering_writes_one_user_registered_event(store: &UserStore) {
     let account = new_account("Ada", "Ada@Example.com");
     let event = registered(&account);
-    let user = store.insert_account(&account, &event).await.unwrap();
+    let user = store.insert_account(&account, None, &event).await.unwrap();
 
     let written = outbox(store).await;
     assert_eq!(written.len(), 1, "one event: {written:?}");
@@ -686,11 +691,13 @@ async fn a_refused_registration_writes_no_event(store: &UserStore) {
 async fn an_account_whose_event_cannot_be_written_is_not_kept(store: &UserStore) {
     let ada = new_account("ada", "ada@example.com");
     let event = registered(&ada);
-    store.insert_account(&ada, &event).await.unwrap();
+    store.insert_account(&ada, None, &event).await.unwrap();
 
-    // An event id already in the outbox makes the event write fail: the account goes too.
+    // An event id already in the outbox makes the event write fail: the account goes
+    // too, and so does its verification link.
     let grace = new_account("grace", "grace@example.com");
-    let refused = store.insert_account(&grace, &event).await;
+    let link = verify_link(&grace, "verify-grace");
+    let refused = store.insert_account(&grace, Some(&link), &event).await;
     assert!(
         matches!(refused, Err(StoreError::Database(_))),
         "got {refused:?}"
@@ -704,10 +711,43 @@ async fn an_account_whose_event_cannot_be_written_is_not_kept(store: &UserStore)
             .is_none()
     );
     assert_eq!(outbox(store).await.len(), 1);
-    // Nothing of it was left behind: the same account registers fine afterwards.
-    register(store, &grace)
+    let redeem = || {
+        store.redeem_account_token(
+            "verify-grace",
+            TokenPurpose::Verify,
+            Utc::now(),
+            None,
+            &|_, _| None,
+        )
+    };
+    assert!(
+        redeem().await.unwrap().is_none(),
+        "the link went with the account"
+    );
+    // Nothing of it was left behind: the same account registers fine afterwards, its link
+    // with it.
+    store
+        .insert_account(&grace, Some(&link), &registered(&grace))
         .await
         .expect("the username and email are free");
+    let redeemed = redeem()
+        .await
+        .unwrap()
+        .expect("the link was stored with the account");
+    assert_eq!(redeemed.user_id, grace.id);
+}
+
+/// A verification link for `account`, stored under `hash`.
+fn verify_link(account: &NewAccount, hash: &str) -> NewAccountToken {
+    let created_at = Utc::now().trunc_subsecs(6);
+    NewAccountToken {
+        hash: hash.to_owned(),
+        purpose: TokenPurpose::Verify,
+        user_id: account.id,
+        email: account.email.as_str().to_owned(),
+        created_at,
+        expires_at: created_at + chrono::Duration::hours(1),
+    }
 }
 
 async fn opening_a_session_writes_user_logged_in(store: &UserStore) {

@@ -94,7 +94,7 @@ async fn insert_user(store: &UserStore, username: &str) -> User {
         }),
     );
     store
-        .insert_account(&account, &registered)
+        .insert_account(&account, None, &registered)
         .await
         .expect("a new account is inserted")
 }

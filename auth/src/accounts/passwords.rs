@@ -116,17 +116,19 @@ impl Accounts {
         Ok(verified_at.is_some())
     }
 
-    /// Stores the hash of a new account's verification token (its registration mail
-    /// carries the token). A failure is logged, not returned: the account exists, and its
-    /// owner can ask for another link.
-    pub(super) async fn store_verify_link(&self, user: &User, hash: String) {
-        let token = self.link_token(user, hash, TokenPurpose::Verify);
-        if let Err(error) = self.store.insert_account_token(&token, None).await {
-            tracing::warn!(%error, user_id = %user.id, "cannot store the verification link of a new account");
-        }
+    /// A new account's verification link (its registration mail carries the token),
+    /// stored with the account.
+    pub(super) fn verify_link(&self, user_id: Uuid, email: &str, hash: String) -> NewAccountToken {
+        self.link_token(user_id, email, hash, TokenPurpose::Verify)
     }
 
-    fn link_token(&self, user: &User, hash: String, purpose: TokenPurpose) -> NewAccountToken {
+    fn link_token(
+        &self,
+        user_id: Uuid,
+        email: &str,
+        hash: String,
+        purpose: TokenPurpose,
+    ) -> NewAccountToken {
         let created_at = now();
         let ttl = match purpose {
             TokenPurpose::Reset => self.policy.reset_link_ttl,
@@ -135,8 +137,8 @@ impl Accounts {
         NewAccountToken {
             hash,
             purpose,
-            user_id: user.id,
-            email: user.email.clone(),
+            user_id,
+            email: email.to_owned(),
             created_at,
             expires_at: created_at + super::chrono_duration(ttl),
         }
@@ -145,7 +147,7 @@ impl Accounts {
     /// Stores a new link of `purpose` for `user` with the event that mails it.
     async fn mail_link(&self, user: &User, purpose: TokenPurpose) -> Result<(), AuthError> {
         let (token, hash) = new_link_token();
-        let stored = self.link_token(user, hash, purpose);
+        let stored = self.link_token(user.id, &user.email, hash, purpose);
         let expires_at = Some(timestamp(stored.expires_at));
         let (user_id, username, email) = (
             user.id.to_string(),

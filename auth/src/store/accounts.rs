@@ -3,7 +3,10 @@
 //! two steps (marked first, so login is refused at once; removed when the other services
 //! have forgotten it).
 
-use super::{ACTIVE_SESSIONS, NewAccount, StoreError, Taken, UserStore, insert_event};
+use super::{
+    ACTIVE_SESSIONS, NewAccount, StoreError, Taken, UserStore, insert_event,
+    passwords::{NewAccountToken, insert_token},
+};
 use crate::domain::{Account, Email, Role, User, Username};
 use chrono::{DateTime, Utc};
 use platform::{events::Event, on_pool, on_tx};
@@ -68,6 +71,7 @@ impl UserStore {
     pub async fn insert_account(
         &self,
         account: &NewAccount,
+        verify_link: Option<&NewAccountToken>,
         event: &Event,
     ) -> Result<User, StoreError> {
         // Names are taken for good: the row outlives the account.
@@ -118,6 +122,9 @@ impl UserStore {
         });
         match inserted {
             Ok(()) => {
+                if let Some(link) = verify_link {
+                    insert_token(&mut tx, link).await?;
+                }
                 insert_event(&mut tx, event).await?;
                 tx.commit().await?;
                 Ok(User {

@@ -128,22 +128,8 @@ impl UserStore {
         token: &NewAccountToken,
         event: Option<&Event>,
     ) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO account_tokens \
-                           (token_hash, purpose, user_id, email, created_at, expires_at) \
-                           VALUES ($1, $2, $3, $4, $5, $6)";
         let mut tx = self.pool.begin().await?;
-        on_tx!(&mut tx, |tx| {
-            sqlx::query(SQL)
-                .bind(&token.hash)
-                .bind(token.purpose.as_str())
-                .bind(token.user_id)
-                .bind(&token.email)
-                .bind(token.created_at)
-                .bind(token.expires_at)
-                .execute(&mut **tx)
-                .await
-                .map(drop)
-        })?;
+        insert_token(&mut tx, token).await?;
         if let Some(event) = event {
             insert_event(&mut tx, event).await?;
         }
@@ -265,6 +251,28 @@ async fn spend_reset_tokens(
         sqlx::query(SQL)
             .bind(user)
             .bind(at)
+            .execute(&mut **tx)
+            .await
+            .map(drop)
+    })
+}
+
+/// Stores a token's hash inside the transaction.
+pub(super) async fn insert_token(
+    tx: &mut Transaction,
+    token: &NewAccountToken,
+) -> Result<(), sqlx::Error> {
+    const SQL: &str = "INSERT INTO account_tokens \
+                       (token_hash, purpose, user_id, email, created_at, expires_at) \
+                       VALUES ($1, $2, $3, $4, $5, $6)";
+    on_tx!(tx, |tx| {
+        sqlx::query(SQL)
+            .bind(&token.hash)
+            .bind(token.purpose.as_str())
+            .bind(token.user_id)
+            .bind(&token.email)
+            .bind(token.created_at)
+            .bind(token.expires_at)
             .execute(&mut **tx)
             .await
             .map(drop)
