@@ -30,19 +30,15 @@ use platform::{
 use proto::auth::v1::auth_server::AuthServer;
 use revocations::RevocationFeed;
 use std::{net::SocketAddr, path::Path, sync::Arc};
-use tokio::net::TcpListener;
 
 /// Largest gRPC message auth accepts: requests are a few hundred bytes.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// A built auth service, bound to its port, not yet serving.
 pub struct AuthService {
-    socket: TcpListener,
-    /// Checks the callers of the gRPC server.
-    guard: platform::service_auth::Guard,
-    /// Where this process's own callers reach the server without the network (the
-    /// all-in-one).
-    local: platform::grpc::in_process::Local,
+    /// The gRPC server: its port, who may call it, and where callers in this process
+    /// reach it.
+    grpc: platform::grpc::BoundServer,
     accounts: Arc<Accounts>,
     bus: Option<Arc<dyn EventBus>>,
 }
@@ -83,16 +79,15 @@ impl AuthService {
             verify_link_ttl: config.verify_link_ttl,
         };
         let accounts = Arc::new(Accounts::new(store, keys, feed, policy).await);
-        let socket = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding auth to {}", config.listen))?;
+        let grpc = platform::grpc::BoundServer::bind(
+            config.listen,
+            platform::service_auth::Service::Auth,
+            service_keys,
+        )
+        .await
+        .with_context(|| format!("binding auth to {}", config.listen))?;
         Ok(Self {
-            socket,
-            local: platform::grpc::in_process::Local::default(),
-            guard: platform::service_auth::Guard::new(
-                platform::service_auth::Service::Auth,
-                service_keys,
-            ),
+            grpc,
             accounts,
             bus: None,
         })
@@ -108,14 +103,12 @@ impl AuthService {
     /// Where callers in this process reach the server while it serves, through the same
     /// stack (guard, limits) as over the network.
     pub fn local(&self) -> platform::grpc::in_process::Local {
-        self.local.clone()
+        self.grpc.local()
     }
 
     /// The address the gRPC server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket
-            .local_addr()
-            .expect("a bound socket has an address")
+        self.grpc.local_addr()
     }
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
@@ -133,15 +126,7 @@ impl AuthService {
         );
         let api = AuthServer::new(grpc::AuthApi::new(self.accounts, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        platform::grpc::serve(
-            "auth",
-            self.socket,
-            api,
-            self.guard,
-            &self.local,
-            shutdown.clone(),
-        )
-        .await?;
+        self.grpc.serve("auth", api, shutdown.clone()).await?;
         follower.await.context("revocation follower")?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;

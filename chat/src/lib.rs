@@ -30,7 +30,6 @@ use platform::{
 };
 use proto::chat::v1::chat_server::ChatServer;
 use std::{net::SocketAddr, path::Path, sync::Arc};
-use tokio::net::TcpListener;
 
 /// Largest gRPC message chat accepts: a chunk of an upload and its envelope (a
 /// 4,000-character message is at most 16 KiB).
@@ -47,12 +46,9 @@ fn expiry_interval(ttl: std::time::Duration) -> std::time::Duration {
 
 /// A built chat service, bound to its port, not yet serving.
 pub struct ChatService {
-    socket: TcpListener,
-    /// Checks the callers of the gRPC server.
-    guard: platform::service_auth::Guard,
-    /// Where this process's own callers reach the server without the network (the
-    /// all-in-one).
-    local: platform::grpc::in_process::Local,
+    /// The gRPC server: its port, who may call it, and where callers in this process
+    /// reach it.
+    grpc: platform::grpc::BoundServer,
     chat: Arc<Chat>,
     bus: Option<Arc<dyn EventBus>>,
     live_fanout: Option<(String, String)>,
@@ -84,16 +80,15 @@ impl ChatService {
             limits,
         };
         let chat = Arc::new(Chat::new(store, live::LiveHub::default(), files));
-        let socket = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding chat to {}", config.listen))?;
+        let grpc = platform::grpc::BoundServer::bind(
+            config.listen,
+            platform::service_auth::Service::Chat,
+            service_keys,
+        )
+        .await
+        .with_context(|| format!("binding chat to {}", config.listen))?;
         Ok(Self {
-            socket,
-            local: platform::grpc::in_process::Local::default(),
-            guard: platform::service_auth::Guard::new(
-                platform::service_auth::Service::Chat,
-                service_keys,
-            ),
+            grpc,
             chat,
             bus: None,
             live_fanout: None,
@@ -120,14 +115,12 @@ impl ChatService {
     /// Where callers in this process reach the server while it serves, through the same
     /// stack (guard, limits) as over the network.
     pub fn local(&self) -> platform::grpc::in_process::Local {
-        self.local.clone()
+        self.grpc.local()
     }
 
     /// The address the gRPC server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket
-            .local_addr()
-            .expect("a bound socket has an address")
+        self.grpc.local_addr()
     }
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
@@ -150,15 +143,7 @@ impl ChatService {
         ));
         let api = ChatServer::new(grpc::ChatApi::new(self.chat, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        platform::grpc::serve(
-            "chat",
-            self.socket,
-            api,
-            self.guard,
-            &self.local,
-            shutdown.clone(),
-        )
-        .await?;
+        self.grpc.serve("chat", api, shutdown.clone()).await?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;
         }

@@ -21,7 +21,6 @@ use platform::shutdown::Shutdown;
 use proto::logger::v1::logger_server::LoggerServer;
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use store::LogStore;
-use tokio::net::TcpListener;
 
 /// Largest gRPC message the logger accepts: a batch at every limit of `logger.proto`
 /// (1,000 entries, each with 16 KiB of data and a 200-character name) fits, with room to
@@ -30,12 +29,9 @@ pub const MAX_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
 
 /// A built logger service, bound to its port, not yet serving.
 pub struct LoggerService {
-    socket: TcpListener,
-    /// Checks the callers of the gRPC server.
-    guard: platform::service_auth::Guard,
-    /// Where this process's own callers reach the server without the network (the
-    /// all-in-one).
-    local: platform::grpc::in_process::Local,
+    /// The gRPC server: its port, who may call it, and where callers in this process
+    /// reach it.
+    grpc: platform::grpc::BoundServer,
     store: Arc<dyn LogStore>,
     /// The retention to enforce by purging, for stores without a TTL of their own.
     purge_after: Option<Duration>,
@@ -66,16 +62,15 @@ impl LoggerService {
                 (store, Some(config.retention))
             }
         };
-        let socket = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding logger to {}", config.listen))?;
+        let grpc = platform::grpc::BoundServer::bind(
+            config.listen,
+            platform::service_auth::Service::Logger,
+            service_keys,
+        )
+        .await
+        .with_context(|| format!("binding logger to {}", config.listen))?;
         Ok(Self {
-            socket,
-            local: platform::grpc::in_process::Local::default(),
-            guard: platform::service_auth::Guard::new(
-                platform::service_auth::Service::Logger,
-                service_keys,
-            ),
+            grpc,
             store,
             purge_after,
         })
@@ -84,14 +79,12 @@ impl LoggerService {
     /// Where callers in this process reach the server while it serves, through the same
     /// stack (guard, limits) as over the network.
     pub fn local(&self) -> platform::grpc::in_process::Local {
-        self.local.clone()
+        self.grpc.local()
     }
 
     /// The address the gRPC server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket
-            .local_addr()
-            .expect("a bound socket has an address")
+        self.grpc.local_addr()
     }
 
     /// The store, e.g. for a readiness check ([`LogStore::ping`]).
@@ -109,15 +102,7 @@ impl LoggerService {
         });
         let api = LoggerServer::new(grpc::LoggerApi::new(self.store))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let served = platform::grpc::serve(
-            "logger",
-            self.socket,
-            api,
-            self.guard,
-            &self.local,
-            shutdown.clone(),
-        )
-        .await;
+        let served = self.grpc.serve("logger", api, shutdown.clone()).await;
         stop_purge.cancel();
         if let Some(purge) = purge {
             purge.await.context("log purge task")?;

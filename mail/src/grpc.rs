@@ -60,7 +60,7 @@ impl MailApi {
             .map_or("unknown", |known| known.name);
         // A caller that goes away mid-send does not cut it short between the SMTP
         // transaction and remembering its key: every call runs to its end on a task of its
-        // own (`platform::trace::TraceLayer`, which `platform::grpc::serve` puts in front).
+        // own (`platform::trace::TraceLayer`, which `platform::grpc::BoundServer::serve` puts in front).
         let outcome = self.sender.send(to, template, vars, idempotency_key).await;
         metrics::histogram!("mail_send_seconds").record(started.elapsed().as_secs_f64());
         match outcome {

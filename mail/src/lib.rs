@@ -18,7 +18,6 @@ use anyhow::Context;
 use platform::shutdown::Shutdown;
 use proto::mail::v1::mail_server::MailServer;
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
-use tokio::net::TcpListener;
 
 /// Largest gRPC message mail accepts: 32 variables of 1,000 characters fit.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -31,12 +30,9 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A built mail service, bound to its port, not yet serving.
 pub struct MailService {
-    socket: TcpListener,
-    /// Checks the callers of the gRPC server.
-    guard: platform::service_auth::Guard,
-    /// Where this process's own callers reach the server without the network (the
-    /// all-in-one).
-    local: platform::grpc::in_process::Local,
+    /// The gRPC server: its port, who may call it, and where callers in this process
+    /// reach it.
+    grpc: platform::grpc::BoundServer,
     sender: Arc<sender::Sender>,
     sent: sent::SentMails,
 }
@@ -65,16 +61,15 @@ impl MailService {
                 tracing::info!(dir = %dir.display(), "mail is written as .eml files");
             }
         }
-        let socket = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("binding mail to {}", config.listen))?;
+        let grpc = platform::grpc::BoundServer::bind(
+            config.listen,
+            platform::service_auth::Service::Mail,
+            service_keys,
+        )
+        .await
+        .with_context(|| format!("binding mail to {}", config.listen))?;
         Ok(Self {
-            socket,
-            local: platform::grpc::in_process::Local::default(),
-            guard: platform::service_auth::Guard::new(
-                platform::service_auth::Service::Mail,
-                service_keys,
-            ),
+            grpc,
             sender: Arc::new(sender),
             sent,
         })
@@ -83,14 +78,12 @@ impl MailService {
     /// Where callers in this process reach the server while it serves, through the same
     /// stack (guard, limits) as over the network.
     pub fn local(&self) -> platform::grpc::in_process::Local {
-        self.local.clone()
+        self.grpc.local()
     }
 
     /// The address the gRPC server is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.socket
-            .local_addr()
-            .expect("a bound socket has an address")
+        self.grpc.local_addr()
     }
 
     /// Serves until `shutdown` is cancelled, then drains in-flight calls.
@@ -98,15 +91,7 @@ impl MailService {
         let api = MailServer::new(grpc::MailApi::new(self.sender))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let pruner = tokio::spawn(prune(self.sent, shutdown.clone()));
-        platform::grpc::serve(
-            "mail",
-            self.socket,
-            api,
-            self.guard,
-            &self.local,
-            shutdown.clone(),
-        )
-        .await?;
+        self.grpc.serve("mail", api, shutdown.clone()).await?;
         pruner.abort();
         tracing::info!("mail stopped");
         Ok(())

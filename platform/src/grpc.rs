@@ -188,73 +188,123 @@ pub fn server() -> tonic::transport::Server<Stack<TraceLayer, Identity>> {
     tonic::transport::Server::builder().layer(TraceLayer)
 }
 
-/// Serves one gRPC service on `socket`, and in this process at `local`, until `shutdown`,
-/// then drains in-flight calls, next to the standard health service (reporting it
-/// serving) and server reflection (so `grpcurl` lists and calls it without the `.proto`
-/// files). Every call but health and reflection must pass `guard` (the service's callers
-/// and their grants). `name` is for the logs.
-pub async fn serve<S>(
-    name: &str,
+/// A gRPC server bound to its port, not yet serving: where it listens, who may call it
+/// (its service's grants, checked on every call), and where callers in this process reach
+/// it ([`in_process`]).
+pub struct BoundServer {
     socket: TcpListener,
-    service: S,
     guard: Guard,
-    local: &in_process::Local,
-    shutdown: crate::shutdown::Shutdown,
-) -> anyhow::Result<()>
-where
-    S: tower::Service<
-            http::Request<tonic::body::Body>,
-            Response = http::Response<tonic::body::Body>,
-            Error = std::convert::Infallible,
-        > + tonic::server::NamedService
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let addr = socket.local_addr()?;
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
-        .await;
-    // Advertise what this server serves: the service and health (one descriptor set
-    // holds every microchat service).
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .with_service_name(S::NAME)
-            .with_service_name("grpc.health.v1.Health")
-    };
-    let reflection_v1 = reflection().build_v1()?;
-    // grpcurl and many tools still ask the pre-standard version first.
-    let reflection_alpha = reflection().build_v1alpha()?;
-    let routes = tonic::service::Routes::new(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_alpha)
-        .add_service(service)
-        .prepare();
-    // The same layers, in the same order, as `server().layer(guard)` below.
-    local.open(
-        ServiceBuilder::new()
-            .layer(TraceLayer)
-            .layer(guard.clone())
-            .service(routes.clone()),
-    );
-    tracing::info!(%addr, "{name} serving gRPC");
-    let stopping = async move {
-        shutdown.cancelled().await;
-        // As the listening socket closes: new in-process calls are refused from here.
+    local: in_process::Local,
+}
+
+impl std::fmt::Debug for BoundServer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("BoundServer")
+            .field("socket", &self.socket)
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundServer {
+    /// Binds `listen` for `service`, whose callers' tokens are checked against the public
+    /// keys in `service_keys`.
+    pub async fn bind(
+        listen: std::net::SocketAddr,
+        service: crate::service_auth::Service,
+        service_keys: &crate::service_auth::ServiceKeys,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            socket: TcpListener::bind(listen).await?,
+            guard: Guard::new(service, service_keys),
+            local: in_process::Local::default(),
+        })
+    }
+
+    /// The address the server is bound to.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.socket
+            .local_addr()
+            .expect("a bound socket has an address")
+    }
+
+    /// Where callers in this process reach the server while it serves, through the same
+    /// stack (guard, limits) as over the network.
+    pub fn local(&self) -> in_process::Local {
+        self.local.clone()
+    }
+
+    /// Serves `service` on the port and in this process until `shutdown`, then drains
+    /// in-flight calls, next to the standard health service (reporting it serving) and
+    /// server reflection (so `grpcurl` lists and calls it without the `.proto` files).
+    /// Every call but health and reflection must pass the guard. `name` is for the logs.
+    pub async fn serve<S>(
+        self,
+        name: &str,
+        service: S,
+        shutdown: crate::shutdown::Shutdown,
+    ) -> anyhow::Result<()>
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let Self {
+            socket,
+            guard,
+            local,
+        } = self;
+        let addr = socket.local_addr()?;
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(S::NAME, tonic_health::ServingStatus::Serving)
+            .await;
+        // Advertise what this server serves: the service and health (one descriptor set
+        // holds every microchat service).
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(S::NAME)
+                .with_service_name("grpc.health.v1.Health")
+        };
+        let reflection_v1 = reflection().build_v1()?;
+        // grpcurl and many tools still ask the pre-standard version first.
+        let reflection_alpha = reflection().build_v1alpha()?;
+        let routes = tonic::service::Routes::new(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_alpha)
+            .add_service(service)
+            .prepare();
+        // The same layers, in the same order, as `server().layer(guard)` below.
+        local.open(
+            ServiceBuilder::new()
+                .layer(TraceLayer)
+                .layer(guard.clone())
+                .service(routes.clone()),
+        );
+        tracing::info!(%addr, "{name} serving gRPC");
+        let stopping = async {
+            shutdown.cancelled().await;
+            // As the listening socket closes: new in-process calls are refused from here.
+            local.close();
+        };
+        let served = server()
+            .layer(guard)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming(socket), stopping)
+            .await;
         local.close();
-    };
-    let served = server()
-        .layer(guard)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(socket), stopping)
-        .await;
-    local.close();
-    served.map_err(|error| anyhow::anyhow!("{name} gRPC server: {error}"))
+        served.map_err(|error| anyhow::anyhow!("{name} gRPC server: {error}"))
+    }
 }
 
 /// The connections accepted on `socket`, with Nagle's algorithm off (gRPC messages are

@@ -5,7 +5,7 @@
 //! callee's runtime.
 
 use platform::{
-    grpc::{Deadlines, Dialer, TracedChannel, in_process::Local},
+    grpc::{BoundServer, Deadlines, Dialer, TracedChannel, in_process::Local},
     service_auth::{Service, ServiceKeys},
     shutdown::Shutdown,
 };
@@ -105,23 +105,23 @@ impl Served {
             .enable_all()
             .build()
             .expect("a runtime starts");
-        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
-        socket.set_nonblocking(true).expect("non-blocking");
-        let url = format!("http://{}", socket.local_addr().expect("bound"));
-        let (local, stop) = (Local::default(), Shutdown::new());
+        let bound = {
+            let keys = keys.clone();
+            runtime.spawn(async move {
+                let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+                BoundServer::bind(listen, Service::Auth, &keys).await
+            })
+        };
+        let server = bound.await.expect("bound").expect("binds");
+        let url = format!("http://{}", server.local_addr());
+        let (local, stop) = (server.local(), Shutdown::new());
         let slow = Slow {
             delay,
             threads: Arc::default(),
             finished: Arc::default(),
             abandoned: Arc::default(),
         };
-        let guard = platform::service_auth::Guard::new(Service::Auth, &keys);
-        let served = (local.clone(), stop.clone(), slow.clone());
-        runtime.spawn(async move {
-            let (local, stop, slow) = served;
-            let socket = tokio::net::TcpListener::from_std(socket).expect("a tokio socket");
-            platform::grpc::serve("auth", socket, slow, guard, &local, stop).await
-        });
+        runtime.spawn(server.serve("auth", slow.clone(), stop.clone()));
         // Serving once the health check answers.
         let mut health = tonic_health::pb::health_client::HealthClient::new(
             Dialer::network()

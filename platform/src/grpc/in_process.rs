@@ -117,7 +117,7 @@ impl Service<http::Request<Body>> for LocalChannel {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Readiness is the callee's: its stack is asked, in its own task, per call.
+        // Readiness is the callee stack's, asked for each call (the call owns a clone).
         Poll::Ready(Ok(()))
     }
 
