@@ -13,6 +13,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SubsecRound, Utc};
 use platform::grpc::timestamp;
 use platform::{
+    batch::GroupCommit,
     events::{Event, outbox::OutboxWaker},
     token::{AUDIENCE, Claims, ISSUER, TokenError, TokenVerifier},
 };
@@ -129,6 +130,41 @@ pub struct Accounts {
     policy: Policy,
     outbox: OutboxWaker,
     links: passwords::LinkThrottles,
+    sessions: SessionWriter,
+}
+
+/// Most sessions stored in one transaction.
+const MAX_SESSION_BATCH: usize = 128;
+
+/// Stores the sessions of logins: whatever logins wait when the writer comes round are
+/// one transaction. A login storm (every client signing in again after a deploy) was
+/// otherwise a write transaction per login, each waiting in turn for the database's one
+/// write lock (docs/PERFORMANCE.md, "In-process calls in the all-in-one").
+type SessionWriter = GroupCommit<(NewSession, Event), Result<(), StoreError>>;
+
+fn session_writer(store: UserStore) -> SessionWriter {
+    GroupCommit::start(MAX_SESSION_BATCH, move |batch: Vec<(NewSession, Event)>| {
+        let store = store.clone();
+        async move {
+            metrics::histogram!("auth_session_batch_size").record(batch.len() as f64);
+            let all: Vec<(&NewSession, &Event)> =
+                batch.iter().map(|(new, event)| (new, event)).collect();
+            match store.insert_sessions(all).await {
+                Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+                Err(error) if batch.len() == 1 => vec![Err(error)],
+                // The batch failed as a whole: store each alone, so one login's failure
+                // is its own and every login gets an answer of its own.
+                Err(error) => {
+                    tracing::warn!(%error, size = batch.len(), "session batch failed; storing one by one");
+                    let mut outcomes = Vec::with_capacity(batch.len());
+                    for (new, event) in &batch {
+                        outcomes.push(store.insert_session(new, event).await);
+                    }
+                    outcomes
+                }
+            }
+        }
+    })
 }
 
 /// Who produces auth's events.
@@ -205,6 +241,7 @@ impl Accounts {
         Self {
             throttle: LoginThrottle::new(policy.throttle),
             decoy_hash: password::decoy(&policy.password_cost).await,
+            sessions: session_writer(store.clone()),
             store,
             keys,
             verifier,
@@ -368,7 +405,10 @@ impl Accounts {
             }),
             created_at,
         );
-        self.store.insert_session(&new, &event).await?;
+        self.sessions
+            .submit((new, event))
+            .await
+            .unwrap_or(Err(StoreError::Unavailable(sqlx::Error::PoolClosed)))?;
         self.outbox.wake();
         metrics::counter!("auth_logins_total", "outcome" => "succeeded").increment(1);
         tracing::info!(user_id = %account.user.id, session_id = %session.id, "logged in");

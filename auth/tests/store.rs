@@ -101,6 +101,7 @@ on_both_backends!(
     a_refused_registration_writes_no_event,
     an_account_whose_event_cannot_be_written_is_not_kept,
     opening_a_session_writes_user_logged_in,
+    sessions_inserted_together_commit_together,
     a_logout_event_is_written_once_with_the_revocation,
     revoking_without_an_event_writes_none,
     a_failed_revocation_writes_no_event(url),
@@ -748,6 +749,39 @@ fn verify_link(account: &NewAccount, hash: &str) -> NewAccountToken {
         created_at,
         expires_at: created_at + chrono::Duration::hours(1),
     }
+}
+
+async fn sessions_inserted_together_commit_together(store: &UserStore) {
+    let user = insert_user(store, "ada").await;
+    let (first, second) = (new_session(&user, "hash-1"), new_session(&user, "hash-2"));
+    let (first_event, second_event) = (logged_in(&user, &first), logged_in(&user, &second));
+    // The second session reuses the first's id: the batch fails, and neither is kept.
+    let mut clash = new_session(&user, "hash-3");
+    clash.session.id = first.session.id;
+    let clash_event = logged_in(&user, &clash);
+    let refused = store
+        .insert_sessions([(&first, &first_event), (&clash, &clash_event)])
+        .await;
+    assert!(refused.is_err(), "a duplicate session id is refused");
+    assert!(store.session(first.session.id).await.unwrap().is_none());
+    assert_eq!(keys(&outbox(store).await), ["user.registered"]);
+
+    store
+        .insert_sessions([(&first, &first_event), (&second, &second_event)])
+        .await
+        .unwrap();
+    for new in [&first, &second] {
+        let (session, hash) = store.session(new.session.id).await.unwrap().expect("kept");
+        assert_eq!(
+            (session.id, hash),
+            (new.session.id, new.refresh_hash.clone())
+        );
+    }
+    let written = outbox(store).await;
+    assert_eq!(
+        keys(&written),
+        ["user.registered", "user.logged_in", "user.logged_in"]
+    );
 }
 
 async fn opening_a_session_writes_user_logged_in(store: &UserStore) {

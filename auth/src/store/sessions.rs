@@ -55,26 +55,37 @@ struct RevocationRow {
 impl UserStore {
     /// Inserts a session and its `user.logged_in` event.
     pub async fn insert_session(&self, new: &NewSession, event: &Event) -> Result<(), StoreError> {
+        self.insert_sessions([(new, event)]).await
+    }
+
+    /// Inserts sessions and their `user.logged_in` events in one transaction: all or
+    /// none (a burst of logins is one commit, `crate::accounts`' session writer).
+    pub async fn insert_sessions<'a>(
+        &self,
+        sessions: impl IntoIterator<Item = (&'a NewSession, &'a Event)> + Send,
+    ) -> Result<(), StoreError> {
         const SQL: &str = "INSERT INTO sessions \
                            (id, user_id, refresh_hash, created_at, expires_at, revoked_at, \
                            client_ip, user_agent) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
         let mut tx = self.pool.begin().await?;
-        on_tx!(&mut tx, |tx| {
-            sqlx::query(SQL)
-                .bind(new.session.id)
-                .bind(new.session.user_id)
-                .bind(&new.refresh_hash)
-                .bind(new.session.created_at)
-                .bind(new.session.expires_at)
-                .bind(new.session.revoked_at)
-                .bind(&new.client_ip)
-                .bind(&new.user_agent)
-                .execute(&mut **tx)
-                .await
-                .map(drop)
-        })?;
-        insert_event(&mut tx, event).await?;
+        for (new, event) in sessions {
+            on_tx!(&mut tx, |tx| {
+                sqlx::query(SQL)
+                    .bind(new.session.id)
+                    .bind(new.session.user_id)
+                    .bind(&new.refresh_hash)
+                    .bind(new.session.created_at)
+                    .bind(new.session.expires_at)
+                    .bind(new.session.revoked_at)
+                    .bind(&new.client_ip)
+                    .bind(&new.user_agent)
+                    .execute(&mut **tx)
+                    .await
+                    .map(drop)
+            })?;
+            insert_event(&mut tx, event).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
