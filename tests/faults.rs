@@ -59,6 +59,9 @@ const RECOVERY_LIMIT: Duration = Duration::from_secs(60);
 /// An HTTP request unanswered this long counts as a hang (the brokers' own deadlines are
 /// shorter).
 const HANG: Duration = Duration::from_secs(15);
+/// The id of the ping a reconnected socket sends: its answer says the socket is registered.
+const REGISTERED: u64 = 2;
+
 /// How far back a client refetches history after a gap in its live events.
 const CATCH_UP_MARGIN: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
 const PASSWORD: &str = "correct horse battery";
@@ -442,18 +445,24 @@ async fn chatter(traffic: Arc<Traffic>, who: usize, account: Account) {
             traffic.ledger().reconnects.push(traffic.phase());
         }
         let (mut sink, mut stream) = socket.split();
-        if !connected_before {
-            let ping = json!({ "type": "ping", "id": 1 }).to_string();
-            if sink.send(Message::text(ping)).await.is_err() {
-                continue;
-            }
+        // The broker answers a ping from the socket's own loop, which starts only once the
+        // socket is registered for live events: a reconnected socket fetches what it
+        // missed after that answer (`REGISTERED`), so what the fetch cannot see yet
+        // arrives live. Fetched before it, a message sent between the fetch and the
+        // registration would be neither.
+        let ping_id = if connected_before { REGISTERED } else { 1 };
+        let ping = json!({ "type": "ping", "id": ping_id }).to_string();
+        if sink.send(Message::text(ping)).await.is_err() {
+            continue;
         }
+        let mut registered = !connected_before;
         connected_before = true;
         let mut pending: Vec<String> = Vec::new();
         let mut tick = tokio::time::interval(SEND_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if let Some(since) = gap
+                && registered
                 && catch_up(&traffic, who, &account.token, since).await
             {
                 gap = None;
@@ -525,6 +534,7 @@ async fn chatter(traffic: Arc<Traffic>, who: usize, account: Account) {
                         Some("pong") if frame["id"] == 1 => {
                             traffic.sockets_ready.fetch_add(1, Ordering::SeqCst);
                         }
+                        Some("pong") if frame["id"] == REGISTERED => registered = true,
                         Some("resync") => {
                             gap = Some(gap.unwrap_or_else(|| Utc::now() - CATCH_UP_MARGIN));
                         }

@@ -3,6 +3,13 @@
 import { WS_URL } from './api.js';
 
 const PING_EVERY_MS = 25_000;
+/**
+ * The id of the ping sent as a socket opens. The broker answers a ping from the socket's
+ * own loop, which starts only once the socket is registered for live events: what a
+ * reconnected page fetches after that answer misses nothing (fetched at `open`, a message
+ * sent between the fetch and the registration would arrive neither way).
+ */
+const REGISTERED_PING = 1;
 const BACKOFF_MIN_MS = 1_000;
 const BACKOFF_MAX_MS = 30_000;
 
@@ -12,7 +19,8 @@ const SESSION_ENDED = new Set([4001, 4003]);
 /**
  * One live connection. Callbacks: `onFrame(frame)`, `onState(state, detail)` with state
  * `connecting`, `open`, `waiting` (detail: seconds until the next attempt) or `ended`
- * (detail: the close code), and `onOpen(isReconnect)`.
+ * (detail: the close code), and `onOpen(isReconnect)`, called once the broker has
+ * registered the socket for live events (its answer to the first ping).
  */
 export class Live {
   constructor({ onFrame, onState, onOpen }) {
@@ -42,20 +50,25 @@ export class Live {
       return;
     }
     this.socket = socket;
+    let reconnect = false;
     socket.addEventListener('open', () => {
-      const reconnect = this.opened;
+      reconnect = this.opened;
       this.opened = true;
       this.attempt = 0;
       this.onState('open');
       clearInterval(this.pinger);
       this.pinger = setInterval(() => this.send({ type: 'ping' }), PING_EVERY_MS);
-      this.onOpen(reconnect);
+      this.send({ type: 'ping', id: REGISTERED_PING });
     });
     socket.addEventListener('message', (event) => {
       let frame;
       try {
         frame = JSON.parse(event.data);
       } catch {
+        return;
+      }
+      if (frame?.type === 'pong' && frame.id === REGISTERED_PING) {
+        this.onOpen(reconnect);
         return;
       }
       if (frame && typeof frame.type === 'string') this.onFrame(frame);
