@@ -25,6 +25,8 @@ use anyhow::Context;
 use keys::SigningKey;
 use platform::{
     events::{EventBus, outbox::spawn_relay},
+    grpc::BoundServer,
+    service_auth::Service,
     shutdown::Shutdown,
 };
 use proto::auth::v1::auth_server::AuthServer;
@@ -38,7 +40,7 @@ const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub struct AuthService {
     /// The gRPC server: its port, who may call it, and where callers in this process
     /// reach it.
-    grpc: platform::grpc::BoundServer,
+    grpc: BoundServer,
     accounts: Arc<Accounts>,
     bus: Option<Arc<dyn EventBus>>,
 }
@@ -79,13 +81,7 @@ impl AuthService {
             verify_link_ttl: config.verify_link_ttl,
         };
         let accounts = Arc::new(Accounts::new(store, keys, feed, policy).await);
-        let grpc = platform::grpc::BoundServer::bind(
-            config.listen,
-            platform::service_auth::Service::Auth,
-            service_keys,
-        )
-        .await
-        .with_context(|| format!("binding auth to {}", config.listen))?;
+        let grpc = BoundServer::bind(config.listen, Service::Auth, service_keys).await?;
         Ok(Self {
             grpc,
             accounts,
@@ -126,7 +122,7 @@ impl AuthService {
         );
         let api = AuthServer::new(grpc::AuthApi::new(self.accounts, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        self.grpc.serve("auth", api, shutdown.clone()).await?;
+        self.grpc.serve(api, shutdown.clone()).await?;
         follower.await.context("revocation follower")?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;

@@ -26,6 +26,8 @@ pub use conversations::{Chat, ChatError, HistoryQuery, SearchRequest};
 use anyhow::Context;
 use platform::{
     events::{EventBus, outbox::spawn_relay},
+    grpc::BoundServer,
+    service_auth::Service,
     shutdown::Shutdown,
 };
 use proto::chat::v1::chat_server::ChatServer;
@@ -48,7 +50,7 @@ fn expiry_interval(ttl: std::time::Duration) -> std::time::Duration {
 pub struct ChatService {
     /// The gRPC server: its port, who may call it, and where callers in this process
     /// reach it.
-    grpc: platform::grpc::BoundServer,
+    grpc: BoundServer,
     chat: Arc<Chat>,
     bus: Option<Arc<dyn EventBus>>,
     live_fanout: Option<(String, String)>,
@@ -80,13 +82,7 @@ impl ChatService {
             limits,
         };
         let chat = Arc::new(Chat::new(store, live::LiveHub::default(), files));
-        let grpc = platform::grpc::BoundServer::bind(
-            config.listen,
-            platform::service_auth::Service::Chat,
-            service_keys,
-        )
-        .await
-        .with_context(|| format!("binding chat to {}", config.listen))?;
+        let grpc = BoundServer::bind(config.listen, Service::Chat, service_keys).await?;
         Ok(Self {
             grpc,
             chat,
@@ -143,7 +139,7 @@ impl ChatService {
         ));
         let api = ChatServer::new(grpc::ChatApi::new(self.chat, shutdown.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        self.grpc.serve("chat", api, shutdown.clone()).await?;
+        self.grpc.serve(api, shutdown.clone()).await?;
         if let Some(relay) = relay {
             relay.await.context("outbox relay")?;
         }

@@ -17,7 +17,7 @@ pub mod store;
 pub use config::{Backend, Config};
 
 use anyhow::Context;
-use platform::shutdown::Shutdown;
+use platform::{grpc::BoundServer, service_auth::Service, shutdown::Shutdown};
 use proto::logger::v1::logger_server::LoggerServer;
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 use store::LogStore;
@@ -31,7 +31,7 @@ pub const MAX_MESSAGE_BYTES: usize = 20 * 1024 * 1024;
 pub struct LoggerService {
     /// The gRPC server: its port, who may call it, and where callers in this process
     /// reach it.
-    grpc: platform::grpc::BoundServer,
+    grpc: BoundServer,
     store: Arc<dyn LogStore>,
     /// The retention to enforce by purging, for stores without a TTL of their own.
     purge_after: Option<Duration>,
@@ -62,13 +62,7 @@ impl LoggerService {
                 (store, Some(config.retention))
             }
         };
-        let grpc = platform::grpc::BoundServer::bind(
-            config.listen,
-            platform::service_auth::Service::Logger,
-            service_keys,
-        )
-        .await
-        .with_context(|| format!("binding logger to {}", config.listen))?;
+        let grpc = BoundServer::bind(config.listen, Service::Logger, service_keys).await?;
         Ok(Self {
             grpc,
             store,
@@ -102,7 +96,7 @@ impl LoggerService {
         });
         let api = LoggerServer::new(grpc::LoggerApi::new(self.store))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let served = self.grpc.serve("logger", api, shutdown.clone()).await;
+        let served = self.grpc.serve(api, shutdown.clone()).await;
         stop_purge.cancel();
         if let Some(purge) = purge {
             purge.await.context("log purge task")?;

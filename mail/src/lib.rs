@@ -15,7 +15,7 @@ pub mod templates;
 pub use config::{Config, Destination};
 
 use anyhow::Context;
-use platform::shutdown::Shutdown;
+use platform::{grpc::BoundServer, service_auth::Service, shutdown::Shutdown};
 use proto::mail::v1::mail_server::MailServer;
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -32,7 +32,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub struct MailService {
     /// The gRPC server: its port, who may call it, and where callers in this process
     /// reach it.
-    grpc: platform::grpc::BoundServer,
+    grpc: BoundServer,
     sender: Arc<sender::Sender>,
     sent: sent::SentMails,
 }
@@ -61,13 +61,7 @@ impl MailService {
                 tracing::info!(dir = %dir.display(), "mail is written as .eml files");
             }
         }
-        let grpc = platform::grpc::BoundServer::bind(
-            config.listen,
-            platform::service_auth::Service::Mail,
-            service_keys,
-        )
-        .await
-        .with_context(|| format!("binding mail to {}", config.listen))?;
+        let grpc = BoundServer::bind(config.listen, Service::Mail, service_keys).await?;
         Ok(Self {
             grpc,
             sender: Arc::new(sender),
@@ -91,7 +85,7 @@ impl MailService {
         let api = MailServer::new(grpc::MailApi::new(self.sender))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let pruner = tokio::spawn(prune(self.sent, shutdown.clone()));
-        self.grpc.serve("mail", api, shutdown.clone()).await?;
+        self.grpc.serve(api, shutdown.clone()).await?;
         pruner.abort();
         tracing::info!("mail stopped");
         Ok(())

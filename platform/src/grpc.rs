@@ -10,6 +10,7 @@ use crate::{
     service_auth::{Credentials, Guard},
     trace::{TraceId, TraceLayer},
 };
+use anyhow::Context as _;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::{Stream, StreamExt, wrappers::TcpListenerStream};
@@ -192,6 +193,7 @@ pub fn server() -> tonic::transport::Server<Stack<TraceLayer, Identity>> {
 /// (its service's grants, checked on every call), and where callers in this process reach
 /// it ([`in_process`]).
 pub struct BoundServer {
+    service: crate::service_auth::Service,
     socket: TcpListener,
     guard: Guard,
     local: in_process::Local,
@@ -201,6 +203,7 @@ impl std::fmt::Debug for BoundServer {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter
             .debug_struct("BoundServer")
+            .field("service", &self.service)
             .field("socket", &self.socket)
             .field("local", &self.local)
             .finish_non_exhaustive()
@@ -214,9 +217,13 @@ impl BoundServer {
         listen: std::net::SocketAddr,
         service: crate::service_auth::Service,
         service_keys: &crate::service_auth::ServiceKeys,
-    ) -> std::io::Result<Self> {
+    ) -> anyhow::Result<Self> {
+        let socket = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {service} to {listen}"))?;
         Ok(Self {
-            socket: TcpListener::bind(listen).await?,
+            service,
+            socket,
             guard: Guard::new(service, service_keys),
             local: in_process::Local::default(),
         })
@@ -238,10 +245,9 @@ impl BoundServer {
     /// Serves `service` on the port and in this process until `shutdown`, then drains
     /// in-flight calls, next to the standard health service (reporting it serving) and
     /// server reflection (so `grpcurl` lists and calls it without the `.proto` files).
-    /// Every call but health and reflection must pass the guard. `name` is for the logs.
+    /// Every call but health and reflection must pass the guard.
     pub async fn serve<S>(
         self,
-        name: &str,
         service: S,
         shutdown: crate::shutdown::Shutdown,
     ) -> anyhow::Result<()>
@@ -258,6 +264,7 @@ impl BoundServer {
         S::Future: Send + 'static,
     {
         let Self {
+            service: name,
             socket,
             guard,
             local,

@@ -121,7 +121,7 @@ impl Served {
             finished: Arc::default(),
             abandoned: Arc::default(),
         };
-        runtime.spawn(server.serve("auth", slow.clone(), stop.clone()));
+        runtime.spawn(server.serve(slow.clone(), stop.clone()));
         // Serving once the health check answers.
         let mut health = tonic_health::pb::health_client::HealthClient::new(
             Dialer::network()
