@@ -104,8 +104,26 @@ impl Pool {
         }
     }
 
-    /// Begins a transaction on a connection of the pool.
+    /// Begins a write transaction on a connection of the pool.
+    ///
+    /// On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), waiting in the busy
+    /// handler while another connection writes. A deferred transaction reads on its
+    /// snapshot and asks for the lock at its first write; if another connection committed
+    /// in between, SQLite cannot move the snapshot forward and fails the write at once
+    /// with `SQLITE_BUSY_SNAPSHOT` ("database is locked", code 517), whatever the busy
+    /// timeout. The stores' transactions read (a membership, a quota, a marker) before
+    /// they write: begun deferred, each could fail that way beside any other writer.
     pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
+        Ok(match self {
+            Self::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
+            Self::Sqlite(pool) => Transaction::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// Begins a read-only transaction: its reads see one snapshot of the database. On
+    /// SQLite it takes no lock, so writers go on beside it (it must not write: see
+    /// [`Pool::begin`]).
+    pub async fn begin_read(&self) -> Result<Transaction, sqlx::Error> {
         Ok(match self {
             Self::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
             Self::Sqlite(pool) => Transaction::Sqlite(pool.begin().await?),

@@ -1,8 +1,11 @@
 //! SQLite pools: the page size a database is made with, and the one-connection writer
 //! pool a store keeps beside its main pool for its hot write path.
 
+use std::time::Duration;
+
 use platform::{
-    sql::{SQLITE_PAGE_SIZE, connect_sqlite, connect_sqlite_paged, connect_sqlite_writer},
+    on_tx,
+    sql::{Pool, SQLITE_PAGE_SIZE, connect_sqlite, connect_sqlite_paged, connect_sqlite_writer},
     testing::TestDatabase,
 };
 use sqlx::SqlitePool;
@@ -139,4 +142,97 @@ async fn a_wal_grown_past_its_checkpoint_by_a_long_reader_shrinks_back() {
         after <= checkpoint_bytes + 2 * 262_144,
         "the WAL came back to its checkpoint size: {after} bytes (it had grown to {grown})"
     );
+}
+
+/// A store transaction reads (a membership, a quota) and then writes. Begun deferred, it
+/// read on a snapshot, and a commit by another connection before its first write made
+/// that write fail at once with SQLITE_BUSY_SNAPSHOT ("database is locked", code 517),
+/// whatever the busy timeout: seen as a failed upload when two files were sent at once.
+/// `Pool::begin` takes the write lock first, so the other writer waits its turn instead.
+#[tokio::test]
+async fn a_transaction_that_reads_then_writes_commits_beside_another_writer() {
+    let database = TestDatabase::sqlite("snapshot");
+    let pool = Pool::Sqlite(connect_sqlite(database.url()).await.unwrap());
+    let Pool::Sqlite(sqlite) = &pool else {
+        unreachable!("made as a SQLite pool")
+    };
+    sqlx::query("CREATE TABLE counters (n INTEGER NOT NULL)")
+        .execute(sqlite)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO counters VALUES (0)")
+        .execute(sqlite)
+        .await
+        .unwrap();
+
+    let mut tx = pool.begin().await.unwrap();
+    let read: i64 = on_tx!(&mut tx, |c| sqlx::query_scalar("SELECT n FROM counters")
+        .fetch_one(&mut **c)
+        .await)
+    .unwrap();
+    // Another connection of the pool writes while the transaction holds what it read.
+    let other = {
+        let sqlite = sqlite.clone();
+        tokio::spawn(async move {
+            sqlx::query("UPDATE counters SET n = n + 10")
+                .execute(&sqlite)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !other.is_finished(),
+        "the other writer waits for the transaction's lock"
+    );
+    on_tx!(&mut tx, |c| sqlx::query("UPDATE counters SET n = $1")
+        .bind(read + 1)
+        .execute(&mut **c)
+        .await
+        .map(drop))
+    .expect("the transaction writes what it read, beside the other writer");
+    tx.commit().await.unwrap();
+    other
+        .await
+        .unwrap()
+        .expect("the other writer commits after it");
+    let n: i64 = sqlx::query_scalar("SELECT n FROM counters")
+        .fetch_one(sqlite)
+        .await
+        .unwrap();
+    assert_eq!(n, 11, "both writes are kept");
+}
+
+/// A read-only transaction takes no lock: writers commit beside it, and it keeps
+/// reading its snapshot.
+#[tokio::test]
+async fn a_read_transaction_leaves_writers_free() {
+    let database = TestDatabase::sqlite("read-snapshot");
+    let pool = Pool::Sqlite(connect_sqlite(database.url()).await.unwrap());
+    let Pool::Sqlite(sqlite) = &pool else {
+        unreachable!("made as a SQLite pool")
+    };
+    sqlx::query("CREATE TABLE notes (body TEXT)")
+        .execute(sqlite)
+        .await
+        .unwrap();
+    let count = "SELECT count(*) FROM notes";
+
+    let mut read = pool.begin_read().await.unwrap();
+    let before: i64 = on_tx!(&mut read, |c| sqlx::query_scalar(count)
+        .fetch_one(&mut **c)
+        .await)
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("INSERT INTO notes VALUES ('written meanwhile')").execute(sqlite),
+    )
+    .await
+    .expect("a writer does not wait for a reader")
+    .unwrap();
+    let again: i64 = on_tx!(&mut read, |c| sqlx::query_scalar(count)
+        .fetch_one(&mut **c)
+        .await)
+    .unwrap();
+    assert_eq!((before, again), (0, 0), "the reader keeps its snapshot");
+    drop(read);
 }

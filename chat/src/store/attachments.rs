@@ -262,8 +262,8 @@ impl ChatStore {
     /// uploader is a member and `declared` more bytes fit in their quota.
     pub async fn start_upload(&self, new: &NewUpload, declared: u64) -> Result<Upload, StoreError> {
         let attachment = &new.attachment;
-        // On the writer: a SQLite transaction that reads (membership, quota) and then
-        // writes would fail to upgrade its snapshot beside another writer.
+        // `begin` takes SQLite's write lock before the membership and quota reads, so
+        // what they read still holds when the row is written (see `Pool::begin`).
         let mut tx = self.writer.begin().await?;
         lock_uploader(&mut tx, attachment.uploader_id).await?;
         let member: bool = on_tx!(&mut tx, |tx| {
@@ -315,8 +315,8 @@ impl ChatStore {
         size: u64,
         quota: u64,
     ) -> Result<Upload, StoreError> {
-        // On the writer: a SQLite transaction that reads (membership, quota) and then
-        // writes would fail to upgrade its snapshot beside another writer.
+        // `begin` takes SQLite's write lock before the membership and quota reads, so
+        // what they read still holds when the row is written (see `Pool::begin`).
         let mut tx = self.writer.begin().await?;
         lock_uploader(&mut tx, uploader).await?;
         if used(&mut tx, uploader).await?.saturating_add(size) > quota {

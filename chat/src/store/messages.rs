@@ -382,8 +382,6 @@ impl ChatStore {
         at: DateTime<Utc>,
         event: &Event,
     ) -> Result<Edited, StoreError> {
-        // The write comes first, so a SQLite transaction holds the write lock from its
-        // first statement (no read snapshot to upgrade).
         let mut tx = self.writer.begin().await?;
         let sql = format!(
             "UPDATE messages SET body = $4, edited_at = $5 \

@@ -26,7 +26,7 @@ impl ChatStore {
     /// `query.snapshot`.
     pub async fn search_messages(&self, query: &SearchQuery) -> Result<Vec<SearchHit>, StoreError> {
         // One read transaction: the conversations, the page and its snippets agree.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_read().await?;
         let conversations = searched_conversations(&mut tx, query).await?;
         if conversations.is_empty() {
             return Ok(Vec::new());
