@@ -59,7 +59,7 @@ use std::{
 use tokio::{net::TcpSocket, sync::Semaphore, time::Instant};
 use tokio_tungstenite::{
     WebSocketStream,
-    tungstenite::{Message, client::IntoClientRequest, protocol::WebSocketConfig},
+    tungstenite::{Message, Utf8Bytes, client::IntoClientRequest, protocol::WebSocketConfig},
 };
 
 type Socket = WebSocketStream<tokio::net::TcpStream>;
@@ -458,7 +458,7 @@ async fn open_socket(
     source: Ipv4Addr,
     member: &Member,
     index: usize,
-) -> Result<Socket> {
+) -> Result<Opened> {
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
     let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(broker.addr()))
@@ -484,10 +484,58 @@ async fn open_socket(
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
-    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+    let (mut socket, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(config))
+            .await
+            .context("WebSocket handshake")?;
+    let early = match target {
+        Target::Microchat => registered(&mut socket).await?,
+        Target::Anchor => Vec::new(),
+    };
+    Ok(Opened { socket, early })
+}
+
+/// A socket as it opened, with what the server sent before it was registered.
+pub(crate) struct Opened {
+    socket: Socket,
+    /// The text frames that came before the answer to the first ping (usually none).
+    early: Vec<Utf8Bytes>,
+}
+
+/// The id of the ping a microchat socket sends as it opens (as the pages do,
+/// `frontend/assets/js/live.js`).
+const REGISTERED_PING: u32 = 1;
+
+/// Waits until the broker has registered `socket` for live events, which it does after
+/// the upgrade: the answer to the socket's first ping comes after the registration
+/// (docs/RELIABILITY.md). Until then a message sent into the user's rooms reaches the
+/// socket neither live nor, for a client that fetched history at `open`, from history:
+/// a socket counts as open, and owed every delivery, once registered. Returns the text
+/// frames that came before the answer.
+async fn registered(socket: &mut Socket) -> Result<Vec<Utf8Bytes>> {
+    let ping = format!(r#"{{"type":"ping","id":{REGISTERED_PING}}}"#);
+    socket.send(Message::text(ping)).await?;
+    let is_answer = |text: &str| {
+        text.starts_with(r#"{"type":"pong""#)
+            && serde_json::from_str::<Value>(text)
+                .is_ok_and(|pong| pong["id"] == json!(REGISTERED_PING))
+    };
+    let mut early = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(frame) = socket.next().await {
+            match frame? {
+                Message::Text(text) if is_answer(text.as_str()) => return Ok(()),
+                Message::Text(text) => early.push(text),
+                Message::Close(close) => bail!("closed before it was registered: {close:?}"),
+                _ => {}
+            }
+        }
+        bail!("closed before it was registered")
+    });
+    answered
         .await
-        .context("WebSocket handshake")?;
-    Ok(socket)
+        .context("the broker registered no socket within 30 s")??;
+    Ok(early)
 }
 
 /// Opens every socket, a bounded number at a time.
@@ -502,10 +550,10 @@ async fn open_all(args: &Args, members: &[Member]) -> Result<Vec<Socket>> {
         let permit = Arc::clone(&limit).acquire_owned().await?;
         tasks.spawn(async move {
             let _permit = permit;
-            (
-                index,
-                open_socket(target, &broker, source, &member, index).await,
-            )
+            // No traffic before every socket is open: what came before a socket's
+            // registration is presence, not a delivery.
+            let opened = open_socket(target, &broker, source, &member, index).await;
+            (index, opened.map(|opened| opened.socket))
         });
     }
     let mut sockets: Vec<Option<Socket>> = (0..members.len()).map(|_| None).collect();
@@ -682,9 +730,42 @@ impl Sender {
     }
 }
 
+/// Counts one text frame of a socket's: a delivery, an ack, a refusal or an error.
+fn read_frame(tally: &mut SocketTally, back_off: &mut BackOff, window: &Window, text: &str) {
+    let now = window.now_ns();
+    let in_window = |sent: u64| sent >= window.from_ns && sent < window.until_ns;
+    if text.starts_with(r#"{"type":"message""#) {
+        if let Some(sent) = sent_at(text).filter(|sent| in_window(*sent)) {
+            let took = now.saturating_sub(sent);
+            tally.latency.succeeded(Duration::from_nanos(took));
+            let second = ((sent - window.from_ns) / 1_000_000_000) as usize;
+            tally.slowest_by_second.record(second, took / 1000);
+            tally.latency_by_second.record(second, took / 1000);
+        }
+    } else if text.starts_with(r#"{"type":"ack""#) {
+        back_off.accepted();
+        tally.acked_total += 1;
+        tally.acked += u64::from(sent_at(text).is_some_and(in_window));
+    } else if text.starts_with(r#"{"type":"error","code":"overloaded""#) {
+        back_off.refused(Instant::now(), number_after(text, r#""retry_after_ms":"#));
+        let sent = number_after(text, r#""client_id":""#).filter(|sent| in_window(*sent));
+        if let Some(sent) = sent {
+            tally.refused += 1;
+            tally
+                .refused_by_second
+                .record(((sent - window.from_ns) / 1_000_000_000) as usize);
+        }
+    } else if text.starts_with(r#"{"type":"error""#) {
+        tally.errors += 1;
+        tally.first_error.get_or_insert_with(|| text.to_owned());
+    }
+}
+
 /// Sends on `sender`'s schedule (from `ready` on, an offset from the window's epoch; sends
-/// due before are skipped) and reads every frame, until the window's drain ends.
-async fn drive(mut socket: Socket, sender: Sender, window: Window, ready: Duration) -> SocketTally {
+/// due before are skipped) and reads every frame, until the window's drain ends; the
+/// frames that came before the socket was registered are read first.
+async fn drive(opened: Opened, sender: Sender, window: Window, ready: Duration) -> SocketTally {
+    let Opened { mut socket, early } = opened;
     let mut tally = SocketTally {
         latency: Tally::new(),
         slowest_by_second: SlowestBySecond::default(),
@@ -700,6 +781,9 @@ async fn drive(mut socket: Socket, sender: Sender, window: Window, ready: Durati
         room: sender.room.clone(),
     };
     let mut back_off = BackOff::default();
+    for text in &early {
+        read_frame(&mut tally, &mut back_off, &window, text.as_str());
+    }
     let mut times = sender.times.clone();
     let mut next_send = times
         .as_mut()
@@ -737,33 +821,7 @@ async fn drive(mut socket: Socket, sender: Sender, window: Window, ready: Durati
                     break;
                 };
                 let Message::Text(text) = frame else { continue };
-                let now = window.now_ns();
-                let in_window = |sent: u64| sent >= window.from_ns && sent < window.until_ns;
-                if text.starts_with(r#"{"type":"message""#) {
-                    if let Some(sent) = sent_at(&text).filter(|sent| in_window(*sent)) {
-                        let took = now.saturating_sub(sent);
-                        tally.latency.succeeded(Duration::from_nanos(took));
-                        let second = ((sent - window.from_ns) / 1_000_000_000) as usize;
-                        tally.slowest_by_second.record(second, took / 1000);
-                        tally.latency_by_second.record(second, took / 1000);
-                    }
-                } else if text.starts_with(r#"{"type":"ack""#) {
-                    back_off.accepted();
-                    tally.acked_total += 1;
-                    tally.acked += u64::from(sent_at(&text).is_some_and(in_window));
-                } else if text.starts_with(r#"{"type":"error","code":"overloaded""#) {
-                    back_off.refused(Instant::now(), number_after(&text, r#""retry_after_ms":"#));
-                    let sent = number_after(&text, r#""client_id":""#).filter(|sent| in_window(*sent));
-                    if let Some(sent) = sent {
-                        tally.refused += 1;
-                        tally
-                            .refused_by_second
-                            .record(((sent - window.from_ns) / 1_000_000_000) as usize);
-                    }
-                } else if text.starts_with(r#"{"type":"error""#) {
-                    tally.errors += 1;
-                    tally.first_error.get_or_insert_with(|| text.to_string());
-                }
+                read_frame(&mut tally, &mut back_off, &window, text.as_str());
             }
         }
     }
@@ -882,7 +940,11 @@ pub async fn run(args: Args) -> Result<()> {
                 room: member.room.clone(),
                 times: times.map(|times| with_overload(&args, times, period)),
             };
-            tasks.spawn(drive(socket, sender, window, Duration::ZERO));
+            let opened = Opened {
+                socket,
+                early: Vec::new(),
+            };
+            tasks.spawn(drive(opened, sender, window, Duration::ZERO));
         }
         let mut tallies = Vec::with_capacity(count);
         while let Some(joined) = tasks.join_next().await {

@@ -31,7 +31,8 @@ pub struct StormFigures {
     failed: usize,
     /// The first failure.
     first_error: Option<String>,
-    /// Users whose socket opened only after the traffic had started.
+    /// Users whose socket was open and registered (see `registered`) only after the
+    /// traffic had started.
     late: usize,
     /// From the storm's start to the last user's socket.
     took: Duration,
@@ -238,7 +239,7 @@ async fn arrive(
     };
     drop(connection);
     let member = Member { token, room };
-    let socket = open_socket(Target::Microchat, broker, user.source, &member, user.index).await?;
+    let opened = open_socket(Target::Microchat, broker, user.source, &member, user.index).await?;
     let set_up = user.arrives.elapsed();
     let ready = start.elapsed();
     let sender = Sender {
@@ -246,6 +247,6 @@ async fn arrive(
         room: member.room.clone(),
         times,
     };
-    let tally = drive(socket, sender, window, ready.saturating_sub(traffic)).await;
+    let tally = drive(opened, sender, window, ready.saturating_sub(traffic)).await;
     Ok((member, tally, logged_in, set_up, ready))
 }
