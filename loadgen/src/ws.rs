@@ -673,6 +673,13 @@ struct SocketTally {
     errors: u64,
     first_error: Option<String>,
     room: String,
+    /// When the socket was registered, from the window's epoch (zero: before the first
+    /// send): it is owed the messages sent from then on.
+    ready_ns: u64,
+    /// The send times of the measured sends the server acknowledged.
+    acked_sent: Vec<u64>,
+    /// Deliveries of measured messages sent once the socket was registered.
+    owed_delivered: u64,
 }
 
 /// When to measure, as nanoseconds since the run's start.
@@ -736,6 +743,7 @@ fn read_frame(tally: &mut SocketTally, back_off: &mut BackOff, window: &Window, 
     let in_window = |sent: u64| sent >= window.from_ns && sent < window.until_ns;
     if text.starts_with(r#"{"type":"message""#) {
         if let Some(sent) = sent_at(text).filter(|sent| in_window(*sent)) {
+            tally.owed_delivered += u64::from(sent >= tally.ready_ns);
             let took = now.saturating_sub(sent);
             tally.latency.succeeded(Duration::from_nanos(took));
             let second = ((sent - window.from_ns) / 1_000_000_000) as usize;
@@ -745,7 +753,10 @@ fn read_frame(tally: &mut SocketTally, back_off: &mut BackOff, window: &Window, 
     } else if text.starts_with(r#"{"type":"ack""#) {
         back_off.accepted();
         tally.acked_total += 1;
-        tally.acked += u64::from(sent_at(text).is_some_and(in_window));
+        if let Some(sent) = sent_at(text).filter(|sent| in_window(*sent)) {
+            tally.acked += 1;
+            tally.acked_sent.push(sent);
+        }
     } else if text.starts_with(r#"{"type":"error","code":"overloaded""#) {
         back_off.refused(Instant::now(), number_after(text, r#""retry_after_ms":"#));
         let sent = number_after(text, r#""client_id":""#).filter(|sent| in_window(*sent));
@@ -779,6 +790,9 @@ async fn drive(opened: Opened, sender: Sender, window: Window, ready: Duration) 
         errors: 0,
         first_error: None,
         room: sender.room.clone(),
+        ready_ns: nanos(ready),
+        acked_sent: Vec::new(),
+        owed_delivered: 0,
     };
     let mut back_off = BackOff::default();
     for text in &early {
@@ -989,6 +1003,24 @@ struct RoomCounts {
     held_back: u64,
     acked: u64,
     acked_total: u64,
+    /// The send times of the room's acknowledged measured sends.
+    acked_sent: Vec<u64>,
+    /// When each of the room's sockets was registered.
+    ready_ns: Vec<u64>,
+}
+
+impl RoomCounts {
+    /// The deliveries the room's accepted sends owe its sockets: each socket is owed
+    /// every message sent once it was registered (a storm's late user missed, live,
+    /// what came before; it is in history, which the check below counts).
+    fn owed(&mut self) -> u64 {
+        self.acked_sent.sort_unstable();
+        let acked = self.acked_sent.len() as u64;
+        self.ready_ns
+            .iter()
+            .map(|ready| acked - self.acked_sent.partition_point(|sent| sent < ready) as u64)
+            .sum()
+    }
 }
 
 /// Merges what every socket saw, checks a sample of rooms' history (microchat) and prints
@@ -1001,6 +1033,7 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
     } = outcome;
     let mut latency = Tally::new();
     let (mut sent, mut acked, mut errors, mut refused, mut held_back) = (0, 0, 0, 0, 0);
+    let mut owed_delivered = 0;
     let mut refused_by_second = CountBySecond::default();
     // Every message chat acknowledged (so stored), warm-up and drain included: what
     // `scripts/soak.sh` divides the bytes on disk by.
@@ -1019,6 +1052,7 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         errors += tally.errors;
         refused += tally.refused;
         held_back += tally.held_back;
+        owed_delivered += tally.owed_delivered;
         refused_by_second.merge(&tally.refused_by_second);
         first_error = first_error.or(tally.first_error);
         let room = rooms.entry(tally.room).or_default();
@@ -1027,16 +1061,19 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         room.held_back += tally.held_back;
         room.acked += tally.acked;
         room.acked_total += tally.acked_total;
+        room.acked_sent.extend(tally.acked_sent);
+        room.ready_ns.push(tally.ready_ns);
     }
     let held = u32::try_from(members.len())?;
     let figures = crate::report::PhaseFigures::new("deliveries", held, args.duration, latency);
     let deliveries = figures.requests - figures.errors;
     // Every message reaches every socket of its room (the sender's too). microchat's
-    // expected deliveries are those of the acknowledged messages; the anchor acks nothing.
+    // expected deliveries are those of the acknowledged messages, to the sockets
+    // registered when they were sent; the anchor acks nothing.
     let expected: u64 = rooms
-        .values()
+        .values_mut()
         .map(|room| match args.target {
-            Target::Microchat => room.acked * room.sockets,
+            Target::Microchat => room.owed(),
             Target::Anchor => room.sent * room.sockets,
         })
         .sum();
@@ -1046,8 +1083,9 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         .map(|room| (room.sent + room.held_back) * room.sockets)
         .sum();
     let drain = if args.login_storm { STORM_DRAIN } else { DRAIN };
-    // Deliveries owed: those of the accepted sends (a refused one is owed nothing).
-    let missing = expected.saturating_sub(deliveries);
+    // Deliveries owed: those of the accepted sends (a refused one is owed nothing), to
+    // the sockets registered by then.
+    let missing = expected.saturating_sub(owed_delivered);
     let overload = args
         .overload_seconds()
         .map(|seconds| overload_figures(args, &latency_by_second, seconds));
@@ -1091,6 +1129,7 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         "first_error": first_error,
         "deliveries": deliveries,
         "expected_deliveries": expected,
+        "owed_delivered": owed_delivered,
         "missing_deliveries": missing,
         "drain_secs": drain.as_secs_f64(),
         "deliveries_per_sec": figures.per_sec,
@@ -1121,8 +1160,9 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
          each ({offered_per_sec:.0} deliveries/s offered), {}s measured ({cpus} loadgen CPUs)\n  \
          offered {offered} deliveries; sent {sent}, accepted (acked) {acked} ({stored} over the whole run), refused as \
          overloaded {refused}, held back by clients backing off {held_back}, errors {errors}{}\n  \
-         deliveries {deliveries} of {expected} owed to accepted sends ({:.1}%), {:.0} deliveries/s (goodput); \
-         {missing} of them had not arrived {}s after the load ended\n  \
+         deliveries {deliveries}, of them {owed_delivered} of the {expected} owed to accepted sends ({:.1}%; a socket is \
+         owed what was sent once it was registered), {:.0} deliveries/s (goodput); {missing} owed had not arrived {}s \
+         after the load ended\n  \
          send→deliver latency p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms\n  \
          p99 of each second, ms: {}\n  \
          deliveries of each second: {}\n  \
@@ -1136,7 +1176,7 @@ async fn report(args: &Args, arrivals: Arrivals, rate: f64, outcome: Outcome) ->
         first_error
             .map(|e| format!(" (first: {e})"))
             .unwrap_or_default(),
-        100.0 * deliveries as f64 / expected.max(1) as f64,
+        100.0 * owed_delivered as f64 / expected.max(1) as f64,
         figures.per_sec,
         drain.as_secs(),
         figures.p50_us as f64 / 1e3,
@@ -1422,6 +1462,18 @@ async fn idle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_is_owed_what_was_sent_once_it_was_registered() {
+        let mut room = RoomCounts {
+            acked_sent: vec![30, 10, 20],
+            ready_ns: vec![0, 15, 20, 35],
+            ..RoomCounts::default()
+        };
+        // From the start: all 3; from 15: 20 and 30; from 20: the same (sent as it
+        // registered counts); from 35: none.
+        assert_eq!(room.owed(), 3 + 2 + 2);
+    }
 
     #[test]
     fn a_refusal_is_read_off_its_frame() {
