@@ -368,6 +368,32 @@ async fn an_image_and_a_pdf_travel_with_a_message_to_the_other_member() {
     app.stop().await;
 }
 
+/// An image whose header reads but whose pixels do not decode is stored (an upload reads
+/// headers only) and downloads as it was sent, but has no thumbnail: a 404, as for a file
+/// that is no image, not a 4xx blaming the request.
+#[tokio::test]
+async fn an_image_whose_pixels_do_not_decode_has_no_thumbnail() {
+    let app = TestApp::start(&[]).await;
+    let (ada, bob, direct) = ada_and_bob(&app).await;
+    // A real 1 × 1 PNG whose header says 10 × 10: its data ends after one pixel.
+    let bytes = png_header(10, 10);
+    let image = uploaded(&ada, &direct, "broken.png", &bytes).await;
+    assert_eq!(text(&image, "content_type"), "image/png");
+    let id = text(&image, "id").to_owned();
+    send_with(&ada, &direct, "a broken picture", &[&id]).await;
+
+    let path = format!("/api/attachments/{id}");
+    let original = get_with(&bob, &path, &[]).await;
+    assert_eq!(original.status(), StatusCode::OK);
+    assert_eq!(original.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    // Asked twice: the upload's own attempt and each download's give the same answer.
+    for _ in 0..2 {
+        let thumbnail = get_with(&bob, &format!("{path}/thumbnail"), &[]).await;
+        expect_error(thumbnail, StatusCode::NOT_FOUND).await;
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn strangers_get_the_404_of_a_missing_attachment_and_cannot_claim_one() {
     let app = TestApp::start(&[]).await;

@@ -299,7 +299,7 @@ pub async fn download(
     params(("id" = Uuid, Path, description = "attachment id")), security(("bearer" = []), ("session_cookie" = [])),
     responses((status = 200, description = "The thumbnail.", content(("image/png"), ("image/jpeg"))),
         (status = 304, description = "Not modified (`If-None-Match`)."),
-        (status = 404, description = "No such attachment, not the caller's to see, or not an image.", body = ErrorBody)))]
+        (status = 404, description = "No such attachment, not the caller's to see, not an image, or an image whose pixels do not decode.", body = ErrorBody)))]
 pub async fn thumbnail(
     State(state): State<AppState>,
     user: AuthUser,

@@ -402,7 +402,17 @@ impl Chat {
         }
         let (content_type, size) = match stored.thumbnail {
             Some(made) => made,
-            None => self.thumbnail(id).await?,
+            None => match self.thumbnail(id).await {
+                Ok(made) => made,
+                // An image whose header reads (the upload reads no more) but whose pixels
+                // do not decode has no thumbnail, as a file that is no image: the pages
+                // show its file chip. Not a bad request: the caller asked for nothing wrong.
+                Err(ChatError::Upload(UploadError::Image(error))) => {
+                    tracing::info!(attachment_id = %id, %error, "no thumbnail: the image does not decode");
+                    return Err(ChatError::NoSuchAttachment);
+                }
+                Err(error) => return Err(error),
+            },
         };
         Ok(Download {
             attachment: stored.attachment,
