@@ -1,8 +1,8 @@
 //! The all-in-one's in-process gRPC calls (`platform::grpc::in_process`): the server's
 //! whole stack as over the network (the guard's grants, the same answers), and the
 //! network's semantics for what can go wrong: a deadline cancels the call while the
-//! handler runs to its end, a service not serving is unavailable, the handler runs on the
-//! callee's runtime.
+//! handler runs to its end, a service bound and not serving yet is waited for and one
+//! that stopped is unavailable, the handler runs on the callee's runtime.
 
 use platform::{
     grpc::{BoundServer, Deadlines, Dialer, TracedChannel, in_process::Local},
@@ -283,20 +283,55 @@ async fn a_call_past_its_deadline_fails_as_over_the_network_and_its_handler_stil
     assert_eq!(served.slow.abandoned.load(Ordering::SeqCst), 0);
 }
 
+/// The all-in-one starts its services together and the broker may take a request before
+/// auth serves: a call to a service bound and not serving yet waits for it within its
+/// deadline (as a connection waits in a bound port's backlog) instead of failing.
 #[tokio::test]
-async fn a_service_that_is_not_serving_is_unavailable() {
-    let never = Local::default();
-    let channel = Dialer::network()
-        .serving("http://127.0.0.1:9", never)
-        .channel(
-            "http://127.0.0.1:9",
-            deadlines(Duration::from_secs(1)),
-            credentials(&key_set(), Service::Broker),
-        )
-        .expect("a valid URL");
-    let status = register(channel, None).await.expect_err("nothing serves");
-    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+async fn a_call_waits_for_a_bound_service_to_serve() {
+    let keys = key_set();
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = BoundServer::bind(listen, Service::Auth, &keys)
+        .await
+        .expect("binds");
+    let url = format!("http://{}", server.local_addr());
+    let channel = |deadline| {
+        Dialer::network()
+            .serving(url.clone(), server.local())
+            .channel(
+                &url,
+                deadlines(deadline),
+                credentials(&keys, Service::Broker),
+            )
+            .expect("a valid URL")
+    };
+    let status = register(channel(Duration::from_millis(200)), None)
+        .await
+        .expect_err("not serving within the deadline");
+    assert!(
+        matches!(status.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{status:?}"
+    );
 
+    let call = tokio::spawn(register(channel(Duration::from_secs(10)), None));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!call.is_finished(), "the call waits for the service");
+    let slow = Slow {
+        delay: Duration::ZERO,
+        threads: Arc::default(),
+        finished: Arc::default(),
+        abandoned: Arc::default(),
+    };
+    let stop = Shutdown::new();
+    let serving = tokio::spawn(server.serve(slow, stop.clone()));
+    call.await
+        .expect("the call's task ends")
+        .expect("answered once the service serves");
+    stop.cancel();
+    serving.await.expect("joined").expect("served");
+}
+
+#[tokio::test]
+async fn a_service_that_stopped_is_unavailable() {
     let served = Served::start(Duration::ZERO).await;
     let channel = served.channel(Service::Broker, true, Duration::from_secs(1));
     register(channel.clone(), None).await.expect("serving");

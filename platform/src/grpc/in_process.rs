@@ -16,36 +16,63 @@
 //!   it must not run chat's handler at that priority while it holds chat's writer;
 //! - the deadline is the channel's, or the call's `grpc-timeout` if shorter, and passing it
 //!   fails the call as tonic's channel does ([`tonic::TimeoutExpired`], `Cancelled`);
-//! - a service that is not serving (not started yet, or shutting down) refuses the call as
+//! - a service bound and not serving yet (the all-in-one starts its services together, and
+//!   the broker may take a request first) is waited for within the call's deadline, as a
+//!   connection waits in a bound port's backlog; one that has stopped refuses the call as
 //!   a closed port would ([`tonic::ConnectError`], `Unavailable`).
 
 use std::{
     convert::Infallible,
     pin::Pin,
-    sync::{Arc, RwLock},
+    sync::Arc,
     task::{Context, Poll},
     time::Duration,
 };
-use tokio::runtime::Handle;
+use tokio::{runtime::Handle, sync::watch};
 use tonic::body::Body;
 use tower::{BoxError, Service, util::BoxCloneSyncService};
 
 /// A service's whole server stack, as a tower service.
 type Stack = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
 
-/// Where one service can be called in this process: filled while it serves, empty before
-/// and from the moment it starts shutting down. Cheap to clone; every clone is the same
-/// place.
-#[derive(Clone, Default)]
+/// Where one service can be called in this process, from the moment its port is bound:
+/// calls wait while it is not serving yet, reach its stack while it serves, and are
+/// refused from the moment it starts shutting down. Cheap to clone; every clone is the
+/// same place.
+#[derive(Clone)]
 pub struct Local {
-    serving: Arc<RwLock<Option<Serving>>>,
+    state: Arc<watch::Sender<State>>,
+}
+
+/// Where a service is in its life.
+#[derive(Clone)]
+enum State {
+    /// Bound, not serving yet.
+    Bound,
+    Serving(Serving),
+    /// Shut down (or shutting down): for good.
+    Stopped,
+}
+
+impl Default for Local {
+    /// A service bound and not serving yet.
+    fn default() -> Self {
+        Self {
+            state: Arc::new(watch::Sender::new(State::Bound)),
+        }
+    }
 }
 
 impl std::fmt::Debug for Local {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &*self.state.borrow() {
+            State::Bound => "bound",
+            State::Serving(_) => "serving",
+            State::Stopped => "stopped",
+        };
         formatter
             .debug_struct("Local")
-            .field("serving", &self.current().is_some())
+            .field("state", &state)
             .finish()
     }
 }
@@ -72,26 +99,13 @@ impl Local {
             stack: BoxCloneSyncService::new(stack),
             runtime: Handle::current(),
         };
-        *self.slot_mut() = Some(serving);
+        self.state.send_replace(State::Serving(serving));
     }
 
-    /// Refuses every call from now on (calls already made run to their end).
+    /// Refuses every call from now on, and those waiting for the service to serve (calls
+    /// already made run to their end).
     pub(crate) fn close(&self) {
-        *self.slot_mut() = None;
-    }
-
-    fn current(&self) -> Option<Serving> {
-        self.serving
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn slot_mut(&self) -> std::sync::RwLockWriteGuard<'_, Option<Serving>> {
-        // Nothing panics while holding the lock (it only swaps an Option).
-        self.serving
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.send_replace(State::Stopped);
     }
 
     /// A channel to this service whose calls end after `deadline` at most.
@@ -122,13 +136,15 @@ impl Service<http::Request<Body>> for LocalChannel {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let Some(Serving { mut stack, runtime }) = self.local.current() else {
-            let refused = tonic::ConnectError("the service is not serving in this process".into());
-            return Box::pin(std::future::ready(Err(refused.into())));
-        };
         let deadline =
             grpc_timeout(request.headers()).map_or(self.deadline, |asked| asked.min(self.deadline));
+        let mut state = self.local.state.subscribe();
         Box::pin(async move {
+            let until = tokio::time::Instant::now() + deadline;
+            let Serving { mut stack, runtime } =
+                tokio::time::timeout_at(until, serving(&mut state))
+                    .await
+                    .map_err(|_| tonic::TimeoutExpired(()))??;
             std::future::poll_fn(|context| stack.poll_ready(context))
                 .await
                 .unwrap_or_else(|never| match never {});
@@ -137,12 +153,26 @@ impl Service<http::Request<Body>> for LocalChannel {
                 let _callee = runtime.enter();
                 stack.call(request)
             };
-            match tokio::time::timeout(deadline, answer).await {
+            match tokio::time::timeout_at(until, answer).await {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(never)) => match never {},
                 Err(_) => Err(tonic::TimeoutExpired(()).into()),
             }
         })
+    }
+}
+
+/// The service's stack once it serves: at once while it does, after waiting while it is
+/// bound and not serving yet; refused once it has stopped.
+async fn serving(state: &mut watch::Receiver<State>) -> Result<Serving, BoxError> {
+    let refused = || tonic::ConnectError("the service is not serving in this process".into());
+    let state = state
+        .wait_for(|state| !matches!(state, State::Bound))
+        .await
+        .map_err(|_| refused())?;
+    match &*state {
+        State::Serving(serving) => Ok(serving.clone()),
+        State::Bound | State::Stopped => Err(refused().into()),
     }
 }
 
