@@ -144,6 +144,18 @@ async fn a_wal_grown_past_its_checkpoint_by_a_long_reader_shrinks_back() {
     );
 }
 
+/// A fresh SQLite database named after `name` holding `table` (its name and columns), as
+/// the stores' `Pool` and as the sqlx pool under it.
+async fn pool_with(name: &str, table: &str) -> (TestDatabase, Pool, SqlitePool) {
+    let database = TestDatabase::sqlite(name);
+    let sqlite = connect_sqlite(database.url()).await.unwrap();
+    sqlx::query(&format!("CREATE TABLE {table}"))
+        .execute(&sqlite)
+        .await
+        .unwrap();
+    (database, Pool::Sqlite(sqlite.clone()), sqlite)
+}
+
 /// A store transaction reads (a membership, a quota) and then writes. Begun deferred, it
 /// read on a snapshot, and a commit by another connection before its first write made
 /// that write fail at once with SQLITE_BUSY_SNAPSHOT ("database is locked", code 517),
@@ -151,17 +163,9 @@ async fn a_wal_grown_past_its_checkpoint_by_a_long_reader_shrinks_back() {
 /// `Pool::begin` takes the write lock first, so the other writer waits its turn instead.
 #[tokio::test]
 async fn a_transaction_that_reads_then_writes_commits_beside_another_writer() {
-    let database = TestDatabase::sqlite("snapshot");
-    let pool = Pool::Sqlite(connect_sqlite(database.url()).await.unwrap());
-    let Pool::Sqlite(sqlite) = &pool else {
-        unreachable!("made as a SQLite pool")
-    };
-    sqlx::query("CREATE TABLE counters (n INTEGER NOT NULL)")
-        .execute(sqlite)
-        .await
-        .unwrap();
+    let (_database, pool, sqlite) = pool_with("snapshot", "counters (n INTEGER NOT NULL)").await;
     sqlx::query("INSERT INTO counters VALUES (0)")
-        .execute(sqlite)
+        .execute(&sqlite)
         .await
         .unwrap();
 
@@ -196,7 +200,7 @@ async fn a_transaction_that_reads_then_writes_commits_beside_another_writer() {
         .unwrap()
         .expect("the other writer commits after it");
     let n: i64 = sqlx::query_scalar("SELECT n FROM counters")
-        .fetch_one(sqlite)
+        .fetch_one(&sqlite)
         .await
         .unwrap();
     assert_eq!(n, 11, "both writes are kept");
@@ -206,15 +210,7 @@ async fn a_transaction_that_reads_then_writes_commits_beside_another_writer() {
 /// reading its snapshot.
 #[tokio::test]
 async fn a_read_transaction_leaves_writers_free() {
-    let database = TestDatabase::sqlite("read-snapshot");
-    let pool = Pool::Sqlite(connect_sqlite(database.url()).await.unwrap());
-    let Pool::Sqlite(sqlite) = &pool else {
-        unreachable!("made as a SQLite pool")
-    };
-    sqlx::query("CREATE TABLE notes (body TEXT)")
-        .execute(sqlite)
-        .await
-        .unwrap();
+    let (_database, pool, sqlite) = pool_with("read-snapshot", "notes (body TEXT)").await;
     let count = "SELECT count(*) FROM notes";
 
     let mut read = pool.begin_read().await.unwrap();
@@ -224,7 +220,7 @@ async fn a_read_transaction_leaves_writers_free() {
     .unwrap();
     tokio::time::timeout(
         Duration::from_secs(2),
-        sqlx::query("INSERT INTO notes VALUES ('written meanwhile')").execute(sqlite),
+        sqlx::query("INSERT INTO notes VALUES ('written meanwhile')").execute(&sqlite),
     )
     .await
     .expect("a writer does not wait for a reader")
