@@ -13,7 +13,7 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, SubsecRound, Utc};
 use platform::grpc::timestamp;
 use platform::{
-    batch::GroupCommit,
+    batch::{self, GroupCommit},
     events::{Event, outbox::OutboxWaker},
     token::{AUDIENCE, Claims, ISSUER, TokenError, TokenVerifier},
 };
@@ -147,22 +147,24 @@ fn session_writer(store: UserStore) -> SessionWriter {
         let store = store.clone();
         async move {
             metrics::histogram!("auth_session_batch_size").record(batch.len() as f64);
-            let all: Vec<(&NewSession, &Event)> =
-                batch.iter().map(|(new, event)| (new, event)).collect();
-            match store.insert_sessions(all).await {
-                Ok(()) => batch.iter().map(|_| Ok(())).collect(),
-                Err(error) if batch.len() == 1 => vec![Err(error)],
-                // The batch failed as a whole: store each alone, so one login's failure
-                // is its own and every login gets an answer of its own.
-                Err(error) => {
-                    tracing::warn!(%error, size = batch.len(), "session batch failed; storing one by one");
-                    let mut outcomes = Vec::with_capacity(batch.len());
-                    for (new, event) in &batch {
-                        outcomes.push(store.insert_session(new, event).await);
-                    }
-                    outcomes
-                }
-            }
+            let (store, batch) = (&store, &batch);
+            batch::each_alone_on_failure(
+                batch.len(),
+                "session",
+                || async move {
+                    let sessions: Vec<(&NewSession, &Event)> =
+                        batch.iter().map(|(new, event)| (new, event)).collect();
+                    store
+                        .insert_sessions(sessions)
+                        .await
+                        .map(|()| vec![(); batch.len()])
+                },
+                |index| async move {
+                    let (new, event) = &batch[index];
+                    store.insert_session(new, event).await
+                },
+            )
+            .await
         }
     })
 }

@@ -5,7 +5,10 @@
 //! pay one WAL flush per batch instead of per message).
 
 use crate::store::{ChatStore, Inserted, NewMessage, StoreError};
-use platform::{batch::GroupCommit, events::outbox::OutboxWaker};
+use platform::{
+    batch::{self, GroupCommit},
+    events::outbox::OutboxWaker,
+};
 
 /// Most messages stored in one transaction.
 const MAX_BATCH: usize = 256;
@@ -44,30 +47,24 @@ async fn write(
     messages: Vec<NewMessage>,
 ) -> Vec<Result<Inserted, StoreError>> {
     metrics::histogram!("chat_message_batch_size").record(messages.len() as f64);
-    match store.insert_messages_mentioning(&messages).await {
-        Ok(stored) => {
-            if stored.iter().any(|inserted| {
-                matches!(inserted, Inserted::Stored { notifications, .. } if !notifications.is_empty())
-            }) {
-                outbox.wake();
-            }
-            stored.into_iter().map(Ok).collect()
-        }
-        // The batch failed as a whole: store each alone, so one message's failure is its
-        // own and every sender gets an answer of its own.
-        Err(error) => {
-            let size = messages.len();
-            tracing::warn!(%error, size, "message batch failed; storing one by one");
-            let mut outcomes = Vec::with_capacity(messages.len());
-            for message in &messages {
-                let stored = store
-                    .insert_messages_mentioning(std::slice::from_ref(message))
-                    .await
-                    .map(|mut stored| stored.pop().unwrap_or(Inserted::NotMember));
-                outcomes.push(stored);
-            }
-            outbox.wake();
-            outcomes
-        }
+    let (store, messages) = (&store, &messages);
+    let outcomes = batch::each_alone_on_failure(
+        messages.len(),
+        "message",
+        || store.insert_messages_mentioning(messages),
+        |index| async move {
+            store
+                .insert_messages_mentioning(std::slice::from_ref(&messages[index]))
+                .await
+                .map(|mut stored| stored.pop().unwrap_or(Inserted::NotMember))
+        },
+    )
+    .await;
+    let notified = outcomes.iter().any(|outcome| {
+        matches!(outcome, Ok(Inserted::Stored { notifications, .. }) if !notifications.is_empty())
+    });
+    if notified {
+        outbox.wake();
     }
+    outcomes
 }

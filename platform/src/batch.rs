@@ -131,6 +131,35 @@ fn answer<O>(replies: Vec<oneshot::Sender<O>>, outcomes: Vec<O>) {
     }
 }
 
+/// The answers of a batch of `items` items stored as one (`all`: one answer per item, in
+/// order), or, when the batch fails as a whole (one item can sink it), of each item stored
+/// alone (`one(index)`), so one item's failure is its own and every caller gets an answer
+/// of its own. A batch of one item that failed is answered with that failure: alone, it
+/// is the same commit. `what` names the items in the warning.
+pub async fn each_alone_on_failure<T, E, All, One>(
+    items: usize,
+    what: &str,
+    all: impl FnOnce() -> All,
+    one: impl Fn(usize) -> One,
+) -> Vec<Result<T, E>>
+where
+    E: std::fmt::Display,
+    All: Future<Output = Result<Vec<T>, E>>,
+    One: Future<Output = Result<T, E>>,
+{
+    let error = match all().await {
+        Ok(answers) => return answers.into_iter().map(Ok).collect(),
+        Err(error) if items == 1 => return vec![Err(error)],
+        Err(error) => error,
+    };
+    tracing::warn!(%error, size = items, "{what} batch failed; storing one by one");
+    let mut answers = Vec::with_capacity(items);
+    for index in 0..items {
+        answers.push(one(index).await);
+    }
+    answers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +170,55 @@ mod tests {
         },
         time::Duration,
     };
+
+    /// Stores `items` as one batch (failing as a whole when any is odd) or one alone
+    /// (failing when it is odd), counting the commits.
+    async fn stored(items: &[u32], commits: &AtomicUsize) -> Vec<Result<u32, String>> {
+        each_alone_on_failure(
+            items.len(),
+            "number",
+            || async {
+                commits.fetch_add(1, Ordering::SeqCst);
+                match items.iter().find(|item| *item % 2 == 1) {
+                    Some(odd) => Err(format!("{odd} is odd")),
+                    None => Ok(items.to_vec()),
+                }
+            },
+            |index| async move {
+                commits.fetch_add(1, Ordering::SeqCst);
+                let item = items[index];
+                if item % 2 == 1 {
+                    Err(format!("{item} is odd"))
+                } else {
+                    Ok(item)
+                }
+            },
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_is_stored_item_by_item_and_each_gets_its_own_answer() {
+        let commits = AtomicUsize::new(0);
+        assert_eq!(stored(&[2, 4], &commits).await, [Ok(2), Ok(4)]);
+        assert_eq!(
+            commits.swap(0, Ordering::SeqCst),
+            1,
+            "one commit for the batch"
+        );
+
+        let answers = stored(&[2, 3, 4], &commits).await;
+        assert_eq!(answers, [Ok(2), Err("3 is odd".to_owned()), Ok(4)]);
+        assert_eq!(
+            commits.swap(0, Ordering::SeqCst),
+            4,
+            "the batch, then each alone"
+        );
+
+        // Alone, a batch of one is the same commit: not made twice.
+        assert_eq!(stored(&[3], &commits).await, [Err("3 is odd".to_owned())]);
+        assert_eq!(commits.load(Ordering::SeqCst), 1);
+    }
 
     #[tokio::test]
     async fn each_caller_gets_its_own_outcome_and_concurrent_callers_share_a_batch() {
