@@ -1318,7 +1318,7 @@ async fn a_new_sqlite_chat_database_has_small_pages() {
         panic!("a sqlite:// URL opens SQLite");
     };
     let size: i64 = sqlx::query_scalar("PRAGMA page_size")
-        .fetch_one(&pool)
+        .fetch_one(pool.pool())
         .await
         .expect("PRAGMA page_size answers");
     assert_eq!(size, i64::from(store::SQLITE_PAGE_SIZE));

@@ -72,6 +72,7 @@ impl ProcessedEvents {
     /// Records that the event's audit entry is stored.
     pub async fn mark_audited(&self, event_id: Uuid) -> Result<(), sqlx::Error> {
         const SQL: &str = "UPDATE processed_events SET audited = TRUE WHERE event_id = $1";
+        let _turn = self.pool.write_turn().await?;
         on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(event_id)
@@ -88,6 +89,7 @@ impl ProcessedEvents {
         if records.is_empty() {
             return Ok(Vec::new());
         }
+        let _turn = self.pool.write_turn().await?;
         let inserted: Vec<Uuid> = on_pool!(&self.pool, |pool| {
             let mut insert = sqlx::QueryBuilder::new(
                 "INSERT INTO processed_events (event_id, routing_key, processed_at, audited) ",
@@ -110,6 +112,7 @@ impl ProcessedEvents {
     /// Forgets events processed before `before`; returns how many.
     pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
         const SQL: &str = "DELETE FROM processed_events WHERE processed_at < $1";
+        let _turn = self.pool.write_turn().await?;
         Ok(on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(before)

@@ -46,6 +46,7 @@ impl SentMails {
     ) -> Result<(), sqlx::Error> {
         const SQL: &str = "INSERT INTO sent_mails (idempotency_key, message_id, sent_at) \
                            VALUES ($1, $2, $3) ON CONFLICT (idempotency_key) DO NOTHING";
+        let _turn = self.pool.write_turn().await?;
         on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(key)
@@ -60,6 +61,7 @@ impl SentMails {
     /// Forgets mails sent before `before`; returns how many.
     pub async fn prune(&self, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
         const SQL: &str = "DELETE FROM sent_mails WHERE sent_at < $1";
+        let _turn = self.pool.write_turn().await?;
         Ok(on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(before)

@@ -6,7 +6,8 @@ use sqlx::{
     postgres::PgPoolOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Which backend a database URL names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +35,62 @@ pub enum Pool {
     /// PostgreSQL.
     Postgres(PgPool),
     /// SQLite.
-    Sqlite(SqlitePool),
+    Sqlite(Sqlite),
+}
+
+/// A SQLite pool and the turn its writers take.
+///
+/// SQLite lets one connection write at a time. A connection that finds the write lock
+/// taken waits in SQLite's busy handler, which sleeps and tries again (1, 2, 5, 10 … up
+/// to 100 ms a sleep) rather than queueing: the lock sits free while the waiters sleep,
+/// and whoever wakes first takes it, however long the others have waited. In a login
+/// storm auth's and chat's pool connections slept there 1,200 times a second, and logins
+/// waited seconds for commits that take a millisecond (docs/PERFORMANCE.md). So this
+/// process's writers of one database take turns in order first (a fair semaphore of one
+/// permit, shared by every pool of this process on that file: chat's writer and its main
+/// pool), and only another process (`microchat admin`) still meets the busy handler.
+#[derive(Debug, Clone)]
+pub struct Sqlite {
+    pool: SqlitePool,
+    writes: Arc<Semaphore>,
+}
+
+/// How long a writer waits for its turn before it is refused as unavailable: SQLite's
+/// own busy timeout, which it stood in.
+const WRITE_TURN_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Sqlite {
+    /// `pool` with a turn of its own: the only pool of this process writing its database.
+    pub fn new(pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            writes: Arc::new(Semaphore::new(1)),
+        }
+    }
+
+    /// Another pool on the same database, taking the same turns as this one.
+    pub fn beside(&self, pool: SqlitePool) -> Self {
+        Self {
+            pool,
+            writes: Arc::clone(&self.writes),
+        }
+    }
+
+    /// The sqlx pool.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Waits for this database's write turn (in order of asking), held until the permit
+    /// is dropped; after [`WRITE_TURN_TIMEOUT`], `PoolTimedOut` (a 503 for the caller).
+    pub async fn write_turn(&self) -> Result<OwnedSemaphorePermit, sqlx::Error> {
+        let turn = Arc::clone(&self.writes).acquire_owned();
+        match tokio::time::timeout(WRITE_TURN_TIMEOUT, turn).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => unreachable!("the write turn's semaphore is never closed"),
+            Err(_) => Err(sqlx::Error::PoolTimedOut),
+        }
+    }
 }
 
 /// Opens the pool a database URL names (`postgres://` or `sqlite://`).
@@ -49,7 +105,7 @@ pub async fn connect_paged(url: &str, sqlite_page_size: u32) -> anyhow::Result<P
         Some(Backend::Postgres) => connect_postgres(url, 16).await.map(Pool::Postgres),
         Some(Backend::Sqlite) => connect_sqlite_paged(url, sqlite_page_size)
             .await
-            .map(Pool::Sqlite),
+            .map(|pool| Pool::Sqlite(Sqlite::new(pool))),
         None => anyhow::bail!("unsupported database URL (use postgres:// or sqlite://)"),
     };
     pool.map_err(|error| naming(url, error))
@@ -64,7 +120,7 @@ pub async fn connect_migrated(
     let pool = connect(url).await?;
     let migrated = match &pool {
         Pool::Postgres(pool) => postgres.run(pool).await,
-        Pool::Sqlite(pool) => sqlite.run(pool).await,
+        Pool::Sqlite(pool) => sqlite.run(pool.pool()).await,
     };
     migrated.map_err(|error| naming(url, error))?;
     Ok(pool)
@@ -106,18 +162,36 @@ impl Pool {
 
     /// Begins a write transaction on a connection of the pool.
     ///
-    /// On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`), waiting in the busy
-    /// handler while another connection writes. A deferred transaction reads on its
-    /// snapshot and asks for the lock at its first write; if another connection committed
-    /// in between, SQLite cannot move the snapshot forward and fails the write at once
-    /// with `SQLITE_BUSY_SNAPSHOT` ("database is locked", code 517), whatever the busy
-    /// timeout. The stores' transactions read (a membership, a quota, a marker) before
-    /// they write: begun deferred, each could fail that way beside any other writer.
+    /// On SQLite it first waits for the database's write turn ([`Sqlite`]), held until
+    /// the transaction ends, and then takes the write lock at once (`BEGIN IMMEDIATE`). A
+    /// deferred transaction reads on its snapshot and asks for the lock at its first
+    /// write; if another connection committed in between, SQLite cannot move the snapshot
+    /// forward and fails the write at once with `SQLITE_BUSY_SNAPSHOT` ("database is
+    /// locked", code 517), whatever the busy timeout. The stores' transactions read (a
+    /// membership, a quota, a marker) before they write: begun deferred, each could fail
+    /// that way beside any other writer.
     pub async fn begin(&self) -> Result<Transaction, sqlx::Error> {
         Ok(match self {
             Self::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
-            Self::Sqlite(pool) => Transaction::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Sqlite(sqlite) => {
+                let turn = sqlite.write_turn().await?;
+                let tx = sqlite.pool.begin_with("BEGIN IMMEDIATE").await?;
+                Transaction::Sqlite(SqliteTransaction {
+                    tx,
+                    _turn: Some(turn),
+                })
+            }
         })
+    }
+
+    /// The write turn of a SQLite database ([`Sqlite`]), for a write outside a
+    /// transaction (one `INSERT`, `UPDATE` or `DELETE` run on the pool): hold it while the
+    /// statement runs. `None` on PostgreSQL, whose writers need no turns.
+    pub async fn write_turn(&self) -> Result<Option<OwnedSemaphorePermit>, sqlx::Error> {
+        match self {
+            Self::Postgres(_) => Ok(None),
+            Self::Sqlite(sqlite) => sqlite.write_turn().await.map(Some),
+        }
     }
 
     /// Begins a read-only transaction: its reads see one snapshot of the database. On
@@ -126,7 +200,10 @@ impl Pool {
     pub async fn begin_read(&self) -> Result<Transaction, sqlx::Error> {
         Ok(match self {
             Self::Postgres(pool) => Transaction::Postgres(pool.begin().await?),
-            Self::Sqlite(pool) => Transaction::Sqlite(pool.begin().await?),
+            Self::Sqlite(sqlite) => Transaction::Sqlite(SqliteTransaction {
+                tx: sqlite.pool.begin().await?,
+                _turn: None,
+            }),
         })
     }
 
@@ -147,7 +224,7 @@ impl Pool {
     ) -> Result<(), sqlx::migrate::MigrateError> {
         match self {
             Self::Postgres(pool) => postgres.run(pool).await,
-            Self::Sqlite(pool) => sqlite.run(pool).await,
+            Self::Sqlite(pool) => sqlite.run(pool.pool()).await,
         }
     }
 }
@@ -159,7 +236,24 @@ pub enum Transaction {
     /// PostgreSQL.
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
     /// SQLite.
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Sqlite(SqliteTransaction),
+}
+
+/// A SQLite transaction and, for a write transaction, the database's write turn
+/// ([`Sqlite`]), given back when the transaction ends.
+#[derive(Debug)]
+pub struct SqliteTransaction {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    // Dropped after `tx` (fields drop in order): a transaction dropped without a commit
+    // has queued its rollback before the next writer's turn begins.
+    _turn: Option<OwnedSemaphorePermit>,
+}
+
+impl SqliteTransaction {
+    /// The sqlx transaction, for [`on_tx!`].
+    pub fn sqlx(&mut self) -> &mut sqlx::Transaction<'static, sqlx::Sqlite> {
+        &mut self.tx
+    }
 }
 
 impl Transaction {
@@ -175,7 +269,7 @@ impl Transaction {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
             Self::Postgres(tx) => tx.commit().await,
-            Self::Sqlite(tx) => tx.commit().await,
+            Self::Sqlite(sqlite) => sqlite.tx.commit().await,
         }
     }
 }
@@ -190,7 +284,10 @@ macro_rules! on_pool {
     ($pool:expr, |$p:ident| $body:expr) => {
         match $pool {
             $crate::sql::Pool::Postgres($p) => $body,
-            $crate::sql::Pool::Sqlite($p) => $body,
+            $crate::sql::Pool::Sqlite(sqlite) => {
+                let $p = sqlite.pool();
+                $body
+            }
         }
     };
 }
@@ -202,7 +299,10 @@ macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
         match $tx {
             $crate::sql::Transaction::Postgres($c) => $body,
-            $crate::sql::Transaction::Sqlite($c) => $body,
+            $crate::sql::Transaction::Sqlite(sqlite) => {
+                let $c = sqlite.sqlx();
+                $body
+            }
         }
     };
 }
@@ -277,7 +377,8 @@ pub async fn connect_sqlite_paged(url: &str, page_size: u32) -> Result<SqlitePoo
 /// connection keeps its cache across its own commits, and its writers queue in the pool.
 /// SQLite lets one writer commit at a time anyway.
 ///
-/// `None` for an in-memory database: a second pool would open another database.
+/// `None` for an in-memory database: a second pool would open another database. (A
+/// store wraps it with [`Sqlite::beside`] its main pool, so both take the same turns.)
 pub async fn connect_sqlite_writer(
     url: &str,
     page_size: u32,

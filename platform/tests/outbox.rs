@@ -51,7 +51,7 @@ impl TestOutbox {
             .await
             .expect("the outbox table is created");
         Self {
-            pool: Pool::Sqlite(pool),
+            pool: Pool::Sqlite(platform::sql::Sqlite::new(pool)),
             _database: database,
         }
     }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use platform::{
     on_tx,
-    sql::{Pool, SQLITE_PAGE_SIZE, connect_sqlite, connect_sqlite_paged, connect_sqlite_writer},
+    sql::{
+        Pool, SQLITE_PAGE_SIZE, Sqlite, connect_sqlite, connect_sqlite_paged, connect_sqlite_writer,
+    },
     testing::TestDatabase,
 };
 use sqlx::SqlitePool;
@@ -153,7 +155,7 @@ async fn pool_with(name: &str, table: &str) -> (TestDatabase, Pool, SqlitePool) 
         .execute(&sqlite)
         .await
         .unwrap();
-    (database, Pool::Sqlite(sqlite.clone()), sqlite)
+    (database, Pool::Sqlite(Sqlite::new(sqlite.clone())), sqlite)
 }
 
 /// A store transaction reads (a membership, a quota) and then writes. Begun deferred, it
@@ -231,4 +233,128 @@ async fn a_read_transaction_leaves_writers_free() {
     .unwrap();
     assert_eq!((before, again), (0, 0), "the reader keeps its snapshot");
     drop(read);
+}
+
+/// Inserts `name` into `log` in a transaction of `pool` (begun with [`Pool::begin`]).
+async fn log_in_turn(pool: &Pool, name: &str) {
+    let mut tx = pool.begin().await.expect("the writer gets its turn");
+    on_tx!(&mut tx, |c| sqlx::query(
+        "INSERT INTO log (name) VALUES ($1)"
+    )
+    .bind(name)
+    .execute(&mut **c)
+    .await
+    .map(drop))
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Lets every spawned task run until it waits (the tests run on one thread).
+async fn let_the_others_run() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// SQLite lets one connection write at a time, and one that finds the lock taken sleeps
+/// in the busy handler and tries again, so whoever wakes first writes next (a login
+/// storm's writers slept there 1,200 times a second). The process's writers of one
+/// database take turns in the order they asked instead, whichever pool they are on:
+/// a store's one-connection writer pool takes the same turns as its main pool.
+#[tokio::test]
+async fn writers_of_one_database_take_turns_in_the_order_they_asked() {
+    let (database, pool, sqlite) = pool_with(
+        "turns",
+        "log (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL)",
+    )
+    .await;
+    let Pool::Sqlite(main) = &pool else {
+        unreachable!("pool_with opens SQLite")
+    };
+    let writer = connect_sqlite_writer(database.url(), SQLITE_PAGE_SIZE)
+        .await
+        .unwrap()
+        .expect("a database file gets a writer pool");
+    let writer = Pool::Sqlite(main.beside(writer));
+
+    let first = pool.begin().await.unwrap();
+    let mut waiting = Vec::new();
+    for (index, name) in ["b", "c", "d", "e", "f"].into_iter().enumerate() {
+        // Every other one on the writer pool.
+        let on = if index % 2 == 0 { &pool } else { &writer }.clone();
+        waiting.push(tokio::spawn(async move { log_in_turn(&on, name).await }));
+        let_the_others_run().await;
+    }
+    assert!(
+        waiting.iter().all(|task| !task.is_finished()),
+        "nobody writes while the first transaction is open"
+    );
+    drop(first);
+    for task in waiting {
+        task.await.unwrap();
+    }
+    let order: Vec<String> = sqlx::query_scalar("SELECT name FROM log ORDER BY seq")
+        .fetch_all(&sqlite)
+        .await
+        .unwrap();
+    assert_eq!(order, ["b", "c", "d", "e", "f"], "in the order they asked");
+}
+
+/// A transaction dropped without a commit rolls back and gives its turn to the next
+/// writer, whose transaction commits.
+#[tokio::test]
+async fn a_dropped_transaction_rolls_back_and_passes_the_turn_on() {
+    let (_database, pool, sqlite) = pool_with(
+        "dropped",
+        "log (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL)",
+    )
+    .await;
+    let mut abandoned = pool.begin().await.unwrap();
+    on_tx!(&mut abandoned, |c| sqlx::query(
+        "INSERT INTO log (name) VALUES ('abandoned')"
+    )
+    .execute(&mut **c)
+    .await
+    .map(drop))
+    .unwrap();
+    let next = {
+        let pool = pool.clone();
+        tokio::spawn(async move { log_in_turn(&pool, "next").await })
+    };
+    let_the_others_run().await;
+    drop(abandoned);
+    tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("the next writer gets the turn")
+        .unwrap();
+    let names: Vec<String> = sqlx::query_scalar("SELECT name FROM log ORDER BY seq")
+        .fetch_all(&sqlite)
+        .await
+        .unwrap();
+    assert_eq!(names, ["next"]);
+}
+
+/// A writer that does not get its turn within SQLite's busy timeout (5 s) is refused as
+/// unavailable (a 503 and a later retry for its caller), as SQLite refused it before.
+#[tokio::test]
+async fn a_writer_kept_waiting_past_the_busy_timeout_is_refused_as_unavailable() {
+    let (_database, pool, _sqlite) = pool_with("timeout", "log (name TEXT)").await;
+    let holder = pool.begin().await.unwrap();
+    tokio::time::pause();
+    let refused = pool
+        .begin()
+        .await
+        .expect_err("no turn while another transaction holds it");
+    assert!(
+        platform::sql::is_unavailable(&refused),
+        "unavailable, not a failure of the request: {refused}"
+    );
+    let refused = pool
+        .write_turn()
+        .await
+        .expect_err("a single statement waits for the same turn");
+    assert!(platform::sql::is_unavailable(&refused));
+    tokio::time::resume();
+    drop(holder);
+    log_in_turn(&pool, "after").await;
 }

@@ -231,6 +231,7 @@ impl UserStore {
     ) -> Result<Option<Vec<Uuid>>, StoreError> {
         const MARK: &str =
             "UPDATE users SET deleting_since = COALESCE(deleting_since, $2) WHERE id = $1";
+        let _turn = self.pool.write_turn().await?;
         let marked = on_pool!(&self.pool, |pool| {
             sqlx::query(MARK)
                 .bind(id)

@@ -134,6 +134,7 @@ impl UserStore {
                            previous_refresh_hash = $2, rotated_at = $5, last_used_at = $5 \
                            WHERE id = $1 AND refresh_hash = $2 AND revoked_at IS NULL";
         let rotated_at = Utc::now().trunc_subsecs(6);
+        let _turn = self.pool.write_turn().await?;
         let rotated = on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(id)
@@ -210,6 +211,7 @@ impl UserStore {
     /// Drops feed entries whose tokens have all expired by `now` (epoch seconds).
     pub async fn prune_revocations(&self, now: i64) -> Result<u64, StoreError> {
         const SQL: &str = "DELETE FROM revocations WHERE forget_after <= $1";
+        let _turn = self.pool.write_turn().await?;
         Ok(on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(now)

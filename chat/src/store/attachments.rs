@@ -355,6 +355,7 @@ impl ChatStore {
     ) -> Result<bool, StoreError> {
         const SQL: &str =
             "UPDATE attachments SET thumbnail_type = $2, thumbnail_size = $3 WHERE id = $1";
+        let _turn = self.pool.write_turn().await?;
         let changed = on_pool!(&self.pool, |pool| sqlx::query(SQL)
             .bind(id)
             .bind(content_type)

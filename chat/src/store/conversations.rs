@@ -274,6 +274,7 @@ impl ChatStore {
         user: &UserRef,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let _turn = self.pool.write_turn().await?;
         let added = on_pool!(&self.pool, |pool| {
             sqlx::query(ADD_MEMBER)
                 .bind(conversation)
@@ -290,6 +291,7 @@ impl ChatStore {
     /// Removes a member; false if they were not one.
     pub async fn leave(&self, conversation: Uuid, user: Uuid) -> Result<bool, StoreError> {
         const SQL: &str = "DELETE FROM memberships WHERE conversation_id = $1 AND user_id = $2";
+        let _turn = self.pool.write_turn().await?;
         let removed = on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(conversation)

@@ -4,7 +4,7 @@
 //! the same statements (`$n` placeholders work in both, and may repeat), and each runs on
 //! the backend of the pool through [`platform::on_pool!`] / [`platform::on_tx!`]. The few
 //! dialect differences (a row lock, the full-text search) are chosen by the pool's
-//! [`Backend`]. Its methods are split by aggregate, one file each: `conversations.rs`
+//! [`Backend`](platform::sql::Backend). Its methods are split by aggregate, one file each: `conversations.rs`
 //! (rooms, directs, memberships), `messages.rs` (batched inserts, history, edits,
 //! deletions, reactions, unread counts), `presence.rs` (sockets, brokers, last seen),
 //! `sessions.rs`, `notifications.rs`, `search.rs`, `attachments.rs` (files' rows), and
@@ -38,7 +38,7 @@ use platform::{
         Event,
         outbox::{self, Outbox},
     },
-    sql::{Backend, Pool, Transaction},
+    sql::{Pool, Transaction},
 };
 use uuid::Uuid;
 
@@ -89,12 +89,13 @@ pub const SQLITE_PAGE_SIZE: u32 = 1024;
 /// Opens the store a database URL names and applies its migrations.
 pub async fn connect(url: &str) -> anyhow::Result<ChatStore> {
     let pool = platform::sql::connect_paged(url, SQLITE_PAGE_SIZE).await?;
-    let writer = match pool.backend() {
-        Backend::Sqlite => platform::sql::connect_sqlite_writer(url, SQLITE_PAGE_SIZE)
+    let writer = match &pool {
+        // Its writers and the main pool's take the same turns.
+        Pool::Sqlite(main) => platform::sql::connect_sqlite_writer(url, SQLITE_PAGE_SIZE)
             .await?
-            .map(Pool::Sqlite),
+            .map(|writer| Pool::Sqlite(main.beside(writer))),
         // PostgreSQL's connections share one buffer cache: nothing to keep apart.
-        Backend::Postgres => None,
+        Pool::Postgres(_) => None,
     };
     // An in-memory SQLite database has no writer of its own: a second pool would open
     // another database.

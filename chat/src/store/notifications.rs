@@ -151,6 +151,7 @@ impl ChatStore {
                 super::placeholders_from(3, ids.len())
             ));
         }
+        let _turn = self.pool.write_turn().await?;
         let marked = on_pool!(&self.pool, |pool| {
             let mut update = sqlx::query(&sql).bind(at).bind(user);
             for id in ids {

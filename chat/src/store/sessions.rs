@@ -69,6 +69,7 @@ impl ChatStore {
             "INSERT INTO chat_sessions ({COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (session_id) DO NOTHING"
         );
+        let _turn = self.pool.write_turn().await?;
         let inserted = on_pool!(&self.pool, |pool| {
             sqlx::query(&sql)
                 .bind(session.session_id)
@@ -101,6 +102,7 @@ impl ChatStore {
              ON CONFLICT (session_id) DO UPDATE SET ended_at = excluded.ended_at \
              WHERE chat_sessions.ended_at IS NULL"
         );
+        let _turn = self.pool.write_turn().await?;
         let ended = on_pool!(&self.pool, |pool| {
             sqlx::query(&sql)
                 .bind(session_id)
@@ -116,6 +118,7 @@ impl ChatStore {
 
     /// Forgets every session of a user (account deleted); returns how many.
     pub async fn forget_chat_sessions(&self, user: Uuid) -> Result<u32, StoreError> {
+        let _turn = self.pool.write_turn().await?;
         let forgotten = on_pool!(&self.pool, |pool| {
             sqlx::query("DELETE FROM chat_sessions WHERE user_id = $1")
                 .bind(user)

@@ -72,6 +72,7 @@ impl Digests {
              VALUES ($1, $2, $3, $3, $4) ON CONFLICT (user_id) DO UPDATE \
              SET last_at = excluded.last_at WHERE mention_digests.last_at < excluded.last_at";
         let due = Utc::now() + TimeDelta::from_std(self.period).unwrap_or(TimeDelta::MAX);
+        let _turn = self.pool.write_turn().await?;
         on_pool!(&self.pool, |pool| {
             sqlx::query(SQL)
                 .bind(user)
@@ -104,6 +105,7 @@ impl Digests {
         const NEXT: &str = "UPDATE mention_digests SET since = $2, due_at = $3 WHERE user_id = $1";
         let next_due = Utc::now() + TimeDelta::from_std(self.period).unwrap_or(TimeDelta::MAX);
         let after = through + TimeDelta::microseconds(1);
+        let _turn = self.pool.write_turn().await?;
         on_pool!(&self.pool, |pool| {
             let deleted = sqlx::query(DELETE)
                 .bind(due.user_id)

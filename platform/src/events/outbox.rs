@@ -303,9 +303,10 @@ impl Relay {
                 tx.commit().await?;
                 rows
             }
-            Pool::Sqlite(pool) => {
+            Pool::Sqlite(sqlite) => {
                 // One process owns a SQLite file, so one relay reads it, and SQLite commits
                 // one writer at a time: the rows read are a contiguous range of seq.
+                let pool = sqlite.pool();
                 let rows: Vec<Row> = sqlx::query_as(SELECT)
                     .bind(i64::from(BATCH))
                     .fetch_all(pool)
@@ -314,6 +315,7 @@ impl Relay {
                     return Ok(0);
                 };
                 self.publish(&rows).await?;
+                let _turn = sqlite.write_turn().await?;
                 sqlx::query("DELETE FROM outbox WHERE seq BETWEEN $1 AND $2")
                     .bind(first.seq)
                     .bind(last.seq)
