@@ -71,6 +71,11 @@ pub struct Overloaded {
 pub struct Admission {
     /// The longest expected wait admitted; zero admits everything.
     target: Duration,
+    /// The runtime lag at which everything is refused (see [`Admission::with_lag_limit`]).
+    lag_limit: Duration,
+    /// Whether more than the floor are refused before a rate was measured (see
+    /// [`Admission::admitting_until_measured`]).
+    refuse_unmeasured: bool,
     /// Sends always admitted, whatever the estimate.
     floor: usize,
     state: Mutex<State>,
@@ -110,6 +115,8 @@ impl Admission {
     pub fn new(target: Duration, floor: usize, now: Instant) -> Self {
         Self {
             target,
+            lag_limit: target / 2,
+            refuse_unmeasured: true,
             floor: floor.max(1),
             state: Mutex::new(State {
                 queued: 0,
@@ -125,6 +132,27 @@ impl Admission {
                 next_lag: 0,
             }),
         }
+    }
+
+    /// Refuses everything while the runtime lags `limit` or more (zero: never), whatever the target
+    /// (by default half the target: a send waits for the runtime twice). A gate for work
+    /// that can wait, such as sign-ins, sets it lower than its own target: in a login
+    /// storm the sign-ins then give way before the sockets' frames fall behind, however
+    /// long a sign-in itself may take.
+    #[must_use]
+    pub fn with_lag_limit(mut self, limit: Duration) -> Self {
+        self.lag_limit = limit;
+        self
+    }
+
+    /// Admits any queue until a rate was measured (the runtime's lag still refuses). For
+    /// a gate whose floor is far below a burst that is served in time: a page of 50
+    /// users signing up at once on a quiet broker must not be refused because nothing
+    /// was measured yet.
+    #[must_use]
+    pub fn admitting_until_measured(mut self) -> Self {
+        self.refuse_unmeasured = false;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -159,15 +187,14 @@ impl Admission {
         if self.target.is_zero() {
             return None;
         }
-        let lag = state.lag * 2;
-        if lag >= self.target {
+        if !self.lag_limit.is_zero() && state.lag >= self.lag_limit {
             return Some("runtime_lag");
         }
-        let room = (self.target - lag).as_secs_f64();
+        let room = self.target.saturating_sub(state.lag * 2).as_secs_f64();
         let full = state.queued >= self.floor
-            && state
-                .rate
-                .is_none_or(|rate| state.queued as f64 >= rate * room);
+            && state.rate.map_or(self.refuse_unmeasured, |rate| {
+                state.queued as f64 >= rate * room
+            });
         full.then_some("queue_delay")
     }
 
@@ -251,9 +278,9 @@ const LAG_PROBE: Duration = Duration::from_millis(10);
 
 /// Measures, until `shutdown`, how late the runtime wakes a task that sleeps
 /// [`LAG_PROBE`]: the time a woken task waits for its turn, which every socket's frames
-/// wait too. Tells `admission` each time.
+/// wait too. Tells each of `gates` each time.
 pub async fn probe_lag(
-    admission: std::sync::Arc<Admission>,
+    gates: Vec<std::sync::Arc<Admission>>,
     shutdown: platform::shutdown::Shutdown,
 ) {
     loop {
@@ -266,7 +293,9 @@ pub async fn probe_lag(
         let late = asleep
             .elapsed()
             .saturating_sub(LAG_PROBE + Duration::from_millis(1));
-        admission.record_lag(late);
+        for gate in &gates {
+            gate.record_lag(late);
+        }
         metrics::histogram!("broker_runtime_lag_seconds").record(late.as_secs_f64());
     }
 }
@@ -444,6 +473,73 @@ mod tests {
         }
         let refused = admission.admit(now).expect_err("over rate × what is left");
         assert_eq!(refused.reason, "queue_delay");
+    }
+
+    /// The sign-in gate: a target of a second, a lag limit of 25 ms, and no refusal on
+    /// the queue before a rate was measured.
+    fn sign_in_gate(start: Instant) -> Admission {
+        Admission::new(Duration::from_secs(1), 8, start)
+            .with_lag_limit(Duration::from_millis(25))
+            .admitting_until_measured()
+    }
+
+    #[test]
+    fn work_that_can_wait_gives_way_at_its_own_lag_limit() {
+        let start = Instant::now();
+        let admission = sign_in_gate(start);
+        for _ in 0..LAG_SAMPLES {
+            admission.record_lag(Duration::from_millis(20));
+        }
+        assert!(admission.admit(start).is_ok(), "under the limit");
+        for _ in 0..LAG_SAMPLES {
+            admission.record_lag(Duration::from_millis(30));
+        }
+        let refused = admission
+            .admit(start)
+            .expect_err("30 ms of lag is over the sign-ins' 25 ms, far under their target");
+        assert_eq!(refused.reason, "runtime_lag");
+        assert!(
+            refused.retry_after >= Duration::from_secs(1),
+            "a refused sign-in comes back no sooner than its target: {refused:?}"
+        );
+        for _ in 0..LAG_SAMPLES {
+            admission.record_lag(Duration::ZERO);
+        }
+        assert!(
+            admission.admit(start).is_ok(),
+            "admitted once the runtime caught up"
+        );
+    }
+
+    #[test]
+    fn a_gate_admitting_until_measured_takes_a_burst_then_bounds_the_queue() {
+        let start = Instant::now();
+        let admission = sign_in_gate(start);
+        let burst: Vec<_> = (0..500)
+            .map(|_| {
+                admission
+                    .admit(start)
+                    .expect("nothing measured: a burst is admitted")
+            })
+            .collect();
+        drop(burst);
+        // 200 a second with 50 always queued: a quarter of a second each.
+        let (mut tickets, now) = run_busy(&admission, start, 50, 200, 10);
+        let rate = admission.rate().expect("measured");
+        assert!((150.0..=250.0).contains(&rate), "{rate}");
+        while admission.queued() < 150 {
+            tickets.push(admission.admit(now).expect("under rate × target"));
+        }
+        while admission
+            .admit(now)
+            .map(|ticket| tickets.push(ticket))
+            .is_ok()
+        {}
+        assert!(
+            admission.queued() <= 260,
+            "about rate × target are queued: {}",
+            admission.queued()
+        );
     }
 
     #[test]

@@ -111,6 +111,13 @@ pub struct Config {
     /// frame, REST 503) instead of queued; 0s never refuses.
     #[arg(long = "broker-send-queue-target", id = "broker-send-queue-target", value_name = "DURATION", env = "BROKER_SEND_QUEUE_TARGET", default_value = "100ms", value_parser = parse_duration)]
     pub send_queue_target: Duration,
+    /// Longest a sign-in (registration, login, token refresh) is expected to wait for
+    /// auth before new ones are refused as `overloaded` (503 with `Retry-After`) instead
+    /// of queued; they are refused too while the broker's runtime lags a quarter of
+    /// `BROKER_SEND_QUEUE_TARGET`, so a login storm gives way to the open sockets. 0s
+    /// never refuses.
+    #[arg(long = "broker-sign-in-queue-target", id = "broker-sign-in-queue-target", value_name = "DURATION", env = "BROKER_SIGN_IN_QUEUE_TARGET", default_value = "1s", value_parser = parse_duration)]
+    pub sign_in_queue_target: Duration,
     /// Deadline of each gRPC call to a service.
     #[arg(long = "broker-grpc-timeout", id = "broker-grpc-timeout", value_name = "DURATION", env = "BROKER_GRPC_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub grpc_timeout: Duration,

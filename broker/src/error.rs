@@ -99,15 +99,28 @@ impl ApiError {
     /// 503 with `Retry-After`: the broker refused a send it could not serve in time
     /// (admission control, [`crate::admission`]); nothing was stored.
     pub fn overloaded(retry_after: std::time::Duration) -> Self {
+        Self::overloaded_saying(
+            retry_after,
+            "the server is overloaded and did not send this message; retry after Retry-After seconds",
+        )
+    }
+
+    /// 503 with `Retry-After`: the broker refused a registration, login or token refresh
+    /// it could not serve in time (admission control, [`crate::admission`]); nothing
+    /// was done.
+    pub fn sign_in_overloaded(retry_after: std::time::Duration) -> Self {
+        Self::overloaded_saying(
+            retry_after,
+            "the server is too busy to sign you in right now; retry after Retry-After seconds",
+        )
+    }
+
+    fn overloaded_saying(retry_after: std::time::Duration, message: &'static str) -> Self {
         // Retry-After counts whole seconds: round up, so a client never comes back early.
         let seconds = retry_after.as_millis().div_ceil(1000);
         Self {
             retry_after: Some(u64::try_from(seconds).unwrap_or(u64::MAX).max(1)),
-            ..Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "overloaded",
-                "the server is overloaded and did not send this message; retry after Retry-After seconds",
-            )
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
         }
     }
 

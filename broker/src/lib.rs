@@ -59,6 +59,24 @@ const SOCKETS_CLOSING_AT_ONCE: usize = 128;
 /// Uploads one user may have in flight on one broker (the pages run three at once).
 const UPLOADS_PER_USER: usize = 4;
 
+/// Sign-ins waiting for auth that are always admitted: auth hashes one password per core
+/// at a time, and a few in its queue keep it busy.
+const SIGN_INS_ALWAYS_ADMITTED: usize = 8;
+
+/// The gate in front of sign-ins: refuses one expected to wait for auth longer than
+/// `BROKER_SIGN_IN_QUEUE_TARGET` (once auth's rate was measured: a burst on a quiet
+/// broker is served), and every one while the runtime lags a quarter of the send target
+/// (half what refuses sends), so sign-ins give way first.
+fn sign_in_gate(config: &Config) -> admission::Admission {
+    admission::Admission::new(
+        config.sign_in_queue_target,
+        SIGN_INS_ALWAYS_ADMITTED,
+        std::time::Instant::now(),
+    )
+    .with_lag_limit(config.send_queue_target / 4)
+    .admitting_until_measured()
+}
+
 /// The inside of [`AppState`].
 pub struct Shared {
     config: Arc<Config>,
@@ -68,6 +86,8 @@ pub struct Shared {
     chat_files: ChatClient<TracedChannel>,
     /// Messages to chat, batched.
     sends: sends::Sends,
+    /// Whether a new sign-in can be served in time ([`admission`]).
+    sign_ins: Arc<admission::Admission>,
     logger: LoggerClient<TracedChannel>,
     mail: MailClient<TracedChannel>,
     health: HealthClient<TracedChannel>,
@@ -203,6 +223,7 @@ impl BrokerService {
             health: HealthClient::new(auth_channel),
             chat_health: HealthClient::new(chat_channel),
             sends: sends::Sends::start(chat.clone(), config.grpc_timeout, config.send_queue_target),
+            sign_ins: Arc::new(sign_in_gate(&config)),
             auth,
             chat,
             chat_files,
@@ -258,7 +279,7 @@ impl BrokerService {
             )),
             tokio::spawn(forget_idle_clients(limiters, shutdown.clone())),
             tokio::spawn(admission::probe_lag(
-                state.sends.admission(),
+                vec![state.sends.admission(), Arc::clone(&state.sign_ins)],
                 shutdown.clone(),
             )),
         ];

@@ -16,7 +16,7 @@
 //! | 415 | a body not sent as `application/json` | operations with a body |
 //! | 429 | over the route's rate limit (with `Retry-After`) | every operation |
 //! | 502 | a service behind the broker failed | every operation |
-//! | 503 | a service behind the broker is down, or the request outlived its deadline (a send the server is too loaded to serve in time: `overloaded`, with `Retry-After`) | every operation |
+//! | 503 | a service behind the broker is down, or the request outlived its deadline (a send, registration, login or token refresh the server is too loaded to serve in time: `overloaded`, with `Retry-After`) | every operation |
 //!
 //! Every one of these answers carries the JSON error body [`error::ErrorBody`].
 
@@ -198,7 +198,7 @@ fn add_shared_answers(operation: &mut Operation, method: &HttpMethod, has_path_i
         (
             true,
             "503",
-            "A service behind the broker is unavailable, or the request took too long.",
+            "A service behind the broker is unavailable, or the request took too long; `overloaded` (with Retry-After seconds): the server is too loaded to serve it in time, retry then.",
         ),
     ];
     for (applies, status, description) in shared {

@@ -2,6 +2,7 @@
 
 use crate::{
     AppState,
+    admission::Ticket,
     error::{ApiError, ErrorBody},
     extract::{
         ApiBytes, ApiJson, ApiQuery, AuthUser, Credential, REFRESH_COOKIE, SESSION_COOKIE,
@@ -305,13 +306,10 @@ pub async fn register(
         email: body.email,
         password: body.password,
     };
-    let answer = state
-        .auth
-        .clone()
-        .register(request)
-        .await
-        .map_err(from_auth)?
-        .into_inner();
+    let ticket = admit_sign_in(&state)?;
+    let answer = state.auth.clone().register(request).await;
+    answered(ticket, &answer);
+    let answer = answer.map_err(from_auth)?.into_inner();
     let user = answer.user.ok_or_else(|| ApiError::unavailable("auth"))?;
     Ok((
         StatusCode::CREATED,
@@ -319,6 +317,35 @@ pub async fn register(
             user: user_view(user),
         }),
     ))
+}
+
+/// Admits a sign-in through the broker's gate, or refuses it at once as `overloaded`
+/// with a retry hint when auth cannot serve it in time ([`crate::admission`]): in a
+/// login storm the sign-ins queue no longer than the target, the others come back
+/// later, and none of them waits out the deadline.
+pub(crate) fn admit_sign_in(state: &AppState) -> Result<Ticket<'_>, ApiError> {
+    state
+        .sign_ins
+        .admit(std::time::Instant::now())
+        .map_err(|refusal| {
+            metrics::counter!("broker_sign_ins_refused_total", "reason" => refusal.reason)
+                .increment(1);
+            ApiError::sign_in_overloaded(refusal.retry_after)
+        })
+}
+
+/// Gives a sign-in's place back, counting it towards auth's measured rate when auth
+/// answered it (a call that failed for want of auth says nothing of its rate).
+pub(crate) fn answered<T>(ticket: Ticket<'_>, answer: &Result<T, tonic::Status>) {
+    let gone = answer.as_ref().is_err_and(|status| {
+        matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        )
+    });
+    if !gone {
+        ticket.finished();
+    }
 }
 
 /// Why auth refused a login: a deactivated account (told only after the right
@@ -349,13 +376,10 @@ pub async fn login(
         password: body.password,
         client: Some(client_info(client, &headers)),
     };
-    let answer = state
-        .auth
-        .clone()
-        .login(request)
-        .await
-        .map_err(login_refused)?
-        .into_inner();
+    let ticket = admit_sign_in(&state)?;
+    let answer = state.auth.clone().login(request).await;
+    answered(ticket, &answer);
+    let answer = answer.map_err(login_refused)?.into_inner();
     logged_in(&state, answer)
 }
 
@@ -387,13 +411,10 @@ pub async fn refresh(
         refresh_token: token,
         client: Some(client_info(client, &headers)),
     };
-    let answer = state
-        .auth
-        .clone()
-        .refresh(request)
-        .await
-        .map_err(from_auth)?
-        .into_inner();
+    let ticket = admit_sign_in(&state)?;
+    let answer = state.auth.clone().refresh(request).await;
+    answered(ticket, &answer);
+    let answer = answer.map_err(from_auth)?.into_inner();
     logged_in(&state, answer)
 }
 

@@ -15,7 +15,7 @@ use crate::{
     error::{ApiError, ErrorBody},
     extract::{ApiBytes, AuthUser, check_origin, require_json},
     middleware::ClientAddr,
-    routes::auth::client_info,
+    routes::auth::{admit_sign_in, answered, client_info},
 };
 use axum::{
     Extension, Json,
@@ -232,11 +232,10 @@ async fn authenticate(
         password: payload.password,
         client: Some(client_info(client, headers)),
     };
-    let answer = state
-        .auth
-        .clone()
-        .login(request)
-        .await
+    let ticket = admit_sign_in(state)?;
+    let answer = state.auth.clone().login(request).await;
+    answered(ticket, &answer);
+    let answer = answer
         .map_err(|status| ApiError::from_grpc("auth", &status))?
         .into_inner();
     let user = answer.user.unwrap_or_default();
