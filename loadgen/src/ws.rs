@@ -277,6 +277,59 @@ async fn request(
     token: Option<&str>,
     body: Option<Value>,
 ) -> Result<(StatusCode, Value)> {
+    let (status, body, _) = answer(connection, broker, method, path, token, body).await?;
+    Ok((status, body))
+}
+
+/// Sign-ins refused as overloaded are tried again (as the pages do) until this long
+/// after the first try.
+const SIGN_IN_PATIENCE: Duration = Duration::from_secs(60);
+
+/// POSTs a sign-in (`/api/auth/register` or `/api/auth/login`), and when the broker
+/// refuses it as `overloaded`, waits its `Retry-After` (stretched by up to half again at
+/// random, so the refused do not come back as one wave) and tries again, for up to
+/// [`SIGN_IN_PATIENCE`]: what a client is told to do. Also returns how often it was
+/// refused.
+async fn sign_in(
+    connection: &mut Connection,
+    broker: &LoopbackUrl,
+    path: &str,
+    body: &Value,
+) -> Result<(StatusCode, Value, u32)> {
+    let give_up = Instant::now() + SIGN_IN_PATIENCE;
+    let mut refused = 0;
+    loop {
+        let (status, answer, retry_after) = answer(
+            connection,
+            broker,
+            Method::POST,
+            path,
+            None,
+            Some(body.clone()),
+        )
+        .await?;
+        let overloaded =
+            status == StatusCode::SERVICE_UNAVAILABLE && answer["error"]["code"] == "overloaded";
+        let wait = retry_after
+            .unwrap_or(Duration::from_secs(1))
+            .mul_f64(1.0 + fastrand::f64() / 2.0);
+        if !overloaded || Instant::now() + wait > give_up {
+            return Ok((status, answer, refused));
+        }
+        refused += 1;
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// As [`request`], with the answer's `Retry-After`, if any.
+async fn answer(
+    connection: &mut Connection,
+    broker: &LoopbackUrl,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Result<(StatusCode, Value, Option<Duration>)> {
     let bytes = body
         .map(|body| serde_json::to_vec(&body))
         .transpose()?
@@ -295,13 +348,18 @@ async fn request(
     }
     let response = connection.send(request).await?;
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(hyper::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok()?.parse().ok())
+        .map(Duration::from_secs);
     let body = read_body(response.into_body()).await?;
     let value = if body.is_empty() {
         Value::Null
     } else {
         serde_json::from_slice(&body).unwrap_or(Value::Null)
     };
-    Ok((status, value))
+    Ok((status, value, retry_after))
 }
 
 /// Registers and logs in one user per socket, and puts them in rooms.
@@ -361,50 +419,38 @@ pub(crate) async fn enrol(
     room: String,
 ) -> Result<Member> {
     let mut connection = Connection::open(broker).await?;
-    let token = log_in(&mut connection, broker, run, index, password).await?;
+    let (token, _) = log_in(&mut connection, broker, run, index, password).await?;
     let room = enter_room(&mut connection, broker, run, index, &token, room).await?;
     Ok(Member { token, room })
 }
 
-/// Registers user `index` and logs in: its token.
+/// Registers user `index` and logs in (trying again what was refused as overloaded): its
+/// token, and how often a sign-in was refused.
 async fn log_in(
     connection: &mut Connection,
     broker: &LoopbackUrl,
     run: &str,
     index: usize,
     password: &str,
-) -> Result<String> {
+) -> Result<(String, u32)> {
     let username = format!("lg{run}_{index}");
     let account = json!({
         "username": username,
         "email": format!("{username}@load.test"),
         "password": password,
     });
-    let (status, body) = request(
-        connection,
-        broker,
-        Method::POST,
-        "/api/auth/register",
-        None,
-        Some(account),
-    )
-    .await?;
+    let (status, body, refused) =
+        sign_in(connection, broker, "/api/auth/register", &account).await?;
     ensure!(status == StatusCode::CREATED, "register: {status} {body}");
     let login = json!({ "login": username, "password": password });
-    let (status, body) = request(
-        connection,
-        broker,
-        Method::POST,
-        "/api/auth/login",
-        None,
-        Some(login),
-    )
-    .await?;
+    let (status, body, refused_again) =
+        sign_in(connection, broker, "/api/auth/login", &login).await?;
     ensure!(status == StatusCode::OK, "login: {status} {body}");
-    Ok(body["token"]
+    let token = body["token"]
         .as_str()
         .context("login answered no token")?
-        .to_owned())
+        .to_owned();
+    Ok((token, refused + refused_again))
 }
 
 /// Creates user `index`'s room (`room` empty) or joins `room`: the room's id.

@@ -29,6 +29,11 @@ pub struct StormFigures {
     users: usize,
     /// Users that failed to set up (no socket).
     failed: usize,
+    /// Sign-ins the broker refused as overloaded, each tried again after its
+    /// `Retry-After`.
+    refused: u64,
+    /// Users refused at least once.
+    users_refused: usize,
     /// The first failure.
     first_error: Option<String>,
     /// Users whose socket was open and registered (see `registered`) only after the
@@ -50,6 +55,8 @@ impl StormFigures {
         json!({
             "users": self.users,
             "failed": self.failed,
+            "sign_ins_refused": self.refused,
+            "users_refused": self.users_refused,
             "first_error": self.first_error,
             "late": self.late,
             "window_secs": self.window.as_secs_f64(),
@@ -65,6 +72,7 @@ impl StormFigures {
         format!(
             "login storm: {} users over {}s, traffic {}s later; {} failed{}, {} not ready when \
              the traffic started; last socket open after {:.1}s\n  \
+             sign-ins refused as overloaded and tried again after Retry-After: {} ({} users)\n  \
              register+login p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
              whole set-up p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
             self.users,
@@ -77,6 +85,8 @@ impl StormFigures {
                 .unwrap_or_default(),
             self.late,
             self.took.as_secs_f64(),
+            self.refused,
+            self.users_refused,
             self.log_in.p50_us as f64 / 1e3,
             self.log_in.p99_us as f64 / 1e3,
             self.log_in.max_us as f64 / 1e3,
@@ -93,8 +103,9 @@ fn percentiles(figures: &PhaseFigures) -> Value {
 }
 
 /// What one user's arrival gave: its member and socket's tally, how long its login and
-/// whole set-up took, and when its socket was open (from the storm's start).
-type Arrival = (Member, SocketTally, Duration, Duration, Duration);
+/// whole set-up took, when its socket was open (from the storm's start), and how often
+/// its sign-ins were refused as overloaded.
+type Arrival = (Member, SocketTally, Duration, Duration, Duration, u32);
 
 /// Runs the storm and the traffic after it.
 pub async fn run(args: &Args, arrivals: Arrivals, run: &str) -> Result<Outcome> {
@@ -140,9 +151,12 @@ pub async fn run(args: &Args, arrivals: Arrivals, run: &str) -> Result<Outcome> 
     let (mut members, mut tallies) = (Vec::with_capacity(users), Vec::with_capacity(users));
     let (mut log_in_latency, mut set_up_latency) = (Tally::new(), Tally::new());
     let (mut failed, mut first_error, mut late, mut took) = (0, None, 0, Duration::ZERO);
+    let (mut refused, mut users_refused) = (0, 0);
     while let Some(joined) = tasks.join_next().await {
         match joined? {
-            Ok((member, tally, log_in, set_up, ready)) => {
+            Ok((member, tally, log_in, set_up, ready, refusals)) => {
+                refused += u64::from(refusals);
+                users_refused += usize::from(refusals > 0);
                 members.push(member);
                 tallies.push(tally);
                 log_in_latency.succeeded(log_in);
@@ -160,6 +174,8 @@ pub async fn run(args: &Args, arrivals: Arrivals, run: &str) -> Result<Outcome> 
     let storm = StormFigures {
         users,
         failed,
+        refused,
+        users_refused,
         first_error,
         late,
         took,
@@ -204,7 +220,7 @@ async fn arrive(
     tokio::time::sleep_until(user.arrives).await;
     let mut connection = Connection::open(&user.broker).await?;
     let broker = &user.broker;
-    let token = log_in(
+    let (token, refusals) = log_in(
         &mut connection,
         broker,
         &user.run,
@@ -248,5 +264,5 @@ async fn arrive(
         times,
     };
     let tally = drive(opened, sender, window, ready.saturating_sub(traffic)).await;
-    Ok((member, tally, logged_in, set_up, ready))
+    Ok((member, tally, logged_in, set_up, ready, refusals))
 }
