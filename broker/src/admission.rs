@@ -71,11 +71,9 @@ pub struct Overloaded {
 pub struct Admission {
     /// The longest expected wait admitted; zero admits everything.
     target: Duration,
-    /// The runtime lag at which everything is refused (see [`Admission::with_lag_limit`]).
-    lag_limit: Duration,
-    /// Whether more than the floor are refused before a rate was measured (see
-    /// [`Admission::admitting_until_measured`]).
-    refuse_unmeasured: bool,
+    /// Whether the floor holds against the lag, and any queue is admitted until a rate
+    /// was measured (see [`Admission::patient`]).
+    patient: bool,
     /// Sends always admitted, whatever the estimate.
     floor: usize,
     state: Mutex<State>,
@@ -115,8 +113,7 @@ impl Admission {
     pub fn new(target: Duration, floor: usize, now: Instant) -> Self {
         Self {
             target,
-            lag_limit: target / 2,
-            refuse_unmeasured: true,
+            patient: false,
             floor: floor.max(1),
             state: Mutex::new(State {
                 queued: 0,
@@ -134,24 +131,13 @@ impl Admission {
         }
     }
 
-    /// Refuses everything while the runtime lags `limit` or more (zero: never), whatever the target
-    /// (by default half the target: a send waits for the runtime twice). A gate for work
-    /// that can wait, such as sign-ins, sets it lower than its own target: in a login
-    /// storm the sign-ins then give way before the sockets' frames fall behind, however
-    /// long a sign-in itself may take.
+    /// A gate that is patient where that costs nothing, for work whose bursts are
+    /// served in time though they are far above the floor (sign-ins: a page of new users
+    /// at once): any queue is admitted until a rate was measured, and fewer than the
+    /// floor are admitted whatever the lag.
     #[must_use]
-    pub fn with_lag_limit(mut self, limit: Duration) -> Self {
-        self.lag_limit = limit;
-        self
-    }
-
-    /// Admits any queue until a rate was measured (the runtime's lag still refuses). For
-    /// a gate whose floor is far below a burst that is served in time: a page of 50
-    /// users signing up at once on a quiet broker must not be refused because nothing
-    /// was measured yet.
-    #[must_use]
-    pub fn admitting_until_measured(mut self) -> Self {
-        self.refuse_unmeasured = false;
+    pub fn patient(mut self) -> Self {
+        self.patient = true;
         self
     }
 
@@ -187,14 +173,18 @@ impl Admission {
         if self.target.is_zero() {
             return None;
         }
-        if !self.lag_limit.is_zero() && state.lag >= self.lag_limit {
+        if self.patient && state.queued < self.floor {
+            return None;
+        }
+        let lag = state.lag * 2;
+        if lag >= self.target {
             return Some("runtime_lag");
         }
-        let room = self.target.saturating_sub(state.lag * 2).as_secs_f64();
+        let room = (self.target - lag).as_secs_f64();
         let full = state.queued >= self.floor
-            && state.rate.map_or(self.refuse_unmeasured, |rate| {
-                state.queued as f64 >= rate * room
-            });
+            && state
+                .rate
+                .map_or(!self.patient, |rate| state.queued as f64 >= rate * room);
         full.then_some("queue_delay")
     }
 
@@ -475,44 +465,34 @@ mod tests {
         assert_eq!(refused.reason, "queue_delay");
     }
 
-    /// The sign-in gate: a target of a second, a lag limit of 25 ms, and no refusal on
-    /// the queue before a rate was measured.
+    /// The sign-in gate: a target of a second, 8 always admitted, patient.
     fn sign_in_gate(start: Instant) -> Admission {
-        Admission::new(Duration::from_secs(1), 8, start)
-            .with_lag_limit(Duration::from_millis(25))
-            .admitting_until_measured()
+        Admission::new(Duration::from_secs(1), 8, start).patient()
     }
 
     #[test]
-    fn work_that_can_wait_gives_way_at_its_own_lag_limit() {
+    fn a_patient_gate_keeps_its_floor_whatever_the_lag() {
         let start = Instant::now();
         let admission = sign_in_gate(start);
         for _ in 0..LAG_SAMPLES {
-            admission.record_lag(Duration::from_millis(20));
+            admission.record_lag(Duration::from_millis(600));
         }
-        assert!(admission.admit(start).is_ok(), "under the limit");
-        for _ in 0..LAG_SAMPLES {
-            admission.record_lag(Duration::from_millis(30));
-        }
+        let floor: Vec<_> = (0..8)
+            .map(|_| admission.admit(start).expect("the floor holds, lag or not"))
+            .collect();
         let refused = admission
             .admit(start)
-            .expect_err("30 ms of lag is over the sign-ins' 25 ms, far under their target");
+            .expect_err("past the floor, 2 × 600 ms of lag is over the target");
         assert_eq!(refused.reason, "runtime_lag");
         assert!(
             refused.retry_after >= Duration::from_secs(1),
             "a refused sign-in comes back no sooner than its target: {refused:?}"
         );
-        for _ in 0..LAG_SAMPLES {
-            admission.record_lag(Duration::ZERO);
-        }
-        assert!(
-            admission.admit(start).is_ok(),
-            "admitted once the runtime caught up"
-        );
+        drop(floor);
     }
 
     #[test]
-    fn a_gate_admitting_until_measured_takes_a_burst_then_bounds_the_queue() {
+    fn a_patient_gate_takes_a_burst_until_measured_then_bounds_the_queue() {
         let start = Instant::now();
         let admission = sign_in_gate(start);
         let burst: Vec<_> = (0..500)

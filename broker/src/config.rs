@@ -113,9 +113,7 @@ pub struct Config {
     pub send_queue_target: Duration,
     /// Longest a sign-in (registration, login, token refresh) is expected to wait for
     /// auth before new ones are refused as `overloaded` (503 with `Retry-After`) instead
-    /// of queued; they are refused too while the broker's runtime lags a quarter of
-    /// `BROKER_SEND_QUEUE_TARGET`, so a login storm gives way to the open sockets. 0s
-    /// never refuses.
+    /// of queued until they time out; 0s never refuses.
     #[arg(long = "broker-sign-in-queue-target", id = "broker-sign-in-queue-target", value_name = "DURATION", env = "BROKER_SIGN_IN_QUEUE_TARGET", default_value = "1s", value_parser = parse_duration)]
     pub sign_in_queue_target: Duration,
     /// Deadline of each gRPC call to a service.
