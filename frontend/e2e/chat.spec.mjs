@@ -179,9 +179,32 @@ await step('a wrong password shows a clear error; the right one signs in', async
   await error.filter({ hasText: 'Wrong username or password' }).waitFor();
   await shot(page, 'login');
   expect(page.url().includes('/login'), 'a wrong password left the sign-in page');
+  // The broker refuses the next sign-in as overloaded (as in a login storm): the page
+  // waits the Retry-After it was given and signs in with the second try.
+  const tries = [];
+  await page.route('**/api/auth/login', async (route) => {
+    const request = route.request();
+    if (request.method() !== 'POST') return route.continue();
+    tries.push(Date.now());
+    if (tries.length > 1) return route.continue();
+    return route.fulfill({
+      status: 503,
+      contentType: 'application/json',
+      headers: {
+        'Retry-After': '1',
+        'Access-Control-Allow-Origin': request.headers().origin,
+        'Access-Control-Allow-Credentials': 'true',
+        'Access-Control-Expose-Headers': 'retry-after',
+      },
+      body: JSON.stringify({ error: { code: 'overloaded', message: 'the server is too busy to sign you in right now' } }),
+    });
+  });
   await page.getByLabel('Password').fill(password);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.waitForURL(`${BASE}/chat`);
+  await page.unroute('**/api/auth/login');
+  expect(tries.length === 2, `the page tried to sign in ${tries.length} times, not 2`);
+  expect(tries[1] - tries[0] >= 1000, `the page came back after ${tries[1] - tries[0]} ms, before Retry-After`);
   await page.locator('#dm-list button.conv', { hasText: 'alice' }).click();
   // History after signing in again: all three messages.
   await messageText(page, 'Did you get this while away?').waitFor();

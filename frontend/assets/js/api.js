@@ -27,11 +27,39 @@ export class ApiError extends Error {
   }
 }
 
+/** How long a request the broker refused as `overloaded` is tried again, in ms. */
+const OVERLOAD_PATIENCE_MS = 30_000;
+
 /**
  * Calls the broker. `body` is sent as JSON; `query` is an object of query parameters
  * (empty values are left out). Resolves to the JSON answer (`null` for 204).
+ *
+ * A request the broker refused as `overloaded` (503: nothing was done, as in a login
+ * storm) is sent again after its `Retry-After`, stretched by up to half at random so
+ * the refused do not all come back at once, for up to `OVERLOAD_PATIENCE_MS`.
  */
-export async function api(path, { method = 'GET', body, query } = {}) {
+export async function api(path, options = {}) {
+  const giveUp = Date.now() + OVERLOAD_PATIENCE_MS;
+  for (;;) {
+    try {
+      return await callOnce(path, options);
+    } catch (error) {
+      const wait = overloadWait(error);
+      if (wait === null || Date.now() + wait > giveUp) throw error;
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+}
+
+/** Milliseconds to wait before repeating a request refused as `overloaded`, else `null`. */
+function overloadWait(error) {
+  if (!(error instanceof ApiError) || error.status !== 503 || error.code !== 'overloaded') return null;
+  const seconds = Number.parseInt(error.retryAfter || '', 10);
+  return (Number.isFinite(seconds) && seconds > 0 ? seconds : 1) * 1000 * (1 + Math.random() / 2);
+}
+
+/** One call of `api`, not repeated. */
+async function callOnce(path, { method = 'GET', body, query } = {}) {
   const url = new URL(BROKER + path);
   for (const [key, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, value);
@@ -143,6 +171,9 @@ export function describe(error) {
     return Number.isFinite(seconds)
       ? `Too many attempts. Try again in ${seconds} second${seconds === 1 ? '' : 's'}.`
       : 'Too many attempts. Please wait a moment and try again.';
+  }
+  if (error.status === 503 && error.code === 'overloaded') {
+    return 'The server is too busy right now. Please try again in a moment.';
   }
   if (error.status === 503) return 'The service is unavailable right now. Please try again shortly.';
   // Server messages are sentence fragments ("a room with that name already exists").
