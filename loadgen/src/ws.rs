@@ -269,18 +269,6 @@ pub(crate) struct Member {
     pub(crate) room: String,
 }
 
-async fn request(
-    connection: &mut Connection,
-    broker: &LoopbackUrl,
-    method: Method,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> Result<(StatusCode, Value)> {
-    let (status, body, _) = answer(connection, broker, method, path, token, body).await?;
-    Ok((status, body))
-}
-
 /// Sign-ins refused as overloaded are tried again (as the pages do) until this long
 /// after the first try.
 const SIGN_IN_PATIENCE: Duration = Duration::from_secs(60);
@@ -299,7 +287,7 @@ async fn sign_in(
     let give_up = Instant::now() + SIGN_IN_PATIENCE;
     let mut refused = 0;
     loop {
-        let (status, answer, retry_after) = answer(
+        let (status, answer, retry_after) = request(
             connection,
             broker,
             Method::POST,
@@ -321,8 +309,9 @@ async fn sign_in(
     }
 }
 
-/// As [`request`], with the answer's `Retry-After`, if any.
-async fn answer(
+/// Calls the broker on `connection`: the answer's status, JSON body (`null` when there is
+/// none or it is no JSON) and `Retry-After`, if any.
+async fn request(
     connection: &mut Connection,
     broker: &LoopbackUrl,
     method: Method,
@@ -464,7 +453,7 @@ async fn enter_room(
 ) -> Result<String> {
     if room.is_empty() {
         let name = json!({ "name": format!("lg{run}r{}", index), "topic": "loadgen" });
-        let (status, body) = request(
+        let (status, body, _) = request(
             connection,
             broker,
             Method::POST,
@@ -480,7 +469,7 @@ async fn enter_room(
         Ok(body["id"].as_str().context("no room id")?.to_owned())
     } else {
         let path = format!("/api/rooms/{room}/join");
-        let (status, body) =
+        let (status, body, _) =
             request(connection, broker, Method::POST, &path, Some(token), None).await?;
         ensure!(status == StatusCode::OK, "join room: {status} {body}");
         Ok(room)
@@ -905,7 +894,7 @@ async fn history_count(broker: &LoopbackUrl, token: &str, room: &str) -> Result<
         // give it up to a minute before calling history incomplete.
         let patience = Instant::now() + Duration::from_secs(60);
         let page = loop {
-            let (status, page) = request(
+            let (status, page, _) = request(
                 &mut connection,
                 broker,
                 Method::GET,
@@ -1415,7 +1404,7 @@ async fn idle(
     let room = &members[0].room;
     let broker = args.broker_for(0);
     let mut connection = Connection::open(broker).await?;
-    let (status, answer) = request(
+    let (status, answer, _) = request(
         &mut connection,
         broker,
         Method::POST,

@@ -6,8 +6,10 @@
 //! `--storm-window` (random, or evenly spread with `--paced`), registers, logs in, creates
 //! or joins its room (a member arriving before its room's creator waits for the room, its
 //! login already done), opens its socket and keeps reading it; `--storm-pause` after the
-//! window the traffic starts, measured from its first second with no warm-up. A user whose
-//! set-up fails is counted, not fatal: a storm the server cannot absorb is a finding.
+//! window the traffic starts, measured from its first second with no warm-up. A sign-in
+//! the broker refuses as `overloaded` is tried again after its `Retry-After`, as the pages
+//! do (counted). A user whose set-up fails is counted, not fatal: a storm the server
+//! cannot absorb is a finding.
 
 use super::{
     Args, DRAIN, Member, Outcome, STORM_DRAIN, Sender, SocketTally, Target, Window, drive,
