@@ -2,7 +2,6 @@
 
 use crate::{
     AppState,
-    admission::Ticket,
     error::{ApiError, ErrorBody},
     extract::{
         ApiBytes, ApiJson, ApiQuery, AuthUser, Credential, REFRESH_COOKIE, SESSION_COOKIE,
@@ -306,10 +305,10 @@ pub async fn register(
         email: body.email,
         password: body.password,
     };
-    let ticket = admit_sign_in(&state)?;
-    let answer = state.auth.clone().register(request).await;
-    answered(ticket, &answer);
-    let answer = answer.map_err(from_auth)?.into_inner();
+    let answer = through_sign_in_gate(&state, state.auth.clone().register(request))
+        .await?
+        .map_err(from_auth)?
+        .into_inner();
     let user = answer.user.ok_or_else(|| ApiError::unavailable("auth"))?;
     Ok((
         StatusCode::CREATED,
@@ -319,24 +318,25 @@ pub async fn register(
     ))
 }
 
-/// Admits a sign-in through the broker's gate, or refuses it at once as `overloaded`
-/// with a retry hint when auth cannot serve it in time ([`crate::admission`]): in a
-/// login storm the sign-ins queue no longer than the target, the others come back
-/// later, and none of them waits out the deadline.
-pub(crate) fn admit_sign_in(state: &AppState) -> Result<Ticket<'_>, ApiError> {
-    state
+/// Runs `call`, a sign-in's call to auth, through the broker's sign-in gate: refused at
+/// once as `overloaded` with a retry hint when auth cannot serve it in time
+/// ([`crate::admission`]; in a login storm the sign-ins queue no longer than the target,
+/// the others come back later, and none of them waits out the deadline), else auth's
+/// answer. The sign-in's place is given back when auth answered, and counts towards
+/// auth's measured rate unless the call failed for want of auth.
+pub(crate) async fn through_sign_in_gate<T>(
+    state: &AppState,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<Result<T, tonic::Status>, ApiError> {
+    let ticket = state
         .sign_ins
         .admit(std::time::Instant::now())
         .map_err(|refusal| {
             metrics::counter!("broker_sign_ins_refused_total", "reason" => refusal.reason)
                 .increment(1);
             ApiError::sign_in_overloaded(refusal.retry_after)
-        })
-}
-
-/// Gives a sign-in's place back, counting it towards auth's measured rate when auth
-/// answered it (a call that failed for want of auth says nothing of its rate).
-pub(crate) fn answered<T>(ticket: Ticket<'_>, answer: &Result<T, tonic::Status>) {
+        })?;
+    let answer = call.await;
     let gone = answer.as_ref().is_err_and(|status| {
         matches!(
             status.code(),
@@ -346,6 +346,7 @@ pub(crate) fn answered<T>(ticket: Ticket<'_>, answer: &Result<T, tonic::Status>)
     if !gone {
         ticket.finished();
     }
+    Ok(answer)
 }
 
 /// Why auth refused a login: a deactivated account (told only after the right
@@ -376,10 +377,10 @@ pub async fn login(
         password: body.password,
         client: Some(client_info(client, &headers)),
     };
-    let ticket = admit_sign_in(&state)?;
-    let answer = state.auth.clone().login(request).await;
-    answered(ticket, &answer);
-    let answer = answer.map_err(login_refused)?.into_inner();
+    let answer = through_sign_in_gate(&state, state.auth.clone().login(request))
+        .await?
+        .map_err(login_refused)?
+        .into_inner();
     logged_in(&state, answer)
 }
 
@@ -411,10 +412,10 @@ pub async fn refresh(
         refresh_token: token,
         client: Some(client_info(client, &headers)),
     };
-    let ticket = admit_sign_in(&state)?;
-    let answer = state.auth.clone().refresh(request).await;
-    answered(ticket, &answer);
-    let answer = answer.map_err(from_auth)?.into_inner();
+    let answer = through_sign_in_gate(&state, state.auth.clone().refresh(request))
+        .await?
+        .map_err(from_auth)?
+        .into_inner();
     logged_in(&state, answer)
 }
 

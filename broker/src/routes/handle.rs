@@ -15,7 +15,7 @@ use crate::{
     error::{ApiError, ErrorBody},
     extract::{ApiBytes, AuthUser, check_origin, require_json},
     middleware::ClientAddr,
-    routes::auth::{admit_sign_in, answered, client_info},
+    routes::auth::{client_info, through_sign_in_gate},
 };
 use axum::{
     Extension, Json,
@@ -232,10 +232,8 @@ async fn authenticate(
         password: payload.password,
         client: Some(client_info(client, headers)),
     };
-    let ticket = admit_sign_in(state)?;
-    let answer = state.auth.clone().login(request).await;
-    answered(ticket, &answer);
-    let answer = answer
+    let answer = through_sign_in_gate(state, state.auth.clone().login(request))
+        .await?
         .map_err(|status| ApiError::from_grpc("auth", &status))?
         .into_inner();
     let user = answer.user.unwrap_or_default();
