@@ -49,6 +49,9 @@ use std::{
 
 /// How often the completion rate is measured.
 pub const WINDOW: Duration = Duration::from_millis(100);
+/// Busy windows a patient gate ([`Admission::patient`]) measures before it trusts the
+/// rate.
+const WINDOWS_TRUSTED: u32 = 5;
 /// The shortest retry hint: sooner, the queue has not moved.
 const MIN_RETRY_AFTER: Duration = Duration::from_millis(50);
 /// The longest retry hint: a client told to wait longer would think the service down.
@@ -93,6 +96,9 @@ struct State {
     emptied: bool,
     /// Sends chat finishes per second while busy; `None` until a busy window was seen.
     rate: Option<f64>,
+    /// Busy windows measured so far (a patient gate trusts the rate after
+    /// [`WINDOWS_TRUSTED`]).
+    busy_windows: u32,
     /// Refused ÷ admitted of the last window: how far demand is over capacity.
     pressure: f64,
     /// How late the runtime ran a task it woke, at least, over the last
@@ -123,6 +129,7 @@ impl Admission {
                 refused: 0,
                 emptied: true,
                 rate: None,
+                busy_windows: 0,
                 pressure: 0.0,
                 lag: Duration::ZERO,
                 lags: [Duration::ZERO; LAG_SAMPLES],
@@ -133,8 +140,9 @@ impl Admission {
 
     /// A gate that is patient where that costs nothing, for work whose bursts are
     /// served in time though they are far above the floor (sign-ins: a page of new users
-    /// at once): any queue is admitted until a rate was measured, and fewer than the
-    /// floor are admitted whatever the lag.
+    /// at once): any queue is admitted until a rate was measured over
+    /// [`WINDOWS_TRUSTED`] busy windows, and fewer than the floor are admitted whatever
+    /// the lag.
     #[must_use]
     pub fn patient(mut self) -> Self {
         self.patient = true;
@@ -181,10 +189,14 @@ impl Admission {
             return Some("runtime_lag");
         }
         let room = (self.target - lag).as_secs_f64();
+        // A patient gate waits for a few busy windows: the first ones of a burst from a
+        // quiet start measure a service still warming up (seen: a burst of 300 sign-ups
+        // that auth answered in a second, refused from the 61st on a rate of a few dozen).
+        let rate = state
+            .rate
+            .filter(|_| !self.patient || state.busy_windows >= WINDOWS_TRUSTED);
         let full = state.queued >= self.floor
-            && state
-                .rate
-                .map_or(!self.patient, |rate| state.queued as f64 >= rate * room);
+            && rate.map_or(!self.patient, |rate| state.queued as f64 >= rate * room);
         full.then_some("queue_delay")
     }
 
@@ -234,6 +246,7 @@ impl State {
         if !self.emptied && self.finished > 0 && elapsed < WINDOW * 2 {
             let measured = self.finished as f64 / elapsed.as_secs_f64();
             self.rate = Some(self.rate.map_or(measured, |rate| (rate + measured) / 2.0));
+            self.busy_windows = self.busy_windows.saturating_add(1);
         }
         self.pressure = self.refused as f64 / self.admitted.max(1) as f64;
         self.window_start = now;
