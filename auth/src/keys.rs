@@ -5,8 +5,7 @@
 //! file in the data directory, creating one on first start (the embedded run).
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{EncodingKey, Header};
-use platform::token::{ALGORITHM, Claims};
+use platform::token::{Claims, Signer};
 use ring::{
     digest, hmac,
     rand::SystemRandom,
@@ -34,7 +33,7 @@ pub enum KeyError {
 /// Auth's token signing key, with its public half and the session CSRF key derived from it.
 pub struct SigningKey {
     kid: String,
-    encoding: EncodingKey,
+    signer: Signer,
     public_x: String,
     csrf: hmac::Key,
 }
@@ -54,16 +53,20 @@ impl SigningKey {
             return Err(KeyError::Format);
         }
         let der = block.contents();
-        let pair = Ed25519KeyPair::from_pkcs8(der).map_err(|_| KeyError::Format)?;
-        let public = pair.public_key().as_ref();
-        let fingerprint = digest::digest(&digest::SHA256, public);
+        let public = Ed25519KeyPair::from_pkcs8(der)
+            .map_err(|_| KeyError::Format)?
+            .public_key()
+            .as_ref()
+            .to_vec();
+        let fingerprint = digest::digest(&digest::SHA256, &public);
+        let kid = URL_SAFE_NO_PAD.encode(&fingerprint.as_ref()[..9]);
         let csrf_seed = digest::digest(
             &digest::SHA256,
             &[b"microchat csrf v1".as_slice(), der].concat(),
         );
         Ok(Self {
-            kid: URL_SAFE_NO_PAD.encode(&fingerprint.as_ref()[..9]),
-            encoding: EncodingKey::from_ed_der(der),
+            signer: Signer::new(der, &kid).map_err(|_| KeyError::Format)?,
+            kid,
             public_x: URL_SAFE_NO_PAD.encode(public),
             csrf: hmac::Key::new(hmac::HMAC_SHA256, csrf_seed.as_ref()),
         })
@@ -102,10 +105,7 @@ impl SigningKey {
 
     /// Signs claims into a compact JWT.
     pub fn sign(&self, claims: &Claims) -> String {
-        let mut header = Header::new(ALGORITHM);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
-            .expect("claims always serialize and an Ed25519 key always signs")
+        self.signer.sign(claims)
     }
 
     /// The CSRF token of a session: stable across refreshes, unguessable without the key.

@@ -5,7 +5,8 @@
 //! which is what keeps it immediate despite the cache.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 use std::{
     collections::HashMap,
@@ -197,5 +198,102 @@ impl std::fmt::Debug for TokenVerifier {
         f.debug_struct("TokenVerifier")
             .field("cached", &self.cache.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Signs JWTs (EdDSA) with one Ed25519 key, kept as parsed: auth's access tokens and
+/// every service's service tokens.
+///
+/// `jsonwebtoken::encode` parses the PKCS#8 document and derives the public key from the
+/// seed again for every token, as much work as the signature itself (2.3 % of the core
+/// in a login storm, docs/PERFORMANCE.md). A `Signer` keeps the key pair and the encoded
+/// header and puts the token together as `jsonwebtoken` does, byte for byte (a test
+/// holds them to it); verification stays with `jsonwebtoken`, the algorithm pinned.
+pub struct Signer {
+    pair: Ed25519KeyPair,
+    /// `{"typ":"JWT","alg":"EdDSA","kid":…}`, base64url: the same for every token.
+    header: String,
+}
+
+impl Signer {
+    /// A signer for the Ed25519 PKCS#8 (v2) document `pkcs8`, putting `kid` in every
+    /// token's header.
+    pub fn new(pkcs8: &[u8], kid: &str) -> Result<Self, ring::error::KeyRejected> {
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8)?;
+        let mut header = Header::new(ALGORITHM);
+        header.kid = Some(kid.to_owned());
+        let header =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header).expect("a JWT header serializes"));
+        Ok(Self { pair, header })
+    }
+
+    /// The raw 32-byte public key.
+    pub fn public_key(&self) -> &[u8] {
+        self.pair.public_key().as_ref()
+    }
+
+    /// `claims` as a compact JWT (JWS compact serialization, RFC 7515 section 7.1): the
+    /// header, the claims and the signature of the two, each base64url.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> String {
+        let claims = serde_json::to_vec(claims).expect("token claims always serialize");
+        let mut token = String::with_capacity(self.header.len() + claims.len() * 4 / 3 + 90);
+        token.push_str(&self.header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(claims, &mut token);
+        let signature = self.pair.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature.as_ref(), &mut token);
+        token
+    }
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ring::rand::SystemRandom;
+
+    #[test]
+    fn signed_tokens_are_the_bytes_jsonwebtoken_makes_and_verify() {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+        let signer = Signer::new(pkcs8.as_ref(), "key-1").unwrap();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: Uuid::now_v7(),
+            sid: Uuid::now_v7(),
+            name: "ada \"the first\" lovelace".into(),
+            email: "ada@example.com".into(),
+            iat: 1_000_000_000,
+            exp: 2_000_000_000,
+            csrf: "c".into(),
+            role: crate::role::Role::Admin,
+        };
+        // Ed25519 signatures are deterministic: the whole token can be compared.
+        let mut header = Header::new(ALGORITHM);
+        header.kid = Some("key-1".into());
+        let expected = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_ed_der(pkcs8.as_ref()),
+        )
+        .unwrap();
+        let token = signer.sign(&claims);
+        assert_eq!(token, expected);
+
+        let verifier = TokenVerifier::new(4);
+        let public = URL_SAFE_NO_PAD.encode(signer.public_key());
+        verifier.set_keys([("key-1", public.as_str())]).unwrap();
+        assert_eq!(*verifier.verify(&token, 1_500_000_000).unwrap(), claims);
+    }
+
+    #[test]
+    fn only_ed25519_pkcs8_documents_make_a_signer() {
+        assert!(Signer::new(b"not a key", "kid").is_err());
     }
 }

@@ -7,11 +7,9 @@
 //! for a deployment).
 
 use super::{Service, token::Identity};
+use crate::token::Signer;
 use jsonwebtoken::DecodingKey;
-use ring::{
-    rand::SystemRandom,
-    signature::{Ed25519KeyPair, KeyPair},
-};
+use ring::{rand::SystemRandom, signature::Ed25519KeyPair};
 use std::{
     collections::HashMap,
     io::Write,
@@ -110,7 +108,7 @@ impl ServiceKeys {
             let private = dir.join(format!("{service}.key"));
             let (pair, fresh) = match std::fs::read_to_string(&private) {
                 Ok(text) => (
-                    parse_private(&text).ok_or_else(|| format_error(&private))?,
+                    parse_private(&text, service).ok_or_else(|| format_error(&private))?,
                     false,
                 ),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -118,7 +116,8 @@ impl ServiceKeys {
                         .expect("the system random generator is available");
                     let text = pem::encode(&pem::Pem::new("PRIVATE KEY", document.as_ref()));
                     write_new(&private, &text, 0o600).map_err(file_error(&private))?;
-                    let pair = parse_private(&text).expect("a freshly generated key parses");
+                    let pair =
+                        parse_private(&text, service).expect("a freshly generated key parses");
                     (pair, true)
                 }
                 Err(error) => return Err(file_error(&private)(error)),
@@ -151,7 +150,9 @@ impl ServiceKeys {
             let key_file = dir.join(format!("{service}.key"));
             let pub_file = dir.join(format!("{service}.pub"));
             let own = match read_if_present(&key_file)? {
-                Some(text) => Some(parse_private(&text).ok_or_else(|| format_error(&key_file))?),
+                Some(text) => {
+                    Some(parse_private(&text, service).ok_or_else(|| format_error(&key_file))?)
+                }
                 None => None,
             };
             let raw = match read_if_present(&pub_file)? {
@@ -168,8 +169,8 @@ impl ServiceKeys {
                     dir: dir.display().to_string(),
                 });
             }
-            if let Some((der, _)) = own {
-                private.insert(service, Arc::new(Identity::new(service, &der)));
+            if let Some((signer, _)) = own {
+                private.insert(service, Arc::new(Identity::new(service, signer)));
             }
             if let Some(raw) = raw {
                 public.insert(service, DecodingKey::from_ed_der(&raw));
@@ -205,17 +206,15 @@ impl ServiceKeys {
     }
 }
 
-/// A private key's PKCS#8 document and its raw 32-byte public half.
-fn parse_private(text: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+/// A private key's signer (its key id `service`) and its raw 32-byte public half.
+fn parse_private(text: &str, service: Service) -> Option<(Signer, Vec<u8>)> {
     let block = pem::parse(text.trim()).ok()?;
     if block.tag() != "PRIVATE KEY" {
         return None;
     }
-    let pair = Ed25519KeyPair::from_pkcs8(block.contents()).ok()?;
-    Some((
-        block.contents().to_vec(),
-        pair.public_key().as_ref().to_vec(),
-    ))
+    let signer = Signer::new(block.contents(), service.name()).ok()?;
+    let public = signer.public_key().to_vec();
+    Some((signer, public))
 }
 
 /// The raw 32-byte key of an Ed25519 SubjectPublicKeyInfo PEM.

@@ -4,7 +4,7 @@
 //! expires, so a call pays for a lock and a clone, not for a signature.
 
 use super::Service;
-use jsonwebtoken::{EncodingKey, Header};
+use crate::token::Signer;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, RwLock};
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
@@ -30,16 +30,13 @@ pub(crate) struct ServiceClaims {
 /// A service's signing key.
 pub struct Identity {
     service: Service,
-    key: EncodingKey,
+    signer: Signer,
 }
 
 impl Identity {
-    /// The identity of `service` with its PKCS#8 private key.
-    pub(crate) fn new(service: Service, pkcs8: &[u8]) -> Self {
-        Self {
-            service,
-            key: EncodingKey::from_ed_der(pkcs8),
-        }
+    /// The identity of `service` with its signer (the key id is the service's name).
+    pub(crate) fn new(service: Service, signer: Signer) -> Self {
+        Self { service, signer }
     }
 
     /// The service this identity is.
@@ -49,16 +46,12 @@ impl Identity {
 
     /// A token for calling `audience`, issued at `now` (epoch seconds).
     pub fn token(&self, audience: Service, now: i64) -> String {
-        let mut header = Header::new(jsonwebtoken::Algorithm::EdDSA);
-        header.kid = Some(self.service.name().to_owned());
-        let claims = ServiceClaims {
+        self.signer.sign(&ServiceClaims {
             iss: self.service.name().to_owned(),
             aud: audience.name().to_owned(),
             iat: now,
             exp: now + LIFETIME_SECONDS,
-        };
-        jsonwebtoken::encode(&header, &claims, &self.key)
-            .expect("an Ed25519 key from a parsed PKCS#8 document signs")
+        })
     }
 
     /// Credentials for this service's calls to `audience`.
