@@ -53,21 +53,18 @@ impl SigningKey {
             return Err(KeyError::Format);
         }
         let der = block.contents();
-        let public = Ed25519KeyPair::from_pkcs8(der)
-            .map_err(|_| KeyError::Format)?
-            .public_key()
-            .as_ref()
-            .to_vec();
-        let fingerprint = digest::digest(&digest::SHA256, &public);
+        let pair = Ed25519KeyPair::from_pkcs8(der).map_err(|_| KeyError::Format)?;
+        let public_x = URL_SAFE_NO_PAD.encode(pair.public_key());
+        let fingerprint = digest::digest(&digest::SHA256, pair.public_key().as_ref());
         let kid = URL_SAFE_NO_PAD.encode(&fingerprint.as_ref()[..9]);
         let csrf_seed = digest::digest(
             &digest::SHA256,
             &[b"microchat csrf v1".as_slice(), der].concat(),
         );
         Ok(Self {
-            signer: Signer::new(der, &kid).map_err(|_| KeyError::Format)?,
+            signer: Signer::new(pair, &kid),
             kid,
-            public_x: URL_SAFE_NO_PAD.encode(public),
+            public_x,
             csrf: hmac::Key::new(hmac::HMAC_SHA256, csrf_seed.as_ref()),
         })
     }

@@ -212,7 +212,8 @@ fn parse_private(text: &str, service: Service) -> Option<(Signer, Vec<u8>)> {
     if block.tag() != "PRIVATE KEY" {
         return None;
     }
-    let signer = Signer::new(block.contents(), service.name()).ok()?;
+    let pair = Ed25519KeyPair::from_pkcs8(block.contents()).ok()?;
+    let signer = Signer::new(pair, service.name());
     let public = signer.public_key().to_vec();
     Some((signer, public))
 }
